@@ -1,0 +1,284 @@
+/* checkpoint.c: weights, LCA totals and resume state as safetensors files
+ * (docs/checkpoints.md), with the model's PyTorch-style tensor names so
+ * that numpy, PyTorch and JAX read them without help from us. */
+#include "trainer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_STATE_TENSORS = 6 }; /* groups of tensors in a state file */
+
+static void describe(lca_st_tensor *out, const lca_tensor *t, const char *name, const char *dtype,
+                     const void *data, size_t element_size) {
+    out->name = name;
+    out->dtype = dtype;
+    out->rank = t->rank;
+    for (int d = 0; d < LCA_MAX_RANK; d++) out->shape[d] = d < t->rank ? t->shape[d] : 0;
+    out->data = data;
+    out->bytes = t->count * element_size;
+}
+
+lca_status lca_checkpoint_save(const char *path, const lca_model *m, uint64_t iteration) {
+    lca_st_tensor *tensors = calloc(m->tensor_count, sizeof *tensors);
+    if (!tensors) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    for (size_t t = 0; t < m->tensor_count; t++)
+        describe(&tensors[t], &m->tensors[t], m->tensors[t].name, "F32",
+                 m->parameters + m->tensors[t].offset, sizeof(float));
+    char iteration_text[32];
+    snprintf(iteration_text, sizeof iteration_text, "%" PRIu64, iteration);
+    const char *keys[] = {"format", "lca.model", "lca.loss", "lca.iteration", "lca.version"};
+    const char *values[] = {"pt", m->spec, lca_loss_name(m->loss), iteration_text,
+                            LCA_VERSION_STRING};
+    lca_status status = lca_safetensors_write(path, tensors, m->tensor_count, keys, values, 5);
+    free(tensors);
+    return status;
+}
+
+static lca_status parse_iteration(const lca_safetensors *file, uint64_t *iteration) {
+    const char *text = lca_safetensors_metadata(file, "lca.iteration");
+    if (!text) {
+        *iteration = 0;
+        return LCA_OK;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end)
+        return lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.iteration: expected an integer, found \"%s\"",
+                        lca_safetensors_path(file), text);
+    *iteration = v;
+    return LCA_OK;
+}
+
+/* Copy the tensor named name from file into dst, checking dtype and shape
+ * against the model tensor t. */
+static lca_status load_tensor(const lca_safetensors *file, const char *name, const lca_tensor *t,
+                              const char *dtype, size_t element_size, void *dst) {
+    const lca_st_tensor *s = lca_safetensors_find(file, name);
+    if (!s)
+        return lca_fail(LCA_ERR_MISMATCH, "%s: has no tensor \"%s\" (the model %s needs it)",
+                        lca_safetensors_path(file), name, "being loaded");
+    if (strcmp(s->dtype, dtype) != 0)
+        return lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" has dtype %s, expected %s",
+                        lca_safetensors_path(file), name, s->dtype, dtype);
+    bool same = s->rank == t->rank;
+    for (int d = 0; same && d < t->rank; d++) same = s->shape[d] == t->shape[d];
+    if (!same || s->bytes != t->count * element_size) {
+        char want[96] = "", have[96] = "";
+        for (int d = 0; d < t->rank; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                     (long long)t->shape[d]);
+        for (int d = 0; d < s->rank; d++)
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", d ? ", " : "",
+                     (long long)s->shape[d]);
+        return lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" has shape (%s), expected (%s)",
+                        lca_safetensors_path(file), name, have, want);
+    }
+    memcpy(dst, s->data, s->bytes);
+    return LCA_OK;
+}
+
+static lca_status load_parameters(const lca_safetensors *file, lca_model *m) {
+    /* load into a copy first so that a failure leaves the model unchanged */
+    float *staged = malloc(m->parameter_count * sizeof(float));
+    if (!staged) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory loading %s",
+                                 lca_safetensors_path(file));
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        lca_status status = load_tensor(file, m->tensors[t].name, &m->tensors[t], "F32",
+                                        sizeof(float), staged + m->tensors[t].offset);
+        if (status != LCA_OK) {
+            free(staged);
+            return status;
+        }
+    }
+    memcpy(m->parameters, staged, m->parameter_count * sizeof(float));
+    free(staged);
+    return LCA_OK;
+}
+
+lca_status lca_checkpoint_load(const char *path, lca_model *m, uint64_t *iteration) {
+    lca_safetensors *file;
+    lca_status status = lca_safetensors_read(&file, path);
+    if (status != LCA_OK) return status;
+    uint64_t at = 0;
+    status = parse_iteration(file, &at);
+    if (status == LCA_OK) status = load_parameters(file, m);
+    if (status == LCA_OK && iteration) *iteration = at;
+    lca_safetensors_free(file);
+    return status;
+}
+
+lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
+                                    lca_loss_kind *loss) {
+    lca_safetensors *file;
+    lca_status status = lca_safetensors_read(&file, path);
+    if (status != LCA_OK) return status;
+    const char *model = lca_safetensors_metadata(file, "lca.model");
+    const char *loss_name = lca_safetensors_metadata(file, "lca.loss");
+    if (!model) {
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: metadata has no \"lca.model\" (not written by lca?): pass --model",
+                          path);
+    } else if (strlen(model) + 1 > capacity) {
+        status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.model is too long", path);
+    } else {
+        strcpy(spec, model);
+        if (loss) {
+            if (!loss_name || strcmp(loss_name, "softmax_cross_entropy") == 0)
+                *loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY;
+            else if (strcmp(loss_name, "mean_squared_error") == 0)
+                *loss = LCA_LOSS_MEAN_SQUARED_ERROR;
+            else
+                status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.loss: unknown loss \"%s\"",
+                                  path, loss_name);
+        }
+    }
+    lca_safetensors_free(file);
+    return status;
+}
+
+lca_status lca_totals_save(const char *totals_path, const char *helped_path,
+                           const lca_trainer *tr) {
+    const lca_model *m = tr->model;
+    if (!tr->lca_totals)
+        return lca_fail(LCA_ERR_STATE, "no LCA totals: the run was made without LCA");
+    lca_st_tensor *tensors = calloc(m->tensor_count, sizeof *tensors);
+    if (!tensors) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory");
+    char iteration_text[32];
+    snprintf(iteration_text, sizeof iteration_text, "%" PRIu64, tr->iteration);
+    const char *keys[] = {"lca.model", "lca.iteration", "lca.quantity"};
+    const char *values[] = {m->spec, iteration_text, "sum over iterations of LCA (nats)"};
+    for (size_t t = 0; t < m->tensor_count; t++)
+        describe(&tensors[t], &m->tensors[t], m->tensors[t].name, "F64",
+                 tr->lca_totals + m->tensors[t].offset, sizeof(double));
+    lca_status status = lca_safetensors_write(totals_path, tensors, m->tensor_count, keys, values, 3);
+    if (status == LCA_OK) {
+        values[2] = "iterations in which the parameter helped (LCA < 0)";
+        for (size_t t = 0; t < m->tensor_count; t++)
+            describe(&tensors[t], &m->tensors[t], m->tensors[t].name, "U32",
+                     tr->helped_counts + m->tensors[t].offset, sizeof(uint32_t));
+        status = lca_safetensors_write(helped_path, tensors, m->tensor_count, keys, values, 3);
+    }
+    free(tensors);
+    return status;
+}
+
+/* ---- resume state: parameters plus everything the next step reads */
+
+typedef struct state_group {
+    const char *prefix;     /* "" for parameters */
+    const char *dtype;
+    size_t element_size;
+    void *data;             /* K elements in the parameter layout, or NULL if unused */
+} state_group;
+
+static size_t state_groups(lca_trainer *tr, state_group groups[MAX_STATE_TENSORS]) {
+    size_t n = 0;
+    groups[n++] = (state_group){"", "F32", sizeof(float), tr->model->parameters};
+    if (tr->velocity) groups[n++] = (state_group){"optimizer.velocity.", "F32", sizeof(float), tr->velocity};
+    if (tr->adam_m) groups[n++] = (state_group){"optimizer.adam_m.", "F32", sizeof(float), tr->adam_m};
+    if (tr->adam_v) groups[n++] = (state_group){"optimizer.adam_v.", "F32", sizeof(float), tr->adam_v};
+    if (tr->lca_totals) groups[n++] = (state_group){"lca.total.", "F64", sizeof(double), tr->lca_totals};
+    if (tr->helped_counts) groups[n++] = (state_group){"lca.helped.", "U32", sizeof(uint32_t), tr->helped_counts};
+    return n;
+}
+
+lca_status lca_trainer_save_state(const lca_trainer *const_tr, const char *path) {
+    lca_trainer *tr = (lca_trainer *)const_tr; /* only read; the groups table wants mutable */
+    const lca_model *m = tr->model;
+    state_group groups[MAX_STATE_TENSORS];
+    size_t group_count = state_groups(tr, groups), count = group_count * m->tensor_count;
+    lca_st_tensor *tensors = calloc(count, sizeof *tensors);
+    char *names = calloc(count, 96);
+    if (!tensors || !names) {
+        free(tensors);
+        free(names);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    for (size_t g = 0; g < group_count; g++)
+        for (size_t t = 0; t < m->tensor_count; t++) {
+            size_t i = g * m->tensor_count + t;
+            char *name = names + 96 * i;
+            snprintf(name, 96, "%s%s", groups[g].prefix, m->tensors[t].name);
+            describe(&tensors[i], &m->tensors[t], name, groups[g].dtype,
+                     (const uint8_t *)groups[g].data + m->tensors[t].offset * groups[g].element_size,
+                     groups[g].element_size);
+        }
+    char iteration[32], epoch[32], position[32];
+    snprintf(iteration, sizeof iteration, "%" PRIu64, tr->iteration);
+    snprintf(epoch, sizeof epoch, "%" PRIu32, tr->epoch);
+    snprintf(position, sizeof position, "%zu", tr->position);
+    const char *keys[] = {"lca.model", "lca.loss", "lca.iteration", "lca.epoch", "lca.position",
+                          "lca.version"};
+    const char *values[] = {m->spec, lca_loss_name(m->loss), iteration, epoch, position,
+                            LCA_VERSION_STRING};
+    lca_status status = lca_safetensors_write(path, tensors, count, keys, values, 6);
+    free(tensors);
+    free(names);
+    return status;
+}
+
+static lca_status metadata_number(const lca_safetensors *file, const char *key, uint64_t *out) {
+    const char *text = lca_safetensors_metadata(file, key);
+    char *end;
+    errno = 0;
+    unsigned long long v = text ? strtoull(text, &end, 10) : 0;
+    if (!text || errno || end == text || *end)
+        return lca_fail(LCA_ERR_FORMAT, "%s: metadata \"%s\": expected an integer, found %s%s%s",
+                        lca_safetensors_path(file), key, text ? "\"" : "", text ? text : "nothing",
+                        text ? "\"" : "");
+    *out = v;
+    return LCA_OK;
+}
+
+lca_status lca_trainer_load_state(lca_trainer *tr, const char *path) {
+    lca_safetensors *file;
+    lca_status status = lca_safetensors_read(&file, path);
+    if (status != LCA_OK) return status;
+    const lca_model *m = tr->model;
+    uint64_t iteration = 0, epoch = 0, position = 0;
+    const char *spec = lca_safetensors_metadata(file, "lca.model");
+    if (!spec || strcmp(spec, m->spec) != 0)
+        status = lca_fail(LCA_ERR_MISMATCH, "%s: state is for model \"%s\", not \"%s\"", path,
+                          spec ? spec : "(none)", m->spec);
+    if (status == LCA_OK) status = metadata_number(file, "lca.iteration", &iteration);
+    if (status == LCA_OK) status = metadata_number(file, "lca.epoch", &epoch);
+    if (status == LCA_OK) status = metadata_number(file, "lca.position", &position);
+    if (status == LCA_OK && position > tr->train_count)
+        status = lca_fail(LCA_ERR_MISMATCH,
+                          "%s: metadata lca.position %llu exceeds the training split (%zu)", path,
+                          (unsigned long long)position, tr->train_count);
+    /* stage every group, then commit: a bad file leaves the trainer as it was */
+    state_group groups[MAX_STATE_TENSORS];
+    size_t group_count = state_groups(tr, groups);
+    void *staged[MAX_STATE_TENSORS] = {0};
+    for (size_t g = 0; status == LCA_OK && g < group_count; g++) {
+        staged[g] = malloc(m->parameter_count * groups[g].element_size);
+        if (!staged[g]) {
+            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+            break;
+        }
+        for (size_t t = 0; status == LCA_OK && t < m->tensor_count; t++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s%s", groups[g].prefix, m->tensors[t].name);
+            status = load_tensor(file, name, &m->tensors[t], groups[g].dtype, groups[g].element_size,
+                                 (uint8_t *)staged[g] + m->tensors[t].offset * groups[g].element_size);
+        }
+    }
+    if (status == LCA_OK) {
+        for (size_t g = 0; g < group_count; g++)
+            memcpy(groups[g].data, staged[g], m->parameter_count * groups[g].element_size);
+        tr->iteration = iteration;
+        tr->epoch = (uint32_t)epoch;
+        tr->position = (size_t)position;
+        /* the epoch's shuffle depends only on seed and epoch */
+        lca_trainer_reshuffle(tr);
+        tr->train_view.have_start = false;
+        tr->validation_view.have_start = false;
+    }
+    for (size_t g = 0; g < group_count; g++) free(staged[g]);
+    lca_safetensors_free(file);
+    return status;
+}

@@ -1,0 +1,394 @@
+/*
+ * lca.h: the one public header of the lca core.
+ *
+ * The core trains small neural networks in float32 and measures Loss Change
+ * Allocation (LCA; Lan, Liu, Zhou, Yosinski, NeurIPS 2019) while they train.
+ * For every iteration t it splits the change of the loss on a fixed
+ * evaluation set, L(θ_{t+1}) − L(θ_t), into one term per parameter:
+ *
+ *     LCA_{t,i} = Δθ_{t,i} · ḡ_{t,i},   ḡ_t ≈ ∫_0^1 ∇L(θ_t + s·Δθ_t) ds
+ *
+ * integrated with composite Simpson's rule and refined (2 → 4 → … → 32
+ * sub-intervals) until |residual| ≤ threshold. Negative LCA = the parameter
+ * helped. The integrator streams: it keeps a handful of parameter-sized
+ * vectors and produces one small record per iteration.
+ *
+ * Tutorial
+ * --------
+ * 1. Build a model from a spec ("fc" or "784-100-50-10"): lca_model_new.
+ *    Parameters live in one float array in tensor order; lca_model_tensor
+ *    describes each tensor (PyTorch names: "fc1.weight" of shape (out, in)).
+ * 2. Open a data set (uint8 pixels scaled to [0, 1] on use, integer labels):
+ *    lca_dataset_open("digits" | "fashion-mnist" | folder | images file).
+ * 3. Fill an lca_config (start from lca_config_default()) and create a
+ *    trainer. The trainer owns every buffer it will need; lca_trainer_step
+ *    allocates nothing.
+ * 4. Call lca_trainer_step once per iteration; each call fills an lca_record
+ *    (per-tensor LCA sums, help/hurt counts, losses, residual). Hand it to an
+ *    lca_log (file or stdout) or read it directly.
+ * 5. Every fallible call returns an lca_status. lca_status_string names the
+ *    kind of failure; lca_last_error gives the detailed message of the last
+ *    failure on the calling thread (file, byte offset, what was expected).
+ *    The library never prints, exits or aborts.
+ *
+ * Complete example (error handling shortened to a macro):
+ *
+ *     #include <lca.h>
+ *     #include <stdio.h>
+ *     #define TRY(x) do { lca_status s_ = (x); if (s_ != LCA_OK) { \
+ *         fprintf(stderr, "%s\n", lca_last_error()); return 1; } } while (0)
+ *
+ *     int main(void) {
+ *         lca_model *model; lca_dataset *data; lca_trainer *trainer;
+ *         lca_log *log; lca_record record;
+ *         TRY(lca_model_new(&model, "64-32-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+ *         TRY(lca_dataset_open(&data, "digits", NULL));
+ *         lca_config config = lca_config_default();
+ *         config.iterations = 100;
+ *         config.batch_size = 64;
+ *         TRY(lca_trainer_new(&trainer, model, data, &config));
+ *         TRY(lca_log_open(&log, "run.lcalog", trainer));
+ *         for (uint64_t t = 0; t < config.iterations; t++) {
+ *             TRY(lca_trainer_step(trainer, &record));
+ *             TRY(lca_log_write(log, &record));
+ *             printf("%llu loss %.4f lca %.5f residual %.2e\n",
+ *                    (unsigned long long)record.iteration,
+ *                    record.train.loss_after, record.train.lca_total,
+ *                    record.train.residual);
+ *         }
+ *         TRY(lca_log_close(log));
+ *         lca_trainer_free(trainer); lca_dataset_free(data); lca_model_free(model);
+ *         return 0;
+ *     }
+ *
+ * Conventions
+ * -----------
+ * - Tensors are float32, row-major. Sums of LCA are float64.
+ * - Everything a run computes is a function of the config, the data and the
+ *   seed: the same inputs give the same bytes at any thread count.
+ * - Names with the prefix lca_ are public; enums only grow at the end.
+ */
+#ifndef LCA_H
+#define LCA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LCA_VERSION_MAJOR 0
+#define LCA_VERSION_MINOR 1
+#define LCA_VERSION_PATCH 0
+#define LCA_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum lca_status {
+    LCA_OK = 0,
+    LCA_ERR_INVALID_ARGUMENT = 1, /* a value outside its documented range */
+    LCA_ERR_OUT_OF_MEMORY = 2,
+    LCA_ERR_IO = 3,               /* open/read/write failed (errno in the message) */
+    LCA_ERR_FORMAT = 4,           /* a file's bytes are not what its format says */
+    LCA_ERR_MISMATCH = 5,         /* names, shapes or sizes do not fit the model or data */
+    LCA_ERR_UNSUPPORTED = 6,      /* valid request this build cannot do */
+    LCA_ERR_NUMERIC = 7,          /* a loss or gradient became NaN or infinite */
+    LCA_ERR_STATE = 8,            /* a call made at the wrong time */
+} lca_status;
+
+/* A short constant phrase for a status ("format error"). */
+const char *lca_status_string(lca_status status);
+/* The detailed message of the last failing call on this thread, or "" if
+ * there was none. Valid until the next failing call on the same thread. */
+const char *lca_last_error(void);
+
+/* ---------------------------------------------------------------- threads */
+
+/* 1 if the core was built with OpenMP, else 0 (then everything runs on one
+ * thread and is still correct). */
+int lca_has_openmp(void);
+/* Number of threads used by later calls; 0 = the OpenMP default. Results do
+ * not depend on it. Ignored without OpenMP. */
+void lca_set_threads(int threads);
+int lca_threads(void);
+/* Name of the GEMM micro-kernel chosen at run time ("avx2-fma", "portable"). */
+const char *lca_gemm_kernel_name(void);
+
+/* ---------------------------------------------------------------- random */
+
+/* The documented generator: xoshiro256** seeded through SplitMix64.
+ * lca_rng_seed(seed, stream) derives independent streams for parameter
+ * initialisation, the validation split, the LCA subset and the per-epoch
+ * shuffle (see LCA_STREAM_*). Normals come from the Box–Muller transform in
+ * float64. */
+typedef struct lca_rng { uint64_t s[4]; } lca_rng;
+enum {
+    LCA_STREAM_INIT = 1,
+    LCA_STREAM_VALIDATION_SPLIT = 2,
+    LCA_STREAM_LCA_SUBSET = 3,
+    LCA_STREAM_SHUFFLE = 4, /* + epoch << 8 */
+    LCA_STREAM_DROPOUT = 5,
+};
+void lca_rng_seed(lca_rng *rng, uint64_t seed, uint64_t stream);
+uint64_t lca_rng_next(lca_rng *rng);
+/* Uniform in [0, 1) with 53 random bits. */
+double lca_rng_uniform(lca_rng *rng);
+/* Uniform integer in [0, bound), without modulo bias. bound > 0. */
+uint64_t lca_rng_below(lca_rng *rng, uint64_t bound);
+/* Standard normal. */
+double lca_rng_normal(lca_rng *rng);
+
+/* ----------------------------------------------------------------- model */
+
+typedef enum lca_loss_kind {
+    /* mean over examples of −log softmax(z)[label], computed stably */
+    LCA_LOSS_SOFTMAX_CROSS_ENTROPY = 0,
+    /* mean over examples and outputs of (y − target)²; as torch MSELoss.
+     * Targets: the data set's float targets, or one-hot labels. */
+    LCA_LOSS_MEAN_SQUARED_ERROR = 1,
+} lca_loss_kind;
+
+typedef struct lca_model lca_model;
+
+/* "softmax_cross_entropy" or "mean_squared_error": the names used in logs
+ * and checkpoint metadata. */
+const char *lca_loss_name(lca_loss_kind loss);
+
+#define LCA_MAX_RANK 4
+typedef struct lca_tensor_info {
+    const char *name;               /* "fc1.weight"; owned by the model */
+    int rank;
+    int64_t shape[LCA_MAX_RANK];    /* PyTorch order: dense weight (out, in) */
+    size_t offset;                  /* first element in the flat parameter array */
+    size_t count;                   /* number of elements */
+} lca_tensor_info;
+
+/* spec: "fc" (the paper's 784-100-50-10 MLP, 84,060 parameters) or sizes
+ * joined by '-' ("784-100-50-10"): dense layers with ReLU between them and
+ * none after the last. The first size is the input width. A spec of two
+ * sizes ("64-10") is a linear model. */
+lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss);
+void lca_model_free(lca_model *model);
+/* The spec in canonical form ("784-100-50-10"), owned by the model. */
+const char *lca_model_spec(const lca_model *model);
+lca_loss_kind lca_model_loss(const lca_model *model);
+size_t lca_model_input_size(const lca_model *model);
+size_t lca_model_output_size(const lca_model *model);
+size_t lca_model_parameter_count(const lca_model *model);
+size_t lca_model_tensor_count(const lca_model *model);
+lca_status lca_model_tensor(const lca_model *model, size_t index, lca_tensor_info *out);
+/* Index of the tensor with this name, or -1. */
+long lca_model_find_tensor(const lca_model *model, const char *name);
+/* The flat parameter array (length lca_model_parameter_count). */
+float *lca_model_parameters(lca_model *model);
+const float *lca_model_parameters_const(const lca_model *model);
+/* He-normal weights (std sqrt(2 / fan_in)), zero biases, from stream
+ * LCA_STREAM_INIT of seed, tensors in order, elements row-major. */
+void lca_model_initialize(lca_model *model, uint64_t seed);
+
+/* Forward and backward on n examples with inputs x (n × input, float32)
+ * and labels (or float targets, n × output, for MSE when labels is NULL).
+ * Returns the mean loss in *loss. If gradient is not NULL it receives the
+ * gradient of the mean loss (length parameter_count), overwriting it.
+ * Uses an internal workspace sized for up to max_batch examples: call
+ * lca_model_reserve first. Offered for tests and tools; the trainer uses
+ * the same code. */
+lca_status lca_model_reserve(lca_model *model, size_t max_batch);
+lca_status lca_model_loss_and_gradient(lca_model *model, const float *parameters,
+                                       const float *x, const int32_t *labels,
+                                       const float *targets, size_t n,
+                                       double *loss, float *gradient);
+
+/* --------------------------------------------------------------- dataset */
+
+typedef struct lca_dataset lca_dataset;
+
+/* source:
+ *   "digits"        the embedded UCI 8×8 digits (1,797 images, 64 pixels)
+ *   "fashion-mnist" Debian's dataset-fashion-mnist training files
+ *   a folder        holding train-images-idx3-ubyte[.gz] and
+ *                   train-labels-idx1-ubyte[.gz]
+ *   an images file  IDX images (plain or .gz); labels_path names its labels
+ * labels_path: NULL unless source is an images file. */
+lca_status lca_dataset_open(lca_dataset **out, const char *source, const char *labels_path);
+/* Copies the arrays. pixels: count × features bytes; labels in [0, classes). */
+lca_status lca_dataset_from_arrays(lca_dataset **out, const uint8_t *pixels,
+                                   const int32_t *labels, size_t count,
+                                   size_t features, int classes);
+/* Regression data: float inputs (count × features) and float targets
+ * (count × outputs). Used with LCA_LOSS_MEAN_SQUARED_ERROR. */
+lca_status lca_dataset_from_float_arrays(lca_dataset **out, const float *inputs,
+                                         const float *targets, size_t count,
+                                         size_t features, size_t outputs);
+void lca_dataset_free(lca_dataset *data);
+size_t lca_dataset_count(const lca_dataset *data);
+size_t lca_dataset_features(const lca_dataset *data);
+/* Number of classes (max label + 1), or 0 for regression data. */
+int lca_dataset_classes(const lca_dataset *data);
+/* Where the data came from ("digits", a path), owned by the data set. */
+const char *lca_dataset_source(const lca_dataset *data);
+/* Copy examples indices[0..n) as float32 inputs (scaled to [0, 1]) into x
+ * (n × features) and their labels (or targets) into labels / targets;
+ * either output may be NULL. */
+void lca_dataset_gather(const lca_dataset *data, const uint32_t *indices, size_t n,
+                        float *x, int32_t *labels, float *targets);
+
+/* ---------------------------------------------------------------- config */
+
+typedef enum lca_optimizer_kind {
+    LCA_OPTIMIZER_SGD = 0,      /* θ ← θ − lr·g */
+    LCA_OPTIMIZER_MOMENTUM = 1, /* v ← μ·v + g; θ ← θ − lr·v (PyTorch's convention) */
+    LCA_OPTIMIZER_ADAM = 2,     /* Kingma & Ba with bias correction */
+} lca_optimizer_kind;
+
+#define LCA_VALIDATION_DEFAULT ((size_t)-1) /* min(5,000, 10% of the set) */
+
+typedef struct lca_config {
+    uint64_t seed;                    /* default 1 */
+    lca_optimizer_kind optimizer;     /* default momentum */
+    double learning_rate;             /* default 0.01 */
+    double momentum;                  /* μ, default 0.9 */
+    double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
+    /* L2 coefficient λ: the step uses g + λθ; the allocated loss has no L2. */
+    double weight_decay;              /* default 0 */
+    size_t batch_size;                /* default 250 */
+    uint64_t iterations;              /* total iterations the run is meant to take */
+    size_t validation;                /* examples held out; LCA_VALIDATION_DEFAULT */
+    int lca;                          /* 1 = compute LCA (default), 0 = train only */
+    size_t lca_subset;                /* 0 = whole training split; else a seeded subset */
+    int lca_validation_view;          /* 1 = also allocate the validation loss */
+    double lca_threshold;             /* nats, default 0.001 */
+    unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
+    size_t eval_chunk;                /* examples per evaluation chunk; default 1000 */
+} lca_config;
+
+lca_config lca_config_default(void);
+
+/* --------------------------------------------------------------- trainer */
+
+typedef struct lca_trainer lca_trainer;
+
+/* Flags of an lca_view_record. */
+enum {
+    /* refinement reached the cap and |residual| is still above threshold */
+    LCA_FLAG_RESIDUAL_ABOVE_THRESHOLD = 1u << 0,
+};
+
+/* The LCA of one iteration on one evaluation set. Per-tensor arrays have
+ * lca_model_tensor_count entries and are owned by the trainer (valid until
+ * the next step). */
+typedef struct lca_view_record {
+    double loss_before;        /* L(θ_t) on the evaluation set */
+    double loss_after;         /* L(θ_{t+1}) */
+    double lca_total;          /* Σ_i LCA_{t,i} = Σ over tensors of tensor_lca */
+    double first_order_total;  /* Σ_i Δθ_i · ∇L(θ_t)_i */
+    double residual;           /* loss_after − loss_before − lca_total */
+    uint32_t subintervals;     /* Simpson sub-intervals used: 2 … 32 */
+    uint32_t flags;            /* LCA_FLAG_* */
+    const double *tensor_lca;
+    const double *tensor_first_order;
+    const uint64_t *tensor_helped;   /* parameters with LCA < 0 */
+    const uint64_t *tensor_hurt;     /* LCA > 0 */
+    const uint64_t *tensor_zero;     /* LCA == 0 */
+} lca_view_record;
+
+typedef struct lca_record {
+    uint64_t iteration;   /* 1-based: record t describes θ_{t-1} → θ_t */
+    uint32_t epoch;       /* 0-based epoch of the minibatch */
+    uint32_t has_validation;
+    double batch_loss;    /* minibatch data loss at θ_{t-1} (before the step) */
+    lca_view_record train;       /* on the evaluation set (training split or subset) */
+    lca_view_record validation;  /* on the validation split, if has_validation */
+} lca_record;
+
+/* The trainer keeps references to model and data (they must outlive it),
+ * splits the data (validation held out by seed), sizes and allocates all
+ * buffers. It trains the model's current parameters: call
+ * lca_model_initialize or load a checkpoint first. */
+lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_dataset *data,
+                           const lca_config *config);
+void lca_trainer_free(lca_trainer *trainer);
+/* One iteration: minibatch step, then LCA of the step. */
+lca_status lca_trainer_step(lca_trainer *trainer, lca_record *record);
+const lca_config *lca_trainer_config(const lca_trainer *trainer);
+const lca_model *lca_trainer_model(const lca_trainer *trainer);
+const lca_dataset *lca_trainer_dataset(const lca_trainer *trainer);
+uint64_t lca_trainer_iteration(const lca_trainer *trainer);
+size_t lca_trainer_training_count(const lca_trainer *trainer);   /* training split size */
+size_t lca_trainer_validation_count(const lca_trainer *trainer);
+size_t lca_trainer_evaluation_count(const lca_trainer *trainer); /* LCA evaluation set */
+/* Bytes the trainer allocated (parameters, state, LCA vectors, workspace). */
+size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
+/* Learning-rate multiplier for one tensor (0 freezes it). Takes effect at
+ * the next step. */
+lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *trainer, const char *tensor_name,
+                                           double scale);
+/* Per-parameter run totals (length parameter_count): Σ_t LCA_{t,i} and the
+ * number of iterations in which parameter i helped (LCA < 0). */
+const double *lca_trainer_lca_totals(const lca_trainer *trainer);
+const uint32_t *lca_trainer_helped_counts(const lca_trainer *trainer);
+
+/* ------------------------------------------------------------ attribution */
+
+/* The LCA of the straight step from parameters `from` to `to` on the
+ * examples `indices` (NULL = all) of data, with the config's integrator
+ * settings (threshold, cap, chunk). Fills record.train; its per-tensor
+ * arrays point into the caller's tensor_lca (T), tensor_first_order (T) and
+ * tensor_counts (3T: helped, hurt, zero), T = lca_model_tensor_count. The
+ * model's own parameters are left unchanged. */
+lca_status lca_attribute(lca_model *model, const float *from, const float *to,
+                         const lca_dataset *data, const uint32_t *indices, size_t count,
+                         const lca_config *config, lca_record *record, double *tensor_lca,
+                         double *tensor_first_order, uint64_t *tensor_counts);
+
+/* -------------------------------------------------------------------- log */
+
+typedef struct lca_log lca_log;
+
+/* Open a binary LCA log (docs/log-format.md) at path ("-" = stdout) and
+ * write its header, describing the trainer's run. An existing file is
+ * replaced only once the header is complete (written to path + ".tmp" and
+ * renamed). */
+lca_status lca_log_open(lca_log **out, const char *path, const lca_trainer *trainer);
+/* Append one record. Each record is written with a single write call and
+ * nothing is buffered, so a killed run loses at most the record in flight. */
+lca_status lca_log_write(lca_log *log, const lca_record *record);
+/* Reopen the log of a run being resumed: its header must equal the one this
+ * trainer would write, and it must hold at least lca_trainer_iteration
+ * complete records; later records (and a partial one) are cut off, since
+ * the resumed run writes them again, byte for byte. */
+lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *trainer);
+lca_status lca_log_close(lca_log *log);
+/* Size in bytes of one record of this trainer's log. */
+size_t lca_log_record_size(const lca_trainer *trainer);
+
+/* ------------------------------------------------------------ checkpoints */
+
+/* Checkpoints are safetensors files: the model's tensors (F32, PyTorch
+ * names) plus __metadata__ with "lca.model" (spec), "lca.loss" and
+ * "lca.iteration". */
+lca_status lca_checkpoint_save(const char *path, const lca_model *model, uint64_t iteration);
+/* Load parameters into model; shapes and names must match. */
+lca_status lca_checkpoint_load(const char *path, lca_model *model, uint64_t *iteration);
+/* Read the model spec and loss from a checkpoint's metadata into spec
+ * (capacity bytes, NUL-terminated). */
+lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
+                                    lca_loss_kind *loss);
+/* Resume state: everything lca_trainer_step depends on besides the data and
+ * config (parameters, optimizer state, per-parameter totals, iteration), as
+ * a safetensors file. Loading it into a trainer made with the same model,
+ * data and config continues the run with the same bytes as if it had never
+ * stopped. */
+lca_status lca_trainer_save_state(const lca_trainer *trainer, const char *path);
+lca_status lca_trainer_load_state(lca_trainer *trainer, const char *path);
+/* Write the per-parameter LCA totals (F64) and helped counts (U32) as two
+ * safetensors files with the model's tensor names. */
+lca_status lca_totals_save(const char *totals_path, const char *helped_path,
+                           const lca_trainer *trainer);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LCA_H */

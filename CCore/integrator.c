@@ -1,0 +1,270 @@
+/* integrator.c: streaming Loss Change Allocation (method.md, section 2).
+ *
+ * For the step θ_t → θ_{t+1} with Δθ = θ_{t+1} − θ_t, the LCA of parameter
+ * i is Δθ_i · ḡ_i with ḡ the average gradient along the segment. Composite
+ * Simpson with n sub-intervals (n even) at s_k = k/n:
+ *
+ *   ḡ = (g_0 + g_n + 4·Σ_{k odd} g_k + 2·Σ_{k even, 0<k<n} g_k) / (3n)
+ *
+ * Doubling n turns every old point into an even point and adds the new odd
+ * points, so only the new points are evaluated: sum_even += sum_odd, then
+ * sum_odd = Σ of the new points. g_n is the next iteration's g_0: base cost
+ * two evaluation-set gradient passes per iteration (midpoint and end). */
+#include "integrator.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *allocate(lca_integrator *integrator, size_t bytes) {
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p) integrator->bytes += bytes;
+    return p;
+}
+
+lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_config *config,
+                               bool regression) {
+    memset(g, 0, sizeof *g);
+    unsigned cap = config->lca_max_subintervals;
+    if (cap != 2 && cap != 4 && cap != 8 && cap != 16 && cap != 32)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "lca_max_subintervals must be 2, 4, 8, 16 or 32, not %u", cap);
+    if (!(config->lca_threshold >= 0.0) || !isfinite(config->lca_threshold))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_threshold must be finite and >= 0, not %g",
+                        config->lca_threshold);
+    if (config->eval_chunk == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "eval_chunk must be at least 1");
+    g->model = model;
+    g->threshold = config->lca_threshold;
+    g->max_subintervals = cap;
+    g->chunk = config->eval_chunk;
+    size_t k = model->parameter_count;
+    size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
+    g->probe = allocate(g, k * sizeof(float));
+    g->chunk_gradient = allocate(g, k * sizeof(float));
+    g->delta = allocate(g, k * sizeof(double));
+    g->x = allocate(g, g->chunk * in * sizeof(float));
+    g->labels = allocate(g, g->chunk * sizeof(int32_t));
+    g->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
+    if (!g->probe || !g->chunk_gradient || !g->delta || !g->x || !g->labels ||
+        (regression && !g->targets)) {
+        lca_integrator_release(g);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+    }
+    return lca_model_reserve(model, g->chunk);
+}
+
+void lca_integrator_release(lca_integrator *g) {
+    free(g->probe);
+    free(g->chunk_gradient);
+    free(g->delta);
+    free(g->x);
+    free(g->labels);
+    free(g->targets);
+    memset(g, 0, sizeof *g);
+}
+
+lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data,
+                         const uint32_t *indices, size_t count) {
+    memset(v, 0, sizeof *v);
+    if (count == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "LCA evaluation set is empty");
+    v->data = data;
+    v->indices = indices;
+    v->count = count;
+    size_t k = g->model->parameter_count, t = g->model->tensor_count;
+    v->g_start = allocate(g, k * sizeof(double));
+    v->g_end = allocate(g, k * sizeof(double));
+    v->sum_odd = allocate(g, k * sizeof(double));
+    v->sum_even = allocate(g, k * sizeof(double));
+    v->tensor_lca = allocate(g, t * sizeof(double));
+    v->tensor_first_order = allocate(g, t * sizeof(double));
+    v->tensor_helped = allocate(g, t * sizeof(uint64_t));
+    v->tensor_hurt = allocate(g, t * sizeof(uint64_t));
+    v->tensor_zero = allocate(g, t * sizeof(uint64_t));
+    if (!v->g_start || !v->g_end || !v->sum_odd || !v->sum_even || !v->tensor_lca ||
+        !v->tensor_first_order || !v->tensor_helped || !v->tensor_hurt || !v->tensor_zero) {
+        lca_view_release(v);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory");
+    }
+    return LCA_OK;
+}
+
+void lca_view_release(lca_view *v) {
+    free(v->g_start);
+    free(v->g_end);
+    free(v->sum_odd);
+    free(v->sum_even);
+    free(v->tensor_lca);
+    free(v->tensor_first_order);
+    free(v->tensor_helped);
+    free(v->tensor_hurt);
+    free(v->tensor_zero);
+    memset(v, 0, sizeof *v);
+}
+
+typedef struct accumulate_context {
+    double *sum;
+    const float *chunk;
+    size_t count;
+} accumulate_context;
+
+#define ACCUMULATE_BLOCK 4096
+
+/* sum[i] += chunk[i] over one block: element-wise, so any split over
+ * threads gives the same bytes */
+static void accumulate_block(size_t block, void *context) {
+    const accumulate_context *c = context;
+    size_t begin = block * ACCUMULATE_BLOCK;
+    size_t end = begin + ACCUMULATE_BLOCK < c->count ? begin + ACCUMULATE_BLOCK : c->count;
+    for (size_t i = begin; i < end; i++) c->sum[i] += (double)c->chunk[i];
+}
+
+lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
+                             double *loss, double *gradient, bool add) {
+    lca_model *model = g->model;
+    size_t k = model->parameter_count;
+    if (gradient && !add) memset(gradient, 0, k * sizeof(double));
+    double loss_sum = 0.0;
+    /* Every chunk's gradient is scaled by 1/E (E = examples in the view),
+     * so the chunks add up to the gradient of the mean loss. */
+    double scale = 1.0 / (double)v->count;
+    for (size_t first = 0; first < v->count; first += g->chunk) {
+        size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
+        lca_dataset_gather(v->data, v->indices + first, n, g->x, g->labels, g->targets);
+        double chunk_loss;
+        lca_status status = lca_model_forward_backward(
+            model, parameters, g->x, v->data->labels ? g->labels : NULL,
+            v->data->targets ? g->targets : NULL, n, scale, &chunk_loss,
+            gradient ? g->chunk_gradient : NULL);
+        if (status != LCA_OK) return status;
+        loss_sum += chunk_loss;
+        if (gradient) {
+            accumulate_context c = {gradient, g->chunk_gradient, k};
+            lca_parallel_for((k + ACCUMULATE_BLOCK - 1) / ACCUMULATE_BLOCK, accumulate_block, &c);
+        }
+    }
+    *loss = loss_sum / (double)v->count;
+    return LCA_OK;
+}
+
+/* Add the gradients at the new odd points s = 1/n, 3/n, … to sum_odd. */
+static lca_status add_odd_points(lca_integrator *g, lca_view *v, const float *before,
+                                 unsigned n) {
+    size_t k = g->model->parameter_count;
+    for (unsigned j = 1; j < n; j += 2) {
+        double s = (double)j / (double)n;
+        for (size_t i = 0; i < k; i++) g->probe[i] = (float)((double)before[i] + s * g->delta[i]);
+        double loss;
+        lca_status status = lca_view_evaluate(g, v, g->probe, &loss, v->sum_odd, true);
+        if (status != LCA_OK) return status;
+    }
+    return LCA_OK;
+}
+
+/* Σ_i Δθ_i·ḡ_i for n sub-intervals, in a fixed order: within each tensor,
+ * then over tensors, the same order the record's sums use. */
+static double allocated_total(const lca_integrator *g, const lca_view *v, unsigned n) {
+    const lca_model *m = g->model;
+    double weight = 1.0 / (3.0 * n), total = 0.0;
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        double tensor_sum = 0.0;
+        for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
+            double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
+                                    2.0 * v->sum_even[i]) * weight;
+            tensor_sum += g->delta[i] * mean_gradient;
+        }
+        total += tensor_sum;
+    }
+    return total;
+}
+
+lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, const float *after,
+                         lca_view_record *record, double *totals, uint32_t *helped) {
+    const lca_model *m = g->model;
+    size_t k = m->parameter_count;
+    lca_status status;
+    if (!v->have_start) {
+        status = lca_view_evaluate(g, v, before, &v->loss_start, v->g_start, false);
+        if (status != LCA_OK) return status;
+        v->have_start = true;
+    }
+    for (size_t i = 0; i < k; i++) g->delta[i] = (double)after[i] - (double)before[i];
+    status = lca_view_evaluate(g, v, after, &v->loss_end, v->g_end, false);
+    if (status != LCA_OK) return status;
+
+    memset(v->sum_odd, 0, k * sizeof(double));
+    memset(v->sum_even, 0, k * sizeof(double));
+    unsigned n = 2;
+    status = add_odd_points(g, v, before, n);
+    if (status != LCA_OK) return status;
+    double change = v->loss_end - v->loss_start;
+    double total = allocated_total(g, v, n);
+    /* Refine while the residual is above threshold: each doubling keeps the
+     * old points (now even) and evaluates only the new odd ones. */
+    while (fabs(change - total) > g->threshold && n < g->max_subintervals) {
+        for (size_t i = 0; i < k; i++) {
+            v->sum_even[i] += v->sum_odd[i];
+            v->sum_odd[i] = 0.0;
+        }
+        n *= 2;
+        status = add_odd_points(g, v, before, n);
+        if (status != LCA_OK) return status;
+        total = allocated_total(g, v, n);
+    }
+
+    /* Per-parameter LCA, per-tensor sums and counts, in the same order as
+     * allocated_total so that the record's total equals the sum of its
+     * tensors exactly. */
+    double weight = 1.0 / (3.0 * n), first_order_total = 0.0;
+    total = 0.0;
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        double tensor_sum = 0.0, tensor_first = 0.0;
+        uint64_t helped_count = 0, hurt_count = 0, zero_count = 0;
+        for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
+            double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
+                                    2.0 * v->sum_even[i]) * weight;
+            double lca = g->delta[i] * mean_gradient;
+            tensor_sum += lca;
+            tensor_first += g->delta[i] * v->g_start[i];
+            if (lca < 0.0) {
+                helped_count++;
+                if (helped) helped[i]++;
+            } else if (lca > 0.0) {
+                hurt_count++;
+            } else {
+                zero_count++;
+            }
+            if (totals) totals[i] += lca;
+        }
+        v->tensor_lca[t] = tensor_sum;
+        v->tensor_first_order[t] = tensor_first;
+        v->tensor_helped[t] = helped_count;
+        v->tensor_hurt[t] = hurt_count;
+        v->tensor_zero[t] = zero_count;
+        total += tensor_sum;
+        first_order_total += tensor_first;
+    }
+
+    record->loss_before = v->loss_start;
+    record->loss_after = v->loss_end;
+    record->lca_total = total;
+    record->first_order_total = first_order_total;
+    record->residual = v->loss_end - v->loss_start - total;
+    record->subintervals = n;
+    record->flags = fabs(record->residual) > g->threshold ? LCA_FLAG_RESIDUAL_ABOVE_THRESHOLD : 0;
+    record->tensor_lca = v->tensor_lca;
+    record->tensor_first_order = v->tensor_first_order;
+    record->tensor_helped = v->tensor_helped;
+    record->tensor_hurt = v->tensor_hurt;
+    record->tensor_zero = v->tensor_zero;
+
+    /* the end point is the next iteration's start point */
+    double *swap = v->g_start;
+    v->g_start = v->g_end;
+    v->g_end = swap;
+    v->loss_start = v->loss_end;
+    return LCA_OK;
+}

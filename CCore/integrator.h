@@ -1,0 +1,58 @@
+/* integrator.h: the streaming
+ * LCA integrator. Not part of the public API. */
+#ifndef LCA_INTEGRATOR_H
+#define LCA_INTEGRATOR_H
+
+#include "model.h"
+
+/* One evaluation set along the trajectory, with its own gradients. */
+typedef struct lca_view {
+    const lca_dataset *data;
+    const uint32_t *indices;  /* count example indices, ascending */
+    size_t count;
+    bool have_start;          /* g_start / loss_start hold ∇L(θ_t), L(θ_t) */
+    double loss_start, loss_end;
+    /* K-sized float64 vectors; composite Simpson keeps its sums by role:
+     * g_start, g_end (weights 1), sum_odd (weight 4), sum_even (weight 2) */
+    double *g_start, *g_end, *sum_odd, *sum_even;
+    /* T-sized per-tensor results, pointed to by the view record */
+    double *tensor_lca, *tensor_first_order;
+    uint64_t *tensor_helped, *tensor_hurt, *tensor_zero;
+} lca_view;
+
+typedef struct lca_integrator {
+    lca_model *model;
+    double threshold;
+    unsigned max_subintervals;
+    size_t chunk;             /* examples per evaluation chunk */
+    float *probe;             /* K: θ_t + s·Δθ */
+    float *chunk_gradient;    /* K */
+    double *delta;            /* K: Δθ = θ_{t+1} − θ_t, exact in float64 */
+    float *x;                 /* chunk × input */
+    int32_t *labels;          /* chunk */
+    float *targets;           /* chunk × outputs (regression data), or NULL */
+    size_t bytes;             /* allocated by the integrator and its views */
+} lca_integrator;
+
+lca_status lca_integrator_init(lca_integrator *integrator, lca_model *model,
+                               const lca_config *config, bool regression);
+void lca_integrator_release(lca_integrator *integrator);
+lca_status lca_view_init(lca_view *view, lca_integrator *integrator, const lca_dataset *data,
+                         const uint32_t *indices, size_t count);
+void lca_view_release(lca_view *view);
+
+/* L(θ) and ∇L(θ) (mean over the view's examples) at parameters, in fixed
+ * chunks; the gradient is accumulated in float64 into gradient (K; zeroed
+ * first unless add), or skipped when gradient is NULL. */
+lca_status lca_view_evaluate(lca_integrator *integrator, const lca_view *view,
+                             const float *parameters, double *loss, double *gradient, bool add);
+
+/* LCA of the step from before to after on the view. Uses (and, if needed,
+ * first computes) the start gradient; afterwards the end gradient becomes
+ * the next start. totals/helped (K, may be NULL) accumulate the
+ * per-parameter LCA and the count of iterations with LCA < 0. */
+lca_status lca_view_step(lca_integrator *integrator, lca_view *view, const float *before,
+                         const float *after, lca_view_record *record, double *totals,
+                         uint32_t *helped);
+
+#endif

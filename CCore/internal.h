@@ -1,0 +1,94 @@
+/*
+ * internal.h: declarations shared between the core's files, not exported.
+ *
+ * Dimension letters used in the layer and GEMM code:
+ *   N  examples in a batch or chunk
+ *   I  input width of a dense layer, O  output width
+ *   K  number of parameters (whole model), T  number of tensors
+ *   M, Nc, Kc  GEMM sizes: C[M×Nc] = A[M×Kc] · B[Kc×Nc]
+ */
+#ifndef LCA_INTERNAL_H
+#define LCA_INTERNAL_H
+
+#include "lca.h"
+#include <stdbool.h>
+#include <stdio.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LCA_PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define LCA_PRINTF_LIKE(f, a)
+#endif
+
+/* ---- status.c: record a detailed message for lca_last_error and return
+ * status, so that failures read `return lca_fail(LCA_ERR_FORMAT, "...")`. */
+lca_status lca_fail(lca_status status, const char *format, ...) LCA_PRINTF_LIKE(2, 3);
+
+/* ---- gemm.c: single-precision matrix product on row-major matrices.
+ *   C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C
+ * op(A) = A (stored m×k, leading dimension lda) or Aᵀ (A stored k×m) when
+ * trans_a; likewise B. beta = 0 overwrites C (C may hold garbage/NaN).
+ * Deterministic: each element of C is reduced over k in the same order
+ * whatever the thread count; threads split only the m and n dimensions. */
+void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+               const float *a, size_t lda, const float *b, size_t ldb, float beta,
+               float *c, size_t ldc);
+/* Straightforward triple loop with float64 accumulation: the reference the
+ * fast kernel is tested against. */
+void lca_sgemm_naive(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                     const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                     float *c, size_t ldc);
+
+/* ---- data.c */
+struct lca_dataset {
+    size_t count;      /* examples */
+    size_t features;   /* inputs per example */
+    size_t outputs;    /* regression targets per example; 0 for labelled data */
+    int classes;       /* labelled data: max label + 1; 0 for regression data */
+    uint8_t *pixels;   /* count × features, or NULL when inputs is used */
+    float *inputs;     /* count × features float inputs (regression data), or NULL */
+    int32_t *labels;   /* count, or NULL */
+    float *targets;    /* count × outputs, or NULL */
+    char *source;
+};
+/* Read a whole file into memory, inflating it when it starts with the gzip
+ * magic. *bytes is malloc'ed; the caller frees it. */
+lca_status lca_read_file(const char *path, uint8_t **bytes, size_t *length);
+/* Inflate gzip bytes that are already in memory (e.g. the embedded set). */
+lca_status lca_gunzip(const char *what, const uint8_t *gz, size_t gz_length,
+                      uint8_t **bytes, size_t *length);
+
+/* ---- safetensors.c: the safetensors format (8-byte little-endian header
+ * length, JSON header, raw little-endian data). */
+typedef struct lca_st_tensor {
+    const char *name;
+    const char *dtype;              /* "F32", "F64", "U32", "I64", … */
+    int rank;
+    int64_t shape[LCA_MAX_RANK];
+    const void *data;
+    size_t bytes;
+} lca_st_tensor;
+/* Write tensors (in the given order, data packed contiguously) and string
+ * metadata to path atomically: path + ".tmp", fsync, rename. */
+lca_status lca_safetensors_write(const char *path, const lca_st_tensor *tensors, size_t count,
+                                 const char *const *metadata_keys,
+                                 const char *const *metadata_values, size_t metadata_count);
+typedef struct lca_safetensors lca_safetensors;
+/* Read and validate a whole file: header JSON, dtypes, shapes against
+ * byte ranges, ranges inside the file. Errors name the file and offset. */
+lca_status lca_safetensors_read(lca_safetensors **out, const char *path);
+void lca_safetensors_free(lca_safetensors *file);
+size_t lca_safetensors_count(const lca_safetensors *file);
+const lca_st_tensor *lca_safetensors_tensor(const lca_safetensors *file, size_t index);
+const lca_st_tensor *lca_safetensors_find(const lca_safetensors *file, const char *name);
+/* Metadata value for key, or NULL. */
+const char *lca_safetensors_metadata(const lca_safetensors *file, const char *key);
+const char *lca_safetensors_path(const lca_safetensors *file);
+
+/* ---- threads.c */
+/* Run body(i, context) for i in [0, count) over the threads; iterations
+ * are independent and each writes its own memory. */
+typedef void (*lca_parallel_body)(size_t index, void *context);
+void lca_parallel_for(size_t count, lca_parallel_body body, void *context);
+
+#endif /* LCA_INTERNAL_H */

@@ -1,0 +1,458 @@
+/* log.c: the binary LCA log (docs/log-format.md). A 24-byte preamble, a
+ * JSON header that describes the run and the record layout, then one
+ * fixed-size little-endian record per iteration. Records go out with one
+ * write(2) each and nothing is buffered, so a reader sees every complete
+ * record at any moment and a killed run loses at most the one in flight. */
+#include "trainer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const uint8_t LOG_MAGIC[8] = {0x89, 'L', 'C', 'A', '\r', '\n', 0x1A, '\n'};
+enum { LOG_VERSION = 1, LOG_PREAMBLE = 24 };
+
+struct lca_log {
+    int fd;
+    bool owns_fd;
+    char *path;
+    size_t tensor_count;
+    bool has_validation;
+    size_t record_size;
+    uint8_t *record;      /* record_size bytes, reused */
+};
+
+/* ---- a growable text buffer for the JSON header */
+typedef struct text {
+    char *bytes;
+    size_t length, capacity;
+    bool failed;
+} text;
+
+static void text_append(text *t, const char *format, ...) LCA_PRINTF_LIKE(2, 3);
+static void text_append(text *t, const char *format, ...) {
+    if (t->failed) return;
+    for (;;) {
+        va_list args;
+        va_start(args, format);
+        int n = vsnprintf(t->bytes ? t->bytes + t->length : NULL,
+                          t->bytes ? t->capacity - t->length : 0, format, args);
+        va_end(args);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if (t->bytes && t->length + (size_t)n < t->capacity) {
+            t->length += (size_t)n;
+            return;
+        }
+        size_t capacity = (t->capacity ? t->capacity * 2 : 4096) + (size_t)n;
+        char *grown = realloc(t->bytes, capacity);
+        if (!grown) {
+            t->failed = true;
+            return;
+        }
+        t->bytes = grown;
+        t->capacity = capacity;
+    }
+}
+
+static void text_append_string(text *t, const char *s) {
+    text_append(t, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') text_append(t, "\\%c", c);
+        else if (c < 0x20) text_append(t, "\\u%04x", c);
+        else text_append(t, "%c", c);
+    }
+    text_append(t, "\"");
+}
+
+/* Doubles round-trip with 17 significant digits; JSON has no NaN. */
+static void text_append_double(text *t, double v) {
+    if (isfinite(v)) text_append(t, "%.17g", v);
+    else text_append(t, "null");
+}
+
+static const char *optimizer_name(lca_optimizer_kind kind) {
+    switch (kind) {
+    case LCA_OPTIMIZER_SGD: return "sgd";
+    case LCA_OPTIMIZER_MOMENTUM: return "momentum";
+    case LCA_OPTIMIZER_ADAM: return "adam";
+    }
+    return "unknown";
+}
+
+const char *lca_loss_name(lca_loss_kind loss) {
+    return loss == LCA_LOSS_MEAN_SQUARED_ERROR ? "mean_squared_error" : "softmax_cross_entropy";
+}
+
+/* ---- record layout: every field 8-byte aligned, in this order */
+typedef struct field {
+    const char *name;
+    const char *type;   /* numpy type string */
+    size_t size;        /* bytes of one element */
+    bool per_tensor;    /* an array of T elements */
+} field;
+
+static const field TRAIN_FIELDS[] = {
+    {"iteration", "<u8", 8, false},
+    {"epoch", "<u4", 4, false},
+    {"subintervals", "<u4", 4, false},
+    {"flags", "<u4", 4, false},
+    {"reserved", "<u4", 4, false},
+    {"batch_loss", "<f8", 8, false},
+    {"loss_before", "<f8", 8, false},
+    {"loss_after", "<f8", 8, false},
+    {"lca_total", "<f8", 8, false},
+    {"first_order_total", "<f8", 8, false},
+    {"residual", "<f8", 8, false},
+    {"lca", "<f8", 8, true},
+    {"first_order", "<f8", 8, true},
+    {"helped", "<u8", 8, true},
+    {"hurt", "<u8", 8, true},
+    {"zero", "<u8", 8, true},
+};
+static const field VALIDATION_FIELDS[] = {
+    {"val_loss_before", "<f8", 8, false},
+    {"val_loss_after", "<f8", 8, false},
+    {"val_lca_total", "<f8", 8, false},
+    {"val_first_order_total", "<f8", 8, false},
+    {"val_residual", "<f8", 8, false},
+    {"val_lca", "<f8", 8, true},
+    {"val_first_order", "<f8", 8, true},
+    {"val_helped", "<u8", 8, true},
+    {"val_hurt", "<u8", 8, true},
+    {"val_zero", "<u8", 8, true},
+    {"val_subintervals", "<u4", 4, false},
+    {"val_flags", "<u4", 4, false},
+};
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static size_t fields_size(const field *fields, size_t count, size_t tensors) {
+    size_t size = 0;
+    for (size_t i = 0; i < count; i++) size += fields[i].size * (fields[i].per_tensor ? tensors : 1);
+    return size;
+}
+
+size_t lca_log_record_size(const lca_trainer *tr) {
+    size_t t = tr->model->tensor_count;
+    size_t size = fields_size(TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t);
+    if (tr->config.lca_validation_view)
+        size += fields_size(VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t);
+    return size;
+}
+
+static void append_fields(text *dtype, text *list, const field *fields, size_t count,
+                          size_t tensors, size_t *offset, bool *first) {
+    for (size_t i = 0; i < count; i++) {
+        const field *f = &fields[i];
+        size_t n = f->per_tensor ? tensors : 1;
+        if (f->per_tensor)
+            text_append(dtype, "%s('%s', '%s', (%zu,))", *first ? "" : ", ", f->name, f->type, n);
+        else
+            text_append(dtype, "%s('%s', '%s')", *first ? "" : ", ", f->name, f->type);
+        text_append(list, "%s\n    {\"name\": \"%s\", \"type\": \"%s\", \"offset\": %zu, \"count\": %zu}",
+                    *first ? "" : ",", f->name, f->type, *offset, n);
+        *offset += f->size * n;
+        *first = false;
+    }
+}
+
+/* The JSON header: run configuration, tensors, data and record layout.
+ * Nothing here depends on the thread count or the clock, so the same run
+ * gives the same bytes. */
+static lca_status build_header(const lca_trainer *tr, text *json) {
+    const lca_model *m = tr->model;
+    const lca_config *c = &tr->config;
+    const lca_dataset *d = tr->data;
+    text_append(json, "{\n  \"format\": \"lca-log\",\n  \"version\": %d,\n", LOG_VERSION);
+    text_append(json, "  \"lca_version\": \"%s\",\n", LCA_VERSION_STRING);
+    text_append(json, "  \"model\": {\"spec\": ");
+    text_append_string(json, m->spec);
+    text_append(json, ", \"loss\": \"%s\", \"parameters\": %zu},\n", lca_loss_name(m->loss),
+                m->parameter_count);
+    text_append(json, "  \"tensors\": [");
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        text_append(json, "%s\n    {\"name\": ", t ? "," : "");
+        text_append_string(json, tensor->name);
+        text_append(json, ", \"shape\": [");
+        for (int r = 0; r < tensor->rank; r++)
+            text_append(json, "%s%lld", r ? ", " : "", (long long)tensor->shape[r]);
+        text_append(json, "], \"count\": %zu, \"offset\": %zu}", tensor->count, tensor->offset);
+    }
+    text_append(json, "\n  ],\n  \"data\": {\"source\": ");
+    text_append_string(json, d->source ? d->source : "");
+    text_append(json,
+                ", \"examples\": %zu, \"features\": %zu, \"classes\": %d, \"training\": %zu, "
+                "\"validation\": %zu, \"evaluation\": %zu},\n",
+                d->count, d->features, d->classes, tr->train_count, tr->validation_count,
+                tr->evaluation_count);
+    text_append(json, "  \"config\": {\"seed\": %llu, \"optimizer\": \"%s\", \"learning_rate\": ",
+                (unsigned long long)c->seed, optimizer_name(c->optimizer));
+    text_append_double(json, c->learning_rate);
+    text_append(json, ", \"momentum\": ");
+    text_append_double(json, c->momentum);
+    text_append(json, ", \"adam_beta1\": ");
+    text_append_double(json, c->adam_beta1);
+    text_append(json, ", \"adam_beta2\": ");
+    text_append_double(json, c->adam_beta2);
+    text_append(json, ", \"adam_epsilon\": ");
+    text_append_double(json, c->adam_epsilon);
+    text_append(json, ", \"weight_decay\": ");
+    text_append_double(json, c->weight_decay);
+    text_append(json, ", \"batch_size\": %zu, \"iterations\": %llu, \"lca\": %s, ", c->batch_size,
+                (unsigned long long)c->iterations, c->lca ? "true" : "false");
+    text_append(json, "\"lca_subset\": %zu, \"lca_validation_view\": %s, \"lca_threshold\": ",
+                c->lca_subset, c->lca_validation_view ? "true" : "false");
+    text_append_double(json, c->lca_threshold);
+    text_append(json, ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu},\n",
+                c->lca_max_subintervals, c->eval_chunk);
+
+    text dtype = {0}, list = {0};
+    size_t offset = 0;
+    bool first = true;
+    text_append(&dtype, "[");
+    append_fields(&dtype, &list, TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), m->tensor_count, &offset,
+                  &first);
+    if (c->lca_validation_view)
+        append_fields(&dtype, &list, VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS),
+                      m->tensor_count, &offset, &first);
+    text_append(&dtype, "]");
+    if (!dtype.failed && !list.failed) {
+        text_append(json, "  \"record_size\": %zu,\n  \"record_dtype\": ", offset);
+        text_append_string(json, dtype.bytes);
+        text_append(json, ",\n  \"fields\": [%s\n  ]\n}\n", list.bytes);
+    }
+    bool failed = dtype.failed || list.failed || json->failed;
+    free(dtype.bytes);
+    free(list.bytes);
+    if (failed) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "log: out of memory for the header");
+    /* pad with spaces so that records start at a multiple of 8 */
+    while ((LOG_PREAMBLE + json->length) % 8 != 0) text_append(json, " ");
+    return json->failed ? lca_fail(LCA_ERR_OUT_OF_MEMORY, "log: out of memory") : LCA_OK;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_f64(uint8_t *p, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    put_u64(p, bits);
+}
+
+/* Write all bytes, retrying short writes and EINTR. */
+static lca_status write_all(int fd, const char *path, const void *bytes, size_t length) {
+    const uint8_t *p = bytes;
+    while (length > 0) {
+        ssize_t n = write(fd, p, length);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return lca_fail(LCA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        }
+        p += n;
+        length -= (size_t)n;
+    }
+    return LCA_OK;
+}
+
+static lca_status make_header_bytes(const lca_trainer *tr, text *json, uint8_t preamble[LOG_PREAMBLE]) {
+    lca_status status = build_header(tr, json);
+    if (status != LCA_OK) return status;
+    memcpy(preamble, LOG_MAGIC, 8);
+    put_u32(preamble + 8, LOG_VERSION);
+    put_u32(preamble + 12, (uint32_t)json->length);
+    put_u32(preamble + 16, (uint32_t)lca_log_record_size(tr));
+    put_u32(preamble + 20, 0);
+    return LCA_OK;
+}
+
+static lca_status new_log(lca_log **out, const char *path, const lca_trainer *tr, int fd,
+                          bool owns_fd) {
+    lca_log *log = calloc(1, sizeof *log);
+    size_t size = lca_log_record_size(tr);
+    if (log) {
+        log->path = malloc(strlen(path) + 1);
+        log->record = calloc(1, size);
+    }
+    if (!log || !log->path || !log->record) {
+        if (log) {
+            free(log->path);
+            free(log->record);
+        }
+        free(log);
+        if (owns_fd) close(fd);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "log: out of memory");
+    }
+    strcpy(log->path, path);
+    log->fd = fd;
+    log->owns_fd = owns_fd;
+    log->tensor_count = tr->model->tensor_count;
+    log->has_validation = tr->config.lca_validation_view != 0;
+    log->record_size = size;
+    *out = log;
+    return LCA_OK;
+}
+
+lca_status lca_log_open(lca_log **out, const char *path, const lca_trainer *tr) {
+    *out = NULL;
+    text json = {0};
+    uint8_t preamble[LOG_PREAMBLE];
+    lca_status status = make_header_bytes(tr, &json, preamble);
+    if (status != LCA_OK) {
+        free(json.bytes);
+        return status;
+    }
+    if (strcmp(path, "-") == 0) {
+        status = write_all(STDOUT_FILENO, "stdout", preamble, LOG_PREAMBLE);
+        if (status == LCA_OK) status = write_all(STDOUT_FILENO, "stdout", json.bytes, json.length);
+        free(json.bytes);
+        if (status != LCA_OK) return status;
+        return new_log(out, "stdout", tr, STDOUT_FILENO, false);
+    }
+    /* header into path.tmp, then rename: an existing log is replaced only
+     * by a complete header */
+    size_t tmp_length = strlen(path) + 5;
+    char *tmp = malloc(tmp_length);
+    if (!tmp) {
+        free(json.bytes);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "log: out of memory");
+    }
+    snprintf(tmp, tmp_length, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        status = lca_fail(LCA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+        status = write_all(fd, tmp, preamble, LOG_PREAMBLE);
+        if (status == LCA_OK) status = write_all(fd, tmp, json.bytes, json.length);
+        if (status == LCA_OK && rename(tmp, path) != 0)
+            status = lca_fail(LCA_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        if (status != LCA_OK) {
+            close(fd);
+            unlink(tmp);
+        }
+    }
+    free(tmp);
+    free(json.bytes);
+    if (status != LCA_OK) return status;
+    return new_log(out, path, tr, fd, true);
+}
+
+lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *tr) {
+    *out = NULL;
+    text json = {0};
+    uint8_t preamble[LOG_PREAMBLE];
+    lca_status status = make_header_bytes(tr, &json, preamble);
+    if (status != LCA_OK) {
+        free(json.bytes);
+        return status;
+    }
+    size_t header = LOG_PREAMBLE + json.length;
+    uint64_t keep = tr->iteration;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        free(json.bytes);
+        return lca_fail(LCA_ERR_IO, "%s: cannot open to resume: %s", path, strerror(errno));
+    }
+    uint8_t *existing = malloc(header);
+    struct stat info;
+    if (!existing) {
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "log: out of memory");
+    } else if (fstat(fd, &info) != 0) {
+        status = lca_fail(LCA_ERR_IO, "%s: %s", path, strerror(errno));
+    } else if ((size_t)info.st_size < header || pread(fd, existing, header, 0) != (ssize_t)header) {
+        status = lca_fail(LCA_ERR_FORMAT, "%s: byte 0: expected a %zu-byte log header of this run",
+                          path, header);
+    } else if (memcmp(existing, preamble, LOG_PREAMBLE) != 0 ||
+               memcmp(existing + LOG_PREAMBLE, json.bytes, json.length) != 0) {
+        size_t at = 0;
+        while (at < LOG_PREAMBLE && existing[at] == preamble[at]) at++;
+        if (at == LOG_PREAMBLE)
+            while (at < header && existing[at] == (uint8_t)json.bytes[at - LOG_PREAMBLE]) at++;
+        status = lca_fail(LCA_ERR_MISMATCH,
+                          "%s: byte %zu: the log's header differs from this run's "
+                          "(different model, data or configuration)",
+                          path, at);
+    } else {
+        size_t size = lca_log_record_size(tr);
+        uint64_t complete = ((uint64_t)info.st_size - header) / size;
+        if (complete < keep)
+            status = lca_fail(LCA_ERR_MISMATCH,
+                              "%s: holds %llu complete records, but the state to resume is at "
+                              "iteration %llu",
+                              path, (unsigned long long)complete, (unsigned long long)keep);
+        /* records after the state's iteration are recomputed identically */
+        else if (ftruncate(fd, (off_t)(header + keep * size)) != 0 ||
+                 lseek(fd, 0, SEEK_END) < 0)
+            status = lca_fail(LCA_ERR_IO, "%s: cannot cut back to iteration %llu: %s", path,
+                              (unsigned long long)keep, strerror(errno));
+    }
+    free(existing);
+    free(json.bytes);
+    if (status != LCA_OK) {
+        close(fd);
+        return status;
+    }
+    return new_log(out, path, tr, fd, true);
+}
+
+static uint8_t *put_view(uint8_t *p, const lca_view_record *v, size_t t) {
+    for (size_t i = 0; i < t; i++, p += 8) put_f64(p, v->tensor_lca ? v->tensor_lca[i] : 0.0);
+    for (size_t i = 0; i < t; i++, p += 8)
+        put_f64(p, v->tensor_first_order ? v->tensor_first_order[i] : 0.0);
+    for (size_t i = 0; i < t; i++, p += 8) put_u64(p, v->tensor_helped ? v->tensor_helped[i] : 0);
+    for (size_t i = 0; i < t; i++, p += 8) put_u64(p, v->tensor_hurt ? v->tensor_hurt[i] : 0);
+    for (size_t i = 0; i < t; i++, p += 8) put_u64(p, v->tensor_zero ? v->tensor_zero[i] : 0);
+    return p;
+}
+
+lca_status lca_log_write(lca_log *log, const lca_record *r) {
+    uint8_t *p = log->record;
+    size_t t = log->tensor_count;
+    put_u64(p, r->iteration);
+    put_u32(p + 8, r->epoch);
+    put_u32(p + 12, r->train.subintervals);
+    put_u32(p + 16, r->train.flags);
+    put_u32(p + 20, 0);
+    put_f64(p + 24, r->batch_loss);
+    put_f64(p + 32, r->train.loss_before);
+    put_f64(p + 40, r->train.loss_after);
+    put_f64(p + 48, r->train.lca_total);
+    put_f64(p + 56, r->train.first_order_total);
+    put_f64(p + 64, r->train.residual);
+    p = put_view(p + 72, &r->train, t);
+    if (log->has_validation) {
+        const lca_view_record *v = &r->validation;
+        put_f64(p, v->loss_before);
+        put_f64(p + 8, v->loss_after);
+        put_f64(p + 16, v->lca_total);
+        put_f64(p + 24, v->first_order_total);
+        put_f64(p + 32, v->residual);
+        p = put_view(p + 40, v, t);
+        put_u32(p, v->subintervals);
+        put_u32(p + 4, v->flags);
+        p += 8;
+    }
+    return write_all(log->fd, log->path, log->record, log->record_size);
+}
+
+lca_status lca_log_close(lca_log *log) {
+    if (!log) return LCA_OK;
+    lca_status status = LCA_OK;
+    if (log->owns_fd && close(log->fd) != 0)
+        status = lca_fail(LCA_ERR_IO, "%s: close failed: %s", log->path, strerror(errno));
+    free(log->path);
+    free(log->record);
+    free(log);
+    return status;
+}

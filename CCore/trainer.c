@@ -1,0 +1,439 @@
+/* trainer.c: splits, minibatches, the training step and the optimizers;
+ * each step hands the parameter move to the LCA integrator. All buffers are
+ * allocated in lca_trainer_new; lca_trainer_step allocates nothing. */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+lca_config lca_config_default(void) {
+    lca_config c;
+    memset(&c, 0, sizeof c);
+    c.seed = 1;
+    c.optimizer = LCA_OPTIMIZER_MOMENTUM;
+    c.learning_rate = 0.01;
+    c.momentum = 0.9;
+    c.adam_beta1 = 0.9;
+    c.adam_beta2 = 0.999;
+    c.adam_epsilon = 1e-8;
+    c.weight_decay = 0.0;
+    c.batch_size = 250;
+    c.iterations = 0;
+    c.validation = LCA_VALIDATION_DEFAULT;
+    c.lca = 1;
+    c.lca_subset = 0;
+    c.lca_validation_view = 0;
+    c.lca_threshold = 0.001;
+    c.lca_max_subintervals = 32;
+    c.eval_chunk = 1000;
+    return c;
+}
+
+static int compare_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A seeded permutation of [0, count) (Fisher–Yates). */
+static void permutation(uint32_t *order, size_t count, uint64_t seed, uint64_t stream) {
+    lca_rng rng;
+    lca_rng_seed(&rng, seed, stream);
+    for (size_t i = 0; i < count; i++) order[i] = (uint32_t)i;
+    for (size_t i = count; i > 1; i--) {
+        size_t j = (size_t)lca_rng_below(&rng, i);
+        uint32_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+}
+
+/* Shuffle of the training split for one epoch: depends only on seed and
+ * epoch, so a resumed run reproduces it. */
+void lca_trainer_reshuffle(lca_trainer *tr) {
+    lca_rng rng;
+    lca_rng_seed(&rng, tr->config.seed, LCA_STREAM_SHUFFLE + ((uint64_t)tr->epoch << 8));
+    memcpy(tr->order, tr->train_indices, tr->train_count * sizeof(uint32_t));
+    for (size_t i = tr->train_count; i > 1; i--) {
+        size_t j = (size_t)lca_rng_below(&rng, i);
+        uint32_t t = tr->order[i - 1];
+        tr->order[i - 1] = tr->order[j];
+        tr->order[j] = t;
+    }
+}
+
+static void *allocate(lca_trainer *tr, size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p) {
+        memset(p, 0, bytes);
+        tr->bytes += bytes;
+    }
+    return p;
+}
+
+static lca_status validate_config(const lca_config *c, const lca_dataset *data,
+                                  const lca_model *model) {
+    if (c->batch_size == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch size must be at least 1");
+    if (!(c->learning_rate >= 0.0) || !isfinite(c->learning_rate))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "learning rate must be finite and >= 0, not %g",
+                        c->learning_rate);
+    if (!(c->momentum >= 0.0 && c->momentum < 1.0))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "momentum must be in [0, 1), not %g", c->momentum);
+    if (!(c->weight_decay >= 0.0) || !isfinite(c->weight_decay))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "weight decay must be finite and >= 0, not %g",
+                        c->weight_decay);
+    if (c->optimizer == LCA_OPTIMIZER_ADAM &&
+        !(c->adam_beta1 >= 0 && c->adam_beta1 < 1 && c->adam_beta2 >= 0 && c->adam_beta2 < 1 &&
+          c->adam_epsilon > 0))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "Adam needs beta1, beta2 in [0, 1) and epsilon > 0");
+    if (c->optimizer != LCA_OPTIMIZER_SGD && c->optimizer != LCA_OPTIMIZER_MOMENTUM &&
+        c->optimizer != LCA_OPTIMIZER_ADAM)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "unknown optimizer %d", (int)c->optimizer);
+    if (lca_dataset_features(data) != lca_model_input_size(model))
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s has %zu features per example but model %s takes %zu inputs",
+                        lca_dataset_source(data), lca_dataset_features(data),
+                        lca_model_spec(model), lca_model_input_size(model));
+    if (data->targets) {
+        if (model->loss != LCA_LOSS_MEAN_SQUARED_ERROR)
+            return lca_fail(LCA_ERR_MISMATCH,
+                            "data set %s has float targets: use the mean-squared-error loss",
+                            lca_dataset_source(data));
+        if (data->outputs != lca_model_output_size(model))
+            return lca_fail(LCA_ERR_MISMATCH,
+                            "data set %s has %zu targets per example but model %s has %zu outputs",
+                            lca_dataset_source(data), data->outputs, lca_model_spec(model),
+                            lca_model_output_size(model));
+    } else if ((size_t)data->classes > lca_model_output_size(model)) {
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s has %d classes but model %s has only %zu outputs",
+                        lca_dataset_source(data), data->classes, lca_model_spec(model),
+                        lca_model_output_size(model));
+    }
+    return LCA_OK;
+}
+
+/* Hold out the validation split by seed; the training split keeps the
+ * remaining examples in ascending order. */
+static lca_status make_splits(lca_trainer *tr) {
+    size_t count = tr->data->count;
+    size_t validation = tr->config.validation;
+    if (validation == LCA_VALIDATION_DEFAULT) {
+        validation = count / 10;
+        if (validation > 5000) validation = 5000;
+    }
+    if (validation >= count)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "validation split of %zu leaves no training examples (data set has %zu)",
+                        validation, count);
+    tr->validation_count = validation;
+    tr->train_count = count - validation;
+    uint32_t *order = allocate(tr, count * sizeof(uint32_t));
+    tr->train_indices = allocate(tr, tr->train_count * sizeof(uint32_t));
+    tr->validation_indices = allocate(tr, (validation ? validation : 1) * sizeof(uint32_t));
+    tr->order = allocate(tr, tr->train_count * sizeof(uint32_t));
+    if (!order || !tr->train_indices || !tr->validation_indices || !tr->order) {
+        free(order);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for the splits");
+    }
+    permutation(order, count, tr->config.seed, LCA_STREAM_VALIDATION_SPLIT);
+    memcpy(tr->validation_indices, order, validation * sizeof(uint32_t));
+    memcpy(tr->train_indices, order + validation, tr->train_count * sizeof(uint32_t));
+    qsort(tr->validation_indices, validation, sizeof(uint32_t), compare_u32);
+    qsort(tr->train_indices, tr->train_count, sizeof(uint32_t), compare_u32);
+    free(order);
+    tr->bytes -= count * sizeof(uint32_t);
+
+    /* LCA evaluation set: the whole training split, or a seeded subset */
+    size_t subset = tr->config.lca_subset;
+    if (subset == 0 || subset >= tr->train_count) {
+        tr->evaluation_indices = tr->train_indices;
+        tr->evaluation_count = tr->train_count;
+    } else {
+        uint32_t *pick = malloc(tr->train_count * sizeof(uint32_t));
+        tr->evaluation_indices = allocate(tr, subset * sizeof(uint32_t));
+        if (!pick || !tr->evaluation_indices) {
+            free(pick);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for the LCA subset");
+        }
+        permutation(pick, tr->train_count, tr->config.seed, LCA_STREAM_LCA_SUBSET);
+        for (size_t i = 0; i < subset; i++) tr->evaluation_indices[i] = tr->train_indices[pick[i]];
+        qsort(tr->evaluation_indices, subset, sizeof(uint32_t), compare_u32);
+        free(pick);
+        tr->evaluation_count = subset;
+        tr->owns_evaluation_indices = true;
+    }
+    return LCA_OK;
+}
+
+lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_dataset *data,
+                           const lca_config *config) {
+    *out = NULL;
+    lca_status status = validate_config(config, data, model);
+    if (status != LCA_OK) return status;
+    lca_trainer *tr = calloc(1, sizeof *tr);
+    if (!tr) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+    tr->model = model;
+    tr->data = data;
+    tr->config = *config;
+    status = make_splits(tr);
+    if (status != LCA_OK) goto fail;
+    if (config->lca_validation_view && tr->validation_count == 0) {
+        status = lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                          "the validation view of LCA needs a validation split (validation > 0)");
+        goto fail;
+    }
+
+    size_t k = model->parameter_count, t = model->tensor_count;
+    size_t in = lca_model_input_size(model), outs = lca_model_output_size(model);
+    size_t batch = config->batch_size < tr->train_count ? config->batch_size : tr->train_count;
+    tr->batch_capacity = batch;
+    tr->gradient = allocate(tr, k * sizeof(float));
+    tr->before = allocate(tr, k * sizeof(float));
+    tr->lr_scale = allocate(tr, t * sizeof(double));
+    tr->x = allocate(tr, batch * in * sizeof(float));
+    tr->labels = allocate(tr, batch * sizeof(int32_t));
+    tr->targets = data->targets ? allocate(tr, batch * outs * sizeof(float)) : NULL;
+    if (config->optimizer == LCA_OPTIMIZER_MOMENTUM) tr->velocity = allocate(tr, k * sizeof(float));
+    if (config->optimizer == LCA_OPTIMIZER_ADAM) {
+        tr->adam_m = allocate(tr, k * sizeof(float));
+        tr->adam_v = allocate(tr, k * sizeof(float));
+    }
+    if (!tr->gradient || !tr->before || !tr->lr_scale || !tr->x || !tr->labels ||
+        (data->targets && !tr->targets) ||
+        (config->optimizer == LCA_OPTIMIZER_MOMENTUM && !tr->velocity) ||
+        (config->optimizer == LCA_OPTIMIZER_ADAM && (!tr->adam_m || !tr->adam_v))) {
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < t; i++) tr->lr_scale[i] = 1.0;
+    status = lca_model_reserve(model, batch);
+    if (status != LCA_OK) goto fail;
+
+    if (config->lca) {
+        tr->lca_totals = allocate(tr, k * sizeof(double));
+        tr->helped_counts = allocate(tr, k * sizeof(uint32_t));
+        if (!tr->lca_totals || !tr->helped_counts) {
+            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for LCA totals");
+            goto fail;
+        }
+        status = lca_integrator_init(&tr->integrator, model, config, data->targets != NULL);
+        if (status != LCA_OK) goto fail;
+        status = lca_view_init(&tr->train_view, &tr->integrator, data, tr->evaluation_indices,
+                               tr->evaluation_count);
+        if (status != LCA_OK) goto fail;
+        if (config->lca_validation_view) {
+            status = lca_view_init(&tr->validation_view, &tr->integrator, data,
+                                   tr->validation_indices, tr->validation_count);
+            if (status != LCA_OK) goto fail;
+        }
+    }
+    lca_trainer_reshuffle(tr);
+    *out = tr;
+    return LCA_OK;
+fail:
+    lca_trainer_free(tr);
+    return status;
+}
+
+void lca_trainer_free(lca_trainer *tr) {
+    if (!tr) return;
+    lca_view_release(&tr->train_view);
+    lca_view_release(&tr->validation_view);
+    lca_integrator_release(&tr->integrator);
+    free(tr->train_indices);
+    free(tr->validation_indices);
+    if (tr->owns_evaluation_indices) free(tr->evaluation_indices);
+    free(tr->order);
+    free(tr->gradient);
+    free(tr->before);
+    free(tr->lr_scale);
+    free(tr->x);
+    free(tr->labels);
+    free(tr->targets);
+    free(tr->velocity);
+    free(tr->adam_m);
+    free(tr->adam_v);
+    free(tr->lca_totals);
+    free(tr->helped_counts);
+    free(tr);
+}
+
+/* The optimizer update of one tensor's slice [begin, end) with learning
+ * rate lr; gradient already includes weight decay. */
+static void optimizer_update(lca_trainer *tr, size_t begin, size_t end, double lr) {
+    float *theta = tr->model->parameters;
+    const float *grad = tr->gradient;
+    const lca_config *c = &tr->config;
+    switch (c->optimizer) {
+    case LCA_OPTIMIZER_SGD:
+        for (size_t i = begin; i < end; i++) theta[i] = (float)(theta[i] - lr * grad[i]);
+        break;
+    case LCA_OPTIMIZER_MOMENTUM: {
+        float mu = (float)c->momentum;
+        for (size_t i = begin; i < end; i++) {
+            tr->velocity[i] = mu * tr->velocity[i] + grad[i];
+            theta[i] = (float)(theta[i] - lr * tr->velocity[i]);
+        }
+        break;
+    }
+    case LCA_OPTIMIZER_ADAM: {
+        double step = (double)(tr->iteration + 1);
+        double correction1 = 1.0 - pow(c->adam_beta1, step);
+        double correction2 = 1.0 - pow(c->adam_beta2, step);
+        float b1 = (float)c->adam_beta1, b2 = (float)c->adam_beta2;
+        for (size_t i = begin; i < end; i++) {
+            float g = grad[i];
+            tr->adam_m[i] = b1 * tr->adam_m[i] + (1.0f - b1) * g;
+            tr->adam_v[i] = b2 * tr->adam_v[i] + (1.0f - b2) * g * g;
+            double m_hat = tr->adam_m[i] / correction1;
+            double v_hat = tr->adam_v[i] / correction2;
+            theta[i] = (float)(theta[i] - lr * m_hat / (sqrt(v_hat) + c->adam_epsilon));
+        }
+        break;
+    }
+    }
+}
+
+lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
+    lca_model *m = tr->model;
+    size_t k = m->parameter_count;
+    memset(record, 0, sizeof *record);
+
+    /* the minibatch: the next examples of this epoch's shuffle; the last
+     * batch of an epoch may be smaller so that every example is used */
+    if (tr->position >= tr->train_count) {
+        tr->epoch++;
+        tr->position = 0;
+        lca_trainer_reshuffle(tr);
+    }
+    size_t n = tr->train_count - tr->position;
+    if (n > tr->batch_capacity) n = tr->batch_capacity;
+    lca_dataset_gather(tr->data, tr->order + tr->position, n, tr->x, tr->labels, tr->targets);
+
+    /* parameters changed outside the trainer since the last step (a loaded
+     * checkpoint, a user's edit): the LCA start point must be recomputed */
+    if (tr->config.lca && memcmp(tr->before, m->parameters, k * sizeof(float)) != 0) {
+        tr->train_view.have_start = false;
+        tr->validation_view.have_start = false;
+    }
+    memcpy(tr->before, m->parameters, k * sizeof(float));
+
+    double batch_loss_sum;
+    lca_status status = lca_model_forward_backward(
+        m, m->parameters, tr->x, tr->data->labels ? tr->labels : NULL,
+        tr->data->targets ? tr->targets : NULL, n, 1.0 / (double)n, &batch_loss_sum, tr->gradient);
+    if (status != LCA_OK) return status;
+
+    if (tr->config.weight_decay > 0.0) {
+        float wd = (float)tr->config.weight_decay;
+        for (size_t i = 0; i < k; i++) tr->gradient[i] += wd * m->parameters[i];
+    }
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        if (tr->lr_scale[t] == 0.0) continue; /* frozen: no move, no optimizer state change */
+        const lca_tensor *tensor = &m->tensors[t];
+        optimizer_update(tr, tensor->offset, tensor->offset + tensor->count,
+                         tr->config.learning_rate * tr->lr_scale[t]);
+    }
+    for (size_t i = 0; i < k; i++)
+        if (!isfinite(m->parameters[i]))
+            return lca_fail(LCA_ERR_NUMERIC,
+                            "parameter %zu became non-finite at iteration %llu: training "
+                            "diverged; try a smaller learning rate",
+                            i, (unsigned long long)tr->iteration + 1);
+
+    record->iteration = tr->iteration + 1;
+    record->epoch = tr->epoch;
+    record->batch_loss = batch_loss_sum / (double)n;
+    tr->position += n;
+    tr->iteration++;
+
+    if (tr->config.lca) {
+        status = lca_view_step(&tr->integrator, &tr->train_view, tr->before, m->parameters,
+                               &record->train, tr->lca_totals, tr->helped_counts);
+        if (status != LCA_OK) return status;
+        if (tr->config.lca_validation_view) {
+            status = lca_view_step(&tr->integrator, &tr->validation_view, tr->before,
+                                   m->parameters, &record->validation, NULL, NULL);
+            if (status != LCA_OK) return status;
+            record->has_validation = 1;
+        }
+    }
+    /* remember θ_{t+1} to notice changes made between steps */
+    memcpy(tr->before, m->parameters, k * sizeof(float));
+    return LCA_OK;
+}
+
+const lca_config *lca_trainer_config(const lca_trainer *tr) { return &tr->config; }
+const lca_model *lca_trainer_model(const lca_trainer *tr) { return tr->model; }
+const lca_dataset *lca_trainer_dataset(const lca_trainer *tr) { return tr->data; }
+uint64_t lca_trainer_iteration(const lca_trainer *tr) { return tr->iteration; }
+size_t lca_trainer_training_count(const lca_trainer *tr) { return tr->train_count; }
+size_t lca_trainer_validation_count(const lca_trainer *tr) { return tr->validation_count; }
+size_t lca_trainer_evaluation_count(const lca_trainer *tr) { return tr->evaluation_count; }
+const double *lca_trainer_lca_totals(const lca_trainer *tr) { return tr->lca_totals; }
+const uint32_t *lca_trainer_helped_counts(const lca_trainer *tr) { return tr->helped_counts; }
+
+size_t lca_trainer_memory_bytes(const lca_trainer *tr) {
+    return tr->bytes + tr->integrator.bytes + tr->model->parameter_count * sizeof(float) +
+           lca_model_workspace_bytes(tr->model);
+}
+
+lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *tr, const char *name, double scale) {
+    long index = lca_model_find_tensor(tr->model, name);
+    if (index < 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model %s has no tensor named \"%s\"",
+                        lca_model_spec(tr->model), name);
+    if (!(scale >= 0.0) || !isfinite(scale))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "learning-rate scale of %s must be finite and >= 0, not %g", name, scale);
+    tr->lr_scale[index] = scale;
+    return LCA_OK;
+}
+
+lca_status lca_attribute(lca_model *model, const float *from, const float *to,
+                         const lca_dataset *data, const uint32_t *indices, size_t count,
+                         const lca_config *config, lca_record *record, double *tensor_lca,
+                         double *tensor_first_order, uint64_t *tensor_counts) {
+    memset(record, 0, sizeof *record);
+    if (lca_dataset_features(data) != lca_model_input_size(model))
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s has %zu features per example but model %s takes %zu inputs",
+                        lca_dataset_source(data), lca_dataset_features(data),
+                        lca_model_spec(model), lca_model_input_size(model));
+    uint32_t *all = NULL;
+    if (!indices) {
+        count = data->count;
+        all = malloc(count * sizeof(uint32_t));
+        if (!all) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "attribute: out of memory");
+        for (size_t i = 0; i < count; i++) all[i] = (uint32_t)i;
+        indices = all;
+    }
+    lca_integrator integrator;
+    lca_view view;
+    memset(&view, 0, sizeof view);
+    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
+    if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
+    if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
+    /* the view's arrays die with it: copy the per-tensor results out */
+    if (status == LCA_OK) {
+        size_t t = model->tensor_count;
+        memcpy(tensor_lca, view.tensor_lca, t * sizeof(double));
+        memcpy(tensor_first_order, view.tensor_first_order, t * sizeof(double));
+        memcpy(tensor_counts, view.tensor_helped, t * sizeof(uint64_t));
+        memcpy(tensor_counts + t, view.tensor_hurt, t * sizeof(uint64_t));
+        memcpy(tensor_counts + 2 * t, view.tensor_zero, t * sizeof(uint64_t));
+        record->train.tensor_lca = tensor_lca;
+        record->train.tensor_first_order = tensor_first_order;
+        record->train.tensor_helped = tensor_counts;
+        record->train.tensor_hurt = tensor_counts + t;
+        record->train.tensor_zero = tensor_counts + 2 * t;
+    }
+    lca_view_release(&view);
+    lca_integrator_release(&integrator);
+    free(all);
+    return status;
+}
