@@ -19,8 +19,10 @@ endif
 CFLAGS ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wno-unused-parameter -ICCore/include -ICCore -D_GNU_SOURCE
 LDLIBS += -lz -lm
+# -fopenmp only when compiling: at link time clang would add -lomp, which
+# Debian ships as libomp5.so in the multiarch folder.
 ifeq ($(OPENMP),1)
-override CFLAGS += -fopenmp -I$(OMP_INCLUDE)
+OMP_CFLAGS = -fopenmp -I$(OMP_INCLUDE)
 LDLIBS += -L$(dir $(OMP_LIB)) -lomp5
 endif
 
@@ -35,13 +37,19 @@ all: $(BUILD)/liblca.a $(TEST_BINARIES)
 
 $(BUILD)/core/%.o: CCore/%.c CCore/internal.h CCore/include/lca.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(OMP_CFLAGS) -c $< -o $@
 
 $(BUILD)/liblca.a: $(CORE_OBJECTS)
 	ar rcs $@ $^
 
-$(BUILD)/test_%: Tests/ccore/test_%.c $(TEST_SUPPORT) $(BUILD)/liblca.a $(wildcard Tests/ccore/*.h)
-	$(CC) $(CFLAGS) $(LDFLAGS) -ITests/ccore $< $(TEST_SUPPORT) $(BUILD)/liblca.a $(LDLIBS) -o $@
+$(BUILD)/tests/%.o: Tests/ccore/%.c $(wildcard Tests/ccore/*.h) CCore/include/lca.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(OMP_CFLAGS) -ITests/ccore -c $< -o $@
+
+SUPPORT_OBJECTS := $(patsubst Tests/ccore/%.c,$(BUILD)/tests/%.o,$(TEST_SUPPORT))
+
+$(BUILD)/test_%: $(BUILD)/tests/test_%.o $(SUPPORT_OBJECTS) $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Runs every C test; each prints its worst differences and exits non-zero
 # on failure. The last line is "N passed, N failed".

@@ -1,0 +1,685 @@
+/*
+ * test_safetensors.c: the safetensors reader and writer (CCore/safetensors.c).
+ *
+ * Round-trips tensors of every dtype and of ranks 0 … 4 with metadata that
+ * needs JSON escapes; checks the file layout byte by byte; has Python
+ * (json + numpy, no safetensors package) read a file written here and write
+ * one for the reader; runs a table of corrupt files that must give clear
+ * errors with the file name and a byte offset; mutates a valid file at
+ * random; and makes writes fail midway (a file-size limit, a folder in the
+ * way of path.tmp, a read-only folder) to check that the old file survives.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        checks++;                                                            \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);           \
+            printf(__VA_ARGS__);                                             \
+            printf("\n");                                                    \
+        }                                                                    \
+    } while (0)
+
+static char temp_dir[64];
+
+static const char *temp_path(const char *name) {
+    static char paths[8][512];
+    static int next;
+    char *path = paths[next++ % 8];
+    snprintf(path, sizeof paths[0], "%s/%s", temp_dir, name);
+    return path;
+}
+
+static void write_bytes(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
+        printf("cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+}
+
+static uint8_t *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *bytes = malloc((size_t)size + 1);
+    *n = fread(bytes, 1, (size_t)size, f);
+    fclose(f);
+    return bytes;
+}
+
+static bool file_exists(const char *path) {
+    struct stat info;
+    return stat(path, &info) == 0;
+}
+
+static size_t dtype_size(const char *dtype) {
+    if (!strcmp(dtype, "F64") || !strcmp(dtype, "I64") || !strcmp(dtype, "U64")) return 8;
+    if (!strcmp(dtype, "F32") || !strcmp(dtype, "I32") || !strcmp(dtype, "U32")) return 4;
+    if (!strcmp(dtype, "F16") || !strcmp(dtype, "BF16") || !strcmp(dtype, "I16") ||
+        !strcmp(dtype, "U16"))
+        return 2;
+    return 1;
+}
+
+/* ------------------------------------------------------------ round trip */
+
+/* Element i of every tensor below is value(i) converted to the dtype, so
+ * Python can check the values with the same formula. */
+static double value(size_t i) { return (double)(i % 7) * 1.5 - 3.0 + (double)i; }
+
+typedef struct spec {
+    const char *name, *dtype;
+    int rank;
+    int64_t shape[LCA_MAX_RANK];
+} spec;
+
+static const spec specs[] = {
+    {"fc1.weight", "F32", 2, {3, 4}},
+    {"fc1.bias", "F64", 1, {5}},
+    {"odd.bytes", "U8", 1, {7}},      /* 7 bytes: the next tensor is unaligned */
+    {"steps", "I32", 1, {3}},
+    {"counts", "I64", 3, {2, 2, 2}},
+    {"scalar", "F32", 0, {0}},
+    {"empty", "U16", 2, {0, 3}},
+    {"mask", "BOOL", 1, {3}},
+    {"half", "F16", 4, {2, 1, 1, 3}},
+    {"brain", "BF16", 1, {2}},
+    {"small", "I8", 1, {4}},
+    {"short", "I16", 4, {1, 1, 2, 2}},
+    {"unsigned", "U32", 1, {2}},
+    {"wide", "U64", 2, {1, 2}},
+    {"héllo \"quoted\" \\ / \t ✓ 𝄞", "F32", 1, {2}},
+};
+enum { SPEC_COUNT = sizeof specs / sizeof specs[0] };
+
+static void fill(const spec *s, void *out, size_t elements) {
+    for (size_t i = 0; i < elements; i++) {
+        double v = value(i);
+        const char *d = s->dtype;
+        if (!strcmp(d, "F32")) ((float *)out)[i] = (float)v;
+        else if (!strcmp(d, "F64")) ((double *)out)[i] = v;
+        else if (!strcmp(d, "U8")) ((uint8_t *)out)[i] = (uint8_t)(i * 37);
+        else if (!strcmp(d, "I32")) ((int32_t *)out)[i] = (int32_t)(v * -1000);
+        else if (!strcmp(d, "I64")) ((int64_t *)out)[i] = (int64_t)(v * 1e12);
+        else if (!strcmp(d, "U16")) ((uint16_t *)out)[i] = (uint16_t)i;
+        else if (!strcmp(d, "BOOL")) ((uint8_t *)out)[i] = (uint8_t)(i % 2);
+        else if (!strcmp(d, "F16")) ((uint16_t *)out)[i] = (uint16_t)(0x3C00 + i); /* 1.0, … */
+        else if (!strcmp(d, "BF16")) ((uint16_t *)out)[i] = (uint16_t)(0x3F80 + i);
+        else if (!strcmp(d, "I8")) ((int8_t *)out)[i] = (int8_t)(-(int)i * 30);
+        else if (!strcmp(d, "I16")) ((int16_t *)out)[i] = (int16_t)(-(int)i * 3000);
+        else if (!strcmp(d, "U32")) ((uint32_t *)out)[i] = 4000000000u + (uint32_t)i;
+        else if (!strcmp(d, "U64")) ((uint64_t *)out)[i] = 18000000000000000000u + i;
+    }
+}
+
+static size_t elements_of(const spec *s) {
+    size_t n = 1;
+    for (int d = 0; d < s->rank; d++) n *= (size_t)s->shape[d];
+    return n;
+}
+
+static const char *meta_keys[] = {"lca.model", "lca.iteration", "quote\"back\\slash",
+                                  "control\x01\x1f", "unicode"};
+static const char *meta_values[] = {"784-100-50-10", "1200", "line\nbreak\ttab\r\b\f",
+                                    "", "é ✓ 𝄞"};
+enum { META_COUNT = sizeof meta_keys / sizeof meta_keys[0] };
+
+static void *tensor_data[SPEC_COUNT];
+
+static lca_status write_sample(const char *path) {
+    lca_st_tensor tensors[SPEC_COUNT];
+    for (int t = 0; t < SPEC_COUNT; t++) {
+        size_t n = elements_of(&specs[t]);
+        size_t bytes = n * dtype_size(specs[t].dtype);
+        if (!tensor_data[t]) {
+            tensor_data[t] = calloc(1, bytes + 8);
+            fill(&specs[t], tensor_data[t], n);
+        }
+        tensors[t] = (lca_st_tensor){specs[t].name, specs[t].dtype, specs[t].rank, {0},
+                                     tensor_data[t], bytes};
+        memcpy(tensors[t].shape, specs[t].shape, sizeof specs[t].shape);
+    }
+    return lca_safetensors_write(path, tensors, SPEC_COUNT, meta_keys, meta_values, META_COUNT);
+}
+
+static void test_round_trip(void) {
+    const char *path = temp_path("sample.safetensors");
+    lca_status status = write_sample(path);
+    CHECK(status == LCA_OK, "write: %s", lca_last_error());
+    CHECK(!file_exists(temp_path("sample.safetensors.tmp")), "temporary file left behind");
+
+    /* Layout: header length, padding to 8, data packed in order. */
+    size_t n = 0;
+    uint8_t *raw = read_bytes(path, &n);
+    uint64_t header = 0;
+    for (int i = 0; i < 8; i++) header |= (uint64_t)raw[i] << (8 * i);
+    size_t data_bytes = 0;
+    for (int t = 0; t < SPEC_COUNT; t++)
+        data_bytes += elements_of(&specs[t]) * dtype_size(specs[t].dtype);
+    CHECK((8 + header) % 8 == 0, "data area starts at %llu", (unsigned long long)(8 + header));
+    CHECK(n == 8 + header + data_bytes, "file size %zu, expected 8 + %llu + %zu", n,
+          (unsigned long long)header, data_bytes);
+    CHECK(raw[8] == '{' && (raw[8 + header - 1] == ' ' || raw[8 + header - 1] == '}'),
+          "header does not look like padded JSON");
+    size_t at = 8 + (size_t)header;
+    int misplaced = 0;
+    for (int t = 0; t < SPEC_COUNT; t++) {
+        size_t bytes = elements_of(&specs[t]) * dtype_size(specs[t].dtype);
+        if (memcmp(raw + at, tensor_data[t], bytes) != 0) misplaced++;
+        at += bytes;
+    }
+    CHECK(misplaced == 0, "%d tensors not packed in order", misplaced);
+    free(raw);
+
+    lca_safetensors *file = NULL;
+    status = lca_safetensors_read(&file, path);
+    CHECK(status == LCA_OK, "read: %s", lca_last_error());
+    if (status != LCA_OK) return;
+    CHECK(lca_safetensors_count(file) == SPEC_COUNT, "count %zu", lca_safetensors_count(file));
+    CHECK(strcmp(lca_safetensors_path(file), path) == 0, "path %s", lca_safetensors_path(file));
+    int wrong = 0;
+    for (int t = 0; t < SPEC_COUNT && t < (int)lca_safetensors_count(file); t++) {
+        const lca_st_tensor *x = lca_safetensors_tensor(file, (size_t)t);
+        const spec *s = &specs[t];
+        size_t bytes = elements_of(s) * dtype_size(s->dtype);
+        bool same = strcmp(x->name, s->name) == 0 && strcmp(x->dtype, s->dtype) == 0 &&
+                    x->rank == s->rank && x->bytes == bytes &&
+                    (bytes == 0 || memcmp(x->data, tensor_data[t], bytes) == 0);
+        for (int d = 0; d < s->rank; d++) same = same && x->shape[d] == s->shape[d];
+        if (bytes) same = same && (uintptr_t)x->data % dtype_size(s->dtype) == 0;
+        same = same && lca_safetensors_find(file, s->name) == x;
+        if (!same) {
+            wrong++;
+            printf("tensor %d \"%s\" differs after the round trip\n", t, s->name);
+        }
+    }
+    CHECK(wrong == 0, "%d tensors differ", wrong);
+    for (int m = 0; m < META_COUNT; m++) {
+        const char *v = lca_safetensors_metadata(file, meta_keys[m]);
+        CHECK(v && strcmp(v, meta_values[m]) == 0, "metadata %s = %s", meta_keys[m],
+              v ? v : "(missing)");
+    }
+    CHECK(lca_safetensors_find(file, "nope") == NULL, "found a tensor that is not there");
+    CHECK(lca_safetensors_metadata(file, "nope") == NULL, "found metadata that is not there");
+    CHECK(lca_safetensors_tensor(file, SPEC_COUNT) == NULL, "index past the end");
+    lca_safetensors_free(file);
+    printf("round trip: %d tensors (ranks 0-4; F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 "
+           "BOOL; empty; unaligned offsets realigned) and %d escaped metadata entries\n",
+           SPEC_COUNT, META_COUNT);
+
+    /* Empty files and files without metadata. */
+    CHECK(lca_safetensors_write(temp_path("empty.safetensors"), NULL, 0, NULL, NULL, 0) ==
+              LCA_OK, "write empty: %s", lca_last_error());
+    CHECK(lca_safetensors_read(&file, temp_path("empty.safetensors")) == LCA_OK &&
+              lca_safetensors_count(file) == 0, "read empty: %s", lca_last_error());
+    lca_safetensors_free(file);
+
+    /* Invalid writes: nothing is created. */
+    float one = 1;
+    lca_st_tensor dup[2] = {{"a", "F32", 1, {1}, &one, 4}, {"a", "F32", 1, {1}, &one, 4}};
+    const char *bad_path = temp_path("invalid.safetensors");
+    CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
+          "duplicate names accepted");
+    dup[1].name = "b";
+    dup[1].bytes = 8;
+    CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
+          "shape × dtype ≠ bytes accepted");
+    dup[1].bytes = 4;
+    dup[1].dtype = "F31";
+    CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
+          "unknown dtype accepted");
+    dup[1].dtype = "F32";
+    dup[1].name = "__metadata__";
+    CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
+          "tensor named __metadata__ accepted");
+    dup[1].name = "\xff\xfe";
+    CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
+          "invalid UTF-8 name accepted");
+    const char *same_keys[2] = {"k", "k"}, *two_values[2] = {"1", "2"};
+    CHECK(lca_safetensors_write(bad_path, dup, 1, same_keys, two_values, 2) ==
+              LCA_ERR_INVALID_ARGUMENT, "duplicate metadata keys accepted");
+    CHECK(!file_exists(bad_path) && !file_exists(temp_path("invalid.safetensors.tmp")),
+          "an invalid write created a file");
+}
+
+/* ------------------------------------------------------------------ Python */
+
+static const char python_reader[] =
+    "import json, sys\n"
+    "import numpy as np\n"
+    "raw = open(sys.argv[1], 'rb').read()\n"
+    "n = int.from_bytes(raw[:8], 'little')\n"
+    "assert (8 + n) % 8 == 0, 'data area not 8-aligned'\n"
+    "header = json.loads(raw[8:8 + n].decode('utf-8'))\n"
+    "data = raw[8 + n:]\n"
+    "meta = header.pop('__metadata__')\n"
+    "assert meta['lca.model'] == '784-100-50-10', meta\n"
+    "assert meta['unicode'] == '\\u00e9 \\u2713 \\U0001d11e', meta['unicode']\n"
+    "assert meta['quote\"back\\\\slash'] == 'line\\nbreak\\ttab\\r\\b\\f'\n"
+    "assert meta['control\\x01\\x1f'] == ''\n"
+    "types = {'F64': '<f8', 'F32': '<f4', 'F16': '<f2', 'BF16': '<u2', 'I64': '<i8',\n"
+    "         'I32': '<i4', 'I16': '<i2', 'I8': 'i1', 'U64': '<u8', 'U32': '<u4',\n"
+    "         'U16': '<u2', 'U8': 'u1', 'BOOL': '?'}\n"
+    "order = sorted(header, key=lambda k: header[k]['data_offsets'][0])\n"
+    "end = 0\n"
+    "for name in order:\n"
+    "    t = header[name]\n"
+    "    b, e = t['data_offsets']\n"
+    "    assert b == end, (name, b, end)\n"
+    "    end = e\n"
+    "    a = np.frombuffer(data[b:e], dtype=types[t['dtype']]).reshape(t['shape'])\n"
+    "    i = np.arange(a.size)\n"
+    "    v = (i % 7) * 1.5 - 3.0 + i\n"
+    "    if t['dtype'] in ('F32', 'F64'): assert np.array_equal(a.ravel(), v.astype(a.dtype)), name\n"
+    "    if t['dtype'] == 'I64': assert np.array_equal(a.ravel(), (v * 1e12).astype(np.int64)), name\n"
+    "    if t['dtype'] == 'I32': assert np.array_equal(a.ravel(), (v * -1000).astype(np.int32)), name\n"
+    "    if t['dtype'] == 'U64': assert int(a.ravel()[1]) == 18000000000000000001, name\n"
+    "    if t['dtype'] == 'F16': assert a.ravel()[0] == 1.0, name\n"
+    "    if t['dtype'] == 'BOOL': assert a.tolist() == [False, True, False], name\n"
+    "assert end == len(data), (end, len(data))\n"
+    "assert 'h\\u00e9llo \"quoted\" \\\\ / \\t \\u2713 \\U0001d11e' in header, list(header)\n"
+    "assert header['fc1.weight']['shape'] == [3, 4] and header['scalar']['shape'] == []\n"
+    "print('python: read', len(header), 'tensors and', len(meta), 'metadata entries')\n";
+
+/* Written by Python the way other tools do it: no padding, tensors not in
+ * offset order, an unaligned F32, non-ASCII escaped as \\uXXXX, a gap. */
+static const char python_writer[] =
+    "import json, sys\n"
+    "import numpy as np\n"
+    "w = np.arange(6, dtype='<f4').reshape(2, 3) / 4\n"
+    "b = np.array([1, 2, 3], dtype='u1')\n"
+    "d = np.array([-1.5, 2.25], dtype='<f8')\n"
+    "data = b.tobytes() + w.tobytes() + b'\\0' + d.tobytes()\n"
+    "header = {'weight': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [3, 27]},\n"
+    "          'bytes': {'dtype': 'U8', 'shape': [3], 'data_offsets': [0, 3]},\n"
+    "          'caf\\u00e9': {'dtype': 'F64', 'shape': [2], 'data_offsets': [28, 44]},\n"
+    "          '__metadata__': {'format': 'pt', 'note': 'snow \\u2603'}}\n"
+    "h = json.dumps(header, ensure_ascii=True).encode()\n"
+    "open(sys.argv[1], 'wb').write(len(h).to_bytes(8, 'little') + h + data)\n";
+
+static void test_python(void) {
+    if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0) {
+        printf("SKIP python interoperability: python3 with numpy is not available\n");
+        return;
+    }
+    const char *script = temp_path("reader.py");
+    write_bytes(script, python_reader, sizeof python_reader - 1);
+    char command[2048];
+    snprintf(command, sizeof command, "python3 %s %s", script, temp_path("sample.safetensors"));
+    int rc = system(command);
+    CHECK(rc == 0, "python could not read the file written here (exit %d)", rc);
+    remove(script);
+
+    script = temp_path("writer.py");
+    write_bytes(script, python_writer, sizeof python_writer - 1);
+    const char *path = temp_path("python.safetensors");
+    snprintf(command, sizeof command, "python3 %s %s", script, path);
+    rc = system(command);
+    CHECK(rc == 0, "python writer failed (exit %d)", rc);
+    remove(script);
+    lca_safetensors *file = NULL;
+    lca_status status = lca_safetensors_read(&file, path);
+    CHECK(status == LCA_OK, "reading python's file: %s", lca_last_error());
+    if (status == LCA_OK) {
+        const lca_st_tensor *w = lca_safetensors_find(file, "weight");
+        const lca_st_tensor *d = lca_safetensors_find(file, "caf\xc3\xa9");
+        const lca_st_tensor *b = lca_safetensors_find(file, "bytes");
+        CHECK(w && w->rank == 2 && w->shape[0] == 2 && w->shape[1] == 3 && w->bytes == 24 &&
+                  (uintptr_t)w->data % 4 == 0 && ((const float *)w->data)[5] == 1.25f,
+              "python's F32 tensor");
+        CHECK(d && ((const double *)d->data)[0] == -1.5 && ((const double *)d->data)[1] == 2.25,
+              "python's F64 tensor under an escaped name");
+        CHECK(b && ((const uint8_t *)b->data)[2] == 3, "python's U8 tensor");
+        const char *note = lca_safetensors_metadata(file, "note");
+        CHECK(note && strcmp(note, "snow \xe2\x98\x83") == 0, "metadata \\u2603: %s",
+              note ? note : "(missing)");
+        CHECK(lca_safetensors_count(file) == 3 &&
+                  strcmp(lca_safetensors_tensor(file, 0)->name, "weight") == 0,
+              "header order not kept");
+        lca_safetensors_free(file);
+    }
+    remove(path);
+    printf("python: numpy reads our file; we read python's (unpadded, unaligned, \\u escapes, "
+           "a gap)\n");
+}
+
+/* ---------------------------------------------------------- corrupt files */
+
+/* A file: 8-byte length (or forced_length if not 0), header text, data
+ * zero bytes. */
+static void write_st(const char *path, const char *header, size_t data, uint64_t forced_length) {
+    size_t h = strlen(header);
+    uint64_t length = forced_length ? forced_length : h;
+    uint8_t *bytes = calloc(1, 8 + h + data);
+    for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)(length >> (8 * i));
+    memcpy(bytes + 8, header, h);
+    write_bytes(path, bytes, 8 + h + data);
+    free(bytes);
+}
+
+typedef struct st_case {
+    const char *what;
+    const char *header;
+    size_t data;
+    uint64_t forced_length;
+    lca_status expect;
+} st_case;
+
+#define T(dtype, shape, b, e) \
+    "{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
+
+static void test_corrupt(void) {
+    static const st_case cases[] = {
+        {"header length past the end", "{}", 0, 400, LCA_ERR_FORMAT},
+        {"header length over 100 MB", "{}", 0, 200000000, LCA_ERR_FORMAT},
+        {"not an object", "[]", 0, 0, LCA_ERR_FORMAT},
+        {"missing closing brace", "{\"a\":" T("U8", "[1]", 0, 1), 1, 0, LCA_ERR_FORMAT},
+        {"trailing comma", "{\"a\":" T("U8", "[1]", 0, 1) ",}", 1, 0, LCA_ERR_FORMAT},
+        {"trailing garbage", "{} x", 0, 0, LCA_ERR_FORMAT},
+        {"two objects", "{}{}", 0, 0, LCA_ERR_FORMAT},
+        {"NUL padding", "{}\0\0", 0, 4, LCA_ERR_FORMAT},
+        {"unterminated string", "{\"a", 0, 0, LCA_ERR_FORMAT},
+        {"bad escape", "{\"a\\q\":" T("U8", "[1]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"short \\u escape", "{\"a\\u12\":{}}", 0, 0, LCA_ERR_FORMAT},
+        {"lone low surrogate", "{\"\\udc00\":{}}", 0, 0, LCA_ERR_FORMAT},
+        {"high surrogate alone", "{\"\\ud800x\":{}}", 0, 0, LCA_ERR_FORMAT},
+        {"\\u0000 in a name", "{\"a\\u0000\":" T("U8", "[1]", 0, 1) "}", 1, 0,
+         LCA_ERR_UNSUPPORTED},
+        {"raw control character", "{\"a\tb\":" T("U8", "[1]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"invalid UTF-8", "{\"\xc3\x28\":" T("U8", "[1]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"overlong UTF-8", "{\"\xc0\xaf\":" T("U8", "[1]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"UTF-8 surrogate", "{\"\xed\xa0\x80\":" T("U8", "[1]", 0, 1) "}", 1, 0,
+         LCA_ERR_FORMAT},
+        {"leading zero", "{\"a\":" T("U8", "[01]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"fractional offset", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1.0]}}",
+         1, 0, LCA_ERR_FORMAT},
+        {"negative dimension", "{\"a\":" T("U8", "[-1]", 0, 1) "}", 1, 0, LCA_ERR_FORMAT},
+        {"offset above 2^64", "{\"a\":" T("U8", "[1]", 0, 18446744073709551616) "}", 1, 0,
+         LCA_ERR_FORMAT},
+        {"three data_offsets",
+         "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1, 0,
+         LCA_ERR_FORMAT},
+        {"tensor entry not an object", "{\"a\":[1]}", 0, 0, LCA_ERR_FORMAT},
+        {"unknown dtype", "{\"a\":" T("F31", "[1]", 0, 4) "}", 4, 0, LCA_ERR_FORMAT},
+        {"dtype not a string", "{\"a\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}",
+         4, 0, LCA_ERR_FORMAT},
+        {"missing shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, 0,
+         LCA_ERR_FORMAT},
+        {"empty tensor entry", "{\"a\":{}}", 0, 0, LCA_ERR_FORMAT},
+        {"key twice in an entry",
+         "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+         0, LCA_ERR_FORMAT},
+        {"duplicate tensor names",
+         "{\"a\":" T("U8", "[1]", 0, 1) ",\"b\":" T("U8", "[1]", 1, 2) ",\"a\":"
+         T("U8", "[1]", 2, 3) "}", 3, 0, LCA_ERR_FORMAT},
+        {"two __metadata__", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, 0, LCA_ERR_FORMAT},
+        {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, 0,
+         LCA_ERR_FORMAT},
+        {"metadata value not a string", "{\"__metadata__\":{\"k\":1}}", 0, 0, LCA_ERR_FORMAT},
+        {"offsets past the data", "{\"a\":" T("F32", "[2]", 0, 8) "}", 4, 0, LCA_ERR_FORMAT},
+        {"begin after end", "{\"a\":" T("U8", "[0]", 3, 2) "}", 4, 0, LCA_ERR_FORMAT},
+        {"overlapping tensors",
+         "{\"a\":" T("F32", "[2]", 0, 8) ",\"b\":" T("F32", "[2]", 4, 12) "}", 12, 0,
+         LCA_ERR_FORMAT},
+        {"identical ranges",
+         "{\"a\":" T("U8", "[4]", 0, 4) ",\"b\":" T("U8", "[4]", 0, 4) "}", 4, 0,
+         LCA_ERR_FORMAT},
+        {"wrong byte length", "{\"a\":" T("F32", "[3]", 0, 8) "}", 8, 0, LCA_ERR_FORMAT},
+        {"shape overflows",
+         "{\"a\":" T("F64", "[4294967296,4294967296]", 0, 0) "}", 0, 0, LCA_ERR_FORMAT},
+        {"rank 5", "{\"a\":" T("U8", "[1,1,1,1,1]", 0, 1) "}", 1, 0, LCA_ERR_UNSUPPORTED},
+        {"nesting too deep",
+         "{\"a\":{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+         "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+         ",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, 0, LCA_ERR_FORMAT},
+        {"bad literal", "{\"a\":{\"x\":nul,\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+         1, 0, LCA_ERR_FORMAT},
+        {"bad number", "{\"a\":{\"x\":1.e5,\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+         1, 0, LCA_ERR_FORMAT},
+    };
+    const char *path = temp_path("corrupt.safetensors");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const st_case *c = &cases[i];
+        /* "NUL padding" carries its NULs in forced_length: write by hand. */
+        if (strcmp(c->what, "NUL padding") == 0) {
+            uint8_t bytes[12] = {4, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, 0};
+            write_bytes(path, bytes, sizeof bytes);
+        } else {
+            write_st(path, c->header, c->data, c->forced_length);
+        }
+        lca_safetensors *file = NULL;
+        lca_status status = lca_safetensors_read(&file, path);
+        const char *message = lca_last_error();
+        CHECK(status == c->expect && file == NULL && strstr(message, path) &&
+                  strstr(message, "byte "),
+              "%s: status %d (%s), message \"%s\"", c->what, status, lca_status_string(status),
+              message);
+        printf("corrupt: %-30s → %s\n", c->what, strstr(message, "byte ") ? strstr(message, "byte ")
+                                                                           : message);
+        lca_safetensors_free(file);
+    }
+
+    /* Short files. */
+    for (size_t n = 0; n < 8; n++) {
+        uint8_t bytes[8] = {2, 0, 0, 0, 0, 0, 0, 0};
+        write_bytes(path, bytes, n);
+        lca_safetensors *file = NULL;
+        lca_status status = lca_safetensors_read(&file, path);
+        CHECK(status == LCA_ERR_FORMAT && strstr(lca_last_error(), "byte "),
+              "%zu-byte file: %d %s", n, status, lca_last_error());
+    }
+    printf("corrupt: files of 0-7 bytes → %s\n", lca_last_error());
+    lca_safetensors *file = NULL;
+    CHECK(lca_safetensors_read(&file, temp_path("missing.safetensors")) == LCA_ERR_IO,
+          "missing file: %s", lca_last_error());
+    CHECK(lca_safetensors_read(&file, temp_dir) == LCA_ERR_IO, "folder: %s", lca_last_error());
+
+    /* Valid oddities: whitespace, an unknown key, a gap, an empty tensor
+     * inside another's range, an empty header. */
+    static const char *valid[] = {
+        " \t\r\n{ \"a\" : { \"shape\" : [ 2 ] , \"x\" : {\"y\": [true, false, null, -0.5e+3, "
+        "\"s\"]}, \"data_offsets\" : [ 8 , 10 ], \"dtype\" : \"U8\" } , \"e\": "
+        T("F32", "[0]", 9, 9) " }   ",
+        "{}",
+        "{\"__metadata__\":{}}",
+    };
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        write_st(path, valid[i], 10, 0);
+        lca_status status = lca_safetensors_read(&file, path);
+        CHECK(status == LCA_OK, "valid header %zu rejected: %s", i, lca_last_error());
+        if (status == LCA_OK && i == 0) {
+            const lca_st_tensor *a = lca_safetensors_find(file, "a");
+            CHECK(a && a->bytes == 2 && lca_safetensors_count(file) == 2, "valid header 0");
+        }
+        lca_safetensors_free(file);
+        file = NULL;
+    }
+    printf("valid oddities (whitespace, unknown keys, gaps, empty tensors, empty header) "
+           "are read\n");
+}
+
+/* Random mutations of the sample file: only OK, a format or an
+ * unsupported error may come back, never a crash (run under ASan). */
+static void test_mutations(void) {
+    size_t n = 0;
+    uint8_t *original = read_bytes(temp_path("sample.safetensors"), &n);
+    if (!original) return;
+    uint8_t *bytes = malloc(n + 16);
+    const char *path = temp_path("mutant.safetensors");
+    uint64_t state = 0x243F6A8885A308D3u;
+    int ok = 0, format = 0, other = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        memcpy(bytes, original, n);
+        size_t m = n;
+        state = state * 6364136223846793005u + 1442695040888963407u;
+        int flips = 1 + (int)(state >> 61);
+        for (int f = 0; f < flips; f++) {
+            state = state * 6364136223846793005u + 1442695040888963407u;
+            /* mostly the header, where the parser is */
+            size_t limit = iter % 3 ? (n < 1200 ? n : 1200) : n;
+            size_t at = (state >> 33) % limit;
+            if (iter % 4 == 0) bytes[at] = (uint8_t)"{}[]\",:0123456789\\u eE.-"[(state >> 8) % 25];
+            else bytes[at] ^= (uint8_t)(1u << ((state >> 20) % 8));
+        }
+        if (iter % 9 == 0) m = (size_t)(state >> 30) % n;
+        write_bytes(path, bytes, m);
+        lca_safetensors *file = NULL;
+        lca_status status = lca_safetensors_read(&file, path);
+        if (status == LCA_OK) {
+            ok++;
+            /* Touch every byte the reader handed out. */
+            unsigned sum = 0;
+            for (size_t t = 0; t < lca_safetensors_count(file); t++) {
+                const lca_st_tensor *x = lca_safetensors_tensor(file, t);
+                for (size_t b = 0; b < x->bytes; b++) sum += ((const uint8_t *)x->data)[b];
+                sum += (unsigned)strlen(x->name);
+            }
+            (void)sum;
+        } else if ((status == LCA_ERR_FORMAT || status == LCA_ERR_UNSUPPORTED) &&
+                   strstr(lca_last_error(), "byte ")) {
+            format++;
+        } else {
+            other++;
+            printf("mutant %d: status %d: %s\n", iter, status, lca_last_error());
+        }
+        lca_safetensors_free(file);
+    }
+    CHECK(other == 0, "%d mutants gave an unexpected status", other);
+    printf("mutations: 3000 mutated files: %d read, %d clear format errors, %d other\n", ok,
+           format, other);
+    remove(path);
+    free(bytes);
+    free(original);
+}
+
+/* ---------------------------------------------------------- atomic writes */
+
+static bool same_file(const char *path, const uint8_t *bytes, size_t n) {
+    size_t m = 0;
+    uint8_t *now = read_bytes(path, &m);
+    bool same = now && m == n && memcmp(now, bytes, n) == 0;
+    free(now);
+    return same;
+}
+
+static void test_atomic(void) {
+    const char *path = temp_path("keep.safetensors");
+    const char *tmp = temp_path("keep.safetensors.tmp");
+    CHECK(write_sample(path) == LCA_OK, "%s", lca_last_error());
+    size_t old_n = 0;
+    uint8_t *old = read_bytes(path, &old_n);
+
+    /* A big file that cannot be written completely. */
+    size_t big_n = 1 << 20;
+    float *big = calloc(big_n, sizeof(float));
+    lca_st_tensor tensor = {"big", "F32", 1, {(int64_t)big_n}, big, big_n * sizeof(float)};
+
+    /* 1. The write fails midway: a file-size limit (EFBIG) hits after
+     * 64 KiB of the 4 MiB. */
+    struct rlimit saved, limit;
+    getrlimit(RLIMIT_FSIZE, &saved);
+    limit = saved;
+    limit.rlim_cur = 64 * 1024;
+    void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &limit) == 0) {
+        lca_status status = lca_safetensors_write(path, &tensor, 1, NULL, NULL, 0);
+        setrlimit(RLIMIT_FSIZE, &saved);
+        CHECK(status == LCA_ERR_IO, "write over the size limit: status %d", status);
+        CHECK(same_file(path, old, old_n), "old file changed by a write that failed midway");
+        CHECK(!file_exists(tmp), "temporary file left behind after a failed write");
+        printf("atomic: write failing midway (file-size limit) → %s\n", lca_last_error());
+    } else {
+        printf("SKIP atomic (file-size limit): setrlimit failed: %s\n", strerror(errno));
+    }
+    signal(SIGXFSZ, previous);
+
+    /* 2. path.tmp cannot be created (a folder is in its way). */
+    mkdir(tmp, 0755);
+    lca_status status = lca_safetensors_write(path, &tensor, 1, NULL, NULL, 0);
+    CHECK(status == LCA_ERR_IO, "write with a folder at path.tmp: status %d", status);
+    CHECK(same_file(path, old, old_n), "old file changed");
+    rmdir(tmp);
+    printf("atomic: temporary file cannot be created → %s\n", lca_last_error());
+
+    /* 3. The destination is a folder: the rename fails after a complete
+     * write; the temporary file is removed. */
+    const char *folder_path = temp_path("a-folder");
+    mkdir(folder_path, 0755);
+    status = lca_safetensors_write(folder_path, &tensor, 1, NULL, NULL, 0);
+    CHECK(status == LCA_ERR_IO, "write over a folder: status %d", status);
+    char folder_tmp[600];
+    snprintf(folder_tmp, sizeof folder_tmp, "%s.tmp", folder_path);
+    CHECK(!file_exists(folder_tmp), "temporary file left behind after a failed rename");
+    rmdir(folder_path);
+    printf("atomic: rename fails → %s\n", lca_last_error());
+
+    /* 4. A read-only folder (root ignores permissions: skipped then). */
+    const char *ro = temp_path("read-only");
+    mkdir(ro, 0755);
+    char ro_file[600];
+    snprintf(ro_file, sizeof ro_file, "%s/keep.safetensors", ro);
+    write_bytes(ro_file, old, old_n);
+    chmod(ro, 0555);
+    if (geteuid() == 0) {
+        printf("SKIP atomic (read-only folder): running as root, which may write anyway\n");
+    } else {
+        status = lca_safetensors_write(ro_file, &tensor, 1, NULL, NULL, 0);
+        CHECK(status == LCA_ERR_IO, "write into a read-only folder: status %d", status);
+        CHECK(same_file(ro_file, old, old_n), "old file in the read-only folder changed");
+        printf("atomic: read-only folder → %s\n", lca_last_error());
+    }
+    chmod(ro, 0755);
+    remove(ro_file);
+    rmdir(ro);
+
+    /* And the successful overwrite replaces the file completely. */
+    CHECK(lca_safetensors_write(path, &tensor, 1, NULL, NULL, 0) == LCA_OK, "%s",
+          lca_last_error());
+    lca_safetensors *file = NULL;
+    CHECK(lca_safetensors_read(&file, path) == LCA_OK && lca_safetensors_count(file) == 1 &&
+              lca_safetensors_find(file, "big")->bytes == big_n * 4,
+          "overwrite: %s", lca_last_error());
+    lca_safetensors_free(file);
+    remove(path);
+    free(big);
+    free(old);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* keep order with the python output */
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-test-st-XXXXXX");
+    if (!mkdtemp(temp_dir)) {
+        printf("cannot create a temporary folder: %s\n", strerror(errno));
+        return 2;
+    }
+    test_round_trip();
+    test_python();
+    test_corrupt();
+    test_mutations();
+    test_atomic();
+
+    const char *leftovers[] = {"sample.safetensors", "empty.safetensors",
+                               "corrupt.safetensors", "invalid.safetensors"};
+    for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++)
+        remove(temp_path(leftovers[i]));
+    for (int t = 0; t < SPEC_COUNT; t++) free(tensor_data[t]);
+    if (rmdir(temp_dir) != 0) printf("note: %s not empty: %s\n", temp_dir, strerror(errno));
+    printf("test_safetensors: %d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}
