@@ -1,0 +1,59 @@
+/* gemm_kernel_portable.c: the 6×16 register micro-kernel in plain C, used
+ * on CPUs without AVX2+FMA (and on arm64). Written as fixed-size loops over
+ * a local tile so the compiler keeps the tile in vector registers (NEON has
+ * 32 of them: 24 for the tile) and vectorises the 16 columns. */
+#include "internal.h"
+
+enum { PORTABLE_MR = 6, PORTABLE_NR = 16 };
+
+void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
+                                  size_t a_k_step, const float *b, size_t b_k_step,
+                                  float alpha, float beta, float *restrict c, size_t ldc,
+                                  size_t rows, size_t cols);
+
+/* C[rows×cols] = alpha · op(A)[6×depth] · op(B)[depth×16] + beta · C for
+ * rows ≤ 6, cols ≤ 16, with op(A)[r][p] = a[r·a_row_step + p·a_k_step] and
+ * op(B)[p][j] = b[p·b_k_step + j] (packed panels or rows read in place; see
+ * micro_kernel in gemm.c). c: row stride ldc; not read when beta == 0. */
+void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
+                                  size_t a_k_step, const float *b, size_t b_k_step,
+                                  float alpha, float beta, float *restrict c, size_t ldc,
+                                  size_t rows, size_t cols) {
+    float acc[PORTABLE_MR][PORTABLE_NR] = {{0}}; /* the tile, summed over k */
+    for (size_t p = 0; p < depth; p++) {
+        float b_p[PORTABLE_NR]; /* op(B)[p][0..16) */
+        for (size_t j = 0; j < PORTABLE_NR; j++) b_p[j] = b[j];
+        for (size_t r = 0; r < PORTABLE_MR; r++) {
+            const float a_rp = a[r * a_row_step];
+            for (size_t j = 0; j < PORTABLE_NR; j++) acc[r][j] += a_rp * b_p[j];
+        }
+        a += a_k_step;
+        b += b_k_step;
+    }
+
+    /* An edge tile is updated in a full local tile and copied out, so that
+     * one loop below does the arithmetic of every element of C. */
+    bool edge = rows < PORTABLE_MR || cols < PORTABLE_NR;
+    float edge_tile[PORTABLE_MR][PORTABLE_NR];
+    float *target = c;
+    size_t target_ld = ldc;
+    if (edge) {
+        target = &edge_tile[0][0];
+        target_ld = PORTABLE_NR;
+        for (size_t r = 0; r < PORTABLE_MR; r++)
+            for (size_t j = 0; j < PORTABLE_NR; j++)
+                edge_tile[r][j] = beta != 0.0f && r < rows && j < cols ? c[r * ldc + j] : 0.0f;
+    }
+    for (size_t r = 0; r < PORTABLE_MR; r++) {
+        float *target_r = target + r * target_ld;
+        if (beta == 0.0f) {
+            for (size_t j = 0; j < PORTABLE_NR; j++) target_r[j] = alpha * acc[r][j];
+        } else {
+            for (size_t j = 0; j < PORTABLE_NR; j++)
+                target_r[j] = beta * target_r[j] + alpha * acc[r][j];
+        }
+    }
+    if (edge)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < cols; j++) c[r * ldc + j] = edge_tile[r][j];
+}

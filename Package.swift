@@ -1,0 +1,69 @@
+// swift-tools-version:6.0
+//
+// lca: trains small neural networks and measures Loss Change Allocation
+// while they train. A C11 core (CCore) does the numerics; LCAKit is its Swift
+// face; `lca` is the command-line tool.
+import Foundation
+import PackageDescription
+
+// OpenMP is optional. Debian's libomp-dev puts omp.h beside clang 14's
+// headers and libomp5.so in the multiarch library folder; when both are there
+// the core is built with -fopenmp, otherwise it runs on one thread (and gives
+// the same bytes). Same detection as the Makefile.
+let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
+let ompLibraryDirectories = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
+let fileManager = FileManager.default
+let ompLibraryDirectory: String? = fileManager.fileExists(atPath: ompInclude + "/omp.h")
+    ? ompLibraryDirectories.first { fileManager.fileExists(atPath: $0 + "/libomp5.so") }
+    : nil
+
+// The core runs numerics even in debug builds (tests train real nets), so it
+// is always optimised. No CPU-specific flags: kernels are chosen at run time.
+var coreFlags = ["-O2", "-std=c11"]
+var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("z"), .linkedLibrary("m")]
+if let directory = ompLibraryDirectory {
+    coreFlags += ["-fopenmp", "-I" + ompInclude]
+    coreLinkerSettings += [.unsafeFlags(["-L" + directory]), .linkedLibrary("omp5")]
+}
+
+let package = Package(
+    name: "lca",
+    products: [
+        .library(name: "LCAKit", targets: ["LCAKit"]),
+        .executable(name: "lca", targets: ["lca"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CCore",
+            path: "CCore",
+            publicHeadersPath: "include",
+            cSettings: [
+                .headerSearchPath("."),
+                .define("_GNU_SOURCE"),
+                .unsafeFlags(coreFlags),
+            ],
+            linkerSettings: coreLinkerSettings
+        ),
+        .target(
+            name: "LCAKit",
+            dependencies: ["CCore"],
+            path: "Sources/LCAKit"
+        ),
+        .executableTarget(
+            name: "lca",
+            dependencies: [
+                "LCAKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/lca"
+        ),
+        .testTarget(
+            name: "LCAKitTests",
+            dependencies: ["LCAKit", "lca"],
+            path: "Tests/LCAKitTests"
+        ),
+    ]
+)

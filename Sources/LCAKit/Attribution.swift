@@ -1,0 +1,146 @@
+internal import CCore
+import Foundation
+
+/// The LCA of one straight step between two checkpoints, per tensor.
+public struct Attribution: Sendable, Hashable, Codable {
+    /// Path of the starting checkpoint.
+    public var from: String
+    /// Path of the final checkpoint.
+    public var to: String
+    /// Model spec in canonical form.
+    public var model: String
+    /// The loss that was allocated.
+    public var loss: Loss
+    /// Number of examples the loss was evaluated on.
+    public var examples: Int
+    /// The model's tensors, in the order of `view`'s arrays.
+    public var tensors: [TensorInfo]
+    /// Losses, totals, residual and per-tensor values.
+    public var view: ViewRecord
+
+    /// The machine-readable form, one line, keys in a fixed order, doubles
+    /// with 17 significant digits (round-trippable):
+    /// `{"from": …, "to": …, "model": …, "examples": n, "loss_before": x,
+    /// "loss_after": x, "lca_total": x, "first_order_total": x,
+    /// "residual": x, "subintervals": n, "residual_above_threshold": false,
+    /// "tensors": [{"name": …, "shape": […], "count": n, "lca": x,
+    /// "first_order": x, "helped": n, "hurt": n, "zero": n}, …]}`.
+    public var json: String {
+        var tensorObjects: [String] = []
+        for (index, tensor) in tensors.enumerated() {
+            let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
+            tensorObjects.append(
+                "{\"name\": \(JSONText.string(tensor.name)), \"shape\": \(shape), \"count\": \(tensor.count), "
+                + "\"lca\": \(JSONText.number(view.tensorLCA[index])), "
+                + "\"first_order\": \(JSONText.number(view.tensorFirstOrder[index])), "
+                + "\"helped\": \(view.tensorHelped[index]), \"hurt\": \(view.tensorHurt[index]), "
+                + "\"zero\": \(view.tensorZero[index])}")
+        }
+        return "{\"from\": \(JSONText.string(from)), \"to\": \(JSONText.string(to)), "
+            + "\"model\": \(JSONText.string(model)), \"examples\": \(examples), "
+            + "\"loss_before\": \(JSONText.number(view.lossBefore)), "
+            + "\"loss_after\": \(JSONText.number(view.lossAfter)), "
+            + "\"lca_total\": \(JSONText.number(view.lcaTotal)), "
+            + "\"first_order_total\": \(JSONText.number(view.firstOrderTotal)), "
+            + "\"residual\": \(JSONText.number(view.residual)), "
+            + "\"subintervals\": \(view.subintervals), "
+            + "\"residual_above_threshold\": \(view.residualAboveThreshold), "
+            + "\"tensors\": [" + tensorObjects.joined(separator: ", ") + "]}"
+    }
+
+    /// A per-tensor table with a total row and the loss change, residual
+    /// and sub-interval lines, for people.
+    public var table: String {
+        var rows: [[String]] = [["tensor", "shape", "parameters", "LCA", "first order", "helped %", "hurt %"]]
+        for (index, tensor) in tensors.enumerated() {
+            let count = Double(max(tensor.count, 1))
+            rows.append([tensor.name, tensor.shapeDescription, String(tensor.count),
+                         Format.scientific(view.tensorLCA[index]), Format.scientific(view.tensorFirstOrder[index]),
+                         Format.percent(Double(view.tensorHelped[index]) / count),
+                         Format.percent(Double(view.tensorHurt[index]) / count)])
+        }
+        let total = tensors.reduce(0) { $0 + $1.count }
+        let helped = view.tensorHelped.reduce(0, +), hurt = view.tensorHurt.reduce(0, +)
+        rows.append(["total", "", String(total), Format.scientific(view.lcaTotal),
+                     Format.scientific(view.firstOrderTotal),
+                     Format.percent(Double(helped) / Double(max(total, 1))),
+                     Format.percent(Double(hurt) / Double(max(total, 1)))])
+        var text = "LCA of the step \(from) → \(to)\n"
+        text += "model \(model), loss \(loss), \(examples) examples\n\n"
+        text += Format.table(rows, rightAligned: [false, false, true, true, true, true, true], ruleBefore: rows.count - 1)
+        text += "\n"
+        text += "loss \(Format.fixed(view.lossBefore)) → \(Format.fixed(view.lossAfter))"
+        text += " (change \(Format.scientific(view.lossChange)) = LCA \(Format.scientific(view.lcaTotal))"
+        text += " + residual \(Format.scientific(view.residual)))\n"
+        text += "Simpson sub-intervals: \(view.subintervals)"
+        text += view.residualAboveThreshold ? "  (cap reached, |residual| above threshold)\n" : "\n"
+        return text
+    }
+}
+
+/// The LCA of the straight step between two checkpoints on a data set.
+///
+/// - Parameters:
+///   - from: the starting checkpoint (safetensors, as `lca train` writes).
+///   - to: the final checkpoint; its tensors must match `from`'s.
+///   - data: the examples whose mean loss is allocated.
+///   - modelSpec: the model spec; nil reads it from `from`'s metadata. When
+///     given it must be the spec the checkpoint records.
+///   - loss: the loss to allocate; nil = the loss `from` records.
+///   - configuration: integrator settings (`lcaThreshold`,
+///     `lcaMaxSubintervals`, `evalChunk`). When its `validation` holds out
+///     examples (a count or a fraction; `.automatic` counts as none here),
+///     the loss is evaluated on the remaining training split chosen exactly
+///     as a `Trainer` with the same seed chooses it, so that the result
+///     matches a training run's LCA; otherwise on every example.
+public func attribute(from: String, to: String, data: Dataset, modelSpec: String? = nil, loss: Loss? = nil,
+                      configuration: TrainingConfiguration = TrainingConfiguration()) throws -> Attribution {
+    let recorded = try Model.readSpec(checkpoint: from)
+    let model = try Model(spec: recorded.spec, loss: loss ?? recorded.loss)
+    if let modelSpec {
+        let requested = try Model(spec: modelSpec, loss: recorded.loss)
+        guard requested.spec == model.spec else {
+            throw LCAError(code: .mismatch, message: "\(from): checkpoint holds model \(model.spec), not the requested \(requested.spec)")
+        }
+    }
+    let toSpec = try Model.readSpec(checkpoint: to)
+    let toModel = try Model(spec: toSpec.spec, loss: model.loss)
+    guard toModel.spec == model.spec else {
+        throw LCAError(code: .mismatch, message: "\(to): checkpoint holds model \(toModel.spec), but \(from) holds \(model.spec)")
+    }
+    try model.loadCheckpoint(from)
+    try toModel.loadCheckpoint(to)
+    let start = model.parameters, end = toModel.parameters
+
+    var indices: [UInt32]? = nil
+    if case let held? = configuration.validation.resolvedCount(exampleCount: data.count), held > 0 {
+        guard held < data.count else {
+            throw LCAError.invalid("validation split of \(held) leaves no examples (data set has \(data.count))")
+        }
+        indices = Split.trainingIndices(count: data.count, validation: held, seed: configuration.seed)
+    }
+    let view = try model.attribute(from: start, to: end, data: data, indices: indices,
+                                   configuration: configuration)
+    return Attribution(from: from, to: to, model: model.spec, loss: model.loss,
+                       examples: indices?.count ?? data.count, tensors: model.tensors, view: view)
+}
+
+/// The core's seeded training/validation split, for attribution on the
+/// same examples a training run evaluated.
+enum Split {
+    /// The training split a trainer with this seed makes: a Fisher–Yates
+    /// permutation from the validation-split stream; the first `validation`
+    /// entries are held out; the rest, ascending, are the training split.
+    static func trainingIndices(count: Int, validation: Int, seed: UInt64) -> [UInt32] {
+        var rng = lca_rng()
+        lca_rng_seed(&rng, seed, UInt64(LCA_STREAM_VALIDATION_SPLIT))
+        var order = (0..<count).map { UInt32($0) }
+        var i = count
+        while i > 1 {
+            let j = Int(lca_rng_below(&rng, UInt64(i)))
+            order.swapAt(i - 1, j)
+            i -= 1
+        }
+        return order[validation...].sorted()
+    }
+}

@@ -1,0 +1,241 @@
+internal import CCore
+
+/// The loss a model is trained on and whose change LCA allocates.
+public enum Loss: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    /// Mean softmax cross-entropy over integer labels ("ce").
+    case crossEntropy = "ce"
+    /// Mean squared error over outputs, as torch's MSELoss ("mse"); targets
+    /// are the data set's float targets or one-hot labels.
+    case meanSquaredError = "mse"
+
+    /// The command-line spelling: "ce" or "mse".
+    public var description: String { rawValue }
+
+    var cValue: lca_loss_kind {
+        switch self {
+        case .crossEntropy: return LCA_LOSS_SOFTMAX_CROSS_ENTROPY
+        case .meanSquaredError: return LCA_LOSS_MEAN_SQUARED_ERROR
+        }
+    }
+
+    init(_ kind: lca_loss_kind) {
+        self = kind == LCA_LOSS_MEAN_SQUARED_ERROR ? .meanSquaredError : .crossEntropy
+    }
+}
+
+/// One parameter tensor of a model: a named, shaped slice of the model's
+/// flat parameter array.
+public struct TensorInfo: Sendable, Hashable, Codable {
+    /// PyTorch-style name, e.g. "fc1.weight".
+    public var name: String
+    /// Shape in PyTorch order: a dense weight is (out, in).
+    public var shape: [Int]
+    /// Index of the tensor's first element in the flat parameter array.
+    public var offset: Int
+    /// Number of elements (the product of `shape`).
+    public var count: Int
+
+    /// Makes a tensor description.
+    public init(name: String, shape: [Int], offset: Int, count: Int) {
+        self.name = name
+        self.shape = shape
+        self.offset = offset
+        self.count = count
+    }
+
+    /// The shape written as "32×784".
+    public var shapeDescription: String { shape.map(String.init).joined(separator: "×") }
+}
+
+/// A checkpoint's model description, read from its metadata without
+/// loading the weights.
+public struct CheckpointSpec: Sendable, Hashable {
+    /// The model spec in canonical form ("784-100-50-10").
+    public var spec: String
+    /// The loss the model was trained with.
+    public var loss: Loss
+}
+
+/// A neural network: its architecture and its float32 parameters.
+///
+/// A `Model` owns the core's model handle. It is a reference type because
+/// a `Trainer` trains it in place; read `parameters` for a copy.
+///
+/// ```swift
+/// let model = try Model(spec: "64-32-10")
+/// model.initialize(seed: 1)
+/// print(model.parameterCount, model.tensors.map(\.name))
+/// ```
+public final class Model {
+    let handle: OpaquePointer
+
+    /// The tensors in parameter order.
+    public let tensors: [TensorInfo]
+
+    /// Builds a model from a spec: "fc" (the paper's 784-100-50-10 MLP) or
+    /// layer widths joined by "-" ("64-32-10"), dense layers with ReLU
+    /// between them. Parameters start at zero: call `initialize(seed:)` or
+    /// `loadCheckpoint(_:)`.
+    public init(spec: String, loss: Loss = .crossEntropy) throws {
+        var pointer: OpaquePointer?
+        try check(lca_model_new(&pointer, spec, loss.cValue))
+        guard let pointer else { throw LCAError(code: .outOfMemory, message: "lca_model_new returned no model") }
+        handle = pointer
+        var infos: [TensorInfo] = []
+        let tensorCount = lca_model_tensor_count(pointer)
+        for index in 0..<tensorCount {
+            var info = lca_tensor_info()
+            do { try check(lca_model_tensor(pointer, index, &info)) } catch {
+                lca_model_free(pointer)
+                throw error
+            }
+            let shape = withUnsafeBytes(of: info.shape) { raw in
+                Array(raw.bindMemory(to: Int64.self).prefix(Int(info.rank))).map { Int($0) }
+            }
+            infos.append(TensorInfo(name: String(cString: info.name), shape: shape,
+                                    offset: Int(info.offset), count: Int(info.count)))
+        }
+        tensors = infos
+    }
+
+    /// Builds the model a checkpoint describes (spec and loss from its
+    /// metadata) and loads its weights.
+    /// - Returns: the model and the iteration stored in the checkpoint.
+    public static func load(checkpoint path: String) throws -> (model: Model, iteration: UInt64) {
+        let described = try Model.readSpec(checkpoint: path)
+        let model = try Model(spec: described.spec, loss: described.loss)
+        let iteration = try model.loadCheckpoint(path)
+        return (model, iteration)
+    }
+
+    /// Reads the model spec and loss from a checkpoint's metadata.
+    public static func readSpec(checkpoint path: String) throws -> CheckpointSpec {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY
+        try buffer.withUnsafeMutableBufferPointer { storage in
+            try check(lca_checkpoint_read_spec(path, storage.baseAddress, storage.count, &loss))
+        }
+        let spec = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return CheckpointSpec(spec: spec, loss: Loss(loss))
+    }
+
+    deinit { lca_model_free(handle) }
+
+    /// The spec in canonical form ("784-100-50-10").
+    public var spec: String { String(cString: lca_model_spec(handle)) }
+    /// The loss the model is trained with.
+    public var loss: Loss { Loss(lca_model_loss(handle)) }
+    /// Inputs per example.
+    public var inputSize: Int { Int(lca_model_input_size(handle)) }
+    /// Outputs per example (classes for cross-entropy).
+    public var outputSize: Int { Int(lca_model_output_size(handle)) }
+    /// Number of parameters over all tensors.
+    public var parameterCount: Int { Int(lca_model_parameter_count(handle)) }
+
+    /// The tensor with this name, or nil.
+    public func tensor(named name: String) -> TensorInfo? {
+        let index = lca_model_find_tensor(handle, name)
+        return index < 0 ? nil : tensors[index]
+    }
+
+    /// A copy of the flat parameter array (tensor order, row-major); setting
+    /// it replaces every parameter (the count must match).
+    public var parameters: [Float] {
+        get {
+            let count = parameterCount
+            return Array(UnsafeBufferPointer(start: lca_model_parameters_const(handle), count: count))
+        }
+        set {
+            precondition(newValue.count == parameterCount, "parameter count mismatch")
+            let destination = lca_model_parameters(handle)!
+            newValue.withUnsafeBufferPointer { source in
+                destination.update(from: source.baseAddress!, count: source.count)
+            }
+        }
+    }
+
+    /// He-normal weights and zero biases from the seed's initialisation
+    /// stream (the same numbers on every machine).
+    public func initialize(seed: UInt64) {
+        lca_model_initialize(handle, seed)
+    }
+
+    /// Loads parameters from a safetensors checkpoint; names and shapes
+    /// must match this model.
+    /// - Returns: the iteration stored in the checkpoint.
+    @discardableResult
+    public func loadCheckpoint(_ path: String) throws -> UInt64 {
+        var iteration: UInt64 = 0
+        try check(lca_checkpoint_load(path, handle, &iteration))
+        return iteration
+    }
+
+    /// Saves the parameters as a safetensors checkpoint (PyTorch names,
+    /// spec, loss and iteration in the metadata), atomically.
+    public func saveCheckpoint(_ path: String, iteration: UInt64) throws {
+        try check(lca_checkpoint_save(path, handle, iteration))
+    }
+
+    /// Mean loss, and optionally its gradient, of the given parameters on
+    /// labelled examples. `inputs` holds `labels.count` rows of `inputSize`
+    /// floats.
+    public func lossAndGradient(parameters: [Float], inputs: [Float], labels: [Int32],
+                                wantGradient: Bool = true) throws -> (loss: Double, gradient: [Float]) {
+        let n = labels.count
+        guard parameters.count == parameterCount, inputs.count == n * inputSize else {
+            throw LCAError.invalid("lossAndGradient: \(parameters.count) parameters and \(inputs.count) inputs do not fit \(n) examples of model \(spec)")
+        }
+        try check(lca_model_reserve(handle, max(n, 1)))
+        var loss = 0.0
+        var gradient = [Float](repeating: 0, count: wantGradient ? parameterCount : 0)
+        try parameters.withUnsafeBufferPointer { p in
+            try inputs.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { y in
+                    try gradient.withUnsafeMutableBufferPointer { g in
+                        try check(lca_model_loss_and_gradient(handle, p.baseAddress, x.baseAddress, y.baseAddress,
+                                                              nil, n, &loss, wantGradient ? g.baseAddress : nil))
+                    }
+                }
+            }
+        }
+        return (loss, gradient)
+    }
+
+    /// The LCA of the straight step from parameters `from` to `to` on the
+    /// given examples of `data` (all when `indices` is nil), with the
+    /// configuration's integrator settings (threshold, sub-interval cap,
+    /// evaluation chunk). The model's own parameters are left unchanged.
+    public func attribute(from: [Float], to: [Float], data: Dataset, indices: [UInt32]? = nil,
+                          configuration: TrainingConfiguration = TrainingConfiguration()) throws -> ViewRecord {
+        guard from.count == parameterCount, to.count == parameterCount else {
+            throw LCAError(code: .mismatch, message: "attribute: parameter vectors of length \(from.count) and \(to.count), model \(spec) has \(parameterCount)")
+        }
+        var config = try configuration.cConfig(exampleCount: data.count)
+        var record = lca_record()
+        var view: ViewRecord?
+        let count = indices?.count ?? data.count
+        let t = tensors.count
+        var tensorLCA = [Double](repeating: 0, count: max(t, 1))
+        var tensorFirstOrder = [Double](repeating: 0, count: max(t, 1))
+        var tensorCounts = [UInt64](repeating: 0, count: max(3 * t, 1))
+        try from.withUnsafeBufferPointer { a in
+            try to.withUnsafeBufferPointer { b in
+                try (indices ?? []).withUnsafeBufferPointer { i in
+                    try tensorLCA.withUnsafeMutableBufferPointer { lca in
+                        try tensorFirstOrder.withUnsafeMutableBufferPointer { firstOrder in
+                            try tensorCounts.withUnsafeMutableBufferPointer { counts in
+                                try check(lca_attribute(handle, a.baseAddress, b.baseAddress, data.handle,
+                                                        indices == nil ? nil : i.baseAddress, count, &config,
+                                                        &record, lca.baseAddress, firstOrder.baseAddress,
+                                                        counts.baseAddress))
+                                // copy while the buffers are pinned: the record points into them
+                                view = ViewRecord(record.train, tensorCount: t)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return view!
+    }
+}

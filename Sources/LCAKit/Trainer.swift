@@ -1,0 +1,116 @@
+internal import CCore
+
+/// Trains a model on a data set and measures the LCA of every step.
+///
+/// The trainer owns every buffer it needs (sized once, up front); `step()`
+/// allocates nothing in the core and copies the record into Swift values.
+///
+/// ```swift
+/// let model = try Model(spec: "64-32-10")
+/// model.initialize(seed: 1)
+/// var configuration = TrainingConfiguration()
+/// configuration.iterations = 35
+/// let trainer = try Trainer(model: model, data: try Dataset(source: "digits"),
+///                           configuration: configuration)
+/// for _ in 0..<configuration.iterations {
+///     let record = try trainer.step()
+///     print(record.iteration, record.train.lcaTotal, record.train.residual)
+/// }
+/// ```
+public final class Trainer {
+    let handle: OpaquePointer
+    private var record = lca_record()
+
+    /// The model being trained (in place).
+    public let model: Model
+    /// The data set the training and validation splits come from.
+    public let data: Dataset
+    /// The configuration the trainer was made with.
+    public let configuration: TrainingConfiguration
+
+    /// Makes a trainer for the model's current parameters: initialise them
+    /// or load a checkpoint first. Splits the data (validation held out by
+    /// seed) and allocates every buffer.
+    public init(model: Model, data: Dataset, configuration: TrainingConfiguration) throws {
+        var config = try configuration.cConfig(exampleCount: data.count)
+        var pointer: OpaquePointer?
+        try check(lca_trainer_new(&pointer, model.handle, data.handle, &config))
+        handle = pointer!
+        self.model = model
+        self.data = data
+        self.configuration = configuration
+    }
+
+    deinit { lca_trainer_free(handle) }
+
+    /// The number of training examples `configuration` leaves in `data`
+    /// after the validation split, as the core computes it.
+    public static func trainingCount(model: Model, data: Dataset, configuration: TrainingConfiguration) throws -> Int {
+        var probe = configuration
+        probe.iterations = max(probe.iterations, 1)
+        probe.lca = false
+        probe.lcaValidationView = false
+        return try Trainer(model: model, data: data, configuration: probe).trainingCount
+    }
+
+    /// Runs one iteration: a minibatch step, then the LCA of that step.
+    public func step() throws -> IterationRecord {
+        try check(lca_trainer_step(handle, &record))
+        return IterationRecord(record, tensorCount: model.tensors.count)
+    }
+
+    /// Iterations completed so far (also after `loadState(from:)`).
+    public var iteration: UInt64 { lca_trainer_iteration(handle) }
+    /// Size of the training split.
+    public var trainingCount: Int { Int(lca_trainer_training_count(handle)) }
+    /// Size of the validation split (0 when none).
+    public var validationCount: Int { Int(lca_trainer_validation_count(handle)) }
+    /// Size of the set whose loss LCA allocates (the training split or the
+    /// LCA subset).
+    public var evaluationCount: Int { Int(lca_trainer_evaluation_count(handle)) }
+    /// Bytes the core allocated for this trainer (parameters, optimizer
+    /// state, LCA vectors, workspace).
+    public var memoryBytes: Int { Int(lca_trainer_memory_bytes(handle)) }
+    /// Iterations in one pass over the training split: ⌈training / batch⌉.
+    public var iterationsPerEpoch: Int {
+        let batch = max(configuration.batchSize, 1)
+        return (trainingCount + batch - 1) / batch
+    }
+
+    /// Sets a learning-rate multiplier for one tensor from the next step on;
+    /// 0 freezes it.
+    public func setLearningRateScale(tensor name: String, scale: Double) throws {
+        try check(lca_trainer_set_tensor_lr_scale(handle, name, scale))
+    }
+
+    /// Per-parameter run totals Σ_t LCA_{t,i} (flat, tensor order).
+    public var lcaTotals: [Double] {
+        Array(UnsafeBufferPointer(start: lca_trainer_lca_totals(handle), count: model.parameterCount))
+    }
+
+    /// Per-parameter number of iterations in which the parameter helped.
+    public var helpedCounts: [UInt32] {
+        Array(UnsafeBufferPointer(start: lca_trainer_helped_counts(handle), count: model.parameterCount))
+    }
+
+    /// Saves everything a later `loadState(from:)` needs to continue with
+    /// the same bytes (parameters, optimizer state, totals, iteration).
+    public func saveState(to path: String) throws {
+        try check(lca_trainer_save_state(handle, path))
+    }
+
+    /// Restores a state saved by a trainer made with the same model, data
+    /// and configuration.
+    public func loadState(from path: String) throws {
+        try check(lca_trainer_load_state(handle, path))
+    }
+
+    /// Writes the per-parameter LCA totals (F64) and helped counts (U32) as
+    /// two safetensors files named like the model's tensors.
+    public func saveTotals(totalsPath: String, helpedPath: String) throws {
+        try check(lca_totals_save(totalsPath, helpedPath, handle))
+    }
+
+    /// Size in bytes of one record of this trainer's binary log.
+    public var logRecordSize: Int { Int(lca_log_record_size(handle)) }
+}

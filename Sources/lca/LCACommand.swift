@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import LCAKit
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `lca`: train small networks while measuring Loss Change Allocation, and
+/// attribute the loss change between two checkpoints.
+@main
+struct LCACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lca",
+        abstract: "Train neural networks and measure Loss Change Allocation (LCA) while they train.",
+        discussion: """
+            LCA (Lan et al., NeurIPS 2019) splits the change of the loss on a fixed evaluation set \
+            into one term per parameter at every iteration. Negative LCA: the parameter helped.
+            Exit status: 0 success, 1 failure, 64 usage error.
+            """,
+        version: Core.version,
+        subcommands: [Train.self, Attribute.self],
+        defaultSubcommand: Train.self
+    )
+
+    /// Ignores SIGPIPE so that a closed output pipe shows up as an EPIPE
+    /// write error, which the commands treat as a quiet stop.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        main(Array(CommandLine.arguments.dropFirst()))
+    }
+}
+
+/// Reporting shared by the subcommands: failures as `lca: error: …` with
+/// exit status 1; a closed pipe as a quiet, successful stop.
+enum Report {
+    /// Runs `body`; turns an LCAError (or any other error) into the message
+    /// on stderr and exit status 1, and a broken pipe into exit status 0.
+    static func failures(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as LCAError where error.isBrokenPipe {
+            throw ExitCode.success
+        } catch let error as LCAError {
+            Output.error(error.description)
+            throw ExitCode.failure
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            Output.error("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// Writing to the standard streams without buffering surprises.
+enum Output {
+    /// Writes text to stdout; a closed pipe ends the command quietly.
+    static func stdout(_ text: String) throws {
+        if !write(text, to: STDOUT_FILENO) { throw ExitCode.success }
+    }
+
+    /// Writes text to stderr (failures are ignored: nowhere left to report).
+    static func stderr(_ text: String) {
+        _ = write(text, to: STDERR_FILENO)
+    }
+
+    /// `lca: error: <message>` on stderr.
+    static func error(_ message: String) {
+        stderr("lca: error: \(message)\n")
+    }
+
+    /// Whether stderr is a terminal (progress goes there only then).
+    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+    /// Writes all of text; false when the reader has gone (EPIPE) or the
+    /// write failed otherwise.
+    private static func write(_ text: String, to fd: Int32) -> Bool {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { raw in
+                systemWrite(fd, raw.baseAddress! + offset, raw.count - offset)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        bytes.removeAll()
+        return true
+    }
+}
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Musl)
+private let systemWrite = Musl.write
+#else
+private let systemWrite = Darwin.write
+#endif
+
+/// Set by SIGINT: the run stops after the current iteration and still
+/// saves and prints its summary. A second Ctrl-C ends the process.
+nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
+
+func installInterruptHandler() {
+    signal(SIGINT) { _ in
+        if interruptRequested != 0 { _exit(130) }
+        interruptRequested = 1
+    }
+}

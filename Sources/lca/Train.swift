@@ -1,0 +1,279 @@
+import ArgumentParser
+import Foundation
+import LCAKit
+
+extension Loss: ExpressibleByArgument {}
+extension Optimizer: ExpressibleByArgument {}
+
+/// `lca train`: train a model, streaming one LCA record per iteration.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model and measure the LCA of every iteration (the default subcommand).",
+        discussion: """
+            With no arguments: the 64-32-10 MLP on the embedded 8×8 digits (1,618 training \
+            examples after a 179-example validation split), 5 epochs of 7 minibatches of 250 \
+            (35 iterations), SGD with momentum 0.9, lr 0.01, LCA on the whole training split. \
+            The run folder (default runs/<YYYYmmdd-HHMMSS>) receives lca.log, config.json, \
+            checkpoints, state.safetensors, the LCA totals and summary.txt; the summary table \
+            is printed on stdout.
+            """
+    )
+
+    // MARK: data and model
+
+    @Option(help: ArgumentHelp("Data: 'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], or an IDX images file (with --labels). (default: digits)", valueName: "name|folder|file"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
+    var labels: String?
+
+    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10) or layer widths joined by '-'. Default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's.", valueName: "spec"))
+    var model: String?
+
+    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: ce)")
+    var loss: Loss?
+
+    @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation.", valueName: "checkpoint"))
+    var `init`: String?
+
+    // MARK: optimisation
+
+    @Option(help: "Optimizer: sgd, momentum or adam. (default: momentum)")
+    var optimizer: Optimizer?
+
+    @Option(name: .customLong("lr"), help: ArgumentHelp("Learning rate. (default: 0.01)", valueName: "rate"))
+    var learningRate: Double?
+
+    @Option(help: ArgumentHelp("Momentum μ for --optimizer momentum. (default: 0.9)", valueName: "μ"))
+    var momentum: Double?
+
+    @Option(help: ArgumentHelp("L2 coefficient λ added to the step's gradient (not to the allocated loss). (default: 0)", valueName: "λ"))
+    var weightDecay: Double?
+
+    @Option(help: ArgumentHelp("Minibatch size. (default: 250)", valueName: "n"))
+    var batchSize: Int?
+
+    @Option(help: ArgumentHelp("Passes over the training split; iterations = epochs × ⌈training / batch⌉. (default: 5 for digits, 1 otherwise)", valueName: "n"))
+    var epochs: Int?
+
+    @Option(help: ArgumentHelp("Total iterations (instead of --epochs).", valueName: "n"))
+    var iterations: Int?
+
+    @Option(help: ArgumentHelp("Seed of initialisation, split, subset and shuffles. (default: 1)", valueName: "n"))
+    var seed: UInt64?
+
+    @Option(help: ArgumentHelp("Examples held out for validation: a count, a fraction in (0, 1), or 0 for none. (default: min(5000, 10%))", valueName: "size|fraction"))
+    var validation: String?
+
+    @Option(parsing: .singleValue, help: ArgumentHelp("Freeze a tensor (learning-rate scale 0); repeatable.", valueName: "tensor"))
+    var freeze: [String] = []
+
+    @Option(name: .customLong("lr-scale"), parsing: .singleValue, help: ArgumentHelp("Scale one tensor's learning rate; repeatable.", valueName: "tensor=x"))
+    var learningRateScales: [String] = []
+
+    // MARK: LCA
+
+    @Flag(name: .customLong("no-lca"), help: "Train only; compute no LCA.")
+    var noLCA = false
+
+    @Option(name: .customLong("lca-subset"), help: ArgumentHelp("Allocate the loss on a seeded subset of this many training examples (0 = the whole training split).", valueName: "n"))
+    var lcaSubset: Int?
+
+    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. (default: 0.001)", valueName: "x"))
+    var lcaThreshold: Double?
+
+    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
+    var lcaMaxSubintervals: Int?
+
+    @Flag(name: .customLong("lca-validation"), help: "Also allocate the validation loss (a second view of the same steps).")
+    var lcaValidation = false
+
+    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: 1000)", valueName: "n"))
+    var evalChunk: Int?
+
+    // MARK: output
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Run folder, or '-' to write the binary log to stdout (and no folder unless --run-dir). (default: runs/<YYYYmmdd-HHMMSS>)", valueName: "path"))
+    var output: String?
+
+    @Option(help: ArgumentHelp("Run folder when -o - sends the log to stdout.", valueName: "dir"))
+    var runDir: String?
+
+    @Option(help: ArgumentHelp("Save a checkpoint, the resume state and the totals every k iterations (0 = at the start and end only).", valueName: "k"))
+    var saveEvery: Int = 0
+
+    @Option(help: ArgumentHelp("Continue the run in this folder from its state.safetensors, with its config.json.", valueName: "rundir"))
+    var resume: String?
+
+    @Option(help: ArgumentHelp("Threads for the core (0 = OpenMP default); results do not depend on it.", valueName: "n"))
+    var threads: Int?
+
+    @Flag(help: "Print the summary as JSON instead of the table.")
+    var json = false
+
+    @Flag(help: "No progress line, no notices.")
+    var quiet = false
+
+    mutating func validate() throws {
+        if epochs != nil && iterations != nil {
+            throw ValidationError("--epochs and --iterations are mutually exclusive")
+        }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let iterations, iterations < 1 { throw ValidationError("--iterations must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let learningRate, !(learningRate > 0) || !learningRate.isFinite { throw ValidationError("--lr must be a positive number") }
+        if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must be >= 0") }
+        if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
+        if let n = lcaMaxSubintervals, ![2, 4, 8, 16, 32].contains(n) {
+            throw ValidationError("--lca-max-subintervals must be 2, 4, 8, 16 or 32")
+        }
+        if let lcaSubset, lcaSubset < 0 { throw ValidationError("--lca-subset must be >= 0") }
+        if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
+        if let threads, threads < 0 { throw ValidationError("--threads must be >= 0") }
+        if saveEvery < 0 { throw ValidationError("--save-every must be >= 0") }
+        if let validation, ValidationSize(parsing: validation) == nil {
+            throw ValidationError("--validation must be a count (0 = none) or a fraction in (0, 1), not '\(validation)'")
+        }
+        if noLCA && (lcaValidation || lcaSubset != nil) {
+            throw ValidationError("--no-lca cannot be combined with --lca-validation or --lca-subset")
+        }
+        if runDir != nil && output != "-" {
+            throw ValidationError("--run-dir is for -o - (the log on stdout); otherwise use -o DIR")
+        }
+        for entry in learningRateScales {
+            guard let (_, scale) = Self.parseScale(entry), scale >= 0, scale.isFinite else {
+                throw ValidationError("--lr-scale expects TENSOR=X with X >= 0, not '\(entry)'")
+            }
+        }
+        if resume != nil {
+            let conflicting: [(String, Bool)] = [
+                ("--data", data != nil), ("--labels", labels != nil), ("--model", model != nil),
+                ("--loss", loss != nil), ("--init", self.`init` != nil), ("--optimizer", optimizer != nil),
+                ("--lr", learningRate != nil), ("--momentum", momentum != nil), ("--weight-decay", weightDecay != nil),
+                ("--batch-size", batchSize != nil), ("--epochs", epochs != nil), ("--iterations", iterations != nil),
+                ("--seed", seed != nil), ("--validation", validation != nil), ("--freeze", !freeze.isEmpty),
+                ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
+                ("--lca-threshold", lcaThreshold != nil), ("--lca-max-subintervals", lcaMaxSubintervals != nil),
+                ("--lca-validation", lcaValidation), ("--eval-chunk", evalChunk != nil), ("--output", output != nil),
+                ("--save-every", saveEvery != 0),
+            ]
+            let given = conflicting.filter(\.1).map(\.0)
+            if !given.isEmpty {
+                throw ValidationError("--resume continues a run with the configuration in its config.json; drop \(given.joined(separator: ", "))")
+            }
+        }
+    }
+
+    static func parseScale(_ entry: String) -> (String, Double)? {
+        guard let equals = entry.lastIndex(of: "="), let scale = Double(entry[entry.index(after: equals)...]) else { return nil }
+        let tensor = String(entry[..<equals])
+        return tensor.isEmpty ? nil : (tensor, scale)
+    }
+
+    /// The recipe the flags describe.
+    func recipe() -> RunRecipe {
+        var configuration = TrainingConfiguration()
+        if let seed { configuration.seed = seed }
+        if let optimizer { configuration.optimizer = optimizer }
+        if let learningRate { configuration.learningRate = learningRate }
+        if let momentum { configuration.momentum = momentum }
+        if let weightDecay { configuration.weightDecay = weightDecay }
+        if let batchSize { configuration.batchSize = batchSize }
+        if let iterations { configuration.iterations = iterations }
+        if let validation { configuration.validation = ValidationSize(parsing: validation)! }
+        configuration.lca = !noLCA
+        if let lcaSubset { configuration.lcaSubset = lcaSubset }
+        configuration.lcaValidationView = lcaValidation
+        if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
+        if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
+        if let evalChunk { configuration.evalChunk = evalChunk }
+        let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
+            + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
+        // Default length: 5 epochs of the small embedded digits set, 1 epoch of anything else.
+        let epochCount = iterations == nil ? (epochs ?? ((data ?? "digits") == "digits" ? 5 : 1)) : nil
+        return RunRecipe(data: DataSource(source: data ?? "digits", labels: labels), model: model, loss: loss ?? .crossEntropy,
+                         initCheckpoint: self.`init`, configuration: configuration, learningRateScales: scales,
+                         saveEvery: saveEvery, epochs: epochCount)
+    }
+
+    func run() throws {
+        try Report.failures {
+            if let threads { Core.threads = threads }
+            if !Core.hasOpenMP && !quiet {
+                Output.stderr("lca: built without OpenMP; for multi-core speed: apt-get install libomp-dev, then rebuild (swift build -c release)\n")
+            }
+            let run: TrainingRun
+            if let resume {
+                run = try TrainingRun(resuming: RunFolder(path: resume))
+            } else if output == "-" {
+                run = try TrainingRun(recipe: recipe(), folder: runDir.map(RunFolder.init(path:)), logPath: "-")
+            } else {
+                run = try TrainingRun(recipe: recipe(), folder: RunFolder(path: output ?? RunFolder.timestamped()))
+            }
+            installInterruptHandler()
+            let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
+            let summary = try run.run(progress: { progress.update($0) }, shouldStop: { interruptRequested != 0 })
+            progress.finish()
+            let text = json ? try summary.jsonString() + "\n" : summary.table
+            if run.logPath == "-" {
+                if !quiet { Output.stderr(text) }
+            } else {
+                if let folder = run.folder, !quiet, !json { Output.stderr("run folder: \(folder.path)\n") }
+                try Output.stdout(text)
+            }
+        }
+    }
+}
+
+/// The progress line on stderr: rewritten in place with \r, at most ten
+/// times a second, and only when stderr is a terminal.
+final class Progress {
+    private let total: Int
+    private let parameters: Int
+    private let enabled: Bool
+    private let clock = ContinuousClock()
+    private let started: ContinuousClock.Instant
+    private var lastDrawn: ContinuousClock.Instant?
+    private var firstIteration: UInt64?
+    private var width = 0
+
+    init(total: Int, parameters: Int, enabled: Bool) {
+        self.total = total
+        self.parameters = parameters
+        self.enabled = enabled
+        started = clock.now
+    }
+
+    func update(_ record: IterationRecord) {
+        guard enabled else { return }
+        if firstIteration == nil { firstIteration = record.iteration }
+        let now = clock.now
+        let isLast = record.iteration >= UInt64(total)
+        if let lastDrawn, !isLast, lastDrawn.duration(to: now) < .milliseconds(100) { return }
+        lastDrawn = now
+        let elapsed = seconds(started.duration(to: now))
+        let done = Double(record.iteration - firstIteration! + 1)
+        let left = Double(max(total - Int(record.iteration), 0)) * elapsed / done
+        var line = "iteration \(record.iteration)/\(total)  batch loss \(String(format: "%.4f", record.batchLoss))"
+        let view = record.train
+        if view.subintervals > 0 {
+            line += "  eval loss \(String(format: "%.4f", view.lossAfter))"
+            line += "  LCA \(String(format: "%+.3e", view.lcaTotal))"
+            line += "  residual \(String(format: "%+.1e", view.residual))"
+            line += "  helping \(String(format: "%.1f", Double(view.helpedCount) / Double(max(parameters, 1)) * 100))%"
+        }
+        line += "  left \(String(format: left < 60 ? "%.1f s" : "%.0f s", left))"
+        let padding = max(width - line.count, 0)
+        width = line.count
+        Output.stderr("\r" + line + String(repeating: " ", count: padding))
+    }
+
+    func finish() {
+        guard enabled, width > 0 else { return }
+        Output.stderr("\r" + String(repeating: " ", count: width) + "\r")
+    }
+
+    private func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,297 @@
+/* test_gemm.c: lca_sgemm against the float64 reference lca_sgemm_naive.
+ *
+ * Tolerance: for every element, |fast − reference| ≤ 1e-5 · scale, where
+ * scale = |alpha|·Σ_p |op(A)[i][p]|·|op(B)[p][j]| + |beta|·|C_before[i][j]|.
+ * Float32 sums of at most KC = 256 terms, a few blocks of them, stay well
+ * inside that (about 1e-6 on random data); an indexing or packing mistake
+ * gives differences of order 1. When scale is 0 the results must be equal.
+ *
+ * Also checked: every available micro-kernel; all four trans combinations;
+ * alpha, beta in {0, 1, 0.5}; leading dimensions larger than the rows; sizes
+ * of 1, odd sizes, sizes not multiples of MR = 6, NR = 16, KC = 256,
+ * MC = 144, NC = 512; k = 0; the layer shapes of the 784-100-50-10 net;
+ * beta = 0 over NaN; and bitwise equal results at 1, 2 and 3 threads.
+ * Exit status 0 only if every check passes. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* gemm.c, for tests: pick a micro-kernel by name (NULL = automatic). */
+bool lca_gemm_select_kernel(const char *name);
+
+#define TOLERANCE 1e-5
+
+static int failures;
+
+static uint64_t random_state = 0x9e3779b97f4a7c15u;
+/* Uniform in [-1, 1), from a 64-bit xorshift: tests need no quality. */
+static float random_float(void) {
+    random_state ^= random_state << 13;
+    random_state ^= random_state >> 7;
+    random_state ^= random_state << 17;
+    return (float)((double)(random_state >> 40) / (double)(1u << 23) - 1.0);
+}
+
+static float *new_floats(size_t count) {
+    float *values = malloc((count ? count : 1) * sizeof(float));
+    if (values == NULL) {
+        fprintf(stderr, "test_gemm: out of memory\n");
+        exit(2);
+    }
+    return values;
+}
+
+static void fill_random(float *values, size_t count) {
+    for (size_t i = 0; i < count; i++) values[i] = random_float();
+}
+
+/* One stored operand: logical rows × cols, stored transposed when trans,
+ * with `pad` extra floats at the end of every stored row. */
+typedef struct operand {
+    bool trans;
+    size_t ld;
+    float *values;
+} operand;
+
+static operand store_operand(const float *logical, size_t rows, size_t cols, bool trans,
+                             size_t pad) {
+    size_t stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+    operand out = {trans, stored_cols + pad, NULL};
+    out.values = new_floats(stored_rows * out.ld);
+    fill_random(out.values, stored_rows * out.ld); /* padding holds noise */
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++)
+            out.values[trans ? j * out.ld + i : i * out.ld + j] = logical[i * cols + j];
+    return out;
+}
+
+typedef struct shape {
+    size_t m, n, k;
+    const char *why;
+} shape;
+
+static const shape shapes[] = {
+    {1, 1, 1, "all one"},
+    {1, 1, 7, "dot product"},
+    {1, 17, 1, "one row"},
+    {5, 1, 3, "one column"},
+    {7, 13, 5, "odd, below one tile"},
+    {6, 16, 1, "one exact tile, k = 1"},
+    {6, 16, 256, "one exact tile, k = KC"},
+    {12, 32, 257, "k = KC + 1"},
+    {13, 33, 17, "edges in m and n"},
+    {31, 47, 300, "odd, two k blocks"},
+    {17, 5, 513, "k over 2 KC"},
+    {145, 17, 9, "m = MC + 1"},
+    {150, 530, 20, "n over NC"},
+    {3, 7, 0, "k = 0"},
+    {290, 530, 520, "several blocks in every dimension"},
+    {1000, 100, 784, "fc1 forward: X[1000×784] W1ᵀ"},
+    {250, 784, 100, "fc1 input gradient: dY[250×100] W1"},
+    {100, 784, 250, "fc1 weight gradient: dYᵀ X"},
+    {10, 50, 1000, "fc3 weight gradient: dYᵀ[10×1000] H2"},
+    {1000, 10, 50, "fc3 forward"},
+};
+
+static const float coefficients[] = {0.0f, 1.0f, 0.5f};
+/* The big shapes take three pairs, to keep the test quick: a forward pass
+ * (1, 0), gradient accumulation (1, 1) and the general case. */
+static const float big_shape_pairs[3][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.5f, 0.5f}};
+
+static const char *const kernels[] = {"portable", "avx2-fma"};
+enum { KERNELS = 2 };
+static bool kernel_available[KERNELS];
+
+/* Worst |fast − reference| / scale over one product; reports equality
+ * failures (scale 0) as infinity. */
+static double worst_difference(const float *fast, const float *reference, const float *scale,
+                               size_t m, size_t n, size_t ldc) {
+    double worst = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            double difference = fabs((double)fast[i * ldc + j] - (double)reference[i * ldc + j]);
+            double allowed = scale[i * ldc + j];
+            double relative = allowed > 0 ? difference / allowed : (difference > 0 ? INFINITY : 0);
+            if (!(relative <= worst)) worst = relative; /* NaN counts as worst */
+        }
+    }
+    return worst;
+}
+
+/* All trans combinations and alpha/beta pairs for one shape, every kernel
+ * against one reference. Prints one line per kernel and trans combination. */
+static double check_shape(const shape *s) {
+    size_t m = s->m, n = s->n, k = s->k, pad = 3, ldc = n + pad;
+    float *a_logical = new_floats(m * k), *b_logical = new_floats(k * n);
+    fill_random(a_logical, m * k);
+    fill_random(b_logical, k * n);
+    float *c_before = new_floats(m * ldc), *fast = new_floats(m * ldc);
+    float *reference = new_floats(m * ldc), *abs_product = new_floats(m * ldc);
+    float *scale = new_floats(m * ldc);
+    fill_random(c_before, m * ldc);
+
+    /* Σ_p |a||b| per element, from the reference on absolute values. */
+    float *a_abs = new_floats(m * k), *b_abs = new_floats(k * n);
+    for (size_t i = 0; i < m * k; i++) a_abs[i] = fabsf(a_logical[i]);
+    for (size_t i = 0; i < k * n; i++) b_abs[i] = fabsf(b_logical[i]);
+    lca_sgemm_naive(false, false, m, n, k, 1.0f, a_abs, k, b_abs, n, 0.0f, abs_product, ldc);
+
+    float pairs[9][2];
+    size_t pair_count = 0;
+    if (m * n * k <= 4000000) {
+        for (int ia = 0; ia < 3; ia++)
+            for (int ib = 0; ib < 3; ib++) {
+                pairs[pair_count][0] = coefficients[ia];
+                pairs[pair_count++][1] = coefficients[ib];
+            }
+    } else {
+        for (; pair_count < 3; pair_count++) {
+            pairs[pair_count][0] = big_shape_pairs[pair_count][0];
+            pairs[pair_count][1] = big_shape_pairs[pair_count][1];
+        }
+    }
+
+    double worst_of_shape = 0.0;
+    for (int t = 0; t < 4; t++) {
+        bool trans_a = t & 1, trans_b = t & 2;
+        operand a = store_operand(a_logical, m, k, trans_a, pad);
+        operand b = store_operand(b_logical, k, n, trans_b, pad);
+        double worst[KERNELS] = {0};
+        for (size_t pair = 0; pair < pair_count; pair++) {
+            float alpha = pairs[pair][0], beta = pairs[pair][1];
+            memcpy(reference, c_before, m * ldc * sizeof(float));
+            lca_sgemm_naive(trans_a, trans_b, m, n, k, alpha, a.values, a.ld, b.values, b.ld,
+                            beta, reference, ldc);
+            for (size_t i = 0; i < m * ldc; i++)
+                scale[i] = fabsf(alpha) * abs_product[i] + fabsf(beta) * fabsf(c_before[i]);
+            for (int kernel = 0; kernel < KERNELS; kernel++) {
+                if (!kernel_available[kernel]) continue;
+                lca_gemm_select_kernel(kernels[kernel]);
+                memcpy(fast, c_before, m * ldc * sizeof(float));
+                lca_sgemm(trans_a, trans_b, m, n, k, alpha, a.values, a.ld, b.values, b.ld,
+                          beta, fast, ldc);
+                double difference = worst_difference(fast, reference, scale, m, n, ldc);
+                /* The padding of C past column n must be left alone. */
+                for (size_t i = 0; i < m; i++)
+                    if (memcmp(fast + i * ldc + n, c_before + i * ldc + n, pad * sizeof(float)))
+                        difference = INFINITY;
+                if (!(difference <= worst[kernel])) worst[kernel] = difference;
+                if (!(difference <= TOLERANCE)) {
+                    failures++;
+                    printf("FAIL  %-9s %4zu×%-4zu×%-4zu %c%c alpha %.1f beta %.1f: %.3g\n",
+                           kernels[kernel], m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N',
+                           (double)alpha, (double)beta, difference);
+                }
+            }
+        }
+        for (int kernel = 0; kernel < KERNELS; kernel++) {
+            if (!kernel_available[kernel]) continue;
+            printf("  %-9s %4zu×%-4zu×%-4zu %c%c  worst %.2e  (%s)\n", kernels[kernel], m, n, k,
+                   trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', worst[kernel], s->why);
+            if (!(worst[kernel] <= worst_of_shape)) worst_of_shape = worst[kernel];
+        }
+        free(a.values);
+        free(b.values);
+    }
+    lca_gemm_select_kernel(NULL);
+    free(a_logical); free(b_logical); free(a_abs); free(b_abs);
+    free(c_before); free(fast); free(reference); free(abs_product); free(scale);
+    return worst_of_shape;
+}
+
+/* beta = 0 must overwrite C, even NaN, on every path: full tiles, edge
+ * tiles, k = 0 and alpha = 0. */
+static void check_beta_zero_over_nan(void) {
+    const shape cases[] = {{12, 32, 40, ""}, {13, 35, 40, ""}, {5, 9, 0, ""}, {7, 20, 33, ""}};
+    for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
+        size_t m = cases[index].m, n = cases[index].n, k = cases[index].k;
+        for (int alpha_zero = 0; alpha_zero < 2; alpha_zero++) {
+            float alpha = alpha_zero ? 0.0f : 1.0f;
+            float *a = new_floats(m * k), *b = new_floats(k * n);
+            float *over_nan = new_floats(m * n), *over_zero = new_floats(m * n);
+            fill_random(a, m * k);
+            fill_random(b, k * n);
+            for (size_t i = 0; i < m * n; i++) {
+                over_nan[i] = NAN;
+                over_zero[i] = 0.0f;
+            }
+            lca_sgemm(false, true, m, n, k, alpha, a, k, b, k, 0.0f, over_nan, n);
+            lca_sgemm(false, true, m, n, k, alpha, a, k, b, k, 0.0f, over_zero, n);
+            bool same = memcmp(over_nan, over_zero, m * n * sizeof(float)) == 0;
+            printf("  beta 0 over NaN, %zu×%zu×%zu alpha %.0f: %s\n", m, n, k, (double)alpha,
+                   same ? "ok" : "FAIL");
+            if (!same) failures++;
+            free(a); free(b); free(over_nan); free(over_zero);
+        }
+    }
+}
+
+/* The bytes of C must not depend on the thread count. */
+static void check_thread_determinism(void) {
+    if (!lca_has_openmp()) {
+        printf("  thread determinism: skipped (built without OpenMP)\n");
+        return;
+    }
+    const shape cases[] = {
+        {1000, 100, 784, ""}, {250, 784, 100, ""}, {100, 784, 250, ""},
+        {10, 50, 1000, ""},   {290, 530, 520, ""}, {37, 1100, 300, ""},
+    };
+    int saved = lca_threads();
+    for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
+        size_t m = cases[index].m, n = cases[index].n, k = cases[index].k;
+        for (int t = 0; t < 4; t++) {
+            bool trans_a = t & 1, trans_b = t & 2;
+            float *a = new_floats(m * k), *b = new_floats(k * n), *c_before = new_floats(m * n);
+            float *results[3];
+            fill_random(a, m * k);
+            fill_random(b, k * n);
+            fill_random(c_before, m * n);
+            for (int threads = 1; threads <= 3; threads++) {
+                results[threads - 1] = new_floats(m * n);
+                memcpy(results[threads - 1], c_before, m * n * sizeof(float));
+                lca_set_threads(threads);
+                lca_sgemm(trans_a, trans_b, m, n, k, 0.5f, a, trans_a ? m : k, b,
+                          trans_b ? k : n, 1.0f, results[threads - 1], n);
+            }
+            bool same = memcmp(results[0], results[1], m * n * sizeof(float)) == 0 &&
+                        memcmp(results[0], results[2], m * n * sizeof(float)) == 0;
+            printf("  threads 1/2/3 bitwise, %4zu×%-4zu×%-4zu %c%c: %s\n", m, n, k,
+                   trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', same ? "identical" : "FAIL");
+            if (!same) failures++;
+            for (int i = 0; i < 3; i++) free(results[i]);
+            free(a); free(b); free(c_before);
+        }
+    }
+    lca_set_threads(saved);
+}
+
+int main(void) {
+    printf("automatic kernel: %s; OpenMP: %s, %d threads\n", lca_gemm_kernel_name(),
+           lca_has_openmp() ? "yes" : "no", lca_threads());
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        kernel_available[kernel] = lca_gemm_select_kernel(kernels[kernel]);
+        if (!kernel_available[kernel]) printf("  %s: not available on this CPU\n", kernels[kernel]);
+    }
+    lca_gemm_select_kernel(NULL);
+    printf("worst |fast - naive| / (|alpha| sum|a||b| + |beta||c|), tolerance %.0e:\n",
+           TOLERANCE);
+    double worst = 0.0;
+    for (size_t index = 0; index < sizeof shapes / sizeof shapes[0]; index++) {
+        double difference = check_shape(&shapes[index]);
+        if (!(difference <= worst)) worst = difference;
+    }
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        if (!kernel_available[kernel]) continue;
+        lca_gemm_select_kernel(kernels[kernel]);
+        printf("kernel %s:\n", kernels[kernel]);
+        check_beta_zero_over_nan();
+        check_thread_determinism();
+    }
+    lca_gemm_select_kernel(NULL);
+    printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
+           TOLERANCE);
+    printf("test_gemm: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);
+    return failures ? 1 : 0;
+}
