@@ -116,36 +116,51 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
     return LCA_OK;
 }
 
+size_t lca_validation_size(size_t count, size_t validation) {
+    if (validation != LCA_VALIDATION_DEFAULT) return validation;
+    return count / 10 < 5000 ? count / 10 : 5000;
+}
+
+lca_status lca_dataset_split(const lca_dataset *data, size_t validation, uint64_t seed,
+                             uint32_t *training, uint32_t *held_out) {
+    size_t count = data->count;
+    validation = lca_validation_size(count, validation);
+    if (validation >= count)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "validation split of %zu leaves no training examples (data set %s has %zu)",
+                        validation, lca_dataset_source(data), count);
+    uint32_t *order = malloc(count * sizeof(uint32_t));
+    if (!order) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "split: out of memory");
+    permutation(order, count, seed, LCA_STREAM_VALIDATION_SPLIT);
+    if (held_out) {
+        memcpy(held_out, order, validation * sizeof(uint32_t));
+        qsort(held_out, validation, sizeof(uint32_t), compare_u32);
+    }
+    memcpy(training, order + validation, (count - validation) * sizeof(uint32_t));
+    qsort(training, count - validation, sizeof(uint32_t), compare_u32);
+    free(order);
+    return LCA_OK;
+}
+
 /* Hold out the validation split by seed; the training split keeps the
  * remaining examples in ascending order. */
 static lca_status make_splits(lca_trainer *tr) {
     size_t count = tr->data->count;
-    size_t validation = tr->config.validation;
-    if (validation == LCA_VALIDATION_DEFAULT) {
-        validation = count / 10;
-        if (validation > 5000) validation = 5000;
-    }
+    size_t validation = lca_validation_size(count, tr->config.validation);
     if (validation >= count)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                         "validation split of %zu leaves no training examples (data set has %zu)",
                         validation, count);
     tr->validation_count = validation;
     tr->train_count = count - validation;
-    uint32_t *order = allocate(tr, count * sizeof(uint32_t));
     tr->train_indices = allocate(tr, tr->train_count * sizeof(uint32_t));
     tr->validation_indices = allocate(tr, (validation ? validation : 1) * sizeof(uint32_t));
     tr->order = allocate(tr, tr->train_count * sizeof(uint32_t));
-    if (!order || !tr->train_indices || !tr->validation_indices || !tr->order) {
-        free(order);
+    if (!tr->train_indices || !tr->validation_indices || !tr->order)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for the splits");
-    }
-    permutation(order, count, tr->config.seed, LCA_STREAM_VALIDATION_SPLIT);
-    memcpy(tr->validation_indices, order, validation * sizeof(uint32_t));
-    memcpy(tr->train_indices, order + validation, tr->train_count * sizeof(uint32_t));
-    qsort(tr->validation_indices, validation, sizeof(uint32_t), compare_u32);
-    qsort(tr->train_indices, tr->train_count, sizeof(uint32_t), compare_u32);
-    free(order);
-    tr->bytes -= count * sizeof(uint32_t);
+    lca_status status = lca_dataset_split(tr->data, validation, tr->config.seed, tr->train_indices,
+                                          tr->validation_indices);
+    if (status != LCA_OK) return status;
 
     /* LCA evaluation set: the whole training split, or a seeded subset */
     size_t subset = tr->config.lca_subset;

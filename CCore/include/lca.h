@@ -234,6 +234,16 @@ const char *lca_dataset_source(const lca_dataset *data);
 void lca_dataset_gather(const lca_dataset *data, const uint32_t *indices, size_t n,
                         float *x, int32_t *labels, float *targets);
 
+/* The split a trainer makes, for tools that must evaluate on the same
+ * examples (lca attribute). validation is a count or LCA_VALIDATION_DEFAULT
+ * (min(5,000, count / 10)); lca_validation_size resolves it. The held-out
+ * examples are the first of a Fisher–Yates permutation from stream
+ * LCA_STREAM_VALIDATION_SPLIT of seed; both outputs are ascending.
+ * training: count − resolved entries; held_out: resolved entries, or NULL. */
+size_t lca_validation_size(size_t count, size_t validation);
+lca_status lca_dataset_split(const lca_dataset *data, size_t validation, uint64_t seed,
+                             uint32_t *training, uint32_t *held_out);
+
 /* ---------------------------------------------------------------- config */
 
 typedef enum lca_optimizer_kind {

@@ -117,7 +117,7 @@ public func attribute(from: String, to: String, data: Dataset, modelSpec: String
         guard held < data.count else {
             throw LCAError.invalid("validation split of \(held) leaves no examples (data set has \(data.count))")
         }
-        indices = Split.trainingIndices(count: data.count, validation: held, seed: configuration.seed)
+        indices = try Split.trainingIndices(data: data, validation: held, seed: configuration.seed)
     }
     let view = try model.attribute(from: start, to: end, data: data, indices: indices,
                                    configuration: configuration)
@@ -128,19 +128,10 @@ public func attribute(from: String, to: String, data: Dataset, modelSpec: String
 /// The core's seeded training/validation split, for attribution on the
 /// same examples a training run evaluated.
 enum Split {
-    /// The training split a trainer with this seed makes: a Fisher–Yates
-    /// permutation from the validation-split stream; the first `validation`
-    /// entries are held out; the rest, ascending, are the training split.
-    static func trainingIndices(count: Int, validation: Int, seed: UInt64) -> [UInt32] {
-        var rng = lca_rng()
-        lca_rng_seed(&rng, seed, UInt64(LCA_STREAM_VALIDATION_SPLIT))
-        var order = (0..<count).map { UInt32($0) }
-        var i = count
-        while i > 1 {
-            let j = Int(lca_rng_below(&rng, UInt64(i)))
-            order.swapAt(i - 1, j)
-            i -= 1
-        }
-        return order[validation...].sorted()
+    /// The training split a trainer with this seed makes (`lca_dataset_split`).
+    static func trainingIndices(data: Dataset, validation: Int, seed: UInt64) throws -> [UInt32] {
+        var training = [UInt32](repeating: 0, count: data.count - validation)
+        try check(lca_dataset_split(data.handle, validation, seed, &training, nil))
+        return training
     }
 }

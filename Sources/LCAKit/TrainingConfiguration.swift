@@ -62,7 +62,7 @@ public enum ValidationSize: Sendable, Hashable, Codable, CustomStringConvertible
         switch self {
         case .automatic: return nil
         case .count(let count): return count
-        case .fraction(let fraction): return Int((Double(exampleCount) * fraction).rounded())
+        case .fraction(let fraction): return Int((Double(exampleCount) * fraction).rounded(.down)) // as the core: 10% of 1,797 is 179
         }
     }
 
