@@ -10,7 +10,8 @@
  * alpha, beta in {0, 1, 0.5}; leading dimensions larger than the rows; sizes
  * of 1, odd sizes, sizes not multiples of MR = 6, NR = 16, KC = 256,
  * MC = 144, NC = 512; k = 0; the layer shapes of the 784-100-50-10 net;
- * beta = 0 over NaN; and bitwise equal results at 1, 2 and 3 threads.
+ * beta = 0 over NaN; bitwise equal results at 1, 2 and 3 threads; and that
+ * lca_parallel_for runs every index once.
  * Exit status 0 only if every check passes. */
 #include "internal.h"
 
@@ -97,19 +98,38 @@ static const shape shapes[] = {
 
 static const float coefficients[] = {0.0f, 1.0f, 0.5f};
 /* The big shapes take three pairs, to keep the test quick: a forward pass
- * (1, 0), gradient accumulation (1, 1) and the general case. */
+ * (1, 0), gradient accumulation (1, 1) and the general case; and they
+ * compare every 7th row (row_checked). */
 static const float big_shape_pairs[3][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.5f, 0.5f}};
 
 static const char *const kernels[] = {"portable", "avx2-fma"};
 enum { KERNELS = 2 };
 static bool kernel_available[KERNELS];
 
-/* Worst |fast − reference| / scale over one product; reports equality
+/* The rows of C compared with the reference: all of them, or for the big
+ * shapes every 7th (7 is prime to MR = 6, so every position in a panel is
+ * hit) and the last, to keep the float64 reference affordable. */
+static bool row_checked(size_t i, size_t m, size_t row_step) {
+    return i % row_step == 0 || i == m - 1;
+}
+
+/* The reference on the checked rows only: each row is a 1 × n product. */
+static void reference_rows(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                           float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                           float beta, float *c, size_t ldc, size_t row_step) {
+    for (size_t i = 0; i < m; i++)
+        if (row_checked(i, m, row_step))
+            lca_sgemm_naive(trans_a, trans_b, 1, n, k, alpha, trans_a ? a + i : a + i * lda, lda,
+                            b, ldb, beta, c + i * ldc, ldc);
+}
+
+/* Worst |fast − reference| / scale over the checked rows; reports equality
  * failures (scale 0) as infinity. */
 static double worst_difference(const float *fast, const float *reference, const float *scale,
-                               size_t m, size_t n, size_t ldc) {
+                               size_t m, size_t n, size_t ldc, size_t row_step) {
     double worst = 0.0;
     for (size_t i = 0; i < m; i++) {
+        if (!row_checked(i, m, row_step)) continue;
         for (size_t j = 0; j < n; j++) {
             double difference = fabs((double)fast[i * ldc + j] - (double)reference[i * ldc + j]);
             double allowed = scale[i * ldc + j];
@@ -136,11 +156,14 @@ static double check_shape(const shape *s) {
     float *a_abs = new_floats(m * k), *b_abs = new_floats(k * n);
     for (size_t i = 0; i < m * k; i++) a_abs[i] = fabsf(a_logical[i]);
     for (size_t i = 0; i < k * n; i++) b_abs[i] = fabsf(b_logical[i]);
-    lca_sgemm_naive(false, false, m, n, k, 1.0f, a_abs, k, b_abs, n, 0.0f, abs_product, ldc);
+    bool small = m * n * k <= 4000000;
+    size_t row_step = small ? 1 : 7;
+    reference_rows(false, false, m, n, k, 1.0f, a_abs, k, b_abs, n, 0.0f, abs_product, ldc,
+                   row_step);
 
     float pairs[9][2];
     size_t pair_count = 0;
-    if (m * n * k <= 4000000) {
+    if (small) {
         for (int ia = 0; ia < 3; ia++)
             for (int ib = 0; ib < 3; ib++) {
                 pairs[pair_count][0] = coefficients[ia];
@@ -162,8 +185,8 @@ static double check_shape(const shape *s) {
         for (size_t pair = 0; pair < pair_count; pair++) {
             float alpha = pairs[pair][0], beta = pairs[pair][1];
             memcpy(reference, c_before, m * ldc * sizeof(float));
-            lca_sgemm_naive(trans_a, trans_b, m, n, k, alpha, a.values, a.ld, b.values, b.ld,
-                            beta, reference, ldc);
+            reference_rows(trans_a, trans_b, m, n, k, alpha, a.values, a.ld, b.values, b.ld,
+                           beta, reference, ldc, row_step);
             for (size_t i = 0; i < m * ldc; i++)
                 scale[i] = fabsf(alpha) * abs_product[i] + fabsf(beta) * fabsf(c_before[i]);
             for (int kernel = 0; kernel < KERNELS; kernel++) {
@@ -172,7 +195,7 @@ static double check_shape(const shape *s) {
                 memcpy(fast, c_before, m * ldc * sizeof(float));
                 lca_sgemm(trans_a, trans_b, m, n, k, alpha, a.values, a.ld, b.values, b.ld,
                           beta, fast, ldc);
-                double difference = worst_difference(fast, reference, scale, m, n, ldc);
+                double difference = worst_difference(fast, reference, scale, m, n, ldc, row_step);
                 /* The padding of C past column n must be left alone. */
                 for (size_t i = 0; i < m; i++)
                     if (memcmp(fast + i * ldc + n, c_before + i * ldc + n, pad * sizeof(float)))
@@ -267,6 +290,44 @@ static void check_thread_determinism(void) {
     lca_set_threads(saved);
 }
 
+/* lca_parallel_for (threads.c) must run every index exactly once, at any
+ * thread count, and calls from inside a body must still run. */
+typedef struct parallel_check {
+    int *visits; /* count: how often each index ran */
+    size_t count;
+} parallel_check;
+
+static void visit_index(size_t index, void *context) {
+    parallel_check *check = context;
+    check->visits[index]++;
+}
+
+static void visit_nested(size_t index, void *context) {
+    parallel_check *inner = &((parallel_check *)context)[index];
+    lca_parallel_for(inner->count, visit_index, inner);
+}
+
+static void check_parallel_for(void) {
+    int saved = lca_threads();
+    for (int threads = 1; threads <= 3; threads++) {
+        lca_set_threads(threads);
+        int visits[1000] = {0}, nested_visits[4][50] = {{0}};
+        parallel_check check = {visits, 1000};
+        parallel_check nested[4];
+        for (int i = 0; i < 4; i++) nested[i] = (parallel_check){nested_visits[i], 50};
+        lca_parallel_for(0, visit_index, &check);
+        lca_parallel_for(1000, visit_index, &check);
+        lca_parallel_for(4, visit_nested, nested);
+        bool once = true;
+        for (size_t i = 0; i < 1000; i++) once = once && visits[i] == 1;
+        for (size_t i = 0; i < 4 * 50; i++) once = once && nested_visits[i / 50][i % 50] == 1;
+        printf("  lca_parallel_for at %d threads (lca_threads %d): %s\n", threads, lca_threads(),
+               once ? "every index once" : "FAIL");
+        if (!once) failures++;
+    }
+    lca_set_threads(saved);
+}
+
 int main(void) {
     printf("automatic kernel: %s; OpenMP: %s, %d threads\n", lca_gemm_kernel_name(),
            lca_has_openmp() ? "yes" : "no", lca_threads());
@@ -290,6 +351,7 @@ int main(void) {
         check_thread_determinism();
     }
     lca_gemm_select_kernel(NULL);
+    check_parallel_for();
     printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
            TOLERANCE);
     printf("test_gemm: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);

@@ -2,11 +2,19 @@
  * 784-100-50-10 net, at 1 and 2 threads, against two peers measured in the
  * same run: the FMA peak of this CPU (a register-only loop of independent
  * FMAs, 256-bit and, where the CPU has it, 512-bit) and the float64
- * reference lca_sgemm_naive.
+ * reference lca_sgemm_naive. An argument names the kernel ("portable").
  *
- *   clang -std=c11 -O2 -fopenmp -ICCore/include -ICCore tools/bench/gemm_bench.c \
- *       build/liblca.a -lm -lomp5 -o build/gemm_bench && ./build/gemm_bench
+ *   make build/liblca.a
+ *   clang -std=c11 -O2 -fopenmp -I/usr/lib/llvm-14/lib/clang/14.0.6/include \
+ *       -ICCore/include -ICCore -c tools/bench/gemm_bench.c -o build/gemm_bench.o
+ *   clang build/gemm_bench.o build/liblca.a -lz -lm -L/usr/lib/x86_64-linux-gnu \
+ *       -lomp5 -o build/gemm_bench        # link as the Makefile does, without -fopenmp
+ *   ./build/gemm_bench
+ *
+ * On a shared machine the numbers move by 10-20% from run to run; each cell
+ * is the best of repeated runs, the least disturbed one.
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include "internal.h"
 
 #include <stdlib.h>
