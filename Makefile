@@ -29,7 +29,7 @@ endif
 CORE_SOURCES := $(wildcard CCore/*.c)
 CORE_OBJECTS := $(patsubst CCore/%.c,$(BUILD)/core/%.o,$(CORE_SOURCES))
 TEST_SOURCES := $(wildcard Tests/ccore/test_*.c)
-TEST_BINARIES := $(patsubst Tests/ccore/%.c,$(BUILD)/%,$(TEST_SOURCES))
+TEST_BINARIES := $(patsubst Tests/ccore/%.c,$(BUILD)/%,$(TEST_SOURCES)) $(BUILD)/test_header_example
 TEST_SUPPORT := $(wildcard Tests/ccore/support*.c)
 
 .PHONY: all test asan valgrind clean
@@ -51,12 +51,20 @@ SUPPORT_OBJECTS := $(patsubst Tests/ccore/%.c,$(BUILD)/tests/%.o,$(TEST_SUPPORT)
 $(BUILD)/test_%: $(BUILD)/tests/test_%.o $(SUPPORT_OBJECTS) $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# The complete example at the top of lca.h must compile and run.
+$(BUILD)/header_example.c: CCore/include/lca.h
+	@mkdir -p $(dir $@)
+	awk '/Complete example/{on=1; next} / \* Conventions/{on=0} on && /^ \*     /{print substr($$0, 8)}' $< > $@
+
+$(BUILD)/test_header_example: $(BUILD)/header_example.c $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
+
 # Runs every C test; each prints its worst differences and exits non-zero
 # on failure. The last line is "N passed, N failed".
 test: $(TEST_BINARIES)
 	@passed=0; failed=0; for t in $(TEST_BINARIES); do \
 	  echo "== $$t"; \
-	  if LCA_SHARED=$(abspath ../shared) $$t; then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
+	  if (cd $(BUILD) && LCA_SHARED=$(abspath ../shared) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
 	done; echo "ccore: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
 asan:

@@ -46,6 +46,7 @@
  *         lca_config config = lca_config_default();
  *         config.iterations = 100;
  *         config.batch_size = 64;
+ *         lca_model_initialize(model, config.seed);
  *         TRY(lca_trainer_new(&trainer, model, data, &config));
  *         TRY(lca_log_open(&log, "run.lcalog", trainer));
  *         for (uint64_t t = 0; t < config.iterations; t++) {
