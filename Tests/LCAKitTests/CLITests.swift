@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import LCAKit
 
 /// The `lca` command as a user runs it.
 final class CLITests: XCTestCase {
@@ -215,9 +216,57 @@ final class CLITests: XCTestCase {
         let summary = try JSONSerialization.jsonObject(with: resumed.stdout) as? [String: Any]
         XCTAssertEqual(summary?["iterations"] as? Int, 60, resumed.stdoutText)
     }
+
+    /// A run killed with SIGKILL keeps every complete record, and the numbers
+    /// in the log agree with each other: per-tensor sums add up to the total,
+    /// residual = loss change − total, losses chain from record to record,
+    /// |residual| ≤ threshold or flagged, help/hurt/zero counts cover each tensor.
+    func testKilledRunKeepsEveryCompleteRecord() throws {
+        let folder = try temporaryFolder("kill", testCase: self)
+        let process = Process()
+        process.executableURL = try CLI.executable()
+        process.arguments = ["train", "--iterations", "1000000", "--batch-size", "50", "--quiet", "-o", "run"]
+        process.currentDirectoryURL = folder
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let log = folder.appendingPathComponent("run/lca.log").path
+        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0 }
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, process.isRunning, size() < 4096 + 30 * 232 { usleep(10_000) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal, "the run ended before it was killed")
+
+        let bytes = size()
+        let reader = try LogReader(path: log)
+        let start = 24 + reader.headerText.utf8.count
+        let recordSize = reader.header.recordSize
+        XCTAssertGreaterThanOrEqual(reader.records.count, 30)
+        XCTAssertEqual(reader.records.count, (bytes - start) / recordSize)
+        print("killed run: \(reader.records.count) complete records, \((bytes - start) % recordSize) bytes of a partial one")
+        let threshold = 0.001
+        var failures: [String] = []
+        var previous: IterationRecord?
+        for (index, record) in reader.records.enumerated() {
+            let v = record.train
+            if record.iteration != UInt64(index + 1) { failures.append("record \(index): iteration \(record.iteration)") }
+            if v.tensorLCA.reduce(0, +) != v.lcaTotal { failures.append("iteration \(record.iteration): Σ tensors != total") }
+            if v.lossAfter - v.lossBefore - v.lcaTotal != v.residual { failures.append("iteration \(record.iteration): residual identity") }
+            if let previous, previous.train.lossAfter != v.lossBefore { failures.append("iteration \(record.iteration): losses do not chain") }
+            if !(abs(v.residual) <= threshold || v.residualAboveThreshold) { failures.append("iteration \(record.iteration): |residual| \(abs(v.residual)) unflagged") }
+            for (t, tensor) in reader.header.tensors.enumerated()
+            where v.tensorHelped[t] + v.tensorHurt[t] + v.tensorZero[t] != UInt64(tensor.count) {
+                failures.append("iteration \(record.iteration): \(tensor.name) counts do not cover the tensor")
+            }
+            previous = record
+        }
+        XCTAssert(failures.isEmpty, failures.prefix(10).joined(separator: "\n"))
+    }
+
 }
 
-import LCAKit
+
 
 /// Reads the iteration numbers of a log through LCAKit.
 enum LogReaderShim {
