@@ -39,49 +39,40 @@ extern const size_t lca_digits_labels_gz_size;
 
 /* ------------------------------------------------------------ file bytes */
 
-/* Read a whole file as it is on disk. */
-static lca_status read_raw(const char *path, uint8_t **bytes, size_t *length) {
+/* Read a whole file into a buffer with at least slack bytes of spare
+ * capacity after the content. */
+lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, size_t *length) {
     FILE *file = fopen(path, "rb");
     if (!file) return lca_fail(LCA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat info;
-    if (fstat(fileno(file), &info) != 0) {
-        int error = errno;
-        fclose(file);
-        return lca_fail(LCA_ERR_IO, "%s: cannot stat: %s", path, strerror(error));
-    }
+    if (fstat(fileno(file), &info) != 0) memset(&info, 0, sizeof info);
     if (S_ISDIR(info.st_mode)) {
         fclose(file);
         return lca_fail(LCA_ERR_IO, "%s: is a folder, expected a file", path);
     }
-    /* The size is only a hint (the file may change while we read it); the
-     * + 1 lets the first fread see the end of the file without a regrow. */
     size_t capacity = 1 << 16;
-    if (S_ISREG(info.st_mode) && info.st_size > 0 && (uint64_t)info.st_size < SIZE_MAX - 1)
-        capacity = (size_t)info.st_size + 1;
-    uint8_t *buffer = malloc(capacity);
-    if (!buffer) {
-        fclose(file);
-        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes to read it",
-                        path, capacity);
-    }
+    if (S_ISREG(info.st_mode) && info.st_size > 0 &&
+        (uint64_t)info.st_size < SIZE_MAX - slack - 1)
+        capacity = (size_t)info.st_size + slack + 1;
+    uint8_t *buffer = NULL;
     size_t used = 0;
     for (;;) {
-        if (used == capacity) {
-            size_t grown = capacity > SIZE_MAX / 2 ? SIZE_MAX : capacity * 2;
-            uint8_t *bigger = grown > capacity ? realloc(buffer, grown) : NULL;
+        if (!buffer || capacity - used <= slack) {
+            size_t grown = buffer ? (capacity > SIZE_MAX / 2 ? SIZE_MAX : capacity * 2) : capacity;
+            uint8_t *bigger = (!buffer || grown > capacity) ? realloc(buffer, grown) : NULL;
             if (!bigger) {
                 free(buffer);
                 fclose(file);
-                return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory after %zu bytes",
+                return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes",
                                 path, used);
             }
             buffer = bigger;
             capacity = grown;
         }
-        size_t wanted = capacity - used;
+        size_t wanted = capacity - slack - used;
         size_t got = fread(buffer + used, 1, wanted, file);
         used += got;
-        if (got < wanted) { /* the end of the file, or an error */
+        if (got < wanted) {
             if (ferror(file)) {
                 int error = errno;
                 free(buffer);
@@ -107,7 +98,7 @@ lca_status lca_read_file(const char *path, uint8_t **bytes, size_t *length) {
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_read_file: NULL argument");
     uint8_t *raw = NULL;
     size_t raw_length = 0;
-    lca_status status = read_raw(path, &raw, &raw_length);
+    lca_status status = lca_read_file_raw(path, 0, &raw, &raw_length);
     if (status != LCA_OK) return status;
     if (!is_gzip(raw, raw_length)) {
         *bytes = raw;

@@ -1014,56 +1014,6 @@ static lca_status check_whole_header(json_cursor *c) {
     return status;
 }
 
-/* Read a whole file into a buffer with at least slack bytes of spare
- * capacity after the content. */
-static lca_status read_whole(const char *path, size_t slack, uint8_t **bytes, size_t *length) {
-    FILE *file = fopen(path, "rb");
-    if (!file) return lca_fail(LCA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat info;
-    if (fstat(fileno(file), &info) != 0) memset(&info, 0, sizeof info);
-    if (S_ISDIR(info.st_mode)) {
-        fclose(file);
-        return lca_fail(LCA_ERR_IO, "%s: is a folder, expected a safetensors file", path);
-    }
-    size_t capacity = 1 << 16;
-    if (S_ISREG(info.st_mode) && info.st_size > 0 &&
-        (uint64_t)info.st_size < SIZE_MAX - slack - 1)
-        capacity = (size_t)info.st_size + slack + 1;
-    uint8_t *buffer = NULL;
-    size_t used = 0;
-    for (;;) {
-        if (!buffer || capacity - used <= slack) {
-            size_t grown = buffer ? (capacity > SIZE_MAX / 2 ? SIZE_MAX : capacity * 2) : capacity;
-            uint8_t *bigger = (!buffer || grown > capacity) ? realloc(buffer, grown) : NULL;
-            if (!bigger) {
-                free(buffer);
-                fclose(file);
-                return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes",
-                                path, used);
-            }
-            buffer = bigger;
-            capacity = grown;
-        }
-        size_t wanted = capacity - slack - used;
-        size_t got = fread(buffer + used, 1, wanted, file);
-        used += got;
-        if (got < wanted) {
-            if (ferror(file)) {
-                int error = errno;
-                free(buffer);
-                fclose(file);
-                return lca_fail(LCA_ERR_IO, "%s: read failed at byte %zu: %s", path, used,
-                                strerror(error));
-            }
-            break;
-        }
-    }
-    fclose(file);
-    *bytes = buffer;
-    *length = used;
-    return LCA_OK;
-}
-
 /* Point each tensor at its bytes; copy those whose offset is not a
  * multiple of their element size into one aligned block. */
 static lca_status place_data(lca_safetensors *out, const tensor_entry *entries,
@@ -1109,7 +1059,7 @@ lca_status lca_safetensors_read(lca_safetensors **out, const char *path) {
     memcpy(file->path, path, path_length + 1);
 
     size_t length = 0;
-    lca_status status = read_whole(path, 8, &file->storage, &length);
+    lca_status status = lca_read_file_raw(path, 8, &file->storage, &length);
     if (status != LCA_OK) {
         lca_safetensors_free(file);
         return status;

@@ -35,11 +35,10 @@ static int compare_u32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* A seeded permutation of [0, count) (Fisher–Yates). */
-static void permutation(uint32_t *order, size_t count, uint64_t seed, uint64_t stream) {
+/* Fisher–Yates shuffle of order[0, count) from stream of seed. */
+static void shuffle(uint32_t *order, size_t count, uint64_t seed, uint64_t stream) {
     lca_rng rng;
     lca_rng_seed(&rng, seed, stream);
-    for (size_t i = 0; i < count; i++) order[i] = (uint32_t)i;
     for (size_t i = count; i > 1; i--) {
         size_t j = (size_t)lca_rng_below(&rng, i);
         uint32_t t = order[i - 1];
@@ -48,18 +47,18 @@ static void permutation(uint32_t *order, size_t count, uint64_t seed, uint64_t s
     }
 }
 
+/* A seeded permutation of [0, count). */
+static void permutation(uint32_t *order, size_t count, uint64_t seed, uint64_t stream) {
+    for (size_t i = 0; i < count; i++) order[i] = (uint32_t)i;
+    shuffle(order, count, seed, stream);
+}
+
 /* Shuffle of the training split for one epoch: depends only on seed and
  * epoch, so a resumed run reproduces it. */
 void lca_trainer_reshuffle(lca_trainer *tr) {
-    lca_rng rng;
-    lca_rng_seed(&rng, tr->config.seed, LCA_STREAM_SHUFFLE + ((uint64_t)tr->epoch << 8));
     memcpy(tr->order, tr->train_indices, tr->train_count * sizeof(uint32_t));
-    for (size_t i = tr->train_count; i > 1; i--) {
-        size_t j = (size_t)lca_rng_below(&rng, i);
-        uint32_t t = tr->order[i - 1];
-        tr->order[i - 1] = tr->order[j];
-        tr->order[j] = t;
-    }
+    shuffle(tr->order, tr->train_count, tr->config.seed,
+            LCA_STREAM_SHUFFLE + ((uint64_t)tr->epoch << 8));
 }
 
 static void *allocate(lca_trainer *tr, size_t bytes) {
