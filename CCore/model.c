@@ -79,7 +79,9 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     m->tensor_count = 2 * m->layer_count;
     m->layers = calloc(m->layer_count, sizeof *m->layers);
     m->tensors = calloc(m->tensor_count, sizeof *m->tensors);
-    if (!m->layers || !m->tensors) goto out_of_memory;
+    m->unit_group_count = m->layer_count;
+    m->unit_groups = calloc(m->unit_group_count, sizeof *m->unit_groups);
+    if (!m->layers || !m->tensors || !m->unit_groups) goto out_of_memory;
 
     /* canonical spec string: the widths, never the alias */
     size_t spec_capacity = 21 * width_count + 1, used = 0;
@@ -114,6 +116,11 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
         b->fan_in = 0; /* biases start at zero */
         b->offset = offset;
         offset += b->count;
+        lca_unit_group *group = &m->unit_groups[l];
+        snprintf(group->name, sizeof group->name, "fc%zu", l + 1);
+        group->units = layer->out;
+        m->unit_count += layer->out;
+        w->unit_group = b->unit_group = (long)l;
         if (layer->out > m->max_width) m->max_width = layer->out;
         if (layer->in > m->max_width) m->max_width = layer->in;
     }
@@ -133,6 +140,7 @@ void lca_model_free(lca_model *m) {
     free(m->spec);
     free(m->layers);
     free(m->tensors);
+    free(m->unit_groups);
     free(m->parameters);
     free(m->workspace);
     free(m);

@@ -15,7 +15,19 @@ typedef struct lca_tensor {
     int64_t shape[LCA_MAX_RANK];
     size_t offset, count;
     size_t fan_in; /* for He initialisation; 0 = initialise to zero */
+    /* per-unit views: the tensor's elements belong to the output units of
+     * unit group `unit_group` (-1: none); element e belongs to unit
+     * e / (count / units of that group), i.e. the first dimension */
+    long unit_group;
 } lca_tensor;
+
+/* The output units (neurons of a dense layer, channels of a convolution)
+ * of one layer, for per-unit LCA: unit u gathers its slice of every tensor
+ * in the group (incoming weights plus bias). */
+typedef struct lca_unit_group {
+    char name[64];        /* "fc1", "conv1" */
+    size_t units;         /* out features or out channels */
+} lca_unit_group;
 
 typedef struct lca_layer {
     lca_layer_kind kind;
@@ -32,6 +44,9 @@ struct lca_model {
     lca_layer *layers;
     size_t tensor_count;
     lca_tensor *tensors;
+    size_t unit_group_count;
+    lca_unit_group *unit_groups;
+    size_t unit_count;    /* Σ units over groups */
     size_t parameter_count;
     float *parameters;     /* K */
     size_t max_width;
