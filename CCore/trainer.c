@@ -27,6 +27,8 @@ lca_config lca_config_default(void) {
     c.lca_threshold = 0.001;
     c.lca_max_subintervals = 32;
     c.eval_chunk = 1000;
+    c.lca_units = 0;
+    c.bn_group = 250;
     return c;
 }
 

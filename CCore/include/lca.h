@@ -272,6 +272,12 @@ typedef struct lca_config {
     double lca_threshold;             /* nats, default 0.001 */
     unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
     size_t eval_chunk;                /* examples per evaluation chunk; default 1000 */
+    int lca_units;                    /* 1 = per-unit LCA in each record (neurons, channels) */
+    /* Batch norm under LCA: the evaluation set is normalised in consecutive
+     * groups of this many examples, each with its own batch statistics, so
+     * the allocated loss is a fixed function of the parameters (the chunk
+     * size is rounded down to a multiple of it). Default 250. */
+    size_t bn_group;
 } lca_config;
 
 lca_config lca_config_default(void);
