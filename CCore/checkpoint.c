@@ -20,19 +20,79 @@ static void describe(lca_st_tensor *out, const lca_tensor *t, const char *name, 
     out->bytes = t->count * element_size;
 }
 
+/* Batch norm's running statistics are buffers, not parameters: they are
+ * saved beside the weights under PyTorch's names (bn1.running_mean, …) and
+ * never take part in LCA. names: 2 × 64 bytes per batch-norm layer. */
+static size_t describe_running_stats(const lca_model *m, lca_st_tensor *out, char *names) {
+    size_t n = 0;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        if (L->kind != LCA_LAYER_BATCHNORM) continue;
+        const char *weight = m->tensors[L->weight].name;
+        int prefix = (int)(strlen(weight) - strlen(".weight"));
+        for (int which = 0; which < 2; which++, n++) {
+            char *name = names + 64 * n;
+            snprintf(name, 64, "%.*s.%s", prefix, weight, which ? "running_var" : "running_mean");
+            out[n] = (lca_st_tensor){.name = name, .dtype = "F32", .rank = 1,
+                                     .shape = {(int64_t)L->out_c},
+                                     .data = which ? L->running_var : L->running_mean,
+                                     .bytes = L->out_c * sizeof(float)};
+        }
+    }
+    return n;
+}
+
+/* Load the running statistics present in file (all of them when required). */
+static lca_status load_running_stats(const lca_safetensors *file, lca_model *m, bool required) {
+    size_t count = 2 * lca_model_batchnorm_count(m);
+    if (count == 0) return LCA_OK;
+    lca_st_tensor *wanted = calloc(count, sizeof *wanted);
+    char *names = calloc(count, 64);
+    lca_status status = LCA_OK;
+    if (!wanted || !names) status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory");
+    if (status == LCA_OK) describe_running_stats(m, wanted, names);
+    for (size_t i = 0; status == LCA_OK && i < count; i++) {
+        const lca_st_tensor *s = lca_safetensors_find(file, wanted[i].name);
+        if (!s) {
+            if (required)
+                status = lca_fail(LCA_ERR_MISMATCH, "%s: has no tensor \"%s\"",
+                                  lca_safetensors_path(file), wanted[i].name);
+            continue;
+        }
+        if (strcmp(s->dtype, "F32") != 0 || s->rank != 1 || s->shape[0] != wanted[i].shape[0])
+            status = lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" should be F32 of shape (%lld)",
+                              lca_safetensors_path(file), wanted[i].name,
+                              (long long)wanted[i].shape[0]);
+        else
+            memcpy((void *)wanted[i].data, s->data, wanted[i].bytes);
+    }
+    free(wanted);
+    free(names);
+    return status;
+}
+
 lca_status lca_checkpoint_save(const char *path, const lca_model *m, uint64_t iteration) {
-    lca_st_tensor *tensors = calloc(m->tensor_count, sizeof *tensors);
-    if (!tensors) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    size_t stats = 2 * lca_model_batchnorm_count(m);
+    lca_st_tensor *tensors = calloc(m->tensor_count + stats, sizeof *tensors);
+    char *names = calloc(stats + 1, 64);
+    if (!tensors || !names) {
+        free(tensors);
+        free(names);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
     for (size_t t = 0; t < m->tensor_count; t++)
         describe(&tensors[t], &m->tensors[t], m->tensors[t].name, "F32",
                  m->parameters + m->tensors[t].offset, sizeof(float));
+    describe_running_stats(m, tensors + m->tensor_count, names);
     char iteration_text[32];
     snprintf(iteration_text, sizeof iteration_text, "%" PRIu64, iteration);
     const char *keys[] = {"format", "lca.model", "lca.loss", "lca.iteration", "lca.version"};
     const char *values[] = {"pt", m->spec, lca_loss_name(m->loss), iteration_text,
                             LCA_VERSION_STRING};
-    lca_status status = lca_safetensors_write(path, tensors, m->tensor_count, keys, values, 5);
+    lca_status status =
+        lca_safetensors_write(path, tensors, m->tensor_count + stats, keys, values, 5);
     free(tensors);
+    free(names);
     return status;
 }
 
@@ -105,6 +165,7 @@ lca_status lca_checkpoint_load(const char *path, lca_model *m, uint64_t *iterati
     uint64_t at = 0;
     status = parse_iteration(file, &at);
     if (status == LCA_OK) status = load_parameters(file, m);
+    if (status == LCA_OK) status = load_running_stats(file, m, false);
     if (status == LCA_OK && iteration) *iteration = at;
     lca_safetensors_free(file);
     return status;
@@ -190,13 +251,16 @@ lca_status lca_trainer_save_state(const lca_trainer *const_tr, const char *path)
     const lca_model *m = tr->model;
     state_group groups[MAX_STATE_TENSORS];
     size_t group_count = state_groups(tr, groups), count = group_count * m->tensor_count;
-    lca_st_tensor *tensors = calloc(count, sizeof *tensors);
-    char *names = calloc(count, 96);
-    if (!tensors || !names) {
+    size_t stats = 2 * lca_model_batchnorm_count(m);
+    lca_st_tensor *tensors = calloc(count + stats, sizeof *tensors);
+    char *names = calloc(count, 96), *stat_names = calloc(stats + 1, 64);
+    if (!tensors || !names || !stat_names) {
         free(tensors);
         free(names);
+        free(stat_names);
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
+    describe_running_stats(m, tensors + count, stat_names);
     for (size_t g = 0; g < group_count; g++)
         for (size_t t = 0; t < m->tensor_count; t++) {
             size_t i = g * m->tensor_count + t;
@@ -214,9 +278,10 @@ lca_status lca_trainer_save_state(const lca_trainer *const_tr, const char *path)
                           "lca.version"};
     const char *values[] = {m->spec, lca_loss_name(m->loss), iteration, epoch, position,
                             LCA_VERSION_STRING};
-    lca_status status = lca_safetensors_write(path, tensors, count, keys, values, 6);
+    lca_status status = lca_safetensors_write(path, tensors, count + stats, keys, values, 6);
     free(tensors);
     free(names);
+    free(stat_names);
     return status;
 }
 
@@ -267,6 +332,7 @@ lca_status lca_trainer_load_state(lca_trainer *tr, const char *path) {
                                  (uint8_t *)staged[g] + m->tensors[t].offset * groups[g].element_size);
         }
     }
+    if (status == LCA_OK) status = load_running_stats(file, tr->model, true);
     if (status == LCA_OK) {
         for (size_t g = 0; g < group_count; g++)
             memcpy(groups[g].data, staged[g], m->parameter_count * groups[g].element_size);

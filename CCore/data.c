@@ -1,5 +1,5 @@
 /*
- * data.c: data sets, the IDX file format and gzip.
+ * data.c: data sets, the IDX and CIFAR-10 file formats and gzip.
  *
  * A labelled data set is count × features uint8 pixels plus count int32
  * labels; it is scaled to float32 [0, 1] only when examples are gathered
@@ -14,9 +14,24 @@
  *     offset 4  u32 dims[rank]      dims[0] = number of examples
  *     offset 4 + 4·rank             the values, row-major, nothing after them
  *
+ * CIFAR-10, binary version (data_batch_1.bin … data_batch_5.bin,
+ * test_batch.bin; 10,000 records each), a file of records and nothing else:
+ *
+ *     offset 3073·i         u8 label       0 … 9
+ *     offset 3073·i + 1     u8 red[32][32]   row-major
+ *     offset 3073·i + 1025  u8 green[32][32]
+ *     offset 3073·i + 2049  u8 blue[32][32]
+ *
+ * The format has no magic and no header: a file is recognised by its name
+ * (.bin, or data_batch_1.bin in a folder) and checked by its length (a
+ * non-zero multiple of 3,073) and its labels. The pixels are already
+ * channels-first (C=3, H=32, W=32), the layout of the core's activations,
+ * so they are kept in file order.
+ *
  * Files may be gzip-compressed; they are recognised by the gzip magic
- * 1f 8b, not by their name. Byte offsets in IDX error messages count
- * decompressed bytes; in gzip error messages, compressed bytes.
+ * 1f 8b, not by their name. Byte offsets in IDX and CIFAR-10 error
+ * messages count decompressed bytes; in gzip error messages, compressed
+ * bytes.
  */
 #include "internal.h"
 
@@ -36,6 +51,13 @@ extern const size_t lca_digits_labels_gz_size;
 
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 #define IDX_TYPE_UBYTE 0x08
+
+#define CIFAR_CLASSES 10
+#define CIFAR_CHANNELS 3
+#define CIFAR_SIDE 32
+#define CIFAR_PIXELS (CIFAR_CHANNELS * CIFAR_SIDE * CIFAR_SIDE) /* 3,072 per image */
+#define CIFAR_RECORD (1 + CIFAR_PIXELS)                         /* 3,073: label + pixels */
+#define CIFAR_TRAINING_BATCHES 5
 
 /* ------------------------------------------------------------ file bytes */
 
@@ -221,6 +243,9 @@ typedef struct idx_file {
     size_t row;           /* product of the other dims (1 for rank 1) */
     size_t header;        /* bytes before the values */
     unsigned rank;
+    /* row as an image C×H×W: W = the last dim, H = the one before it (1 for
+     * rank 2), C = the product of the dims between dims[0] and H. */
+    size_t channels, height, width;
 } idx_file;
 
 static uint32_t read_be32(const uint8_t *p) {
@@ -269,7 +294,7 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte %zu: file ends inside the header (expected %u dimensions, "
                         "%zu header bytes)", name, length, rank, header);
-    size_t count = 0, row = 1;
+    size_t count = 0, row = 1, channels = 1, height = 1, width = 1;
     for (unsigned d = 0; d < rank; d++) {
         uint32_t dim = read_be32(bytes + 4 + 4 * d);
         if (dim == 0)
@@ -282,6 +307,9 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
                 return lca_fail(LCA_ERR_FORMAT, "%s: byte %u: dimensions too large (their "
                                 "product overflows)", name, 4 + 4 * d);
             row *= dim;
+            if (d + 1 == rank) width = dim;
+            else if (d + 2 == rank) height = dim;
+            else channels *= dim;
         }
     }
     if (count > SIZE_MAX / row || count * row > SIZE_MAX - header)
@@ -302,6 +330,9 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
     out->row = row;
     out->header = header;
     out->rank = rank;
+    out->channels = channels;
+    out->height = height;
+    out->width = width;
     return LCA_OK;
 }
 
@@ -368,6 +399,9 @@ static lca_status dataset_from_idx(lca_dataset **out, const char *source,
         images = NULL;
         data->count = image_info.count;
         data->features = image_info.row;
+        data->channels = image_info.channels;
+        data->height = image_info.height;
+        data->width = image_info.width;
         data->classes = (int)max_label + 1;
         *out = data;
         data = NULL;
@@ -434,8 +468,9 @@ static lca_status open_folder(lca_dataset **out, const char *folder) {
     if (!images_path || !labels_path)
         status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate a path", folder);
     else if (!find_in_folder(images_path, capacity, folder, images_name))
-        status = lca_fail(LCA_ERR_IO, "%s: is a folder without %s or %s.gz in it", folder,
-                          images_name, images_name);
+        status = lca_fail(LCA_ERR_IO,
+                          "%s: is a folder without data_batch_1.bin (CIFAR-10) or %s[.gz] "
+                          "(IDX) in it", folder, images_name);
     else if (!find_in_folder(labels_path, capacity, folder, labels_name))
         status = lca_fail(LCA_ERR_IO, "%s: is a folder without %s or %s.gz in it", folder,
                           labels_name, labels_name);
@@ -446,23 +481,173 @@ static lca_status open_folder(lca_dataset **out, const char *folder) {
     return status;
 }
 
+/* -------------------------------------------------------------- CIFAR-10 */
+
+/* Check that bytes hold whole CIFAR-10 records with labels 0 … 9; name is
+ * the file for messages. */
+static lca_status cifar_check(const char *name, const uint8_t *bytes, size_t length) {
+    if (length == 0)
+        return lca_fail(LCA_ERR_FORMAT,
+                        "%s: byte 0: expected CIFAR-10 records of 3,073 bytes (a label byte, "
+                        "then 3,072 pixel bytes), found an empty file", name);
+    size_t partial = length % CIFAR_RECORD;
+    if (partial != 0) {
+        size_t start = length - partial;
+        /* CIFAR-100's records carry a coarse and a fine label. */
+        bool cifar100 = length % (CIFAR_RECORD + 1) == 0;
+        return lca_fail(LCA_ERR_FORMAT,
+                        "%s: byte %zu: file ends inside record %zu: expected records of 3,073 "
+                        "bytes (a label byte, then 3,072 pixel bytes), found %zu bytes of a "
+                        "partial record (%s)", name, start, start / CIFAR_RECORD, partial,
+                        cifar100 ? "a CIFAR-100 file? its records of 3,074 bytes are not read"
+                                 : "truncated file?");
+    }
+    for (size_t offset = 0; offset < length; offset += CIFAR_RECORD)
+        if (bytes[offset] >= CIFAR_CLASSES)
+            return lca_fail(LCA_ERR_FORMAT,
+                            "%s: byte %zu: expected a CIFAR-10 label 0 … 9 at the start of "
+                            "record %zu, found %u", name, offset, offset / CIFAR_RECORD,
+                            bytes[offset]);
+    return LCA_OK;
+}
+
+/* Read one batch file and append its records to data (count, pixels and
+ * labels grow). */
+static lca_status cifar_append(lca_dataset *data, const char *path) {
+    uint8_t *bytes = NULL;
+    size_t length = 0;
+    lca_status status = lca_read_file(path, &bytes, &length);
+    if (status != LCA_OK) return status;
+    status = cifar_check(path, bytes, length);
+    size_t n = length / CIFAR_RECORD, total = data->count + n;
+    if (status == LCA_OK && n > UINT32_MAX - data->count)
+        status = lca_fail(LCA_ERR_UNSUPPORTED,
+                          "%s: byte 0: %zu images with the %zu before it; at most "
+                          "4,294,967,295 are supported", path, n, data->count);
+    if (status == LCA_OK && total > SIZE_MAX / CIFAR_PIXELS)
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: %zu images do not fit in memory", path,
+                          total);
+    if (status == LCA_OK) {
+        uint8_t *pixels = realloc(data->pixels, total * CIFAR_PIXELS);
+        if (pixels) data->pixels = pixels;
+        int32_t *labels = pixels ? realloc(data->labels, total * sizeof *labels) : NULL;
+        if (labels) data->labels = labels;
+        if (!pixels || !labels)
+            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu images of %d "
+                              "bytes", path, total, CIFAR_PIXELS);
+    }
+    if (status == LCA_OK) {
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *record = bytes + i * CIFAR_RECORD;               /* (3073,) */
+            data->labels[data->count + i] = record[0];
+            memcpy(data->pixels + (data->count + i) * CIFAR_PIXELS, record + 1,
+                   CIFAR_PIXELS);                                           /* (3, 32, 32) */
+        }
+        data->count = total;
+    }
+    free(bytes);
+    return status;
+}
+
+static lca_dataset *cifar_dataset_alloc(const char *source) {
+    lca_dataset *data = dataset_alloc(source);
+    if (!data) return NULL;
+    data->features = CIFAR_PIXELS;
+    data->classes = CIFAR_CLASSES;
+    data->channels = CIFAR_CHANNELS;
+    data->height = CIFAR_SIDE;
+    data->width = CIFAR_SIDE;
+    return data;
+}
+
+static lca_status open_cifar_file(lca_dataset **out, const char *path) {
+    lca_dataset *data = cifar_dataset_alloc(path);
+    if (!data) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate a data set", path);
+    lca_status status = cifar_append(data, path);
+    if (status != LCA_OK) {
+        lca_dataset_free(data);
+        return status;
+    }
+    *out = data;
+    return LCA_OK;
+}
+
+/* The training batches data_batch_1.bin, data_batch_2.bin, … of folder in
+ * order, up to the first one missing. source is what the data set records
+ * ("cifar10" or the folder). */
+static lca_status open_cifar_folder(lca_dataset **out, const char *folder, const char *source) {
+    size_t capacity = strlen(folder) + sizeof "/data_batch_N.bin.gz" + 8;
+    char *path = malloc(capacity);
+    lca_dataset *data = cifar_dataset_alloc(source);
+    lca_status status = LCA_OK;
+    if (!path || !data)
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate a data set", folder);
+    for (int batch = 1; status == LCA_OK && batch <= CIFAR_TRAINING_BATCHES; batch++) {
+        char name[32];
+        snprintf(name, sizeof name, "data_batch_%d.bin", batch);
+        if (!find_in_folder(path, capacity, folder, name)) {
+            if (batch > 1) break;
+            /* The Python version names its pickles data_batch_1 … */
+            bool pickles = find_in_folder(path, capacity, folder, "data_batch_1");
+            status = lca_fail(LCA_ERR_IO, "%s: is a folder without data_batch_1.bin (the first "
+                              "CIFAR-10 training batch, binary version) in it%s", folder,
+                              pickles ? "; it holds data_batch_1, the Python version: use the "
+                                        "binary version, cifar-10-binary.tar.gz" : "");
+            break;
+        }
+        status = cifar_append(data, path);
+    }
+    free(path);
+    if (status != LCA_OK) {
+        lca_dataset_free(data);
+        return status;
+    }
+    *out = data;
+    return LCA_OK;
+}
+
+static lca_status open_cifar10(lca_dataset **out) {
+    const char *folder = getenv("LCA_CIFAR10");
+    if (!folder || !*folder)
+        return lca_fail(LCA_ERR_IO,
+                        "cifar10: CIFAR-10 cannot be downloaded here: fetch its binary version "
+                        "(cifar-10-binary.tar.gz) elsewhere, extract it, and set LCA_CIFAR10 "
+                        "to the folder holding data_batch_1.bin … data_batch_5.bin, or pass "
+                        "that folder as the data source");
+    struct stat info;
+    if (stat(folder, &info) != 0 || !S_ISDIR(info.st_mode))
+        return lca_fail(LCA_ERR_IO,
+                        "cifar10: LCA_CIFAR10 is %s, which is not a folder (expected the folder "
+                        "holding data_batch_1.bin … data_batch_5.bin)", folder);
+    return open_cifar_folder(out, folder, "cifar10");
+}
+
+static bool ends_with(const char *text, const char *suffix) {
+    size_t n = strlen(text), m = strlen(suffix);
+    return n >= m && strcmp(text + n - m, suffix) == 0;
+}
+
 /* --------------------------------------------------------------- dataset */
 
 lca_status lca_dataset_open(lca_dataset **out, const char *source, const char *labels_path) {
     if (!out || !source)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_dataset_open: NULL argument");
     *out = NULL;
-    bool named = strcmp(source, "digits") == 0 || strcmp(source, "fashion-mnist") == 0;
+    bool named = strcmp(source, "digits") == 0 || strcmp(source, "fashion-mnist") == 0 ||
+                 strcmp(source, "cifar10") == 0;
     struct stat info;
     bool exists = !named && stat(source, &info) == 0;
     int stat_error = errno;
     bool folder = exists && S_ISDIR(info.st_mode);
-    if (labels_path && (named || folder))
+    bool cifar_file = !named && !folder && (ends_with(source, ".bin") ||
+                                            ends_with(source, ".bin.gz"));
+    if (labels_path && (named || folder || cifar_file))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                        "%s: a labels file (%s) is only used with an images file; a %s "
+                        "%s: a labels file (%s) is only used with an IDX images file; a %s "
                         "brings its own labels", source, labels_path,
-                        named ? "named data set" : "folder");
+                        named ? "named data set" : folder ? "folder" : "CIFAR-10 batch");
     if (strcmp(source, "digits") == 0) return open_digits(out);
+    if (strcmp(source, "cifar10") == 0) return open_cifar10(out);
     if (strcmp(source, "fashion-mnist") == 0) {
         const char *images = FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz";
         const char *labels = FASHION_MNIST_DIR "/train-labels-idx1-ubyte.gz";
@@ -475,9 +660,20 @@ lca_status lca_dataset_open(lca_dataset **out, const char *source, const char *l
     }
     if (!exists)
         return lca_fail(LCA_ERR_IO,
-                        "%s: cannot open: %s (expected \"digits\", \"fashion-mnist\", a folder "
-                        "or an IDX images file)", source, strerror(stat_error));
-    if (folder) return open_folder(out, source);
+                        "%s: cannot open: %s (expected \"digits\", \"fashion-mnist\", "
+                        "\"cifar10\", a folder, a CIFAR-10 .bin file or an IDX images file)",
+                        source, strerror(stat_error));
+    if (folder) {
+        size_t capacity = strlen(source) + sizeof "/data_batch_1.bin.gz";
+        char *probe = malloc(capacity);
+        if (!probe) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate a path", source);
+        /* data_batch_1 alone is the Python version: open_cifar_folder says so. */
+        bool cifar = find_in_folder(probe, capacity, source, "data_batch_1.bin") ||
+                     find_in_folder(probe, capacity, source, "data_batch_1");
+        free(probe);
+        return cifar ? open_cifar_folder(out, source, source) : open_folder(out, source);
+    }
+    if (cifar_file) return open_cifar_file(out, source);
     if (!labels_path)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                         "%s: an images file needs its labels file: pass --labels", source);
@@ -522,6 +718,9 @@ lca_status lca_dataset_from_arrays(lca_dataset **out, const uint8_t *pixels,
     memcpy(data->labels, labels, count * sizeof *labels);
     data->count = count;
     data->features = features;
+    data->channels = 1;
+    data->height = 1;
+    data->width = features;
     data->classes = classes;
     *out = data;
     return LCA_OK;
@@ -567,6 +766,9 @@ lca_status lca_dataset_from_float_arrays(lca_dataset **out, const float *inputs,
     memcpy(data->targets, targets, n_targets * sizeof(float));
     data->count = count;
     data->features = features;
+    data->channels = 1;
+    data->height = 1;
+    data->width = features;
     data->outputs = outputs;
     *out = data;
     return LCA_OK;
@@ -586,6 +788,15 @@ size_t lca_dataset_count(const lca_dataset *data) { return data->count; }
 size_t lca_dataset_features(const lca_dataset *data) { return data->features; }
 int lca_dataset_classes(const lca_dataset *data) { return data->classes; }
 const char *lca_dataset_source(const lca_dataset *data) { return data->source; }
+
+lca_status lca_dataset_shape(const lca_dataset *data, size_t *channels, size_t *height,
+                             size_t *width) {
+    if (!data) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_dataset_shape: NULL data set");
+    if (channels) *channels = data->channels;
+    if (height) *height = data->height;
+    if (width) *width = data->width;
+    return LCA_OK;
+}
 
 /* Hot path (once per chunk of every evaluation): no checks beyond NULL
  * outputs, no allocation. indices must be < count. labels are written only

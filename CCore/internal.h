@@ -50,6 +50,9 @@ struct lca_dataset {
     int32_t *labels;   /* count, or NULL */
     float *targets;    /* count × outputs, or NULL */
     char *source;
+    /* Image shape C×H×W of one example (features = C·H·W, channels-first
+     * like the activations); 1×1×features for data without one. */
+    size_t channels, height, width;
 };
 /* Read a whole file into memory, inflating it when it starts with the gzip
  * magic. *bytes is malloc'ed; the caller frees it. */

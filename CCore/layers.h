@@ -1,5 +1,7 @@
-/* layers.h: forward and backward kernels of the layers, each with a naive
- * reference kernel beside the fast one. Not part of the public API.
+/* layers.h: forward and backward kernels of the layers. Not part of the
+ * public API. The convolution (layers_conv.c) keeps a naive reference kernel
+ * beside the fast one; pooling (layers_pool.c), batch norm (layers_norm.c),
+ * dropout and ReLU (layers.c) are direct loops already.
  *
  * Dimension letters (used in every signature and shape comment):
  *   N  examples        C  input channels     H, W  input height, width
@@ -16,7 +18,8 @@
  * this call's batch (the caller never needs to zero them); dinput is
  * OVERWRITTEN too, and may be NULL (first layer: not needed).
  * Every fast kernel is deterministic at any thread count: threads split
- * independent outputs, never a reduction.
+ * independent outputs, never a reduction. No kernel allocates, prints or
+ * fails; sizes are trusted.
  */
 #ifndef LCA_LAYERS_H
 #define LCA_LAYERS_H
@@ -27,9 +30,15 @@
  * (zero outside the input). OH = (H + 2P − KH)/S + 1 for "valid" P = 0;
  * "same" means P = (KH − 1)/2 with OH = ceil(H / S) (PyTorch padding=k//2
  * for odd kernels). The caller computes OH, OW, P and passes them.
- * workspace: at least lca_conv2d_workspace_floats(...) floats (im2col of
- * one example or a few, the fast kernel's choice but a pure function of the
- * sizes). bias may be NULL (no bias). */
+ * workspace: at least lca_conv2d_workspace_floats(...) floats: the im2col
+ * (C·KH·KW × OH·OW) plus one output (OC × OH·OW) of each of G examples,
+ * where G = min(N, max(1, 8 MiB / that)) depends only on the shape (and
+ * grows with s->n only up to that budget, so a workspace sized for the
+ * largest N serves every smaller N of the same layer). Its contents on
+ * entry do not matter. bias may be NULL (no bias).
+ * Forward y and backward dx do not depend on how the examples are chunked
+ * (each element is one fixed-order dot product); dweight sums the examples
+ * in passes of G, in order. */
 typedef struct lca_conv2d_shape {
     size_t n, c, h, w;     /* input */
     size_t oc, oh, ow;     /* output */
@@ -39,8 +48,11 @@ typedef struct lca_conv2d_shape {
 } lca_conv2d_shape;
 
 size_t lca_conv2d_workspace_floats(const lca_conv2d_shape *s);
+/* y (N·OC·OH·OW) is overwritten. */
 void lca_conv2d_forward(float *y, const float *x, const float *weight, const float *bias,
                         const lca_conv2d_shape *s, float *workspace);
+/* dx (N·C·H·W, may be NULL), dweight (OC·C·KH·KW, may be NULL) and dbias
+ * (OC, may be NULL) are overwritten; x is needed only for dweight. */
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
                          float *workspace);
@@ -52,7 +64,8 @@ void lca_conv2d_backward_naive(float *dx, float *dweight, float *dbias, const fl
 
 /* ---- max pooling, window K×K, stride S, no padding: OH = (H − K)/S + 1.
  * argmax[N·C·OH·OW] records the winning input index within the example's
- * channel plane (first maximum in row-major order wins ties) for backward. */
+ * channel plane (ih·W + iw; first maximum in row-major order wins ties; a
+ * NaN wins over numbers) for backward. */
 void lca_maxpool_forward(float *y, uint32_t *argmax, const float *x, size_t n, size_t c,
                          size_t h, size_t w, size_t k, size_t stride);
 /* dx (N·C·H·W) is overwritten: zero except the routed gradients. */
@@ -72,12 +85,18 @@ void lca_avgpool_backward(float *dx, const float *dy, size_t n, size_t c, size_t
  * groups of `group` examples (the last may be smaller); each group is
  * normalised with its own mean and biased variance:
  *   y = γ·(x − μ_g)/sqrt(σ²_g + ε) + β
- * saved: mean and inverse std per (group, channel), and x̂ (N·C·H·W) for
- * backward. Backward is the exact gradient through the group statistics.
+ * group = 0 (or ≥ N) means one group of all N. Statistics in float64.
+ * saved: mean and inverse std per (group, channel), i.e. arrays
+ * [lca_batchnorm_groups(n, group)][C], and x̂ (N·C·H·W) for backward; each
+ * may be NULL when not needed. Backward is the exact gradient through the
+ * group statistics; dgamma, dbeta (C) are overwritten with sums over all N,
+ * dx (may be NULL, may be the same buffer as dy) is overwritten.
  * batch_mean / batch_var (C each, may be NULL) receive the statistics of the
- * whole call (for the running estimates; var unbiased as PyTorch's).
- * Running statistics: eval mode uses given mean/var instead (no backward
- * through them). */
+ * whole call (for the running estimates; var unbiased as PyTorch's, 0 when
+ * N·HW = 1).
+ * Running statistics: eval mode uses given mean/var instead; its backward
+ * treats them as constants (y may be x, dx may be dy). */
+size_t lca_batchnorm_groups(size_t n, size_t group);
 void lca_batchnorm_forward_batch(float *y, float *xhat, float *saved_mean, float *saved_invstd,
                                  float *batch_mean, float *batch_var, const float *x,
                                  const float *gamma, const float *beta, size_t n, size_t c,
@@ -90,16 +109,23 @@ void lca_batchnorm_forward_running(float *y, const float *x, const float *gamma,
                                    const float *beta, const float *running_mean,
                                    const float *running_var, size_t n, size_t c, size_t hw,
                                    float epsilon);
+void lca_batchnorm_backward_running(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                    const float *x, const float *gamma,
+                                    const float *running_mean, const float *running_var,
+                                    size_t n, size_t c, size_t hw, float epsilon);
 
 /* ---- dropout (training only): y = x·mask/(1 − p), mask[i] ∈ {0, 1} drawn
- * from rng (one draw per element, in index order, so the same stream gives
- * the same mask whatever the threads). */
+ * from rng (one draw per element, in index order: mask[i] =
+ * lca_rng_uniform(rng) >= p, so the same stream gives the same mask whatever
+ * the threads). 1/(1 − p) is rounded to float once; p = 1 gives y = 0.
+ * y may be x, dx may be dy. */
 void lca_dropout_forward(float *y, uint8_t *mask, const float *x, size_t count, float p,
                          lca_rng *rng);
 void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t count,
                           float p);
 
-/* ---- ReLU on count elements; backward masks with y > 0 (in place allowed). */
+/* ---- ReLU on count elements: y = x < 0 ? 0 : x (a NaN passes through);
+ * backward masks with y > 0 (in place allowed: y may be x, dx may be dy or y). */
 void lca_relu_forward(float *y, const float *x, size_t count);
 void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count);
 

@@ -1,11 +1,17 @@
-/* model.c: model layout (spec parsing, tensors, one parameter allocation)
- * and the forward/backward pass over a batch or evaluation chunk.
+/* model.c: model layout (spec parsing, layers, tensors, one parameter
+ * allocation) and the forward/backward pass over a batch or evaluation
+ * chunk.
  *
  * Layout: parameters are one float array; tensor k occupies
  * [offset_k, offset_k + count_k). Gradients, optimizer state and LCA
  * accumulators elsewhere use the same layout, so the optimizer and the LCA
- * integrator are flat loops. */
-#include "internal.h"
+ * integrator are flat loops.
+ *
+ * Spec syntax (docs/models.md):
+ *   "fc"                       the paper's 784-100-50-10 MLP
+ *   "lenet", "resnet20"        the paper's conv nets
+ *   "784-100-50-10"            an MLP: dense layers with ReLU between
+ *   "input(1,28,28) conv(20,5) relu maxpool(2) dense(10)"   a layer list */
 #include "model.h"
 
 #include <ctype.h>
@@ -14,47 +20,417 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WIDTH 10000000ul
-#define MAX_LAYERS 64
+#define MAX_WIDTH 100000000ul
+#define MAX_LAYERS 256
 
 static const char *const FC_SPEC = "784-100-50-10";
+static const char *const LENET_SPEC =
+    "input(1,28,28) conv(20,5) relu maxpool(2) conv(40,5) relu maxpool(2) dropout(0.25) "
+    "dense(400) relu dropout(0.5) dense(10)";
+static const char *const RESNET20_SPEC =
+    "input(3,32,32) conv(16,3) bn relu block(16) block(16) block(16) block(32,stride=2) "
+    "block(32) block(32) block(64,stride=2) block(64) block(64) gap dense(10)";
 
-/* Parse "784-100-50-10" into widths; errors point at the character. */
-static lca_status parse_widths(const char *spec, size_t *widths, size_t *count) {
-    const char *p = spec;
-    size_t n = 0;
+/* ------------------------------------------------------------ parsing */
+
+/* One layer as the spec describes it, before shapes are known. */
+typedef struct layer_request {
+    lca_layer_kind kind;
+    size_t units;          /* dense outputs, conv output channels */
+    size_t k, stride;      /* conv kernel, pooling window */
+    bool valid;            /* conv: valid padding instead of same */
+    bool global;           /* avgpool over the whole plane */
+    float p;               /* dropout */
+} layer_request;
+
+typedef struct parser {
+    const char *spec;
+    const char *p;
+    layer_request layers[MAX_LAYERS];
+    size_t count;
+    size_t input[3];
+    bool have_input;
+} parser;
+
+static lca_status parse_error(const parser *ps, const char *at, const char *what) {
+    return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": character %zu: %s", ps->spec,
+                    (size_t)(at - ps->spec) + 1, what);
+}
+
+static lca_status push(parser *ps, const char *at, layer_request r) {
+    if (ps->count == MAX_LAYERS) return parse_error(ps, at, "more than 256 layers");
+    ps->layers[ps->count++] = r;
+    return LCA_OK;
+}
+
+/* A positive integer at *p. */
+static lca_status parse_size(parser *ps, const char **p, size_t *out) {
+    if (!isdigit((unsigned char)**p)) return parse_error(ps, *p, "expected a positive integer");
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(*p, &end, 10);
+    if (errno || v == 0 || v > MAX_WIDTH)
+        return parse_error(ps, *p, "expected an integer between 1 and 100000000");
+    *out = (size_t)v;
+    *p = end;
+    return LCA_OK;
+}
+
+/* "784-100-50-10" */
+static lca_status parse_dashes(parser *ps) {
+    size_t widths[MAX_LAYERS], n = 0;
+    const char *p = ps->spec;
     for (;;) {
-        if (!isdigit((unsigned char)*p))
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                            "model spec \"%s\": character %zu: expected a layer width "
-                            "(a positive integer), found '%c'",
-                            spec, (size_t)(p - spec) + 1, *p ? *p : ' ');
-        errno = 0;
-        char *end;
-        unsigned long long w = strtoull(p, &end, 10);
-        if (errno != 0 || w == 0 || w > MAX_WIDTH)
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                            "model spec \"%s\": character %zu: width must be between 1 and %lu",
-                            spec, (size_t)(p - spec) + 1, MAX_WIDTH);
-        if (n == MAX_LAYERS + 1)
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": more than %d layers",
-                            spec, MAX_LAYERS);
-        widths[n++] = (size_t)w;
-        p = end;
+        if (n == MAX_LAYERS) return parse_error(ps, p, "more than 256 layers");
+        lca_status status = parse_size(ps, &p, &widths[n]);
+        if (status != LCA_OK) return status;
+        n++;
         if (*p == '\0') break;
-        if (*p != '-')
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                            "model spec \"%s\": character %zu: expected '-' between widths, "
-                            "found '%c'",
-                            spec, (size_t)(p - spec) + 1, *p);
+        if (*p != '-') return parse_error(ps, p, "expected '-' between widths");
         p++;
     }
     if (n < 2)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                         "model spec \"%s\": needs at least an input and an output width "
-                        "(e.g. \"64-10\"), or the name \"fc\"",
-                        spec);
-    *count = n;
+                        "(e.g. \"64-10\"), or a name (fc, lenet, resnet20)",
+                        ps->spec);
+    ps->have_input = true;
+    ps->input[0] = widths[0];
+    ps->input[1] = ps->input[2] = 1;
+    for (size_t i = 1; i < n; i++) {
+        lca_status status = push(ps, p, (layer_request){.kind = LCA_LAYER_DENSE, .units = widths[i]});
+        if (status == LCA_OK && i + 1 < n) status = push(ps, p, (layer_request){.kind = LCA_LAYER_RELU});
+        if (status != LCA_OK) return status;
+    }
+    return LCA_OK;
+}
+
+/* Arguments of name(...): numbers, key=value, or words. */
+typedef struct arguments {
+    size_t count;
+    char text[8][32];
+} arguments;
+
+static lca_status parse_arguments(parser *ps, const char **p, arguments *args) {
+    args->count = 0;
+    if (**p != '(') return LCA_OK;
+    (*p)++;
+    for (;;) {
+        while (**p == ' ') (*p)++;
+        const char *start = *p;
+        while (**p && **p != ',' && **p != ')' && **p != ' ') (*p)++;
+        size_t length = (size_t)(*p - start);
+        if (length == 0 || length >= 32 || args->count == 8)
+            return parse_error(ps, start, "expected an argument");
+        memcpy(args->text[args->count], start, length);
+        args->text[args->count][length] = '\0';
+        args->count++;
+        while (**p == ' ') (*p)++;
+        if (**p == ')') {
+            (*p)++;
+            return LCA_OK;
+        }
+        if (**p != ',') return parse_error(ps, *p, "expected ',' or ')'");
+        (*p)++;
+    }
+}
+
+static bool argument_size(const char *text, const char *key, size_t *out) {
+    size_t key_length = key ? strlen(key) : 0;
+    if (key) {
+        if (strncmp(text, key, key_length) != 0 || text[key_length] != '=') return false;
+        text += key_length + 1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || v == 0 || v > MAX_WIDTH) return false;
+    *out = (size_t)v;
+    return true;
+}
+
+/* "input(1,28,28) conv(20,5) relu …" */
+static lca_status parse_layers(parser *ps) {
+    const char *p = ps->spec;
+    for (;;) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        const char *start = p;
+        while (isalnum((unsigned char)*p) || *p == '_') p++;
+        size_t length = (size_t)(p - start);
+        char name[16] = "";
+        if (length == 0 || length >= sizeof name)
+            return parse_error(ps, start, "expected a layer name (input, dense, conv, relu, "
+                                          "maxpool, avgpool, gap, bn, dropout, flatten, block)");
+        memcpy(name, start, length);
+        arguments args;
+        lca_status status = parse_arguments(ps, &p, &args);
+        if (status != LCA_OK) return status;
+        if (*p && *p != ' ') return parse_error(ps, p, "expected a space between layers");
+
+        if (!ps->have_input && strcmp(name, "input") != 0)
+            return parse_error(ps, start, "a layer list starts with input(C,H,W) or input(F)");
+        layer_request r = {.stride = 1};
+        if (strcmp(name, "input") == 0) {
+            if (ps->have_input) return parse_error(ps, start, "input(...) given twice");
+            if (args.count != 1 && args.count != 3)
+                return parse_error(ps, start, "input takes (features) or (channels,height,width)");
+            size_t dims[3] = {1, 1, 1};
+            for (size_t i = 0; i < args.count; i++)
+                if (!argument_size(args.text[i], NULL, &dims[args.count == 1 ? 0 : i]))
+                    return parse_error(ps, start, "input sizes must be positive integers");
+            memcpy(ps->input, dims, sizeof dims);
+            ps->have_input = true;
+            continue;
+        } else if (strcmp(name, "dense") == 0 || strcmp(name, "fc") == 0) {
+            r.kind = LCA_LAYER_DENSE;
+            if (args.count != 1 || !argument_size(args.text[0], NULL, &r.units))
+                return parse_error(ps, start, "dense takes (outputs)");
+        } else if (strcmp(name, "conv") == 0) {
+            r.kind = LCA_LAYER_CONV2D;
+            if (args.count < 2 || !argument_size(args.text[0], NULL, &r.units) ||
+                !argument_size(args.text[1], NULL, &r.k))
+                return parse_error(ps, start, "conv takes (channels,kernel[,stride=S][,same|valid])");
+            for (size_t i = 2; i < args.count; i++) {
+                if (strcmp(args.text[i], "same") == 0) r.valid = false;
+                else if (strcmp(args.text[i], "valid") == 0) r.valid = true;
+                else if (!argument_size(args.text[i], "stride", &r.stride))
+                    return parse_error(ps, start, "conv options are stride=S, same, valid");
+            }
+            if (!r.valid && r.k % 2 == 0)
+                return parse_error(ps, start, "same padding needs an odd kernel size");
+        } else if (strcmp(name, "relu") == 0) {
+            r.kind = LCA_LAYER_RELU;
+        } else if (strcmp(name, "maxpool") == 0 || strcmp(name, "avgpool") == 0) {
+            r.kind = name[0] == 'm' ? LCA_LAYER_MAXPOOL : LCA_LAYER_AVGPOOL;
+            if (args.count < 1 || args.count > 2 || !argument_size(args.text[0], NULL, &r.k))
+                return parse_error(ps, start, "pooling takes (window[,stride=S])");
+            r.stride = r.k;
+            if (args.count == 2 && !argument_size(args.text[1], "stride", &r.stride))
+                return parse_error(ps, start, "pooling options are stride=S");
+        } else if (strcmp(name, "gap") == 0) {
+            r.kind = LCA_LAYER_AVGPOOL;
+            r.global = true;
+        } else if (strcmp(name, "bn") == 0) {
+            r.kind = LCA_LAYER_BATCHNORM;
+        } else if (strcmp(name, "dropout") == 0) {
+            r.kind = LCA_LAYER_DROPOUT;
+            char *end;
+            double v = args.count == 1 ? strtod(args.text[0], &end) : -1;
+            if (args.count != 1 || *end || !(v >= 0.0 && v < 1.0))
+                return parse_error(ps, start, "dropout takes (probability) in [0, 1)");
+            r.p = (float)v;
+        } else if (strcmp(name, "flatten") == 0) {
+            r.kind = LCA_LAYER_FLATTEN;
+        } else if (strcmp(name, "block") == 0) {
+            /* the basic residual block of He et al. (2016), CIFAR variant */
+            size_t channels, stride = 1;
+            if (args.count < 1 || args.count > 2 || !argument_size(args.text[0], NULL, &channels) ||
+                (args.count == 2 && !argument_size(args.text[1], "stride", &stride)))
+                return parse_error(ps, start, "block takes (channels[,stride=S])");
+            layer_request expansion[] = {
+                {.kind = LCA_LAYER_BLOCK_BEGIN},
+                {.kind = LCA_LAYER_CONV2D, .units = channels, .k = 3, .stride = stride},
+                {.kind = LCA_LAYER_BATCHNORM},
+                {.kind = LCA_LAYER_RELU},
+                {.kind = LCA_LAYER_CONV2D, .units = channels, .k = 3, .stride = 1},
+                {.kind = LCA_LAYER_BATCHNORM},
+                {.kind = LCA_LAYER_BLOCK_ADD},
+                {.kind = LCA_LAYER_RELU},
+            };
+            for (size_t i = 0; i < sizeof expansion / sizeof expansion[0]; i++) {
+                status = push(ps, start, expansion[i]);
+                if (status != LCA_OK) return status;
+            }
+            continue;
+        } else {
+            return parse_error(ps, start, "unknown layer (input, dense, conv, relu, maxpool, "
+                                          "avgpool, gap, bn, dropout, flatten, block)");
+        }
+        if (r.kind != LCA_LAYER_CONV2D && r.kind != LCA_LAYER_DENSE && r.kind != LCA_LAYER_MAXPOOL &&
+            r.kind != LCA_LAYER_AVGPOOL && r.kind != LCA_LAYER_DROPOUT && args.count > 0)
+            return parse_error(ps, start, "this layer takes no arguments");
+        status = push(ps, start, r);
+        if (status != LCA_OK) return status;
+    }
+    if (!ps->have_input) return parse_error(ps, p, "empty model spec");
+    return LCA_OK;
+}
+
+/* ------------------------------------------------------------ building */
+
+static lca_tensor *add_tensor(lca_model *m, const char *layer, const char *kind, int rank,
+                              const int64_t *shape, lca_init_kind init, size_t fan_in, long group) {
+    lca_tensor *t = &m->tensors[m->tensor_count++];
+    snprintf(t->name, sizeof t->name, "%s.%s", layer, kind);
+    t->rank = rank;
+    t->count = 1;
+    for (int d = 0; d < rank; d++) {
+        t->shape[d] = shape[d];
+        t->count *= (size_t)shape[d];
+    }
+    t->init = init;
+    t->fan_in = fan_in;
+    t->unit_group = group;
+    t->offset = m->parameter_count;
+    m->parameter_count += t->count;
+    return t;
+}
+
+static long add_unit_group(lca_model *m, const char *name, size_t units) {
+    lca_unit_group *g = &m->unit_groups[m->unit_group_count];
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->units = units;
+    m->unit_count += units;
+    return (long)m->unit_group_count++;
+}
+
+static void conv_shape(lca_conv2d_shape *s, size_t c, size_t h, size_t w, size_t oc, size_t k,
+                       size_t stride, bool valid) {
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    s->h = h;
+    s->w = w;
+    s->oc = oc;
+    s->kh = s->kw = k;
+    s->stride = stride;
+    /* PyTorch's padding = k // 2 for "same"; OH = ⌊(H + 2P − K)/S⌋ + 1 */
+    s->pad_h = s->pad_w = valid ? 0 : (k - 1) / 2;
+    s->oh = (h + 2 * s->pad_h - k) / stride + 1;
+    s->ow = (w + 2 * s->pad_w - k) / stride + 1;
+}
+
+static lca_status build(lca_model *m, const parser *ps) {
+    size_t c = ps->input[0], h = ps->input[1], w = ps->input[2];
+    m->in_c = c;
+    m->in_h = h;
+    m->in_w = w;
+    size_t counters[4] = {0}; /* conv, fc, bn, proj */
+    char name[32];
+    long open_block = -1;
+    size_t block_c = 0, block_h = 0, block_w = 0;
+    for (size_t l = 0; l < ps->count; l++) {
+        const layer_request *r = &ps->layers[l];
+        lca_layer *L = &m->layers[m->layer_count++];
+        L->kind = r->kind;
+        L->weight = L->bias = LCA_NO_TENSOR;
+        L->in_c = c;
+        L->in_h = h;
+        L->in_w = w;
+        switch (r->kind) {
+        case LCA_LAYER_DENSE: {
+            size_t in = c * h * w;
+            snprintf(name, sizeof name, "fc%zu", ++counters[1]);
+            long group = add_unit_group(m, name, r->units);
+            int64_t ws[2] = {(int64_t)r->units, (int64_t)in}, bs[1] = {(int64_t)r->units};
+            L->weight = (size_t)(add_tensor(m, name, "weight", 2, ws, LCA_INIT_HE_NORMAL, in, group) - m->tensors);
+            L->bias = (size_t)(add_tensor(m, name, "bias", 1, bs, LCA_INIT_ZERO, 0, group) - m->tensors);
+            c = r->units;
+            h = w = 1;
+            break;
+        }
+        case LCA_LAYER_CONV2D: {
+            if (r->k > h + 2 * ((r->k - 1) / 2) || r->k > w + 2 * ((r->k - 1) / 2))
+                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                                "model spec \"%s\": layer %zu: kernel %zu is larger than its "
+                                "%zu×%zu input",
+                                ps->spec, l + 1, r->k, h, w);
+            conv_shape(&L->conv, c, h, w, r->units, r->k, r->stride, r->valid);
+            snprintf(name, sizeof name, "conv%zu", ++counters[0]);
+            long group = add_unit_group(m, name, r->units);
+            int64_t ws[4] = {(int64_t)r->units, (int64_t)c, (int64_t)r->k, (int64_t)r->k};
+            int64_t bs[1] = {(int64_t)r->units};
+            L->weight = (size_t)(add_tensor(m, name, "weight", 4, ws, LCA_INIT_HE_NORMAL, c * r->k * r->k, group) - m->tensors);
+            L->bias = (size_t)(add_tensor(m, name, "bias", 1, bs, LCA_INIT_ZERO, 0, group) - m->tensors);
+            c = r->units;
+            h = L->conv.oh;
+            w = L->conv.ow;
+            break;
+        }
+        case LCA_LAYER_MAXPOOL:
+        case LCA_LAYER_AVGPOOL: {
+            size_t k = r->global ? h : r->k, stride = r->global ? 1 : r->stride;
+            if (r->global && h != w)
+                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                                "model spec \"%s\": layer %zu: global pooling needs a square "
+                                "input, not %zu×%zu",
+                                ps->spec, l + 1, h, w);
+            if (k > h || k > w)
+                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                                "model spec \"%s\": layer %zu: pooling window %zu is larger "
+                                "than its %zu×%zu input",
+                                ps->spec, l + 1, k, h, w);
+            L->k = k;
+            L->stride = stride;
+            h = (h - k) / stride + 1;
+            w = (w - k) / stride + 1;
+            break;
+        }
+        case LCA_LAYER_BATCHNORM: {
+            snprintf(name, sizeof name, "bn%zu", ++counters[2]);
+            long group = add_unit_group(m, name, c);
+            int64_t s[1] = {(int64_t)c};
+            L->weight = (size_t)(add_tensor(m, name, "weight", 1, s, LCA_INIT_ONE, 0, group) - m->tensors);
+            L->bias = (size_t)(add_tensor(m, name, "bias", 1, s, LCA_INIT_ZERO, 0, group) - m->tensors);
+            L->running_mean = calloc(4 * c, sizeof(float)); /* mean, var, batch mean, batch var */
+            if (!L->running_mean) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
+            L->running_var = L->running_mean + c;
+            for (size_t i = 0; i < c; i++) L->running_var[i] = 1.0f;
+            break;
+        }
+        case LCA_LAYER_DROPOUT:
+            L->p = r->p;
+            break;
+        case LCA_LAYER_RELU:
+        case LCA_LAYER_FLATTEN:
+            break;
+        case LCA_LAYER_BLOCK_BEGIN:
+            if (open_block >= 0)
+                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                                "model spec \"%s\": residual blocks cannot nest", ps->spec);
+            open_block = (long)(m->layer_count - 1);
+            block_c = c;
+            block_h = h;
+            block_w = w;
+            break;
+        case LCA_LAYER_BLOCK_ADD: {
+            L->block_begin = (size_t)open_block;
+            open_block = -1;
+            if (block_c != c || block_h != h || block_w != w) {
+                /* shapes differ: a 1×1 projection of the block input, with the
+                 * stride that maps its plane onto the main path's */
+                size_t stride = (block_h + h - 1) / h;
+                L->projection = true;
+                conv_shape(&L->projection_shape, block_c, block_h, block_w, c, 1, stride, true);
+                if (L->projection_shape.oh != h || L->projection_shape.ow != w)
+                    return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                                    "model spec \"%s\": layer %zu: no 1×1 projection maps the "
+                                    "block input %zu×%zu×%zu onto %zu×%zu×%zu",
+                                    ps->spec, l + 1, block_c, block_h, block_w, c, h, w);
+                snprintf(name, sizeof name, "proj%zu", ++counters[3]);
+                long group = add_unit_group(m, name, c);
+                int64_t ws[4] = {(int64_t)c, (int64_t)block_c, 1, 1}, bs[1] = {(int64_t)c};
+                L->weight = (size_t)(add_tensor(m, name, "weight", 4, ws, LCA_INIT_HE_NORMAL, block_c, group) - m->tensors);
+                L->bias = (size_t)(add_tensor(m, name, "bias", 1, bs, LCA_INIT_ZERO, 0, group) - m->tensors);
+            }
+            break;
+        }
+        }
+        L->out_c = c;
+        L->out_h = h;
+        L->out_w = w;
+        L->in_size = L->in_c * L->in_h * L->in_w;
+        L->out_size = c * h * w;
+        if (L->in_size > m->max_activation) m->max_activation = L->in_size;
+        if (L->out_size > m->max_activation) m->max_activation = L->out_size;
+    }
+    if (open_block >= 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": a residual block is not closed",
+                        ps->spec);
+    if (m->layer_count == 0 || m->tensor_count == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": has no parameters", ps->spec);
+    if (m->layers[0].kind == LCA_LAYER_RELU)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": cannot start with relu", ps->spec);
     return LCA_OK;
 }
 
@@ -63,80 +439,59 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     if (!spec) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec is NULL");
     if (loss != LCA_LOSS_SOFTMAX_CROSS_ENTROPY && loss != LCA_LOSS_MEAN_SQUARED_ERROR)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "unknown loss kind %d", (int)loss);
-    const char *widths_spec = strcmp(spec, "fc") == 0 ? FC_SPEC : spec;
-    size_t widths[MAX_LAYERS + 1], width_count;
-    lca_status status = parse_widths(widths_spec, widths, &width_count);
-    if (status != LCA_OK) return status;
-    if (loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && widths[width_count - 1] < 2)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                        "model spec \"%s\": softmax cross-entropy needs at least 2 outputs",
-                        spec);
-
-    lca_model *m = calloc(1, sizeof *m);
-    if (!m) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
-    m->loss = loss;
-    m->layer_count = width_count - 1;
-    m->tensor_count = 2 * m->layer_count;
-    m->layers = calloc(m->layer_count, sizeof *m->layers);
-    m->tensors = calloc(m->tensor_count, sizeof *m->tensors);
-    m->unit_group_count = m->layer_count;
-    m->unit_groups = calloc(m->unit_group_count, sizeof *m->unit_groups);
-    if (!m->layers || !m->tensors || !m->unit_groups) goto out_of_memory;
-
-    /* canonical spec string: the widths, never the alias */
-    size_t spec_capacity = 21 * width_count + 1, used = 0;
-    m->spec = malloc(spec_capacity);
-    if (!m->spec) goto out_of_memory;
-    for (size_t i = 0; i < width_count; i++)
-        used += (size_t)snprintf(m->spec + used, spec_capacity - used, i ? "-%zu" : "%zu",
-                                 widths[i]);
-
-    size_t offset = 0;
-    for (size_t l = 0; l < m->layer_count; l++) {
-        lca_layer *layer = &m->layers[l];
-        layer->kind = LCA_LAYER_DENSE;
-        layer->in = widths[l];
-        layer->out = widths[l + 1];
-        layer->relu = l + 1 < m->layer_count;
-        layer->weight = 2 * l;
-        layer->bias = 2 * l + 1;
-        lca_tensor *w = &m->tensors[layer->weight], *b = &m->tensors[layer->bias];
-        snprintf(w->name, sizeof w->name, "fc%zu.weight", l + 1);
-        snprintf(b->name, sizeof b->name, "fc%zu.bias", l + 1);
-        w->rank = 2;
-        w->shape[0] = (int64_t)layer->out;
-        w->shape[1] = (int64_t)layer->in;
-        w->count = layer->out * layer->in;
-        w->fan_in = layer->in;
-        w->offset = offset;
-        offset += w->count;
-        b->rank = 1;
-        b->shape[0] = (int64_t)layer->out;
-        b->count = layer->out;
-        b->fan_in = 0; /* biases start at zero */
-        b->offset = offset;
-        offset += b->count;
-        lca_unit_group *group = &m->unit_groups[l];
-        snprintf(group->name, sizeof group->name, "fc%zu", l + 1);
-        group->units = layer->out;
-        m->unit_count += layer->out;
-        w->unit_group = b->unit_group = (long)l;
-        if (layer->out > m->max_width) m->max_width = layer->out;
-        if (layer->in > m->max_width) m->max_width = layer->in;
+    const char *expanded = strcmp(spec, "fc") == 0         ? FC_SPEC
+                           : strcmp(spec, "lenet") == 0    ? LENET_SPEC
+                           : strcmp(spec, "resnet20") == 0 ? RESNET20_SPEC
+                                                           : spec;
+    parser *ps = calloc(1, sizeof *ps);
+    if (!ps) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
+    ps->spec = ps->p = expanded;
+    lca_status status = isdigit((unsigned char)expanded[0]) ? parse_dashes(ps) : parse_layers(ps);
+    if (status != LCA_OK) {
+        free(ps);
+        return status;
     }
-    m->parameter_count = offset;
-    m->parameters = calloc(offset, sizeof(float));
-    if (!m->parameters) goto out_of_memory;
+    lca_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        free(ps);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
+    }
+    m->loss = loss;
+    m->bn_group = 250;
+    m->bn_momentum = 0.1f;
+    m->bn_epsilon = 1e-5f;
+    /* at most two tensors and one unit group per layer */
+    m->layers = calloc(ps->count, sizeof *m->layers);
+    m->tensors = calloc(2 * ps->count, sizeof *m->tensors);
+    m->unit_groups = calloc(ps->count, sizeof *m->unit_groups);
+    /* canonical spec: the built-in name, or the text as given */
+    const char *canonical = strcmp(spec, "fc") == 0 ? FC_SPEC : spec;
+    m->spec = malloc(strlen(canonical) + 1);
+    if (!m->layers || !m->tensors || !m->unit_groups || !m->spec) {
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
+    } else {
+        strcpy(m->spec, canonical);
+        status = build(m, ps);
+    }
+    if (status == LCA_OK && loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && lca_model_output_size(m) < 2)
+        status = lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                          "model spec \"%s\": softmax cross-entropy needs at least 2 outputs", spec);
+    if (status == LCA_OK) {
+        m->parameters = calloc(m->parameter_count, sizeof(float));
+        if (!m->parameters) status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "model \"%s\": out of memory", spec);
+    }
+    free(ps);
+    if (status != LCA_OK) {
+        lca_model_free(m);
+        return status;
+    }
     *out = m;
     return LCA_OK;
-
-out_of_memory:
-    lca_model_free(m);
-    return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model \"%s\": out of memory", spec);
 }
 
 void lca_model_free(lca_model *m) {
     if (!m) return;
+    for (size_t l = 0; l < m->layer_count; l++) free(m->layers[l].running_mean);
     free(m->spec);
     free(m->layers);
     free(m->tensors);
@@ -148,12 +503,18 @@ void lca_model_free(lca_model *m) {
 
 const char *lca_model_spec(const lca_model *m) { return m->spec; }
 lca_loss_kind lca_model_loss(const lca_model *m) { return m->loss; }
-size_t lca_model_input_size(const lca_model *m) { return m->layers[0].in; }
-size_t lca_model_output_size(const lca_model *m) { return m->layers[m->layer_count - 1].out; }
+size_t lca_model_input_size(const lca_model *m) { return m->in_c * m->in_h * m->in_w; }
+size_t lca_model_output_size(const lca_model *m) { return m->layers[m->layer_count - 1].out_size; }
 size_t lca_model_parameter_count(const lca_model *m) { return m->parameter_count; }
 size_t lca_model_tensor_count(const lca_model *m) { return m->tensor_count; }
 float *lca_model_parameters(lca_model *m) { return m->parameters; }
 const float *lca_model_parameters_const(const lca_model *m) { return m->parameters; }
+
+size_t lca_model_batchnorm_count(const lca_model *m) {
+    size_t n = 0;
+    for (size_t l = 0; l < m->layer_count; l++) n += m->layers[l].kind == LCA_LAYER_BATCHNORM;
+    return n;
+}
 
 lca_status lca_model_tensor(const lca_model *m, size_t index, lca_tensor_info *out) {
     if (index >= m->tensor_count)
@@ -180,75 +541,181 @@ void lca_model_initialize(lca_model *m, uint64_t seed) {
     for (size_t k = 0; k < m->tensor_count; k++) {
         const lca_tensor *t = &m->tensors[k];
         float *p = m->parameters + t->offset;
-        if (t->fan_in == 0) {
-            memset(p, 0, t->count * sizeof(float));
+        if (t->init == LCA_INIT_ZERO || t->init == LCA_INIT_ONE) {
+            for (size_t i = 0; i < t->count; i++) p[i] = t->init == LCA_INIT_ONE ? 1.0f : 0.0f;
             continue;
         }
         double std = sqrt(2.0 / (double)t->fan_in); /* He et al. 2015, for ReLU */
         for (size_t i = 0; i < t->count; i++) p[i] = (float)(std * lca_rng_normal(&rng));
     }
+    for (size_t l = 0; l < m->layer_count; l++) {
+        lca_layer *L = &m->layers[l];
+        if (L->kind != LCA_LAYER_BATCHNORM) continue;
+        for (size_t i = 0; i < L->out_c; i++) {
+            L->running_mean[i] = 0.0f;
+            L->running_var[i] = 1.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ workspace */
+
+#define ROUND16(x) (((x) + 15) & ~(size_t)15)
+
+/* What one layer needs per call of n examples, in floats (each buffer
+ * rounded to 16 floats so that all start 64-byte aligned). */
+static size_t layer_floats(const lca_model *m, size_t l, size_t n) {
+    const lca_layer *L = &m->layers[l];
+    size_t out = ROUND16(n * L->out_size);
+    switch (L->kind) {
+    case LCA_LAYER_DENSE:
+    case LCA_LAYER_CONV2D:
+    case LCA_LAYER_AVGPOOL:
+        return out;
+    case LCA_LAYER_MAXPOOL:
+        return 2 * out; /* output and argmax */
+    case LCA_LAYER_BATCHNORM:
+        return 2 * out + 2 * ROUND16(n * L->out_c); /* y, x̂, group statistics */
+    case LCA_LAYER_DROPOUT:
+        return out + ROUND16((n * L->out_size + 3) / 4); /* y and the byte mask */
+    case LCA_LAYER_BLOCK_ADD:
+        return L->projection ? 2 * out : out;
+    case LCA_LAYER_RELU: {
+        /* in place, but never on the caller's input (reached through
+         * identity layers) */
+        size_t before = l;
+        while (before > 0 && (m->layers[before - 1].kind == LCA_LAYER_FLATTEN ||
+                              m->layers[before - 1].kind == LCA_LAYER_DROPOUT ||
+                              m->layers[before - 1].kind == LCA_LAYER_BLOCK_BEGIN))
+            before--;
+        return before == 0 ? out : 0;
+    }
+    case LCA_LAYER_FLATTEN:
+    case LCA_LAYER_BLOCK_BEGIN:
+        return 0;
+    }
+    return 0;
+}
+
+static size_t conv_workspace(const lca_model *m, size_t n) {
+    size_t most = 0;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        lca_conv2d_shape s;
+        if (L->kind == LCA_LAYER_CONV2D) s = L->conv;
+        else if (L->kind == LCA_LAYER_BLOCK_ADD && L->projection) s = L->projection_shape;
+        else continue;
+        s.n = n;
+        size_t need = lca_conv2d_workspace_floats(&s);
+        if (need > most) most = need;
+    }
+    return ROUND16(most);
+}
+
+size_t lca_model_example_bytes(const lca_model *m) {
+    size_t floats = 3 * m->max_activation + 16;
+    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, 1);
+    return floats * sizeof(float) + sizeof(double);
 }
 
 lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     if (max_batch == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: batch size 0");
     if (max_batch <= m->max_batch) return LCA_OK;
-    /* outputs of every layer (kept for backward), two ping-pong gradient
-     * buffers of the widest layer, per-example losses */
-    size_t floats = 0;
-    /* each buffer rounded up to 16 floats so that all start 64-byte aligned */
-#define ROUND16(x) (((x) + 15) & ~(size_t)15)
-    for (size_t l = 0; l < m->layer_count; l++) floats += ROUND16(max_batch * m->layers[l].out);
-    floats += 2 * ROUND16(max_batch * m->max_width);
+    size_t floats = 3 * ROUND16(max_batch * m->max_activation);
+    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, max_batch);
+    size_t conv_floats = conv_workspace(m, max_batch);
+    floats += conv_floats;
     size_t bytes = floats * sizeof(float) + ROUND16(max_batch) * sizeof(double);
     void *w = aligned_alloc(64, bytes);
-    if (!w) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: cannot allocate %zu bytes of workspace", bytes);
+    if (!w)
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY,
+                        "model: cannot allocate %zu bytes of workspace for %zu examples (try a "
+                        "smaller --eval-chunk or --batch-size)",
+                        bytes, max_batch);
     free(m->workspace);
     m->workspace = w;
     m->workspace_bytes = bytes;
     m->max_batch = max_batch;
     float *f = w;
-    for (size_t l = 0; l < m->layer_count; l++) {
-        m->layers[l].output = f; /* N × out */
-        f += ROUND16(max_batch * m->layers[l].out);
-    }
-    m->grad_a = f; /* N × max_width */
-    f += ROUND16(max_batch * m->max_width);
+    m->grad_a = f;
+    f += ROUND16(max_batch * m->max_activation);
     m->grad_b = f;
-    f += ROUND16(max_batch * m->max_width);
+    f += ROUND16(max_batch * m->max_activation);
+    m->grad_skip = f;
+    f += ROUND16(max_batch * m->max_activation);
+    for (size_t l = 0; l < m->layer_count; l++) {
+        lca_layer *L = &m->layers[l];
+        size_t out = ROUND16(max_batch * L->out_size);
+        L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
+        L->argmax = NULL;
+        L->mask = NULL;
+        if (layer_floats(m, l, max_batch) == 0) continue;
+        L->output = f; /* N × out_size */
+        f += out;
+        switch (L->kind) {
+        case LCA_LAYER_MAXPOOL:
+            L->argmax = (uint32_t *)(void *)f; /* N × out_size */
+            f += out;
+            break;
+        case LCA_LAYER_BATCHNORM:
+            L->saved = f; /* x̂: N × out_size */
+            f += out;
+            L->saved_mean = f; /* groups × C */
+            f += ROUND16(max_batch * L->out_c);
+            L->saved_invstd = f;
+            f += ROUND16(max_batch * L->out_c);
+            break;
+        case LCA_LAYER_DROPOUT:
+            L->mask = (uint8_t *)(void *)f; /* N × out_size bytes */
+            f += ROUND16((max_batch * L->out_size + 3) / 4);
+            break;
+        case LCA_LAYER_BLOCK_ADD:
+            if (L->projection) {
+                L->saved = f; /* projection output: N × out_size */
+                f += out;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    m->conv_scratch = f;
+    f += conv_floats;
     m->example_loss = (double *)(void *)f; /* N */
-#undef ROUND16
     return LCA_OK;
 }
 
 size_t lca_model_workspace_bytes(const lca_model *m) { return m->workspace_bytes; }
 
+size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_group,
+                               size_t memory_budget) {
+    size_t chunk = requested;
+    if (chunk == 0) {
+        size_t fit = memory_budget / lca_model_example_bytes(m);
+        chunk = fit < 1000 ? fit : 1000;
+    }
+    if (chunk == 0) chunk = 1;
+    /* batch-norm groups never straddle chunks */
+    if (lca_model_batchnorm_count(m) > 0) chunk = chunk < bn_group ? bn_group : chunk - chunk % bn_group;
+    return chunk;
+}
+
 /* ------------------------------------------------------------- layers */
 
-/* y[N×O] = x[N×I] · wᵀ + b, then ReLU when relu. */
+/* y[N×O] = x[N×I] · wᵀ + b */
 static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
-                          size_t in, size_t out, bool relu) {
+                          size_t in, size_t out) {
     lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     for (size_t r = 0; r < n; r++) {
         float *row = y + r * out;
-        if (relu)
-            for (size_t o = 0; o < out; o++) {
-                float v = row[o] + b[o];
-                row[o] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (size_t o = 0; o < out; o++) row[o] += b[o];
+        for (size_t o = 0; o < out; o++) row[o] += b[o];
     }
 }
 
-/* Backward of dense_forward. dy[N×O] holds ∂/∂y on entry; for a ReLU layer
- * it is masked in place to ∂/∂(pre-activation) using y > 0.
+/* Backward of dense_forward:
  *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
-static void dense_backward(float *dx, float *dw, float *db, float *dy, const float *y,
-                           const float *x, const float *w, size_t n, size_t in, size_t out,
-                           bool relu) {
-    if (relu)
-        for (size_t i = 0; i < n * out; i++)
-            if (!(y[i] > 0.0f)) dy[i] = 0.0f;
+static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, size_t n, size_t in, size_t out) {
     lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
     /* bias: column sums in a fixed order, accumulated in double */
     for (size_t o = 0; o < out; o++) {
@@ -309,9 +776,175 @@ static lca_status squared_error(double *loss, float *dy, const float *y, const i
     return LCA_OK;
 }
 
-lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
-                                      const int32_t *labels, const float *targets, size_t n,
-                                      double gradient_scale, double *loss_sum, float *gradient) {
+/* -------------------------------------------------------- forward/backward */
+
+typedef struct pass {
+    lca_pass_mode mode;
+    size_t n;
+    size_t bn_group;       /* examples per batch-norm group in this pass */
+    lca_rng *rng;          /* dropout, training only */
+} pass;
+
+/* Forward through every layer; returns the logits (N × outputs). Identity
+ * layers pass their input pointer on; ReLU works in place. */
+static const float *forward(lca_model *m, const float *params, const float *x, const pass *ps,
+                            const float **inputs) {
+    const float *input = x;
+    size_t n = ps->n;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        lca_layer *L = &m->layers[l];
+        inputs[l] = input;
+        const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
+        const float *b = L->bias != LCA_NO_TENSOR ? params + m->tensors[L->bias].offset : NULL;
+        const float *output = L->output;
+        switch (L->kind) {
+        case LCA_LAYER_DENSE:
+            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size);
+            break;
+        case LCA_LAYER_CONV2D: {
+            lca_conv2d_shape s = L->conv;
+            s.n = n;
+            lca_conv2d_forward(L->output, input, w, b, &s, m->conv_scratch);
+            break;
+        }
+        case LCA_LAYER_RELU: {
+            /* in place on the previous layer's output (which no backward
+             * pass needs: dense and conv keep their inputs, BN keeps x̂) */
+            float *y = L->output ? L->output : (float *)input;
+            lca_relu_forward(y, input, n * L->out_size);
+            output = y;
+            break;
+        }
+        case LCA_LAYER_MAXPOOL:
+            lca_maxpool_forward(L->output, L->argmax, input, n, L->in_c, L->in_h, L->in_w, L->k,
+                                L->stride);
+            break;
+        case LCA_LAYER_AVGPOOL:
+            lca_avgpool_forward(L->output, input, n, L->in_c, L->in_h, L->in_w, L->k, L->stride);
+            break;
+        case LCA_LAYER_BATCHNORM: {
+            size_t hw = L->in_h * L->in_w;
+            bool train = ps->mode == LCA_PASS_TRAIN;
+            float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
+            lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
+                                        train ? batch_mean : NULL, train ? batch_var : NULL, input,
+                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon);
+            if (train) {
+                float mo = m->bn_momentum;
+                for (size_t c = 0; c < L->out_c; c++) {
+                    L->running_mean[c] = (1.0f - mo) * L->running_mean[c] + mo * batch_mean[c];
+                    L->running_var[c] = (1.0f - mo) * L->running_var[c] + mo * batch_var[c];
+                }
+            }
+            break;
+        }
+        case LCA_LAYER_DROPOUT:
+            if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
+                lca_dropout_forward(L->output, L->mask, input, n * L->out_size, L->p, ps->rng);
+            else
+                output = input;
+            break;
+        case LCA_LAYER_FLATTEN:
+        case LCA_LAYER_BLOCK_BEGIN:
+            output = input;
+            break;
+        case LCA_LAYER_BLOCK_ADD: {
+            const float *shortcut = inputs[L->block_begin];
+            if (L->projection) {
+                lca_conv2d_shape s = L->projection_shape;
+                s.n = n;
+                lca_conv2d_forward(L->saved, shortcut, w, b, &s, m->conv_scratch);
+                shortcut = L->saved;
+            }
+            size_t count = n * L->out_size;
+            for (size_t i = 0; i < count; i++) L->output[i] = input[i] + shortcut[i];
+            break;
+        }
+        }
+        input = output;
+    }
+    return input;
+}
+
+/* Backward from dlogits (in m->grad_a) to every parameter gradient. */
+static void backward(lca_model *m, const float *params, const float *x, const pass *ps,
+                     const float **inputs, const float *logits, float *gradient) {
+    size_t n = ps->n;
+    float *dy = m->grad_a;
+    for (size_t l = m->layer_count; l-- > 0;) {
+        lca_layer *L = &m->layers[l];
+        const float *input = inputs[l];
+        const float *output = l + 1 < m->layer_count ? inputs[l + 1] : logits;
+        const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
+        float *dw = L->weight != LCA_NO_TENSOR ? gradient + m->tensors[L->weight].offset : NULL;
+        float *db = L->bias != LCA_NO_TENSOR ? gradient + m->tensors[L->bias].offset : NULL;
+        /* the input gradient goes to the other buffer; none for the first layer */
+        float *other = dy == m->grad_a ? m->grad_b : m->grad_a;
+        float *dx = l > 0 ? other : NULL;
+        switch (L->kind) {
+        case LCA_LAYER_DENSE:
+            dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size);
+            break;
+        case LCA_LAYER_CONV2D: {
+            lca_conv2d_shape s = L->conv;
+            s.n = n;
+            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch);
+            break;
+        }
+        case LCA_LAYER_RELU:
+            lca_relu_backward(dy, dy, output, n * L->out_size);
+            dx = dy;
+            break;
+        case LCA_LAYER_MAXPOOL:
+            if (dx)
+                lca_maxpool_backward(dx, dy, L->argmax, n, L->in_c, L->in_h, L->in_w, L->k,
+                                     L->stride);
+            break;
+        case LCA_LAYER_AVGPOOL:
+            if (dx) lca_avgpool_backward(dx, dy, n, L->in_c, L->in_h, L->in_w, L->k, L->stride);
+            break;
+        case LCA_LAYER_BATCHNORM:
+            lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd,
+                                         w, n, L->out_c, L->in_h * L->in_w, ps->bn_group);
+            break;
+        case LCA_LAYER_DROPOUT:
+            if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
+                lca_dropout_backward(dy, dy, L->mask, n * L->out_size, L->p);
+            dx = dy;
+            break;
+        case LCA_LAYER_FLATTEN:
+            dx = dy;
+            break;
+        case LCA_LAYER_BLOCK_ADD: {
+            /* the main path gets dy unchanged; the shortcut's gradient waits
+             * in grad_skip for the block's begin */
+            if (L->projection) {
+                lca_conv2d_shape s = L->projection_shape;
+                s.n = n;
+                lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
+                                    m->conv_scratch);
+            } else {
+                memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
+            }
+            dx = dy;
+            break;
+        }
+        case LCA_LAYER_BLOCK_BEGIN: {
+            size_t count = n * L->out_size;
+            for (size_t i = 0; i < count; i++) dy[i] += m->grad_skip[i];
+            dx = dy;
+            break;
+        }
+        }
+        if (!dx) break;
+        dy = dx;
+    }
+}
+
+static lca_status run(lca_model *m, const float *parameters, const float *x, const int32_t *labels,
+                      const float *targets, const pass *ps, double gradient_scale,
+                      double *loss_sum, float *gradient) {
+    size_t n = ps->n;
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
@@ -320,23 +953,15 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
     if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && !labels)
         return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
                                           "but the data set has float targets");
-
-    const float *input = x;
-    for (size_t l = 0; l < m->layer_count; l++) {
-        const lca_layer *layer = &m->layers[l];
-        dense_forward(layer->output, input, parameters + m->tensors[layer->weight].offset,
-                      parameters + m->tensors[layer->bias].offset, n, layer->in, layer->out,
-                      layer->relu);
-        input = layer->output;
-    }
-
-    const lca_layer *last = &m->layers[m->layer_count - 1];
-    float *dy = gradient ? m->grad_a : NULL;
+    const float *inputs[MAX_LAYERS];
+    const float *logits = forward(m, parameters, x, ps, inputs);
+    size_t outputs = lca_model_output_size(m);
+    float *dlogits = gradient ? m->grad_a : NULL;
     lca_status status =
         m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY
-            ? softmax_cross_entropy(m->example_loss, dy, last->output, labels, n, last->out,
+            ? softmax_cross_entropy(m->example_loss, dlogits, logits, labels, n, outputs,
                                     gradient_scale)
-            : squared_error(m->example_loss, dy, last->output, labels, targets, n, last->out,
+            : squared_error(m->example_loss, dlogits, logits, labels, targets, n, outputs,
                             gradient_scale);
     if (status != LCA_OK) return status;
     double sum = 0.0;
@@ -345,19 +970,22 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
         return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
                                          "try a smaller learning rate", sum);
     *loss_sum = sum;
-    if (!gradient) return LCA_OK;
-
-    for (size_t l = m->layer_count; l-- > 0;) {
-        const lca_layer *layer = &m->layers[l];
-        const lca_tensor *w = &m->tensors[layer->weight], *b = &m->tensors[layer->bias];
-        const float *layer_input = l > 0 ? m->layers[l - 1].output : x;
-        float *dx = l > 0 ? (dy == m->grad_a ? m->grad_b : m->grad_a) : NULL;
-        dense_backward(dx, gradient + w->offset, gradient + b->offset, dy, layer->output,
-                       layer_input, parameters + w->offset, n, layer->in, layer->out,
-                       layer->relu);
-        dy = dx;
-    }
+    if (gradient) backward(m, parameters, x, ps, inputs, logits, gradient);
     return LCA_OK;
+}
+
+lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
+                                      const int32_t *labels, const float *targets, size_t n,
+                                      double gradient_scale, double *loss_sum, float *gradient) {
+    pass ps = {LCA_PASS_EVALUATE, n, m->bn_group, NULL};
+    return run(m, parameters, x, labels, targets, &ps, gradient_scale, loss_sum, gradient);
+}
+
+lca_status lca_model_train_gradient(lca_model *m, const float *x, const int32_t *labels,
+                                    const float *targets, size_t n, double *loss_sum,
+                                    float *gradient, lca_rng *rng) {
+    pass ps = {LCA_PASS_TRAIN, n, n, rng};
+    return run(m, m->parameters, x, labels, targets, &ps, 1.0 / (double)n, loss_sum, gradient);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

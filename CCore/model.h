@@ -4,66 +4,125 @@
 #define LCA_MODEL_H
 
 #include "internal.h"
+#include "layers.h"
 
 typedef enum lca_layer_kind {
-    LCA_LAYER_DENSE = 0, /* y = x·Wᵀ + b, optional fused ReLU */
+    LCA_LAYER_DENSE = 0,     /* y = x·Wᵀ + b; x flattened per example */
+    LCA_LAYER_CONV2D,        /* with bias; same or valid padding */
+    LCA_LAYER_RELU,          /* in place */
+    LCA_LAYER_MAXPOOL,
+    LCA_LAYER_AVGPOOL,       /* global average pooling is k = H = W */
+    LCA_LAYER_BATCHNORM,
+    LCA_LAYER_DROPOUT,       /* training only; the identity when evaluating */
+    LCA_LAYER_FLATTEN,       /* the identity: activations are flat in memory */
+    LCA_LAYER_BLOCK_BEGIN,   /* marks a residual block's input (the identity) */
+    LCA_LAYER_BLOCK_ADD,     /* y = main path + shortcut(block input) */
 } lca_layer_kind;
+
+typedef enum lca_init_kind {
+    LCA_INIT_HE_NORMAL = 0,  /* N(0, 2 / fan_in) */
+    LCA_INIT_ZERO,
+    LCA_INIT_ONE,
+} lca_init_kind;
 
 typedef struct lca_tensor {
     char name[64];
     int rank;
     int64_t shape[LCA_MAX_RANK];
     size_t offset, count;
-    size_t fan_in; /* for He initialisation; 0 = initialise to zero */
+    lca_init_kind init;
+    size_t fan_in;         /* for He initialisation */
     /* per-unit views: the tensor's elements belong to the output units of
      * unit group `unit_group` (-1: none); element e belongs to unit
      * e / (count / units of that group), i.e. the first dimension */
     long unit_group;
 } lca_tensor;
 
-/* The output units (neurons of a dense layer, channels of a convolution)
- * of one layer, for per-unit LCA: unit u gathers its slice of every tensor
- * in the group (incoming weights plus bias). */
+/* The output units (neurons of a dense layer, channels of a convolution
+ * or batch norm) of one layer, for per-unit LCA: unit u gathers its slice
+ * of every tensor in the group (incoming weights plus bias). */
 typedef struct lca_unit_group {
     char name[64];        /* "fc1", "conv1" */
     size_t units;         /* out features or out channels */
 } lca_unit_group;
 
+#define LCA_NO_TENSOR ((size_t)-1)
+
 typedef struct lca_layer {
     lca_layer_kind kind;
-    size_t in, out;        /* widths per example */
-    bool relu;             /* ReLU fused after the affine map */
-    size_t weight, bias;   /* tensor indices */
-    float *output;         /* workspace: N × out, post-activation, kept for backward */
+    size_t in_c, in_h, in_w, in_size;      /* input per example: C·H·W */
+    size_t out_c, out_h, out_w, out_size;  /* output per example */
+    size_t weight, bias;                   /* tensor indices, or LCA_NO_TENSOR */
+    lca_conv2d_shape conv;                 /* conv: n filled per call */
+    size_t k, stride;                      /* pooling */
+    float p;                               /* dropout probability */
+    /* residual add: the block's begin layer and optional 1×1 projection */
+    size_t block_begin;
+    bool projection;
+    lca_conv2d_shape projection_shape;
+    /* batch norm: running statistics (not parameters) */
+    float *running_mean, *running_var;     /* C each, owned by the model */
+    /* workspace for N examples (lca_model_reserve) */
+    float *output;                         /* N × out_size (aliases for identity layers) */
+    float *saved;                          /* BN: x̂ (N × out_size); add: projection output */
+    float *saved_mean, *saved_invstd;      /* BN: groups × C */
+    uint32_t *argmax;                      /* maxpool: N × out_size */
+    uint8_t *mask;                         /* dropout: N × out_size */
 } lca_layer;
 
+typedef enum lca_pass_mode {
+    LCA_PASS_EVALUATE = 0, /* the allocated loss: no dropout, BN in groups of bn_group */
+    LCA_PASS_TRAIN = 1,    /* the minibatch step: dropout, BN over the batch, running stats */
+} lca_pass_mode;
+
 struct lca_model {
-    char *spec;
+    char *spec;             /* canonical spec: a built-in name, "784-100-10", or layer list */
     lca_loss_kind loss;
+    size_t in_c, in_h, in_w;
     size_t layer_count;
     lca_layer *layers;
     size_t tensor_count;
     lca_tensor *tensors;
     size_t unit_group_count;
     lca_unit_group *unit_groups;
-    size_t unit_count;    /* Σ units over groups */
+    size_t unit_count;      /* Σ units over groups */
     size_t parameter_count;
-    float *parameters;     /* K */
-    size_t max_width;
+    float *parameters;      /* K */
+    size_t max_activation;  /* largest in_size / out_size over layers */
+    size_t conv_workspace;  /* floats: the largest conv / projection workspace */
+    size_t bn_group;        /* evaluation-mode batch-norm group (examples) */
+    float bn_momentum;      /* running statistics: r ← (1 − m)·r + m·batch */
+    float bn_epsilon;
     /* workspace, sized by lca_model_reserve for max_batch examples */
     size_t max_batch;
     void *workspace;
     size_t workspace_bytes;
-    float *grad_a, *grad_b; /* N × max_width each: ping-pong ∂loss/∂activations */
+    float *grad_a, *grad_b, *grad_skip; /* N × max_activation each */
+    float *conv_scratch;
     double *example_loss;   /* N */
 };
 
 /* Forward (and backward when gradient is not NULL) on n examples at the
- * given parameters. *loss_sum = Σ_n loss_n (float64, fixed order); gradient
- * (K, overwritten) = gradient_scale · Σ_n ∇loss_n. */
+ * given parameters, in evaluation mode (the allocated loss). *loss_sum =
+ * Σ_n loss_n (float64, fixed order); gradient (K, overwritten) =
+ * gradient_scale · Σ_n ∇loss_n. */
 lca_status lca_model_forward_backward(lca_model *model, const float *parameters, const float *x,
                                       const int32_t *labels, const float *targets, size_t n,
                                       double gradient_scale, double *loss_sum, float *gradient);
+/* The same in training mode: dropout from rng, batch norm over the n
+ * examples, running statistics updated. */
+lca_status lca_model_train_gradient(lca_model *model, const float *x, const int32_t *labels,
+                                    const float *targets, size_t n, double *loss_sum,
+                                    float *gradient, lca_rng *rng);
 size_t lca_model_workspace_bytes(const lca_model *model);
+/* Workspace bytes per example of a forward/backward pass. */
+size_t lca_model_example_bytes(const lca_model *model);
+/* The evaluation chunk: requested, or (0) the most examples whose
+ * workspace fits memory_budget, at most 1000; with batch norm, a multiple
+ * of bn_group (and at least one group). A pure function of its arguments. */
+size_t lca_model_resolve_chunk(const lca_model *model, size_t requested, size_t bn_group,
+                               size_t memory_budget);
+/* Number of batch-norm layers (their running statistics live in the model). */
+size_t lca_model_batchnorm_count(const lca_model *model);
 
 #endif

@@ -26,9 +26,10 @@ lca_config lca_config_default(void) {
     c.lca_validation_view = 0;
     c.lca_threshold = 0.001;
     c.lca_max_subintervals = 32;
-    c.eval_chunk = 1000;
+    c.eval_chunk = 0;
     c.lca_units = 0;
     c.bn_group = 250;
+    c.memory_budget = (size_t)1 << 30;
     return c;
 }
 
@@ -77,6 +78,8 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
                                   const lca_model *model) {
     if (c->batch_size == 0)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch size must be at least 1");
+    if (c->bn_group == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch-norm group must be at least 1 example");
     if (!(c->learning_rate >= 0.0) || !isfinite(c->learning_rate))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "learning rate must be finite and >= 0, not %g",
                         c->learning_rate);
@@ -195,6 +198,11 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     tr->model = model;
     tr->data = data;
     tr->config = *config;
+    /* the resolved chunk is part of the run's configuration (and its log) */
+    tr->config.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
+                                                    config->memory_budget);
+    model->bn_group = config->bn_group;
+    config = &tr->config;
     status = make_splits(tr);
     if (status != LCA_OK) goto fail;
     if (config->lca_validation_view && tr->validation_count == 0) {
@@ -338,10 +346,14 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     }
     memcpy(tr->before, m->parameters, k * sizeof(float));
 
+    /* dropout masks come from a stream of the seed and the iteration, so a
+     * resumed run draws the same ones */
+    lca_rng dropout;
+    lca_rng_seed(&dropout, tr->config.seed, LCA_STREAM_DROPOUT + (tr->iteration << 8));
     double batch_loss_sum;
-    lca_status status = lca_model_forward_backward(
-        m, m->parameters, tr->x, tr->data->labels ? tr->labels : NULL,
-        tr->data->targets ? tr->targets : NULL, n, 1.0 / (double)n, &batch_loss_sum, tr->gradient);
+    lca_status status = lca_model_train_gradient(m, tr->x, tr->data->labels ? tr->labels : NULL,
+                                                 tr->data->targets ? tr->targets : NULL, n,
+                                                 &batch_loss_sum, tr->gradient, &dropout);
     if (status != LCA_OK) return status;
 
     if (tr->config.weight_decay > 0.0) {
@@ -431,7 +443,11 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
     lca_integrator integrator;
     lca_view view;
     memset(&view, 0, sizeof view);
-    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
+    lca_config resolved = *config;
+    resolved.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
+                                                  config->memory_budget);
+    model->bn_group = config->bn_group;
+    lca_status status = lca_integrator_init(&integrator, model, &resolved, data->targets != NULL);
     if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
     if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
     /* the view's arrays die with it: copy the per-tensor results out */

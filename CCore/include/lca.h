@@ -181,6 +181,17 @@ size_t lca_model_tensor_count(const lca_model *model);
 lca_status lca_model_tensor(const lca_model *model, size_t index, lca_tensor_info *out);
 /* Index of the tensor with this name, or -1. */
 long lca_model_find_tensor(const lca_model *model, const char *name);
+/* Per-unit views: the model's output units (neurons of a dense layer,
+ * channels of a convolution) in groups, one group per layer ("fc1", 100
+ * units). offset is the group's first entry in lca_view_record.unit_lca. */
+typedef struct lca_unit_group_info {
+    const char *name;               /* owned by the model */
+    size_t units;
+    size_t offset;
+} lca_unit_group_info;
+size_t lca_model_unit_count(const lca_model *model);
+size_t lca_model_unit_group_count(const lca_model *model);
+lca_status lca_model_unit_group(const lca_model *model, size_t index, lca_unit_group_info *out);
 /* The flat parameter array (length lca_model_parameter_count). */
 float *lca_model_parameters(lca_model *model);
 const float *lca_model_parameters_const(const lca_model *model);
@@ -208,10 +219,26 @@ typedef struct lca_dataset lca_dataset;
 /* source:
  *   "digits"        the embedded UCI 8×8 digits (1,797 images, 64 pixels)
  *   "fashion-mnist" Debian's dataset-fashion-mnist training files
- *   a folder        holding train-images-idx3-ubyte[.gz] and
+ *   "cifar10"       the CIFAR-10 folder named by the environment variable
+ *                   LCA_CIFAR10 (it cannot be downloaded here: fetch the
+ *                   binary version, cifar-10-binary.tar.gz, elsewhere,
+ *                   extract it and set LCA_CIFAR10 or pass the folder)
+ *   a folder        holding data_batch_1.bin: CIFAR-10 training batches
+ *                   data_batch_1.bin, data_batch_2.bin, … read in order up
+ *                   to the first one missing (at most 5; the full set gives
+ *                   50,000 images, 3×32×32, 10 classes; test_batch.bin is
+ *                   not read); otherwise a folder holding
+ *                   train-images-idx3-ubyte[.gz] and
  *                   train-labels-idx1-ubyte[.gz]
+ *   a .bin file     one CIFAR-10 batch: records of 3,073 bytes, a label
+ *                   0 … 9 then 1,024 red, 1,024 green and 1,024 blue bytes,
+ *                   each plane 32×32 row-major (channels-first, kept in
+ *                   file order)
  *   an images file  IDX images (plain or .gz); labels_path names its labels
- * labels_path: NULL unless source is an images file. */
+ * labels_path: NULL unless source is an IDX images file.
+ * The paper's CIFAR-10 split, 45,000 training / 5,000 validation images, is
+ * the trainer's default validation (LCA_VALIDATION_DEFAULT: min(5,000, 10%
+ * of the set)) applied to the 50,000 training images. */
 lca_status lca_dataset_open(lca_dataset **out, const char *source, const char *labels_path);
 /* Copies the arrays. pixels: count × features bytes; labels in [0, classes). */
 lca_status lca_dataset_from_arrays(lca_dataset **out, const uint8_t *pixels,
@@ -229,6 +256,14 @@ size_t lca_dataset_features(const lca_dataset *data);
 int lca_dataset_classes(const lca_dataset *data);
 /* Where the data came from ("digits", a path), owned by the data set. */
 const char *lca_dataset_source(const lca_dataset *data);
+/* The shape of one example as an image, channels × height × width
+ * (channels · height · width = features, laid out channels-first):
+ * CIFAR-10 3×32×32; IDX images 1×H×W from their dimensions (rank 3:
+ * N×H×W; rank 2: N×F gives 1×1×F; rank > 3: the last two dimensions are
+ * H and W, the others between N and them multiply into C); digits 1×8×8;
+ * data made from arrays 1×1×features. Any output may be NULL. */
+lca_status lca_dataset_shape(const lca_dataset *data, size_t *channels, size_t *height,
+                             size_t *width);
 /* Copy examples indices[0..n) as float32 inputs (scaled to [0, 1]) into x
  * (n × features) and their labels (or targets) into labels / targets;
  * either output may be NULL. */
@@ -271,13 +306,16 @@ typedef struct lca_config {
     int lca_validation_view;          /* 1 = also allocate the validation loss */
     double lca_threshold;             /* nats, default 0.001 */
     unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
-    size_t eval_chunk;                /* examples per evaluation chunk; default 1000 */
+    size_t eval_chunk;                /* examples per evaluation chunk; 0 (default) = the
+                                         most that fit memory_budget, at most 1000 */
     int lca_units;                    /* 1 = per-unit LCA in each record (neurons, channels) */
     /* Batch norm under LCA: the evaluation set is normalised in consecutive
      * groups of this many examples, each with its own batch statistics, so
      * the allocated loss is a fixed function of the parameters (the chunk
      * size is rounded down to a multiple of it). Default 250. */
     size_t bn_group;
+    /* bytes of workspace the automatic evaluation chunk may use; 1 GiB */
+    size_t memory_budget;
 } lca_config;
 
 lca_config lca_config_default(void);
@@ -308,6 +346,10 @@ typedef struct lca_view_record {
     const uint64_t *tensor_helped;   /* parameters with LCA < 0 */
     const uint64_t *tensor_hurt;     /* LCA > 0 */
     const uint64_t *tensor_zero;     /* LCA == 0 */
+    /* With config.lca_units: per-unit LCA (lca_model_unit_count entries,
+     * groups in lca_model_unit_group order; unit u of a group sums its slice
+     * of every tensor of the group: incoming weights plus bias). Else NULL. */
+    const double *unit_lca;
 } lca_view_record;
 
 typedef struct lca_record {

@@ -1,0 +1,41 @@
+/* layers.c: the element-wise layers, dropout and ReLU. The convolution is
+ * in layers_conv.c, pooling in layers_pool.c, batch norm in layers_norm.c.
+ *
+ * These are memory-bound loops over independent elements; they run on the
+ * calling thread (a thread split would not pay for itself at the sizes of
+ * the nets, and the dropout mask must come from one stream in order).
+ */
+#include "layers.h"
+
+/* 1/(1 − p), rounded once to float; p = 1 drops everything (scale 0). */
+static float dropout_scale(float p) {
+    return p < 1.0f ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
+}
+
+void lca_dropout_forward(float *y, uint8_t *mask, const float *x, size_t count, float p,
+                         lca_rng *rng) {
+    float scale = dropout_scale(p);
+    for (size_t i = 0; i < count; i++) {
+        /* one draw per element, in index order */
+        uint8_t keep = lca_rng_uniform(rng) >= (double)p;
+        mask[i] = keep;
+        /* a multiplication, not a select: a NaN input stays NaN */
+        y[i] = x[i] * (keep ? scale : 0.0f);
+    }
+}
+
+void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t count,
+                          float p) {
+    float scale = dropout_scale(p);
+    for (size_t i = 0; i < count; i++) dx[i] = dy[i] * (mask[i] ? scale : 0.0f);
+}
+
+void lca_relu_forward(float *y, const float *x, size_t count) {
+    /* x < 0 ? 0 : x keeps a NaN (max(x, 0) written as x > 0 ? x : 0 would
+     * hide a diverged activation behind a zero). */
+    for (size_t i = 0; i < count; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count) {
+    for (size_t i = 0; i < count; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
