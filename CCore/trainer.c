@@ -101,6 +101,15 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
                         "data set %s has %zu features per example but model %s takes %zu inputs",
                         lca_dataset_source(data), lca_dataset_features(data),
                         lca_model_spec(model), lca_model_input_size(model));
+    /* a conv net reads its input as an image: the data's shape must match */
+    if ((model->in_h > 1 || model->in_w > 1) && data->channels &&
+        (data->channels != model->in_c || data->height != model->in_h ||
+         data->width != model->in_w))
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s holds %zu×%zu×%zu images (channels × height × width) but "
+                        "model %s takes %zu×%zu×%zu",
+                        lca_dataset_source(data), data->channels, data->height, data->width,
+                        lca_model_spec(model), model->in_c, model->in_h, model->in_w);
     if (data->targets) {
         if (model->loss != LCA_LOSS_MEAN_SQUARED_ERROR)
             return lca_fail(LCA_ERR_MISMATCH,
