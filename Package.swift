@@ -31,6 +31,8 @@ let package = Package(
     products: [
         .library(name: "LCAKit", targets: ["LCAKit"]),
         .executable(name: "lca", targets: ["lca"]),
+        .executable(name: "freeze-last-layer", targets: ["freeze-last-layer"]),
+        .executable(name: "lr-sweep", targets: ["lr-sweep"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -60,9 +62,12 @@ let package = Package(
             ],
             path: "Sources/lca"
         ),
+        // Examples a user would copy; the tests run both on the digits.
+        .executableTarget(name: "freeze-last-layer", dependencies: ["LCAKit"], path: "Examples/FreezeLastLayer"),
+        .executableTarget(name: "lr-sweep", dependencies: ["LCAKit"], path: "Examples/LearningRateSweep"),
         .testTarget(
             name: "LCAKitTests",
-            dependencies: ["LCAKit", "lca"],
+            dependencies: ["LCAKit", "lca", "freeze-last-layer", "lr-sweep"],
             path: "Tests/LCAKitTests"
         ),
     ]

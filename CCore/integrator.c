@@ -38,6 +38,7 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     g->threshold = config->lca_threshold;
     g->max_subintervals = cap;
     g->chunk = config->eval_chunk;
+    g->units = config->lca_units != 0;
     size_t k = model->parameter_count;
     size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
     g->probe = allocate(g, k * sizeof(float));
@@ -82,6 +83,14 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
     v->tensor_helped = allocate(g, t * sizeof(uint64_t));
     v->tensor_hurt = allocate(g, t * sizeof(uint64_t));
     v->tensor_zero = allocate(g, t * sizeof(uint64_t));
+    size_t u = g->model->unit_count;
+    if (g->units) {
+        v->unit_lca = allocate(g, (u ? u : 1) * sizeof(double));
+        if (!v->unit_lca) {
+            lca_view_release(v);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory for %zu units", u);
+        }
+    }
     if (!v->g_start || !v->g_end || !v->sum_odd || !v->sum_even || !v->tensor_lca ||
         !v->tensor_first_order || !v->tensor_helped || !v->tensor_hurt || !v->tensor_zero) {
         lca_view_release(v);
@@ -100,6 +109,7 @@ void lca_view_release(lca_view *v) {
     free(v->tensor_helped);
     free(v->tensor_hurt);
     free(v->tensor_zero);
+    free(v->unit_lca);
     memset(v, 0, sizeof *v);
 }
 
@@ -219,9 +229,24 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
      * tensors exactly. */
     double weight = 1.0 / (3.0 * n), first_order_total = 0.0;
     total = 0.0;
+    if (v->unit_lca) memset(v->unit_lca, 0, m->unit_count * sizeof(double));
     for (size_t t = 0; t < m->tensor_count; t++) {
         const lca_tensor *tensor = &m->tensors[t];
         double tensor_sum = 0.0, tensor_first = 0.0;
+        /* per-unit views: element e of the tensor belongs to unit
+         * e / per_unit of its group (the first dimension) */
+        double *units = NULL;
+        size_t per_unit = 1;
+        if (v->unit_lca && tensor->unit_group >= 0 &&
+            (size_t)tensor->unit_group < m->unit_group_count) {
+            size_t first_unit = 0;
+            for (long k = 0; k < tensor->unit_group; k++) first_unit += m->unit_groups[k].units;
+            size_t group_units = m->unit_groups[tensor->unit_group].units;
+            if (group_units > 0) {
+                per_unit = tensor->count / group_units;
+                units = per_unit > 0 ? v->unit_lca + first_unit : NULL;
+            }
+        }
         uint64_t helped_count = 0, hurt_count = 0, zero_count = 0;
         for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
             double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
@@ -229,6 +254,7 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
             double lca = g->delta[i] * mean_gradient;
             tensor_sum += lca;
             tensor_first += g->delta[i] * v->g_start[i];
+            if (units) units[(i - tensor->offset) / per_unit] += lca;
             if (lca < 0.0) {
                 helped_count++;
                 if (helped) helped[i]++;
@@ -260,11 +286,31 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
     record->tensor_helped = v->tensor_helped;
     record->tensor_hurt = v->tensor_hurt;
     record->tensor_zero = v->tensor_zero;
+    record->unit_lca = v->unit_lca;
 
     /* the end point is the next iteration's start point */
     double *swap = v->g_start;
     v->g_start = v->g_end;
     v->g_end = swap;
     v->loss_start = v->loss_end;
+    return LCA_OK;
+}
+
+/* ---- the public view of the model's unit groups (declared in lca.h; kept
+ * here, beside the per-unit sums, rather than in model.c) */
+
+size_t lca_model_unit_count(const lca_model *model) { return model->unit_count; }
+
+size_t lca_model_unit_group_count(const lca_model *model) { return model->unit_group_count; }
+
+lca_status lca_model_unit_group(const lca_model *model, size_t index, lca_unit_group_info *out) {
+    if (index >= model->unit_group_count)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model %s has %zu unit groups, not %zu",
+                        model->spec, model->unit_group_count, index + 1);
+    size_t offset = 0;
+    for (size_t k = 0; k < index; k++) offset += model->unit_groups[k].units;
+    out->name = model->unit_groups[index].name;
+    out->units = model->unit_groups[index].units;
+    out->offset = offset;
     return LCA_OK;
 }

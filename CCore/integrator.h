@@ -18,6 +18,9 @@ typedef struct lca_view {
     /* T-sized per-tensor results, pointed to by the view record */
     double *tensor_lca, *tensor_first_order;
     uint64_t *tensor_helped, *tensor_hurt, *tensor_zero;
+    /* U-sized per-unit LCA (integrator->units only, else NULL): unit u of
+     * group g sums its slice of every tensor of g; groups in model order */
+    double *unit_lca;
 } lca_view;
 
 typedef struct lca_integrator {
@@ -25,6 +28,7 @@ typedef struct lca_integrator {
     double threshold;
     unsigned max_subintervals;
     size_t chunk;             /* examples per evaluation chunk */
+    bool units;               /* per-unit views (config lca_units) */
     float *probe;             /* K: θ_t + s·Δθ */
     float *chunk_gradient;    /* K */
     double *delta;            /* K: Δθ = θ_{t+1} − θ_t, exact in float64 */

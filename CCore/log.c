@@ -22,7 +22,8 @@ struct lca_log {
     bool owns_fd;
     char *path;
     size_t tensor_count;
-    bool has_validation;
+    size_t unit_count;    /* per-unit fields, 0 unless lca_units */
+    bool has_validation, has_units;
     size_t record_size;
     uint8_t *record;      /* record_size bytes, reused */
 };
@@ -93,67 +94,79 @@ const char *lca_loss_name(lca_loss_kind loss) {
 }
 
 /* ---- record layout: every field 8-byte aligned, in this order */
+enum { SCALAR = 0, PER_TENSOR = 1, PER_UNIT = 2 };
 typedef struct field {
     const char *name;
     const char *type;   /* numpy type string */
     size_t size;        /* bytes of one element */
-    bool per_tensor;    /* an array of T elements */
+    int shape;          /* SCALAR, PER_TENSOR (T elements) or PER_UNIT (U elements) */
 } field;
 
 static const field TRAIN_FIELDS[] = {
-    {"iteration", "<u8", 8, false},
-    {"epoch", "<u4", 4, false},
-    {"subintervals", "<u4", 4, false},
-    {"flags", "<u4", 4, false},
-    {"reserved", "<u4", 4, false},
-    {"batch_loss", "<f8", 8, false},
-    {"loss_before", "<f8", 8, false},
-    {"loss_after", "<f8", 8, false},
-    {"lca_total", "<f8", 8, false},
-    {"first_order_total", "<f8", 8, false},
-    {"residual", "<f8", 8, false},
-    {"lca", "<f8", 8, true},
-    {"first_order", "<f8", 8, true},
-    {"helped", "<u8", 8, true},
-    {"hurt", "<u8", 8, true},
-    {"zero", "<u8", 8, true},
+    {"iteration", "<u8", 8, SCALAR},
+    {"epoch", "<u4", 4, SCALAR},
+    {"subintervals", "<u4", 4, SCALAR},
+    {"flags", "<u4", 4, SCALAR},
+    {"reserved", "<u4", 4, SCALAR},
+    {"batch_loss", "<f8", 8, SCALAR},
+    {"loss_before", "<f8", 8, SCALAR},
+    {"loss_after", "<f8", 8, SCALAR},
+    {"lca_total", "<f8", 8, SCALAR},
+    {"first_order_total", "<f8", 8, SCALAR},
+    {"residual", "<f8", 8, SCALAR},
+    {"lca", "<f8", 8, PER_TENSOR},
+    {"first_order", "<f8", 8, PER_TENSOR},
+    {"helped", "<u8", 8, PER_TENSOR},
+    {"hurt", "<u8", 8, PER_TENSOR},
+    {"zero", "<u8", 8, PER_TENSOR},
 };
 static const field VALIDATION_FIELDS[] = {
-    {"val_loss_before", "<f8", 8, false},
-    {"val_loss_after", "<f8", 8, false},
-    {"val_lca_total", "<f8", 8, false},
-    {"val_first_order_total", "<f8", 8, false},
-    {"val_residual", "<f8", 8, false},
-    {"val_lca", "<f8", 8, true},
-    {"val_first_order", "<f8", 8, true},
-    {"val_helped", "<u8", 8, true},
-    {"val_hurt", "<u8", 8, true},
-    {"val_zero", "<u8", 8, true},
-    {"val_subintervals", "<u4", 4, false},
-    {"val_flags", "<u4", 4, false},
+    {"val_loss_before", "<f8", 8, SCALAR},
+    {"val_loss_after", "<f8", 8, SCALAR},
+    {"val_lca_total", "<f8", 8, SCALAR},
+    {"val_first_order_total", "<f8", 8, SCALAR},
+    {"val_residual", "<f8", 8, SCALAR},
+    {"val_lca", "<f8", 8, PER_TENSOR},
+    {"val_first_order", "<f8", 8, PER_TENSOR},
+    {"val_helped", "<u8", 8, PER_TENSOR},
+    {"val_hurt", "<u8", 8, PER_TENSOR},
+    {"val_zero", "<u8", 8, PER_TENSOR},
+    {"val_subintervals", "<u4", 4, SCALAR},
+    {"val_flags", "<u4", 4, SCALAR},
 };
+/* with lca_units, after the training fields and after the validation ones */
+static const field UNIT_FIELDS[] = {{"unit_lca", "<f8", 8, PER_UNIT}};
+static const field VALIDATION_UNIT_FIELDS[] = {{"val_unit_lca", "<f8", 8, PER_UNIT}};
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-static size_t fields_size(const field *fields, size_t count, size_t tensors) {
+static size_t elements(const field *f, size_t tensors, size_t units) {
+    return f->shape == PER_TENSOR ? tensors : f->shape == PER_UNIT ? units : 1;
+}
+
+static size_t fields_size(const field *fields, size_t count, size_t tensors, size_t units) {
     size_t size = 0;
-    for (size_t i = 0; i < count; i++) size += fields[i].size * (fields[i].per_tensor ? tensors : 1);
+    for (size_t i = 0; i < count; i++) size += fields[i].size * elements(&fields[i], tensors, units);
     return size;
 }
 
 size_t lca_log_record_size(const lca_trainer *tr) {
-    size_t t = tr->model->tensor_count;
-    size_t size = fields_size(TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t);
-    if (tr->config.lca_validation_view)
-        size += fields_size(VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t);
+    size_t t = tr->model->tensor_count, u = tr->model->unit_count;
+    bool units = tr->config.lca_units != 0;
+    size_t size = fields_size(TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t, u);
+    if (units) size += fields_size(UNIT_FIELDS, 1, t, u);
+    if (tr->config.lca_validation_view) {
+        size += fields_size(VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t, u);
+        if (units) size += fields_size(VALIDATION_UNIT_FIELDS, 1, t, u);
+    }
     return size;
 }
 
 static void append_fields(text *dtype, text *list, const field *fields, size_t count,
-                          size_t tensors, size_t *offset, bool *first) {
+                          size_t tensors, size_t units, size_t *offset, bool *first) {
     for (size_t i = 0; i < count; i++) {
         const field *f = &fields[i];
-        size_t n = f->per_tensor ? tensors : 1;
-        if (f->per_tensor)
+        size_t n = elements(f, tensors, units);
+        if (f->shape != SCALAR)
             text_append(dtype, "%s('%s', '%s', (%zu,))", *first ? "" : ", ", f->name, f->type, n);
         else
             text_append(dtype, "%s('%s', '%s')", *first ? "" : ", ", f->name, f->type);
@@ -212,18 +225,43 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
     text_append(json, "\"lca_subset\": %zu, \"lca_validation_view\": %s, \"lca_threshold\": ",
                 c->lca_subset, c->lca_validation_view ? "true" : "false");
     text_append_double(json, c->lca_threshold);
-    text_append(json, ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu},\n",
-                c->lca_max_subintervals, c->eval_chunk);
+    text_append(json, ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu, \"lca_units\": %s},\n",
+                c->lca_max_subintervals, c->eval_chunk, c->lca_units ? "true" : "false");
+    if (c->lca_units) {
+        /* per-unit fields: unit_lca[offset + u] is unit u of the group */
+        text_append(json, "  \"units\": [");
+        size_t unit_offset = 0;
+        for (size_t g = 0; g < m->unit_group_count; g++) {
+            text_append(json, "%s\n    {\"group\": ", g ? "," : "");
+            text_append_string(json, m->unit_groups[g].name);
+            text_append(json, ", \"units\": %zu, \"offset\": %zu, \"tensors\": [",
+                        m->unit_groups[g].units, unit_offset);
+            bool first_tensor = true;
+            for (size_t t = 0; t < m->tensor_count; t++) {
+                if (m->tensors[t].unit_group != (long)g) continue;
+                text_append(json, "%s", first_tensor ? "" : ", ");
+                text_append_string(json, m->tensors[t].name);
+                first_tensor = false;
+            }
+            text_append(json, "]}");
+            unit_offset += m->unit_groups[g].units;
+        }
+        text_append(json, "\n  ],\n");
+    }
 
     text dtype = {0}, list = {0};
     size_t offset = 0;
     bool first = true;
     text_append(&dtype, "[");
-    append_fields(&dtype, &list, TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), m->tensor_count, &offset,
-                  &first);
-    if (c->lca_validation_view)
-        append_fields(&dtype, &list, VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS),
-                      m->tensor_count, &offset, &first);
+    size_t t = m->tensor_count, u = m->unit_count;
+    append_fields(&dtype, &list, TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t, u, &offset, &first);
+    if (c->lca_units) append_fields(&dtype, &list, UNIT_FIELDS, 1, t, u, &offset, &first);
+    if (c->lca_validation_view) {
+        append_fields(&dtype, &list, VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t, u,
+                      &offset, &first);
+        if (c->lca_units)
+            append_fields(&dtype, &list, VALIDATION_UNIT_FIELDS, 1, t, u, &offset, &first);
+    }
     text_append(&dtype, "]");
     if (!dtype.failed && !list.failed) {
         text_append(json, "  \"record_size\": %zu,\n  \"record_dtype\": ", offset);
@@ -299,6 +337,8 @@ static lca_status new_log(lca_log **out, const char *path, const lca_trainer *tr
     log->owns_fd = owns_fd;
     log->tensor_count = tr->model->tensor_count;
     log->has_validation = tr->config.lca_validation_view != 0;
+    log->has_units = tr->config.lca_units != 0;
+    log->unit_count = tr->model->unit_count;
     log->record_size = size;
     *out = log;
     return LCA_OK;
@@ -416,6 +456,11 @@ static uint8_t *put_view(uint8_t *p, const lca_view_record *v, size_t t) {
     return p;
 }
 
+static uint8_t *put_units(uint8_t *p, const lca_view_record *v, size_t u) {
+    for (size_t i = 0; i < u; i++, p += 8) put_f64(p, v->unit_lca ? v->unit_lca[i] : 0.0);
+    return p;
+}
+
 lca_status lca_log_write(lca_log *log, const lca_record *r) {
     uint8_t *p = log->record;
     size_t t = log->tensor_count;
@@ -431,6 +476,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
     put_f64(p + 56, r->train.first_order_total);
     put_f64(p + 64, r->train.residual);
     p = put_view(p + 72, &r->train, t);
+    if (log->has_units) p = put_units(p, &r->train, log->unit_count);
     if (log->has_validation) {
         const lca_view_record *v = &r->validation;
         put_f64(p, v->loss_before);
@@ -442,6 +488,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
         put_u32(p, v->subintervals);
         put_u32(p + 4, v->flags);
         p += 8;
+        if (log->has_units) p = put_units(p, v, log->unit_count);
     }
     return write_all(log->fd, log->path, log->record, log->record_size);
 }

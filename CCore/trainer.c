@@ -101,8 +101,9 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
                         "data set %s has %zu features per example but model %s takes %zu inputs",
                         lca_dataset_source(data), lca_dataset_features(data),
                         lca_model_spec(model), lca_model_input_size(model));
-    /* a conv net reads its input as an image: the data's shape must match */
-    if ((model->in_h > 1 || model->in_w > 1) && data->channels &&
+    /* a conv net reads its input as an image: an image data set must match
+     * (flat data sets, 1×1×F, are taken as they are) */
+    if ((model->in_h > 1 || model->in_w > 1) && data->height > 1 &&
         (data->channels != model->in_c || data->height != model->in_h ||
          data->width != model->in_w))
         return lca_fail(LCA_ERR_MISMATCH,
@@ -472,6 +473,7 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
         record->train.tensor_helped = tensor_counts;
         record->train.tensor_hurt = tensor_counts + t;
         record->train.tensor_zero = tensor_counts + 2 * t;
+        record->train.unit_lca = NULL; /* units are not copied out */
     }
     lca_view_release(&view);
     lca_integrator_release(&integrator);

@@ -1,164 +1,526 @@
 import Foundation
 
-/// Reads a binary LCA log (docs/log-format.md) back into records: the
-/// 24-byte preamble, the JSON header, then fixed-size records whose layout
-/// the header's "fields" list gives.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The JSON header of an LCA log (docs/log-format.md), decoded: the parts
+/// readers and the `lca` commands use. Unknown keys are ignored.
+public struct LogHeader: Sendable, Decodable, Hashable {
+    /// "lca-log".
+    public var format: String
+    /// Format version.
+    public var version: Int
+    /// The model the run trained.
+    public var model: ModelDescription
+    /// The model's tensors, in record order.
+    public var tensors: [TensorInfo]
+    /// The unit groups of the per-unit fields (`unit_lca`), when the run had
+    /// per-unit views on; nil otherwise.
+    public var units: [UnitGroup]?
+    /// Where the examples came from.
+    public var data: DataDescription?
+    /// The run's settings (the parts readers need).
+    public var config: ConfigDescription?
+    /// Bytes per record.
+    public var recordSize: Int
+    /// Record layout.
+    public var fields: [Field]
+
+    /// The model part of the header.
+    public struct ModelDescription: Sendable, Decodable, Hashable {
+        /// Canonical spec.
+        public var spec: String
+        /// "softmax_cross_entropy" or "mean_squared_error".
+        public var loss: String
+        /// Number of parameters.
+        public var parameters: Int
+    }
+
+    /// The data part of the header.
+    public struct DataDescription: Sendable, Decodable, Hashable {
+        /// "digits", a path, …
+        public var source: String
+        /// Examples in the training split.
+        public var training: Int
+        /// Examples held out for validation.
+        public var validation: Int
+        /// Examples whose loss LCA allocates.
+        public var evaluation: Int
+    }
+
+    /// The configuration part of the header.
+    public struct ConfigDescription: Sendable, Decodable, Hashable {
+        /// Iterations the run was meant to take.
+        public var iterations: Int
+        /// Whether LCA was computed.
+        public var lca: Bool
+        /// LCA subset size (0 = whole training split).
+        public var lcaSubset: Int
+        /// Whether the validation view was on.
+        public var lcaValidationView: Bool
+        /// Residual threshold in nats.
+        public var lcaThreshold: Double
+        /// Per-unit views (absent in logs written before they existed).
+        public var lcaUnits: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case iterations, lca
+            case lcaSubset = "lca_subset"
+            case lcaValidationView = "lca_validation_view"
+            case lcaThreshold = "lca_threshold"
+            case lcaUnits = "lca_units"
+        }
+    }
+
+    /// One field of the record layout.
+    public struct Field: Sendable, Decodable, Hashable {
+        /// Field name ("lca_total", "val_lca").
+        public var name: String
+        /// numpy type string ("<f8", "<u8", "<u4").
+        public var type: String
+        /// Byte offset inside a record.
+        public var offset: Int
+        /// Elements (1, the tensor count, or the unit count).
+        public var count: Int
+
+        /// Bytes of one element.
+        public var width: Int { Int(type.dropFirst(2)) ?? 8 }
+    }
+
+    /// The unit count of the per-unit fields (0 without them).
+    public var unitCount: Int { units?.reduce(0) { $0 + $1.units } ?? 0 }
+    /// Whether records carry the validation view.
+    public var hasValidation: Bool { fields.contains { $0.name == "val_lca_total" } }
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, model, tensors, units, data, config, fields
+        case recordSize = "record_size"
+    }
+}
+
+/// What is wrong with a log that cannot be read. Every error names the
+/// file, the byte offset and what was expected.
+///
+/// ```swift
+/// do { _ = try LogStream(path: "x.log") }
+/// catch let error as LogReadError where error.kind == .badMagic { … }
+/// ```
+public struct LogReadError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of problem, with one named static member per kind.
+    public struct Kind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// A short name of the kind ("bad magic").
+        public let rawValue: String
+        /// Wraps a kind name.
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// The file could not be opened or read.
+        public static let unreadable = Kind(rawValue: "unreadable")
+        /// The first 8 bytes are not the LCA log magic.
+        public static let badMagic = Kind(rawValue: "bad magic")
+        /// A format version this reader does not know.
+        public static let unsupportedVersion = Kind(rawValue: "unsupported version")
+        /// The file ends inside the preamble or the JSON header.
+        public static let truncatedHeader = Kind(rawValue: "truncated header")
+        /// The JSON header does not parse or does not describe a valid layout.
+        public static let badHeader = Kind(rawValue: "bad header")
+        /// The preamble's record size differs from the header's, or from the
+        /// size its fields add up to.
+        public static let recordSizeMismatch = Kind(rawValue: "record size mismatch")
+        /// The kind's name.
+        public var description: String { rawValue }
+    }
+
+    /// The kind of problem.
+    public var kind: Kind
+    /// The file ("-" or "stdin" for standard input).
+    public var path: String
+    /// Byte offset where the problem was found.
+    public var offset: Int
+    /// What was expected, and what was found.
+    public var message: String
+
+    /// "path: byte N: message".
+    public var description: String { "\(path): byte \(offset): \(message)" }
+
+    /// The same problem as an `LCAError` with code `.format` (or `.io`).
+    public var lcaError: LCAError {
+        LCAError(code: kind == .unreadable ? .io : .format, message: description)
+    }
+}
+
+/// Reads an LCA log record by record, from a file or from a pipe (standard
+/// input), in constant memory: one read buffer, whatever the log's length.
+///
+/// A partial last record (a run still writing, or killed) ends the stream
+/// without error; `partialBytes` says how much of it there was. With
+/// `follow`, the stream waits at the end of a regular file for more records,
+/// until the run's configured number of iterations is read or `shouldStop`
+/// returns true.
+///
+/// ```swift
+/// let stream = try LogStream(path: "-")          // standard input
+/// while let record = try stream.next() { print(record.iteration, record.train.lcaTotal) }
+/// ```
+public final class LogStream {
+    /// The path given ("-" = standard input).
+    public let path: String
+    /// The decoded header.
+    public let header: LogHeader
+    /// The header's JSON text.
+    public let headerText: String
+    /// The preamble and header as they are in the file (24 + H bytes).
+    public let headerBytes: [UInt8]
+    /// Records returned so far.
+    public private(set) var recordsRead = 0
+    /// Bytes of an incomplete record left at the end of the stream (0 when
+    /// the stream ended on a record boundary or has not ended yet).
+    public private(set) var partialBytes = 0
+    /// Keep waiting for records at the end of a regular file.
+    public var follow: Bool
+    /// Polled while following; true ends the stream.
+    public var shouldStop: () -> Bool = { false }
+    /// Time between polls while following, in microseconds.
+    public var pollMicroseconds: UInt32 = 100_000
+
+    static let magic: [UInt8] = [0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A]
+    static let preambleSize = 24
+
+    private let fd: Int32
+    private let ownsDescriptor: Bool
+    private let isRegularFile: Bool
+    private var buffer: [UInt8]
+    private var start = 0, end = 0
+    private var atEnd = false
+    private var position = 0   // bytes consumed from the stream
+    private let plan: RecordPlan
+
+    /// Opens a log file, or standard input for "-".
+    public convenience init(path: String, follow: Bool = false) throws {
+        let descriptor: Int32
+        if path == "-" {
+            descriptor = STDIN_FILENO
+        } else {
+            descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            if descriptor < 0 {
+                throw LogReadError(kind: .unreadable, path: path, offset: 0,
+                                   message: "cannot open: \(String(cString: strerror(errno)))")
+            }
+        }
+        do {
+            try self.init(descriptor: descriptor, name: path, owns: path != "-", follow: follow)
+        } catch {
+            if path != "-" { close(descriptor) }
+            throw error
+        }
+    }
+
+    /// Reads from an open file descriptor (not closed by the stream).
+    public convenience init(fileDescriptor: Int32, name: String, follow: Bool = false) throws {
+        try self.init(descriptor: fileDescriptor, name: name, owns: false, follow: follow)
+    }
+
+    private init(descriptor: Int32, name: String, owns: Bool, follow: Bool) throws {
+        fd = descriptor
+        ownsDescriptor = owns
+        path = name
+        self.follow = follow
+        var info = stat()
+        isRegularFile = fstat(descriptor, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        buffer = [UInt8](repeating: 0, count: 1 << 16)
+
+        func fail(_ kind: LogReadError.Kind, _ offset: Int, _ message: String) -> LogReadError {
+            LogReadError(kind: kind, path: name, offset: offset, message: message)
+        }
+        var preamble = [UInt8](repeating: 0, count: Self.preambleSize)
+        let got = try Self.readFully(descriptor, into: &preamble, name: name)
+        guard got >= 8, Array(preamble[0..<8]) == Self.magic else {
+            if got < 8 && Array(preamble[0..<got]) == Array(Self.magic[0..<got]) {
+                throw fail(.truncatedHeader, got, "the file ends after \(got) bytes, inside the 24-byte preamble")
+            }
+            throw fail(.badMagic, 0, "expected the LCA log magic 89 4C 43 41 0D 0A 1A 0A, found "
+                       + preamble[0..<min(got, 8)].map { String(format: "%02X", $0) }.joined(separator: " "))
+        }
+        guard got == Self.preambleSize else {
+            throw fail(.truncatedHeader, got, "the file ends after \(got) bytes, inside the 24-byte preamble")
+        }
+        let version = Self.u32(preamble, 8), jsonLength = Int(Self.u32(preamble, 12))
+        let recordSize = Int(Self.u32(preamble, 16))
+        guard version == 1 else { throw fail(.unsupportedVersion, 8, "expected log version 1, found \(version)") }
+        guard jsonLength > 0, jsonLength < 1 << 26 else {
+            throw fail(.badHeader, 12, "header length \(jsonLength) is not between 1 byte and 64 MB")
+        }
+        var json = [UInt8](repeating: 0, count: jsonLength)
+        let gotJSON = try Self.readFully(descriptor, into: &json, name: name)
+        guard gotJSON == jsonLength else {
+            throw fail(.truncatedHeader, Self.preambleSize + gotJSON,
+                       "the file ends inside the \(jsonLength)-byte JSON header")
+        }
+        let decoded: LogHeader
+        do {
+            decoded = try JSONDecoder().decode(LogHeader.self, from: Data(json))
+        } catch {
+            throw fail(.badHeader, Self.preambleSize, "the JSON header does not parse as an LCA log header: \(Self.describe(error))")
+        }
+        guard decoded.format == "lca-log" else {
+            throw fail(.badHeader, Self.preambleSize, "header \"format\" is \"\(decoded.format)\", expected \"lca-log\"")
+        }
+        guard decoded.recordSize == recordSize, recordSize > 0 else {
+            throw fail(.recordSizeMismatch, 16, "record size \(recordSize) in the preamble differs from the header's record_size \(decoded.recordSize)")
+        }
+        let layoutEnd = decoded.fields.map { $0.offset + $0.count * $0.width }.max() ?? 0
+        let layoutBytes = decoded.fields.reduce(0) { $0 + $1.count * $1.width }
+        guard layoutEnd == recordSize, layoutBytes == recordSize else {
+            throw fail(.recordSizeMismatch, Self.preambleSize, "the header's fields cover \(layoutBytes) bytes ending at \(layoutEnd), but records are \(recordSize) bytes")
+        }
+        do {
+            plan = try RecordPlan(header: decoded)
+        } catch let message as PlanError {
+            throw fail(.badHeader, Self.preambleSize, message.text)
+        }
+        header = decoded
+        headerText = String(decoding: json, as: UTF8.self)
+        headerBytes = preamble + json
+        position = Self.preambleSize + jsonLength
+        if buffer.count < 2 * recordSize { buffer = [UInt8](repeating: 0, count: 2 * recordSize) }
+    }
+
+    deinit {
+        if ownsDescriptor { close(fd) }
+    }
+
+    /// Byte offset of the next record in the stream.
+    public var offset: Int { position }
+
+    /// The next complete record, or nil at the end of the log (a partial
+    /// last record is not an error).
+    public func next() throws -> IterationRecord? {
+        guard try fill(header.recordSize) else { return nil }
+        let record = buffer.withUnsafeBytes { plan.decode($0.baseAddress! + start) }
+        consume(header.recordSize)
+        return record
+    }
+
+    /// The next complete record's bytes, exactly as in the file, or nil at
+    /// the end of the log.
+    public func nextRawRecord() throws -> ArraySlice<UInt8>? {
+        guard try fill(header.recordSize) else { return nil }
+        let bytes = buffer[start..<(start + header.recordSize)]
+        consume(header.recordSize)
+        return bytes
+    }
+
+    /// Decodes a record's bytes (as returned by `nextRawRecord`).
+    public func decode(_ raw: ArraySlice<UInt8>) -> IterationRecord {
+        precondition(raw.count == header.recordSize, "a record of this log has \(header.recordSize) bytes")
+        return raw.withUnsafeBytes { plan.decode($0.baseAddress!) }
+    }
+
+    /// Calls `body` with every remaining record.
+    public func forEach(_ body: (IterationRecord) throws -> Void) throws {
+        while let record = try next() { try body(record) }
+    }
+
+    private func consume(_ count: Int) {
+        start += count
+        position += count
+        recordsRead += 1
+    }
+
+    /// Makes `count` bytes available at buffer[start...]; false at the end.
+    private func fill(_ count: Int) throws -> Bool {
+        while end - start < count {
+            if start > 0 {
+                buffer.withUnsafeMutableBytes { raw in
+                    _ = memmove(raw.baseAddress!, raw.baseAddress! + start, end - start)
+                }
+                end -= start
+                start = 0
+            }
+            let n = buffer.withUnsafeMutableBytes { raw in
+                read(fd, raw.baseAddress! + end, raw.count - end)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogReadError(kind: .unreadable, path: path, offset: position + end - start,
+                                   message: "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 {
+                // a pipe's end is final; a regular file may still grow
+                if follow && isRegularFile && !runComplete && !shouldStop() {
+                    usleep(pollMicroseconds)
+                    continue
+                }
+                partialBytes = end - start
+                atEnd = true
+                return false
+            }
+            end += n
+        }
+        partialBytes = 0
+        return true
+    }
+
+    /// True once the run's configured number of records has been read.
+    private var runComplete: Bool {
+        guard let iterations = header.config?.iterations, iterations > 0 else { return false }
+        return recordsRead >= iterations
+    }
+
+    private static func readFully(_ fd: Int32, into bytes: inout [UInt8], name: String) throws -> Int {
+        var got = 0
+        while got < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { raw in read(fd, raw.baseAddress! + got, raw.count - got) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogReadError(kind: .unreadable, path: name, offset: got,
+                                   message: "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            got += n
+        }
+        return got
+    }
+
+    static func u32(_ b: [UInt8], _ at: Int) -> UInt32 {
+        (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) }
+    }
+
+    private static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, let context):
+            return "missing key \"\((context.codingPath + [key]).map(\.stringValue).joined(separator: "."))\""
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            return "wrong type at \"\(context.codingPath.map(\.stringValue).joined(separator: "."))\""
+        case DecodingError.dataCorrupted(let context):
+            return "not valid JSON (\(context.debugDescription))"
+        default:
+            return "\(error)"
+        }
+    }
+}
+
+private struct PlanError: Error { var text: String }
+
+/// Where each known field sits in a record, computed once from the header.
+private struct RecordPlan {
+    struct Slot { var offset: Int; var count: Int; var type: String }
+    let tensorCount: Int
+    let unitCount: Int
+    let slots: [String: Slot]
+    let hasValidation: Bool
+
+    init(header: LogHeader) throws {
+        tensorCount = header.tensors.count
+        unitCount = header.unitCount
+        var slots: [String: Slot] = [:]
+        for field in header.fields {
+            guard ["<f8", "<u8", "<u4", "<f4"].contains(field.type) else {
+                throw PlanError(text: "field \(field.name) has type \(field.type), expected <f8, <u8, <u4 or <f4")
+            }
+            slots[field.name] = Slot(offset: field.offset, count: field.count, type: field.type)
+        }
+        guard slots["iteration"] != nil else { throw PlanError(text: "the fields list has no \"iteration\"") }
+        for name in ["lca", "first_order", "helped", "hurt", "zero"] {
+            for prefix in ["", "val_"] {
+                if let slot = slots[prefix + name], slot.count != tensorCount {
+                    throw PlanError(text: "field \(prefix + name) has \(slot.count) elements for \(tensorCount) tensors")
+                }
+            }
+        }
+        for name in ["unit_lca", "val_unit_lca"] {
+            if let slot = slots[name], slot.count != unitCount {
+                throw PlanError(text: "field \(name) has \(slot.count) elements, the header's units add up to \(unitCount)")
+            }
+        }
+        self.slots = slots
+        hasValidation = slots["val_lca_total"] != nil
+    }
+
+    func decode(_ base: UnsafeRawPointer) -> IterationRecord {
+        func load(_ slot: Slot, _ index: Int) -> (double: Double, integer: UInt64) {
+            switch slot.type {
+            case "<f8":
+                let bits = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 8 * index, as: UInt64.self))
+                let value = Double(bitPattern: bits)
+                return (value, value >= 0 && value < 1.8e19 ? UInt64(value) : 0)
+            case "<f4":
+                let bits = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 4 * index, as: UInt32.self))
+                let value = Double(Float(bitPattern: bits))
+                return (value, value >= 0 && value < 1.8e19 ? UInt64(value) : 0)
+            case "<u4":
+                let value = UInt64(UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 4 * index, as: UInt32.self)))
+                return (Double(value), value)
+            default:
+                let value = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 8 * index, as: UInt64.self))
+                return (Double(value), value)
+            }
+        }
+        func scalar(_ name: String) -> Double { slots[name].map { load($0, 0).double } ?? 0 }
+        func integer(_ name: String) -> UInt64 { slots[name].map { load($0, 0).integer } ?? 0 }
+        func doubles(_ name: String, _ count: Int) -> [Double] {
+            guard let slot = slots[name] else { return [Double](repeating: 0, count: count) }
+            return (0..<slot.count).map { load(slot, $0).double }
+        }
+        func integers(_ name: String) -> [UInt64] {
+            guard let slot = slots[name] else { return [UInt64](repeating: 0, count: tensorCount) }
+            return (0..<slot.count).map { load(slot, $0).integer }
+        }
+        func view(_ prefix: String) -> ViewRecord {
+            ViewRecord(lossBefore: scalar(prefix + "loss_before"), lossAfter: scalar(prefix + "loss_after"),
+                       lcaTotal: scalar(prefix + "lca_total"), firstOrderTotal: scalar(prefix + "first_order_total"),
+                       residual: scalar(prefix + "residual"), subintervals: Int(integer(prefix + "subintervals")),
+                       residualAboveThreshold: integer(prefix + "flags") & 1 != 0,
+                       tensorLCA: doubles(prefix + "lca", tensorCount),
+                       tensorFirstOrder: doubles(prefix + "first_order", tensorCount),
+                       tensorHelped: integers(prefix + "helped"), tensorHurt: integers(prefix + "hurt"),
+                       tensorZero: integers(prefix + "zero"),
+                       unitLCA: slots[prefix + "unit_lca"] != nil ? doubles(prefix + "unit_lca", unitCount) : [])
+        }
+        return IterationRecord(iteration: integer("iteration"), epoch: Int(integer("epoch")),
+                               batchLoss: scalar("batch_loss"), train: view(""),
+                               validation: hasValidation ? view("val_") : nil)
+    }
+}
+
+/// Reads a whole LCA log into memory: the header and every complete record
+/// (a partial last record is ignored). For long logs or pipes, use
+/// `LogStream`, which holds one record at a time.
 ///
 /// ```swift
 /// let log = try LogReader(path: "runs/x/lca.log")
 /// for record in log.records { print(record.iteration, record.train.lcaTotal) }
 /// ```
 public struct LogReader: Sendable {
-    /// The log's JSON header, decoded (the parts LCAKit uses).
-    public struct Header: Sendable, Decodable {
-        /// "lca-log".
-        public var format: String
-        /// Format version.
-        public var version: Int
-        /// The model the run trained.
-        public var model: ModelDescription
-        /// The model's tensors, in record order.
-        public var tensors: [TensorInfo]
-        /// Bytes per record.
-        public var recordSize: Int
-        /// Record layout.
-        public var fields: [Field]
-
-        /// The model part of the header.
-        public struct ModelDescription: Sendable, Decodable {
-            /// Canonical spec.
-            public var spec: String
-            /// "softmax_cross_entropy" or "mean_squared_error".
-            public var loss: String
-            /// Number of parameters.
-            public var parameters: Int
-        }
-
-        /// One field of the record layout.
-        public struct Field: Sendable, Decodable {
-            /// Field name ("lca_total", "val_lca").
-            public var name: String
-            /// numpy type string ("<f8", "<u8", "<u4").
-            public var type: String
-            /// Byte offset inside a record.
-            public var offset: Int
-            /// Elements (1, or the tensor count).
-            public var count: Int
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case format, version, model, tensors, fields
-            case recordSize = "record_size"
-        }
-    }
+    /// The header type (kept under this name for existing callers).
+    public typealias Header = LogHeader
 
     /// The file's path.
     public let path: String
     /// The decoded header.
-    public let header: Header
+    public let header: LogHeader
     /// The header's raw JSON text.
     public let headerText: String
-    /// Every complete record, in order (a partial last record is ignored).
+    /// Every complete record, in order.
     public let records: [IterationRecord]
 
-    static let magic: [UInt8] = [0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A]
-    static let preambleSize = 24
-
-    /// Reads and validates a whole log.
+    /// Reads and validates a whole log. Errors are `LCAError`s with code
+    /// `.format` (or `.io`) whose message names the file, the byte offset
+    /// and what was expected; `LogStream` throws the typed `LogReadError`.
     public init(path: String) throws {
         self.path = path
-        let bytes: [UInt8]
         do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw LCAError(code: .io, message: "\(path): cannot read: \(error.localizedDescription)")
-        }
-        func fail(_ offset: Int, _ what: String) -> LCAError {
-            LCAError(code: .format, message: "\(path): byte \(offset): \(what)")
-        }
-        guard bytes.count >= Self.preambleSize, Array(bytes[0..<8]) == Self.magic else {
-            throw fail(0, "expected the LCA log magic 89 4C 43 41 0D 0A 1A 0A")
-        }
-        let version = Self.u32(bytes, 8), jsonLength = Int(Self.u32(bytes, 12)), recordSize = Int(Self.u32(bytes, 16))
-        guard version == 1 else { throw fail(8, "expected log version 1, found \(version)") }
-        guard bytes.count >= Self.preambleSize + jsonLength else {
-            throw fail(12, "header of \(jsonLength) bytes runs past the end of the file (\(bytes.count) bytes)")
-        }
-        let jsonBytes = bytes[Self.preambleSize..<(Self.preambleSize + jsonLength)]
-        headerText = String(decoding: jsonBytes, as: UTF8.self)
-        do {
-            header = try JSONDecoder().decode(Header.self, from: Data(jsonBytes))
-        } catch {
-            throw fail(Self.preambleSize, "header is not the expected JSON: \(error)")
-        }
-        guard header.recordSize == recordSize, recordSize > 0 else {
-            throw fail(16, "record size \(recordSize) differs from the header's \(header.recordSize)")
-        }
-        let tensorCount = header.tensors.count
-        var layout: [String: Header.Field] = [:]
-        for field in header.fields { layout[field.name] = field }
-        for field in header.fields where field.offset + field.count * Self.width(field.type) > recordSize {
-            throw fail(Self.preambleSize, "field \(field.name) runs past the \(recordSize)-byte record")
-        }
-        let start = Self.preambleSize + jsonLength
-        let count = (bytes.count - start) / recordSize
-        var records: [IterationRecord] = []
-        records.reserveCapacity(count)
-        for index in 0..<count {
-            let base = start + index * recordSize
-            func scalar(_ name: String) -> Double {
-                guard let field = layout[name] else { return 0 }
-                return Self.value(bytes, base + field.offset, field.type)
-            }
-            func array(_ name: String) -> [Double] {
-                guard let field = layout[name] else { return [Double](repeating: 0, count: tensorCount) }
-                let width = Self.width(field.type)
-                return (0..<field.count).map { Self.value(bytes, base + field.offset + $0 * width, field.type) }
-            }
-            func integer(_ name: String) -> UInt64 {
-                guard let field = layout[name] else { return 0 }
-                return Self.integer(bytes, base + field.offset, field.type)
-            }
-            func integers(_ name: String) -> [UInt64] {
-                guard let field = layout[name] else { return [UInt64](repeating: 0, count: tensorCount) }
-                let width = Self.width(field.type)
-                return (0..<field.count).map { Self.integer(bytes, base + field.offset + $0 * width, field.type) }
-            }
-            func view(_ prefix: String) -> ViewRecord {
-                ViewRecord(lossBefore: scalar(prefix + "loss_before"), lossAfter: scalar(prefix + "loss_after"),
-                           lcaTotal: scalar(prefix + "lca_total"), firstOrderTotal: scalar(prefix + "first_order_total"),
-                           residual: scalar(prefix + "residual"), subintervals: Int(integer(prefix + "subintervals")),
-                           residualAboveThreshold: integer(prefix + "flags") & 1 != 0,
-                           tensorLCA: array(prefix + "lca"), tensorFirstOrder: array(prefix + "first_order"),
-                           tensorHelped: integers(prefix + "helped"), tensorHurt: integers(prefix + "hurt"),
-                           tensorZero: integers(prefix + "zero"))
-            }
-            records.append(IterationRecord(iteration: integer("iteration"), epoch: Int(integer("epoch")),
-                                           batchLoss: scalar("batch_loss"), train: view(""),
-                                           validation: layout["val_lca_total"] != nil ? view("val_") : nil))
-        }
-        self.records = records
-    }
-
-    private static func width(_ type: String) -> Int { Int(type.dropFirst(2)) ?? 8 }
-
-    private static func u32(_ b: [UInt8], _ at: Int) -> UInt32 {
-        (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[at + $1]) << (8 * UInt32($1)) }
-    }
-
-    private static func u64(_ b: [UInt8], _ at: Int) -> UInt64 {
-        (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) }
-    }
-
-    private static func integer(_ b: [UInt8], _ at: Int, _ type: String) -> UInt64 {
-        type.hasSuffix("4") ? UInt64(u32(b, at)) : u64(b, at)
-    }
-
-    private static func value(_ b: [UInt8], _ at: Int, _ type: String) -> Double {
-        switch type {
-        case "<f8": return Double(bitPattern: u64(b, at))
-        case "<f4": return Double(Float(bitPattern: u32(b, at)))
-        default: return Double(integer(b, at, type))
+            let stream = try LogStream(path: path)
+            header = stream.header
+            headerText = stream.headerText
+            var records: [IterationRecord] = []
+            while let record = try stream.next() { records.append(record) }
+            self.records = records
+        } catch let error as LogReadError {
+            throw error.lcaError
         }
     }
 }

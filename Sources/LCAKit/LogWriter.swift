@@ -17,6 +17,8 @@ public final class LogWriter {
     // order] and [train helped, hurt, zero, validation helped, hurt, zero].
     private let doubles: UnsafeMutablePointer<Double>
     private let counts: UnsafeMutablePointer<UInt64>
+    private let unitCount: Int
+    private let units: UnsafeMutablePointer<Double>   // [train units, validation units]
 
     /// The path the log was opened at ("-" = standard output).
     public let path: String
@@ -32,6 +34,8 @@ public final class LogWriter {
         tensorCount = trainer.model.tensors.count
         doubles = .allocate(capacity: max(4 * tensorCount, 1))
         counts = .allocate(capacity: max(6 * tensorCount, 1))
+        unitCount = trainer.configuration.lcaUnits ? trainer.model.unitCount : 0
+        units = .allocate(capacity: max(2 * unitCount, 1))
     }
 
     /// Reopens the log of a run being resumed, to append to it. Its header
@@ -46,12 +50,15 @@ public final class LogWriter {
         tensorCount = trainer.model.tensors.count
         doubles = .allocate(capacity: max(4 * tensorCount, 1))
         counts = .allocate(capacity: max(6 * tensorCount, 1))
+        unitCount = trainer.configuration.lcaUnits ? trainer.model.unitCount : 0
+        units = .allocate(capacity: max(2 * unitCount, 1))
     }
 
     deinit {
         if let handle { lca_log_close(handle) }
         doubles.deallocate()
         counts.deallocate()
+        units.deallocate()
     }
 
     /// Appends one record.
@@ -104,6 +111,12 @@ public final class LogWriter {
         v.tensor_helped = UnsafePointer(helped)
         v.tensor_hurt = UnsafePointer(hurt)
         v.tensor_zero = UnsafePointer(zero)
+        if unitCount > 0 {
+            precondition(view.unitLCA.count == unitCount, "record has \(view.unitLCA.count) units, log expects \(unitCount)")
+            let destination = units + slot * unitCount
+            for i in 0..<unitCount { destination[i] = view.unitLCA[i] }
+            v.unit_lca = UnsafePointer(destination)
+        }
         return v
     }
 }

@@ -47,6 +47,29 @@ public struct TensorInfo: Sendable, Hashable, Codable {
     public var shapeDescription: String { shape.map(String.init).joined(separator: "×") }
 }
 
+/// The output units of one layer (the neurons of a dense layer, the
+/// channels of a convolution), for per-unit LCA: unit `u` gathers its slice
+/// of every tensor of the layer (incoming weights plus bias).
+public struct UnitGroup: Sendable, Hashable, Codable {
+    /// The layer's name ("fc1").
+    public var group: String
+    /// Number of units.
+    public var units: Int
+    /// Index of the group's first unit in `ViewRecord.unitLCA`.
+    public var offset: Int
+    /// The tensors whose slices make up the units (as a log header lists
+    /// them; nil when not known).
+    public var tensors: [String]?
+
+    /// Makes a unit group description.
+    public init(group: String, units: Int, offset: Int, tensors: [String]? = nil) {
+        self.group = group
+        self.units = units
+        self.offset = offset
+        self.tensors = tensors
+    }
+}
+
 /// A checkpoint's model description, read from its metadata without
 /// loading the weights.
 public struct CheckpointSpec: Sendable, Hashable {
@@ -71,6 +94,11 @@ public final class Model {
 
     /// The tensors in parameter order.
     public let tensors: [TensorInfo]
+    /// The layers' output units, for per-unit LCA views, in record order.
+    public let unitGroups: [UnitGroup]
+    /// Σ units over `unitGroups`: the length of `ViewRecord.unitLCA` when
+    /// per-unit views are on.
+    public var unitCount: Int { Int(lca_model_unit_count(handle)) }
 
     /// Builds a model from a spec: "fc" (the paper's 784-100-50-10 MLP) or
     /// layer widths joined by "-" ("64-32-10"), dense layers with ReLU
@@ -96,6 +124,14 @@ public final class Model {
                                     offset: Int(info.offset), count: Int(info.count)))
         }
         tensors = infos
+        var groups: [UnitGroup] = []
+        for index in 0..<lca_model_unit_group_count(pointer) {
+            var info = lca_unit_group_info()
+            if lca_model_unit_group(pointer, index, &info) == LCA_OK {
+                groups.append(UnitGroup(group: String(cString: info.name), units: Int(info.units), offset: Int(info.offset)))
+            }
+        }
+        unitGroups = groups
     }
 
     /// Builds the model a checkpoint describes (spec and loss from its
@@ -211,6 +247,7 @@ public final class Model {
             throw LCAError(code: .mismatch, message: "attribute: parameter vectors of length \(from.count) and \(to.count), model \(spec) has \(parameterCount)")
         }
         var config = try configuration.cConfig(exampleCount: data.count)
+        config.lca_units = 0 // per-unit sums are not part of an attribution
         var record = lca_record()
         var view: ViewRecord?
         let count = indices?.count ?? data.count

@@ -29,6 +29,11 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     public var tensorHurt: [UInt64]
     /// Parameters with LCA == 0, per tensor.
     public var tensorZero: [UInt64]
+    /// Per-unit LCA (neurons, channels: incoming weights plus bias), indexed
+    /// like `Model.unitGroups` (group `g`'s unit `u` at `offset + u`), when
+    /// the run has per-unit views on (`TrainingConfiguration.lcaUnits`);
+    /// empty otherwise.
+    public var unitLCA: [Double]
 
     /// lossAfter − lossBefore.
     public var lossChange: Double { lossAfter - lossBefore }
@@ -36,7 +41,7 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     /// Number of parameters with LCA < 0, over all tensors.
     public var helpedCount: UInt64 { tensorHelped.reduce(0, +) }
 
-    init(_ v: lca_view_record, tensorCount: Int) {
+    init(_ v: lca_view_record, tensorCount: Int, unitCount: Int = 0) {
         lossBefore = v.loss_before
         lossAfter = v.loss_after
         lcaTotal = v.lca_total
@@ -53,13 +58,18 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         tensorHelped = copy(v.tensor_helped)
         tensorHurt = copy(v.tensor_hurt)
         tensorZero = copy(v.tensor_zero)
+        if let units = v.unit_lca, unitCount > 0 {
+            unitLCA = Array(UnsafeBufferPointer(start: units, count: unitCount))
+        } else {
+            unitLCA = []
+        }
     }
 
     /// Makes a record from its values (for tests and tools).
     public init(lossBefore: Double, lossAfter: Double, lcaTotal: Double, firstOrderTotal: Double,
                 residual: Double, subintervals: Int, residualAboveThreshold: Bool,
                 tensorLCA: [Double], tensorFirstOrder: [Double], tensorHelped: [UInt64],
-                tensorHurt: [UInt64], tensorZero: [UInt64]) {
+                tensorHurt: [UInt64], tensorZero: [UInt64], unitLCA: [Double] = []) {
         self.lossBefore = lossBefore
         self.lossAfter = lossAfter
         self.lcaTotal = lcaTotal
@@ -72,6 +82,7 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         self.tensorHelped = tensorHelped
         self.tensorHurt = tensorHurt
         self.tensorZero = tensorZero
+        self.unitLCA = unitLCA
     }
 }
 
@@ -89,12 +100,13 @@ public struct IterationRecord: Sendable, Hashable, Codable {
     /// LCA on the validation split, when that view is on.
     public var validation: ViewRecord?
 
-    init(_ r: lca_record, tensorCount: Int) {
+    init(_ r: lca_record, tensorCount: Int, unitCount: Int = 0) {
         iteration = r.iteration
         epoch = Int(r.epoch)
         batchLoss = r.batch_loss
-        train = ViewRecord(r.train, tensorCount: tensorCount)
-        validation = r.has_validation != 0 ? ViewRecord(r.validation, tensorCount: tensorCount) : nil
+        train = ViewRecord(r.train, tensorCount: tensorCount, unitCount: unitCount)
+        validation = r.has_validation != 0
+            ? ViewRecord(r.validation, tensorCount: tensorCount, unitCount: unitCount) : nil
     }
 
     /// Makes a record from its values (for tests and tools).

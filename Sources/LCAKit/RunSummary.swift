@@ -189,6 +189,9 @@ public struct RunSummary: Sendable, Codable, Hashable {
     /// Whether the core was built with OpenMP.
     public var openMP: Bool
     private var finished: Bool
+    /// Made from a log (`init(header:)`): the table leaves out wall time,
+    /// memory and threads, which a log does not record.
+    private var fromLog = false
 
     /// An empty summary for a trainer's run.
     public init(trainer: Trainer) {
@@ -221,6 +224,38 @@ public struct RunSummary: Sendable, Codable, Hashable {
         finished = false
     }
 
+    /// An empty summary for the run a log describes, to be filled with the
+    /// log's records (`lca show`): the same table `lca train` prints, minus
+    /// the wall time, memory and threads, which the log does not record.
+    public init(header: LogHeader) {
+        let config = header.config
+        let data = header.data
+        model = header.model.spec
+        loss = header.model.loss == "mean_squared_error" ? .meanSquaredError : .crossEntropy
+        parameters = header.model.parameters
+        self.data = data?.source ?? ""
+        lca = config?.lca ?? true
+        firstIteration = 1
+        lastIteration = 0
+        iterations = 0
+        batchLossFirst = .nan
+        batchLossLast = .nan
+        let evaluation = data?.evaluation ?? 0, training = data?.training ?? 0
+        let subset = (config?.lcaSubset ?? 0) > 0 && evaluation < training
+        train = lca ? ViewSummary(name: subset ? "LCA subset of the training split" : "training split",
+                                  examples: evaluation, tensors: header.tensors) : nil
+        validation = lca && header.hasValidation
+            ? ViewSummary(name: "validation split", examples: data?.validation ?? 0, tensors: header.tensors) : nil
+        lcaThreshold = config?.lcaThreshold ?? 0.001
+        wallSeconds = 0
+        peakMemoryBytes = 0
+        coreMemoryBytes = 0
+        threads = 0
+        openMP = false
+        finished = false
+        fromLog = true
+    }
+
     /// Adds one iteration.
     public mutating func add(_ record: IterationRecord) {
         precondition(!finished, "RunSummary.add after finish")
@@ -244,7 +279,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         validation = validation?.finished()
         self.wallSeconds = wallSeconds
         if let coreMemoryBytes { self.coreMemoryBytes = coreMemoryBytes }
-        peakMemoryBytes = ProcessStats.peakResidentBytes
+        if !fromLog { peakMemoryBytes = ProcessStats.peakResidentBytes }
     }
 
     /// The summary for people: aligned columns, one block per view.
@@ -265,6 +300,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         let label = { (s: String) in s.padding(toLength: 22, withPad: " ", startingAt: 0) }
         text += "\n"
         text += label("minibatch loss") + "\(Format.fixed(batchLossFirst)) → \(Format.fixed(batchLossLast))\n"
+        if fromLog { return text }
         let perIteration = iterations > 0 ? summary.wallSeconds / Double(iterations) : 0
         text += label("wall time") + "\(Format.duration(summary.wallSeconds))"
             + (iterations > 0 ? String(format: " (%.1f ms per iteration)", perIteration * 1000) : "") + "\n"

@@ -56,7 +56,8 @@ public final class Trainer {
     /// Runs one iteration: a minibatch step, then the LCA of that step.
     public func step() throws -> IterationRecord {
         try check(lca_trainer_step(handle, &record))
-        return IterationRecord(record, tensorCount: model.tensors.count)
+        return IterationRecord(record, tensorCount: model.tensors.count,
+                               unitCount: configuration.lcaUnits ? model.unitCount : 0)
     }
 
     /// Iterations completed so far (also after `loadState(from:)`).

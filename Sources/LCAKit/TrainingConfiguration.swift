@@ -145,6 +145,10 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     /// Examples per evaluation chunk (default 1000); results do not depend
     /// on it beyond float rounding order documented by the core.
     public var evalChunk: Int
+    /// Per-unit views: each record also carries the LCA of every output
+    /// unit (neuron or channel: incoming weights plus bias), in
+    /// `ViewRecord.unitLCA` and the log's `unit_lca` field (default false).
+    public var lcaUnits: Bool
 
     /// The core's defaults (`lca_config_default()`).
     public init() {
@@ -169,6 +173,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaThreshold = c.lca_threshold
         lcaMaxSubintervals = Int(c.lca_max_subintervals)
         evalChunk = Int(c.eval_chunk)
+        lcaUnits = c.lca_units != 0
     }
 
     /// The C config, with the validation size resolved for a set of
@@ -200,13 +205,14 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         c.lca_threshold = lcaThreshold
         c.lca_max_subintervals = UInt32(try unsigned(lcaMaxSubintervals, "maximum sub-intervals"))
         c.eval_chunk = try unsigned(evalChunk, "evaluation chunk")
+        c.lca_units = lcaUnits ? 1 : 0
         return c
     }
 
     private enum CodingKeys: String, CodingKey {
         case seed, optimizer, learningRate, momentum, adamBeta1, adamBeta2, adamEpsilon, weightDecay
         case batchSize, iterations, validation, lca, lcaSubset, lcaValidationView, lcaThreshold
-        case lcaMaxSubintervals, evalChunk
+        case lcaMaxSubintervals, evalChunk, lcaUnits
     }
 
     /// Decodes a configuration; keys that are missing keep the core's
@@ -231,6 +237,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaThreshold = try c.decodeIfPresent(Double.self, forKey: .lcaThreshold) ?? lcaThreshold
         lcaMaxSubintervals = try c.decodeIfPresent(Int.self, forKey: .lcaMaxSubintervals) ?? lcaMaxSubintervals
         evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? evalChunk
+        lcaUnits = try c.decodeIfPresent(Bool.self, forKey: .lcaUnits) ?? lcaUnits
     }
 
     /// Encodes every field.
@@ -253,6 +260,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         try c.encode(lcaThreshold, forKey: .lcaThreshold)
         try c.encode(lcaMaxSubintervals, forKey: .lcaMaxSubintervals)
         try c.encode(evalChunk, forKey: .evalChunk)
+        try c.encode(lcaUnits, forKey: .lcaUnits)
     }
 
     /// Iterations for `epochs` passes over `trainingCount` examples:

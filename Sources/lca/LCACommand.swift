@@ -20,10 +20,12 @@ struct LCACommand: ParsableCommand {
         discussion: """
             LCA (Lan et al., NeurIPS 2019) splits the change of the loss on a fixed evaluation set \
             into one term per parameter at every iteration. Negative LCA: the parameter helped.
-            Exit status: 0 success, 1 failure, 64 usage error.
+            Exit status: 0 success, 1 failure, 64 usage error. Data goes to stdout, progress to \
+            stderr only when it is a terminal; NO_COLOR turns colour off; a closed output pipe \
+            ends a command quietly.
             """,
         version: Core.version,
-        subcommands: [Train.self, Attribute.self],
+        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self],
         defaultSubcommand: Train.self
     )
 
@@ -71,7 +73,22 @@ enum Output {
 
     /// `lca: error: <message>` on stderr.
     static func error(_ message: String) {
-        stderr("lca: error: \(message)\n")
+        stderr("lca: \(colored("error:", .red, stream: .stderr)) \(message)\n")
+    }
+
+    enum Color: String {
+        case red = "31", green = "32"
+    }
+
+    enum Stream { case stdout, stderr }
+
+    /// text in colour when the stream is a terminal and NO_COLOR is unset
+    /// (https://no-color.org: any value, even empty, turns colour off).
+    static func colored(_ text: String, _ color: Color, stream: Stream) -> String {
+        let fd = stream == .stdout ? STDOUT_FILENO : STDERR_FILENO
+        guard isatty(fd) == 1, ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
+              ProcessInfo.processInfo.environment["TERM"] != "dumb" else { return text }
+        return "\u{1B}[\(color.rawValue)m\(text)\u{1B}[0m"
     }
 
     /// Whether stderr is a terminal (progress goes there only then).

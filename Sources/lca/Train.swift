@@ -91,6 +91,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: 1000)", valueName: "n"))
     var evalChunk: Int?
 
+    @Flag(help: "Per-unit views: add each output unit's LCA (a neuron's incoming weights plus its bias) to every record (log field unit_lca).")
+    var units = false
+
     // MARK: output
 
     @Option(name: [.short, .long], help: ArgumentHelp("Run folder, or '-' to write the binary log to stdout (and no folder unless --run-dir). (default: runs/<YYYYmmdd-HHMMSS>)", valueName: "path"))
@@ -107,6 +110,9 @@ struct Train: ParsableCommand {
 
     @Option(help: ArgumentHelp("Threads for the core (0 = OpenMP default); results do not depend on it.", valueName: "n"))
     var threads: Int?
+
+    @Option(help: ArgumentHelp("Also write TensorBoard event files here, live, one event per iteration (tensorboard --logdir DIR).", valueName: "dir"))
+    var tensorboard: String?
 
     @Flag(help: "Print the summary as JSON instead of the table.")
     var json = false
@@ -134,8 +140,8 @@ struct Train: ParsableCommand {
         if let validation, ValidationSize(parsing: validation) == nil {
             throw ValidationError("--validation must be a count (0 = none) or a fraction in (0, 1), not '\(validation)'")
         }
-        if noLCA && (lcaValidation || lcaSubset != nil) {
-            throw ValidationError("--no-lca cannot be combined with --lca-validation or --lca-subset")
+        if noLCA && (lcaValidation || lcaSubset != nil || units) {
+            throw ValidationError("--no-lca cannot be combined with --lca-validation, --lca-subset or --units")
         }
         if runDir != nil && output != "-" {
             throw ValidationError("--run-dir is for -o - (the log on stdout); otherwise use -o DIR")
@@ -155,6 +161,7 @@ struct Train: ParsableCommand {
                 ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
                 ("--lca-threshold", lcaThreshold != nil), ("--lca-max-subintervals", lcaMaxSubintervals != nil),
                 ("--lca-validation", lcaValidation), ("--eval-chunk", evalChunk != nil), ("--output", output != nil),
+                ("--units", units),
                 ("--save-every", saveEvery != 0),
             ]
             let given = conflicting.filter(\.1).map(\.0)
@@ -187,6 +194,7 @@ struct Train: ParsableCommand {
         if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
         if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
         if let evalChunk { configuration.evalChunk = evalChunk }
+        configuration.lcaUnits = units
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
         // Default length: 5 epochs of the small embedded digits set, 1 epoch of anything else.
@@ -212,8 +220,17 @@ struct Train: ParsableCommand {
             }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
-            let summary = try run.run(progress: { progress.update($0) }, shouldStop: { interruptRequested != 0 })
+            let board = try tensorboard.map { try TensorBoardWriter(directory: $0, tensors: run.model.tensors) }
+            var boardError: Error?
+            let summary = try run.run(progress: { record in
+                progress.update(record)
+                if boardError == nil {
+                    do { try board?.write(record) } catch { boardError = error }
+                }
+            }, shouldStop: { interruptRequested != 0 || boardError != nil })
             progress.finish()
+            if let boardError { throw boardError }
+            try board?.close()
             let text = json ? try summary.jsonString() + "\n" : summary.table
             if run.logPath == "-" {
                 if !quiet { Output.stderr(text) }

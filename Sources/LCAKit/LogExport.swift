@@ -1,0 +1,221 @@
+import Foundation
+
+/// Turns the records of a log into rows with named columns, for CSV, JSON
+/// Lines and `.npy` exports. Works from the header's field list and the
+/// records' raw bytes, so every field of the log is exported exactly as
+/// stored, including fields this version of LCAKit does not know.
+///
+/// Column names: a scalar field keeps its name (`iteration`, `lca_total`,
+/// `val_residual`); a per-tensor field becomes `<tensor>.<field>`
+/// (`fc1.weight.lca`, `fc1.weight.val_helped`); a per-unit field becomes
+/// `<group>.unit<u>.lca` or `<group>.unit<u>.val_lca`.
+public struct LogColumns: Sendable {
+    /// One column: its name and where its value sits in a record.
+    public struct Column: Sendable, Hashable {
+        /// The column's name.
+        public var name: String
+        /// numpy type string of the value.
+        public var type: String
+        /// Byte offset inside the record.
+        public var offset: Int
+    }
+
+    /// The columns, in record order.
+    public let columns: [Column]
+    /// The header they were made from.
+    public let header: LogHeader
+
+    /// Field names whose elements are per tensor.
+    static let perTensor: Set<String> = ["lca", "first_order", "helped", "hurt", "zero",
+                                          "val_lca", "val_first_order", "val_helped", "val_hurt", "val_zero"]
+    /// Field names whose elements are per unit.
+    static let perUnit: Set<String> = ["unit_lca", "val_unit_lca"]
+
+    /// The columns of a log.
+    public init(header: LogHeader) {
+        self.header = header
+        var columns: [Column] = []
+        let unitNames: [String] = (header.units ?? []).flatMap { group in
+            (0..<group.units).map { "\(group.group).unit\($0)" }
+        }
+        for field in header.fields {
+            let width = field.width
+            for index in 0..<field.count {
+                let name: String
+                if Self.perTensor.contains(field.name), index < header.tensors.count {
+                    name = header.tensors[index].name + "." + field.name
+                } else if Self.perUnit.contains(field.name), index < unitNames.count {
+                    name = unitNames[index] + "." + (field.name == "unit_lca" ? "lca" : "val_lca")
+                } else if field.count == 1 {
+                    name = field.name
+                } else {
+                    name = "\(field.name)[\(index)]"
+                }
+                columns.append(Column(name: name, type: field.type, offset: field.offset + index * width))
+            }
+        }
+        self.columns = columns
+    }
+
+    /// The value of one column of a record's bytes, as text: integers in
+    /// decimal, floats in the shortest form that reads back to the same
+    /// double (so a correctly rounding parser recovers every bit);
+    /// non-finite floats as `nan`, `inf`, `-inf` (or `null` when `json`).
+    public func text(_ column: Column, in record: ArraySlice<UInt8>, json: Bool = false) -> String {
+        record.withUnsafeBytes { raw in
+            switch column.type {
+            case "<f8", "<f4":
+                let value = column.type == "<f8"
+                    ? Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: column.offset, as: UInt64.self)))
+                    : Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: column.offset, as: UInt32.self))))
+                if value.isFinite { return "\(value)" }
+                if json { return "null" }
+                return value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf")
+            case "<u4":
+                return String(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: column.offset, as: UInt32.self)))
+            default:
+                return String(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: column.offset, as: UInt64.self)))
+            }
+        }
+    }
+
+    /// The CSV header line (with a newline).
+    public var csvHeader: String { columns.map { Self.csvQuoted($0.name) }.joined(separator: ",") + "\n" }
+
+    /// One CSV line (with a newline) for a record's bytes.
+    public func csvLine(_ record: ArraySlice<UInt8>) -> String {
+        columns.map { text($0, in: record) }.joined(separator: ",") + "\n"
+    }
+
+    /// One JSON object on one line (with a newline) for a record's bytes,
+    /// keys in column order.
+    public func jsonLine(_ record: ArraySlice<UInt8>) -> String {
+        "{" + columns.map { "\(Self.jsonQuoted($0.name)): \(text($0, in: record, json: true))" }.joined(separator: ", ") + "}\n"
+    }
+
+    static func csvQuoted(_ text: String) -> String {
+        text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
+            ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
+    }
+
+    static func jsonQuoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// The numpy dtype description of a record, as the `.npy` header
+    /// writes it: `[('iteration', '<u8'), …, ('lca', '<f8', (4,)), …]`.
+    /// Per-tensor and per-unit fields are arrays even with one element.
+    public var numpyDescription: String {
+        "[" + header.fields.map { field in
+            let array = field.count != 1 || Self.perTensor.contains(field.name) || Self.perUnit.contains(field.name)
+            return array ? "('\(field.name)', '\(field.type)', (\(field.count),))" : "('\(field.name)', '\(field.type)')"
+        }.joined(separator: ", ") + "]"
+    }
+}
+
+/// Writes a log's records as a NumPy `.npy` file (format version 1.0): a
+/// structured array with the log's record dtype, one element per record,
+/// the bytes of every record copied unchanged. The record count is written
+/// into the header when the file is closed, so a pipe can be exported
+/// without knowing its length in advance.
+///
+/// ```python
+/// records = numpy.load("run.npy")      # records["lca_total"], records["lca"][:, 0]
+/// ```
+public final class NpyWriter {
+    private var fd: Int32
+    private let path: String
+    private let description: String
+    private let headerLength: Int
+    /// Records written so far.
+    public private(set) var count = 0
+
+    /// Creates (or replaces) the file and writes a header for zero records.
+    public init(path: String, header: LogHeader) throws {
+        self.path = path
+        description = LogColumns(header: header).numpyDescription
+        // room for a 20-digit count, padded so that the data starts at a multiple of 64
+        let longest = 10 + Self.dictionary(description, count: "99999999999999999999").utf8.count + 1
+        headerLength = (longest + 63) / 64 * 64
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw LCAError(code: .io, message: "\(path): cannot create: \(String(cString: strerror(errno)))", systemError: errno)
+        }
+        try writeHeader()
+    }
+
+    deinit { if fd >= 0 { _ = POSIX.close(fd) } }
+
+    /// Appends one record's bytes (exactly `recordSize` bytes).
+    public func write(_ record: ArraySlice<UInt8>) throws {
+        try record.withUnsafeBytes { try writeAll($0) }
+        count += 1
+    }
+
+    /// Writes the final count into the header and closes the file.
+    public func close() throws {
+        guard lseek(fd, 0, SEEK_SET) == 0 else {
+            throw LCAError(code: .io, message: "\(path): cannot seek to rewrite the .npy header (is it a pipe?)", systemError: errno)
+        }
+        try writeHeader()
+        let descriptor = fd
+        fd = -1
+        if POSIX.close(descriptor) != 0 {
+            throw LCAError(code: .io, message: "\(path): close failed: \(String(cString: strerror(errno)))", systemError: errno)
+        }
+    }
+
+    private static func dictionary(_ description: String, count: String) -> String {
+        "{'descr': \(description), 'fortran_order': False, 'shape': (\(count),), }"
+    }
+
+    private func writeHeader() throws {
+        var text = Self.dictionary(description, count: String(count))
+        text += String(repeating: " ", count: headerLength - 10 - text.utf8.count - 1) + "\n"
+        let length = UInt16(text.utf8.count)
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xFF), UInt8(length >> 8)]
+        bytes += Array(text.utf8)
+        try bytes.withUnsafeBytes { try writeAll($0) }
+    }
+
+    private func writeAll(_ raw: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < raw.count {
+            let n = POSIX.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LCAError(code: .io, message: "\(path): write failed: \(String(cString: strerror(errno)))", systemError: errno)
+            }
+            offset += n
+        }
+    }
+}
+
+/// The system calls whose names the writers' own methods shadow.
+enum POSIX {
+    static func close(_ fd: Int32) -> Int32 { systemClose(fd) }
+    static func write(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int { systemWrite(fd, bytes, count) }
+}
+
+#if canImport(Glibc)
+import Glibc
+private let systemClose = Glibc.close
+private let systemWrite = Glibc.write
+#elseif canImport(Musl)
+import Musl
+private let systemClose = Musl.close
+private let systemWrite = Musl.write
+#else
+import Darwin
+private let systemClose = Darwin.close
+private let systemWrite = Darwin.write
+#endif

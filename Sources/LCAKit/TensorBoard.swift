@@ -1,0 +1,226 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes TensorBoard event files of a run's LCA, one event per iteration
+/// with no down-sampling: per-tensor LCA, cumulative LCA and % of
+/// parameters helped; the totals, losses, residual and sub-intervals; the
+/// same for the validation view when present.
+///
+/// The file is a TFRecord stream (each record: u64 length, masked CRC32C of
+/// the length, the bytes, masked CRC32C of the bytes) of `tensorflow.Event`
+/// protobuf messages, encoded here by hand: no protobuf or TensorFlow
+/// dependency. Every event is written with one `write` call, so a running
+/// TensorBoard sees each iteration as it happens.
+///
+/// Tags: `loss/batch`, `loss/evaluation`, `lca/total`, `lca/first_order`,
+/// `residual`, `subintervals`, `lca/<tensor>`, `lca_cumulative/<tensor>`,
+/// `lca_cumulative/total`, `helped_percent/<tensor>`, `helped_percent/total`,
+/// and `validation/…` for the validation view.
+///
+/// ```swift
+/// let board = try TensorBoardWriter(directory: "tb/run1", tensors: model.tensors)
+/// try board.write(record)
+/// try board.close()
+/// ```
+/// then `tensorboard --logdir tb`.
+public final class TensorBoardWriter {
+    /// The event file's path.
+    public let path: String
+    private var fd: Int32
+    private let tensors: [TensorInfo]
+    private var cumulative: [Double]
+    private var cumulativeTotal = 0.0
+    private var validationCumulative: [Double]
+    private var validationCumulativeTotal = 0.0
+
+    /// Creates `directory` (and its parents) and a new event file in it,
+    /// named `events.out.tfevents.<seconds>.<host>.lca`, starting with the
+    /// file-version event.
+    public init(directory: String, tensors: [TensorInfo], wallTime: Double = Date().timeIntervalSince1970) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw LCAError(code: .io, message: "\(directory): cannot create the TensorBoard folder: \(error.localizedDescription)")
+        }
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let hostName = String(cString: host).replacingOccurrences(of: "/", with: "_")
+        var candidate = "\(directory)/events.out.tfevents.\(Int(wallTime)).\(hostName.isEmpty ? "localhost" : hostName).lca"
+        var suffix = 2
+        while FileManager.default.fileExists(atPath: candidate) {
+            candidate = "\(directory)/events.out.tfevents.\(Int(wallTime)).\(hostName.isEmpty ? "localhost" : hostName).lca\(suffix)"
+            suffix += 1
+        }
+        path = candidate
+        fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw LCAError(code: .io, message: "\(candidate): cannot create: \(String(cString: strerror(errno)))", systemError: errno)
+        }
+        self.tensors = tensors
+        cumulative = [Double](repeating: 0, count: tensors.count)
+        validationCumulative = cumulative
+        var event = Protobuf()
+        event.double(1, wallTime)
+        event.string(3, "brain.Event:2")
+        try writeRecord(event.bytes)
+    }
+
+    deinit { if fd >= 0 { _ = POSIX.close(fd) } }
+
+    /// Appends the event of one iteration (step = the record's iteration).
+    public func write(_ record: IterationRecord, wallTime: Double = Date().timeIntervalSince1970) throws {
+        var values: [(String, Double)] = [("loss/batch", record.batchLoss)]
+        let v = record.train
+        if v.subintervals > 0 {
+            values += scalars(v, prefix: "", cumulative: &cumulative, total: &cumulativeTotal)
+        }
+        if let validation = record.validation {
+            values += scalars(validation, prefix: "validation/", cumulative: &validationCumulative,
+                              total: &validationCumulativeTotal)
+        }
+        var summary = Protobuf()
+        for (tag, value) in values {
+            var entry = Protobuf()
+            entry.string(1, tag)
+            entry.float(2, Float(value))
+            summary.message(1, entry)
+        }
+        var event = Protobuf()
+        event.double(1, wallTime)
+        event.varint(2, record.iteration)
+        event.message(5, summary)
+        try writeRecord(event.bytes)
+    }
+
+    /// Closes the file.
+    public func close() throws {
+        guard fd >= 0 else { return }
+        let result = POSIX.close(fd)
+        fd = -1
+        if result != 0 {
+            throw LCAError(code: .io, message: "\(path): close failed: \(String(cString: strerror(errno)))", systemError: errno)
+        }
+    }
+
+    private func scalars(_ v: ViewRecord, prefix: String, cumulative: inout [Double], total: inout Double) -> [(String, Double)] {
+        var values: [(String, Double)] = [
+            (prefix + "loss/evaluation", v.lossAfter), (prefix + "lca/total", v.lcaTotal),
+            (prefix + "lca/first_order", v.firstOrderTotal), (prefix + "residual", v.residual),
+            (prefix + "subintervals", Double(v.subintervals)),
+        ]
+        var helped: UInt64 = 0, parameters = 0
+        for (index, tensor) in tensors.enumerated() where index < v.tensorLCA.count {
+            cumulative[index] += v.tensorLCA[index]
+            values.append((prefix + "lca/" + tensor.name, v.tensorLCA[index]))
+            values.append((prefix + "lca_cumulative/" + tensor.name, cumulative[index]))
+            values.append((prefix + "helped_percent/" + tensor.name,
+                           tensor.count > 0 ? 100 * Double(v.tensorHelped[index]) / Double(tensor.count) : 0))
+            helped += v.tensorHelped[index]
+            parameters += tensor.count
+        }
+        total += v.lcaTotal
+        values.append((prefix + "lca_cumulative/total", total))
+        values.append((prefix + "helped_percent/total", parameters > 0 ? 100 * Double(helped) / Double(parameters) : 0))
+        return values
+    }
+
+    /// One TFRecord, written with a single write call.
+    private func writeRecord(_ data: [UInt8]) throws {
+        var length: [UInt8] = []
+        let count = UInt64(data.count)
+        for i in 0..<8 { length.append(UInt8(truncatingIfNeeded: count >> (8 * UInt64(i)))) }
+        var bytes = length
+        bytes += Self.littleEndian(CRC32C.masked(length))
+        bytes += data
+        bytes += Self.littleEndian(CRC32C.masked(data))
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { POSIX.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LCAError(code: .io, message: "\(path): write failed: \(String(cString: strerror(errno)))", systemError: errno)
+            }
+            offset += n
+        }
+    }
+
+    private static func littleEndian(_ value: UInt32) -> [UInt8] {
+        (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt32($0))) }
+    }
+}
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses
+/// it, with TensorFlow's mask: ((crc >> 15) | (crc << 17)) + 0xA282EAD8.
+public enum CRC32C {
+    private static let table: [UInt32] = (0..<256).map { index -> UInt32 in
+        var crc = UInt32(index)
+        for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+        return crc
+    }
+
+    /// The CRC-32C of bytes ("123456789" gives 0xE3069283).
+    public static func checksum<Bytes: Sequence>(_ bytes: Bytes) -> UInt32 where Bytes.Element == UInt8 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+
+    /// The masked CRC-32C that TFRecord stores.
+    public static func masked<Bytes: Sequence>(_ bytes: Bytes) -> UInt32 where Bytes.Element == UInt8 {
+        let crc = checksum(bytes)
+        return ((crc >> 15) | (crc << 17)) &+ 0xA282_EAD8
+    }
+}
+
+/// The few protobuf wire-format encodings an Event needs.
+struct Protobuf {
+    var bytes: [UInt8] = []
+
+    mutating func key(_ field: Int, _ wireType: UInt64) { raw(UInt64(field) << 3 | wireType) }
+
+    mutating func raw(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            bytes.append(UInt8(v & 0x7F) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    mutating func varint(_ field: Int, _ value: UInt64) {
+        key(field, 0)
+        raw(value)
+    }
+
+    mutating func double(_ field: Int, _ value: Double) {
+        key(field, 1)
+        let bits = value.bitPattern
+        for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i)))) }
+    }
+
+    mutating func float(_ field: Int, _ value: Float) {
+        key(field, 5)
+        let bits = value.bitPattern
+        for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt32(i)))) }
+    }
+
+    mutating func string(_ field: Int, _ text: String) {
+        key(field, 2)
+        let utf8 = Array(text.utf8)
+        raw(UInt64(utf8.count))
+        bytes += utf8
+    }
+
+    mutating func message(_ field: Int, _ inner: Protobuf) {
+        key(field, 2)
+        raw(UInt64(inner.bytes.count))
+        bytes += inner.bytes
+    }
+}

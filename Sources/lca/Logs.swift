@@ -1,0 +1,241 @@
+import ArgumentParser
+import Foundation
+import LCAKit
+
+/// Opens a log for the commands: a `LogReadError` becomes the command's
+/// error message (file, byte offset, what was expected).
+func openLog(_ path: String, follow: Bool = false) throws -> LogStream {
+    do {
+        return try LogStream(path: path, follow: follow)
+    } catch let error as LogReadError {
+        throw error.lcaError
+    }
+}
+
+/// Reads the remaining records of a stream, turning a read error into an
+/// `LCAError` for `Report.failures`.
+func nextRaw(_ stream: LogStream) throws -> ArraySlice<UInt8>? {
+    do { return try stream.nextRawRecord() } catch let error as LogReadError { throw error.lcaError }
+}
+
+/// Says on stderr (when it is a terminal) that a partial last record was
+/// left out.
+func notePartialRecord(_ stream: LogStream) {
+    if stream.partialBytes > 0 && Output.stderrIsTerminal {
+        Output.stderr("lca: note: \(stream.path): left out a partial last record (\(stream.partialBytes) of \(stream.header.recordSize) bytes): the run is still writing or was stopped\n")
+    }
+}
+
+/// `lca show`: the summary table of a log.
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the summary of an LCA log (the table lca train prints).",
+        discussion: """
+            Reads LOG (a file, or - for standard input) record by record in constant memory; a \
+            partial last record (a run still writing, or killed) is left out. With --follow, one \
+            line per iteration is printed as the run writes it, until the run's configured number \
+            of iterations, the end of a pipe, or Ctrl-C; then the summary. With --json the summary \
+            is one JSON object (with --follow: one JSON line per iteration, named columns as in \
+            lca export --to jsonl, then a last line {"summary": …}).
+            Examples: lca show runs/x/lca.log; lca train -o - | lca show -
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    var log: String
+
+    @Flag(help: "Print JSON instead of the table.")
+    var json = false
+
+    @Flag(help: "Keep reading as the run writes; print one line per iteration.")
+    var follow = false
+
+    func run() throws {
+        try Report.failures {
+            installInterruptHandler()
+            let stream = try openLog(log, follow: follow)
+            stream.shouldStop = { interruptRequested != 0 }
+            var summary = RunSummary(header: stream.header)
+            let columns = LogColumns(header: stream.header)
+            let out = BufferedOutput(flushEachLine: follow)
+            if follow && !json {
+                try out.write("iteration  epoch   batch loss    eval loss      LCA total     residual  helped\n")
+            }
+            let parameters = max(stream.header.model.parameters, 1)
+            while let raw = try nextRaw(stream) {
+                let record = stream.decode(raw)
+                summary.add(record)
+                guard follow else { continue }
+                if json {
+                    try out.write(columns.jsonLine(raw))
+                } else {
+                    let v = record.train
+                    try out.write(String(format: "%9llu  %5d  %11.6f  %11.6f  %+.6e  %+.4e  %5.1f%%\n",
+                                         record.iteration, record.epoch, record.batchLoss, v.lossAfter, v.lcaTotal,
+                                         v.residual, 100 * Double(v.helpedCount) / Double(parameters)))
+                }
+            }
+            notePartialRecord(stream)
+            summary.finish(wallSeconds: 0)
+            if json {
+                let text = try summary.jsonString()
+                try out.write(follow ? "{\"summary\": " + text.replacingOccurrences(of: "\n", with: " ") + "}\n" : text + "\n")
+            } else {
+                try out.write((follow ? "\n" : "") + summary.table)
+            }
+            try out.flush()
+        }
+    }
+}
+
+/// `lca export`: a log as CSV, JSON Lines, .npy or TensorBoard events.
+struct Export: ParsableCommand {
+    enum Target: String, ExpressibleByArgument, CaseIterable {
+        case csv, jsonl, npy, tensorboard
+    }
+
+    static let configuration = CommandConfiguration(
+        abstract: "Export an LCA log as CSV, JSON Lines, a NumPy .npy file, or TensorBoard event files.",
+        discussion: """
+            csv, jsonl: one row per iteration with named columns (iteration, …, lca_total, \
+            residual, <tensor>.lca, <tensor>.first_order, <tensor>.helped, …; <group>.unit<u>.lca \
+            with per-unit views; val_… and <tensor>.val_lca with the validation view); doubles in \
+            the shortest text that reads back to the same bits. Written to stdout unless -o.
+            npy: a structured array with the log's record layout (numpy.load reads it; every \
+            record's bytes copied unchanged); needs -o FILE.
+            tensorboard: an event file in -o DIR with per-tensor LCA, cumulative LCA, % helped, \
+            losses and residual at every iteration (no down-sampling); tensorboard --logdir DIR.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    var log: String
+
+    @Option(help: "Format: csv, jsonl, npy or tensorboard.")
+    var to: Target
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Output file (csv, jsonl: default stdout; npy: required) or folder (tensorboard: required).", valueName: "path"))
+    var output: String?
+
+    mutating func validate() throws {
+        if (to == .npy || to == .tensorboard) && (output == nil || output == "-") {
+            throw ValidationError("--to \(to.rawValue) needs -o \(to == .npy ? "FILE.npy" : "DIR")")
+        }
+    }
+
+    func run() throws {
+        try Report.failures {
+            let stream = try openLog(log)
+            switch to {
+            case .csv, .jsonl:
+                let columns = LogColumns(header: stream.header)
+                let out = try output.map { try BufferedOutput(path: $0) } ?? BufferedOutput()
+                if to == .csv { try out.write(columns.csvHeader) }
+                while let raw = try nextRaw(stream) {
+                    try out.write(to == .csv ? columns.csvLine(raw) : columns.jsonLine(raw))
+                }
+                try out.close()
+            case .npy:
+                let writer = try NpyWriter(path: output!, header: stream.header)
+                while let raw = try nextRaw(stream) { try writer.write(raw) }
+                try writer.close()
+            case .tensorboard:
+                let board = try TensorBoardWriter(directory: output!, tensors: stream.header.tensors)
+                while let raw = try nextRaw(stream) { try board.write(stream.decode(raw)) }
+                try board.close()
+                if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output!)\n") }
+            }
+            notePartialRecord(stream)
+        }
+    }
+}
+
+/// `lca verify`: the internal consistency of a log.
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check an LCA log's internal consistency and its residual bound.",
+        discussion: """
+            For every record: per-tensor LCA adds up to lca_total (bit for bit), residual = \
+            loss_after − loss_before − lca_total, losses chain from record to record, help/hurt/zero \
+            counts cover each tensor, |residual| within the run's threshold unless flagged, \
+            per-unit sums match their layer, and with --max-residual X, |residual| ≤ X. Exit \
+            status 1 names the first failing iteration.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    var log: String
+
+    @Option(name: .customLong("max-residual"), help: ArgumentHelp("Fail when any |residual| exceeds this many nats.", valueName: "x"))
+    var maxResidual: Double?
+
+    mutating func validate() throws {
+        if let maxResidual, !(maxResidual >= 0) { throw ValidationError("--max-residual must be >= 0") }
+    }
+
+    func run() throws {
+        try Report.failures {
+            let stream = try openLog(log)
+            let report: LogVerifier.Report
+            do { report = try LogVerifier.verify(stream, maxResidual: maxResidual) } catch let error as LogReadError { throw error.lcaError }
+            if let failure = report.failure {
+                Output.error("\(log): \(Output.colored("FAILED", .red, stream: .stderr)) at \(failure)")
+                throw ExitCode.failure
+            }
+            var text = "\(log): \(Output.colored("ok", .green, stream: .stdout)), \(report.records) records consistent; "
+                + "max |residual| \(String(format: "%.3e", report.maxAbsResidual))"
+            if let threshold = stream.header.config?.lcaThreshold { text += " (threshold \(String(format: "%.1e", threshold)))" }
+            if let maxResidual { text += ", within --max-residual \(String(format: "%.1e", maxResidual))" }
+            text += ", \(report.flagged) flagged"
+            if report.partialBytes > 0 { text += "; a partial last record of \(report.partialBytes) bytes left out" }
+            try Output.stdout(text + "\n")
+        }
+    }
+}
+
+/// Text to stdout (or a file) in large writes; a closed pipe ends the
+/// command quietly (`Output.stdout`).
+final class BufferedOutput {
+    private var buffer = ""
+    private let flushEachLine: Bool
+    private let handle: FileHandle?
+    private let path: String?
+
+    init(flushEachLine: Bool = false) {
+        self.flushEachLine = flushEachLine
+        handle = nil
+        path = nil
+    }
+
+    init(path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            throw LCAError(code: .io, message: "\(path): cannot create")
+        }
+        self.handle = handle
+        self.path = path
+        flushEachLine = false
+    }
+
+    func write(_ text: String) throws {
+        buffer += text
+        if flushEachLine || buffer.utf8.count >= 1 << 16 { try flush() }
+    }
+
+    func flush() throws {
+        guard !buffer.isEmpty else { return }
+        let text = buffer
+        buffer = ""
+        if let handle {
+            do { try handle.write(contentsOf: Data(text.utf8)) } catch {
+                throw LCAError(code: .io, message: "\(path ?? ""): write failed: \(error.localizedDescription)")
+            }
+        } else {
+            try Output.stdout(text)
+        }
+    }
+
+    func close() throws {
+        try flush()
+        try handle?.close()
+    }
+}

@@ -1,0 +1,222 @@
+"""Tests of the Python reader against the Swift reader and the exports.
+
+Runs the built `lca` (LCA_BIN, default .build/debug/lca) to make logs, then:
+  - numpy reader (memory-mapped) == lca export --to csv and --to jsonl (the
+    Swift reader), every column, bit for bit (the text holds the shortest
+    digits that read back to the same double);
+  - numpy.load on lca export --to npy == the numpy reader, bit for bit;
+  - a pipe (lca train -o - | LogStream, small chunks) == the file of the
+    same run;
+  - the log truncated at every byte offset of its last record reads as the
+    records before it; corrupt headers raise LogFormatError naming the
+    problem;
+  - TensorBoard's own reader (EventAccumulator, keeping every scalar) loads
+    lca export --to tensorboard with one event per iteration and the values
+    of the log (as float32), and every TFRecord's masked CRC32C checks out,
+    when the tensorboard package is installed (a loud SKIP otherwise).
+Exit status 0 when every check passes; the worst differences are printed.
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+try:
+    import numpy as np
+except ImportError:
+    print("#" * 72)
+    print("SKIPPED: numpy is not installed; the Python reader tests did not run")
+    print("#" * 72)
+    sys.exit(0)
+
+import lca_log
+
+LCA = os.environ.get("LCA_BIN", os.path.join(ROOT, ".build", "debug", "lca"))
+failures = []
+
+
+def check(condition, what, detail=""):
+    print(("ok   " if condition else "FAIL ") + what + (f": {detail}" if detail else ""))
+    if not condition:
+        failures.append(what)
+
+
+def run(args, cwd, **kwargs):
+    return subprocess.run([LCA] + args, cwd=cwd, check=True, **kwargs)
+
+
+def compare_columns(columns, reference, what):
+    """columns: numpy arrays by name; reference: lists of text by name."""
+    missing = [name for name in reference if name not in columns]
+    extra = [name for name in columns if name not in reference]
+    check(not missing and not extra, f"{what}: same column names", f"missing {missing[:3]}, extra {extra[:3]}")
+    mismatched, worst = [], 0.0
+    for name, texts in reference.items():
+        if name not in columns:
+            continue
+        ours = columns[name]
+        theirs = np.array([float(t) if ours.dtype.kind == "f" else int(t) for t in texts], dtype=ours.dtype)
+        if ours.shape != theirs.shape or not np.array_equal(ours, theirs):
+            mismatched.append(name)
+            if ours.shape == theirs.shape and ours.dtype.kind == "f":
+                worst = max(worst, float(np.max(np.abs(ours - theirs))))
+    check(not mismatched, f"{what}: every value equal bit for bit ({len(reference)} columns)",
+          f"{len(mismatched)} columns differ, e.g. {mismatched[:3]}, worst difference {worst:.3e}")
+
+
+def main():
+    if not os.path.exists(LCA):
+        print(f"FAIL the lca executable {LCA} is missing: run swift build first")
+        return 1
+    work = tempfile.mkdtemp(prefix="lca-python-")
+    try:
+        args = ["train", "--iterations", "12", "--batch-size", "150", "--units", "--lca-validation", "--quiet"]
+        run(args + ["-o", "run"], work, stdout=subprocess.DEVNULL)
+        log = os.path.join(work, "run", "lca.log")
+        header, records = lca_log.open_log(log)
+        check(len(records) == 12 and isinstance(records, np.memmap), "open_log: 12 memory-mapped records",
+              f"{len(records)} records, {type(records).__name__}")
+        check(records["unit_lca"].shape == (12, 42), "per-unit field unit_lca is 12 × 42", str(records["unit_lca"].shape))
+        sums = records["lca"].sum(axis=1)
+        check(np.all(sums == records["lca_total"]) or
+              np.max(np.abs(sums - records["lca_total"])) < 1e-15, "Σ per-tensor lca ≈ lca_total (numpy order)",
+              f"worst {np.max(np.abs(sums - records['lca_total'])):.2e}")
+        columns = lca_log.table(header, records)
+
+        # the Swift reader, through lca export --to csv and --to jsonl
+        csv = run(["export", "run/lca.log", "--to", "csv"], work, capture_output=True, text=True).stdout.splitlines()
+        names = csv[0].split(",")
+        rows = [line.split(",") for line in csv[1:]]
+        compare_columns(columns, {n: [r[i] for r in rows] for i, n in enumerate(names)}, "csv export vs numpy reader")
+        lines = run(["export", "run/lca.log", "--to", "jsonl"], work, capture_output=True, text=True).stdout.splitlines()
+        objects = [json.loads(line, parse_float=str, parse_int=str) for line in lines]
+        compare_columns(columns, {n: [o[n] for o in objects] for n in objects[0]}, "jsonl export vs numpy reader")
+
+        # numpy.load on the .npy export
+        run(["export", "run/lca.log", "--to", "npy", "-o", "run.npy"], work)
+        loaded = np.load(os.path.join(work, "run.npy"))
+        check(loaded.dtype == records.dtype and loaded.shape == records.shape, "numpy.load: same dtype and shape",
+              f"{len(loaded.dtype.names)} fields, shape {loaded.shape}")
+        check(loaded.tobytes() == np.asarray(records).tobytes(), "numpy.load: the same bytes as the log's records")
+        for name in ("lca_total", "lca", "unit_lca", "val_lca", "helped"):
+            check(np.array_equal(loaded[name], records[name]), f"numpy.load: field {name} equal")
+
+        # a pipe, read in small chunks, gives the records of the same run
+        process = subprocess.Popen([LCA] + args + ["-o", "-"], cwd=work, stdout=subprocess.PIPE)
+        stream = lca_log.LogStream(process.stdout, chunk_records=5)
+        chunks = list(stream)
+        process.wait()
+        piped = np.concatenate(chunks)
+        check(process.returncode == 0 and [len(c) for c in chunks] == [5, 5, 2], "pipe read in chunks of 5",
+              f"chunks {[len(c) for c in chunks]}, exit {process.returncode}")
+        check(piped.tobytes() == np.asarray(records).tobytes(), "pipe records == the file's records")
+
+        # truncated at every byte offset of the last record
+        data = open(log, "rb").read()
+        size = records.dtype.itemsize
+        start = len(data) - 12 * size
+        bad = []
+        for cut in range(len(data) - size, len(data)):
+            path = os.path.join(work, "cut.log")
+            with open(path, "wb") as f:
+                f.write(data[:cut])
+            h, r = lca_log.open_log(path)
+            with open(path, "rb") as f:
+                s = lca_log.LogStream(f, chunk_records=3)
+                streamed = s.read_all()
+            if len(r) != 11 or r.tobytes() != data[start:start + 11 * size] or streamed.tobytes() != r.tobytes():
+                bad.append(cut)
+        check(not bad, f"truncated at each of the {size} offsets of the last record: 11 records read",
+              f"{len(bad)} offsets wrong, first {bad[:3]}")
+
+        # corrupt headers
+        def corrupt(name, blob, expected):
+            path = os.path.join(work, name)
+            with open(path, "wb") as f:
+                f.write(blob)
+            try:
+                lca_log.open_log(path)
+                check(False, f"{name}: rejected", "no error")
+            except lca_log.LogFormatError as error:
+                check(expected in str(error), f"{name}: rejected naming the problem", str(error))
+        version = struct.unpack_from("<I", data, 12)[0]
+        corrupt("magic.log", b"PK" + data[2:], "magic")
+        corrupt("version.log", data[:8] + struct.pack("<I", 2) + data[12:], "version 1, found 2")
+        corrupt("size.log", data[:16] + struct.pack("<I", size + 8) + data[20:], "record size")
+        corrupt("json.log", data[:24] + b"{not json" + data[33:], "does not parse")
+        corrupt("short.log", data[:20], "preamble")
+        corrupt("shortjson.log", data[:24 + version // 2], "inside the")
+
+        tensorboard_check(work, header, records)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"python reader tests: {'FAILED ' + str(len(failures)) if failures else 'all passed'}")
+    return 1 if failures else 0
+
+
+def masked_crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tensorboard_check(work, header, records):
+    run(["export", "run/lca.log", "--to", "tensorboard", "-o", "tb"], work)
+    files = os.listdir(os.path.join(work, "tb"))
+    check(len(files) == 1 and "tfevents" in files[0], "one event file", str(files))
+    blob = open(os.path.join(work, "tb", files[0]), "rb").read()
+    at, events, bad = 0, 0, 0
+    while at < len(blob):
+        length = struct.unpack_from("<Q", blob, at)[0]
+        if struct.unpack_from("<I", blob, at + 8)[0] != masked_crc32c(blob[at:at + 8]):
+            bad += 1
+        payload = blob[at + 12:at + 12 + length]
+        if struct.unpack_from("<I", blob, at + 12 + length)[0] != masked_crc32c(payload):
+            bad += 1
+        at += 16 + length
+        events += 1
+    check(bad == 0 and at == len(blob) and events == 13, "TFRecord framing: 13 records, masked CRC32C all correct",
+          f"{events} records, {bad} bad CRCs")
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError:
+        print("#" * 72)
+        print("SKIPPED: the tensorboard package is not installed (pip install tensorboard);")
+        print("SKIPPED: TensorBoard's own reader was NOT run on our event files")
+        print("#" * 72)
+        return
+    accumulator = event_accumulator.EventAccumulator(os.path.join(work, "tb"), size_guidance={event_accumulator.SCALARS: 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    tensors = [t["name"] for t in header["tensors"]]
+    expected = {"loss/batch", "lca/total", "residual", "lca_cumulative/total"} | {f"lca/{t}" for t in tensors} \
+        | {f"lca_cumulative/{t}" for t in tensors} | {f"helped_percent/{t}" for t in tensors} | {"validation/lca/total"}
+    check(expected <= tags, "TensorBoard reader: the expected tags", f"missing {sorted(expected - tags)[:4]}")
+    worst = 0.0
+    for index, tensor in enumerate(tensors):
+        events_lca = accumulator.Scalars(f"lca/{tensor}")
+        events_cum = accumulator.Scalars(f"lca_cumulative/{tensor}")
+        steps = [e.step for e in events_lca]
+        check(steps == list(range(1, 13)), f"TensorBoard reader: lca/{tensor} at every step 1..12", str(steps))
+        ours = np.array([e.value for e in events_lca], np.float32)
+        worst = max(worst, float(np.max(np.abs(ours - records["lca"][:, index].astype(np.float32)))))
+        cumulative = np.cumsum(records["lca"][:, index]).astype(np.float32)
+        worst = max(worst, float(np.max(np.abs(np.array([e.value for e in events_cum], np.float32) - cumulative))))
+    losses = np.array([e.value for e in accumulator.Scalars("loss/evaluation")], np.float32)
+    worst = max(worst, float(np.max(np.abs(losses - records["loss_after"].astype(np.float32)))))
+    check(worst == 0.0, "TensorBoard reader: values == the log's (as float32), per-tensor, cumulative, loss",
+          f"worst difference {worst:.3e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
