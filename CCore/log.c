@@ -225,8 +225,11 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
     text_append(json, "\"lca_subset\": %zu, \"lca_validation_view\": %s, \"lca_threshold\": ",
                 c->lca_subset, c->lca_validation_view ? "true" : "false");
     text_append_double(json, c->lca_threshold);
-    text_append(json, ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu, \"lca_units\": %s},\n",
-                c->lca_max_subintervals, c->eval_chunk, c->lca_units ? "true" : "false");
+    text_append(json,
+                ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu, \"lca_units\": %s, "
+                "\"bn_group\": %zu},\n",
+                c->lca_max_subintervals, c->eval_chunk, c->lca_units ? "true" : "false",
+                c->bn_group);
     if (c->lca_units) {
         /* per-unit fields: unit_lca[offset + u] is unit u of the group */
         text_append(json, "  \"units\": [");

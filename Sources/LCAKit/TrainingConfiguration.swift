@@ -142,9 +142,16 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     public var lcaThreshold: Double
     /// Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32 (default 32).
     public var lcaMaxSubintervals: Int
-    /// Examples per evaluation chunk (default 1000); results do not depend
-    /// on it beyond float rounding order documented by the core.
+    /// Examples per evaluation chunk; 0 (the default) picks the most that
+    /// fit `memoryBudget`, at most 1,000. Results do not depend on it beyond
+    /// float rounding; with batch norm it is rounded to a multiple of
+    /// `bnGroup`.
     public var evalChunk: Int
+    /// Batch norm under LCA: the evaluation set is normalised in consecutive
+    /// groups of this many examples (default 250; docs/models.md).
+    public var bnGroup: Int
+    /// Bytes of workspace the automatic evaluation chunk may use (1 GiB).
+    public var memoryBudget: Int
     /// Per-unit views: each record also carries the LCA of every output
     /// unit (neuron or channel: incoming weights plus bias), in
     /// `ViewRecord.unitLCA` and the log's `unit_lca` field (default false).
@@ -174,6 +181,8 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaMaxSubintervals = Int(c.lca_max_subintervals)
         evalChunk = Int(c.eval_chunk)
         lcaUnits = c.lca_units != 0
+        bnGroup = Int(c.bn_group)
+        memoryBudget = Int(c.memory_budget)
     }
 
     /// The C config, with the validation size resolved for a set of
@@ -206,13 +215,17 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         c.lca_max_subintervals = UInt32(try unsigned(lcaMaxSubintervals, "maximum sub-intervals"))
         c.eval_chunk = try unsigned(evalChunk, "evaluation chunk")
         c.lca_units = lcaUnits ? 1 : 0
+        guard bnGroup >= 1 else { throw LCAError.invalid("batch-norm group must be at least 1 (got \(bnGroup))") }
+        c.bn_group = bnGroup
+        guard memoryBudget >= 1 else { throw LCAError.invalid("memory budget must be at least 1 byte (got \(memoryBudget))") }
+        c.memory_budget = memoryBudget
         return c
     }
 
     private enum CodingKeys: String, CodingKey {
         case seed, optimizer, learningRate, momentum, adamBeta1, adamBeta2, adamEpsilon, weightDecay
         case batchSize, iterations, validation, lca, lcaSubset, lcaValidationView, lcaThreshold
-        case lcaMaxSubintervals, evalChunk, lcaUnits
+        case lcaMaxSubintervals, evalChunk, lcaUnits, bnGroup, memoryBudget
     }
 
     /// Decodes a configuration; keys that are missing keep the core's
@@ -238,6 +251,8 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaMaxSubintervals = try c.decodeIfPresent(Int.self, forKey: .lcaMaxSubintervals) ?? lcaMaxSubintervals
         evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? evalChunk
         lcaUnits = try c.decodeIfPresent(Bool.self, forKey: .lcaUnits) ?? lcaUnits
+        bnGroup = try c.decodeIfPresent(Int.self, forKey: .bnGroup) ?? bnGroup
+        memoryBudget = try c.decodeIfPresent(Int.self, forKey: .memoryBudget) ?? memoryBudget
     }
 
     /// Encodes every field.
@@ -261,6 +276,8 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         try c.encode(lcaMaxSubintervals, forKey: .lcaMaxSubintervals)
         try c.encode(evalChunk, forKey: .evalChunk)
         try c.encode(lcaUnits, forKey: .lcaUnits)
+        try c.encode(bnGroup, forKey: .bnGroup)
+        try c.encode(memoryBudget, forKey: .memoryBudget)
     }
 
     /// Iterations for `epochs` passes over `trainingCount` examples:

@@ -88,8 +88,14 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("lca-validation"), help: "Also allocate the validation loss (a second view of the same steps).")
     var lcaValidation = false
 
-    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: 1000)", valueName: "n"))
+    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 1000; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
     var evalChunk: Int?
+
+    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
+    var bnGroup: Int?
+
+    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. (default: 1G)", valueName: "bytes"))
+    var memoryBudget: String?
 
     @Flag(help: "Per-unit views: add each output unit's LCA (a neuron's incoming weights plus its bias) to every record (log field unit_lca).")
     var units = false
@@ -135,6 +141,10 @@ struct Train: ParsableCommand {
         }
         if let lcaSubset, lcaSubset < 0 { throw ValidationError("--lca-subset must be >= 0") }
         if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
+        if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }
+        if let memoryBudget, ByteCount.parse(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a positive byte count such as 512M or 2G, not '\(memoryBudget)'")
+        }
         if let threads, threads < 0 { throw ValidationError("--threads must be >= 0") }
         if saveEvery < 0 { throw ValidationError("--save-every must be >= 0") }
         if let validation, ValidationSize(parsing: validation) == nil {
@@ -160,7 +170,8 @@ struct Train: ParsableCommand {
                 ("--seed", seed != nil), ("--validation", validation != nil), ("--freeze", !freeze.isEmpty),
                 ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
                 ("--lca-threshold", lcaThreshold != nil), ("--lca-max-subintervals", lcaMaxSubintervals != nil),
-                ("--lca-validation", lcaValidation), ("--eval-chunk", evalChunk != nil), ("--output", output != nil),
+                ("--lca-validation", lcaValidation), ("--eval-chunk", evalChunk != nil),
+                ("--bn-group", bnGroup != nil), ("--memory-budget", memoryBudget != nil), ("--output", output != nil),
                 ("--units", units),
                 ("--save-every", saveEvery != 0),
             ]
@@ -194,6 +205,8 @@ struct Train: ParsableCommand {
         if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
         if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
         if let evalChunk { configuration.evalChunk = evalChunk }
+        if let bnGroup { configuration.bnGroup = bnGroup }
+        if let memoryBudget, let bytes = ByteCount.parse(memoryBudget) { configuration.memoryBudget = bytes }
         configuration.lcaUnits = units
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
