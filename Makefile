@@ -35,7 +35,7 @@ TEST_SUPPORT := $(wildcard Tests/ccore/support*.c)
 .PHONY: all test asan valgrind clean
 all: $(BUILD)/liblca.a $(TEST_BINARIES)
 
-$(BUILD)/core/%.o: CCore/%.c CCore/internal.h CCore/include/lca.h
+$(BUILD)/core/%.o: CCore/%.c $(wildcard CCore/*.h) CCore/include/lca.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(OMP_CFLAGS) -c $< -o $@
 

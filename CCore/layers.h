@@ -32,10 +32,11 @@
  * for odd kernels). The caller computes OH, OW, P and passes them.
  * workspace: at least lca_conv2d_workspace_floats(...) floats: the im2col
  * (C·KH·KW × OH·OW) plus one output (OC × OH·OW) of each of G examples,
- * where G = min(N, max(1, 8 MiB / that)) depends only on the shape (and
- * grows with s->n only up to that budget, so a workspace sized for the
- * largest N serves every smaller N of the same layer). Its contents on
- * entry do not matter. bias may be NULL (no bias).
+ * where G, the examples per pass, is min(N, as many as fit 4 MiB rounded
+ * down to a multiple of 4, at least 1): a function of the shape only, that
+ * grows with s->n only up to the budget, so a workspace sized for the
+ * largest N serves every smaller N of the same layer. Its contents on entry
+ * do not matter. bias may be NULL (no bias).
  * Forward y and backward dx do not depend on how the examples are chunked
  * (each element is one fixed-order dot product); dweight sums the examples
  * in passes of G, in order. */

@@ -2,33 +2,33 @@
  * naive reference.
  *
  * The examples of a call are taken in passes of G consecutive examples, G a
- * pure function of the shape (conv_pass_examples): as many as fit a fixed
- * budget of workspace, at least one, at most N. One pass:
+ * pure function of the shape (conv_sizes_of): as many as fit a fixed budget
+ * of workspace, rounded down to a multiple of 4, at least one, at most N.
+ * The workspace of a pass is col (CKK × G·OHW floats) and out (OC × G·OHW).
  *
- *   col[CKK][G·OH·OW]   im2col of the G examples side by side: row
- *                       (c, kh, kw), column (n, oh, ow) holds
- *                       x[n][c][oh·S + kh − P][ow·S + kw − P] or 0 (padding)
- *   out[OC][G·OH·OW]    the GEMM's result, or dy gathered into the same layout
+ *   forward   each example on one thread: im2col into its own slot of col
+ *             (CKK × OHW), y_n = W[OC][CKK] · col_n straight into y, + b.
+ *   dweight   each example on one thread: im2col into its columns of
+ *             col[CKK][G·OHW] and dy_n into the same columns of
+ *             out[OC][G·OHW]; then one product for the pass,
+ *             dW[OC][CKK] (+)= out · colᵀ, split over the threads by the GEMM
+ *             (beta 0 on the first pass, 1 after: examples in order).
+ *   dx        each example on one thread: dcol_n = Wᵀ · dy_n into its slot
+ *             of col, then col2im into dx_n.
+ *   dbias     db[oc] = Σ_n Σ_p dy[n][oc][p], float64, threads over channels.
  *
- * and then
- *   forward   out = W[OC][CKK] · col;              y[n][oc] = out[oc][n] + b[oc]
- *   dweight   dW[OC][CKK] (+)= dy_cat[OC][G·OHW] · colᵀ   (beta 0 on the first pass,
- *                                                          1 after: examples in order)
- *   dx        col = Wᵀ · dy_cat (col reused);      dx = col2im(col)
- *   dbias     db[oc] = Σ_n Σ_p dy[n][oc][p], float64, per channel
+ * Working one example per thread keeps its im2col (at most a few hundred
+ * KB for the nets) in that core's cache between the copy and the product,
+ * and needs no synchronisation between them; with one example, or one
+ * thread, the GEMM splits itself over the threads instead.
  *
- * One GEMM per pass with a wide N dimension (G·OH·OW columns) keeps the
- * GEMM efficient and lets it split the columns over the threads.
- *
- * Determinism. im2col, the scatter of the result, the gather of dy and
- * col2im split (example, channel) items over the threads; each item writes
- * its own memory and sums in a fixed order. lca_sgemm's bytes do not depend
- * on the thread count. G depends only on the shape, so the passes, and with
- * them the order in which dweight sums the examples, are the same at any
- * thread count. Forward outputs and dx do not even depend on G or N: each
- * element is one GEMM dot product over CKK (or OC) terms, whatever the
- * width of the product, so a chunk of examples gives the same bytes as the
- * whole batch.
+ * Determinism. Each item writes its own memory and sums in a fixed order
+ * (col2im: kernel offsets, then pixels). lca_sgemm's bytes do not depend on
+ * the thread count or on the width of the product, so y and dx are the same
+ * bytes however examples are spread over threads, passes or chunks of a
+ * batch (each element is one dot product over CKK, or OC, terms). G depends
+ * only on the shape, so the passes, and with them the order in which dweight
+ * sums the examples, are the same at any thread count.
  *
  * Dimension letters as in layers.h; CKK = C·KH·KW (the GEMM depth of the
  * forward pass), OHW = OH·OW.
@@ -37,11 +37,16 @@
 
 #include <string.h>
 
-/* Workspace of one pass, in floats: 2 Mi floats = 8 MiB. Bigger passes
- * barely speed up the GEMM (its blocks are far smaller); smaller ones
- * shrink the GEMM's N dimension for the thread split. Changing it changes
- * the bits of dweight (the order of its sum), not of y or dx. */
-#define CONV_PASS_BUDGET_FLOATS ((size_t)2 << 20)
+/* Workspace of one pass, in floats: 1 Mi floats = 4 MiB. The forward pass
+ * and dx work one example at a time on each thread, so their working set is
+ * one example's im2col whatever the pass; the pass size matters for the
+ * dweight product, which reads the whole pass and is fastest while that
+ * stays in the caches (measured on a shared 2-core Xeon: passes of 1-4 MiB
+ * beat 8-32 MiB by 1.2-2×). */
+#define CONV_PASS_BUDGET_FLOATS ((size_t)1 << 20)
+/* Passes hold a multiple of this many examples (when the budget allows
+ * more than one), so that 1, 2 and 4 threads share a pass evenly. */
+#define CONV_PASS_MULTIPLE 4
 
 typedef struct conv_sizes {
     size_t ckk;        /* C·KH·KW: rows of col */
@@ -59,6 +64,7 @@ static conv_sizes conv_sizes_of(const lca_conv2d_shape *s) {
     z.hw = s->h * s->w;
     size_t per_example = (z.ckk + s->oc) * z.ohw;
     size_t group = per_example == 0 ? s->n : CONV_PASS_BUDGET_FLOATS / per_example;
+    if (group >= CONV_PASS_MULTIPLE) group = group / CONV_PASS_MULTIPLE * CONV_PASS_MULTIPLE;
     if (group < 1) group = 1;
     z.group = min_size(group, s->n);
     return z;
@@ -85,23 +91,26 @@ static void inside_range(size_t k, size_t pad, size_t stride, size_t size, size_
 typedef struct conv_pass {
     const lca_conv2d_shape *s;
     conv_sizes z;
-    size_t first;      /* first example of the pass */
-    size_t examples;   /* examples in the pass (G, or fewer in the last) */
-    size_t cols;       /* examples · OHW: the leading dimension of col and out */
-    const float *x;    /* x[N][C][H][W] */
-    float *col;        /* CKK × cols */
-    float *out;        /* OC × cols */
-    float *y;          /* forward: y[N][OC][OHW]; backward: dx[N][C][H][W] */
-    const float *dy;   /* dy[N][OC][OHW] */
-    const float *bias; /* OC or NULL */
+    size_t first;         /* first example of the pass */
+    size_t examples;      /* examples in the pass (G, or fewer in the last) */
+    size_t cols;          /* examples · OHW: the leading dimension of col and out */
+    const float *x;       /* x[N][C][H][W] */
+    const float *weight;  /* W[OC][CKK] */
+    const float *bias;    /* OC or NULL */
+    float *col;           /* CKK × cols */
+    float *out;           /* OC × cols: dy gathered for dweight */
+    float *y;             /* y[N][OC][OHW] */
+    float *dx;            /* dx[N][C][H][W] */
+    const float *dy;      /* dy[N][OC][OHW] */
 } conv_pass;
 
-/* im2col of example `first + n`, channel c: KH·KW rows of col, the
- * example's OHW columns. Item index = n·C + c. */
-static void im2col_item(size_t index, void *context) {
-    const conv_pass *p = context;
+/* im2col of example `first + n`, channel c: KH·KW rows (c, kh, kw) of the
+ * example's OHW columns, at cols + row · ld. Each row is the input plane shifted by
+ * (kh − P, kw − P) and subsampled by S: a rectangle of input rows copied
+ * into place, zeros around it (written first, in one memset, when the
+ * rectangle does not cover the row). */
+static void im2col_channel(const conv_pass *p, size_t n, size_t c, float *cols, size_t ld) {
     const lca_conv2d_shape *s = p->s;
-    size_t n = index / s->c, c = index % s->c;
     const float *plane = p->x + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
     for (size_t kh = 0; kh < s->kh; kh++) {
         size_t oh_begin, oh_end;
@@ -109,41 +118,33 @@ static void im2col_item(size_t index, void *context) {
         for (size_t kw = 0; kw < s->kw; kw++) {
             size_t ow_begin, ow_end;
             inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
-            float *row = p->col + ((c * s->kh + kh) * s->kw + kw) * p->cols + n * p->z.ohw;
-            if (oh_begin > 0) memset(row, 0, oh_begin * s->ow * sizeof(float));
-            for (size_t oh = oh_begin; oh < oh_end; oh++) {
-                float *out = row + oh * s->ow; /* OW */
-                size_t inside = ow_end - ow_begin;
-                if (inside == 0) {
-                    memset(out, 0, s->ow * sizeof(float));
-                    continue;
-                }
-                /* input row oh·S + kh − P, column ow_begin·S + kw − P */
-                const float *in = plane + (oh * s->stride + kh - s->pad_h) * s->w +
-                                  (ow_begin * s->stride + kw - s->pad_w);
-                for (size_t ow = 0; ow < ow_begin; ow++) out[ow] = 0.0f;
-                if (s->stride == 1) {
-                    memcpy(out + ow_begin, in, inside * sizeof(float));
-                } else if (s->stride == 2) {
-                    for (size_t i = 0; i < inside; i++) out[ow_begin + i] = in[2 * i];
-                } else {
-                    for (size_t i = 0; i < inside; i++) out[ow_begin + i] = in[i * s->stride];
-                }
-                for (size_t ow = ow_end; ow < s->ow; ow++) out[ow] = 0.0f;
+            float *row = cols + ((c * s->kh + kh) * s->kw + kw) * ld;
+            size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
+            if (rows < s->oh || inside < s->ow) memset(row, 0, p->z.ohw * sizeof(float));
+            if (rows == 0 || inside == 0) continue;
+            /* output (oh_begin, ow_begin) reads input row oh_begin·S + kh − P,
+             * column ow_begin·S + kw − P */
+            const float *in = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
+                              (ow_begin * s->stride + kw - s->pad_w);
+            float *out = row + oh_begin * s->ow + ow_begin;
+            size_t in_step = s->stride * s->w;
+            if (s->stride == 1) {
+                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+                    memcpy(out, in, inside * sizeof(float));
+            } else {
+                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+                    for (size_t i = 0; i < inside; i++) out[i] = in[i * s->stride];
             }
-            if (oh_end < s->oh)
-                memset(row + oh_end * s->ow, 0, (s->oh - oh_end) * s->ow * sizeof(float));
         }
     }
 }
 
-/* col2im: dx[first + n][c] = Σ over (kh, kw) of its im2col rows, summed in
- * (kh, kw, oh, ow) order. Item index = n·C + c. */
-static void col2im_item(size_t index, void *context) {
-    const conv_pass *p = context;
+/* col2im: dx[first + n][c] = Σ over (kh, kw) of its im2col rows (at
+ * cols + row · ld), summed in (kh, kw, oh, ow) order. */
+static void col2im_channel(const conv_pass *p, size_t n, size_t c, const float *cols,
+                           size_t ld) {
     const lca_conv2d_shape *s = p->s;
-    size_t n = index / s->c, c = index % s->c;
-    float *plane = p->y + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
+    float *plane = p->dx + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
     memset(plane, 0, p->z.hw * sizeof(float));
     for (size_t kh = 0; kh < s->kh; kh++) {
         size_t oh_begin, oh_end;
@@ -151,49 +152,68 @@ static void col2im_item(size_t index, void *context) {
         for (size_t kw = 0; kw < s->kw; kw++) {
             size_t ow_begin, ow_end;
             inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
-            const float *row =
-                p->col + ((c * s->kh + kh) * s->kw + kw) * p->cols + n * p->z.ohw;
-            size_t inside = ow_end - ow_begin;
-            if (inside == 0) continue;
-            for (size_t oh = oh_begin; oh < oh_end; oh++) {
-                const float *in = row + oh * s->ow + ow_begin;
-                float *out = plane + (oh * s->stride + kh - s->pad_h) * s->w +
-                             (ow_begin * s->stride + kw - s->pad_w);
+            size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
+            if (rows == 0 || inside == 0) continue;
+            const float *in =
+                cols + ((c * s->kh + kh) * s->kw + kw) * ld + oh_begin * s->ow + ow_begin;
+            float *out = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
+                         (ow_begin * s->stride + kw - s->pad_w);
+            size_t out_step = s->stride * s->w;
+            for (size_t r = 0; r < rows; r++, in += s->ow, out += out_step) {
+                const float *restrict from = in;
+                float *restrict to = out;
                 if (s->stride == 1) {
-                    for (size_t i = 0; i < inside; i++) out[i] += in[i];
+                    for (size_t i = 0; i < inside; i++) to[i] += from[i];
                 } else {
-                    for (size_t i = 0; i < inside; i++) out[i * s->stride] += in[i];
+                    for (size_t i = 0; i < inside; i++) to[i * s->stride] += from[i];
                 }
             }
         }
     }
 }
 
-/* y[first + n][oc] = out[oc][n·OHW …] + bias[oc]. Item index = n. */
-static void scatter_item(size_t n, void *context) {
+/* Forward of example n of the pass, on one thread: im2col into its own
+ * slot, then y[first + n] = W · col_n + b straight into y. */
+static void forward_example(size_t n, void *context) {
     const conv_pass *p = context;
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
-    for (size_t oc = 0; oc < s->oc; oc++) {
-        const float *in = p->out + oc * p->cols + n * ohw;
-        float *out = p->y + ((p->first + n) * s->oc + oc) * ohw;
-        if (p->bias == NULL) {
-            memcpy(out, in, ohw * sizeof(float));
-        } else {
-            float b = p->bias[oc];
-            for (size_t i = 0; i < ohw; i++) out[i] = in[i] + b;
+    float *col = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
+    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, col, ohw);
+    float *y = p->y + (p->first + n) * s->oc * ohw; /* OC × OHW */
+    /* y_n[OC][OHW] = W[OC][CKK] · col_n[CKK][OHW] */
+    lca_sgemm(false, false, s->oc, ohw, p->z.ckk, 1.0f, p->weight, p->z.ckk, col, ohw, 0.0f, y,
+              ohw);
+    if (p->bias != NULL)
+        for (size_t oc = 0; oc < s->oc; oc++) {
+            float b = p->bias[oc], *row = y + oc * ohw;
+            for (size_t i = 0; i < ohw; i++) row[i] += b;
         }
-    }
 }
 
-/* out[oc][n·OHW …] = dy[first + n][oc]. Item index = n. */
-static void gather_item(size_t n, void *context) {
+/* For dweight: im2col of example n into its columns of col[CKK][cols],
+ * and its dy into the same columns of out[OC][cols]. */
+static void weight_operands_example(size_t n, void *context) {
     const conv_pass *p = context;
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
+    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, p->col + n * ohw, p->cols);
     for (size_t oc = 0; oc < s->oc; oc++)
         memcpy(p->out + oc * p->cols + n * ohw, p->dy + ((p->first + n) * s->oc + oc) * ohw,
                ohw * sizeof(float));
+}
+
+/* dx of example n, on one thread: dcol_n = Wᵀ · dy_n into its own slot
+ * of col (free again once dweight is done), then col2im. */
+static void input_gradient_example(size_t n, void *context) {
+    const conv_pass *p = context;
+    const lca_conv2d_shape *s = p->s;
+    size_t ohw = p->z.ohw;
+    float *dcol = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
+    /* dcol_n[CKK][OHW] = Wᵀ[CKK][OC] · dy_n[OC][OHW] */
+    lca_sgemm(true, false, p->z.ckk, ohw, s->oc, 1.0f, p->weight, p->z.ckk,
+              p->dy + (p->first + n) * s->oc * ohw, ohw, 0.0f, dcol, ohw);
+    for (size_t c = 0; c < s->c; c++) col2im_channel(p, n, c, dcol, ohw);
 }
 
 static conv_pass conv_pass_begin(const lca_conv2d_shape *s, conv_sizes z, size_t first,
@@ -215,13 +235,13 @@ void lca_conv2d_forward(float *y, const float *x, const float *weight, const flo
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
         p.x = x;
-        p.y = y;
+        p.weight = weight;
         p.bias = bias;
-        lca_parallel_for(p.examples * s->c, im2col_item, &p);
-        /* out[OC][cols] = W[OC][CKK] · col[CKK][cols] */
-        lca_sgemm(false, false, s->oc, p.cols, z.ckk, 1.0f, weight, z.ckk, p.col, p.cols, 0.0f,
-                  p.out, p.cols);
-        lca_parallel_for(p.examples, scatter_item, &p);
+        p.y = y;
+        /* One example per item: its im2col stays in the cache of the
+         * thread that multiplies it. (With one example, or one thread,
+         * the GEMM splits itself over the threads instead.) */
+        lca_parallel_for(p.examples, forward_example, &p);
     }
 }
 
@@ -233,14 +253,21 @@ typedef struct bias_sum {
     size_t n, oc, ohw;
 } bias_sum;
 
-/* dbias[oc] = Σ_n Σ_p dy[n][oc][p], float64, examples then pixels in order. */
+/* dbias[oc] = Σ_n Σ_p dy[n][oc][p] in float64, over 8 lanes (pixel p of
+ * each row goes to lane p mod 8; lanes combined in a fixed order): eight
+ * independent chains of additions, the same bytes at any thread count. */
 static void bias_item(size_t oc, void *context) {
     const bias_sum *b = context;
-    double sum = 0.0;
+    double lane[8] = {0};
     for (size_t n = 0; n < b->n; n++) {
         const float *row = b->dy + (n * b->oc + oc) * b->ohw;
-        for (size_t i = 0; i < b->ohw; i++) sum += row[i];
+        size_t i = 0;
+        for (; i + 8 <= b->ohw; i += 8)
+            for (size_t j = 0; j < 8; j++) lane[j] += row[i + j];
+        for (size_t j = 0; i < b->ohw; i++, j++) lane[j] += row[i];
     }
+    double sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     b->dbias[oc] = (float)sum;
 }
 
@@ -258,25 +285,20 @@ void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *d
         if (dx != NULL) memset(dx, 0, s->n * s->c * z.hw * sizeof(float));
         return;
     }
-    if (dx == NULL && dweight == NULL) return;
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
         p.x = x;
-        p.y = dx;
+        p.weight = weight;
+        p.dx = dx;
         p.dy = dy;
-        lca_parallel_for(p.examples, gather_item, &p); /* out = dy_cat[OC][cols] */
         if (dweight != NULL) {
-            lca_parallel_for(p.examples * s->c, im2col_item, &p);
-            /* dW[OC][CKK] (+)= dy_cat[OC][cols] · col[CKK][cols]ᵀ, passes in order */
+            lca_parallel_for(p.examples, weight_operands_example, &p);
+            /* dW[OC][CKK] (+)= dy_cat[OC][cols] · col[CKK][cols]ᵀ: one product
+             * over the pass, threads splitting dW; passes in order */
             lca_sgemm(false, true, s->oc, z.ckk, p.cols, 1.0f, p.out, p.cols, p.col, p.cols,
                       first == 0 ? 0.0f : 1.0f, dweight, z.ckk);
         }
-        if (dx != NULL) {
-            /* dcol[CKK][cols] = Wᵀ[CKK][OC] · dy_cat[OC][cols], into col */
-            lca_sgemm(true, false, z.ckk, p.cols, s->oc, 1.0f, weight, z.ckk, p.out, p.cols,
-                      0.0f, p.col, p.cols);
-            lca_parallel_for(p.examples * s->c, col2im_item, &p);
-        }
+        if (dx != NULL) lca_parallel_for(p.examples, input_gradient_example, &p);
     }
 }
 

@@ -5,6 +5,7 @@
  * Batch statistics of group g, channel c, over its m = n_g·HW values:
  *   μ = Σx / m,  σ² = Σ(x − μ)² / m (two passes, float64),
  *   x̂ = (x − μ)·invstd, invstd = 1/sqrt(σ² + ε),  y = γ·x̂ + β.
+ * Statistics and sums in float64; the element-wise maps in float32.
  * Backward, exact through μ and σ² (per group):
  *   dβ = Σ dy,  dγ = Σ dy·x̂  (summed over every group),
  *   dx = γ·invstd·(dy − mean_g(dy) − x̂·mean_g(dy·x̂)).
@@ -18,6 +19,61 @@
 #include "layers.h"
 
 #include <math.h>
+#include <string.h>
+
+/* Sums in float64 over 8 lanes: the k-th value added to a sum (counting
+ * across calls) goes to lane k mod 8, and the lanes are combined in a fixed
+ * order at the end. Eight independent chains of additions instead of one
+ * latency-bound chain, and the same bytes at any thread count (the order
+ * depends only on the sizes). */
+#define LANES 8
+typedef struct lane_sum {
+    double lane[LANES];
+    size_t next; /* lane of the next value */
+} lane_sum;
+
+static double lane_total(const lane_sum *s) {
+    const double *l = s->lane;
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+/* Adds the expression term (of the index i) for i in [0, count): values up
+ * to lane 0, whole runs of 8 (eight independent additions the compiler
+ * keeps in registers), then the rest. */
+#define LANE_SUM(s, count, term)                                                   \
+    do {                                                                           \
+        double lanes_[LANES];                                                      \
+        memcpy(lanes_, (s)->lane, sizeof lanes_);                                  \
+        size_t lane_ = (s)->next, i = 0;                                           \
+        for (; i < (count) && lane_ != 0; i++, lane_ = (lane_ + 1) % LANES)        \
+            lanes_[lane_] += (term);                                               \
+        while (i + LANES <= (count))                                               \
+            for (size_t run_ = 0; run_ < LANES; run_++, i++) lanes_[run_] += (term); \
+        for (; i < (count); i++, lane_ = (lane_ + 1) % LANES) lanes_[lane_] += (term); \
+        memcpy((s)->lane, lanes_, sizeof lanes_);                                  \
+        (s)->next = lane_;                                                         \
+    } while (0)
+
+/* Σ v */
+static void lane_add(lane_sum *s, const float *v, size_t count) {
+    LANE_SUM(s, count, (double)v[i]);
+}
+
+/* Σ (v − mean)² */
+static void lane_add_squared_deviation(lane_sum *s, const float *v, size_t count, double mean) {
+    LANE_SUM(s, count, (v[i] - mean) * (v[i] - mean));
+}
+
+/* Σ a·(v − mean) */
+static void lane_add_product_deviation(lane_sum *s, const float *a, const float *v,
+                                       size_t count, double mean) {
+    LANE_SUM(s, count, a[i] * (v[i] - mean));
+}
+
+/* Σ a·b */
+static void lane_add_product(lane_sum *s, const float *a, const float *b, size_t count) {
+    LANE_SUM(s, count, (double)a[i] * b[i]);
+}
 
 typedef struct bn_channels {
     float *y, *xhat, *saved_mean, *saved_invstd, *batch_mean, *batch_var;
@@ -42,35 +98,37 @@ size_t lca_batchnorm_groups(size_t n, size_t group) {
 static void bn_forward_channel(size_t ch, void *context) {
     const bn_channels *b = context;
     size_t hw = b->hw, c = b->c;
-    double gamma = b->gamma[ch], beta = b->beta[ch];
     /* whole call (Chan's combination of the group statistics) */
     double total_count = 0.0, total_mean = 0.0, total_m2 = 0.0;
     for (size_t g = 0, first = 0; first < b->n; g++, first += b->group) {
         size_t last = first + b->group < b->n ? first + b->group : b->n;
         double count = (double)((last - first) * hw);
-        double sum = 0.0;
-        for (size_t n = first; n < last; n++) {
-            const float *in = b->x + (n * c + ch) * hw;
-            for (size_t i = 0; i < hw; i++) sum += in[i];
-        }
-        double mean = sum / count;
-        double m2 = 0.0;
-        for (size_t n = first; n < last; n++) {
-            const float *in = b->x + (n * c + ch) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                double d = in[i] - mean;
-                m2 += d * d;
-            }
-        }
+        lane_sum sum = {{0}, 0}, squares = {{0}, 0};
+        for (size_t n = first; n < last; n++) lane_add(&sum, b->x + (n * c + ch) * hw, hw);
+        double mean = lane_total(&sum) / count;
+        for (size_t n = first; n < last; n++)
+            lane_add_squared_deviation(&squares, b->x + (n * c + ch) * hw, hw, mean);
+        double m2 = lane_total(&squares);
         double invstd = 1.0 / sqrt(m2 / count + b->epsilon);
         if (b->saved_mean != NULL) b->saved_mean[g * c + ch] = (float)mean;
         if (b->saved_invstd != NULL) b->saved_invstd[g * c + ch] = (float)invstd;
+        /* The element-wise part in float (statistics rounded once): it is
+         * memory-bound, and float runs twice as wide. */
+        float mean_f = (float)mean, invstd_f = (float)invstd;
+        float gamma_f = b->gamma[ch], beta_f = b->beta[ch];
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                double xhat = (b->x[at + i] - mean) * invstd;
-                if (b->xhat != NULL) b->xhat[at + i] = (float)xhat;
-                b->y[at + i] = (float)(gamma * xhat + beta);
+            const float *restrict in = b->x + at;
+            float *restrict out = b->y + at;
+            if (b->xhat != NULL) {
+                float *restrict xhat = b->xhat + at;
+                for (size_t i = 0; i < hw; i++) {
+                    xhat[i] = (in[i] - mean_f) * invstd_f;
+                    out[i] = gamma_f * xhat[i] + beta_f;
+                }
+            } else {
+                for (size_t i = 0; i < hw; i++)
+                    out[i] = gamma_f * ((in[i] - mean_f) * invstd_f) + beta_f;
             }
         }
         double delta = mean - total_mean, combined = total_count + count;
@@ -102,26 +160,26 @@ static void bn_backward_channel(size_t ch, void *context) {
     for (size_t g = 0, first = 0; first < b->n; g++, first += b->group) {
         size_t last = first + b->group < b->n ? first + b->group : b->n;
         double count = (double)((last - first) * hw);
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        lane_sum lanes_dy = {{0}, 0}, lanes_dy_xhat = {{0}, 0};
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
-            for (size_t i = 0; i < hw; i++) {
-                sum_dy += b->dy[at + i];
-                sum_dy_xhat += (double)b->dy[at + i] * b->xhat_in[at + i];
-            }
+            lane_add(&lanes_dy, b->dy + at, hw);
+            lane_add_product(&lanes_dy_xhat, b->dy + at, b->xhat_in + at, hw);
         }
+        double sum_dy = lane_total(&lanes_dy), sum_dy_xhat = lane_total(&lanes_dy_xhat);
         dbeta += sum_dy;
         dgamma += sum_dy_xhat;
         if (b->dx == NULL) continue;
         /* dx = γ·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)); element-wise in
          * dy, so dx may be dy. */
-        double scale = (double)b->gamma[ch] * b->invstd_in[g * c + ch];
-        double mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
+        float scale = (float)((double)b->gamma[ch] * b->invstd_in[g * c + ch]);
+        float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
+            const float *dy = b->dy + at, *xhat = b->xhat_in + at;
+            float *dx = b->dx + at;
             for (size_t i = 0; i < hw; i++)
-                b->dx[at + i] = (float)(scale * (b->dy[at + i] - mean_dy -
-                                                 b->xhat_in[at + i] * mean_dy_xhat));
+                dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
         }
     }
     if (b->dgamma != NULL) b->dgamma[ch] = (float)dgamma;
@@ -170,18 +228,18 @@ static void bn_running_backward_channel(size_t ch, void *context) {
     double mean = b->running_mean[ch];
     double invstd = 1.0 / sqrt((double)b->running_var[ch] + b->epsilon);
     float scale = (float)(b->gamma[ch] * invstd);
-    double dgamma = 0.0, dbeta = 0.0;
+    lane_sum lanes_dy = {{0}, 0}, lanes_dy_deviation = {{0}, 0};
     for (size_t n = 0; n < b->n; n++) {
         size_t at = (n * c + ch) * hw;
-        for (size_t i = 0; i < hw; i++) {
-            double dy = b->dy[at + i];
-            dbeta += dy;
-            dgamma += dy * ((b->x[at + i] - mean) * invstd);
-            if (b->dx != NULL) b->dx[at + i] = b->dy[at + i] * scale;
-        }
+        lane_add(&lanes_dy, b->dy + at, hw);
+        lane_add_product_deviation(&lanes_dy_deviation, b->dy + at, b->x + at, hw, mean);
+        /* after the sums: dx may be dy */
+        if (b->dx != NULL)
+            for (size_t i = 0; i < hw; i++) b->dx[at + i] = b->dy[at + i] * scale;
     }
-    if (b->dgamma != NULL) b->dgamma[ch] = (float)dgamma;
-    if (b->dbeta != NULL) b->dbeta[ch] = (float)dbeta;
+    /* dγ = Σ dy·x̂ = invstd · Σ dy·(x − mean) */
+    if (b->dgamma != NULL) b->dgamma[ch] = (float)(lane_total(&lanes_dy_deviation) * invstd);
+    if (b->dbeta != NULL) b->dbeta[ch] = (float)lane_total(&lanes_dy);
 }
 
 void lca_batchnorm_backward_running(float *dx, float *dgamma, float *dbeta, const float *dy,

@@ -1,0 +1,171 @@
+/* conv_bench.c: GFLOP/s of the convolution kernels (layers_conv.c) on the
+ * LeNet and ResNet-20 shapes, at 1 and 2 threads, against a peer measured
+ * in the same run: the same GEMMs alone, i.e. the products the kernel makes
+ * (per example W · col_n for the forward pass; per pass dy · colᵀ and per
+ * example Wᵀ · dy_n for the backward pass), on operands already in place,
+ * spread over the threads the same way. "of GEMM" = GEMMs' time / conv time:
+ * how GEMM-bound the kernel is (100% = im2col, col2im and copies cost
+ * nothing).
+ *
+ * Flops: 2·N·OC·OH·OW·C·KH·KW for the forward pass and for each of the two
+ * backward products; "backward" is dx + dweight (twice the forward flops).
+ *
+ *   make build/liblca.a
+ *   clang -std=c11 -O2 -fopenmp -I/usr/lib/llvm-14/lib/clang/14.0.6/include \
+ *       -ICCore/include -ICCore -c tools/bench/conv_bench.c -o build/conv_bench.o
+ *   clang build/conv_bench.o build/liblca.a -lz -lm -L/usr/lib/x86_64-linux-gnu \
+ *       -lomp5 -o build/conv_bench
+ *   ./build/conv_bench [N]            # N examples, default 250
+ *
+ * On a shared machine the numbers move by 10-20% from run to run (far more
+ * when other jobs hold the cores); each cell is the best of repeated runs.
+ */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
+#include "layers.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *random_floats(size_t count) {
+    float *v = malloc(count * sizeof(float));
+    if (v == NULL) {
+        fprintf(stderr, "conv_bench: out of memory\n");
+        exit(1);
+    }
+    uint64_t state = 0x9e3779b97f4a7c15u ^ count;
+    for (size_t i = 0; i < count; i++) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        v[i] = (float)((double)(state >> 40) / (double)(1u << 23) - 1.0);
+    }
+    return v;
+}
+
+typedef struct bench_case {
+    const char *name;
+    lca_conv2d_shape s;
+} bench_case;
+
+static lca_conv2d_shape shape(size_t n, size_t c, size_t h, size_t w, size_t oc, size_t k,
+                              size_t stride, bool same) {
+    lca_conv2d_shape s = {.n = n, .c = c, .h = h, .w = w, .oc = oc, .kh = k, .kw = k,
+                          .stride = stride};
+    if (same) {
+        s.pad_h = s.pad_w = (k - 1) / 2;
+        s.oh = (h + stride - 1) / stride;
+        s.ow = (w + stride - 1) / stride;
+    } else {
+        s.oh = (h - k) / stride + 1;
+        s.ow = (w - k) / stride + 1;
+    }
+    return s;
+}
+
+/* The GEMMs of the kernel alone, on fixed operands: col (CKK × G·OHW),
+ * cat (OC × G·OHW), as many examples per pass as the kernel takes. */
+typedef struct gemm_peer {
+    const lca_conv2d_shape *s;
+    size_t ckk, ohw, group;
+    const float *w, *col, *cat, *dy;
+    float *y, *dcol, *dw;
+} gemm_peer;
+
+static void peer_forward_example(size_t n, void *context) {
+    const gemm_peer *g = context;
+    lca_sgemm(false, false, g->s->oc, g->ohw, g->ckk, 1.0f, g->w, g->ckk,
+              g->col + n % g->group * g->ckk * g->ohw, g->ohw, 0.0f,
+              g->y + n * g->s->oc * g->ohw, g->ohw);
+}
+
+static void peer_input_example(size_t n, void *context) {
+    const gemm_peer *g = context;
+    lca_sgemm(true, false, g->ckk, g->ohw, g->s->oc, 1.0f, g->w, g->ckk,
+              g->dy + n * g->s->oc * g->ohw, g->ohw, 0.0f,
+              g->dcol + n % g->group * g->ckk * g->ohw, g->ohw);
+}
+
+enum { RUN_FORWARD, RUN_BACKWARD, RUN_BACKWARD_WEIGHT, RUN_GEMMS_FORWARD, RUN_GEMMS_BACKWARD,
+       RUNS };
+
+/* Seconds of the best of `repeats` runs. */
+static double time_best(int what, const lca_conv2d_shape *s, const float *x, const float *w,
+                        const float *b, float *y, float *dx, float *dw, float *db,
+                        float *workspace, gemm_peer *peer, int repeats) {
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        double start = now_seconds();
+        switch (what) {
+        case RUN_FORWARD: lca_conv2d_forward(y, x, w, b, s, workspace); break;
+        case RUN_BACKWARD: lca_conv2d_backward(dx, dw, db, y, x, w, s, workspace); break;
+        case RUN_BACKWARD_WEIGHT: lca_conv2d_backward(NULL, dw, db, y, x, w, s, workspace); break;
+        case RUN_GEMMS_FORWARD:
+            lca_parallel_for(s->n, peer_forward_example, peer);
+            break;
+        case RUN_GEMMS_BACKWARD:
+            for (size_t first = 0; first < s->n; first += peer->group) {
+                size_t cols = (first + peer->group < s->n ? peer->group : s->n - first) * peer->ohw;
+                lca_sgemm(false, true, s->oc, peer->ckk, cols, 1.0f, peer->cat, cols, peer->col,
+                          cols, first == 0 ? 0.0f : 1.0f, dw, peer->ckk);
+            }
+            lca_parallel_for(s->n, peer_input_example, peer);
+            break;
+        }
+        double elapsed = now_seconds() - start;
+        if (elapsed < best) best = elapsed;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    size_t n = argc > 1 ? (size_t)atol(argv[1]) : 250;
+    bench_case cases[] = {
+        {"LeNet conv1 1x28x28 -> 20 5x5 same", shape(n, 1, 28, 28, 20, 5, 1, true)},
+        {"LeNet conv2 20x14x14 -> 40 5x5 same", shape(n, 20, 14, 14, 40, 5, 1, true)},
+        {"ResNet 16x32x32 -> 16 3x3 s1", shape(n, 16, 32, 32, 16, 3, 1, true)},
+        {"ResNet 16x32x32 -> 32 3x3 s2", shape(n, 16, 32, 32, 32, 3, 2, true)},
+        {"ResNet 32x16x16 -> 32 3x3 s1", shape(n, 32, 16, 16, 32, 3, 1, true)},
+        {"ResNet 64x8x8 -> 64 3x3 s1", shape(n, 64, 8, 8, 64, 3, 1, true)},
+        {"ResNet 16x32x32 -> 32 1x1 s2", shape(n, 16, 32, 32, 32, 1, 2, false)},
+    };
+    printf("conv GFLOP/s, N = %zu, GEMM kernel %s (best of repeated runs)\n", n,
+           lca_gemm_kernel_name());
+    printf("%-38s %3s %8s %8s %8s %8s %8s %8s\n", "shape", "thr", "forward", "GEMMs",
+           "of GEMM", "backward", "GEMMs", "of GEMM");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const lca_conv2d_shape *s = &cases[i].s;
+        size_t xc = s->n * s->c * s->h * s->w, yc = s->n * s->oc * s->oh * s->ow;
+        size_t ckk = s->c * s->kh * s->kw, wc = s->oc * ckk, ohw = s->oh * s->ow;
+        size_t floats = lca_conv2d_workspace_floats(s);
+        size_t group = floats / ((ckk + s->oc) * ohw);
+        float *x = random_floats(xc), *w = random_floats(wc), *b = random_floats(s->oc);
+        float *y = random_floats(yc), *dx = random_floats(xc), *dw = random_floats(wc),
+              *db = random_floats(s->oc);
+        float *workspace = random_floats(floats);
+        float *col = random_floats(group * ckk * ohw), *cat = random_floats(group * s->oc * ohw);
+        float *dcol = random_floats(group * ckk * ohw), *y_peer = random_floats(yc);
+        gemm_peer peer = {s, ckk, ohw, group, w, col, cat, y, y_peer, dcol, dw};
+        double flops = 2.0 * (double)yc * (double)ckk;
+        for (int threads = 1; threads <= 2; threads++) {
+            lca_set_threads(threads);
+            double t[RUNS];
+            for (int what = 0; what < RUNS; what++)
+                t[what] = time_best(what, s, x, w, b, y, dx, dw, db, workspace, &peer, 9);
+            printf("%-38s %3d %8.1f %8.1f %7.0f%% %8.1f %8.1f %7.0f%%\n", cases[i].name,
+                   threads, flops / t[RUN_FORWARD] * 1e-9, flops / t[RUN_GEMMS_FORWARD] * 1e-9,
+                   100.0 * t[RUN_GEMMS_FORWARD] / t[RUN_FORWARD],
+                   2 * flops / t[RUN_BACKWARD] * 1e-9, 2 * flops / t[RUN_GEMMS_BACKWARD] * 1e-9,
+                   100.0 * t[RUN_GEMMS_BACKWARD] / t[RUN_BACKWARD]);
+        }
+        free(x); free(w); free(b); free(y); free(dx); free(dw); free(db); free(workspace);
+        free(col); free(cat); free(dcol); free(y_peer);
+    }
+    return 0;
+}
