@@ -32,20 +32,7 @@ struct Attribute: ParsableCommand {
     @Option(help: "Loss to allocate: ce or mse (default: the checkpoint's).")
     var loss: Loss?
 
-    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. (default: 0.001)", valueName: "x"))
-    var lcaThreshold: Double?
-
-    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
-    var lcaMaxSubintervals: Int?
-
-    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 1000; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
-    var evalChunk: Int?
-
-    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
-    var bnGroup: Int?
-
-    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. (default: 1G)", valueName: "bytes"))
-    var memoryBudget: String?
+    @OptionGroup var integrator: IntegratorOptions
 
     @Option(help: ArgumentHelp("Hold out a validation split as `lca train --seed S --validation SIZE` does and evaluate on the rest: a count or a fraction in (0, 1).", valueName: "size|fraction"))
     var validation: String = "0"
@@ -60,15 +47,6 @@ struct Attribute: ParsableCommand {
     var json = false
 
     mutating func validate() throws {
-        if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
-        if let n = lcaMaxSubintervals, ![2, 4, 8, 16, 32].contains(n) {
-            throw ValidationError("--lca-max-subintervals must be 2, 4, 8, 16 or 32")
-        }
-        if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
-        if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }
-        if let memoryBudget, ByteCount.parse(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a positive byte count such as 512M or 2G, not '\(memoryBudget)'")
-        }
         if let threads, threads < 0 { throw ValidationError("--threads must be >= 0") }
         guard let size = ValidationSize(parsing: validation), size != .automatic else {
             throw ValidationError("--validation must be a count (0 = none) or a fraction in (0, 1), not '\(validation)'")
@@ -79,11 +57,7 @@ struct Attribute: ParsableCommand {
         try Report.failures {
             if let threads { Core.threads = threads }
             var configuration = TrainingConfiguration()
-            if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
-            if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
-            if let evalChunk { configuration.evalChunk = evalChunk }
-        if let bnGroup { configuration.bnGroup = bnGroup }
-        if let memoryBudget, let bytes = ByteCount.parse(memoryBudget) { configuration.memoryBudget = bytes }
+            integrator.apply(to: &configuration)
             if let seed { configuration.seed = seed }
             configuration.validation = ValidationSize(parsing: validation)!
             let dataset = try Dataset(source: data, labels: labels)

@@ -79,23 +79,10 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("lca-subset"), help: ArgumentHelp("Allocate the loss on a seeded subset of this many training examples (0 = the whole training split).", valueName: "n"))
     var lcaSubset: Int?
 
-    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. (default: 0.001)", valueName: "x"))
-    var lcaThreshold: Double?
-
-    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
-    var lcaMaxSubintervals: Int?
-
     @Flag(name: .customLong("lca-validation"), help: "Also allocate the validation loss (a second view of the same steps).")
     var lcaValidation = false
 
-    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 1000; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
-    var evalChunk: Int?
-
-    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
-    var bnGroup: Int?
-
-    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. (default: 1G)", valueName: "bytes"))
-    var memoryBudget: String?
+    @OptionGroup var integrator: IntegratorOptions
 
     @Flag(help: "Per-unit views: add each output unit's LCA (a neuron's incoming weights plus its bias) to every record (log field unit_lca).")
     var units = false
@@ -135,16 +122,7 @@ struct Train: ParsableCommand {
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let learningRate, !(learningRate > 0) || !learningRate.isFinite { throw ValidationError("--lr must be a positive number") }
         if let weightDecay, !(weightDecay >= 0) { throw ValidationError("--weight-decay must be >= 0") }
-        if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
-        if let n = lcaMaxSubintervals, ![2, 4, 8, 16, 32].contains(n) {
-            throw ValidationError("--lca-max-subintervals must be 2, 4, 8, 16 or 32")
-        }
         if let lcaSubset, lcaSubset < 0 { throw ValidationError("--lca-subset must be >= 0") }
-        if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
-        if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }
-        if let memoryBudget, ByteCount.parse(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a positive byte count such as 512M or 2G, not '\(memoryBudget)'")
-        }
         if let threads, threads < 0 { throw ValidationError("--threads must be >= 0") }
         if saveEvery < 0 { throw ValidationError("--save-every must be >= 0") }
         if let validation, ValidationSize(parsing: validation) == nil {
@@ -169,13 +147,11 @@ struct Train: ParsableCommand {
                 ("--batch-size", batchSize != nil), ("--epochs", epochs != nil), ("--iterations", iterations != nil),
                 ("--seed", seed != nil), ("--validation", validation != nil), ("--freeze", !freeze.isEmpty),
                 ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
-                ("--lca-threshold", lcaThreshold != nil), ("--lca-max-subintervals", lcaMaxSubintervals != nil),
-                ("--lca-validation", lcaValidation), ("--eval-chunk", evalChunk != nil),
-                ("--bn-group", bnGroup != nil), ("--memory-budget", memoryBudget != nil), ("--output", output != nil),
+                ("--lca-validation", lcaValidation), ("--output", output != nil),
                 ("--units", units),
                 ("--save-every", saveEvery != 0),
             ]
-            let given = conflicting.filter(\.1).map(\.0)
+            let given = conflicting.filter(\.1).map(\.0) + integrator.given
             if !given.isEmpty {
                 throw ValidationError("--resume continues a run with the configuration in its config.json; drop \(given.joined(separator: ", "))")
             }
@@ -202,11 +178,7 @@ struct Train: ParsableCommand {
         configuration.lca = !noLCA
         if let lcaSubset { configuration.lcaSubset = lcaSubset }
         configuration.lcaValidationView = lcaValidation
-        if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
-        if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
-        if let evalChunk { configuration.evalChunk = evalChunk }
-        if let bnGroup { configuration.bnGroup = bnGroup }
-        if let memoryBudget, let bytes = ByteCount.parse(memoryBudget) { configuration.memoryBudget = bytes }
+        integrator.apply(to: &configuration)
         configuration.lcaUnits = units
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }

@@ -1,0 +1,48 @@
+import ArgumentParser
+import LCAKit
+
+/// The integrator's options, shared by `lca train` and `lca attribute`.
+struct IntegratorOptions: ParsableArguments {
+    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. (default: 0.001)", valueName: "x"))
+    var lcaThreshold: Double?
+
+    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
+    var lcaMaxSubintervals: Int?
+
+    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 1000; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
+    var evalChunk: Int?
+
+    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
+    var bnGroup: Int?
+
+    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. (default: 1G)", valueName: "bytes"))
+    var memoryBudget: String?
+
+    /// The flags that were given, for commands that refuse them in some mode.
+    var given: [String] {
+        [("--lca-threshold", lcaThreshold != nil), ("--lca-max-subintervals", lcaMaxSubintervals != nil),
+         ("--eval-chunk", evalChunk != nil), ("--bn-group", bnGroup != nil),
+         ("--memory-budget", memoryBudget != nil)].filter(\.1).map(\.0)
+    }
+
+    func validate() throws {
+        if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
+        if let n = lcaMaxSubintervals, ![2, 4, 8, 16, 32].contains(n) {
+            throw ValidationError("--lca-max-subintervals must be 2, 4, 8, 16 or 32")
+        }
+        if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
+        if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }
+        if let memoryBudget, ByteCount.parse(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a positive byte count such as 512M or 2G, not '\(memoryBudget)'")
+        }
+    }
+
+    /// Sets the given options on a configuration.
+    func apply(to configuration: inout TrainingConfiguration) {
+        if let lcaThreshold { configuration.lcaThreshold = lcaThreshold }
+        if let lcaMaxSubintervals { configuration.lcaMaxSubintervals = lcaMaxSubintervals }
+        if let evalChunk { configuration.evalChunk = evalChunk }
+        if let bnGroup { configuration.bnGroup = bnGroup }
+        if let memoryBudget, let bytes = ByteCount.parse(memoryBudget) { configuration.memoryBudget = bytes }
+    }
+}
