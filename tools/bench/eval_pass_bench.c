@@ -1,0 +1,155 @@
+/* eval_pass_bench.c: the evaluation-set gradient pass of `lca train` alone,
+ * timed and converted into GFLOP/s.
+ *
+ * The pass that LCA runs twice per iteration: the mean softmax cross-entropy
+ * over the whole training split of Fashion-MNIST (55,000 examples after the
+ * 5,000-example validation split of seed 1, as `lca train --validation 5000`)
+ * and its gradient, in chunks of 1,000 examples (55 chunks): each chunk's
+ * uint8 pixels gathered and scaled (lca_dataset_gather), forward and backward
+ * (lca_model_loss_and_gradient, the code the trainer runs), and the chunk's
+ * gradient added into a float64 sum, as the integrator does. A second figure
+ * times the forward and backward alone on chunks gathered beforehand.
+ *
+ * GFLOP counts only the arithmetic the pass needs, for an MLP spec: forward
+ * 2·Σ(in·out)·N, weight gradients 2·Σ(in·out)·N, input gradients for every
+ * layer but the first 2·Σ_{layers ≥ 2}(in·out)·N (bias, ReLU and softmax
+ * work not counted).
+ *
+ *   make BUILD=build/bench build/bench/liblca.a
+ *   clang -std=c11 -O2 -ICCore/include -c tools/bench/eval_pass_bench.c -o build/bench/eval_pass_bench.o
+ *   clang build/bench/eval_pass_bench.o build/bench/liblca.a -lz -lm \
+ *       -L/usr/lib/x86_64-linux-gnu -lomp5 -o build/bench/eval_pass_bench
+ *   ./build/bench/eval_pass_bench [threads] [repeats] [model] [chunk]   # one JSON object
+ *
+ * Each figure is reported as the best and the median of the repeats.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <lca.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHECK(x) do { lca_status s_ = (x); if (s_ != LCA_OK) { \
+    fprintf(stderr, "eval_pass_bench: %s: %s\n", #x, lca_last_error()); exit(1); } } while (0)
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double best(const double *v, int n) {
+    double b = v[0];
+    for (int i = 1; i < n; i++) if (v[i] < b) b = v[i];
+    return b;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 1;
+    int repeats = argc > 2 ? atoi(argv[2]) : 5;
+    const char *spec = argc > 3 ? argv[3] : "fc";
+    size_t chunk = argc > 4 ? (size_t)atol(argv[4]) : 1000;
+    if (threads < 0 || repeats < 1 || chunk < 1) {
+        fprintf(stderr, "usage: eval_pass_bench [threads] [repeats] [mlp spec] [chunk]\n");
+        return 64;
+    }
+    lca_set_threads(threads);
+
+    lca_model *model;
+    lca_dataset *data;
+    CHECK(lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_model_initialize(model, 1);
+    CHECK(lca_dataset_open(&data, "fashion-mnist", NULL));
+    size_t total = lca_dataset_count(data);
+    size_t held_out = lca_validation_size(total, 5000);
+    size_t count = total - held_out;
+    uint32_t *training = malloc(count * sizeof *training);
+    CHECK(lca_dataset_split(data, 5000, 1, training, NULL));
+
+    /* needed arithmetic of one pass, from the dense weights (out, in) */
+    double macs_all = 0, macs_after_first = 0;
+    int dense = 0;
+    for (size_t t = 0; t < lca_model_tensor_count(model); t++) {
+        lca_tensor_info info;
+        CHECK(lca_model_tensor(model, t, &info));
+        if (info.rank != 2) continue;
+        double macs = (double)info.shape[0] * (double)info.shape[1];
+        macs_all += macs;
+        if (dense++ > 0) macs_after_first += macs;
+    }
+    double gflop = 2.0 * (double)count * (2.0 * macs_all + macs_after_first) * 1e-9;
+
+    size_t features = lca_dataset_features(data), k = lca_model_parameter_count(model);
+    size_t chunks = (count + chunk - 1) / chunk;
+    CHECK(lca_model_reserve(model, chunk));
+    float *x = malloc(chunk * features * sizeof *x);
+    int32_t *labels = malloc(chunk * sizeof *labels);
+    float *gradient = malloc(k * sizeof *gradient);
+    double *sum = malloc(k * sizeof *sum);
+    /* the kernel-only variant: every chunk gathered beforehand */
+    float *all_x = malloc(count * features * sizeof *all_x);
+    int32_t *all_labels = malloc(count * sizeof *all_labels);
+    lca_dataset_gather(data, training, count, all_x, all_labels, NULL);
+    const float *parameters = lca_model_parameters_const(model);
+
+    double *pass = malloc((size_t)repeats * sizeof *pass);
+    double *kernel = malloc((size_t)repeats * sizeof *kernel);
+    double loss_check = 0;
+    for (int r = -1; r < repeats; r++) { /* r = -1: warm-up */
+        double start = now_seconds(), loss_sum = 0;
+        memset(sum, 0, k * sizeof *sum);
+        for (size_t c = 0; c < chunks; c++) {
+            size_t first = c * chunk, n = count - first < chunk ? count - first : chunk;
+            lca_dataset_gather(data, training + first, n, x, labels, NULL);
+            double loss;
+            CHECK(lca_model_loss_and_gradient(model, parameters, x, labels, NULL, n, &loss, gradient));
+            loss_sum += loss * (double)n;
+            double w = (double)n / (double)count;
+            for (size_t i = 0; i < k; i++) sum[i] += w * (double)gradient[i];
+        }
+        double elapsed = now_seconds() - start;
+        loss_check = loss_sum / (double)count;
+
+        double kstart = now_seconds();
+        for (size_t c = 0; c < chunks; c++) {
+            size_t first = c * chunk, n = count - first < chunk ? count - first : chunk;
+            double loss;
+            CHECK(lca_model_loss_and_gradient(model, parameters, all_x + first * features,
+                                              all_labels + first, NULL, n, &loss, gradient));
+        }
+        double kelapsed = now_seconds() - kstart;
+        if (r >= 0) {
+            pass[r] = elapsed;
+            kernel[r] = kelapsed;
+        }
+    }
+    double pass_best = best(pass, repeats), kernel_best = best(kernel, repeats);
+    double pass_median = median(pass, repeats), kernel_median = median(kernel, repeats);
+    printf("{\"model\": \"%s\", \"threads\": %d, \"omp\": %d, \"kernel\": \"%s\", \"examples\": %zu, "
+           "\"chunk\": %zu, \"chunks\": %zu, \"gflop\": %.4f, \"repeats\": %d, \"loss\": %.6f, "
+           "\"pass_best_s\": %.5f, \"pass_median_s\": %.5f, "
+           "\"pass_gflops_best\": %.2f, \"pass_gflops_median\": %.2f, "
+           "\"kernel_best_s\": %.5f, \"kernel_median_s\": %.5f, "
+           "\"kernel_gflops_best\": %.2f, \"kernel_gflops_median\": %.2f}\n",
+           lca_model_spec(model), lca_threads(), lca_has_openmp(), lca_gemm_kernel_name(), count,
+           chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
+           gflop / pass_median, kernel_best, kernel_median, gflop / kernel_best,
+           gflop / kernel_median);
+    free(pass); free(kernel); free(all_x); free(all_labels); free(x); free(labels);
+    free(gradient); free(sum); free(training);
+    lca_dataset_free(data);
+    lca_model_free(model);
+    return 0;
+}
