@@ -15,11 +15,14 @@
  *
  * Tutorial
  * --------
- * 1. Build a model from a spec ("fc" or "784-100-50-10"): lca_model_new.
- *    Parameters live in one float array in tensor order; lca_model_tensor
- *    describes each tensor (PyTorch names: "fc1.weight" of shape (out, in)).
+ * 1. Build a model from a spec ("fc", "lenet", "resnet20", "784-100-50-10"
+ *    or a layer list, docs/models.md): lca_model_new. Parameters live in
+ *    one float array in tensor order; lca_model_tensor describes each
+ *    tensor (PyTorch names: "fc1.weight" of shape (out, in), "conv1.weight"
+ *    of shape (out, in, kh, kw)).
  * 2. Open a data set (uint8 pixels scaled to [0, 1] on use, integer labels):
- *    lca_dataset_open("digits" | "fashion-mnist" | folder | images file).
+ *    lca_dataset_open("digits" | "fashion-mnist" | "cifar10" | an IDX or
+ *    CIFAR-10 folder | an IDX images file | a CIFAR-10 .bin file).
  * 3. Fill an lca_config (start from lca_config_default()) and create a
  *    trainer. The trainer owns every buffer it will need; lca_trainer_step
  *    allocates nothing.
