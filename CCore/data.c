@@ -805,6 +805,7 @@ void lca_dataset_gather(const lca_dataset *data, const uint32_t *indices, size_t
                         int32_t *labels, float *targets) {
     const size_t F = data->features, O = data->outputs;
     if (x && data->pixels) {
+        LCA_PARALLEL_FOR_IF(n * F >= LCA_PARALLEL_WORK)
         for (size_t i = 0; i < n; i++) {
             const uint8_t *src = data->pixels + (size_t)indices[i] * F; /* (F,) */
             float *dst = x + i * F;                                      /* (F,) */

@@ -92,6 +92,17 @@ const char *lca_safetensors_metadata(const lca_safetensors *file, const char *ke
 const char *lca_safetensors_path(const lca_safetensors *file);
 
 /* ---- threads.c */
+/* An OpenMP parallel loop over independent iterations when cond holds
+ * (enough work to pay for the threads); nothing without OpenMP. Each
+ * iteration writes its own memory, so the bytes never depend on it. */
+#define LCA_PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#define LCA_PARALLEL_FOR_IF(cond) LCA_PRAGMA(omp parallel for schedule(static) if(cond))
+#else
+#define LCA_PARALLEL_FOR_IF(cond)
+#endif
+#define LCA_PARALLEL_WORK 32768 /* elements below which one thread is faster */
+
 /* Run body(i, context) for i in [0, count) over the threads; iterations
  * are independent and each writes its own memory. */
 typedef void (*lca_parallel_body)(size_t index, void *context);

@@ -706,6 +706,7 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
 static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
                           size_t in, size_t out) {
     lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
     for (size_t r = 0; r < n; r++) {
         float *row = y + r * out;
         for (size_t o = 0; o < out; o++) row[o] += b[o];
@@ -718,6 +719,7 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
                            const float *w, size_t n, size_t in, size_t out) {
     lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
     /* bias: column sums in a fixed order, accumulated in double */
+    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
     for (size_t o = 0; o < out; o++) {
         double sum = 0.0;
         for (size_t r = 0; r < n; r++) sum += dy[r * out + o];
@@ -731,12 +733,14 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
 static lca_status softmax_cross_entropy(double *loss, float *dz, const float *z,
                                         const int32_t *labels, size_t n, size_t classes,
                                         double scale) {
+    for (size_t r = 0; r < n; r++)
+        if (labels[r] < 0 || (size_t)labels[r] >= classes)
+            return lca_fail(LCA_ERR_MISMATCH, "label %d of example %zu is outside the model's %zu classes",
+                            labels[r], r, classes);
+    LCA_PARALLEL_FOR_IF(n * classes >= LCA_PARALLEL_WORK / 8)
     for (size_t r = 0; r < n; r++) {
         const float *row = z + r * classes;
         int32_t label = labels[r];
-        if (label < 0 || (size_t)label >= classes)
-            return lca_fail(LCA_ERR_MISMATCH, "label %d of example %zu is outside the model's %zu classes",
-                            label, r, classes);
         double max = row[0];
         for (size_t c = 1; c < classes; c++)
             if (row[c] > max) max = row[c];
