@@ -587,10 +587,16 @@ def write_report(args, results, started_load, finished_load, started, finished, 
             pct, dso, sym = row[0], row[1], row[2]
             main = row[3] if len(row) > 3 else float("nan")
             add(f"| {pct:.1f} | {main:.1f} | {dso} | `{sym}` |")
-        if "main_total" in profile:
-            add(f"\nSamples on the main thread: {profile['main_total']:.0f}% of all "
-                f"(with {profile.get('threads')} threads, a perfectly parallel run would show "
-                f"{100 / max(1, profile.get('threads', 1)):.0f}%).")
+        omp = [r for r in profile["rows"] if r[1].startswith("libomp") and len(r) > 3]
+        if omp:
+            worker_spin = sum(r[0] - r[3] for r in omp)
+            serial = sum(r[3] for r in profile["rows"] if len(r) > 3 and not r[1].startswith("libomp")
+                         and not r[1].startswith("libz")  # data loading
+                         and not r[2].startswith("lca_gemm") and r[2] not in ("pack_block", "(kernel)"))
+            add(f"\nlibomp samples outside the main thread: {worker_spin:.1f}% of all — OpenMP "
+                "workers spin-waiting, mostly while the main thread runs the code that is not "
+                f"parallel (main-thread samples of the rows above other than GEMM, packing, kernel and "
+                f"data loading — ReLU backward, gather, loss, …: about {serial:.1f}%).")
         add("")
 
     add("## Raw measurements\n")
