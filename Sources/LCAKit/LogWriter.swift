@@ -26,25 +26,24 @@ public final class LogWriter {
     /// Opens the log at `path` ("-" = standard output) and writes its
     /// header. An existing file is replaced only once the header is
     /// complete.
-    public init(path: String, trainer: Trainer) throws {
-        var pointer: OpaquePointer?
-        try check(lca_log_open(&pointer, path, trainer.handle))
-        handle = pointer
-        self.path = path
-        tensorCount = trainer.model.tensors.count
-        doubles = .allocate(capacity: max(4 * tensorCount, 1))
-        counts = .allocate(capacity: max(6 * tensorCount, 1))
-        unitCount = trainer.configuration.lcaUnits ? trainer.model.unitCount : 0
-        units = .allocate(capacity: max(2 * unitCount, 1))
+    public convenience init(path: String, trainer: Trainer) throws {
+        try self.init(path: path, trainer: trainer, open: lca_log_open)
     }
 
     /// Reopens the log of a run being resumed, to append to it. Its header
     /// must be the one this trainer would write, and it must hold at least
     /// `trainer.iteration` complete records; later records are cut off,
     /// since the resumed run writes them again, byte for byte.
-    public init(resuming path: String, trainer: Trainer) throws {
+    public convenience init(resuming path: String, trainer: Trainer) throws {
+        try self.init(path: path, trainer: trainer, open: lca_log_resume)
+    }
+
+    /// Opens through `open` (new log or resumed one) and sizes the buffers
+    /// that carry a record's arrays to the core.
+    private init(path: String, trainer: Trainer,
+                 open: (UnsafeMutablePointer<OpaquePointer?>?, UnsafePointer<CChar>?, OpaquePointer?) -> lca_status) throws {
         var pointer: OpaquePointer?
-        try check(lca_log_resume(&pointer, path, trainer.handle))
+        try check(open(&pointer, path, trainer.handle))
         handle = pointer
         self.path = path
         tensorCount = trainer.model.tensors.count
