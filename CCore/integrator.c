@@ -13,6 +13,7 @@
 #include "integrator.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,61 @@ static void *allocate(lca_integrator *integrator, size_t bytes) {
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (p) integrator->bytes += bytes;
     return p;
+}
+
+/* Evaluation workers: one per thread, as many as memory_budget holds
+ * (at least one). Worker 0 evaluates with the integrator's own model. */
+#define MAX_EVAL_WORKERS 64
+
+static lca_status add_workers(lca_integrator *g, const lca_config *config, bool regression) {
+    lca_model *model = g->model;
+    size_t k = model->parameter_count;
+    size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
+    size_t per_worker = g->chunk * (lca_model_example_bytes(model) + in * sizeof(float) +
+                                    sizeof(int32_t) + (regression ? out * sizeof(float) : 0)) +
+                        k * sizeof(float);
+    size_t wanted = (size_t)lca_threads();
+    size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
+    if (wanted > fit) wanted = fit;
+    if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
+    if (wanted == 0) wanted = 1;
+    g->workers = calloc(wanted, sizeof *g->workers);
+    if (!g->workers) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+    g->bytes += wanted * sizeof *g->workers;
+    for (size_t i = 0; i < wanted; i++) {
+        lca_eval_worker *w = &g->workers[i];
+        g->worker_count = i + 1;
+        w->x = allocate(g, g->chunk * in * sizeof(float));
+        w->labels = allocate(g, g->chunk * sizeof(int32_t));
+        w->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
+        w->gradient = allocate(g, k * sizeof(float));
+        if (!w->x || !w->labels || !w->gradient || (regression && !w->targets)) {
+            /* one worker is needed; further ones are only speed */
+            if (i == 0) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+            break;
+        }
+        lca_status status = LCA_OK;
+        if (i == 0) w->model = model;
+        else status = lca_model_new_worker(model, &w->model);
+        if (status == LCA_OK) status = lca_model_reserve(w->model, g->chunk);
+        if (status == LCA_OK && i > 0) g->bytes += lca_model_workspace_bytes(w->model);
+        if (status != LCA_OK) {
+            if (i == 0) return status;
+            break;
+        }
+    }
+    /* a worker that could not be completed is released and not counted */
+    lca_eval_worker *last = &g->workers[g->worker_count - 1];
+    if (!last->model || last->model->max_batch < g->chunk) {
+        if (last->model && last->model != model) lca_model_free(last->model);
+        free(last->x);
+        free(last->labels);
+        free(last->targets);
+        free(last->gradient);
+        memset(last, 0, sizeof *last);
+        g->worker_count--;
+    }
+    return LCA_OK;
 }
 
 lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_config *config,
@@ -40,28 +96,27 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     g->chunk = config->eval_chunk;
     g->units = config->lca_units != 0;
     size_t k = model->parameter_count;
-    size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
     g->probe = allocate(g, k * sizeof(float));
-    g->chunk_gradient = allocate(g, k * sizeof(float));
     g->delta = allocate(g, k * sizeof(double));
-    g->x = allocate(g, g->chunk * in * sizeof(float));
-    g->labels = allocate(g, g->chunk * sizeof(int32_t));
-    g->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
-    if (!g->probe || !g->chunk_gradient || !g->delta || !g->x || !g->labels ||
-        (regression && !g->targets)) {
-        lca_integrator_release(g);
-        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
-    }
-    return lca_model_reserve(model, g->chunk);
+    lca_status status = !g->probe || !g->delta
+                            ? lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory")
+                            : add_workers(g, config, regression);
+    if (status != LCA_OK) lca_integrator_release(g);
+    return status;
 }
 
 void lca_integrator_release(lca_integrator *g) {
     free(g->probe);
-    free(g->chunk_gradient);
     free(g->delta);
-    free(g->x);
-    free(g->labels);
-    free(g->targets);
+    for (size_t i = 0; i < g->worker_count; i++) {
+        lca_eval_worker *w = &g->workers[i];
+        if (w->model != g->model) lca_model_free(w->model);
+        free(w->x);
+        free(w->labels);
+        free(w->targets);
+        free(w->gradient);
+    }
+    free(g->workers);
     memset(g, 0, sizeof *g);
 }
 
@@ -115,42 +170,73 @@ void lca_view_release(lca_view *v) {
 
 typedef struct accumulate_context {
     double *sum;
-    const float *chunk;
+    const lca_eval_worker *workers;
+    size_t worker_count;
     size_t count;
 } accumulate_context;
 
 #define ACCUMULATE_BLOCK 4096
 
-/* sum[i] += chunk[i] over one block: element-wise, so any split over
- * threads gives the same bytes */
+/* sum[i] += the workers' chunk gradients in chunk order, over one block:
+ * element-wise, so any split over threads gives the same bytes, and the
+ * same as adding the chunks one at a time */
 static void accumulate_block(size_t block, void *context) {
     const accumulate_context *c = context;
     size_t begin = block * ACCUMULATE_BLOCK;
     size_t end = begin + ACCUMULATE_BLOCK < c->count ? begin + ACCUMULATE_BLOCK : c->count;
-    for (size_t i = begin; i < end; i++) c->sum[i] += (double)c->chunk[i];
+    for (size_t w = 0; w < c->worker_count; w++) {
+        const float *chunk = c->workers[w].gradient;
+        for (size_t i = begin; i < end; i++) c->sum[i] += (double)chunk[i];
+    }
+}
+
+/* One chunk on one worker; a failure keeps its message with the worker,
+ * since lca_last_error belongs to the thread that ran it. */
+static void evaluate_chunk(const lca_integrator *g, const lca_view *v, lca_eval_worker *w,
+                           size_t first, const float *parameters, double scale, bool gradient) {
+    size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
+    w->model->bn_group = g->model->bn_group;
+    lca_dataset_gather(v->data, v->indices + first, n, w->x, w->labels, w->targets);
+    w->status = lca_model_forward_backward(w->model, parameters, w->x,
+                                           v->data->labels ? w->labels : NULL,
+                                           v->data->targets ? w->targets : NULL, n, scale,
+                                           &w->loss, gradient ? w->gradient : NULL);
+    if (w->status != LCA_OK) snprintf(w->message, sizeof w->message, "%s", lca_last_error());
 }
 
 lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
                              double *loss, double *gradient, bool add) {
-    lca_model *model = g->model;
-    size_t k = model->parameter_count;
+    size_t k = g->model->parameter_count;
     if (gradient && !add) memset(gradient, 0, k * sizeof(double));
     double loss_sum = 0.0;
     /* Every chunk's gradient is scaled by 1/E (E = examples in the view),
      * so the chunks add up to the gradient of the mean loss. */
     double scale = 1.0 / (double)v->count;
-    for (size_t first = 0; first < v->count; first += g->chunk) {
-        size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
-        lca_dataset_gather(v->data, v->indices + first, n, g->x, g->labels, g->targets);
-        double chunk_loss;
-        lca_status status = lca_model_forward_backward(
-            model, parameters, g->x, v->data->labels ? g->labels : NULL,
-            v->data->targets ? g->targets : NULL, n, scale, &chunk_loss,
-            gradient ? g->chunk_gradient : NULL);
-        if (status != LCA_OK) return status;
-        loss_sum += chunk_loss;
+    size_t chunks = (v->count + g->chunk - 1) / g->chunk;
+    size_t side_by_side = (size_t)lca_threads();
+    if (side_by_side > g->worker_count) side_by_side = g->worker_count;
+    /* Rounds of chunks, one chunk per worker and thread; a round of one
+     * chunk (one thread, or the last odd chunk) uses the threads inside
+     * its layers instead. A chunk's bytes are the same either way. */
+    for (size_t round = 0; round < chunks; round += side_by_side) {
+        size_t in_round = chunks - round < side_by_side ? chunks - round : side_by_side;
+        if (in_round == 1) {
+            evaluate_chunk(g, v, &g->workers[0], round * g->chunk, parameters, scale, gradient);
+        } else {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static, 1) num_threads((int)in_round)
+#endif
+            for (size_t w = 0; w < in_round; w++)
+                evaluate_chunk(g, v, &g->workers[w], (round + w) * g->chunk, parameters, scale,
+                               gradient);
+        }
+        for (size_t w = 0; w < in_round; w++) {
+            if (g->workers[w].status != LCA_OK)
+                return lca_fail(g->workers[w].status, "%s", g->workers[w].message);
+            loss_sum += g->workers[w].loss;
+        }
         if (gradient) {
-            accumulate_context c = {gradient, g->chunk_gradient, k};
+            accumulate_context c = {gradient, g->workers, in_round, k};
             lca_parallel_for((k + ACCUMULATE_BLOCK - 1) / ACCUMULATE_BLOCK, accumulate_block, &c);
         }
     }

@@ -23,6 +23,20 @@ typedef struct lca_view {
     double *unit_lca;
 } lca_view;
 
+/* What one thread needs to evaluate one chunk: evaluation passes run
+ * several chunks side by side, one per worker, and add their gradients in
+ * chunk order, so the bytes do not depend on how many ran at once. */
+typedef struct lca_eval_worker {
+    lca_model *model;         /* worker 0: the integrator's model; others: lca_model_new_worker */
+    float *x;                 /* chunk × input */
+    int32_t *labels;          /* chunk */
+    float *targets;           /* chunk × outputs (regression data), or NULL */
+    float *gradient;          /* K: this chunk's gradient */
+    double loss;              /* this chunk's loss sum */
+    lca_status status;
+    char message[512];        /* lca_last_error of the worker's thread on failure */
+} lca_eval_worker;
+
 typedef struct lca_integrator {
     lca_model *model;
     double threshold;
@@ -30,11 +44,9 @@ typedef struct lca_integrator {
     size_t chunk;             /* examples per evaluation chunk */
     bool units;               /* per-unit views (config lca_units) */
     float *probe;             /* K: θ_t + s·Δθ */
-    float *chunk_gradient;    /* K */
     double *delta;            /* K: Δθ = θ_{t+1} − θ_t, exact in float64 */
-    float *x;                 /* chunk × input */
-    int32_t *labels;          /* chunk */
-    float *targets;           /* chunk × outputs (regression data), or NULL */
+    lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
+    size_t worker_count;
     size_t bytes;             /* allocated by the integrator and its views */
 } lca_integrator;
 

@@ -421,8 +421,13 @@ static lca_status build(lca_model *m, const parser *ps) {
         L->out_w = w;
         L->in_size = L->in_c * L->in_h * L->in_w;
         L->out_size = c * h * w;
-        if (L->in_size > m->max_activation) m->max_activation = L->in_size;
-        if (L->out_size > m->max_activation) m->max_activation = L->out_size;
+        /* backward writes gradients of layer outputs only (none for the
+         * model's input); a block's shortcut gradient has the size of its
+         * input (a begin layer's output) */
+        if (L->out_size > m->max_gradient) m->max_gradient = L->out_size;
+        if ((L->kind == LCA_LAYER_BLOCK_BEGIN || L->kind == LCA_LAYER_BLOCK_ADD) &&
+            L->out_size > m->max_skip)
+            m->max_skip = L->out_size;
     }
     if (open_block >= 0)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": a residual block is not closed",
@@ -489,8 +494,42 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     return LCA_OK;
 }
 
+lca_status lca_model_new_worker(const lca_model *m, lca_model **out) {
+    *out = NULL;
+    lca_model *w = malloc(sizeof *w);
+    lca_layer *layers = malloc(m->layer_count * sizeof *layers);
+    if (!w || !layers) {
+        free(w);
+        free(layers);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory for an evaluation worker");
+    }
+    *w = *m;
+    memcpy(layers, m->layers, m->layer_count * sizeof *layers);
+    for (size_t l = 0; l < m->layer_count; l++) {
+        lca_layer *L = &layers[l];
+        L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
+        L->argmax = NULL;
+        L->mask = NULL;
+    }
+    w->layers = layers;
+    w->worker = true;
+    w->max_batch = 0;
+    w->workspace = NULL;
+    w->workspace_bytes = 0;
+    w->grad_a = w->grad_b = w->grad_skip = w->conv_scratch = NULL;
+    w->example_loss = NULL;
+    *out = w;
+    return LCA_OK;
+}
+
 void lca_model_free(lca_model *m) {
     if (!m) return;
+    if (m->worker) {
+        free(m->layers);
+        free(m->workspace);
+        free(m);
+        return;
+    }
     for (size_t l = 0; l < m->layer_count; l++) free(m->layers[l].running_mean);
     free(m->spec);
     free(m->layers);
@@ -613,7 +652,7 @@ static size_t conv_workspace(const lca_model *m, size_t n) {
 }
 
 size_t lca_model_example_bytes(const lca_model *m) {
-    size_t floats = 3 * m->max_activation + 16;
+    size_t floats = 2 * m->max_gradient + m->max_skip + 16;
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, 1);
     return floats * sizeof(float) + sizeof(double);
 }
@@ -621,7 +660,9 @@ size_t lca_model_example_bytes(const lca_model *m) {
 lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     if (max_batch == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: batch size 0");
     if (max_batch <= m->max_batch) return LCA_OK;
-    size_t floats = 3 * ROUND16(max_batch * m->max_activation);
+    size_t gradient_floats = ROUND16(max_batch * m->max_gradient);
+    size_t skip_floats = ROUND16(max_batch * m->max_skip);
+    size_t floats = 2 * gradient_floats + skip_floats;
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, max_batch);
     size_t conv_floats = conv_workspace(m, max_batch);
     floats += conv_floats;
@@ -638,11 +679,11 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     m->max_batch = max_batch;
     float *f = w;
     m->grad_a = f;
-    f += ROUND16(max_batch * m->max_activation);
+    f += gradient_floats;
     m->grad_b = f;
-    f += ROUND16(max_batch * m->max_activation);
-    m->grad_skip = f;
-    f += ROUND16(max_batch * m->max_activation);
+    f += gradient_floats;
+    m->grad_skip = skip_floats ? f : NULL;
+    f += skip_floats;
     for (size_t l = 0; l < m->layer_count; l++) {
         lca_layer *L = &m->layers[l];
         size_t out = ROUND16(max_batch * L->out_size);

@@ -88,16 +88,21 @@ struct lca_model {
     size_t unit_count;      /* Σ units over groups */
     size_t parameter_count;
     float *parameters;      /* K */
-    size_t max_activation;  /* largest in_size / out_size over layers */
+    size_t max_gradient;    /* largest out_size: the backward buffers grad_a, grad_b */
+    size_t max_skip;        /* largest residual block input / output: grad_skip */
     size_t conv_workspace;  /* floats: the largest conv / projection workspace */
     size_t bn_group;        /* evaluation-mode batch-norm group (examples) */
     float bn_momentum;      /* running statistics: r ← (1 − m)·r + m·batch */
     float bn_epsilon;
+    /* a worker (lca_model_new_worker) has its own layers array and
+     * workspace; everything else belongs to the model it was made from */
+    bool worker;
     /* workspace, sized by lca_model_reserve for max_batch examples */
     size_t max_batch;
     void *workspace;
     size_t workspace_bytes;
-    float *grad_a, *grad_b, *grad_skip; /* N × max_activation each */
+    float *grad_a, *grad_b;   /* N × max_gradient each */
+    float *grad_skip;         /* N × max_skip (residual nets), else NULL */
     float *conv_scratch;
     double *example_loss;   /* N */
 };
@@ -115,6 +120,10 @@ lca_status lca_model_train_gradient(lca_model *model, const float *x, const int3
                                     const float *targets, size_t n, double *loss_sum,
                                     float *gradient, lca_rng *rng);
 size_t lca_model_workspace_bytes(const lca_model *model);
+/* A model that evaluates with model's layout beside it, on another thread:
+ * its own workspace (reserve it), no parameters of its own (pass them to
+ * lca_model_forward_backward). Free it with lca_model_free before model. */
+lca_status lca_model_new_worker(const lca_model *model, lca_model **out);
 /* Workspace bytes per example of a forward/backward pass. */
 size_t lca_model_example_bytes(const lca_model *model);
 /* The evaluation chunk: requested, or (0) the most examples whose
