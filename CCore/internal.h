@@ -97,7 +97,9 @@ const char *lca_safetensors_path(const lca_safetensors *file);
  * iteration writes its own memory, so the bytes never depend on it. */
 #define LCA_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
-#define LCA_PARALLEL_FOR_IF(cond) LCA_PRAGMA(omp parallel for schedule(static) if(cond))
+/* num_threads: the core's setting (lca_set_threads), not OpenMP's default */
+#define LCA_PARALLEL_FOR_IF(cond) \
+    LCA_PRAGMA(omp parallel for schedule(static) if(cond) num_threads(lca_threads()))
 #else
 #define LCA_PARALLEL_FOR_IF(cond)
 #endif

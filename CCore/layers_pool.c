@@ -10,6 +10,7 @@
  */
 #include "layers.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 typedef struct pool_planes {
@@ -26,29 +27,51 @@ static size_t pooled_size(size_t size, size_t k, size_t stride) {
 
 /* ------------------------------------------------------------- max pool */
 
+/* The window's running maximum takes v when v is strictly greater (the
+ * first maximum wins ties) or when v is NaN and the maximum is not (so
+ * divergence stays visible). Written as selects, not branches: the data
+ * decide, and mispredicted branches cost more than the comparisons. */
+static inline void take_larger(float v, uint32_t at, float *best, uint32_t *best_at) {
+    bool take = v > *best || (v != v && *best == *best);
+    *best = take ? v : *best;
+    *best_at = take ? at : *best_at;
+}
+
 static void maxpool_forward_plane(size_t plane, void *context) {
     const pool_planes *p = context;
     const float *in = p->x + plane * p->h * p->w;   /* H × W */
     float *out = p->y + plane * p->oh * p->ow;      /* OH × OW */
     uint32_t *arg = p->argmax + plane * p->oh * p->ow;
+    if (p->k == 2 && p->stride == 2) {
+        /* the common 2×2 window, unrolled; same order as below */
+        for (size_t oh = 0; oh < p->oh; oh++) {
+            const float *top = in + 2 * oh * p->w, *bottom = top + p->w;
+            uint32_t row = (uint32_t)(2 * oh * p->w), next = row + (uint32_t)p->w;
+            for (size_t ow = 0; ow < p->ow; ow++) {
+                uint32_t col = (uint32_t)(2 * ow);
+                float best = top[col];
+                uint32_t best_at = row + col;
+                take_larger(top[col + 1], row + col + 1, &best, &best_at);
+                take_larger(bottom[col], next + col, &best, &best_at);
+                take_larger(bottom[col + 1], next + col + 1, &best, &best_at);
+                out[oh * p->ow + ow] = best;
+                arg[oh * p->ow + ow] = best_at;
+            }
+        }
+        return;
+    }
     for (size_t oh = 0; oh < p->oh; oh++)
         for (size_t ow = 0; ow < p->ow; ow++) {
             size_t first = oh * p->stride * p->w + ow * p->stride;
-            size_t best_at = first;
+            uint32_t best_at = (uint32_t)first;
             float best = in[first];
             for (size_t kh = 0; kh < p->k; kh++)
                 for (size_t kw = 0; kw < p->k; kw++) {
                     size_t at = first + kh * p->w + kw;
-                    float v = in[at];
-                    /* Strictly greater: the first maximum wins ties. A NaN
-                     * wins over numbers, so divergence stays visible. */
-                    if (v > best || (v != v && best == best)) {
-                        best = v;
-                        best_at = at;
-                    }
+                    take_larger(in[at], (uint32_t)at, &best, &best_at);
                 }
             out[oh * p->ow + ow] = best;
-            arg[oh * p->ow + ow] = (uint32_t)best_at;
+            arg[oh * p->ow + ow] = best_at;
         }
 }
 
