@@ -64,6 +64,13 @@ lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, si
 lca_status lca_gunzip(const char *what, const uint8_t *gz, size_t gz_length,
                       uint8_t **bytes, size_t *length);
 
+/* ---- pixels.c: dst[i] = src[i] / 255.0f exactly (bit for bit), faster
+ * than a division per pixel where the CPU allows. */
+void lca_pixels_to_floats(float *dst, const uint8_t *src, size_t count);
+/* Whether the fast path is in use (it is only when it matches the division
+ * on all 256 inputs). */
+bool lca_pixels_fast_path(void);
+
 /* ---- safetensors.c: the safetensors format (8-byte little-endian header
  * length, JSON header, raw little-endian data). */
 typedef struct lca_st_tensor {

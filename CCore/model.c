@@ -785,15 +785,23 @@ static lca_status softmax_cross_entropy(double *loss, float *dz, const float *z,
         double max = row[0];
         for (size_t c = 1; c < classes; c++)
             if (row[c] > max) max = row[c];
+        /* exp(z − max) once per class: kept for the gradient when the row
+         * fits the buffer (the common case), recomputed otherwise */
+        enum { KEPT = 64 };
+        double kept[KEPT];
         double sum = 0.0;
-        for (size_t c = 0; c < classes; c++) sum += exp((double)row[c] - max);
-        double log_sum = log(sum);
-        loss[r] = max + log_sum - (double)row[label];
+        for (size_t c = 0; c < classes; c++) {
+            double e = exp((double)row[c] - max);
+            if (c < KEPT) kept[c] = e;
+            sum += e;
+        }
+        loss[r] = max + log(sum) - (double)row[label];
         if (dz) {
             float *drow = dz + r * classes;
+            double inverse = 1.0 / sum;
             for (size_t c = 0; c < classes; c++) {
-                double p = exp((double)row[c] - max - log_sum);
-                drow[c] = (float)(scale * (p - (c == (size_t)label ? 1.0 : 0.0)));
+                double e = c < KEPT ? kept[c] : exp((double)row[c] - max);
+                drow[c] = (float)(scale * (e * inverse - (c == (size_t)label ? 1.0 : 0.0)));
             }
         }
     }
