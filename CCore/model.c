@@ -743,14 +743,22 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
 
 /* ------------------------------------------------------------- layers */
 
-/* y[N×O] = x[N×I] · wᵀ + b */
+/* y[N×O] = x[N×I] · wᵀ + b, and with relu the ReLU of that in the same
+ * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x) */
 static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
-                          size_t in, size_t out) {
+                          size_t in, size_t out, bool relu) {
     lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
     for (size_t r = 0; r < n; r++) {
         float *row = y + r * out;
-        for (size_t o = 0; o < out; o++) row[o] += b[o];
+        if (relu) {
+            for (size_t o = 0; o < out; o++) {
+                float v = row[o] + b[o];
+                row[o] = v < 0.0f ? 0.0f : v;
+            }
+        } else {
+            for (size_t o = 0; o < out; o++) row[o] += b[o];
+        }
     }
 }
 
@@ -844,16 +852,24 @@ static const float *forward(lca_model *m, const float *params, const float *x, c
                             const float **inputs) {
     const float *input = x;
     size_t n = ps->n;
+    bool relu_next = false; /* a dense layer applied the ReLU that follows it */
     for (size_t l = 0; l < m->layer_count; l++) {
         lca_layer *L = &m->layers[l];
+        bool relu_done = relu_next;
+        relu_next = false;
         inputs[l] = input;
         const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
         const float *b = L->bias != LCA_NO_TENSOR ? params + m->tensors[L->bias].offset : NULL;
         const float *output = L->output;
         switch (L->kind) {
-        case LCA_LAYER_DENSE:
-            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size);
+        case LCA_LAYER_DENSE: {
+            /* a ReLU right after, in place on this output, joins its pass */
+            bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
+                        m->layers[l + 1].output == NULL;
+            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
+            relu_next = relu;
             break;
+        }
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
             s.n = n;
@@ -864,7 +880,7 @@ static const float *forward(lca_model *m, const float *params, const float *x, c
             /* in place on the previous layer's output (which no backward
              * pass needs: dense and conv keep their inputs, BN keeps x̂) */
             float *y = L->output ? L->output : (float *)input;
-            lca_relu_forward(y, input, n * L->out_size);
+            if (!relu_done) lca_relu_forward(y, input, n * L->out_size);
             output = y;
             break;
         }
