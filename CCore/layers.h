@@ -72,6 +72,13 @@ void lca_maxpool_forward(float *y, uint32_t *argmax, const float *x, size_t n, s
 /* dx (N·C·H·W) is overwritten: zero except the routed gradients. */
 void lca_maxpool_backward(float *dx, const float *dy, const uint32_t *argmax, size_t n,
                           size_t c, size_t h, size_t w, size_t k, size_t stride);
+/* The backward of a ReLU followed by max pooling in one pass: relu_y is
+ * the ReLU's output (the pooling's input); a gradient is routed only where
+ * relu_y at its argmax is > 0. dx is the ReLU's input gradient, the same
+ * bytes as lca_maxpool_backward then lca_relu_backward. */
+void lca_maxpool_relu_backward(float *dx, const float *dy, const uint32_t *argmax,
+                               const float *relu_y, size_t n, size_t c, size_t h, size_t w,
+                               size_t k, size_t stride);
 
 /* ---- average pooling, window K×K, stride S, no padding. Global average
  * pooling is k = H = W, stride 1 (output N·C·1·1). */

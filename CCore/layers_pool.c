@@ -18,6 +18,7 @@ typedef struct pool_planes {
     const float *x;         /* forward: x; backward: dy */
     uint32_t *argmax;
     const uint32_t *argmax_in;
+    const float *gate;      /* backward: a ReLU's output, or NULL */
     size_t h, w, oh, ow, k, stride;
 } pool_planes;
 
@@ -91,13 +92,31 @@ static void maxpool_backward_plane(size_t plane, void *context) {
     float *dx = p->y + plane * p->h * p->w;
     memset(dx, 0, p->h * p->w * sizeof(float));
     /* dx[argmax] += dy: overlapping windows (S < K) can route several
-     * outputs to one input; they add up in output order. */
+     * outputs to one input; they add up in output order. With a ReLU
+     * before the pooling, only where its output is > 0 (every term at one
+     * input shares the test, so the sum is the ReLU backward's). */
+    if (p->gate) {
+        const float *gate = p->gate + plane * p->h * p->w;
+        for (size_t i = 0; i < p->oh * p->ow; i++)
+            if (gate[arg[i]] > 0.0f) dx[arg[i]] += dy[i];
+        return;
+    }
     for (size_t i = 0; i < p->oh * p->ow; i++) dx[arg[i]] += dy[i];
 }
 
 void lca_maxpool_backward(float *dx, const float *dy, const uint32_t *argmax, size_t n,
                           size_t c, size_t h, size_t w, size_t k, size_t stride) {
     pool_planes p = {.y = dx, .x = dy, .argmax_in = argmax, .h = h, .w = w,
+                     .oh = pooled_size(h, k, stride), .ow = pooled_size(w, k, stride),
+                     .k = k, .stride = stride};
+    if (k == 0) return;
+    lca_parallel_for(n * c, maxpool_backward_plane, &p);
+}
+
+void lca_maxpool_relu_backward(float *dx, const float *dy, const uint32_t *argmax,
+                               const float *relu_y, size_t n, size_t c, size_t h, size_t w,
+                               size_t k, size_t stride) {
+    pool_planes p = {.y = dx, .x = dy, .argmax_in = argmax, .gate = relu_y, .h = h, .w = w,
                      .oh = pooled_size(h, k, stride), .ow = pooled_size(w, k, stride),
                      .k = k, .stride = stride};
     if (k == 0) return;

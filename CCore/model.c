@@ -940,8 +940,11 @@ static void backward(lca_model *m, const float *params, const float *x, const pa
                      const float **inputs, const float *logits, float *gradient) {
     size_t n = ps->n;
     float *dy = m->grad_a;
+    bool relu_done = false; /* a max pooling applied the ReLU before it */
     for (size_t l = m->layer_count; l-- > 0;) {
         lca_layer *L = &m->layers[l];
+        bool relu_here_done = relu_done;
+        relu_done = false;
         const float *input = inputs[l];
         const float *output = l + 1 < m->layer_count ? inputs[l + 1] : logits;
         const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
@@ -961,11 +964,16 @@ static void backward(lca_model *m, const float *params, const float *x, const pa
             break;
         }
         case LCA_LAYER_RELU:
-            lca_relu_backward(dy, dy, output, n * L->out_size);
+            if (!relu_here_done) lca_relu_backward(dy, dy, output, n * L->out_size);
             dx = dy;
             break;
         case LCA_LAYER_MAXPOOL:
-            if (dx)
+            /* a ReLU right before (its output is this input) joins the pass */
+            relu_done = dx && m->layers[l - 1].kind == LCA_LAYER_RELU;
+            if (relu_done)
+                lca_maxpool_relu_backward(dx, dy, L->argmax, input, n, L->in_c, L->in_h, L->in_w,
+                                          L->k, L->stride);
+            else if (dx)
                 lca_maxpool_backward(dx, dy, L->argmax, n, L->in_c, L->in_h, L->in_w, L->k,
                                      L->stride);
             break;

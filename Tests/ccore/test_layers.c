@@ -447,6 +447,37 @@ static void test_pool_gradients(const char *label, bool max, size_t n, size_t c,
     free(y_ref); free(fd_x);
 }
 
+/* ReLU then max pooling: the fused backward (model.c uses it for "relu
+ * maxpool") against the two backward passes one after the other, bit for
+ * bit, on inputs with negatives, exact zeros, ties and a NaN. */
+static void test_maxpool_relu_fused(const char *label, size_t k, size_t stride) {
+    size_t n = 2, c = 3, h = 7, w = 8;
+    size_t oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
+    size_t xc = n * c * h * w, yc = n * c * oh * ow;
+    float *x = new_floats(xc), *relu_y = new_floats(xc), *pooled = new_floats(yc);
+    float *dy = new_floats(yc), *d_pool = new_floats(xc), *d_two = new_floats(xc),
+          *d_fused = new_floats(xc);
+    uint32_t *argmax = test_alloc(yc * sizeof(uint32_t));
+    fill_uniform(x, xc, -1, 1);
+    for (size_t i = 0; i < xc; i += 5) x[i] = 0.0f;              /* exact zeros */
+    for (size_t i = 1; i + 1 < xc; i += 11) x[i + 1] = x[i];    /* ties */
+    x[xc / 2] = NAN;
+    fill_uniform(dy, yc, -1, 1);
+    lca_relu_forward(relu_y, x, xc);
+    lca_maxpool_forward(pooled, argmax, relu_y, n, c, h, w, k, stride);
+    lca_maxpool_backward(d_pool, dy, argmax, n, c, h, w, k, stride);
+    lca_relu_backward(d_two, d_pool, relu_y, xc);
+    fill_nan(d_fused, xc);
+    lca_maxpool_relu_backward(d_fused, dy, argmax, relu_y, n, c, h, w, k, stride);
+    size_t differ = 0;
+    for (size_t i = 0; i < xc; i++)
+        if (memcmp(&d_two[i], &d_fused[i], sizeof(float)) != 0) differ++;
+    check_true(differ == 0, label, "%zu of %zu input gradients differ from relu_backward ∘ "
+               "maxpool_backward", differ, xc);
+    free(x); free(relu_y); free(pooled); free(dy); free(d_pool); free(d_two); free(d_fused);
+    free(argmax);
+}
+
 static void test_maxpool_ties_and_nan(void) {
     /* 2×2 window over [1 1; 1 1]: the first (row-major) maximum wins */
     float x[8] = {1, 1, 1, 1, 5, NAN, 2, NAN}, y[2];
@@ -899,6 +930,8 @@ int main(void) {
     test_pool_gradients("maxpool k3 s2 7x7 (overlapping)", true, 2, 3, 7, 7, 3, 2);
     test_pool_gradients("maxpool k3 s1 5x9", true, 1, 5, 5, 9, 3, 1);
     test_maxpool_ties_and_nan();
+    test_maxpool_relu_fused("relu+maxpool k2 s2 fused backward: same bytes", 2, 2);
+    test_maxpool_relu_fused("relu+maxpool k3 s2 (overlapping) fused backward: same bytes", 3, 2);
     test_pool_gradients("avgpool k2 s2 6x8", false, 2, 3, 6, 8, 2, 2);
     test_pool_gradients("avgpool k3 s2 7x7 (overlapping)", false, 2, 3, 7, 7, 3, 2);
     test_pool_gradients("global avgpool 5x5", false, 2, 5, 5, 5, 5, 1);
