@@ -382,6 +382,71 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
     return LCA_OK;
 }
 
+/* ---- lca_evaluator (lca.h): one view without the Simpson sums */
+
+struct lca_evaluator {
+    lca_integrator integrator;
+    lca_view view;           /* data, indices, count only */
+    uint32_t *all;           /* 0 … count − 1 when the caller gave no indices */
+};
+
+lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_dataset *data,
+                             const uint32_t *indices, size_t count, const lca_config *config) {
+    *out = NULL;
+    if (!indices) count = data->count;
+    if (count == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "evaluator: no examples");
+    if (lca_dataset_features(data) != lca_model_input_size(model))
+        return lca_fail(LCA_ERR_MISMATCH, "evaluator: the data set has %zu features per example, "
+                                          "the model takes %zu",
+                        lca_dataset_features(data), lca_model_input_size(model));
+    for (size_t i = 0; indices && i < count; i++)
+        if (indices[i] >= data->count)
+            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                            "evaluator: index %u (position %zu) is outside the %zu examples",
+                            indices[i], i, data->count);
+    lca_evaluator *e = calloc(1, sizeof *e);
+    if (!e) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
+    if (!indices) {
+        e->all = malloc(count * sizeof(uint32_t));
+        if (!e->all) {
+            free(e);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
+        }
+        for (size_t i = 0; i < count; i++) e->all[i] = (uint32_t)i;
+        indices = e->all;
+    }
+    lca_config resolved = *config;
+    resolved.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
+                                                  config->memory_budget);
+    model->bn_group = config->bn_group;
+    lca_status status = lca_integrator_init(&e->integrator, model, &resolved,
+                                            data->targets != NULL);
+    if (status != LCA_OK) {
+        free(e->all);
+        free(e);
+        return status;
+    }
+    e->view.data = data;
+    e->view.indices = indices;
+    e->view.count = count;
+    *out = e;
+    return LCA_OK;
+}
+
+lca_status lca_evaluator_run(lca_evaluator *e, const float *parameters, double *loss,
+                             double *gradient) {
+    return lca_view_evaluate(&e->integrator, &e->view, parameters, loss, gradient, false);
+}
+
+size_t lca_evaluator_chunk(const lca_evaluator *e) { return e->integrator.chunk; }
+
+void lca_evaluator_free(lca_evaluator *e) {
+    if (!e) return;
+    lca_integrator_release(&e->integrator);
+    free(e->all);
+    free(e);
+}
+
 /* ---- the public view of the model's unit groups (declared in lca.h; kept
  * here, beside the per-unit sums, rather than in model.c) */
 

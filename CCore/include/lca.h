@@ -404,6 +404,23 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_config *config, lca_record *record, double *tensor_lca,
                          double *tensor_first_order, uint64_t *tensor_counts);
 
+/* The evaluation-set loss and gradient exactly as the LCA integrator
+ * computes them at each probe point: the mean loss over the examples
+ * `indices` (NULL = all) of data and its gradient, in chunks of the
+ * config's eval_chunk (0 = from memory_budget), chunks side by side over
+ * the threads, summed in float64 in chunk order (the same bytes at any
+ * thread count). Made once, run at many parameter vectors. */
+typedef struct lca_evaluator lca_evaluator;
+lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_dataset *data,
+                             const uint32_t *indices, size_t count, const lca_config *config);
+/* loss = mean loss at parameters (K floats); gradient (K doubles, may be
+ * NULL to skip the backward pass) = its gradient. */
+lca_status lca_evaluator_run(lca_evaluator *evaluator, const float *parameters, double *loss,
+                             double *gradient);
+/* The resolved chunk (examples per chunk). */
+size_t lca_evaluator_chunk(const lca_evaluator *evaluator);
+void lca_evaluator_free(lca_evaluator *evaluator);
+
 /* -------------------------------------------------------------------- log */
 
 typedef struct lca_log lca_log;

@@ -1,0 +1,151 @@
+/*
+ * test_evaluator: the evaluation-set pass of the integrator (chunks side by
+ * side over the threads, float64 sum in chunk order), through the public
+ * lca_evaluator, on the embedded digits (1,797 examples) with "64-32-16-10":
+ *   - loss and gradient against the float64 reference MLP of support.c
+ *     (independent code): relative 2e-5 of the largest |gradient|, 1e-6 on
+ *     the loss;
+ *   - close to the chunks evaluated one at a time with the public
+ *     lca_model_loss_and_gradient and added in order (relative 1e-6: that
+ *     path scales each chunk by 1/n, the integrator by 1/E); chunk 100
+ *     gives 18 chunks, the last one short, so rounds of 2, 3 and 4
+ *     threads end unevenly;
+ *   - the same bytes at 1, 2, 3 and 4 threads, and a batch-norm conv net
+ *     (chunk = 2 groups of 50) at 1 and 3 threads;
+ *   - a NULL gradient gives the same loss; bad indices are refused.
+ */
+#include "support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 100
+
+static bool same_bytes(const double *a, const double *b, size_t count) {
+    return memcmp(a, b, count * sizeof(double)) == 0;
+}
+
+static void run_at(lca_model *model, const lca_dataset *data, const lca_config *config,
+                   int threads, const float *parameters, double *loss, double *gradient) {
+    lca_set_threads(threads);
+    lca_evaluator *e;
+    REQUIRE_OK(lca_evaluator_new(&e, model, data, NULL, 0, config));
+    REQUIRE_OK(lca_evaluator_run(e, parameters, loss, gradient));
+    lca_evaluator_free(e);
+}
+
+static void test_mlp(const lca_dataset *data) {
+    lca_model *model;
+    REQUIRE_OK(lca_model_new(&model, "64-32-16-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_model_initialize(model, 3);
+    size_t k = lca_model_parameter_count(model), count = lca_dataset_count(data);
+    const float *p = lca_model_parameters_const(model);
+    lca_config config = lca_config_default();
+    config.eval_chunk = CHUNK;
+
+    double loss[4];
+    double *gradient[4];
+    for (int t = 0; t < 4; t++) {
+        gradient[t] = test_alloc(k * sizeof(double));
+        run_at(model, data, &config, t + 1, p, &loss[t], gradient[t]);
+    }
+    bool same = true;
+    for (int t = 1; t < 4; t++)
+        same = same && loss[t] == loss[0] && same_bytes(gradient[t], gradient[0], k);
+    check_true(same, "MLP: loss and gradient bytes at 1, 2, 3, 4 threads", "%s",
+               same ? "identical" : "differ");
+
+    /* chunks one at a time, added in order */
+    float *x;
+    int32_t *labels;
+    float *targets;
+    test_gather_all(data, 0, &x, &labels, &targets);
+    REQUIRE_OK(lca_model_reserve(model, CHUNK));
+    float *chunk_gradient = test_alloc(k * sizeof(float));
+    double *sequential = test_alloc(k * sizeof(double));
+    memset(sequential, 0, k * sizeof(double));
+    double loss_sum = 0.0;
+    size_t in = lca_model_input_size(model);
+    for (size_t first = 0; first < count; first += CHUNK) {
+        size_t n = count - first < CHUNK ? count - first : CHUNK;
+        double chunk_loss;
+        REQUIRE_OK(lca_model_loss_and_gradient(model, p, x + first * in, labels + first, NULL, n,
+                                               &chunk_loss, chunk_gradient));
+        /* the chunk's mean-loss gradient back to its share of the sum */
+        loss_sum += chunk_loss * (double)n;
+        for (size_t i = 0; i < k; i++) sequential[i] += (double)chunk_gradient[i] * (double)n;
+    }
+    for (size_t i = 0; i < k; i++) sequential[i] /= (double)count;
+    double worst = test_max_abs_diff(gradient[0], sequential, k) / test_max_abs(sequential, k);
+    check_le("MLP: gradient vs chunks one at a time (relative to max |g|)", worst, 1e-6);
+    check_le("MLP: loss vs chunks one at a time (relative)",
+             fabs(loss[0] - loss_sum / (double)count) / fabs(loss[0]), 1e-12);
+
+    /* independent float64 reference */
+    ref_mlp ref;
+    if (ref_mlp_from_model(&ref, model)) {
+        double *pd = test_alloc(k * sizeof(double)), *g_ref = test_alloc(k * sizeof(double));
+        test_to_double(pd, p, k);
+        double l_ref = ref_mlp_loss(&ref, pd, x, labels, NULL, count, g_ref, NULL, NULL);
+        check_le("MLP: loss vs float64 reference (relative)", fabs(loss[0] - l_ref) / l_ref, 1e-6);
+        check_le("MLP: gradient vs float64 reference (relative to max |g|)",
+                 test_max_abs_diff(gradient[0], g_ref, k) / test_max_abs(g_ref, k), 2e-5);
+        free(pd);
+        free(g_ref);
+    }
+
+    double loss_only;
+    run_at(model, data, &config, 2, p, &loss_only, NULL);
+    check_true(loss_only == loss[0], "MLP: NULL gradient gives the same loss", "%.17g vs %.17g",
+               loss_only, loss[0]);
+
+    lca_evaluator *e;
+    uint32_t bad[2] = {0, (uint32_t)count};
+    lca_status status = lca_evaluator_new(&e, model, data, bad, 2, &config);
+    check_true(status == LCA_ERR_INVALID_ARGUMENT && strstr(lca_last_error(), "outside"),
+               "an index past the data set is refused", "status %d: %s", (int)status,
+               lca_last_error());
+
+    for (int t = 0; t < 4; t++) free(gradient[t]);
+    free(x);
+    free(labels);
+    free(chunk_gradient);
+    free(sequential);
+    lca_model_free(model);
+}
+
+static void test_batchnorm_net(const lca_dataset *data) {
+    lca_model *model;
+    REQUIRE_OK(lca_model_new(&model, "input(1,8,8) conv(6,3) bn relu maxpool(2) dense(10)",
+                             LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_model_initialize(model, 5);
+    size_t k = lca_model_parameter_count(model);
+    lca_config config = lca_config_default();
+    config.bn_group = 50;
+    config.eval_chunk = 100;
+    double loss_1, loss_3;
+    double *g_1 = test_alloc(k * sizeof(double)), *g_3 = test_alloc(k * sizeof(double));
+    run_at(model, data, &config, 1, lca_model_parameters_const(model), &loss_1, g_1);
+    run_at(model, data, &config, 3, lca_model_parameters_const(model), &loss_3, g_3);
+    bool same = loss_1 == loss_3 && same_bytes(g_1, g_3, k);
+    check_true(same, "conv+BN net: loss and gradient bytes at 1 and 3 threads", "%s",
+               same ? "identical" : "differ");
+    check_true(isfinite(loss_1) && test_max_abs(g_1, k) > 0.0, "conv+BN net: a real gradient",
+               "loss %g, max |g| %g", loss_1, test_max_abs(g_1, k));
+    free(g_1);
+    free(g_3);
+    lca_model_free(model);
+}
+
+int main(void) {
+    test_begin("test_evaluator");
+    lca_dataset *data;
+    REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
+    test_mlp(data);
+    test_batchnorm_net(data);
+    lca_set_threads(0);
+    lca_dataset_free(data);
+    return test_finish();
+}
