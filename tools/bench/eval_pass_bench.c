@@ -4,11 +4,13 @@
  * The pass that LCA runs twice per iteration: the mean softmax cross-entropy
  * over the whole training split of Fashion-MNIST (55,000 examples after the
  * 5,000-example validation split of seed 1, as `lca train --validation 5000`)
- * and its gradient, in chunks of 1,000 examples (55 chunks): each chunk's
- * uint8 pixels gathered and scaled (lca_dataset_gather), forward and backward
- * (lca_model_loss_and_gradient, the code the trainer runs), and the chunk's
- * gradient added into a float64 sum, as the integrator does. A second figure
- * times the forward and backward alone on chunks gathered beforehand.
+ * and its gradient, in chunks of 1,000 examples (55 chunks), through
+ * lca_evaluator, the integrator's own code: chunks side by side, one per
+ * thread, each gathered from the uint8 pixels, forward and backward, and
+ * added into a float64 sum in chunk order. A second figure, "kernels",
+ * times forward and backward alone (lca_model_loss_and_gradient) on chunks
+ * gathered beforehand, one chunk at a time with the threads inside the
+ * layers.
  *
  * GFLOP counts only the arithmetic the pass needs, for an MLP spec: forward
  * 2·Σ(in·out)·N, weight gradients 2·Σ(in·out)·N, input gradients for every
@@ -93,9 +95,11 @@ int main(int argc, char **argv) {
 
     size_t features = lca_dataset_features(data), k = lca_model_parameter_count(model);
     size_t chunks = (count + chunk - 1) / chunk;
+    lca_config config = lca_config_default();
+    config.eval_chunk = chunk;
+    lca_evaluator *evaluator;
+    CHECK(lca_evaluator_new(&evaluator, model, data, training, count, &config));
     CHECK(lca_model_reserve(model, chunk));
-    float *x = malloc(chunk * features * sizeof *x);
-    int32_t *labels = malloc(chunk * sizeof *labels);
     float *gradient = malloc(k * sizeof *gradient);
     double *sum = malloc(k * sizeof *sum);
     /* the kernel-only variant: every chunk gathered beforehand */
@@ -108,19 +112,9 @@ int main(int argc, char **argv) {
     double *kernel = malloc((size_t)repeats * sizeof *kernel);
     double loss_check = 0;
     for (int r = -1; r < repeats; r++) { /* r = -1: warm-up */
-        double start = now_seconds(), loss_sum = 0;
-        memset(sum, 0, k * sizeof *sum);
-        for (size_t c = 0; c < chunks; c++) {
-            size_t first = c * chunk, n = count - first < chunk ? count - first : chunk;
-            lca_dataset_gather(data, training + first, n, x, labels, NULL);
-            double loss;
-            CHECK(lca_model_loss_and_gradient(model, parameters, x, labels, NULL, n, &loss, gradient));
-            loss_sum += loss * (double)n;
-            double w = (double)n / (double)count;
-            for (size_t i = 0; i < k; i++) sum[i] += w * (double)gradient[i];
-        }
+        double start = now_seconds();
+        CHECK(lca_evaluator_run(evaluator, parameters, &loss_check, sum));
         double elapsed = now_seconds() - start;
-        loss_check = loss_sum / (double)count;
 
         double kstart = now_seconds();
         for (size_t c = 0; c < chunks; c++) {
@@ -147,8 +141,9 @@ int main(int argc, char **argv) {
            chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
            gflop / pass_median, kernel_best, kernel_median, gflop / kernel_best,
            gflop / kernel_median);
-    free(pass); free(kernel); free(all_x); free(all_labels); free(x); free(labels);
+    free(pass); free(kernel); free(all_x); free(all_labels);
     free(gradient); free(sum); free(training);
+    lca_evaluator_free(evaluator);
     lca_dataset_free(data);
     lca_model_free(model);
     return 0;
