@@ -29,7 +29,10 @@
  * so they are kept in file order.
  *
  * Files may be gzip-compressed; they are recognised by the gzip magic
- * 1f 8b, not by their name. Byte offsets in IDX and CIFAR-10 error
+ * 1f 8b, not by their name. Either way a file is streamed: its values go
+ * straight into the data set's arrays, gzip inflated on the fly through a
+ * 64 KiB window, so loading Fashion-MNIST holds its 47 MB of pixels and
+ * not also its 26 MB .gz file. Byte offsets in IDX and CIFAR-10 error
  * messages count decompressed bytes; in gzip error messages, compressed
  * bytes.
  */
@@ -111,129 +114,293 @@ lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, si
     return LCA_OK;
 }
 
+/* ---------------------------------------------------------- byte streams */
+
+/* A data file read front to back straight into its final arrays. A file
+ * that starts with the gzip magic is inflated on the fly through a fixed
+ * window of compressed input, so loading holds the decompressed values and
+ * STREAM_WINDOW bytes, never the whole compressed file beside them; a plain
+ * file is read directly into the destination. The embedded digits are the
+ * same kind of stream over gzip bytes in memory. */
+#define STREAM_WINDOW ((size_t)1 << 16)
+/* deflate's best compression ratio is 1032:1; it bounds what a gzip file
+ * can hold, and so what its header may make us allocate. */
+#define DEFLATE_MAX_RATIO 1032
+
+typedef struct byte_stream {
+    const char *name;        /* the file, for messages */
+    FILE *file;              /* NULL for bytes in memory */
+    const uint8_t *memory;   /* the bytes in memory, or NULL */
+    size_t memory_length;
+    size_t stored;           /* bytes on disk or in memory; 0 when unknown */
+    size_t taken;            /* stored bytes read so far (handed to zlib or held) */
+    const uint8_t *held;     /* plain data read ahead (the 2 sniffed bytes, or memory) */
+    size_t held_length;
+    size_t size_hint;        /* gzip: the trailer's size of the last member (untrusted) */
+    bool gzip;               /* the stored bytes start with 1f 8b */
+    bool exhausted;          /* gzip: every stored byte has been handed to zlib */
+    bool between_members;    /* gzip: a member ended; another or the end follows */
+    bool cut;                /* gzip: the data stops inside a member */
+    bool ended;              /* no value is left */
+    size_t position;         /* values (decompressed bytes) delivered so far */
+    z_stream z;
+    uint8_t *window;         /* (STREAM_WINDOW,) compressed input, or the sniffed bytes */
+    char note[128];          /* why the values stopped, for messages (gzip cut) */
+} byte_stream;
+
 static bool is_gzip(const uint8_t *bytes, size_t length) {
     return length >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
 }
 
-lca_status lca_read_file(const char *path, uint8_t **bytes, size_t *length) {
-    if (!path || !bytes || !length)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_read_file: NULL argument");
-    uint8_t *raw = NULL;
-    size_t raw_length = 0;
-    lca_status status = lca_read_file_raw(path, 0, &raw, &raw_length);
-    if (status != LCA_OK) return status;
-    if (!is_gzip(raw, raw_length)) {
-        *bytes = raw;
-        *length = raw_length;
+/* Compressed bytes zlib has consumed: the offset in gzip messages. */
+static size_t stream_compressed_offset(const byte_stream *s) { return s->taken - s->z.avail_in; }
+
+static lca_status stream_begin(byte_stream *s, const uint8_t *head, size_t length) {
+    if (!is_gzip(head, length)) {
+        s->held = head;
+        s->held_length = length;
+        if (s->memory) s->taken = length;
         return LCA_OK;
     }
-    status = lca_gunzip(path, raw, raw_length, bytes, length);
-    free(raw);
+    s->gzip = true;
+    if (inflateInit2(&s->z, 16 + MAX_WBITS) != Z_OK)
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot initialise zlib", s->name);
+    s->z.next_in = (Bytef *)(uintptr_t)head; /* zlib does not write it */
+    s->z.avail_in = length > UINT_MAX ? UINT_MAX : (uInt)length;
+    s->taken = s->z.avail_in;
+    s->exhausted = s->memory ? s->taken == s->memory_length : false;
+    return LCA_OK;
+}
+
+static void stream_close(byte_stream *s) {
+    if (s->gzip) inflateEnd(&s->z);
+    if (s->file) fclose(s->file);
+    free(s->window);
+    memset(s, 0, sizeof *s);
+}
+
+/* The size mod 2^32 of the last gzip member, from the last 4 bytes: a first
+ * guess at the decompressed size, or 0 when implausible. */
+static size_t gzip_size_hint(const uint8_t tail[4], size_t stored) {
+    size_t hint = (size_t)tail[0] | (size_t)tail[1] << 8 | (size_t)tail[2] << 16 |
+                  (size_t)tail[3] << 24;
+    return stored >= 18 && hint / DEFLATE_MAX_RATIO <= stored ? hint : 0;
+}
+
+static lca_status stream_open_file(byte_stream *s, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->name = path;
+    s->file = fopen(path, "rb");
+    if (!s->file) return lca_fail(LCA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat info;
+    if (fstat(fileno(s->file), &info) != 0) memset(&info, 0, sizeof info);
+    if (S_ISDIR(info.st_mode)) {
+        stream_close(s);
+        return lca_fail(LCA_ERR_IO, "%s: is a folder, expected a file", path);
+    }
+    if (S_ISREG(info.st_mode) && info.st_size > 0 && (uint64_t)info.st_size < SIZE_MAX)
+        s->stored = (size_t)info.st_size;
+    uint8_t tail[4];
+    if (s->stored >= 18) {
+        if (fseek(s->file, -4, SEEK_END) == 0 && fread(tail, 1, 4, s->file) == 4)
+            s->size_hint = gzip_size_hint(tail, s->stored);
+        rewind(s->file);
+    }
+    s->window = malloc(STREAM_WINDOW);
+    if (!s->window) {
+        stream_close(s);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate a read buffer", path);
+    }
+    size_t sniffed = fread(s->window, 1, 2, s->file);
+    if (sniffed < 2 && ferror(s->file)) {
+        int error = errno;
+        stream_close(s);
+        return lca_fail(LCA_ERR_IO, "%s: read failed at byte 0: %s", path, strerror(error));
+    }
+    s->taken = sniffed;
+    lca_status status = stream_begin(s, s->window, sniffed);
+    if (status != LCA_OK) stream_close(s);
     return status;
 }
 
-/* Inflates every gzip member in turn (concatenated members are valid gzip
- * and decompress to the concatenation, as gunzip does). After the last
- * member only zero bytes (tar-style padding) may follow. */
-lca_status lca_gunzip(const char *what, const uint8_t *gz, size_t gz_length,
-                      uint8_t **bytes, size_t *length) {
-    if (!what || (!gz && gz_length) || !bytes || !length)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_gunzip: NULL argument");
-    if (!is_gzip(gz, gz_length))
-        return lca_fail(LCA_ERR_FORMAT, "%s: byte 0: expected the gzip magic 1f 8b", what);
+static lca_status stream_open_memory(byte_stream *s, const char *name, const uint8_t *bytes,
+                                     size_t length) {
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    s->memory = bytes;
+    s->memory_length = length;
+    s->stored = length;
+    if (length >= 18) s->size_hint = gzip_size_hint(bytes + length - 4, length);
+    lca_status status = stream_begin(s, bytes, length);
+    if (status != LCA_OK) stream_close(s);
+    return status;
+}
 
-    /* The last 4 bytes hold the size mod 2^32 of the last member: a good
-     * first guess, but untrusted, so capped by deflate's best ratio. */
-    size_t capacity = 1 << 16;
-    if (gz_length >= 18) {
-        const uint8_t *tail = gz + gz_length - 4;
-        size_t hint = (size_t)tail[0] | (size_t)tail[1] << 8 | (size_t)tail[2] << 16 |
-                      (size_t)tail[3] << 24;
-        size_t ratio_cap = gz_length < SIZE_MAX / 1032 ? gz_length * 1032 : SIZE_MAX;
-        if (hint > capacity && hint <= ratio_cap) capacity = hint;
+/* gzip: make at least need (1 or 2) compressed bytes available to zlib
+ * unless every stored byte has been handed over. */
+static lca_status stream_fill(byte_stream *s, size_t need) {
+    if (s->z.avail_in >= need || s->exhausted) return LCA_OK;
+    if (s->memory) {
+        /* the stored bytes are contiguous: extend zlib's view of them */
+        size_t left = s->memory_length - s->taken;
+        size_t room = UINT_MAX - s->z.avail_in, more = left < room ? left : room;
+        s->z.avail_in += (uInt)more;
+        s->taken += more;
+        s->exhausted = s->taken == s->memory_length;
+        return LCA_OK;
     }
-    uint8_t *out = malloc(capacity);
-    if (!out) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", what,
-                              capacity);
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-        free(out);
-        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot initialise zlib", what);
+    size_t kept = s->z.avail_in;
+    memmove(s->window, s->z.next_in, kept);
+    size_t wanted = STREAM_WINDOW - kept;
+    size_t got = fread(s->window + kept, 1, wanted, s->file);
+    if (got < wanted && ferror(s->file))
+        return lca_fail(LCA_ERR_IO, "%s: read failed at byte %zu: %s", s->name, s->taken + got,
+                        strerror(errno));
+    s->z.next_in = s->window;
+    s->z.avail_in = (uInt)(kept + got);
+    s->taken += got;
+    s->exhausted = got < wanted;
+    return LCA_OK;
+}
+
+/* gzip, after a member: another member (1f 8b), the end of the file, or
+ * zero bytes to the end (tar-style padding), as gunzip accepts. */
+static lca_status stream_next_member(byte_stream *s) {
+    lca_status status = stream_fill(s, 2);
+    if (status != LCA_OK) return status;
+    if (s->z.avail_in == 0) {
+        s->ended = true;
+        return LCA_OK;
     }
-    lca_status status = LCA_OK;
-    size_t in_pos = 0, out_len = 0;
+    if (is_gzip(s->z.next_in, s->z.avail_in)) {
+        inflateReset(&s->z);
+        s->between_members = false;
+        return LCA_OK;
+    }
+    size_t member_end = stream_compressed_offset(s);
     for (;;) {
-        if (out_len == capacity) {
-            size_t grown = capacity > SIZE_MAX / 2 ? SIZE_MAX : capacity * 2;
-            uint8_t *bigger = grown > capacity ? realloc(out, grown) : NULL;
-            if (!bigger) {
-                status = lca_fail(LCA_ERR_OUT_OF_MEMORY,
-                                  "%s: out of memory after inflating %zu bytes", what, out_len);
-                break;
-            }
-            out = bigger;
-            capacity = grown;
+        while (s->z.avail_in > 0 && s->z.next_in[0] == 0) {
+            s->z.next_in++;
+            s->z.avail_in--;
         }
-        size_t in_avail = gz_length - in_pos, out_avail = capacity - out_len;
-        z.next_in = (Bytef *)(uintptr_t)(gz + in_pos); /* zlib does not write it */
-        z.avail_in = in_avail > UINT_MAX ? UINT_MAX : (uInt)in_avail;
-        z.next_out = out + out_len;
-        z.avail_out = out_avail > UINT_MAX ? UINT_MAX : (uInt)out_avail;
-        uInt in_given = z.avail_in, out_given = z.avail_out;
-        int rc = inflate(&z, Z_NO_FLUSH);
-        size_t consumed = in_given - z.avail_in, produced = out_given - z.avail_out;
-        in_pos += consumed;
-        out_len += produced;
+        size_t offset = stream_compressed_offset(s);
+        if (s->z.avail_in > 0 && offset == member_end)
+            return lca_fail(LCA_ERR_FORMAT,
+                            "%s: byte %zu: expected the end of the file or another gzip member "
+                            "(1f 8b) after the compressed data, found 0x%02x", s->name, offset,
+                            s->z.next_in[0]);
+        if (s->z.avail_in > 0)
+            return lca_fail(LCA_ERR_FORMAT,
+                            "%s: byte %zu: expected only zero bytes (padding) up to the end of "
+                            "the file after the compressed data that ends at byte %zu, found "
+                            "0x%02x", s->name, offset, member_end, s->z.next_in[0]);
+        if (s->exhausted) break;
+        status = stream_fill(s, 1);
+        if (status != LCA_OK) return status;
+    }
+    s->ended = true;
+    return LCA_OK;
+}
 
-        if (rc == Z_STREAM_END) {
-            if (in_pos == gz_length) break;
-            if (is_gzip(gz + in_pos, gz_length - in_pos)) {
-                inflateReset(&z);
-                continue;
-            }
-            size_t pad = in_pos;
-            while (pad < gz_length && gz[pad] == 0) pad++;
-            if (pad == gz_length) break;
-            status = lca_fail(LCA_ERR_FORMAT,
-                              "%s: byte %zu: expected the end of the file or another gzip "
-                              "member (1f 8b) after the compressed data, found 0x%02x",
-                              what, in_pos, gz[in_pos]);
-            break;
-        }
-        if (rc == Z_OK || rc == Z_BUF_ERROR) {
-            /* Room left for output, yet no input left: the stream is cut. */
-            if (in_pos == gz_length && z.avail_out > 0) {
-                status = lca_fail(LCA_ERR_FORMAT,
-                                  "%s: byte %zu: gzip data ends early (truncated file?): "
-                                  "expected more compressed data",
-                                  what, gz_length);
-                break;
-            }
-            if (consumed == 0 && produced == 0 && z.avail_out > 0) {
-                status = lca_fail(LCA_ERR_FORMAT, "%s: byte %zu: gzip stream makes no progress",
-                                  what, in_pos);
-                break;
-            }
+static lca_status stream_inflate(byte_stream *s, uint8_t *dst, size_t n, size_t *got) {
+    size_t done = 0;
+    lca_status status = LCA_OK;
+    while (done < n && !s->ended && status == LCA_OK) {
+        if (s->between_members) {
+            status = stream_next_member(s);
             continue;
         }
-        if (rc == Z_MEM_ERROR) {
-            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: zlib ran out of memory", what);
+        status = stream_fill(s, 1);
+        if (status != LCA_OK) break;
+        size_t wanted = n - done;
+        uInt out_given = wanted > UINT_MAX ? UINT_MAX : (uInt)wanted, in_given = s->z.avail_in;
+        s->z.next_out = dst + done;
+        s->z.avail_out = out_given;
+        int rc = inflate(&s->z, Z_NO_FLUSH);
+        size_t produced = out_given - s->z.avail_out;
+        done += produced;
+        s->position += produced;
+        if (rc == Z_STREAM_END) {
+            s->between_members = true;
+        } else if (rc == Z_OK || rc == Z_BUF_ERROR) {
+            /* Room left for output, yet no input left: the stream is cut. */
+            if (s->z.avail_in == 0 && s->exhausted && s->z.avail_out > 0) {
+                s->cut = true;
+                s->ended = true;
+                snprintf(s->note, sizeof s->note,
+                         "; the gzip data stops inside a member at compressed byte %zu "
+                         "(truncated file?)", s->taken);
+            } else if (produced == 0 && in_given == s->z.avail_in && s->z.avail_out > 0) {
+                status = lca_fail(LCA_ERR_FORMAT, "%s: byte %zu: gzip stream makes no progress",
+                                  s->name, stream_compressed_offset(s));
+            }
+        } else if (rc == Z_MEM_ERROR) {
+            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: zlib ran out of memory", s->name);
         } else {
-            status = lca_fail(LCA_ERR_FORMAT, "%s: byte %zu: corrupt gzip data (%s)", what,
-                              in_pos, z.msg ? z.msg : "zlib error");
+            status = lca_fail(LCA_ERR_FORMAT, "%s: byte %zu: corrupt gzip data (%s)", s->name,
+                              stream_compressed_offset(s), s->z.msg ? s->z.msg : "zlib error");
         }
-        break;
     }
-    inflateEnd(&z);
-    if (status != LCA_OK) {
-        free(out);
-        return status;
+    *got = done;
+    return status;
+}
+
+/* Read up to n values into dst; *got < n only when the values end (then
+ * s->note says why, when the gzip data is cut). */
+static lca_status stream_read(byte_stream *s, uint8_t *dst, size_t n, size_t *got) {
+    if (s->gzip) return stream_inflate(s, dst, n, got);
+    size_t from_held = s->held_length < n ? s->held_length : n;
+    if (from_held) memcpy(dst, s->held, from_held);
+    s->held += from_held;
+    s->held_length -= from_held;
+    size_t done = from_held;
+    if (done < n && s->file) {
+        size_t read = fread(dst + done, 1, n - done, s->file);
+        s->taken += read;
+        done += read;
+        if (done < n && ferror(s->file)) {
+            *got = 0;
+            return lca_fail(LCA_ERR_IO, "%s: read failed at byte %zu: %s", s->name,
+                            s->position + done, strerror(errno));
+        }
     }
-    uint8_t *shrunk = realloc(out, out_len ? out_len : 1);
-    *bytes = shrunk ? shrunk : out;
-    *length = out_len;
+    s->position += done;
+    *got = done;
     return LCA_OK;
+}
+
+/* Read the values left, counting them (through a small buffer). */
+static lca_status stream_skip(byte_stream *s, size_t *skipped) {
+    uint8_t scratch[4096];
+    size_t total = 0, got = 0;
+    lca_status status;
+    do {
+        status = stream_read(s, scratch, sizeof scratch, &got);
+        total += got;
+    } while (status == LCA_OK && got == sizeof scratch);
+    *skipped = total;
+    return status;
+}
+
+/* Whether n more values could be left: false when the file is too short
+ * to hold them even at deflate's best ratio, so that a header's sizes are
+ * checked before they are allocated. */
+static bool stream_may_hold(const byte_stream *s, size_t n) {
+    if (s->stored == 0) return true;
+    if (!s->gzip) return s->held_length + (s->stored - s->taken) >= n;
+    size_t left = s->stored - stream_compressed_offset(s) + 1;
+    return left > SIZE_MAX / DEFLATE_MAX_RATIO || n <= left * DEFLATE_MAX_RATIO;
+}
+
+/* The values have all been read: only the end of the file may follow.
+ * extra is what the file holds beyond them; a cut gzip stream fails. */
+static lca_status stream_finish(byte_stream *s, size_t *extra) {
+    lca_status status = stream_skip(s, extra);
+    if (status == LCA_OK && *extra == 0 && s->cut)
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: byte %zu: gzip data ends early (truncated file?): expected more "
+                          "compressed data", s->name, s->taken);
+    return status;
 }
 
 /* ------------------------------------------------------------------- IDX */
@@ -264,24 +431,28 @@ static const char *idx_type_name(uint8_t type) {
     }
 }
 
-/* Validate an IDX header and that exactly count × row value bytes follow.
- * kind is "images" (rank ≥ 2) or "labels" (rank 1). */
-static lca_status idx_parse(const char *name, const char *kind, const uint8_t *bytes,
-                            size_t length, idx_file *out) {
+/* Read and validate an IDX header, leaving the stream at the values. kind
+ * is "images" (rank ≥ 2) or "labels" (rank 1). */
+static lca_status idx_read_header(byte_stream *s, const char *kind, idx_file *out) {
+    const char *name = s->name;
     bool images = strcmp(kind, "images") == 0;
-    if (length < 4)
+    uint8_t magic[4];
+    size_t got = 0;
+    lca_status status = stream_read(s, magic, sizeof magic, &got);
+    if (status != LCA_OK) return status;
+    if (got < sizeof magic)
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte %zu: file ends inside the IDX magic (expected 4 bytes: "
-                        "00 00 08 rank)", name, length);
-    if (bytes[0] != 0 || bytes[1] != 0)
+                        "00 00 08 rank)%s", name, got, s->note);
+    if (magic[0] != 0 || magic[1] != 0)
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte 0: expected the IDX magic 00 00, found %02x %02x "
-                        "(not an IDX file?)", name, bytes[0], bytes[1]);
-    if (bytes[2] != IDX_TYPE_UBYTE)
+                        "(not an IDX file?)", name, magic[0], magic[1]);
+    if (magic[2] != IDX_TYPE_UBYTE)
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte 2: expected IDX type 0x08 (unsigned byte), found 0x%02x (%s)",
-                        name, bytes[2], idx_type_name(bytes[2]));
-    unsigned rank = bytes[3];
+                        name, magic[2], idx_type_name(magic[2]));
+    unsigned rank = magic[3];
     if (images && rank < 2)
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte 3: expected 3 dimensions for images (at least 2), found %u",
@@ -290,13 +461,16 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
         return lca_fail(LCA_ERR_FORMAT, "%s: byte 3: expected 1 dimension for labels, found %u",
                         name, rank);
     size_t header = 4 + 4 * (size_t)rank;
-    if (length < header)
+    uint8_t dims[4 * 255]; /* (rank, 4) big-endian */
+    status = stream_read(s, dims, 4 * (size_t)rank, &got);
+    if (status != LCA_OK) return status;
+    if (got < 4 * (size_t)rank)
         return lca_fail(LCA_ERR_FORMAT,
                         "%s: byte %zu: file ends inside the header (expected %u dimensions, "
-                        "%zu header bytes)", name, length, rank, header);
+                        "%zu header bytes)%s", name, 4 + got, rank, header, s->note);
     size_t count = 0, row = 1, channels = 1, height = 1, width = 1;
     for (unsigned d = 0; d < rank; d++) {
-        uint32_t dim = read_be32(bytes + 4 + 4 * d);
+        uint32_t dim = read_be32(dims + 4 * d);
         if (dim == 0)
             return lca_fail(LCA_ERR_FORMAT, "%s: byte %u: expected a positive size for "
                             "dimension %u, found 0", name, 4 + 4 * d, d);
@@ -315,17 +489,6 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
     if (count > SIZE_MAX / row || count * row > SIZE_MAX - header)
         return lca_fail(LCA_ERR_FORMAT, "%s: byte 4: dimensions too large (their product "
                         "overflows)", name);
-    size_t expected = header + count * row;
-    if (length < expected)
-        return lca_fail(LCA_ERR_FORMAT,
-                        "%s: byte %zu: data ends early: expected %zu bytes of %s (%zu × %zu) "
-                        "after the %zu-byte header, found %zu", name, length, count * row, kind,
-                        count, row, header, length - header);
-    if (length > expected)
-        return lca_fail(LCA_ERR_FORMAT,
-                        "%s: byte %zu: expected the end of the file after %zu × %zu %s bytes, "
-                        "found %zu more bytes", name, expected, count, row, kind,
-                        length - expected);
     out->count = count;
     out->row = row;
     out->header = header;
@@ -334,6 +497,36 @@ static lca_status idx_parse(const char *name, const char *kind, const uint8_t *b
     out->height = height;
     out->width = width;
     return LCA_OK;
+}
+
+/* The values stop after found of the count × row the header promised. */
+static lca_status idx_ends_early(const byte_stream *s, const char *kind, const idx_file *f,
+                                 size_t found) {
+    return lca_fail(LCA_ERR_FORMAT,
+                    "%s: byte %zu: data ends early: expected %zu bytes of %s (%zu × %zu) after "
+                    "the %zu-byte header, found %zu%s", s->name, f->header + found,
+                    f->count * f->row, kind, f->count, f->row, f->header, found, s->note);
+}
+
+/* Refuse a header whose values cannot fit in the file before they are
+ * allocated: the error counts the values the file does hold. */
+static lca_status idx_check_room(byte_stream *s, const char *kind, const idx_file *f) {
+    if (stream_may_hold(s, f->count * f->row)) return LCA_OK;
+    size_t found = 0;
+    lca_status status = stream_skip(s, &found);
+    return status != LCA_OK ? status : idx_ends_early(s, kind, f, found);
+}
+
+/* After the values only the end of the file may follow. */
+static lca_status idx_expect_end(byte_stream *s, const char *kind, const idx_file *f) {
+    size_t extra = 0;
+    lca_status status = stream_finish(s, &extra);
+    if (status == LCA_OK && extra > 0)
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: byte %zu: expected the end of the file after %zu × %zu %s bytes, "
+                          "found %zu more bytes", s->name, f->header + f->count * f->row,
+                          f->count, f->row, kind, extra);
+    return status;
 }
 
 static char *copy_string(const char *text) {
@@ -354,50 +547,61 @@ static lca_dataset *dataset_alloc(const char *source) {
     return data;
 }
 
-/* Build a data set from the decompressed bytes of an images and a labels
- * file. Takes ownership of both buffers (frees them on every path). */
-static lca_status dataset_from_idx(lca_dataset **out, const char *source,
-                                   const char *images_name, uint8_t *images, size_t images_length,
-                                   const char *labels_name, uint8_t *labels, size_t labels_length) {
+/* Build a data set from an IDX images and an IDX labels stream: both
+ * headers first (a mismatch fails before any pixel is read), then the
+ * pixels straight into the data set's array, then the labels, widened to
+ * int32 through a small buffer. */
+static lca_status dataset_from_idx(lca_dataset **out, const char *source, byte_stream *images,
+                                   byte_stream *labels) {
     idx_file image_info, label_info;
-    lca_status status = idx_parse(images_name, "images", images, images_length, &image_info);
-    if (status == LCA_OK)
-        status = idx_parse(labels_name, "labels", labels, labels_length, &label_info);
+    lca_status status = idx_read_header(images, "images", &image_info);
+    if (status == LCA_OK) status = idx_read_header(labels, "labels", &label_info);
     if (status == LCA_OK && label_info.count != image_info.count)
         status = lca_fail(LCA_ERR_FORMAT,
                           "%s: byte 4: expected %zu labels (one per image in %s), found %zu",
-                          labels_name, image_info.count, images_name, label_info.count);
+                          labels->name, image_info.count, images->name, label_info.count);
     if (status == LCA_OK && image_info.count > UINT32_MAX)
         status = lca_fail(LCA_ERR_UNSUPPORTED,
                           "%s: byte 4: %zu images; at most 4,294,967,295 are supported",
-                          images_name, image_info.count);
-    const uint8_t *label_bytes = labels + (status == LCA_OK ? label_info.header : 0);
-    uint8_t max_label = 0;
-    if (status == LCA_OK) {
-        for (size_t i = 0; i < label_info.count; i++)
-            if (label_bytes[i] > max_label) max_label = label_bytes[i];
-        if (max_label == 0)
-            status = lca_fail(LCA_ERR_FORMAT,
-                              "%s: byte %zu: expected labels of at least 2 classes, every "
-                              "label is 0", labels_name, label_info.header);
-    }
+                          images->name, image_info.count);
+    if (status == LCA_OK) status = idx_check_room(images, "images", &image_info);
+    if (status == LCA_OK) status = idx_check_room(labels, "labels", &label_info);
+
+    size_t count = image_info.count, pixel_bytes = count * image_info.row;
     lca_dataset *data = NULL;
     if (status == LCA_OK) {
         data = dataset_alloc(source);
-        if (data) data->labels = malloc(label_info.count * sizeof *data->labels);
-        if (!data || !data->labels)
-            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu labels",
-                              labels_name, label_info.count);
+        if (data) data->pixels = malloc(pixel_bytes);
+        if (data && data->pixels) data->labels = malloc(count * sizeof *data->labels);
+        if (!data || !data->pixels || !data->labels)
+            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu × %zu pixels and "
+                              "their labels", images->name, count, image_info.row);
     }
+    size_t got = 0;
+    if (status == LCA_OK) status = stream_read(images, data->pixels, pixel_bytes, &got);
+    if (status == LCA_OK && got < pixel_bytes)
+        status = idx_ends_early(images, "images", &image_info, got);
+    if (status == LCA_OK) status = idx_expect_end(images, "images", &image_info);
+
+    uint8_t max_label = 0;
+    for (size_t done = 0; status == LCA_OK && done < count; done += got) {
+        uint8_t chunk[4096]; /* (≤ 4096,) label bytes */
+        size_t wanted = count - done < sizeof chunk ? count - done : sizeof chunk;
+        status = stream_read(labels, chunk, wanted, &got);
+        for (size_t i = 0; status == LCA_OK && i < got; i++) {
+            data->labels[done + i] = chunk[i];
+            if (chunk[i] > max_label) max_label = chunk[i];
+        }
+        if (status == LCA_OK && got < wanted)
+            status = idx_ends_early(labels, "labels", &label_info, done + got);
+    }
+    if (status == LCA_OK) status = idx_expect_end(labels, "labels", &label_info);
+    if (status == LCA_OK && max_label == 0)
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: byte %zu: expected labels of at least 2 classes, every "
+                          "label is 0", labels->name, label_info.header);
     if (status == LCA_OK) {
-        for (size_t i = 0; i < label_info.count; i++) data->labels[i] = label_bytes[i];
-        /* Keep the images buffer: slide the pixels to its start and trim. */
-        size_t pixel_bytes = image_info.count * image_info.row;
-        memmove(images, images + image_info.header, pixel_bytes);
-        uint8_t *shrunk = realloc(images, pixel_bytes);
-        data->pixels = shrunk ? shrunk : images;
-        images = NULL;
-        data->count = image_info.count;
+        data->count = count;
         data->features = image_info.row;
         data->channels = image_info.channels;
         data->height = image_info.height;
@@ -407,42 +611,36 @@ static lca_status dataset_from_idx(lca_dataset **out, const char *source,
         data = NULL;
     }
     lca_dataset_free(data);
-    free(images);
-    free(labels);
     return status;
 }
 
 static lca_status dataset_from_files(lca_dataset **out, const char *source,
                                      const char *images_path, const char *labels_path) {
-    uint8_t *images = NULL, *labels = NULL;
-    size_t images_length = 0, labels_length = 0;
-    lca_status status = lca_read_file(images_path, &images, &images_length);
+    byte_stream images, labels;
+    lca_status status = stream_open_file(&images, images_path);
     if (status != LCA_OK) return status;
-    status = lca_read_file(labels_path, &labels, &labels_length);
-    if (status != LCA_OK) {
-        free(images);
-        return status;
+    status = stream_open_file(&labels, labels_path);
+    if (status == LCA_OK) {
+        status = dataset_from_idx(out, source, &images, &labels);
+        stream_close(&labels);
     }
-    return dataset_from_idx(out, source, images_path, images, images_length, labels_path, labels,
-                            labels_length);
+    stream_close(&images);
+    return status;
 }
 
 static lca_status open_digits(lca_dataset **out) {
-    static const char images_name[] = "digits8x8-images-idx3-ubyte.gz (embedded)";
-    static const char labels_name[] = "digits8x8-labels-idx1-ubyte.gz (embedded)";
-    uint8_t *images = NULL, *labels = NULL;
-    size_t images_length = 0, labels_length = 0;
-    lca_status status = lca_gunzip(images_name, lca_digits_images_gz, lca_digits_images_gz_size,
-                                   &images, &images_length);
+    byte_stream images, labels;
+    lca_status status = stream_open_memory(&images, "digits8x8-images-idx3-ubyte.gz (embedded)",
+                                           lca_digits_images_gz, lca_digits_images_gz_size);
     if (status != LCA_OK) return status;
-    status = lca_gunzip(labels_name, lca_digits_labels_gz, lca_digits_labels_gz_size, &labels,
-                        &labels_length);
-    if (status != LCA_OK) {
-        free(images);
-        return status;
+    status = stream_open_memory(&labels, "digits8x8-labels-idx1-ubyte.gz (embedded)",
+                                lca_digits_labels_gz, lca_digits_labels_gz_size);
+    if (status == LCA_OK) {
+        status = dataset_from_idx(out, "digits", &images, &labels);
+        stream_close(&labels);
     }
-    return dataset_from_idx(out, "digits", images_name, images, images_length, labels_name,
-                            labels, labels_length);
+    stream_close(&images);
+    return status;
 }
 
 static bool is_file(const char *path) {
@@ -483,70 +681,97 @@ static lca_status open_folder(lca_dataset **out, const char *folder) {
 
 /* -------------------------------------------------------------- CIFAR-10 */
 
-/* Check that bytes hold whole CIFAR-10 records with labels 0 … 9; name is
- * the file for messages. */
-static lca_status cifar_check(const char *name, const uint8_t *bytes, size_t length) {
-    if (length == 0)
-        return lca_fail(LCA_ERR_FORMAT,
-                        "%s: byte 0: expected CIFAR-10 records of 3,073 bytes (a label byte, "
-                        "then 3,072 pixel bytes), found an empty file", name);
-    size_t partial = length % CIFAR_RECORD;
-    if (partial != 0) {
-        size_t start = length - partial;
-        /* CIFAR-100's records carry a coarse and a fine label. */
-        bool cifar100 = length % (CIFAR_RECORD + 1) == 0;
-        return lca_fail(LCA_ERR_FORMAT,
-                        "%s: byte %zu: file ends inside record %zu: expected records of 3,073 "
-                        "bytes (a label byte, then 3,072 pixel bytes), found %zu bytes of a "
-                        "partial record (%s)", name, start, start / CIFAR_RECORD, partial,
-                        cifar100 ? "a CIFAR-100 file? its records of 3,074 bytes are not read"
-                                 : "truncated file?");
-    }
-    for (size_t offset = 0; offset < length; offset += CIFAR_RECORD)
-        if (bytes[offset] >= CIFAR_CLASSES)
-            return lca_fail(LCA_ERR_FORMAT,
-                            "%s: byte %zu: expected a CIFAR-10 label 0 … 9 at the start of "
-                            "record %zu, found %u", name, offset, offset / CIFAR_RECORD,
-                            bytes[offset]);
+/* Make room in data for capacity records in all (pixels and labels). */
+static lca_status cifar_reserve(lca_dataset *data, const char *path, size_t capacity) {
+    if (capacity > SIZE_MAX / CIFAR_PIXELS)
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: %zu images do not fit in memory", path,
+                        capacity);
+    uint8_t *pixels = realloc(data->pixels, capacity * CIFAR_PIXELS);
+    if (pixels) data->pixels = pixels;
+    int32_t *labels = pixels ? realloc(data->labels, capacity * sizeof *labels) : NULL;
+    if (labels) data->labels = labels;
+    if (!pixels || !labels)
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu images of %d bytes",
+                        path, capacity, CIFAR_PIXELS);
     return LCA_OK;
 }
 
 /* Read one batch file and append its records to data (count, pixels and
- * labels grow). */
+ * labels grow): each record's pixels are read straight into place. The
+ * arrays are sized from the file's length (or, for gzip, the size its
+ * trailer records) and grow if that was wrong. The checks come in the
+ * order of the file's whole length, then its labels. */
 static lca_status cifar_append(lca_dataset *data, const char *path) {
-    uint8_t *bytes = NULL;
-    size_t length = 0;
-    lca_status status = lca_read_file(path, &bytes, &length);
+    byte_stream s;
+    lca_status status = stream_open_file(&s, path);
     if (status != LCA_OK) return status;
-    status = cifar_check(path, bytes, length);
-    size_t n = length / CIFAR_RECORD, total = data->count + n;
-    if (status == LCA_OK && n > UINT32_MAX - data->count)
-        status = lca_fail(LCA_ERR_UNSUPPORTED,
-                          "%s: byte 0: %zu images with the %zu before it; at most "
-                          "4,294,967,295 are supported", path, n, data->count);
-    if (status == LCA_OK && total > SIZE_MAX / CIFAR_PIXELS)
-        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: %zu images do not fit in memory", path,
-                          total);
-    if (status == LCA_OK) {
-        uint8_t *pixels = realloc(data->pixels, total * CIFAR_PIXELS);
-        if (pixels) data->pixels = pixels;
-        int32_t *labels = pixels ? realloc(data->labels, total * sizeof *labels) : NULL;
-        if (labels) data->labels = labels;
-        if (!pixels || !labels)
-            status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu images of %d "
-                              "bytes", path, total, CIFAR_PIXELS);
-    }
-    if (status == LCA_OK) {
-        for (size_t i = 0; i < n; i++) {
-            const uint8_t *record = bytes + i * CIFAR_RECORD;               /* (3073,) */
-            data->labels[data->count + i] = record[0];
-            memcpy(data->pixels + (data->count + i) * CIFAR_PIXELS, record + 1,
-                   CIFAR_PIXELS);                                           /* (3, 32, 32) */
+    size_t first = data->count, n = 0, partial = 0;
+    size_t expected = s.gzip ? s.size_hint : s.stored;
+    size_t guess = expected / CIFAR_RECORD + (expected % CIFAR_RECORD != 0);
+    size_t capacity = first + (guess > 0 ? guess : 1);
+    if (capacity > UINT32_MAX) capacity = UINT32_MAX;
+    status = cifar_reserve(data, path, capacity);
+    while (status == LCA_OK) {
+        uint8_t label;
+        size_t got = 0;
+        status = stream_read(&s, &label, 1, &got);
+        if (status != LCA_OK || got == 0) break;
+        if (first + n == capacity) {
+            if (capacity == UINT32_MAX) {
+                status = lca_fail(LCA_ERR_UNSUPPORTED,
+                                  "%s: byte %zu: more than %zu images with the %zu before it; "
+                                  "at most 4,294,967,295 are supported", path,
+                                  n * (size_t)CIFAR_RECORD, n, first);
+                break;
+            }
+            capacity = capacity > UINT32_MAX / 2 ? UINT32_MAX : capacity * 2;
+            status = cifar_reserve(data, path, capacity);
+            if (status != LCA_OK) break;
         }
-        data->count = total;
+        uint8_t *pixels = data->pixels + (first + n) * CIFAR_PIXELS; /* (3, 32, 32) */
+        status = stream_read(&s, pixels, CIFAR_PIXELS, &got);
+        if (status != LCA_OK) break;
+        if (got < CIFAR_PIXELS) {
+            partial = 1 + got;
+            break;
+        }
+        data->labels[first + n] = label;
+        n++;
     }
-    free(bytes);
-    return status;
+    size_t length = n * CIFAR_RECORD + partial;
+    if (status == LCA_OK && length == 0)
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: byte 0: expected CIFAR-10 records of 3,073 bytes (a label byte, "
+                          "then 3,072 pixel bytes), found an empty file%s", path, s.note);
+    if (status == LCA_OK && partial > 0) {
+        /* CIFAR-100's records carry a coarse and a fine label. */
+        bool cifar100 = !s.cut && length % (CIFAR_RECORD + 1) == 0;
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: byte %zu: file ends inside record %zu: expected records of 3,073 "
+                          "bytes (a label byte, then 3,072 pixel bytes), found %zu bytes of a "
+                          "partial record%s", path, n * CIFAR_RECORD, n, partial,
+                          s.cut      ? s.note
+                          : cifar100 ? " (a CIFAR-100 file? its records of 3,074 bytes are not "
+                                       "read)"
+                                     : " (truncated file?)");
+    }
+    size_t extra = 0;
+    if (status == LCA_OK) status = stream_finish(&s, &extra); /* 0: the values ended */
+    for (size_t i = 0; status == LCA_OK && i < n; i++)
+        if (data->labels[first + i] >= CIFAR_CLASSES)
+            status = lca_fail(LCA_ERR_FORMAT,
+                              "%s: byte %zu: expected a CIFAR-10 label 0 … 9 at the start of "
+                              "record %zu, found %d", path, i * CIFAR_RECORD, i,
+                              (int)data->labels[first + i]);
+    stream_close(&s);
+    if (status != LCA_OK) return status;
+    data->count = first + n;
+    /* Trim to what the files held; a failed trim keeps the larger arrays. */
+    uint8_t *pixels = realloc(data->pixels, data->count * CIFAR_PIXELS);
+    if (pixels) data->pixels = pixels;
+    int32_t *labels = realloc(data->labels, data->count * sizeof *labels);
+    if (labels) data->labels = labels;
+    return LCA_OK;
 }
 
 static lca_dataset *cifar_dataset_alloc(const char *source) {

@@ -54,15 +54,11 @@ struct lca_dataset {
      * like the activations); 1×1×features for data without one. */
     size_t channels, height, width;
 };
-/* Read a whole file into memory, inflating it when it starts with the gzip
- * magic. *bytes is malloc'ed; the caller frees it. */
-lca_status lca_read_file(const char *path, uint8_t **bytes, size_t *length);
 /* Read a whole file as it is on disk into a buffer with at least slack
- * bytes of spare capacity after the content (*bytes is malloc'ed). */
+ * bytes of spare capacity after the content (*bytes is malloc'ed): for
+ * files kept whole, such as checkpoints. Data sets are not read this way:
+ * data.c streams them (gzip inflated on the fly) into their final arrays. */
 lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, size_t *length);
-/* Inflate gzip bytes that are already in memory (e.g. the embedded set). */
-lca_status lca_gunzip(const char *what, const uint8_t *gz, size_t gz_length,
-                      uint8_t **bytes, size_t *length);
 
 /* ---- pixels.c: dst[i] = src[i] / 255.0f exactly (bit for bit), faster
  * than a division per pixel where the CPU allows. */

@@ -185,4 +185,52 @@ final class LCAKitTests: XCTestCase {
             XCTAssert((error as? LCAError)?.message.contains("/nonexistent/") ?? false, "\(error)")
         }
     }
+
+    /// Data files are streamed: a good gzip file loads like the plain one,
+    /// and a cut file (plain or gzip) throws a format error naming the
+    /// file, the byte and what was expected.
+    func testCutDataFilesNameTheFileAndTheByte() throws {
+        let folder = try temporaryFolder("cut-data", testCase: self)
+        let count = 50, side = 8
+        var images: [UInt8] = [0, 0, 8, 3] + [UInt32(count), UInt32(side), UInt32(side)].flatMap(bigEndianBytes)
+        images += (0..<count * side * side).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 / 7) }
+        let labels: [UInt8] = [0, 0, 8, 1] + bigEndianBytes(UInt32(count)) + (0..<count).map { UInt8($0 % 10) }
+        let imagesURL = folder.appendingPathComponent("images.idx")
+        let labelsURL = folder.appendingPathComponent("labels.idx")
+        try Data(images).write(to: imagesURL)
+        try Data(labels).write(to: labelsURL)
+        let gzip = try CLI.shell("gzip -k -n images.idx", in: folder)
+        XCTAssertEqual(gzip.status, 0, gzip.stderr)
+        let gz = try contents(folder.appendingPathComponent("images.idx.gz"))
+
+        let plain = try Dataset(source: imagesURL.path, labels: labelsURL.path)
+        let compressed = try Dataset(source: imagesURL.path + ".gz", labels: labelsURL.path)
+        let all = (0..<UInt32(count)).map { $0 }
+        XCTAssertEqual(plain.count, count)
+        XCTAssertEqual(plain.gather(all).inputs, compressed.gather(all).inputs)
+        XCTAssertEqual(plain.gather(all).labels, compressed.gather(all).labels)
+
+        let cutPlain = folder.appendingPathComponent("cut.idx")
+        try Data(images.prefix(16 + 100)).write(to: cutPlain)
+        let cutGzip = folder.appendingPathComponent("cut.idx.gz")
+        try gz.prefix(gz.count / 2).write(to: cutGzip)
+        let cases: [(URL, [String])] = [
+            (cutPlain, ["cut.idx: byte 116: data ends early", "expected 3200 bytes of images (50 × 64)", "found 100"]),
+            (cutGzip, ["cut.idx.gz: byte ", "gzip data stops inside a member", "truncated file?"]),
+        ]
+        for (url, needles) in cases {
+            XCTAssertThrowsError(try Dataset(source: url.path, labels: labelsURL.path)) { error in
+                let error = error as? LCAError
+                XCTAssertEqual(error?.code, .format)
+                for needle in needles {
+                    XCTAssert(error?.message.contains(needle) ?? false, "\(needle) not in: \(error?.message ?? "")")
+                }
+            }
+        }
+    }
+}
+
+private func bigEndianBytes(_ value: UInt32) -> [UInt8] {
+    [UInt8(value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8),
+     UInt8(truncatingIfNeeded: value)]
 }

@@ -5,13 +5,19 @@
  * ../shared/data/README.md (with a small SHA-256 below), round-trips IDX
  * files this test writes (plain, gzip, multi-member gzip, folders), runs a
  * table of corrupt files that must each give LCA_ERR_FORMAT with the file
- * name and a byte offset, checks gather's scaling, mutates valid files at
- * random (no crash, only OK or a format error), and loads Fashion-MNIST and
- * the shared MNIST subset when they are on the machine.
+ * name and a byte offset, checks the streaming reader against zlib's
+ * one-call inflate of whole files (several 64 KiB windows, member
+ * boundaries at a window's edge, zero padding), checks the message for a
+ * gzip file cut at many offsets (derived from what zlib decodes of the
+ * prefix) and for cut plain, corrupt gzip, empty and oversized-header
+ * files, checks gather's scaling, mutates valid files at random (no crash,
+ * only OK or a format error), and loads Fashion-MNIST and the shared MNIST
+ * subset when they are on the machine.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,23 +252,26 @@ static void test_digits(void) {
     printf("digits: 1797 × 64, 10 classes, %zu–%zu per class, SHA-256 of images and labels "
            "match the README\n", lo, hi);
 
-    /* The same bytes as the shared .gz files, read through lca_read_file. */
+    /* The same values as the shared .gz files, streamed from disk. */
     const char *shared = getenv("LCA_SHARED");
     if (!shared) {
         printf("SKIP comparison with $LCA_SHARED/data: LCA_SHARED is not set (make test "
                "sets it)\n");
     } else {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/data/digits8x8-images-idx3-ubyte.gz", shared);
-        uint8_t *bytes = NULL;
-        size_t n = 0;
-        status = lca_read_file(path, &bytes, &n);
+        char images_path[1024], labels_path[1024];
+        snprintf(images_path, sizeof images_path, "%s/data/digits8x8-images-idx3-ubyte.gz",
+                 shared);
+        snprintf(labels_path, sizeof labels_path, "%s/data/digits8x8-labels-idx1-ubyte.gz",
+                 shared);
+        lca_dataset *from_files = NULL;
+        status = lca_dataset_open(&from_files, images_path, labels_path);
         CHECK(status == LCA_OK, "%s", lca_last_error());
-        CHECK(status == LCA_OK && n == 16 + 1797 * 64 &&
-                  memcmp(bytes + 16, data->pixels, 1797 * 64) == 0,
-              "embedded pixels differ from %s", path);
-        free(bytes);
-        printf("digits: embedded pixels equal %s\n", path);
+        CHECK(status == LCA_OK && from_files->count == 1797 && from_files->features == 64 &&
+                  memcmp(from_files->pixels, data->pixels, 1797 * 64) == 0 &&
+                  memcmp(from_files->labels, data->labels, 1797 * sizeof(int32_t)) == 0,
+              "embedded pixels or labels differ from %s", images_path);
+        lca_dataset_free(from_files);
+        printf("digits: embedded pixels and labels equal %s\n", images_path);
     }
     free(labels);
     lca_dataset_free(data);
@@ -391,19 +400,6 @@ static void test_round_trip(void) {
     }
     printf("round trip: plain, gzip (gzwrite and deflate), mixed, 2-member gzip and "
            "zero-padded gzip IDX files load back identically\n");
-
-    /* lca_gunzip on memory, and lca_read_file on a plain file. */
-    uint8_t *out = NULL;
-    size_t out_n = 0;
-    CHECK(lca_gunzip("both", both, first_n + second_n, &out, &out_n) == LCA_OK &&
-              out_n == images_n && memcmp(out, images, images_n) == 0,
-          "lca_gunzip of two members: %s", lca_last_error());
-    free(out);
-    CHECK(lca_gunzip("plain", images, images_n, &out, &out_n) == LCA_ERR_FORMAT,
-          "lca_gunzip accepted bytes without the gzip magic");
-    CHECK(lca_read_file(temp_path("images.idx"), &out, &out_n) == LCA_OK && out_n == images_n &&
-              memcmp(out, images, images_n) == 0, "lca_read_file plain");
-    free(out);
 
     /* Folder: plain images, gzip labels. */
     char folder[512];
@@ -551,6 +547,319 @@ static void test_corrupt(void) {
     free(labels);
 }
 
+/* ------------------------------------------------------ streamed reading */
+
+/* What zlib makes of gzip bytes inflated in one call on the whole buffer
+ * (members in turn): the reference for what the streaming reader must
+ * deliver. Returns the bytes produced before the data ran out. */
+static size_t reference_inflate(const uint8_t *gz, size_t n, uint8_t *out, size_t capacity) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) exit(2);
+    z.next_in = (Bytef *)(uintptr_t)gz;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)capacity;
+    while (inflate(&z, Z_FINISH) == Z_STREAM_END && z.avail_in >= 2 && z.next_in[0] == 0x1f &&
+           z.next_in[1] == 0x8b)
+        inflateReset(&z);
+    size_t produced = capacity - z.avail_out;
+    inflateEnd(&z);
+    return produced;
+}
+
+/* Open images + labels; expect status and every needle (a NULL-terminated
+ * list) in the message. */
+static void expect_error(const char *what, const char *images, const char *labels,
+                         lca_status expected, ...) {
+    lca_dataset *data = NULL;
+    lca_status status = lca_dataset_open(&data, images, labels);
+    const char *message = lca_last_error();
+    const char *missing = NULL;
+    va_list needles;
+    va_start(needles, expected);
+    for (const char *needle; (needle = va_arg(needles, const char *)) != NULL;)
+        if (!missing && !strstr(message, needle)) missing = needle;
+    va_end(needles);
+    CHECK(status == expected && data == NULL && !missing,
+          "%s: status %d (%s, expected %s), message \"%s\"%s%s%s", what, status,
+          lca_status_string(status), lca_status_string(expected), message,
+          missing ? ", missing \"" : "", missing ? missing : "", missing ? "\"" : "");
+    const char *slash = strrchr(message, '/');
+    printf("stream: %-44s → %s\n", what, slash ? slash + 1 : message);
+    lca_dataset_free(data);
+}
+
+/* A gzip IDX file cut after `cut` compressed bytes must fail with the
+ * message for the bytes zlib decodes from that prefix: inside the magic,
+ * inside the header, short values (with the exact count found), or, when
+ * every value is there, the cut gzip stream itself. */
+static void check_gzip_cut(const char *file, const uint8_t *gz, size_t cut, size_t header,
+                           size_t values, const char *kind, const char *images_path,
+                           const char *labels_path) {
+    size_t capacity = header + values + 64;
+    uint8_t *decoded_bytes = malloc(capacity);
+    size_t decoded = reference_inflate(gz, cut, decoded_bytes, capacity);
+    free(decoded_bytes);
+    write_bytes(temp_path(file), gz, cut);
+    char what[96], at[64], expected[96], found[64], note[64];
+    const char *phrase;
+    snprintf(at, sizeof at, "byte %zu:", decoded);
+    snprintf(note, sizeof note, "stops inside a member at compressed byte %zu", cut);
+    expected[0] = found[0] = 0;
+    if (decoded < 4) {
+        phrase = "file ends inside the IDX magic";
+    } else if (decoded < header) {
+        phrase = "file ends inside the header";
+    } else if (decoded < header + values) {
+        phrase = "data ends early";
+        snprintf(expected, sizeof expected, "expected %zu bytes of %s", values, kind);
+        snprintf(found, sizeof found, "found %zu;", decoded - header);
+    } else {
+        phrase = "gzip data ends early";
+        snprintf(at, sizeof at, "byte %zu:", cut);
+        note[0] = 0;
+    }
+    snprintf(what, sizeof what, "%s cut at %zu of %s (%zu decoded)", kind, cut,
+             strchr(file, '-') ? strchr(file, '-') + 1 : file, decoded);
+    expect_error(what, images_path, labels_path, LCA_ERR_FORMAT, file, at, phrase, expected,
+                 found, note, "truncated file?", NULL);
+}
+
+/* A gzip member of data whose compressed length is exactly `length`
+ * (padded with a header comment), or NULL when data compresses to more. */
+static uint8_t *gzip_member_of_length(const uint8_t *data, size_t n, size_t length) {
+    size_t plain_n;
+    free(gzip_bytes(data, n, &plain_n));
+    if (plain_n + 2 > length) return NULL;
+    size_t comment_n = length - plain_n - 1; /* the comment and its terminating 0 */
+    char *comment = malloc(comment_n + 1);
+    memset(comment, 'c', comment_n);
+    comment[comment_n] = 0;
+    gz_header header;
+    memset(&header, 0, sizeof header);
+    header.comment = (Bytef *)comment;
+    header.os = 3;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK ||
+        deflateSetHeader(&z, &header) != Z_OK)
+        exit(2);
+    size_t capacity = deflateBound(&z, n) + length + 64;
+    uint8_t *out = malloc(capacity);
+    z.next_in = (Bytef *)(uintptr_t)data;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)capacity;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END || z.total_out != length) exit(2);
+    deflateEnd(&z);
+    free(comment);
+    return out;
+}
+
+static void test_streaming(void) {
+    /* 600 images of 28 × 28 with 16 grey levels: 470 KB of values that
+     * compress to several 64 KiB windows of the reader. */
+    enum { N = 600, SIDE = 28, F = SIDE * SIDE };
+    const uint32_t image_dims[3] = {N, SIDE, SIDE}, label_dims[1] = {N};
+    const size_t header = 16, values = (size_t)N * F;
+    uint8_t *pixels = malloc(values), labels_values[N];
+    uint64_t state = 42;
+    for (size_t i = 0; i < values; i++) {
+        state = state * 6364136223846793005u + 1442695040888963407u;
+        pixels[i] = (uint8_t)((state >> 60) * 17);
+    }
+    for (int i = 0; i < N; i++) labels_values[i] = (uint8_t)((i * 7 + i / 13) % 10);
+    size_t images_n, labels_n, gz_n, lgz_n;
+    uint8_t *images = make_idx(8, image_dims, 3, pixels, values, &images_n);
+    uint8_t *labels = make_idx(8, label_dims, 1, labels_values, N, &labels_n);
+    uint8_t *gz = gzip_bytes(images, images_n, &gz_n);
+    uint8_t *lgz = gzip_bytes(labels, labels_n, &lgz_n);
+    const char *images_path = temp_path("s-images.idx"), *labels_path = temp_path("s-labels.idx");
+    const char *gz_path = temp_path("s-images.idx.gz"), *lgz_path = temp_path("s-labels.idx.gz");
+    write_bytes(images_path, images, images_n);
+    write_bytes(labels_path, labels, labels_n);
+    write_bytes(gz_path, gz, gz_n);
+    write_bytes(lgz_path, lgz, lgz_n);
+    printf("stream: %zu values, gzip %zu bytes (%zu windows of 64 KiB)\n", images_n, gz_n,
+           (gz_n >> 16) + 1);
+
+    /* Good files: the same bytes as zlib's one-call inflate of the whole
+     * file, plain or gzip. */
+    uint8_t *reference = malloc(images_n + 64);
+    size_t reference_n = reference_inflate(gz, gz_n, reference, images_n + 64);
+    CHECK(reference_n == images_n && memcmp(reference, images, images_n) == 0,
+          "zlib reference differs from the IDX bytes");
+    const char *good[][2] = {{gz_path, lgz_path}, {images_path, labels_path},
+                             {gz_path, labels_path}, {images_path, lgz_path}};
+    for (int g = 0; g < 4; g++) {
+        lca_dataset *data = NULL;
+        lca_status status = lca_dataset_open(&data, good[g][0], good[g][1]);
+        CHECK(status == LCA_OK, "%s + %s: %s", good[g][0], good[g][1], lca_last_error());
+        if (status != LCA_OK) continue;
+        size_t label_mismatches = 0;
+        for (int i = 0; i < N; i++) label_mismatches += data->labels[i] != labels_values[i];
+        CHECK(data->count == N && data->features == F && data->classes == 10 &&
+                  memcmp(data->pixels, reference + header, values) == 0 && label_mismatches == 0,
+              "%s + %s: %zu × %zu, pixels differ from zlib's inflate or %zu labels differ",
+              good[g][0], good[g][1], data->count, data->features, label_mismatches);
+        lca_dataset_free(data);
+    }
+    printf("stream: gzip and plain files, every pairing, give zlib's bytes exactly\n");
+
+    /* Member boundaries at and around the end of a window (1f as the last
+     * byte of one read, 8b the first of the next), and zero padding longer
+     * than a window: still the same bytes. */
+    size_t split = 60000; /* the first member holds images[0, split) */
+    for (size_t length = 65534; length <= 65539; length++) {
+        uint8_t *first = gzip_member_of_length(images, split, length);
+        size_t second_n;
+        uint8_t *second = gzip_bytes(images + split, images_n - split, &second_n);
+        CHECK(first != NULL, "60,000 bytes compress to more than %zu bytes", length);
+        if (!first) {
+            free(second);
+            continue;
+        }
+        size_t padding = length == 65539 ? 100000 : 0;
+        uint8_t *both = calloc(length + second_n + padding, 1);
+        memcpy(both, first, length);
+        memcpy(both + length, second, second_n);
+        const char *path = temp_path("s-members.gz");
+        write_bytes(path, both, length + second_n + padding);
+        lca_dataset *data = NULL;
+        lca_status status = lca_dataset_open(&data, path, labels_path);
+        CHECK(status == LCA_OK && memcmp(data->pixels, pixels, values) == 0,
+              "2 members, the first %zu bytes long, %zu bytes of padding: %s", length, padding,
+              status == LCA_OK ? "pixels differ" : lca_last_error());
+        lca_dataset_free(data);
+        if (padding) {
+            /* Junk far into the padding: named at its own offset. */
+            both[length + second_n + 70000] = 0x5a;
+            write_bytes(path, both, length + second_n + padding);
+            char at[64];
+            snprintf(at, sizeof at, "byte %zu:", length + second_n + 70000);
+            expect_error("junk 70,000 bytes into the zero padding", path, labels_path,
+                         LCA_ERR_FORMAT, "s-members.gz", at, "expected only zero bytes",
+                         "found 0x5a", NULL);
+        }
+        free(first);
+        free(second);
+        free(both);
+    }
+    printf("stream: 2-member files with the boundary at bytes 65,534 … 65,539 and 100,000 "
+           "bytes of zero padding give the same bytes\n");
+
+    /* gzip cut at several offsets: inside its own header, inside the IDX
+     * magic and header, early and midway through the pixels, inside the
+     * CRC and size trailer. The first cut of each kind up to byte 400 is
+     * found from zlib's reading of the prefix. */
+    size_t cuts[16];
+    int cut_count = 0;
+    cuts[cut_count++] = 5;
+    int last_kind = -1;
+    for (size_t cut = 11; cut < 400 && cut_count < 8; cut++) {
+        uint8_t prefix[4096];
+        size_t decoded = reference_inflate(gz, cut, prefix, sizeof prefix);
+        int kind = decoded < 4 ? 0 : decoded < header ? 1 : 2;
+        if (kind != last_kind) cuts[cut_count++] = cut;
+        last_kind = kind;
+    }
+    cuts[cut_count++] = gz_n / 3;
+    cuts[cut_count++] = gz_n / 2;
+    cuts[cut_count++] = gz_n - 8; /* every value there, no trailer */
+    cuts[cut_count++] = gz_n - 3; /* inside the size field */
+    for (int c = 0; c < cut_count; c++)
+        check_gzip_cut("s-cut-images.gz", gz, cuts[c], header, values, "images",
+                       temp_path("s-cut-images.gz"), labels_path);
+    /* The labels file, gzip, cut midway through the labels and inside its
+     * trailer; the images are good. */
+    check_gzip_cut("s-cut-labels.gz", lgz, lgz_n / 2, 8, N, "labels", gz_path,
+                   temp_path("s-cut-labels.gz"));
+    check_gzip_cut("s-cut-labels.gz", lgz, lgz_n - 2, 8, N, "labels", gz_path,
+                   temp_path("s-cut-labels.gz"));
+
+    /* Plain files cut midway through the pixels and the labels. */
+    const char *cut_path = temp_path("s-cut-plain.idx");
+    write_bytes(cut_path, images, header + 123456);
+    expect_error("plain images cut midway", cut_path, labels_path, LCA_ERR_FORMAT,
+                 "s-cut-plain.idx", "byte 123472:", "data ends early",
+                 "expected 470400 bytes of images (600 × 784)", "found 123456", NULL);
+    write_bytes(cut_path, labels, 8 + 300);
+    expect_error("plain labels cut midway", images_path, cut_path, LCA_ERR_FORMAT,
+                 "s-cut-plain.idx", "byte 308:", "data ends early",
+                 "expected 600 bytes of labels (600 × 1)", "found 300", NULL);
+    {
+        lca_dataset *data = NULL;
+        lca_dataset_open(&data, images_path, cut_path);
+        CHECK(strstr(lca_last_error(), "gzip") == NULL, "a plain file's error mentions gzip: %s",
+              lca_last_error());
+    }
+
+    /* Corrupt gzip streams: an invalid deflate block type, a byte flipped
+     * midway, a CRC that does not match. */
+    uint8_t *bad = malloc(gz_n);
+    const char *bad_path = temp_path("s-corrupt.gz");
+    memcpy(bad, gz, gz_n);
+    bad[10] |= 0x06; /* BTYPE = 11 in the first block header */
+    write_bytes(bad_path, bad, gz_n);
+    expect_error("invalid deflate block type", bad_path, labels_path, LCA_ERR_FORMAT,
+                 "s-corrupt.gz", "byte 1", "corrupt gzip data (invalid block type)", NULL);
+    memcpy(bad, gz, gz_n);
+    bad[gz_n / 2] ^= 0x10;
+    write_bytes(bad_path, bad, gz_n);
+    expect_error("a byte flipped midway", bad_path, labels_path, LCA_ERR_FORMAT, "s-corrupt.gz",
+                 "byte ", "corrupt gzip data", NULL);
+    memcpy(bad, gz, gz_n);
+    bad[gz_n - 6] ^= 0x01; /* the CRC-32 */
+    write_bytes(bad_path, bad, gz_n);
+    expect_error("CRC-32 mismatch", bad_path, labels_path, LCA_ERR_FORMAT, "s-corrupt.gz",
+                 "corrupt gzip data (incorrect data check)", NULL);
+    free(bad);
+
+    /* Empty files, plain and as gzip of nothing. */
+    const char *empty = temp_path("s-empty");
+    write_bytes(empty, "", 0);
+    expect_error("empty images file", empty, labels_path, LCA_ERR_FORMAT, "s-empty", "byte 0:",
+                 "file ends inside the IDX magic", NULL);
+    expect_error("empty labels file", images_path, empty, LCA_ERR_FORMAT, "s-empty", "byte 0:",
+                 "file ends inside the IDX magic", NULL);
+    size_t nothing_n;
+    uint8_t *nothing = gzip_bytes((const uint8_t *)"", 0, &nothing_n);
+    const char *empty_gz = temp_path("s-empty.gz");
+    write_bytes(empty_gz, nothing, nothing_n);
+    expect_error("gzip of nothing", empty_gz, labels_path, LCA_ERR_FORMAT, "s-empty.gz",
+                 "byte 0:", "file ends inside the IDX magic", NULL);
+    free(nothing);
+
+    /* A header promising far more than the file holds (4,294,967,295 ×
+     * 65,535 × 255 bytes) is refused from the file's size, before any
+     * allocation, with the count the file does hold: plain and gzip. */
+    uint32_t huge_dims[3] = {0xFFFFFFFFu, 0xFFFF, 0xFF}, huge_label_dims[1] = {0xFFFFFFFFu};
+    size_t huge_n, huge_labels_n, huge_gz_n;
+    uint8_t *huge = make_idx(8, huge_dims, 3, pixels, 1000, &huge_n);
+    uint8_t *huge_labels = make_idx(8, huge_label_dims, 1, labels_values, N, &huge_labels_n);
+    uint8_t *huge_gz = gzip_bytes(huge, huge_n, &huge_gz_n);
+    const char *huge_path = temp_path("s-huge.idx"), *huge_gz_path = temp_path("s-huge.idx.gz");
+    const char *huge_labels_path = temp_path("s-huge-labels.idx");
+    write_bytes(huge_path, huge, huge_n);
+    write_bytes(huge_gz_path, huge_gz, huge_gz_n);
+    write_bytes(huge_labels_path, huge_labels, huge_labels_n);
+    expect_error("plain header promising 71 PB", huge_path, huge_labels_path, LCA_ERR_FORMAT,
+                 "s-huge.idx", "byte 1016:", "data ends early", "found 1000", NULL);
+    expect_error("gzip header promising 71 PB", huge_gz_path, huge_labels_path, LCA_ERR_FORMAT,
+                 "s-huge.idx.gz", "byte 1016:", "data ends early", "found 1000", NULL);
+    free(huge);
+    free(huge_labels);
+    free(huge_gz);
+
+    free(pixels);
+    free(images);
+    free(labels);
+    free(gz);
+    free(lgz);
+    free(reference);
+}
+
 /* Random byte flips, truncations and extensions of valid files: every
  * outcome must be OK or a format error (and no crash under ASan). */
 static void test_mutations(void) {
@@ -680,6 +989,7 @@ int main(void) {
     test_gather();
     test_round_trip();
     test_corrupt();
+    test_streaming();
     test_mutations();
     test_fashion_mnist();
     test_mnist5k();

@@ -13,6 +13,8 @@
  *   - corrupt files (truncated record, label 10, empty file, a folder
  *     without data_batch_1.bin, a labels file with a .bin) fail with the
  *     documented status and a message naming the file and the byte;
+ *   - gzip batches (one member, two members, a folder of .bin.gz files)
+ *     give the same values as the plain records; cut ones fail by name;
  *   - shapes of IDX images (1×28×28; rank 2 gives 1×1×F), digits (1×8×8)
  *     and array data sets (1×1×F).
  */
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define RECORD 3073  /* label byte + 3 × 32 × 32 pixel bytes */
 #define PIXELS 3072
@@ -292,6 +295,77 @@ static void test_corrupt(void) {
     free(bytes);
 }
 
+/* gzip of bytes as one member. */
+static uint8_t *gzip_member(const uint8_t *in, size_t n, size_t *out_n) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) exit(2);
+    size_t capacity = deflateBound(&z, n) + 64;
+    uint8_t *out = test_alloc(capacity);
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)capacity;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) exit(2);
+    *out_n = z.total_out;
+    deflateEnd(&z);
+    return out;
+}
+
+/* Batches compressed with gzip are streamed record by record into place:
+ * one member (its trailer gives the size), two members (the trailer gives
+ * only the second's size, so the arrays grow), a folder of .bin.gz files,
+ * and a cut file. */
+static void test_gzip(void) {
+    const size_t n = PER_BATCH * RECORD, split = 10 * RECORD + 1234;
+    size_t one_n, first_n, second_n;
+    uint8_t *one = gzip_member(batch1, n, &one_n);
+    uint8_t *first = gzip_member(batch1, split, &first_n);
+    uint8_t *second = gzip_member(batch1 + split, n - split, &second_n);
+    uint8_t *two = test_alloc(first_n + second_n);
+    memcpy(two, first, first_n);
+    memcpy(two + first_n, second, second_n);
+    const char *one_path = temp_path("one.bin.gz"), *two_path = temp_path("two.bin.gz");
+    write_bytes(one_path, one, one_n);
+    write_bytes(two_path, two, first_n + second_n);
+    const char *folder = temp_folder("cifar-gz");
+    write_bytes(temp_path("cifar-gz/data_batch_1.bin.gz"), one, one_n);
+    write_bytes(temp_path("cifar-gz/data_batch_2.bin.gz"), two, first_n + second_n);
+
+    const uint8_t *records[2 * PER_BATCH];
+    for (size_t i = 0; i < 2 * PER_BATCH; i++) records[i] = batch1 + (i % PER_BATCH) * RECORD;
+    const char *sources[3] = {one_path, two_path, folder};
+    const size_t counts[3] = {PER_BATCH, PER_BATCH, 2 * PER_BATCH};
+    for (int s = 0; s < 3; s++) {
+        lca_dataset *data = NULL;
+        REQUIRE_OK(lca_dataset_open(&data, sources[s], NULL));
+        size_t mismatches = lca_dataset_count(data) == counts[s]
+                                ? compare_with_records(data, records, counts[s])
+                                : SIZE_MAX;
+        check_true(mismatches == 0 && lca_dataset_classes(data) == 10, sources[s],
+                   "%zu images (expected %zu), %zu mismatches with the plain records",
+                   lca_dataset_count(data), counts[s], mismatches);
+        lca_dataset_free(data);
+    }
+
+    /* Cut inside a record's pixels, and inside the trailer after the last
+     * record: both are truncated files, named with the byte. */
+    const char *cut = temp_path("cut.bin.gz");
+    write_bytes(cut, one, one_n / 2);
+    check_fails("gzip cut midway", cut, NULL, LCA_ERR_FORMAT, "cut.bin.gz",
+                "file ends inside record");
+    check_fails("gzip cut midway says why", cut, NULL, LCA_ERR_FORMAT, "truncated file?",
+                "stops inside a member at compressed byte");
+    write_bytes(cut, one, one_n - 3);
+    char at[64];
+    snprintf(at, sizeof at, "byte %zu: gzip data ends early", one_n - 3);
+    check_fails("gzip cut in its trailer", cut, NULL, LCA_ERR_FORMAT, "cut.bin.gz", at);
+    free(one);
+    free(first);
+    free(second);
+    free(two);
+}
+
 /* An IDX file: header for dims, then values. */
 static void write_idx(const char *path, const uint32_t *dims, int rank, const uint8_t *values,
                       size_t n) {
@@ -362,6 +436,7 @@ int main(void) {
     }
     test_folder_and_files();
     test_corrupt();
+    test_gzip();
     test_shapes();
 
     for (int i = created_count - 1; i >= 0; i--) remove(created[i]);
