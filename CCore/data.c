@@ -1033,8 +1033,7 @@ void lca_dataset_gather(const lca_dataset *data, const uint32_t *indices, size_t
         LCA_PARALLEL_FOR_IF(n * F >= LCA_PARALLEL_WORK)
         for (size_t i = 0; i < n; i++) {
             const uint8_t *src = data->pixels + (size_t)indices[i] * F; /* (F,) */
-            float *dst = x + i * F;                                      /* (F,) */
-            for (size_t f = 0; f < F; f++) dst[f] = (float)src[f] / 255.0f;
+            lca_pixels_to_floats(x + i * F, src, F); /* src / 255.0f, bit for bit */
         }
     } else if (x && data->inputs) {
         for (size_t i = 0; i < n; i++)
