@@ -31,9 +31,13 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     lca_model *model = g->model;
     size_t k = model->parameter_count;
     size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
-    size_t per_worker = g->chunk * (lca_model_example_bytes(model) + in * sizeof(float) +
-                                    sizeof(int32_t) + (regression ? out * sizeof(float) : 0)) +
-                        k * sizeof(float);
+    /* a dense first layer converts its input LCA_INPUT_ROWS examples at a
+     * time; other nets gather the whole chunk */
+    size_t x_rows = lca_model_streams_input(model) && g->chunk > LCA_INPUT_ROWS ? LCA_INPUT_ROWS
+                                                                                : g->chunk;
+    size_t per_worker = g->chunk * (lca_model_example_bytes(model) + sizeof(int32_t) +
+                                    (regression ? out * sizeof(float) : 0)) +
+                        x_rows * in * sizeof(float) + k * sizeof(float);
     size_t wanted = (size_t)lca_threads();
     size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
     if (wanted > fit) wanted = fit;
@@ -45,7 +49,7 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     for (size_t i = 0; i < wanted; i++) {
         lca_eval_worker *w = &g->workers[i];
         g->worker_count = i + 1;
-        w->x = allocate(g, g->chunk * in * sizeof(float));
+        w->x = allocate(g, x_rows * in * sizeof(float));
         w->labels = allocate(g, g->chunk * sizeof(int32_t));
         w->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
         w->gradient = allocate(g, k * sizeof(float));
@@ -196,11 +200,16 @@ static void evaluate_chunk(const lca_integrator *g, const lca_view *v, lca_eval_
                            size_t first, const float *parameters, double scale, bool gradient) {
     size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
     w->model->bn_group = g->model->bn_group;
-    lca_dataset_gather(v->data, v->indices + first, n, w->x, w->labels, w->targets);
-    w->status = lca_model_forward_backward(w->model, parameters, w->x,
-                                           v->data->labels ? w->labels : NULL,
-                                           v->data->targets ? w->targets : NULL, n, scale,
-                                           &w->loss, gradient ? w->gradient : NULL);
+    /* a dense first layer converts its rows as it goes (into w->x) */
+    bool streams = lca_model_streams_input(w->model);
+    lca_dataset_gather(v->data, v->indices + first, n, streams ? NULL : w->x, w->labels,
+                       w->targets);
+    lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data,
+                             .indices = v->indices + first, .rows = w->x};
+    w->status = lca_model_forward_backward_input(w->model, parameters, &input,
+                                                 v->data->labels ? w->labels : NULL,
+                                                 v->data->targets ? w->targets : NULL, n, scale,
+                                                 &w->loss, gradient ? w->gradient : NULL);
     if (w->status != LCA_OK) snprintf(w->message, sizeof w->message, "%s", lca_last_error());
 }
 

@@ -28,7 +28,8 @@ typedef struct lca_view {
  * chunk order, so the bytes do not depend on how many ran at once. */
 typedef struct lca_eval_worker {
     lca_model *model;         /* worker 0: the integrator's model; others: lca_model_new_worker */
-    float *x;                 /* chunk × input */
+    float *x;                 /* chunk × input; LCA_INPUT_ROWS × input rows when the
+                                 model streams its input (dense first layer) */
     int32_t *labels;          /* chunk */
     float *targets;           /* chunk × outputs (regression data), or NULL */
     float *gradient;          /* K: this chunk's gradient */

@@ -733,7 +733,7 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
     size_t chunk = requested;
     if (chunk == 0) {
         size_t fit = memory_budget / lca_model_example_bytes(m);
-        chunk = fit < 1000 ? fit : 1000;
+        chunk = fit < LCA_MAX_AUTO_CHUNK ? fit : LCA_MAX_AUTO_CHUNK;
     }
     if (chunk == 0) chunk = 1;
     /* batch-norm groups never straddle chunks */
@@ -766,7 +766,7 @@ static void dense_forward(float *y, const float *x, const float *w, const float 
  *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
 static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, size_t n, size_t in, size_t out) {
-    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    if (x) lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
     /* bias: column sums in a fixed order, accumulated in double */
     LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
     for (size_t o = 0; o < out; o++) {
@@ -775,6 +775,37 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
         db[o] = (float)sum;
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+}
+
+/* Rows [first, first + count) of the pass's input, as floats. */
+static const float *input_rows(const lca_model_input *input, size_t first, size_t count,
+                               size_t features) {
+    if (input->x) return input->x + first * features;
+    lca_dataset_gather(input->data, input->indices + first, count, input->rows, NULL, NULL);
+    return input->rows;
+}
+
+/* A dense first layer: dense_forward on LCA_INPUT_ROWS examples at a time
+ * (each element of y is the same dot product whatever the blocks). */
+static void dense_forward_input(float *y, const lca_model_input *input, const float *w,
+                                const float *b, size_t n, size_t in, size_t out, bool relu) {
+    for (size_t first = 0; first < n; first += LCA_INPUT_ROWS) {
+        size_t rows = n - first < LCA_INPUT_ROWS ? n - first : LCA_INPUT_ROWS;
+        dense_forward(y + first * out, input_rows(input, first, rows, in), w, b, rows, in, out,
+                      relu);
+    }
+}
+
+/* Its weight gradient dw = Σ over the blocks, in order, of dy_blockᵀ · x_block
+ * (the bias gradient comes from dense_backward; a first layer has no dx). */
+static void dense_weight_gradient_input(float *dw, const float *dy,
+                                        const lca_model_input *input, size_t n, size_t in,
+                                        size_t out) {
+    for (size_t first = 0; first < n; first += LCA_INPUT_ROWS) {
+        size_t rows = n - first < LCA_INPUT_ROWS ? n - first : LCA_INPUT_ROWS;
+        lca_sgemm(true, false, out, in, rows, 1.0f, dy + first * out, out,
+                  input_rows(input, first, rows, in), in, first == 0 ? 0.0f : 1.0f, dw, in);
+    }
 }
 
 /* Softmax cross-entropy on logits z[N×C]: per-example losses into loss[N]
@@ -841,6 +872,7 @@ static lca_status squared_error(double *loss, float *dy, const float *y, const i
 
 typedef struct pass {
     lca_pass_mode mode;
+    const lca_model_input *input;
     size_t n;
     size_t bn_group;       /* examples per batch-norm group in this pass */
     lca_rng *rng;          /* dropout, training only */
@@ -848,9 +880,9 @@ typedef struct pass {
 
 /* Forward through every layer; returns the logits (N × outputs). Identity
  * layers pass their input pointer on; ReLU works in place. */
-static const float *forward(lca_model *m, const float *params, const float *x, const pass *ps,
+static const float *forward(lca_model *m, const float *params, const pass *ps,
                             const float **inputs) {
-    const float *input = x;
+    const float *input = ps->input->x; /* NULL for a streamed dense first layer */
     size_t n = ps->n;
     bool relu_next = false; /* a dense layer applied the ReLU that follows it */
     for (size_t l = 0; l < m->layer_count; l++) {
@@ -866,7 +898,10 @@ static const float *forward(lca_model *m, const float *params, const float *x, c
             /* a ReLU right after, in place on this output, joins its pass */
             bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
                         m->layers[l + 1].output == NULL;
-            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
+            if (l == 0)
+                dense_forward_input(L->output, ps->input, w, b, n, L->in_size, L->out_size, relu);
+            else
+                dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
             relu_next = relu;
             break;
         }
@@ -936,8 +971,8 @@ static const float *forward(lca_model *m, const float *params, const float *x, c
 }
 
 /* Backward from dlogits (in m->grad_a) to every parameter gradient. */
-static void backward(lca_model *m, const float *params, const float *x, const pass *ps,
-                     const float **inputs, const float *logits, float *gradient) {
+static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
+                     const float *logits, float *gradient) {
     size_t n = ps->n;
     float *dy = m->grad_a;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
@@ -955,7 +990,9 @@ static void backward(lca_model *m, const float *params, const float *x, const pa
         float *dx = l > 0 ? other : NULL;
         switch (L->kind) {
         case LCA_LAYER_DENSE:
-            dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size);
+            /* the first layer's weight gradient reads its input in blocks */
+            dense_backward(dx, dw, db, dy, l == 0 ? NULL : input, w, n, L->in_size, L->out_size);
+            if (l == 0) dense_weight_gradient_input(dw, dy, ps->input, n, L->in_size, L->out_size);
             break;
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
@@ -1018,20 +1055,27 @@ static void backward(lca_model *m, const float *params, const float *x, const pa
     }
 }
 
-static lca_status run(lca_model *m, const float *parameters, const float *x, const int32_t *labels,
+bool lca_model_streams_input(const lca_model *m) {
+    return m->layer_count > 0 && m->layers[0].kind == LCA_LAYER_DENSE;
+}
+
+static lca_status run(lca_model *m, const float *parameters, const int32_t *labels,
                       const float *targets, const pass *ps, double gradient_scale,
                       double *loss_sum, float *gradient) {
     size_t n = ps->n;
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
+    if (!ps->input->x && !(lca_model_streams_input(m) && ps->input->data && ps->input->rows))
+        return lca_fail(LCA_ERR_STATE, "model: no input (only a dense first layer converts "
+                                       "rows of a data set as it goes)");
     if (!labels && !targets)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
     if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && !labels)
         return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
                                           "but the data set has float targets");
     const float *inputs[MAX_LAYERS];
-    const float *logits = forward(m, parameters, x, ps, inputs);
+    const float *logits = forward(m, parameters, ps, inputs);
     size_t outputs = lca_model_output_size(m);
     float *dlogits = gradient ? m->grad_a : NULL;
     lca_status status =
@@ -1047,22 +1091,32 @@ static lca_status run(lca_model *m, const float *parameters, const float *x, con
         return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
                                          "try a smaller learning rate", sum);
     *loss_sum = sum;
-    if (gradient) backward(m, parameters, x, ps, inputs, logits, gradient);
+    if (gradient) backward(m, parameters, ps, inputs, logits, gradient);
     return LCA_OK;
+}
+
+lca_status lca_model_forward_backward_input(lca_model *m, const float *parameters,
+                                            const lca_model_input *input, const int32_t *labels,
+                                            const float *targets, size_t n, double gradient_scale,
+                                            double *loss_sum, float *gradient) {
+    pass ps = {LCA_PASS_EVALUATE, input, n, m->bn_group, NULL};
+    return run(m, parameters, labels, targets, &ps, gradient_scale, loss_sum, gradient);
 }
 
 lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
                                       const int32_t *labels, const float *targets, size_t n,
                                       double gradient_scale, double *loss_sum, float *gradient) {
-    pass ps = {LCA_PASS_EVALUATE, n, m->bn_group, NULL};
-    return run(m, parameters, x, labels, targets, &ps, gradient_scale, loss_sum, gradient);
+    lca_model_input input = {.x = x};
+    return lca_model_forward_backward_input(m, parameters, &input, labels, targets, n,
+                                            gradient_scale, loss_sum, gradient);
 }
 
 lca_status lca_model_train_gradient(lca_model *m, const float *x, const int32_t *labels,
                                     const float *targets, size_t n, double *loss_sum,
                                     float *gradient, lca_rng *rng) {
-    pass ps = {LCA_PASS_TRAIN, n, n, rng};
-    return run(m, m->parameters, x, labels, targets, &ps, 1.0 / (double)n, loss_sum, gradient);
+    lca_model_input input = {.x = x};
+    pass ps = {LCA_PASS_TRAIN, &input, n, n, rng};
+    return run(m, m->parameters, labels, targets, &ps, 1.0 / (double)n, loss_sum, gradient);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

@@ -107,6 +107,33 @@ struct lca_model {
     double *example_loss;   /* N */
 };
 
+/* The automatic evaluation chunk's upper bound: large enough that the
+ * layers' products run at full speed, small enough that one thread's chunk
+ * (its activations and a 500-row block of the input) stays in its 2 MB L2
+ * between the forward and backward passes, and that every thread has a
+ * chunk of its own on small evaluation sets. */
+#define LCA_MAX_AUTO_CHUNK 500
+
+/* Rows of the input a dense first layer reads at a time: its forward and
+ * weight gradient go in blocks of this many examples, whether the input is
+ * given as floats or converted from a data set block by block (so both give
+ * the same bytes, and an evaluation worker needs no chunk-sized copy of its
+ * input). */
+#define LCA_INPUT_ROWS 256
+
+/* Where a pass reads its input: floats x (N × input), or, when x is NULL
+ * (only for models whose first layer is dense: lca_model_streams_input),
+ * examples indices[0 … N) of data converted LCA_INPUT_ROWS at a time into
+ * rows (LCA_INPUT_ROWS × input floats of scratch). */
+typedef struct lca_model_input {
+    const float *x;
+    const lca_dataset *data;
+    const uint32_t *indices;
+    float *rows;
+} lca_model_input;
+
+bool lca_model_streams_input(const lca_model *model);
+
 /* Forward (and backward when gradient is not NULL) on n examples at the
  * given parameters, in evaluation mode (the allocated loss). *loss_sum =
  * Σ_n loss_n (float64, fixed order); gradient (K, overwritten) =
@@ -114,6 +141,11 @@ struct lca_model {
 lca_status lca_model_forward_backward(lca_model *model, const float *parameters, const float *x,
                                       const int32_t *labels, const float *targets, size_t n,
                                       double gradient_scale, double *loss_sum, float *gradient);
+/* The same with the input described by input. */
+lca_status lca_model_forward_backward_input(lca_model *model, const float *parameters,
+                                            const lca_model_input *input, const int32_t *labels,
+                                            const float *targets, size_t n, double gradient_scale,
+                                            double *loss_sum, float *gradient);
 /* The same in training mode: dropout from rng, batch norm over the n
  * examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const float *x, const int32_t *labels,
@@ -127,7 +159,7 @@ lca_status lca_model_new_worker(const lca_model *model, lca_model **out);
 /* Workspace bytes per example of a forward/backward pass. */
 size_t lca_model_example_bytes(const lca_model *model);
 /* The evaluation chunk: requested, or (0) the most examples whose
- * workspace fits memory_budget, at most 1000; with batch norm, a multiple
+ * workspace fits memory_budget, at most LCA_MAX_AUTO_CHUNK; with batch norm, a multiple
  * of bn_group (and at least one group). A pure function of its arguments. */
 size_t lca_model_resolve_chunk(const lca_model *model, size_t requested, size_t bn_group,
                                size_t memory_budget);

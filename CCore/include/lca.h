@@ -310,7 +310,7 @@ typedef struct lca_config {
     double lca_threshold;             /* nats, default 0.001 */
     unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
     size_t eval_chunk;                /* examples per evaluation chunk; 0 (default) = the
-                                         most that fit memory_budget, at most 1000 */
+                                         most that fit memory_budget, at most 500 */
     int lca_units;                    /* 1 = per-unit LCA in each record (neurons, channels) */
     /* Batch norm under LCA: the evaluation set is normalised in consecutive
      * groups of this many examples, each with its own batch statistics, so
