@@ -1,12 +1,16 @@
 /* gemm.c: single-precision matrix product, in the layers of BLIS.
  *
  *   lca_sgemm            splits C into one region per thread (m and n only)
- *   gemm_region          loops over cache blocks: NC columns, KC depth, MC rows,
+ *   gemm_region          loops over cache blocks: nc columns, KC depth, mc rows,
  *                        packing op(B) and op(A) blocks into per-thread buffers
- *   pack_a / pack_b      copy a block into MR-row / NR-column panels, zero-padded
- *   macro_kernel         walks a block one MR×NR tile at a time
- *   micro-kernel         one tile in registers (gemm_kernel_avx2.c,
- *                        gemm_kernel_portable.c), chosen once at run time
+ *   pack_a / pack_b      copy a block into mr-row / nr-column panels, zero-padded
+ *                        (pack_a_panels, pack_b_panels; or, for op(B) = B with
+ *                        the AVX-512 kernel, the first tile of each column)
+ *   macro_kernel         walks a block one mr×nr tile at a time
+ *   micro-kernel         one tile in registers (gemm_kernel_avx512.c 10×32,
+ *                        gemm_kernel_avx2.c 6×16, gemm_kernel_portable.c
+ *                        6×16), chosen once at run time; its gemm_kernel
+ *                        entry gives the tile, cache blocks and packing
  *
  * When few tiles share a panel (narrow regions, as in the layers of the
  * nets), copying it costs more than it saves, and the kernel reads A, Aᵀ or
@@ -15,9 +19,11 @@
  * Determinism: an element of C is C = beta·C + alpha·(sum over the first k
  * block), then C += alpha·(sum over each later block), each block summed by
  * the micro-kernel in k order with one FMA (or multiply-add) per term. The
- * k blocks depend only on k, and every tile, edge tiles and tiles read in
- * place too, goes through the same arithmetic, so the bytes of C do not
- * depend on the thread count or on where the region boundaries fall.
+ * k blocks depend only on k (not on the kernel), and every tile, edge tiles
+ * and tiles read in place too, goes through the same arithmetic, so the
+ * bytes of C do not depend on the thread count or on where the region
+ * boundaries fall; and the FMA kernels (AVX-512 and AVX2) give the same
+ * bytes as each other, whatever their tiles.
  *
  * Dimension letters as in internal.h: C[M×Nc] = op(A)[M×Kc] · op(B)[Kc×Nc].
  */
@@ -36,219 +42,263 @@
 #include <emmintrin.h> /* part of every x86-64 CPU: no flag needed */
 #endif
 
-/* Register tile of the micro-kernels. */
-#define MR 6
-#define NR 16
-/* Cache blocks, for a 32-48 KiB L1 and a 1-2 MiB L2:
- *   KC: a B micro-panel (KC × NR, 16 KiB) stays in L1 while the A panels
- *       stream past it;
- *   MC: the packed A block (MC × KC, 144 KiB) stays in L2;
- *   NC: the packed B block (KC × NC, 512 KiB) stays in L2 or L3.
- * KC also fixes the reduction order; changing it changes the bits of C. */
+/* KC: the depth of a k block. A B micro-panel (KC × NR: 16 KiB at NR = 16,
+ * 32 KiB at NR = 32) stays in L1 while the A panels stream past it. KC also
+ * fixes the reduction order; changing it changes the bits of C. The other
+ * blocks come with the kernel (gemm_kernel below). */
 #define KC 256
-#define MC 144
-#define NC 512
+/* Bounds on the tiles and blocks of the kernels (the kernels table below). */
+#define MR_MAX 10
+#define NR_MAX 32
+#define MC_MAX 200
+#define NC_MAX 1024
+
 /* Below this many flops per thread, a thread costs more than it saves. */
 #define MIN_FLOPS_PER_THREAD (1u << 18)
-
-#if MC % MR != 0 || NC % NR != 0
-#error "MC and NC must be multiples of the register tile"
-#endif
-
-/* ---------------------------------------------------------------- kernels */
-
-/* C[rows×cols] = alpha · op(A)[MR×depth] · op(B)[depth×NR] + beta · C for
- * rows ≤ MR, cols ≤ NR: the full tile is computed and the rows × cols
- * corner stored, with the same arithmetic for every element whatever the
- * edge. C is not read when beta == 0. The operands are
- *   op(A)[r][p] = a[r·a_row_step + p·a_k_step]   (packed panel: steps 1, MR)
- *   op(B)[p][j] = b[p·b_k_step + j]              (packed panel: step NR)
- * so a kernel can also read rows of A, Aᵀ or B in place; all MR rows and
- * NR columns it reads must then exist. */
-typedef void (*micro_kernel)(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
-                             const float *b, size_t b_k_step, float alpha, float beta,
-                             float *restrict c, size_t ldc, size_t rows, size_t cols);
-
-/* gemm_kernel_avx2.c and gemm_kernel_portable.c */
-bool lca_gemm_avx2_supported(void);
-void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
-                              const float *b, size_t b_k_step, float alpha, float beta,
-                              float *restrict c, size_t ldc, size_t rows, size_t cols);
-void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
-                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                  float alpha, float beta, float *restrict c, size_t ldc,
-                                  size_t rows, size_t cols);
-/* For tests and benchmarks: use the named kernel ("avx2-fma", "portable")
- * or, with NULL, the automatic choice. Returns false if this CPU cannot run
- * it. Not for use while another thread multiplies. */
-bool lca_gemm_select_kernel(const char *name);
-
-enum { KERNEL_UNCHOSEN = 0, KERNEL_PORTABLE = 1, KERNEL_AVX2_FMA = 2 };
-/* Chosen on first use. Threads racing there compute the same answer, so a
- * plain atomic store is enough to make the choice thread-safe. */
-static atomic_int chosen_kernel;
-
-static int current_kernel(void) {
-    int kernel = atomic_load_explicit(&chosen_kernel, memory_order_acquire);
-    if (kernel == KERNEL_UNCHOSEN) {
-        kernel = lca_gemm_avx2_supported() ? KERNEL_AVX2_FMA : KERNEL_PORTABLE;
-        atomic_store_explicit(&chosen_kernel, kernel, memory_order_release);
-    }
-    return kernel;
-}
-
-const char *lca_gemm_kernel_name(void) {
-    return current_kernel() == KERNEL_AVX2_FMA ? "avx2-fma" : "portable";
-}
-
-bool lca_gemm_select_kernel(const char *name) {
-    int kernel;
-    if (name == NULL) {
-        kernel = lca_gemm_avx2_supported() ? KERNEL_AVX2_FMA : KERNEL_PORTABLE;
-    } else if (strcmp(name, "portable") == 0) {
-        kernel = KERNEL_PORTABLE;
-    } else if (strcmp(name, "avx2-fma") == 0 && lca_gemm_avx2_supported()) {
-        kernel = KERNEL_AVX2_FMA;
-    } else {
-        return false;
-    }
-    atomic_store_explicit(&chosen_kernel, kernel, memory_order_release);
-    return true;
-}
-
-/* ---------------------------------------------------------------- packing */
 
 static size_t min_size(size_t x, size_t y) { return x < y ? x : y; }
 static size_t round_up(size_t x, size_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 
-/* Copy rows [0, rows) and k [0, depth) of op(A) into MR-row panels:
- * packed[panel][p][r] (panels × depth × MR) = op(A)[panel·MR + r][p], with
- * rows past `rows` zero. a points at op(A)[0][0] of the block. */
-static void pack_a(bool trans_a, size_t rows, size_t depth, const float *restrict a,
-                   size_t lda, float *restrict packed) {
-    for (size_t row0 = 0; row0 < rows; row0 += MR) {
-        size_t panel_rows = min_size(MR, rows - row0);
-        float *restrict panel = packed + row0 * depth; /* depth × MR */
-        if (trans_a && panel_rows == MR) {
-            /* op(A) = Aᵀ: the rows of a panel are contiguous floats of A. */
-            for (size_t p = 0; p < depth; p++) {
-                const float *restrict in = a + p * lda + row0;
-                float *restrict out = panel + p * MR;
-                out[0] = in[0];
-                out[1] = in[1];
-                out[2] = in[2];
-                out[3] = in[3];
-                out[4] = in[4];
-                out[5] = in[5];
+/* ---------------------------------------------------------------- packing */
+
+/* Copy rows [0, rows) and k [0, depth) of op(A) into mr-row panels:
+ * packed[panel][p][r] (panels × depth × mr) = op(A)[panel·mr + r][p], with
+ * rows past `rows` zero. a points at op(A)[0][0] of the block. Inlined with
+ * a constant mr (pack_a_6, pack_a_10), so the short copies unroll. */
+static inline __attribute__((always_inline)) void
+pack_a_panels(size_t mr, bool trans_a, size_t rows, size_t depth, const float *restrict a,
+              size_t lda, float *restrict packed) {
+    size_t full_rows = trans_a ? rows / mr * mr : 0;
+    if (full_rows > 0) {
+        /* op(A) = Aᵀ: the rows of a panel are contiguous floats of A. Walk
+         * A row by row (k outer), reading it front to back, which the
+         * prefetchers follow, instead of one panel's narrow strip at a time. */
+        for (size_t p = 0; p < depth; p++) {
+            const float *restrict in = a + p * lda;
+            for (size_t row0 = 0; row0 < full_rows; row0 += mr) {
+                float *restrict out = packed + row0 * depth + p * mr;
+                for (size_t r = 0; r < mr; r++) out[r] = in[row0 + r];
             }
-        } else if (trans_a) {
+        }
+    }
+    for (size_t row0 = full_rows; row0 < rows; row0 += mr) {
+        size_t panel_rows = min_size(mr, rows - row0);
+        float *restrict panel = packed + row0 * depth; /* depth × mr */
+        if (trans_a) {
             /* Fixed trip counts with a select keep these short copies inline
              * (a variable-length loop becomes a memcpy call per k). */
             for (size_t p = 0; p < depth; p++) {
                 const float *restrict in = a + p * lda + row0;
-                float *restrict out = panel + p * MR;
-                for (size_t r = 0; r < MR; r++) out[r] = r < panel_rows ? in[r] : 0.0f;
+                float *restrict out = panel + p * mr;
+                for (size_t r = 0; r < mr; r++) out[r] = r < panel_rows ? in[r] : 0.0f;
             }
-        } else if (panel_rows == MR) {
-            /* op(A) = A: six rows read side by side, contiguous in k; the
-             * compiler turns this into 4×6 transposes. */
-            const float *restrict r0 = a + row0 * lda;
-            const float *restrict r1 = r0 + lda, *restrict r2 = r1 + lda;
-            const float *restrict r3 = r2 + lda, *restrict r4 = r3 + lda;
-            const float *restrict r5 = r4 + lda;
+        } else if (panel_rows == mr) {
+            /* op(A) = A: mr rows read side by side, contiguous in k; the
+             * compiler turns this into small transposes. */
+            const float *restrict row_of[MR_MAX];
+            for (size_t r = 0; r < mr; r++) row_of[r] = a + (row0 + r) * lda;
             for (size_t p = 0; p < depth; p++) {
-                float *restrict out = panel + p * MR;
-                out[0] = r0[p];
-                out[1] = r1[p];
-                out[2] = r2[p];
-                out[3] = r3[p];
-                out[4] = r4[p];
-                out[5] = r5[p];
+                float *restrict out = panel + p * mr;
+                for (size_t r = 0; r < mr; r++) out[r] = row_of[r][p];
             }
         } else {
-            for (size_t r = 0; r < MR; r++) {
-                const float *restrict in = a + (row0 + r) * lda;
-                if (r < panel_rows)
-                    for (size_t p = 0; p < depth; p++) panel[p * MR + r] = in[p];
-                else
-                    for (size_t p = 0; p < depth; p++) panel[p * MR + r] = 0.0f;
+            /* op(A) = A, an edge panel: each row is contiguous in k; write
+             * it down the panel with stride mr, in strips of k so the
+             * panel's lines stay in L1 between rows. */
+            enum { STRIP = 64 };
+            for (size_t p0 = 0; p0 < depth; p0 += STRIP) {
+                size_t strip = min_size(STRIP, depth - p0);
+                for (size_t r = 0; r < mr; r++) {
+                    float *restrict out = panel + p0 * mr + r;
+                    if (r < panel_rows) {
+                        const float *restrict in = a + (row0 + r) * lda + p0;
+                        for (size_t p = 0; p < strip; p++) out[p * mr] = in[p];
+                    } else {
+                        for (size_t p = 0; p < strip; p++) out[p * mr] = 0.0f;
+                    }
+                }
             }
         }
     }
 }
 
-/* Copy k [0, depth) and columns [0, cols) of op(B) into NR-column panels:
- * packed[panel][p][j] (panels × depth × NR) = op(B)[p][panel·NR + j], with
- * columns past `cols` zero. b points at op(B)[0][0] of the block. */
-static void pack_b(bool trans_b, size_t depth, size_t cols, const float *restrict b,
-                   size_t ldb, float *restrict packed) {
-    for (size_t col0 = 0; col0 < cols; col0 += NR) {
-        size_t panel_cols = min_size(NR, cols - col0);
-        float *restrict panel = packed + col0 * depth; /* depth × NR */
-        if (!trans_b && panel_cols == NR) {
-            /* op(B) = B: the columns of a panel are contiguous floats of B. */
+/* Copy k [0, depth) and columns [0, cols) of op(B) into nr-column panels:
+ * packed[panel][p][j] (panels × depth × nr) = op(B)[p][panel·nr + j], with
+ * columns past `cols` zero. b points at op(B)[0][0] of the block. Inlined
+ * with a constant nr (a multiple of 4), like pack_a_panels. */
+static inline __attribute__((always_inline)) void
+pack_b_panels(size_t nr, bool trans_b, size_t depth, size_t cols, const float *restrict b,
+              size_t ldb, float *restrict packed) {
+    size_t full_cols = trans_b ? 0 : cols / nr * nr;
+    if (full_cols > 0) {
+        /* op(B) = B: the columns of a panel are contiguous floats of B. Walk
+         * B row by row, as pack_a_panels walks Aᵀ: the 1000 × 784 input of
+         * the first layer comes from L3, and these long reads are what the
+         * prefetchers follow best (strips of 8 rows, panel by panel, were
+         * 25% slower on 100×784×1000). */
+        for (size_t p = 0; p < depth; p++) {
+            const float *restrict in = b + p * ldb;
+            for (size_t col0 = 0; col0 < full_cols; col0 += nr) {
+                float *restrict out = packed + col0 * depth + p * nr;
+                for (size_t j = 0; j < nr; j++) out[j] = in[col0 + j];
+            }
+        }
+    }
+    for (size_t col0 = trans_b ? 0 : full_cols; col0 < cols; col0 += nr) {
+        size_t panel_cols = min_size(nr, cols - col0);
+        float *restrict panel = packed + col0 * depth; /* depth × nr */
+        if (!trans_b) {
+            /* An edge panel: the columns that exist, then zeros. (A select
+             * per column cannot load past the edge, so it does not
+             * vectorise: 3% of 100×784×1000 went to the last 16 columns.) */
             for (size_t p = 0; p < depth; p++) {
                 const float *restrict in = b + p * ldb + col0;
-                float *restrict out = panel + p * NR;
-                for (size_t j = 0; j < NR; j++) out[j] = in[j];
+                float *restrict out = panel + p * nr;
+                size_t j = 0;
+                for (; j < panel_cols; j++) out[j] = in[j];
+                for (; j < nr; j++) out[j] = 0.0f;
             }
-        } else if (!trans_b) {
-            for (size_t p = 0; p < depth; p++) {
-                const float *restrict in = b + p * ldb + col0;
-                float *restrict out = panel + p * NR;
-                for (size_t j = 0; j < NR; j++) out[j] = j < panel_cols ? in[j] : 0.0f;
-            }
-        } else if (panel_cols == NR) {
-            /* op(B) = Bᵀ: column j of op(B) is row j of B, contiguous in k. */
-            size_t p = 0;
+        } else {
+            /* op(B) = Bᵀ: column j of op(B) is row j of B, contiguous in k.
+             * Whole groups of 4 columns go through 4 × 4 transposes; the
+             * 1-3 columns left at an edge, in short strips of k so that the
+             * source rows stay in L1; then zeros. */
+            size_t quads = panel_cols / 4 * 4, p = 0;
 #if defined(__SSE2__)
-            /* 4 × 4 transposes with the SSE every x86-64 CPU has. */
+            /* With the SSE every x86-64 CPU has. */
             for (; p + 4 <= depth; p += 4) {
-                for (size_t j = 0; j < NR; j += 4) {
+                for (size_t j = 0; j < quads; j += 4) {
                     const float *in = b + (col0 + j) * ldb + p;
                     __m128 row0 = _mm_loadu_ps(in), row1 = _mm_loadu_ps(in + ldb);
                     __m128 row2 = _mm_loadu_ps(in + 2 * ldb), row3 = _mm_loadu_ps(in + 3 * ldb);
                     _MM_TRANSPOSE4_PS(row0, row1, row2, row3);
-                    float *out = panel + p * NR + j;
+                    float *out = panel + p * nr + j;
                     _mm_storeu_ps(out, row0);
-                    _mm_storeu_ps(out + NR, row1);
-                    _mm_storeu_ps(out + 2 * NR, row2);
-                    _mm_storeu_ps(out + 3 * NR, row3);
+                    _mm_storeu_ps(out + nr, row1);
+                    _mm_storeu_ps(out + 2 * nr, row2);
+                    _mm_storeu_ps(out + 3 * nr, row3);
                 }
             }
 #endif
             for (; p < depth; p++)
-                for (size_t j = 0; j < NR; j++) panel[p * NR + j] = b[(col0 + j) * ldb + p];
-        } else {
-            /* op(B) = Bᵀ, an edge panel. Walk k in short strips so the
-             * source rows stay in L1. */
+                for (size_t j = 0; j < quads; j++) panel[p * nr + j] = b[(col0 + j) * ldb + p];
             enum { STRIP = 16 };
-            for (size_t p0 = 0; p0 < depth; p0 += STRIP) {
+            for (size_t p0 = 0; p0 < depth && quads < panel_cols; p0 += STRIP) {
                 size_t strip = min_size(STRIP, depth - p0);
-                for (size_t j = 0; j < panel_cols; j++) {
+                for (size_t j = quads; j < panel_cols; j++) {
                     const float *restrict in = b + (col0 + j) * ldb + p0;
-                    float *restrict out = panel + p0 * NR + j;
-                    for (size_t p = 0; p < strip; p++) out[p * NR] = in[p];
+                    float *restrict out = panel + p0 * nr + j;
+                    for (size_t q = 0; q < strip; q++) out[q * nr] = in[q];
                 }
             }
-            for (size_t p = 0; p < depth; p++)
-                for (size_t j = 0; j < NR; j++)
-                    if (j >= panel_cols) panel[p * NR + j] = 0.0f;
+            if (panel_cols < nr)
+                for (size_t q = 0; q < depth; q++)
+                    for (size_t j = panel_cols; j < nr; j++) panel[q * nr + j] = 0.0f;
         }
     }
 }
 
+typedef void (*pack_a_function)(bool trans_a, size_t rows, size_t depth, const float *restrict a,
+                                size_t lda, float *restrict packed);
+typedef void (*pack_b_function)(bool trans_b, size_t depth, size_t cols, const float *restrict b,
+                                size_t ldb, float *restrict packed);
+
+static void pack_a_6(bool trans_a, size_t rows, size_t depth, const float *restrict a,
+                     size_t lda, float *restrict packed) {
+    pack_a_panels(6, trans_a, rows, depth, a, lda, packed);
+}
+static void pack_a_10(bool trans_a, size_t rows, size_t depth, const float *restrict a,
+                      size_t lda, float *restrict packed) {
+    pack_a_panels(10, trans_a, rows, depth, a, lda, packed);
+}
+static void pack_b_16(bool trans_b, size_t depth, size_t cols, const float *restrict b,
+                      size_t ldb, float *restrict packed) {
+    pack_b_panels(16, trans_b, depth, cols, b, ldb, packed);
+}
+static void pack_b_32(bool trans_b, size_t depth, size_t cols, const float *restrict b,
+                      size_t ldb, float *restrict packed) {
+    pack_b_panels(32, trans_b, depth, cols, b, ldb, packed);
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+/* A micro-kernel with its register tile (mr × nr), its cache blocks and the
+ * packing that lays panels out for it:
+ *   mc: the packed A block (mc × KC) stays in L2;
+ *   nc: the packed B block (KC × nc) stays in L2 or L3.
+ * mr, nr, mc, nc are at most MR_MAX, NR_MAX, MC_MAX, NC_MAX; mc and nc are
+ * multiples of mr and nr, and nr of 4 (pack_b_panels). A kernel that
+ * packs_b_in_tile overlaps the copy of B (b_copy) with its FMAs. */
+typedef struct gemm_kernel {
+    const char *name;
+    size_t mr, nr, mc, nc;
+    bool packs_b_in_tile;
+    lca_micro_kernel tile;
+    pack_a_function pack_a;
+    pack_b_function pack_b;
+    bool (*supported)(void);
+} gemm_kernel;
+
+static bool always_supported(void) { return true; }
+
+/* In order of preference. The AVX-512 tile, 10×32, divides the layer sizes
+ * of the nets (see gemm_kernel_avx512.c). */
+enum { KERNEL_AVX512, KERNEL_AVX2_FMA, KERNEL_PORTABLE, KERNEL_COUNT };
+static const gemm_kernel kernels[KERNEL_COUNT] = {
+    [KERNEL_AVX512] = {"avx512", 10, 32, 200, 1024, true, lca_gemm_micro_avx512_10x32,
+                       pack_a_10, pack_b_32, lca_gemm_avx512_supported},
+    [KERNEL_AVX2_FMA] = {"avx2-fma", 6, 16, 144, 512, false, lca_gemm_micro_avx2_6x16,
+                         pack_a_6, pack_b_16, lca_gemm_avx2_supported},
+    [KERNEL_PORTABLE] = {"portable", 6, 16, 144, 512, false, lca_gemm_micro_portable_6x16,
+                         pack_a_6, pack_b_16, always_supported},
+};
+
+/* Chosen on first use: an index into kernels, + 1 (0 = not yet chosen).
+ * Threads racing there compute the same answer, so a plain atomic store is
+ * enough to make the choice thread-safe. */
+static atomic_int chosen_kernel;
+
+static int automatic_kernel(void) {
+    int kernel = 0;
+    while (!kernels[kernel].supported()) kernel++; /* the portable kernel always is */
+    return kernel;
+}
+
+static const gemm_kernel *current_kernel(void) {
+    int chosen = atomic_load_explicit(&chosen_kernel, memory_order_acquire);
+    if (chosen == 0) {
+        chosen = automatic_kernel() + 1;
+        atomic_store_explicit(&chosen_kernel, chosen, memory_order_release);
+    }
+    return &kernels[chosen - 1];
+}
+
+const char *lca_gemm_kernel_name(void) { return current_kernel()->name; }
+
+bool lca_gemm_select_kernel(const char *name) {
+    int kernel = automatic_kernel();
+    if (name != NULL) {
+        for (kernel = 0; kernel < KERNEL_COUNT; kernel++)
+            if (strcmp(name, kernels[kernel].name) == 0) break;
+        if (kernel == KERNEL_COUNT || !kernels[kernel].supported()) return false;
+    }
+    atomic_store_explicit(&chosen_kernel, kernel + 1, memory_order_release);
+    return true;
+}
+
 /* ------------------------------------------------------------- workspace */
 
-/* Packing buffers of one thread. Capacities are multiples of MR / NR. */
+/* Packing buffers of one thread. Capacities are multiples of mr / nr. */
 typedef struct packing_workspace {
-    float *a_block;     /* a_rows × KC: op(A) block as MR-row panels */
-    float *b_block;     /* KC × b_cols: op(B) block as NR-column panels */
+    float *a_block;     /* a_rows × KC: op(A) block as mr-row panels */
+    float *b_block;     /* KC × b_cols: op(B) block as nr-column panels */
     size_t a_rows, b_cols;
 } packing_workspace;
 
-#define A_BLOCK_FLOATS ((size_t)MC * KC)
-#define B_BLOCK_FLOATS ((size_t)KC * NC)
+/* Room for the blocks of any kernel, so a thread's buffers serve them all:
+ * 1.2 MiB per thread (200 × 256 + 256 × 1024 floats). */
+#define A_BLOCK_FLOATS ((size_t)MC_MAX * KC)
+#define B_BLOCK_FLOATS ((size_t)KC * NC_MAX)
 
 /* Each thread that multiplies allocates its buffers once, on its first
  * product, and keeps them: no allocation per call. A pthread key frees them
@@ -290,7 +340,7 @@ typedef struct gemm_problem {
     float *c;
     size_t lda, ldb, ldc;
     size_t k_block;        /* depth of every k block but the last */
-    micro_kernel kernel;
+    const gemm_kernel *kernel;
 } gemm_problem;
 
 /* op(A)[row][p] and op(B)[p][col] as addresses. */
@@ -307,70 +357,87 @@ typedef struct gemm_block {
     size_t row0, col0, p0;  /* first row and column of C, first k */
     size_t mc, nc, depth;   /* its size */
     bool direct_a, direct_b;
-    const float *a_block;   /* packed op(A): mc × depth as MR-row panels */
-    const float *b_block;   /* packed op(B): depth × nc as NR-column panels */
+    /* op(B) = B packed by the first tile of each column of tiles, not by
+     * pack_b, so that its loads overlap with FMAs (measured with the
+     * AVX-512 kernel: +16% on 50×100×1000, +19% on 40×196×500, even on
+     * 100×784×1000). b_unpacked: this block's tiles are the first to read
+     * its B. */
+    bool fuse_b, b_unpacked;
+    const float *a_block;   /* packed op(A): mc × depth as mr-row panels */
+    float *b_block;         /* packed op(B): depth × nc as nr-column panels */
 } gemm_block;
 
 /* Operands read in place, when few tiles share a panel:
- * - op(B) when a region has at most two MR panels of rows: packing B would
+ * - op(B) when a region has at most two mr panels of rows: packing B would
  *   copy it for at most two uses. op(B) must not be transposed (the kernel
- *   wants its NR columns contiguous).
- * - op(A) when a region has at most 8 NR panels of columns (the layers'
+ *   wants its nr columns contiguous).
+ * - op(A) when a region has at most DIRECT_A_MAX_COLS columns (the layers'
  *   widths, 10 to 100): then the rows of A stay in cache across the panels,
  *   and the kernel's FMAs hide their first load from memory, which a
  *   separate packing pass cannot (measured: +5-10% on 1000×100×784, +30% on
- *   1000×50×100). Wider regions pack, which keeps large leading dimensions
- *   from thrashing L1 and the TLB. */
-#define DIRECT_A_MAX_COLS (8 * NR)
-#define DIRECT_B_MAX_ROWS (2 * MR)
+ *   1000×50×100). Rows of A (not Aᵀ) up to DIRECT_A_ROWS_MAX_COLS (measured
+ *   with the AVX-512 kernel: +5% on LeNet's fc1, 1000×400×1960; Aᵀ in place
+ *   was slower on 100×784×1000). Wider regions pack, which keeps large
+ *   leading dimensions from thrashing L1 and the TLB. */
+#define DIRECT_A_MAX_COLS 128
+#define DIRECT_A_ROWS_MAX_COLS 512
+#define DIRECT_B_MAX_PANELS 2
 
 /* Pack what the block reads from the buffers: all its panels, or, for an
  * operand read in place, only the trailing partial panel (the kernel reads
  * whole panels, which do not exist past the edge of A or B). */
 static void pack_block(const gemm_problem *g, const gemm_block *block, bool a_side,
                        const packing_workspace *work) {
+    size_t mr = g->kernel->mr, nr = g->kernel->nr;
     if (a_side) {
-        size_t first = block->direct_a ? block->mc / MR * MR : 0;
+        size_t first = block->direct_a ? block->mc / mr * mr : 0;
         if (first < block->mc)
-            pack_a(g->trans_a, block->mc - first, block->depth,
-                   op_a_at(g, block->row0 + first, block->p0), g->lda,
-                   work->a_block + first * block->depth);
+            g->kernel->pack_a(g->trans_a, block->mc - first, block->depth,
+                              op_a_at(g, block->row0 + first, block->p0), g->lda,
+                              work->a_block + first * block->depth);
     } else {
-        size_t first = block->direct_b ? block->nc / NR * NR : 0;
+        size_t first = block->direct_b || block->fuse_b ? block->nc / nr * nr : 0;
         if (first < block->nc)
-            pack_b(g->trans_b, block->depth, block->nc - first,
-                   op_b_at(g, block->p0, block->col0 + first), g->ldb,
-                   work->b_block + first * block->depth);
+            g->kernel->pack_b(g->trans_b, block->depth, block->nc - first,
+                              op_b_at(g, block->p0, block->col0 + first), g->ldb,
+                              work->b_block + first * block->depth);
     }
 }
 
-/* One mc × nc block of C, one MR × NR tile at a time: the B panel of a
- * column of tiles stays in L1 while the A panels stream from L2. */
-static void macro_kernel(const gemm_problem *g, const gemm_block *block, float beta) {
-    size_t a_row_step = g->trans_a ? 1 : g->lda, a_k_step = g->trans_a ? g->lda : 1;
-    for (size_t col = 0; col < block->nc; col += NR) {
-        size_t cols = min_size(NR, block->nc - col);
-        const float *b = block->b_block + col * block->depth; /* depth × NR */
-        size_t b_k_step = NR;
-        if (block->direct_b && cols == NR) {
-            b = op_b_at(g, block->p0, block->col0 + col);
-            b_k_step = g->ldb;
-        }
-        for (size_t row = 0; row < block->mc; row += MR) {
-            size_t rows = min_size(MR, block->mc - row);
-            if (block->direct_a && rows == MR) {
-                g->kernel(block->depth, op_a_at(g, block->row0 + row, block->p0), a_row_step,
-                          a_k_step, b, b_k_step, g->alpha, beta,
-                          g->c + (block->row0 + row) * g->ldc + block->col0 + col, g->ldc,
-                          rows, cols);
-            } else {
-                g->kernel(block->depth, block->a_block + row * block->depth, 1, MR, b,
-                          b_k_step, g->alpha, beta,
-                          g->c + (block->row0 + row) * g->ldc + block->col0 + col, g->ldc,
-                          rows, cols);
-            }
-        }
+/* The tile at (row, col) of a block: operands from the packed panels or,
+ * for full panels of an operand read in place, from A or B. */
+static void block_tile(const gemm_problem *g, const gemm_block *block, float beta, size_t row,
+                       size_t col) {
+    size_t mr = g->kernel->mr, nr = g->kernel->nr;
+    size_t rows = min_size(mr, block->mc - row), cols = min_size(nr, block->nc - col);
+    const float *a = block->a_block + row * block->depth; /* depth × mr */
+    size_t a_row_step = 1, a_k_step = mr;
+    if (block->direct_a && rows == mr) {
+        a = op_a_at(g, block->row0 + row, block->p0);
+        a_row_step = g->trans_a ? 1 : g->lda;
+        a_k_step = g->trans_a ? g->lda : 1;
     }
+    float *b_panel = block->b_block + col * block->depth; /* depth × nr */
+    const float *b = b_panel;
+    float *b_copy = NULL;
+    size_t b_k_step = nr;
+    if (cols == nr && (block->direct_b || (block->fuse_b && block->b_unpacked && row == 0))) {
+        b = op_b_at(g, block->p0, block->col0 + col);
+        b_k_step = g->ldb;
+        if (!block->direct_b) b_copy = b_panel;
+    }
+    g->kernel->tile(block->depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, g->alpha, beta,
+                    g->c + (block->row0 + row) * g->ldc + block->col0 + col, g->ldc, rows, cols);
+}
+
+/* One mc × nc block of C, one mr × nr tile at a time: the B panel of a
+ * column of tiles stays in L1 while the A panels stream from L2, and the
+ * first tile of a column comes first (fuse_b). (Rows of tiles first, for A
+ * read in place, measured no faster.) */
+static void macro_kernel(const gemm_problem *g, const gemm_block *block, float beta) {
+    size_t mr = g->kernel->mr, nr = g->kernel->nr;
+    for (size_t col = 0; col < block->nc; col += nr)
+        for (size_t row = 0; row < block->mc; row += mr) block_tile(g, block, beta, row, col);
 }
 
 /* Rows [row_begin, row_end) × columns [col_begin, col_end) of C, all of k. */
@@ -380,15 +447,16 @@ static void gemm_region(const gemm_problem *g, size_t row_begin, size_t row_end,
     /* Even blocks, so that no block is a thin leftover. */
     size_t row_blocks = (rows + work->a_rows - 1) / work->a_rows;
     size_t col_blocks = (cols + work->b_cols - 1) / work->b_cols;
-    size_t mc_max = round_up((rows + row_blocks - 1) / row_blocks, MR);
-    size_t nc_max = round_up((cols + col_blocks - 1) / col_blocks, NR);
+    size_t mc_max = round_up((rows + row_blocks - 1) / row_blocks, g->kernel->mr);
+    size_t nc_max = round_up((cols + col_blocks - 1) / col_blocks, g->kernel->nr);
 
     gemm_block block = {
-        .direct_a = cols <= DIRECT_A_MAX_COLS,
-        .direct_b = !g->trans_b && rows <= DIRECT_B_MAX_ROWS,
+        .direct_a = cols <= (g->trans_a ? DIRECT_A_MAX_COLS : DIRECT_A_ROWS_MAX_COLS),
+        .direct_b = !g->trans_b && rows <= DIRECT_B_MAX_PANELS * g->kernel->mr,
         .a_block = work->a_block,
         .b_block = work->b_block,
     };
+    block.fuse_b = g->kernel->packs_b_in_tile && !g->trans_b && !block.direct_b;
     for (block.col0 = col_begin; block.col0 < col_end; block.col0 += nc_max) {
         block.nc = min_size(nc_max, col_end - block.col0);
         for (block.p0 = 0; block.p0 < g->k; block.p0 += g->k_block) {
@@ -397,6 +465,7 @@ static void gemm_region(const gemm_problem *g, size_t row_begin, size_t row_end,
             pack_block(g, &block, false, work);
             for (block.row0 = row_begin; block.row0 < row_end; block.row0 += mc_max) {
                 block.mc = min_size(mc_max, row_end - block.row0);
+                block.b_unpacked = block.row0 == row_begin;
                 pack_block(g, &block, true, work);
                 macro_kernel(g, &block, beta);
             }
@@ -413,25 +482,27 @@ typedef struct gemm_grid {
 
 static void gemm_grid_region(const gemm_grid *grid, size_t index) {
     const gemm_problem *g = grid->problem;
+    size_t mr = g->kernel->mr, nr = g->kernel->nr;
     size_t part_m = index / grid->parts_n, part_n = index % grid->parts_n;
-    size_t panels_m = (g->m + MR - 1) / MR, panels_n = (g->n + NR - 1) / NR;
-    size_t row_begin = min_size(g->m, part_m * panels_m / grid->parts_m * MR);
-    size_t row_end = min_size(g->m, (part_m + 1) * panels_m / grid->parts_m * MR);
-    size_t col_begin = min_size(g->n, part_n * panels_n / grid->parts_n * NR);
-    size_t col_end = min_size(g->n, (part_n + 1) * panels_n / grid->parts_n * NR);
+    size_t panels_m = (g->m + mr - 1) / mr, panels_n = (g->n + nr - 1) / nr;
+    size_t row_begin = min_size(g->m, part_m * panels_m / grid->parts_m * mr);
+    size_t row_end = min_size(g->m, (part_m + 1) * panels_m / grid->parts_m * mr);
+    size_t col_begin = min_size(g->n, part_n * panels_n / grid->parts_n * nr);
+    size_t col_end = min_size(g->n, (part_n + 1) * panels_n / grid->parts_n * nr);
     if (row_begin >= row_end || col_begin >= col_end) return;
 
     packing_workspace work;
     float *memory = thread_packing();
     if (memory != NULL) {
-        work = (packing_workspace){memory, memory + A_BLOCK_FLOATS, MC, NC};
+        work = (packing_workspace){memory, memory + A_BLOCK_FLOATS, g->kernel->mc,
+                                   g->kernel->nc};
         gemm_region(g, row_begin, row_end, col_begin, col_end, &work);
     } else {
         /* No heap: one tile's panels on the stack. Slower (more packing), but
          * the same k blocks and kernel, so the same bytes. */
-        alignas(64) float a_panel[MR * KC]; /* KC × MR */
-        alignas(64) float b_panel[KC * NR]; /* KC × NR */
-        work = (packing_workspace){a_panel, b_panel, MR, NR};
+        alignas(64) float a_panel[MR_MAX * KC]; /* KC × mr */
+        alignas(64) float b_panel[KC * NR_MAX]; /* KC × nr; 42 KiB in all */
+        work = (packing_workspace){a_panel, b_panel, mr, nr};
         gemm_region(g, row_begin, row_end, col_begin, col_end, &work);
     }
 }
@@ -439,18 +510,19 @@ static void gemm_grid_region(const gemm_grid *grid, size_t index) {
 /* Split C for at most `threads` threads: among grids parts_m × parts_n
  * that fit the thread count and the tiles, take the one whose largest
  * region costs least, with packing (each region packs its rows of A, once
- * per NC columns, and its columns of B) counted at about one cycle per float
+ * per nc columns, and its columns of B) counted at about one cycle per float
  * against 16 flop-pairs per cycle. */
 static void choose_grid(const gemm_problem *g, size_t threads, gemm_grid *grid) {
-    size_t panels_m = (g->m + MR - 1) / MR, panels_n = (g->n + NR - 1) / NR;
+    size_t mr = g->kernel->mr, nr = g->kernel->nr, nc = g->kernel->nc;
+    size_t panels_m = (g->m + mr - 1) / mr, panels_n = (g->n + nr - 1) / nr;
     double best_cost = 0.0;
     grid->parts_m = 1;
     grid->parts_n = 1;
     for (size_t parts_m = 1; parts_m <= min_size(threads, panels_m); parts_m++) {
         size_t parts_n = min_size(threads / parts_m, panels_n);
-        double rows = (double)((panels_m + parts_m - 1) / parts_m * MR);
-        double cols = (double)((panels_n + parts_n - 1) / parts_n * NR);
-        double col_blocks = (double)(((size_t)cols + NC - 1) / NC);
+        double rows = (double)((panels_m + parts_m - 1) / parts_m * mr);
+        double cols = (double)((panels_n + parts_n - 1) / parts_n * nr);
+        double col_blocks = (double)(((size_t)cols + nc - 1) / nc);
         double cost = rows * cols / 16.0 + rows * col_blocks + cols;
         if (best_cost == 0.0 || cost < best_cost) {
             best_cost = cost;
@@ -483,8 +555,7 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
         .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c,
         .lda = lda, .ldb = ldb, .ldc = ldc,
         .k_block = (k + k_blocks - 1) / k_blocks, /* even blocks of at most KC */
-        .kernel = current_kernel() == KERNEL_AVX2_FMA ? lca_gemm_micro_avx2_6x16
-                                                      : lca_gemm_micro_portable_6x16,
+        .kernel = current_kernel(),
     };
 
     size_t threads = 1;

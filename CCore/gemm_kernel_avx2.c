@@ -5,19 +5,8 @@
  * no CPU flag, so the library still runs on x86-64 CPUs without AVX2 (gemm.c
  * asks lca_gemm_avx2_supported before using this kernel) and on arm64, where
  * this file compiles to a forwarder to the portable kernel. The contract of
- * the kernels is in gemm.c (micro_kernel). */
+ * the kernels is in internal.h (lca_micro_kernel). */
 #include "internal.h"
-
-/* Defined in gemm_kernel_portable.c; same contract as the kernel below. */
-void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
-                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                  float alpha, float beta, float *restrict c, size_t ldc,
-                                  size_t rows, size_t cols);
-
-bool lca_gemm_avx2_supported(void);
-void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
-                              const float *b, size_t b_k_step, float alpha, float beta,
-                              float *restrict c, size_t ldc, size_t rows, size_t cols);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -80,12 +69,18 @@ static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 
  * rows × cols of it stored.
  * op(A)[r][p] = a[r·a_row_step + p·a_k_step]: a packed panel (steps 1, 6)
  *   or rows of A or Aᵀ read in place (then all 6 rows must exist);
- * op(B)[p][j] = b[p·b_k_step + j]: a packed panel (step 16) or rows of B;
- * c: row stride ldc. */
+ * op(B)[p][j] = b[p·b_k_step + j]: a packed panel (step 16) or rows of B,
+ * copied to b_copy when it is not NULL; c: row stride ldc. */
 __attribute__((target("avx2,fma")))
 void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
-                              const float *b, size_t b_k_step, float alpha, float beta,
-                              float *restrict c, size_t ldc, size_t rows, size_t cols) {
+                              const float *b, size_t b_k_step, float *restrict b_copy,
+                              float alpha, float beta, float *restrict c, size_t ldc,
+                              size_t rows, size_t cols) {
+    /* gemm.c packs B separately for this kernel; copying here only keeps
+     * the contract. */
+    if (b_copy != NULL)
+        for (size_t p = 0; p < depth; p++)
+            for (size_t j = 0; j < 16; j++) b_copy[p * 16 + j] = b[p * b_k_step + j];
     __m256 acc_00 = _mm256_setzero_ps(), acc_01 = _mm256_setzero_ps();
     __m256 acc_10 = _mm256_setzero_ps(), acc_11 = _mm256_setzero_ps();
     __m256 acc_20 = _mm256_setzero_ps(), acc_21 = _mm256_setzero_ps();
@@ -164,10 +159,11 @@ void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, s
 bool lca_gemm_avx2_supported(void) { return false; }
 
 void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
-                              const float *b, size_t b_k_step, float alpha, float beta,
-                              float *restrict c, size_t ldc, size_t rows, size_t cols) {
-    lca_gemm_micro_portable_6x16(depth, a, a_row_step, a_k_step, b, b_k_step, alpha, beta, c,
-                                 ldc, rows, cols);
+                              const float *b, size_t b_k_step, float *restrict b_copy,
+                              float alpha, float beta, float *restrict c, size_t ldc,
+                              size_t rows, size_t cols) {
+    lca_gemm_micro_portable_6x16(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, alpha,
+                                 beta, c, ldc, rows, cols);
 }
 
 #endif

@@ -6,19 +6,21 @@
 
 enum { PORTABLE_MR = 6, PORTABLE_NR = 16 };
 
-void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
-                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                  float alpha, float beta, float *restrict c, size_t ldc,
-                                  size_t rows, size_t cols);
-
 /* C[rows×cols] = alpha · op(A)[6×depth] · op(B)[depth×16] + beta · C for
  * rows ≤ 6, cols ≤ 16, with op(A)[r][p] = a[r·a_row_step + p·a_k_step] and
  * op(B)[p][j] = b[p·b_k_step + j] (packed panels or rows read in place; see
- * micro_kernel in gemm.c). c: row stride ldc; not read when beta == 0. */
+ * lca_micro_kernel in internal.h), copied to b_copy when it is not NULL.
+ * c: row stride ldc; not read when beta == 0. */
 void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
                                   size_t a_k_step, const float *b, size_t b_k_step,
-                                  float alpha, float beta, float *restrict c, size_t ldc,
-                                  size_t rows, size_t cols) {
+                                  float *restrict b_copy, float alpha, float beta,
+                                  float *restrict c, size_t ldc, size_t rows, size_t cols) {
+    /* gemm.c packs B separately for this kernel; copying here only keeps
+     * the contract. */
+    if (b_copy != NULL)
+        for (size_t p = 0; p < depth; p++)
+            for (size_t j = 0; j < PORTABLE_NR; j++)
+                b_copy[p * PORTABLE_NR + j] = b[p * b_k_step + j];
     float acc[PORTABLE_MR][PORTABLE_NR] = {{0}}; /* the tile, summed over k */
     for (size_t p = 0; p < depth; p++) {
         float b_p[PORTABLE_NR]; /* op(B)[p][0..16) */

@@ -38,6 +38,46 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
 void lca_sgemm_naive(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
                      float *c, size_t ldc);
+/* For tests and benchmarks: use the named micro-kernel ("avx512",
+ * "avx2-fma", "portable") or, with NULL, the automatic choice. Returns false
+ * if this CPU cannot run it. Not for use while another thread multiplies. */
+bool lca_gemm_select_kernel(const char *name);
+
+/* Micro-kernels (gemm_kernel_*.c), MR × NR register tiles:
+ *   C[rows×cols] = alpha · op(A)[MR×depth] · op(B)[depth×NR] + beta · C
+ * for rows ≤ MR, cols ≤ NR: edge tiles go through the arithmetic of full
+ * ones, and only the rows × cols corner is stored. Each element is
+ * fma(a, b, acc) summed from 0 in
+ * k order, then C = fma(beta, C, alpha·acc), or alpha·acc when beta == 0
+ * (C is then not read), so the two FMA kernels give the same bits whatever
+ * their tiles. (The portable kernel writes acc += a·b, which rounds twice
+ * where the compiler has no FMA instruction, as on baseline x86-64.) The
+ * operands are
+ *   op(A)[r][p] = a[r·a_row_step + p·a_k_step]   (packed panel: steps 1, MR)
+ *   op(B)[p][j] = b[p·b_k_step + j]              (packed panel: step NR)
+ * so a kernel can also read rows of A, Aᵀ or B in place; all MR rows and
+ * NR columns it reads must then exist. When b_copy is not NULL, the kernel
+ * also writes the depth × NR block of op(B) it reads to b_copy (a packed
+ * panel, step NR): the first tile of a column packs B for the others while
+ * its FMAs hide the loads. c has row stride ldc. */
+typedef void (*lca_micro_kernel)(size_t depth, const float *a, size_t a_row_step,
+                                 size_t a_k_step, const float *b, size_t b_k_step,
+                                 float *restrict b_copy, float alpha, float beta,
+                                 float *restrict c, size_t ldc, size_t rows, size_t cols);
+void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
+                                  size_t a_k_step, const float *b, size_t b_k_step,
+                                  float *restrict b_copy, float alpha, float beta,
+                                  float *restrict c, size_t ldc, size_t rows, size_t cols);
+bool lca_gemm_avx2_supported(void);
+void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
+                              const float *b, size_t b_k_step, float *restrict b_copy,
+                              float alpha, float beta, float *restrict c, size_t ldc,
+                              size_t rows, size_t cols);
+bool lca_gemm_avx512_supported(void);
+void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step,
+                                 size_t a_k_step, const float *b, size_t b_k_step,
+                                 float *restrict b_copy, float alpha, float beta,
+                                 float *restrict c, size_t ldc, size_t rows, size_t cols);
 
 /* ---- data.c */
 struct lca_dataset {

@@ -6,21 +6,25 @@
  * inside that (about 1e-6 on random data); an indexing or packing mistake
  * gives differences of order 1. When scale is 0 the results must be equal.
  *
- * Also checked: every available micro-kernel; all four trans combinations;
- * alpha, beta in {0, 1, 0.5}; leading dimensions larger than the rows; sizes
- * of 1, odd sizes, sizes not multiples of MR = 6, NR = 16, KC = 256,
- * MC = 144, NC = 512; k = 0; the layer shapes of the 784-100-50-10 net;
- * beta = 0 over NaN; bitwise equal results at 1, 2 and 3 threads; and that
- * lca_parallel_for runs every index once.
+ * Also checked: every available micro-kernel (portable, avx2-fma 6×16,
+ * avx512 10×32; a kernel this CPU cannot run is reported as skipped); all
+ * four trans combinations; alpha, beta in {0, 1, 0.5}; leading dimensions
+ * larger than the rows; sizes of 1, odd sizes, every m in 1..21 and n in
+ * 1..65 (up to 2·tile + 1 for both tiles), sizes not multiples of the tiles,
+ * KC = 256 (k = 255, 256, 257, 513, 1000), MC, NC; k = 0; the layer shapes
+ * of the 784-100-50-10 net and LeNet; beta = 0 over NaN; bitwise equal
+ * results at 1, 2 and 3 threads; bitwise equal results from the two FMA
+ * kernels (avx512 and avx2-fma), whose tiles differ but whose arithmetic per
+ * element does not; and that lca_parallel_for runs every index once.
+ * (The portable kernel multiplies and adds in two roundings where the
+ * compiler has no FMA instruction, as on baseline x86-64, so it is held only
+ * to the tolerance; the test reports whether it matched bit for bit.)
  * Exit status 0 only if every check passes. */
 #include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* gemm.c, for tests: pick a micro-kernel by name (NULL = automatic). */
-bool lca_gemm_select_kernel(const char *name);
 
 #define TOLERANCE 1e-5
 
@@ -82,6 +86,9 @@ static const shape shapes[] = {
     {6, 16, 1, "one exact tile, k = 1"},
     {6, 16, 256, "one exact tile, k = KC"},
     {12, 32, 257, "k = KC + 1"},
+    {10, 32, 256, "one exact AVX-512 tile, k = KC"},
+    {21, 65, 255, "2 AVX-512 tiles + 1 both ways, k = KC - 1"},
+    {11, 33, 1000, "k = 1000: four blocks of 250"},
     {13, 33, 17, "edges in m and n"},
     {31, 47, 300, "odd, two k blocks"},
     {17, 5, 513, "k over 2 KC"},
@@ -94,6 +101,7 @@ static const shape shapes[] = {
     {100, 784, 250, "fc1 weight gradient: dYᵀ X"},
     {10, 50, 1000, "fc3 weight gradient: dYᵀ[10×1000] H2"},
     {1000, 10, 50, "fc3 forward"},
+    {40, 196, 500, "LeNet conv2: W[40×500] col"},
 };
 
 static const float coefficients[] = {0.0f, 1.0f, 0.5f};
@@ -102,8 +110,8 @@ static const float coefficients[] = {0.0f, 1.0f, 0.5f};
  * compare every 7th row (row_checked). */
 static const float big_shape_pairs[3][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.5f, 0.5f}};
 
-static const char *const kernels[] = {"portable", "avx2-fma"};
-enum { KERNELS = 2 };
+static const char *const kernels[] = {"portable", "avx2-fma", "avx512"};
+enum { KERNELS = 3, PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
 static bool kernel_available[KERNELS];
 
 /* The rows of C compared with the reference: all of them, or for the big
@@ -224,10 +232,157 @@ static double check_shape(const shape *s) {
     return worst_of_shape;
 }
 
+/* Every m in 1..21 and n in 1..65 (2·tile + 1 for the 10×32 and 6×16
+ * tiles), all trans combinations, k of 1, 7 and 33 (k past KC is
+ * check_shape's), against the reference; C has NaN in its padding and, for
+ * beta = 0, everywhere. */
+static double check_edge_sizes(void) {
+    enum { MAX_M = 21, MAX_N = 65 };
+    static const size_t depths[] = {1, 7, 33};
+    double worst[KERNELS] = {0};
+    for (size_t d = 0; d < sizeof depths / sizeof depths[0]; d++) {
+        size_t k = depths[d], pad = 2, ldc = MAX_N + pad;
+        float *a = new_floats(MAX_M * (k + pad) + (k + pad) * MAX_M);
+        float *b = new_floats(MAX_N * (k + pad) + (k + pad) * MAX_N);
+        float *fast = new_floats(MAX_M * ldc), *reference = new_floats(MAX_M * ldc);
+        float *reference_c = new_floats(MAX_M * ldc); /* C before, for the scale */
+        float *scale = new_floats(MAX_M * ldc), *c_before = new_floats(MAX_M * ldc);
+        size_t a_count = MAX_M * (k + pad) + (k + pad) * MAX_M;
+        size_t b_count = MAX_N * (k + pad) + (k + pad) * MAX_N;
+        fill_random(a, a_count);
+        fill_random(b, b_count);
+        float *a_abs = new_floats(a_count), *b_abs = new_floats(b_count);
+        for (size_t i = 0; i < a_count; i++) a_abs[i] = fabsf(a[i]);
+        for (size_t i = 0; i < b_count; i++) b_abs[i] = fabsf(b[i]);
+        for (int t = 0; t < 4; t++) {
+            bool trans_a = t & 1, trans_b = t & 2;
+            for (size_t m = 1; m <= MAX_M; m++) {
+                for (size_t n = 1; n <= MAX_N; n++) {
+                    size_t lda = (trans_a ? m : k) + pad, ldb = (trans_b ? k : n) + pad;
+                    for (int beta_zero = 0; beta_zero < 2; beta_zero++) {
+                        float alpha = 0.75f, beta = beta_zero ? 0.0f : 0.5f;
+                        fill_random(c_before, MAX_M * ldc);
+                        for (size_t i = 0; i < m; i++)
+                            for (size_t j = n; j < ldc; j++) c_before[i * ldc + j] = NAN;
+                        memcpy(reference, c_before, MAX_M * ldc * sizeof(float));
+                        memcpy(reference_c, c_before, MAX_M * ldc * sizeof(float));
+                        if (beta_zero)
+                            for (size_t i = 0; i < m * ldc; i++) c_before[i] = NAN;
+                        lca_sgemm_naive(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                                        reference, ldc);
+                        lca_sgemm_naive(trans_a, trans_b, m, n, k, fabsf(alpha), a_abs, lda,
+                                        b_abs, ldb, 0.0f, scale, ldc);
+                        for (size_t i = 0; i < m * ldc; i++)
+                            if (!beta_zero) scale[i] += fabsf(beta) * fabsf(reference_c[i]);
+                        for (int kernel = 0; kernel < KERNELS; kernel++) {
+                            if (!kernel_available[kernel]) continue;
+                            lca_gemm_select_kernel(kernels[kernel]);
+                            memcpy(fast, c_before, MAX_M * ldc * sizeof(float));
+                            lca_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                                      fast, ldc);
+                            double difference =
+                                worst_difference(fast, reference, scale, m, n, ldc, 1);
+                            for (size_t i = 0; i < m; i++)
+                                for (size_t j = n; j < ldc; j++)
+                                    if (memcmp(&fast[i * ldc + j], &c_before[i * ldc + j],
+                                               sizeof(float)))
+                                        difference = INFINITY; /* padding written */
+                            if (!(difference <= worst[kernel])) worst[kernel] = difference;
+                            if (!(difference <= TOLERANCE)) {
+                                failures++;
+                                printf("FAIL  %-9s edge %zu×%zu×%zu %c%c beta %.1f: %.3g\n",
+                                       kernels[kernel], m, n, k, trans_a ? 'T' : 'N',
+                                       trans_b ? 'T' : 'N', (double)beta, difference);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        free(a); free(b); free(a_abs); free(b_abs); free(fast); free(reference);
+        free(reference_c); free(scale); free(c_before);
+    }
+    lca_gemm_select_kernel(NULL);
+    double worst_of_all = 0.0;
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        if (!kernel_available[kernel]) continue;
+        printf("  %-9s every m ≤ 21, n ≤ 65, k in {1, 7, 33}, NN/TN/NT/TT, beta 0.5 and 0 "
+               "over NaN: worst %.2e\n", kernels[kernel], worst[kernel]);
+        if (!(worst[kernel] <= worst_of_all)) worst_of_all = worst[kernel];
+    }
+    return worst_of_all;
+}
+
+/* The FMA kernels must give the same bits: avx512 (10×32) against avx2-fma
+ * (6×16), on shapes with edges in every dimension, every k regime, all
+ * trans combinations, alpha ≠ 1 and beta in {0, 1, 0.5}. The portable
+ * kernel is compared too, and reported, but not required to match. */
+static void check_kernels_bitwise(void) {
+    if (!kernel_available[AVX512] || !kernel_available[AVX2]) {
+        printf("  FMA kernels bitwise: skipped (needs avx512 and avx2-fma on this CPU)\n");
+        return;
+    }
+    static const shape cases[] = {
+        {1, 1, 1, ""},      {7, 13, 5, ""},      {10, 32, 256, ""},   {21, 65, 255, ""},
+        {11, 33, 257, ""},  {37, 100, 513, ""},  {13, 47, 1000, ""},  {100, 784, 1000, ""},
+        {1000, 100, 784, ""}, {1000, 50, 100, ""}, {50, 100, 1000, ""}, {40, 196, 500, ""},
+        {500, 196, 40, ""}, {20, 784, 25, ""},   {290, 530, 520, ""}, {250, 400, 1960, ""},
+    };
+    static const float pairs[][2] = {{0.75f, 0.0f}, {-1.5f, 1.0f}, {0.75f, 0.5f}};
+    size_t compared = 0, fma_differ = 0, portable_compared = 0, portable_differ = 0;
+    for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
+        size_t m = cases[index].m, n = cases[index].n, k = cases[index].k, pad = 5;
+        size_t ldc = n + pad;
+        float *a = new_floats((m + pad) * (k + pad)), *b = new_floats((k + pad) * (n + pad));
+        float *c_before = new_floats(m * ldc), *results[KERNELS];
+        fill_random(a, (m + pad) * (k + pad));
+        fill_random(b, (k + pad) * (n + pad));
+        fill_random(c_before, m * ldc);
+        for (int kernel = 0; kernel < KERNELS; kernel++) results[kernel] = new_floats(m * ldc);
+        for (int t = 0; t < 4; t++) {
+            bool trans_a = t & 1, trans_b = t & 2;
+            size_t lda = (trans_a ? m : k) + pad, ldb = (trans_b ? k : n) + pad;
+            for (size_t pair = 0; pair < sizeof pairs / sizeof pairs[0]; pair++) {
+                /* The portable kernel only on the smaller shapes: it is slow. */
+                bool with_portable = m * n * k <= 4000000;
+                for (int kernel = 0; kernel < KERNELS; kernel++) {
+                    if (!kernel_available[kernel] || (kernel == PORTABLE && !with_portable))
+                        continue;
+                    lca_gemm_select_kernel(kernels[kernel]);
+                    memcpy(results[kernel], c_before, m * ldc * sizeof(float));
+                    lca_sgemm(trans_a, trans_b, m, n, k, pairs[pair][0], a, lda, b, ldb,
+                              pairs[pair][1], results[kernel], ldc);
+                }
+                compared++;
+                if (memcmp(results[AVX512], results[AVX2], m * ldc * sizeof(float))) {
+                    fma_differ++;
+                    failures++;
+                    printf("FAIL  avx512 and avx2-fma differ: %zu×%zu×%zu %c%c alpha %.2f "
+                           "beta %.1f\n", m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N',
+                           (double)pairs[pair][0], (double)pairs[pair][1]);
+                }
+                if (with_portable) {
+                    portable_compared++;
+                    if (memcmp(results[PORTABLE], results[AVX2], m * ldc * sizeof(float)))
+                        portable_differ++;
+                }
+            }
+        }
+        for (int kernel = 0; kernel < KERNELS; kernel++) free(results[kernel]);
+        free(a); free(b); free(c_before);
+    }
+    lca_gemm_select_kernel(NULL);
+    printf("  avx512 vs avx2-fma bitwise: %zu of %zu products identical%s\n",
+           compared - fma_differ, compared, fma_differ ? "  FAIL" : "");
+    printf("  portable vs avx2-fma bitwise (information): %zu of %zu identical\n",
+           portable_compared - portable_differ, portable_compared);
+}
+
 /* beta = 0 must overwrite C, even NaN, on every path: full tiles, edge
  * tiles, k = 0 and alpha = 0. */
 static void check_beta_zero_over_nan(void) {
-    const shape cases[] = {{12, 32, 40, ""}, {13, 35, 40, ""}, {5, 9, 0, ""}, {7, 20, 33, ""}};
+    const shape cases[] = {{12, 32, 40, ""}, {13, 35, 40, ""}, {5, 9, 0, ""},
+                           {7, 20, 33, ""},  {21, 65, 40, ""}, {10, 32, 300, ""}};
     for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
         size_t m = cases[index].m, n = cases[index].n, k = cases[index].k;
         for (int alpha_zero = 0; alpha_zero < 2; alpha_zero++) {
@@ -333,7 +488,8 @@ int main(void) {
            lca_has_openmp() ? "yes" : "no", lca_threads());
     for (int kernel = 0; kernel < KERNELS; kernel++) {
         kernel_available[kernel] = lca_gemm_select_kernel(kernels[kernel]);
-        if (!kernel_available[kernel]) printf("  %s: not available on this CPU\n", kernels[kernel]);
+        if (!kernel_available[kernel])
+            printf("  %s: skipped, not available on this CPU\n", kernels[kernel]);
     }
     lca_gemm_select_kernel(NULL);
     printf("worst |fast - naive| / (|alpha| sum|a||b| + |beta||c|), tolerance %.0e:\n",
@@ -343,6 +499,8 @@ int main(void) {
         double difference = check_shape(&shapes[index]);
         if (!(difference <= worst)) worst = difference;
     }
+    double edges = check_edge_sizes();
+    if (!(edges <= worst)) worst = edges;
     for (int kernel = 0; kernel < KERNELS; kernel++) {
         if (!kernel_available[kernel]) continue;
         lca_gemm_select_kernel(kernels[kernel]);
@@ -351,6 +509,7 @@ int main(void) {
         check_thread_determinism();
     }
     lca_gemm_select_kernel(NULL);
+    check_kernels_bitwise();
     check_parallel_for();
     printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
            TOLERANCE);

@@ -1,0 +1,316 @@
+/* gemm_kernel_avx512.c: the 10×32 register micro-kernel for x86-64 CPUs
+ * with AVX-512F.
+ *
+ * Why 10×32: a row of the tile is two zmm accumulators, so 20 accumulators
+ * + 2 B vectors + broadcasts of A fit the 32 zmm registers, and each step of
+ * k issues 20 FMAs for 12 loads (both FMA ports busy, loads to spare). The
+ * layers' sizes divide by it: 100, 50, 40, 20 rows are whole MR = 10
+ * panels, and 784 = 24·32 + 16, 400 = 12·32 + 16 columns end in a half
+ * panel, which the kernel computes with one vector per row instead of two.
+ *
+ * Only the functions carry the target attribute, as in gemm_kernel_avx2.c:
+ * gemm.c asks lca_gemm_avx512_supported before using this kernel, and on
+ * other CPUs (arm64) the file compiles to a plain-C stand-in that is never
+ * chosen. The contract of the kernels is in internal.h (lca_micro_kernel).
+ *
+ * The arithmetic per element is that of the AVX2 kernel: acc = fma(a, b,
+ * acc) from acc = 0 in k order, then C = fma(beta, C, alpha·acc) (or alpha·acc
+ * when beta == 0), so both give the same bits. */
+#include "internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+bool lca_gemm_avx512_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* The B vectors of one step of k. When the tile packs B as it goes
+ * (b_copy), they are also stored to the packed panel, and the source rows a
+ * few steps ahead fetched, since they come from memory. */
+#define LCA_COPY_AHEAD 12
+#define LCA_COPY_B(b_0, b_1)                                                              \
+    do {                                                                                  \
+        if (!copy) break;                                                                 \
+        _mm_prefetch((const char *)(b + LCA_COPY_AHEAD * b_k_step), _MM_HINT_T0);         \
+        _mm_prefetch((const char *)(b + LCA_COPY_AHEAD * b_k_step + 31), _MM_HINT_T0);    \
+        _mm512_storeu_ps(b_copy, b_0);                                                    \
+        _mm512_storeu_ps(b_copy + 16, b_1);                                               \
+        b_copy += 32;                                                                     \
+    } while (0)
+#define LCA_LOAD_B2                                                    \
+    __m512 b_0 = _mm512_loadu_ps(b), b_1 = _mm512_loadu_ps(b + 16);    \
+    LCA_COPY_B(b_0, b_1)
+#define LCA_LOAD_B1 __m512 b_0 = _mm512_loadu_ps(b)
+
+/* Row r of the tile: one broadcast of op(A)[r][p], two FMAs (or one, for
+ * tiles at most 16 columns wide). */
+#define LCA_ROW_FMA2(r, a_r_address)                        \
+    do {                                                    \
+        __m512 a_r = _mm512_set1_ps(*(a_r_address));        \
+        acc_##r##0 = _mm512_fmadd_ps(a_r, b_0, acc_##r##0); \
+        acc_##r##1 = _mm512_fmadd_ps(a_r, b_1, acc_##r##1); \
+    } while (0)
+#define LCA_ROW_FMA1(r, a_r_address)                                         \
+    acc_##r##0 = _mm512_fmadd_ps(_mm512_set1_ps(*(a_r_address)), b_0, acc_##r##0)
+
+/* One step of k over all ten rows, with row r at a + r·step. */
+#define LCA_TILE_STEP(FMA, a, step)                                                  \
+    do {                                                                             \
+        FMA(0, a);                                                                   \
+        FMA(1, a + (step));                                                          \
+        FMA(2, a + 2 * (step));                                                      \
+        FMA(3, a + 3 * (step));                                                      \
+        FMA(4, a + 4 * (step));                                                      \
+        FMA(5, a + 5 * (step));                                                      \
+        FMA(6, a + 6 * (step));                                                      \
+        FMA(7, a + 7 * (step));                                                      \
+        FMA(8, a + 8 * (step));                                                      \
+        FMA(9, a + 9 * (step));                                                      \
+    } while (0)
+
+/* Rows of A in place (a_row_step floats apart): one pointer per row,
+ * each broadcast a pointer plus a constant, four steps of k per pass. With
+ * base + index addresses instead, an FMA that loads its broadcast splits in
+ * two at rename, and the front end, not the FMA ports, bounds the loop. */
+#define LCA_DIRECT_ROWS                                                          \
+    const float *row_0 = a, *row_1 = a + a_row_step, *row_2 = a + 2 * a_row_step, \
+                *row_3 = a + 3 * a_row_step, *row_4 = a + 4 * a_row_step,          \
+                *row_5 = a + 5 * a_row_step, *row_6 = a + 6 * a_row_step,          \
+                *row_7 = a + 7 * a_row_step, *row_8 = a + 8 * a_row_step,          \
+                *row_9 = a + 9 * a_row_step
+#define LCA_DIRECT_STEP(FMA, u) \
+    do {                        \
+        FMA(0, row_0 + (u));    \
+        FMA(1, row_1 + (u));    \
+        FMA(2, row_2 + (u));    \
+        FMA(3, row_3 + (u));    \
+        FMA(4, row_4 + (u));    \
+        FMA(5, row_5 + (u));    \
+        FMA(6, row_6 + (u));    \
+        FMA(7, row_7 + (u));    \
+        FMA(8, row_8 + (u));    \
+        FMA(9, row_9 + (u));    \
+    } while (0)
+/* The empty asm hides how the pointers relate; otherwise the compiler
+ * rewrites them as ten bases plus one shared index, the addresses that
+ * split. */
+#define LCA_DIRECT_ADVANCE(n)                                                    \
+    do {                                                                         \
+        row_0 += (n), row_1 += (n), row_2 += (n), row_3 += (n), row_4 += (n);    \
+        row_5 += (n), row_6 += (n), row_7 += (n), row_8 += (n), row_9 += (n);    \
+        __asm__("" : "+r"(row_0), "+r"(row_1), "+r"(row_2), "+r"(row_3),        \
+                "+r"(row_4), "+r"(row_5), "+r"(row_6), "+r"(row_7), "+r"(row_8), \
+                "+r"(row_9));                                                    \
+    } while (0)
+
+/* C = alpha·acc + beta·C for one row, masked to the tile's columns: the
+ * product alpha·acc is rounded first and beta·C fused into the add, as in
+ * the AVX2 kernel. beta == 0 never reads C (it may hold NaN); masked lanes
+ * are neither read nor written. */
+#define LCA_ROW_STORE(r, half, mask)                                                \
+    do {                                                                            \
+        float *c_rh = c + (r) * ldc + 16 * (half);                                  \
+        __m512 scaled = _mm512_mul_ps(alpha_v, acc_##r##half);                      \
+        if (beta != 0.0f)                                                           \
+            scaled = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask, c_rh),     \
+                                     scaled);                                       \
+        _mm512_mask_storeu_ps(c_rh, mask, scaled);                                  \
+    } while (0)
+
+#define LCA_ROW_STORE2(r)                          \
+    do {                                           \
+        if ((r) >= rows) break;                    \
+        LCA_ROW_STORE(r, 0, mask_0);               \
+        LCA_ROW_STORE(r, 1, mask_1);               \
+    } while (0)
+#define LCA_ROW_STORE1(r)                          \
+    do {                                           \
+        if ((r) >= rows) break;                    \
+        LCA_ROW_STORE(r, 0, mask_0);               \
+    } while (0)
+
+#define LCA_FOR_ROWS(X) X(0); X(1); X(2); X(3); X(4); X(5); X(6); X(7); X(8); X(9)
+
+/* Tiles 17-32 columns wide, and tiles that copy B: two vectors per row.
+ * Inlined twice, with and without copying B, so that the loop without has
+ * no trace of it. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+micro_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, const float *b,
+            size_t b_k_step, float *restrict b_copy, const bool copy, float alpha, float beta,
+            float *restrict c, size_t ldc, size_t rows, size_t cols) {
+    __m512 acc_00 = _mm512_setzero_ps(), acc_01 = _mm512_setzero_ps();
+    __m512 acc_10 = _mm512_setzero_ps(), acc_11 = _mm512_setzero_ps();
+    __m512 acc_20 = _mm512_setzero_ps(), acc_21 = _mm512_setzero_ps();
+    __m512 acc_30 = _mm512_setzero_ps(), acc_31 = _mm512_setzero_ps();
+    __m512 acc_40 = _mm512_setzero_ps(), acc_41 = _mm512_setzero_ps();
+    __m512 acc_50 = _mm512_setzero_ps(), acc_51 = _mm512_setzero_ps();
+    __m512 acc_60 = _mm512_setzero_ps(), acc_61 = _mm512_setzero_ps();
+    __m512 acc_70 = _mm512_setzero_ps(), acc_71 = _mm512_setzero_ps();
+    __m512 acc_80 = _mm512_setzero_ps(), acc_81 = _mm512_setzero_ps();
+    __m512 acc_90 = _mm512_setzero_ps(), acc_91 = _mm512_setzero_ps();
+
+    /* The tile of C is needed only at the end; ask for it now so the loads
+     * overlap with the loop. */
+    for (size_t r = 0; r < rows; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + cols - 1), _MM_HINT_T0);
+    }
+
+    if (a_row_step == 1) {
+        /* Packed panels and Aᵀ in place: the ten rows sit side by side. */
+        for (size_t p = 0; p < depth; p++) {
+            LCA_LOAD_B2;
+            LCA_TILE_STEP(LCA_ROW_FMA2, a, 1);
+            a += a_k_step;
+            b += b_k_step;
+        }
+    } else if (a_k_step == 1) {
+        /* Rows of A in place. */
+        LCA_DIRECT_ROWS;
+        size_t p = 0;
+        for (; p + 4 <= depth; p += 4) {
+            for (size_t u = 0; u < 4; u++) {
+                LCA_LOAD_B2;
+                LCA_DIRECT_STEP(LCA_ROW_FMA2, u);
+                b += b_k_step;
+            }
+            LCA_DIRECT_ADVANCE(4);
+        }
+        for (; p < depth; p++) {
+            LCA_LOAD_B2;
+            LCA_DIRECT_STEP(LCA_ROW_FMA2, 0);
+            LCA_DIRECT_ADVANCE(1);
+            b += b_k_step;
+        }
+    } else {
+        /* Any other steps (not used by gemm.c). */
+        for (size_t p = 0; p < depth; p++) {
+            LCA_LOAD_B2;
+            LCA_TILE_STEP(LCA_ROW_FMA2, a, a_row_step);
+            a += a_k_step;
+            b += b_k_step;
+        }
+    }
+
+    __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+    __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    __mmask16 mask_1 = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    LCA_FOR_ROWS(LCA_ROW_STORE2);
+}
+
+/* Tiles at most 16 columns wide (the last half panel of 784 or 400 columns,
+ * the 4 of 100, the 10 outputs): one vector per row, half the FMAs. */
+__attribute__((target("avx512f"))) static void
+micro_10x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, const float *b,
+            size_t b_k_step, float alpha, float beta, float *restrict c, size_t ldc,
+            size_t rows, size_t cols) {
+    __m512 acc_00 = _mm512_setzero_ps(), acc_10 = _mm512_setzero_ps();
+    __m512 acc_20 = _mm512_setzero_ps(), acc_30 = _mm512_setzero_ps();
+    __m512 acc_40 = _mm512_setzero_ps(), acc_50 = _mm512_setzero_ps();
+    __m512 acc_60 = _mm512_setzero_ps(), acc_70 = _mm512_setzero_ps();
+    __m512 acc_80 = _mm512_setzero_ps(), acc_90 = _mm512_setzero_ps();
+
+    for (size_t r = 0; r < rows; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+
+    if (a_row_step == 1) {
+        for (size_t p = 0; p < depth; p++) {
+            LCA_LOAD_B1;
+            LCA_TILE_STEP(LCA_ROW_FMA1, a, 1);
+            a += a_k_step;
+            b += b_k_step;
+        }
+    } else if (a_k_step == 1) {
+        LCA_DIRECT_ROWS;
+        size_t p = 0;
+        for (; p + 4 <= depth; p += 4) {
+            for (size_t u = 0; u < 4; u++) {
+                LCA_LOAD_B1;
+                LCA_DIRECT_STEP(LCA_ROW_FMA1, u);
+                b += b_k_step;
+            }
+            LCA_DIRECT_ADVANCE(4);
+        }
+        for (; p < depth; p++) {
+            LCA_LOAD_B1;
+            LCA_DIRECT_STEP(LCA_ROW_FMA1, 0);
+            LCA_DIRECT_ADVANCE(1);
+            b += b_k_step;
+        }
+    } else {
+        /* Any other steps (not used by gemm.c). */
+        for (size_t p = 0; p < depth; p++) {
+            LCA_LOAD_B1;
+            LCA_TILE_STEP(LCA_ROW_FMA1, a, a_row_step);
+            a += a_k_step;
+            b += b_k_step;
+        }
+    }
+
+    __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+    __mmask16 mask_0 = (__mmask16)((1u << cols) - 1);
+    LCA_FOR_ROWS(LCA_ROW_STORE1);
+}
+
+/* C[rows×cols] = alpha · op(A)[10×depth] · op(B)[depth×32] + beta · C for
+ * rows ≤ 10, cols ≤ 32: all ten rows are computed and `rows` stored; the
+ * columns are computed in whole vectors of 16 and `cols` stored. */
+__attribute__((target("avx512f"))) void
+lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
+                            const float *b, size_t b_k_step, float *restrict b_copy,
+                            float alpha, float beta, float *restrict c, size_t ldc, size_t rows,
+                            size_t cols) {
+    if (b_copy != NULL)
+        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, true, alpha, beta, c,
+                    ldc, rows, cols);
+    else if (cols > 16)
+        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, NULL, false, alpha, beta, c,
+                    ldc, rows, cols);
+    else
+        micro_10x16(depth, a, a_row_step, a_k_step, b, b_k_step, alpha, beta, c, ldc, rows,
+                    cols);
+}
+
+#undef LCA_COPY_AHEAD
+#undef LCA_COPY_B
+#undef LCA_LOAD_B2
+#undef LCA_LOAD_B1
+#undef LCA_ROW_FMA2
+#undef LCA_ROW_FMA1
+#undef LCA_TILE_STEP
+#undef LCA_DIRECT_ROWS
+#undef LCA_DIRECT_STEP
+#undef LCA_DIRECT_ADVANCE
+#undef LCA_ROW_STORE
+#undef LCA_ROW_STORE2
+#undef LCA_ROW_STORE1
+#undef LCA_FOR_ROWS
+
+#else /* not x86-64: never chosen; a correct stand-in keeps the symbol honest */
+
+#include <math.h>
+
+bool lca_gemm_avx512_supported(void) { return false; }
+
+/* Element by element, with the arithmetic of the vector kernel (the 6×16
+ * portable kernel cannot stand in: it would read rows past a 10-row panel). */
+void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step,
+                                 size_t a_k_step, const float *b, size_t b_k_step,
+                                 float *restrict b_copy, float alpha, float beta,
+                                 float *restrict c, size_t ldc, size_t rows, size_t cols) {
+    if (b_copy != NULL)
+        for (size_t p = 0; p < depth; p++)
+            for (size_t j = 0; j < 32; j++) b_copy[p * 32 + j] = b[p * b_k_step + j];
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t j = 0; j < cols; j++) {
+            float acc = 0.0f;
+            for (size_t p = 0; p < depth; p++)
+                acc = fmaf(a[r * a_row_step + p * a_k_step], b[p * b_k_step + j], acc);
+            float scaled = alpha * acc;
+            c[r * ldc + j] = beta != 0.0f ? fmaf(beta, c[r * ldc + j], scaled) : scaled;
+        }
+    }
+}
+
+#endif
