@@ -116,7 +116,8 @@ int lca_has_openmp(void);
  * not depend on it. Ignored without OpenMP. */
 void lca_set_threads(int threads);
 int lca_threads(void);
-/* Name of the GEMM micro-kernel chosen at run time ("avx2-fma", "portable"). */
+/* Name of the GEMM micro-kernel chosen at run time ("avx512", "avx2-fma" or
+ * "portable"); all FMA kernels give the same bits. */
 const char *lca_gemm_kernel_name(void);
 
 /* ---------------------------------------------------------------- random */
