@@ -768,11 +768,26 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
                            const float *w, size_t n, size_t in, size_t out) {
     if (x) lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
     /* bias: column sums in a fixed order, accumulated in double */
-    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
-    for (size_t o = 0; o < out; o++) {
-        double sum = 0.0;
-        for (size_t r = 0; r < n; r++) sum += dy[r * out + o];
-        db[o] = (float)sum;
+    if (n * out >= LCA_PARALLEL_WORK && lca_threads_available() > 1) {
+        LCA_PARALLEL_FOR_IF(true)
+        for (size_t o = 0; o < out; o++) {
+            double sum = 0.0;
+            for (size_t r = 0; r < n; r++) sum += dy[r * out + o];
+            db[o] = (float)sum;
+        }
+    } else {
+        /* the same sums, row by row so that the columns vectorise (each
+         * column still adds its rows in order: the same bytes) */
+        enum { COLUMNS = 128 };
+        for (size_t o0 = 0; o0 < out; o0 += COLUMNS) {
+            size_t width = out - o0 < COLUMNS ? out - o0 : COLUMNS;
+            double sum[COLUMNS] = {0};
+            for (size_t r = 0; r < n; r++) {
+                const float *row = dy + r * out + o0;
+                for (size_t o = 0; o < width; o++) sum[o] += row[o];
+            }
+            for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
+        }
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }

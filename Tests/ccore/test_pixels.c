@@ -61,6 +61,6 @@ int main(void) {
                "avx2+fma %s, fast path %s", capable ? "yes" : "no",
                lca_pixels_fast_path() ? "on" : "off");
 #endif
-    printf("fast path: %s\n", lca_pixels_fast_path() ? "on (avx2+fma)" : "off (division)");
+    printf("fast path: %s\n", lca_pixels_fast_path() ? "on (FMA, 8 or 16 lanes)" : "off (division)");
     return test_finish();
 }
