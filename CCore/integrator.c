@@ -101,8 +101,7 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     g->units = config->lca_units != 0;
     size_t k = model->parameter_count;
     g->probe = allocate(g, k * sizeof(float));
-    g->delta = allocate(g, k * sizeof(double));
-    lca_status status = !g->probe || !g->delta
+    lca_status status = !g->probe
                             ? lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory")
                             : add_workers(g, config, regression);
     if (status != LCA_OK) lca_integrator_release(g);
@@ -111,7 +110,6 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
 
 void lca_integrator_release(lca_integrator *g) {
     free(g->probe);
-    free(g->delta);
     for (size_t i = 0; i < g->worker_count; i++) {
         lca_eval_worker *w = &g->workers[i];
         if (w->model != g->model) lca_model_free(w->model);
@@ -253,13 +251,18 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
     return LCA_OK;
 }
 
+/* Δθ_i = θ_{t+1,i} − θ_{t,i} of the current step, exact in float64 (two
+ * floats' difference), recomputed where needed rather than stored. */
+static inline double delta(const lca_integrator *g, size_t i) {
+    return (double)g->after[i] - (double)g->before[i];
+}
+
 /* Add the gradients at the new odd points s = 1/n, 3/n, … to sum_odd. */
-static lca_status add_odd_points(lca_integrator *g, lca_view *v, const float *before,
-                                 unsigned n) {
+static lca_status add_odd_points(lca_integrator *g, lca_view *v, unsigned n) {
     size_t k = g->model->parameter_count;
     for (unsigned j = 1; j < n; j += 2) {
         double s = (double)j / (double)n;
-        for (size_t i = 0; i < k; i++) g->probe[i] = (float)((double)before[i] + s * g->delta[i]);
+        for (size_t i = 0; i < k; i++) g->probe[i] = (float)((double)g->before[i] + s * delta(g, i));
         double loss;
         lca_status status = lca_view_evaluate(g, v, g->probe, &loss, v->sum_odd, true);
         if (status != LCA_OK) return status;
@@ -278,7 +281,7 @@ static double allocated_total(const lca_integrator *g, const lca_view *v, unsign
         for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
             double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
                                     2.0 * v->sum_even[i]) * weight;
-            tensor_sum += g->delta[i] * mean_gradient;
+            tensor_sum += delta(g, i) * mean_gradient;
         }
         total += tensor_sum;
     }
@@ -295,14 +298,15 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
         if (status != LCA_OK) return status;
         v->have_start = true;
     }
-    for (size_t i = 0; i < k; i++) g->delta[i] = (double)after[i] - (double)before[i];
+    g->before = before;
+    g->after = after;
     status = lca_view_evaluate(g, v, after, &v->loss_end, v->g_end, false);
     if (status != LCA_OK) return status;
 
     memset(v->sum_odd, 0, k * sizeof(double));
     memset(v->sum_even, 0, k * sizeof(double));
     unsigned n = 2;
-    status = add_odd_points(g, v, before, n);
+    status = add_odd_points(g, v, n);
     if (status != LCA_OK) return status;
     double change = v->loss_end - v->loss_start;
     double total = allocated_total(g, v, n);
@@ -314,7 +318,7 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
             v->sum_odd[i] = 0.0;
         }
         n *= 2;
-        status = add_odd_points(g, v, before, n);
+        status = add_odd_points(g, v, n);
         if (status != LCA_OK) return status;
         total = allocated_total(g, v, n);
     }
@@ -346,9 +350,10 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
         for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
             double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
                                     2.0 * v->sum_even[i]) * weight;
-            double lca = g->delta[i] * mean_gradient;
+            double step = delta(g, i);
+            double lca = step * mean_gradient;
             tensor_sum += lca;
-            tensor_first += g->delta[i] * v->g_start[i];
+            tensor_first += step * v->g_start[i];
             if (units) units[(i - tensor->offset) / per_unit] += lca;
             if (lca < 0.0) {
                 helped_count++;

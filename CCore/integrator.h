@@ -45,7 +45,7 @@ typedef struct lca_integrator {
     size_t chunk;             /* examples per evaluation chunk */
     bool units;               /* per-unit views (config lca_units) */
     float *probe;             /* K: θ_t + s·Δθ */
-    double *delta;            /* K: Δθ = θ_{t+1} − θ_t, exact in float64 */
+    const float *before, *after; /* K each: θ_t and θ_{t+1} of the step being allocated */
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
     size_t worker_count;
     size_t bytes;             /* allocated by the integrator and its views */

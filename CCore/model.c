@@ -1126,11 +1126,10 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
                                             gradient_scale, loss_sum, gradient);
 }
 
-lca_status lca_model_train_gradient(lca_model *m, const float *x, const int32_t *labels,
-                                    const float *targets, size_t n, double *loss_sum,
-                                    float *gradient, lca_rng *rng) {
-    lca_model_input input = {.x = x};
-    pass ps = {LCA_PASS_TRAIN, &input, n, n, rng};
+lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
+                                    const int32_t *labels, const float *targets, size_t n,
+                                    double *loss_sum, float *gradient, lca_rng *rng) {
+    pass ps = {LCA_PASS_TRAIN, input, n, n, rng};
     return run(m, m->parameters, labels, targets, &ps, 1.0 / (double)n, loss_sum, gradient);
 }
 

@@ -109,7 +109,7 @@ struct lca_model {
 
 /* The automatic evaluation chunk's upper bound: large enough that the
  * layers' products run at full speed, small enough that one thread's chunk
- * (its activations and a 500-row block of the input) stays in its 2 MB L2
+ * (its activations and a block of input rows) stays in its 2 MB L2
  * between the forward and backward passes, and that every thread has a
  * chunk of its own on small evaluation sets. */
 #define LCA_MAX_AUTO_CHUNK 500
@@ -119,7 +119,7 @@ struct lca_model {
  * given as floats or converted from a data set block by block (so both give
  * the same bytes, and an evaluation worker needs no chunk-sized copy of its
  * input). */
-#define LCA_INPUT_ROWS 256
+#define LCA_INPUT_ROWS 128
 
 /* Where a pass reads its input: floats x (N × input), or, when x is NULL
  * (only for models whose first layer is dense: lca_model_streams_input),
@@ -148,9 +148,9 @@ lca_status lca_model_forward_backward_input(lca_model *model, const float *param
                                             double *loss_sum, float *gradient);
 /* The same in training mode: dropout from rng, batch norm over the n
  * examples, running statistics updated. */
-lca_status lca_model_train_gradient(lca_model *model, const float *x, const int32_t *labels,
-                                    const float *targets, size_t n, double *loss_sum,
-                                    float *gradient, lca_rng *rng);
+lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,
+                                    const int32_t *labels, const float *targets, size_t n,
+                                    double *loss_sum, float *gradient, lca_rng *rng);
 size_t lca_model_workspace_bytes(const lca_model *model);
 /* A model that evaluates with model's layout beside it, on another thread:
  * its own workspace (reserve it), no parameters of its own (pass them to

@@ -228,7 +228,10 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     tr->gradient = allocate(tr, k * sizeof(float));
     tr->before = allocate(tr, k * sizeof(float));
     tr->lr_scale = allocate(tr, t * sizeof(double));
-    tr->x = allocate(tr, batch * in * sizeof(float));
+    /* a dense first layer converts the minibatch LCA_INPUT_ROWS rows at a time */
+    size_t x_rows = lca_model_streams_input(model) && batch > LCA_INPUT_ROWS ? LCA_INPUT_ROWS
+                                                                             : batch;
+    tr->x = allocate(tr, x_rows * in * sizeof(float));
     tr->labels = allocate(tr, batch * sizeof(int32_t));
     tr->targets = data->targets ? allocate(tr, batch * outs * sizeof(float)) : NULL;
     if (config->optimizer == LCA_OPTIMIZER_MOMENTUM) tr->velocity = allocate(tr, k * sizeof(float));
@@ -346,7 +349,9 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     }
     size_t n = tr->train_count - tr->position;
     if (n > tr->batch_capacity) n = tr->batch_capacity;
-    lca_dataset_gather(tr->data, tr->order + tr->position, n, tr->x, tr->labels, tr->targets);
+    bool streams = lca_model_streams_input(m);
+    lca_dataset_gather(tr->data, tr->order + tr->position, n, streams ? NULL : tr->x, tr->labels,
+                       tr->targets);
 
     /* parameters changed outside the trainer since the last step (a loaded
      * checkpoint, a user's edit): the LCA start point must be recomputed */
@@ -361,7 +366,9 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     lca_rng dropout;
     lca_rng_seed(&dropout, tr->config.seed, LCA_STREAM_DROPOUT + (tr->iteration << 8));
     double batch_loss_sum;
-    lca_status status = lca_model_train_gradient(m, tr->x, tr->data->labels ? tr->labels : NULL,
+    lca_model_input input = {.x = streams ? NULL : tr->x, .data = tr->data,
+                             .indices = tr->order + tr->position, .rows = tr->x};
+    lca_status status = lca_model_train_gradient(m, &input, tr->data->labels ? tr->labels : NULL,
                                                  tr->data->targets ? tr->targets : NULL, n,
                                                  &batch_loss_sum, tr->gradient, &dropout);
     if (status != LCA_OK) return status;

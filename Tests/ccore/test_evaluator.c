@@ -7,9 +7,9 @@
  *     the loss;
  *   - the same bytes as the chunks evaluated one at a time from gathered
  *     float inputs (lca_model_forward_backward, scale 1/E) and added in
- *     order: the evaluator converts the dense first layer's input 256 rows
+ *     order: the evaluator converts the dense first layer's input 128 rows
  *     at a time instead, and runs chunks side by side; chunk 300 gives 6
- *     chunks, the last one short, and blocks of 256 + 44 rows, so rounds of
+ *     chunks, the last one short, and blocks of 128 + 128 + 44 rows, so rounds of
  *     4 threads end unevenly;
  *   - the same bytes at 1, 2, 3 and 4 threads, and a batch-norm conv net
  *     (chunk = 2 groups of 50) at 1 and 3 threads;
@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 300 /* blocks of LCA_INPUT_ROWS = 256 and a partial one */
+#define CHUNK 300 /* two blocks of LCA_INPUT_ROWS = 128 and a partial one */
 
 static bool same_bytes(const double *a, const double *b, size_t count) {
     return memcmp(a, b, count * sizeof(double)) == 0;
