@@ -12,7 +12,13 @@
  * two evaluation-set gradient passes per iteration (midpoint and end). */
 #include "integrator.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +58,7 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
         w->x = allocate(g, x_rows * in * sizeof(float));
         w->labels = allocate(g, g->chunk * sizeof(int32_t));
         w->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
-        w->gradient = allocate(g, k * sizeof(float));
-        if (!w->x || !w->labels || !w->gradient || (regression && !w->targets)) {
+        if (!w->x || !w->labels || (regression && !w->targets)) {
             /* one worker is needed; further ones are only speed */
             if (i == 0) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
             break;
@@ -75,9 +80,20 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
         free(last->x);
         free(last->labels);
         free(last->targets);
-        free(last->gradient);
         memset(last, 0, sizeof *last);
         g->worker_count--;
+    }
+    /* one slot more than workers, so that a thread can start its next chunk
+     * while the previous ones wait for their turn to be added */
+    size_t slots = g->worker_count > 1 ? g->worker_count + 1 : 1;
+    g->slots = calloc(slots, sizeof *g->slots);
+    if (!g->slots) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+    g->bytes += slots * sizeof *g->slots;
+    for (size_t i = 0; i < slots; i++) {
+        g->slots[i].gradient = allocate(g, k * sizeof(float));
+        if (!g->slots[i].gradient)
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+        g->slot_count = i + 1;
     }
     return LCA_OK;
 }
@@ -116,9 +132,10 @@ void lca_integrator_release(lca_integrator *g) {
         free(w->x);
         free(w->labels);
         free(w->targets);
-        free(w->gradient);
     }
     free(g->workers);
+    for (size_t i = 0; i < g->slot_count; i++) free(g->slots[i].gradient);
+    free(g->slots);
     memset(g, 0, sizeof *g);
 }
 
@@ -170,32 +187,29 @@ void lca_view_release(lca_view *v) {
     memset(v, 0, sizeof *v);
 }
 
-typedef struct accumulate_context {
-    double *sum;
-    const lca_eval_worker *workers;
-    size_t worker_count;
-    size_t count;
-} accumulate_context;
+/* One evaluation pass over a view, shared by its threads. */
+typedef struct eval_pass {
+    const lca_integrator *g;
+    const lca_view *v;
+    const float *parameters;
+    double scale;             /* 1/E */
+    double *gradient;         /* K float64 sums, or NULL for the loss alone */
+    size_t chunks;
+    atomic_size_t next;       /* the next chunk a thread takes */
+    atomic_size_t added;      /* chunks added to the sums so far, in order */
+    atomic_flag adding;       /* held by the thread that adds */
+    atomic_bool failed;       /* a chunk failed: stop taking chunks */
+    size_t failed_slot;       /* the first failed chunk's slot (valid when failed) */
+    double loss_sum;          /* changed only by the thread that adds */
+} eval_pass;
 
-#define ACCUMULATE_BLOCK 4096
-
-/* sum[i] += the workers' chunk gradients in chunk order, over one block:
- * element-wise, so any split over threads gives the same bytes, and the
- * same as adding the chunks one at a time */
-static void accumulate_block(size_t block, void *context) {
-    const accumulate_context *c = context;
-    size_t begin = block * ACCUMULATE_BLOCK;
-    size_t end = begin + ACCUMULATE_BLOCK < c->count ? begin + ACCUMULATE_BLOCK : c->count;
-    for (size_t w = 0; w < c->worker_count; w++) {
-        const float *chunk = c->workers[w].gradient;
-        for (size_t i = begin; i < end; i++) c->sum[i] += (double)chunk[i];
-    }
-}
-
-/* One chunk on one worker; a failure keeps its message with the worker,
- * since lca_last_error belongs to the thread that ran it. */
-static void evaluate_chunk(const lca_integrator *g, const lca_view *v, lca_eval_worker *w,
-                           size_t first, const float *parameters, double scale, bool gradient) {
+/* Chunk c on one worker into its slot; a failure keeps its message in the
+ * slot, since lca_last_error belongs to the thread that ran it. */
+static void evaluate_chunk(eval_pass *p, lca_eval_worker *w, size_t c) {
+    const lca_integrator *g = p->g;
+    const lca_view *v = p->v;
+    lca_eval_slot *slot = &g->slots[c % g->slot_count];
+    size_t first = c * g->chunk;
     size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
     w->model->bn_group = g->model->bn_group;
     /* a dense first layer converts its rows as it goes (into w->x) */
@@ -204,50 +218,91 @@ static void evaluate_chunk(const lca_integrator *g, const lca_view *v, lca_eval_
                        w->targets);
     lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data,
                              .indices = v->indices + first, .rows = w->x};
-    w->status = lca_model_forward_backward_input(w->model, parameters, &input,
-                                                 v->data->labels ? w->labels : NULL,
-                                                 v->data->targets ? w->targets : NULL, n, scale,
-                                                 &w->loss, gradient ? w->gradient : NULL);
-    if (w->status != LCA_OK) snprintf(w->message, sizeof w->message, "%s", lca_last_error());
+    slot->status = lca_model_forward_backward_input(w->model, p->parameters, &input,
+                                                    v->data->labels ? w->labels : NULL,
+                                                    v->data->targets ? w->targets : NULL, n,
+                                                    p->scale, &slot->loss,
+                                                    p->gradient ? slot->gradient : NULL);
+    if (slot->status != LCA_OK) snprintf(slot->message, sizeof slot->message, "%s", lca_last_error());
+    atomic_store_explicit(&slot->finished, c + 1, memory_order_release);
+}
+
+/* Add every finished chunk whose turn has come, unless another thread is
+ * adding (it or a later caller will add them). */
+static void add_finished_chunks(eval_pass *p) {
+    if (atomic_flag_test_and_set_explicit(&p->adding, memory_order_acquire)) return;
+    const lca_integrator *g = p->g;
+    size_t k = g->model->parameter_count;
+    for (;;) {
+        size_t c = atomic_load_explicit(&p->added, memory_order_relaxed);
+        if (c >= p->chunks || atomic_load_explicit(&p->failed, memory_order_relaxed)) break;
+        lca_eval_slot *slot = &g->slots[c % g->slot_count];
+        if (atomic_load_explicit(&slot->finished, memory_order_acquire) != c + 1) break;
+        if (slot->status != LCA_OK) {
+            p->failed_slot = c % g->slot_count;
+            atomic_store_explicit(&p->failed, true, memory_order_relaxed);
+            break;
+        }
+        p->loss_sum += slot->loss;
+        if (p->gradient)
+            for (size_t i = 0; i < k; i++) p->gradient[i] += (double)slot->gradient[i];
+        atomic_store_explicit(&p->added, c + 1, memory_order_release);
+    }
+    atomic_flag_clear_explicit(&p->adding, memory_order_release);
+}
+
+/* One thread's share: take the next chunk, wait until its slot's previous
+ * chunk has been added, evaluate it, add what is ready; until none are left. */
+static void evaluate_chunks(eval_pass *p, lca_eval_worker *w) {
+    size_t slots = p->g->slot_count;
+    for (;;) {
+        if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
+        size_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (c >= p->chunks) return;
+        while (c >= slots && atomic_load_explicit(&p->added, memory_order_acquire) + slots <= c) {
+            if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
+            add_finished_chunks(p);
+            sched_yield();
+        }
+        evaluate_chunk(p, w, c);
+        add_finished_chunks(p);
+    }
 }
 
 lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
                              double *loss, double *gradient, bool add) {
     size_t k = g->model->parameter_count;
     if (gradient && !add) memset(gradient, 0, k * sizeof(double));
-    double loss_sum = 0.0;
+    eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient};
     /* Every chunk's gradient is scaled by 1/E (E = examples in the view),
      * so the chunks add up to the gradient of the mean loss. */
-    double scale = 1.0 / (double)v->count;
-    size_t chunks = (v->count + g->chunk - 1) / g->chunk;
-    size_t side_by_side = (size_t)lca_threads();
-    if (side_by_side > g->worker_count) side_by_side = g->worker_count;
-    /* Rounds of chunks, one chunk per worker and thread; a round of one
-     * chunk (one thread, or the last odd chunk) uses the threads inside
-     * its layers instead. A chunk's bytes are the same either way. */
-    for (size_t round = 0; round < chunks; round += side_by_side) {
-        size_t in_round = chunks - round < side_by_side ? chunks - round : side_by_side;
-        if (in_round == 1) {
-            evaluate_chunk(g, v, &g->workers[0], round * g->chunk, parameters, scale, gradient);
-        } else {
+    p.scale = 1.0 / (double)v->count;
+    p.chunks = (v->count + g->chunk - 1) / g->chunk;
+    atomic_init(&p.next, 0);
+    atomic_init(&p.added, 0);
+    atomic_flag_clear(&p.adding);
+    atomic_init(&p.failed, false);
+    for (size_t i = 0; i < g->slot_count; i++) atomic_store(&g->slots[i].finished, 0);
+    size_t threads = (size_t)lca_threads();
+    if (threads > g->worker_count) threads = g->worker_count;
+    if (threads > p.chunks) threads = p.chunks;
+    if (threads <= 1) {
+        /* one chunk at a time, the threads (if any) inside its layers */
+        evaluate_chunks(&p, &g->workers[0]);
+    } else {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static, 1) num_threads((int)in_round)
+#pragma omp parallel num_threads((int)threads)
+        evaluate_chunks(&p, &g->workers[omp_get_thread_num()]);
+#else
+        evaluate_chunks(&p, &g->workers[0]);
 #endif
-            for (size_t w = 0; w < in_round; w++)
-                evaluate_chunk(g, v, &g->workers[w], (round + w) * g->chunk, parameters, scale,
-                               gradient);
-        }
-        for (size_t w = 0; w < in_round; w++) {
-            if (g->workers[w].status != LCA_OK)
-                return lca_fail(g->workers[w].status, "%s", g->workers[w].message);
-            loss_sum += g->workers[w].loss;
-        }
-        if (gradient) {
-            accumulate_context c = {gradient, g->workers, in_round, k};
-            lca_parallel_for((k + ACCUMULATE_BLOCK - 1) / ACCUMULATE_BLOCK, accumulate_block, &c);
-        }
     }
-    *loss = loss_sum / (double)v->count;
+    add_finished_chunks(&p); /* the last ones, if their threads found the adder busy */
+    if (atomic_load(&p.failed)) {
+        const lca_eval_slot *slot = &g->slots[p.failed_slot];
+        return lca_fail(slot->status, "%s", slot->message);
+    }
+    *loss = p.loss_sum / (double)v->count;
     return LCA_OK;
 }
 

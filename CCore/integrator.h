@@ -23,20 +23,26 @@ typedef struct lca_view {
     double *unit_lca;
 } lca_view;
 
-/* What one thread needs to evaluate one chunk: evaluation passes run
- * several chunks side by side, one per worker, and add their gradients in
- * chunk order, so the bytes do not depend on how many ran at once. */
+/* What one thread needs to evaluate a chunk. */
 typedef struct lca_eval_worker {
     lca_model *model;         /* worker 0: the integrator's model; others: lca_model_new_worker */
     float *x;                 /* chunk × input; LCA_INPUT_ROWS × input rows when the
                                  model streams its input (dense first layer) */
     int32_t *labels;          /* chunk */
     float *targets;           /* chunk × outputs (regression data), or NULL */
-    float *gradient;          /* K: this chunk's gradient */
-    double loss;              /* this chunk's loss sum */
-    lca_status status;
-    char message[512];        /* lca_last_error of the worker's thread on failure */
 } lca_eval_worker;
+
+/* Where a finished chunk waits until it is its turn to be added: the
+ * threads take chunks in order as they become free and may run ahead of
+ * the additions, which happen strictly in chunk order, so the bytes do not
+ * depend on how many threads ran or which took which chunk. */
+typedef struct lca_eval_slot {
+    float *gradient;          /* K: the chunk's gradient */
+    double loss;              /* the chunk's loss sum */
+    lca_status status;
+    char message[512];        /* lca_last_error of the thread that ran it, on failure */
+    _Atomic size_t finished;  /* 1 + the chunk it holds once computed; 0 before */
+} lca_eval_slot;
 
 typedef struct lca_integrator {
     lca_model *model;
@@ -48,6 +54,8 @@ typedef struct lca_integrator {
     const float *before, *after; /* K each: θ_t and θ_{t+1} of the step being allocated */
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
     size_t worker_count;
+    lca_eval_slot *slots;     /* worker_count + 1 (one if there is one worker) */
+    size_t slot_count;
     size_t bytes;             /* allocated by the integrator and its views */
 } lca_integrator;
 

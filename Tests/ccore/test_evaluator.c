@@ -13,7 +13,9 @@
  *     4 threads end unevenly;
  *   - the same bytes at 1, 2, 3 and 4 threads, and a batch-norm conv net
  *     (chunk = 2 groups of 50) at 1 and 3 threads;
- *   - a NULL gradient gives the same loss; bad indices are refused.
+ *   - a NULL gradient gives the same loss; bad indices are refused;
+ *   - a chunk that fails ends the pass with its own message at 1 and 3
+ *     threads (no thread left waiting).
  */
 #include "model.h"
 #include "support.h"
@@ -139,12 +141,54 @@ static void test_batchnorm_net(const lca_dataset *data) {
     lca_model_free(model);
 }
 
+/* A chunk that fails (a label the model has no output for, in chunk 7 of
+ * 10) stops the pass with that chunk's message, at 1 and at 3 threads,
+ * without hanging the threads that ran ahead. */
+static void test_failing_chunk(void) {
+    enum { COUNT = 1000, FEATURES = 16, CHUNK_SIZE = 100 };
+    uint8_t *pixels = test_alloc(COUNT * FEATURES);
+    int32_t *labels = test_alloc(COUNT * sizeof(int32_t));
+    test_rng rng;
+    test_rng_seed(&rng, 11);
+    for (size_t i = 0; i < COUNT * FEATURES; i++) pixels[i] = (uint8_t)(test_rng_next(&rng) >> 56);
+    for (size_t i = 0; i < COUNT; i++) labels[i] = (int32_t)(i % 4);
+    labels[745] = 12; /* the model has 4 outputs; the data set says 13 classes */
+    lca_dataset *data;
+    REQUIRE_OK(lca_dataset_from_arrays(&data, pixels, labels, COUNT, FEATURES, 13));
+    lca_model *model;
+    REQUIRE_OK(lca_model_new(&model, "16-8-4", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_model_initialize(model, 2);
+    size_t k = lca_model_parameter_count(model);
+    double *gradient = test_alloc(k * sizeof(double));
+    lca_config config = lca_config_default();
+    config.eval_chunk = CHUNK_SIZE;
+    for (int threads = 1; threads <= 3; threads += 2) {
+        lca_set_threads(threads);
+        lca_evaluator *e;
+        REQUIRE_OK(lca_evaluator_new(&e, model, data, NULL, 0, &config));
+        double loss;
+        lca_status status = lca_evaluator_run(e, lca_model_parameters_const(model), &loss, gradient);
+        char what[96];
+        snprintf(what, sizeof what, "a failing chunk at %d thread(s) stops the pass with its message",
+                 threads);
+        check_true(status == LCA_ERR_MISMATCH && strstr(lca_last_error(), "label 12 of example 45"),
+                   what, "status %d: %s", (int)status, lca_last_error());
+        lca_evaluator_free(e);
+    }
+    free(gradient);
+    free(pixels);
+    free(labels);
+    lca_model_free(model);
+    lca_dataset_free(data);
+}
+
 int main(void) {
     test_begin("test_evaluator");
     lca_dataset *data;
     REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
     test_mlp(data);
     test_batchnorm_net(data);
+    test_failing_chunk();
     lca_set_threads(0);
     lca_dataset_free(data);
     return test_finish();
