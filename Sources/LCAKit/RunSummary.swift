@@ -188,6 +188,8 @@ public struct RunSummary: Sendable, Codable, Hashable {
     public var threads: Int
     /// Whether the core was built with OpenMP.
     public var openMP: Bool
+    /// Examples per evaluation chunk (0 when LCA is off or unknown).
+    public var evalChunk: Int = 0
     private var finished: Bool
     /// Made from a log (`init(header:)`): the table leaves out wall time,
     /// memory and threads, which a log does not record.
@@ -221,6 +223,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         coreMemoryBytes = trainer.memoryBytes
         threads = Core.threads
         openMP = Core.hasOpenMP
+        evalChunk = configuration.lca ? trainer.evaluationChunk : 0
         finished = false
     }
 
@@ -306,7 +309,9 @@ public struct RunSummary: Sendable, Codable, Hashable {
             + (iterations > 0 ? String(format: " (%.1f ms per iteration)", perIteration * 1000) : "") + "\n"
         text += label("memory") + "peak \(Format.bytes(summary.peakMemoryBytes)) (process), "
             + "\(Format.bytes(coreMemoryBytes)) allocated by the core\n"
-        text += label("threads") + (openMP ? (threads == 0 ? "OpenMP default" : "\(threads)") : "1 (built without OpenMP)") + "\n"
+        text += label("threads") + (openMP ? (threads == 0 ? "OpenMP default" : "\(threads)") : "1 (built without OpenMP)")
+            + ", matrix kernel \(Core.gemmKernelName)\n"
+        if evalChunk > 0 { text += label("evaluation chunk") + "\(evalChunk) examples\n" }
         return text
     }
 
@@ -322,7 +327,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case model, loss, parameters, data, lca, firstIteration, lastIteration, iterations
         case batchLossFirst, batchLossLast, train, validation, lcaThreshold, wallSeconds
-        case peakMemoryBytes, coreMemoryBytes, threads, openMP
+        case peakMemoryBytes, coreMemoryBytes, threads, openMP, evalChunk
     }
 
     /// Decodes a finished summary.
@@ -346,6 +351,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         coreMemoryBytes = try c.decode(Int.self, forKey: .coreMemoryBytes)
         threads = try c.decode(Int.self, forKey: .threads)
         openMP = try c.decode(Bool.self, forKey: .openMP)
+        evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? 0
         finished = true
     }
 
@@ -370,6 +376,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         try c.encode(coreMemoryBytes, forKey: .coreMemoryBytes)
         try c.encode(threads, forKey: .threads)
         try c.encode(openMP, forKey: .openMP)
+        try c.encode(evalChunk, forKey: .evalChunk)
     }
 }
 

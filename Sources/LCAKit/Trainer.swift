@@ -60,6 +60,10 @@ public final class Trainer {
                                unitCount: configuration.lcaUnits ? model.unitCount : 0)
     }
 
+    /// Examples per evaluation chunk, as the core resolved it (from
+    /// `memoryBudget` when `evalChunk` is 0).
+    public var evaluationChunk: Int { Int(lca_trainer_config(handle).pointee.eval_chunk) }
+
     /// Iterations completed so far (also after `loadState(from:)`).
     public var iteration: UInt64 { lca_trainer_iteration(handle) }
     /// Size of the training split.

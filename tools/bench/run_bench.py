@@ -256,9 +256,10 @@ def run_torch(model, threads, iterations, chunk, init, workdir):
     }
 
 
-def eval_pass(threads, repeats):
+def eval_pass(threads, repeats, chunk):
     wait_for_quiet()
-    stdout, _, _, others = time_v([f"{BUILD}/eval_pass_bench", str(threads), str(repeats), "fc", "1000"])
+    stdout, _, _, others = time_v([f"{BUILD}/eval_pass_bench", str(threads), str(repeats), "fc",
+                                   str(chunk)])
     return dict(json.loads(stdout), others=others)
 
 
@@ -502,13 +503,16 @@ def write_report(args, results, started_load, finished_load, started, finished, 
                 f"≥ {TARGET_SCALING}× (lca) | {v} | {others_of(model, t_lo)} / {others_of(model, t_hi)} |")
     add("")
 
-    add("### Evaluation-set gradient pass, FC (55 chunks of 1,000 examples)\n")
     first_pass = next(iter(results["pass"].values()))
+    add(f"### Evaluation-set gradient pass, FC ({first_pass['chunks']} chunks of "
+        f"{first_pass['chunk']:,} examples)\n")
     add(f"Needed arithmetic: {first_pass['gflop']:.2f} GFLOP per pass (forward 2·Σ in·out·N, "
         "weight gradients 2·Σ in·out·N, input gradients of layers 2 and 3 only; N = 55,000). "
-        "`lca` pass = gather and scale the uint8 chunk, forward and backward "
-        "(`lca_model_loss_and_gradient`), add into the float64 sum; `lca` kernels = forward and "
-        "backward alone on chunks gathered beforehand. OpenBLAS = numpy `np.matmul` float32 on "
+        "`lca` pass = the integrator's own pass through `lca_evaluator` (chunks side by side, one "
+        "per thread: the uint8 rows converted as the first layer reads them, forward and backward, "
+        "added into the float64 sum in chunk order); `lca` kernels = forward and backward alone "
+        "(`lca_model_loss_and_gradient`) on chunks gathered beforehand, one chunk at a time with "
+        "the threads inside the layers. OpenBLAS = numpy `np.matmul` float32 on "
         "the same GEMMs only (no bias, ReLU, softmax). Ceilings: independent FMA chains on all "
         "T threads at once, or T × the 1-thread figure where that is higher (a disturbed "
         "multi-thread measurement must not lower the bar). All best of repeats.\n")
@@ -727,7 +731,9 @@ def main():
         results["determinism"] = "; ".join(same)
         for t in args.threads:
             log(f"evaluation pass, SGEMM and FMA ceiling at {t} threads")
-            results["pass"][t] = eval_pass(t, args.micro_repeats)
+            # the chunk `lca train` chose for FC (from its log header)
+            fc_chunk = results["e2e"]["fc"][t]["lca"][0]["eval_chunk"] if "fc" in results["e2e"] else 500
+            results["pass"][t] = eval_pass(t, args.micro_repeats, fc_chunk)
             results["sgemm"][t] = numpy_sgemm(t, args.micro_repeats)
             results["fma"][t] = fma_peak(t, 10)
             log(f"  pass {results['pass'][t]['pass_gflops_best']:.1f}, SGEMM "
