@@ -382,9 +382,19 @@ public struct RunSummary: Sendable, Codable, Hashable {
 
 /// Facts about the running process.
 public enum ProcessStats {
-    /// Peak resident set size of this process in bytes (getrusage's
-    /// ru_maxrss, which Linux reports in KiB).
+    /// Peak resident set size of this program in bytes. On Linux the
+    /// kernel's high-water mark of this address space (VmHWM in
+    /// /proc/self/status): getrusage's ru_maxrss survives exec, so under
+    /// `swift run` it would report the larger swift-run driver that started
+    /// the tool. Elsewhere, or if /proc is missing, ru_maxrss.
     public static var peakResidentBytes: Int {
+        #if os(Linux)
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kib = Int(line.dropFirst("VmHWM:".count).filter(\.isNumber)) {
+            return kib * 1024
+        }
+        #endif
         var usage = rusage()
         #if os(Linux)
         let who = __rusage_who_t(RUSAGE_SELF.rawValue)
