@@ -410,7 +410,10 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     if others:
         add(f"- Disturbance: during the end-to-end runs other processes kept {min(others):.2f}–"
             f"{max(others):.2f} cores busy (median {med(others):.2f}) of {os.cpu_count()}; see the "
-            "raw measurements at the end.")
+            "raw measurements at the end. This counts processes inside this machine only: on a "
+            "virtual machine the host's other guests can slow a core unseen (on the machine of "
+            "issue 5, repeats of the same run differed by up to 30% with 0.00 here), which is why "
+            "the scaling verdicts can change between runs.")
     add(f"- Settings: Fashion-MNIST training files, 5,000 held out (55,000 training examples), "
         f"batch 250, SGD momentum 0.9, lr 0.01, Simpson LCA threshold 0.001, cap 32. "
         f"FC: LCA on the 55,000-example training split, {args.fc_iterations} iterations. "
