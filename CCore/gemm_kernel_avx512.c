@@ -133,6 +133,48 @@ bool lca_gemm_avx512_supported(void) {
 
 #define LCA_FOR_ROWS(X) X(0); X(1); X(2); X(3); X(4); X(5); X(6); X(7); X(8); X(9)
 
+/* The k loop of a tile, for each way A can be laid out, with LOAD_B
+ * loading (and, when copying, storing) the B vectors of a step and FMA the
+ * update of one row: the two- and one-vector tiles differ only in those. */
+#define LCA_TILE_LOOPS(LOAD_B, FMA)                                     \
+    do {                                                                \
+        if (a_row_step == 1) {                                          \
+            /* packed panels and Aᵀ in place: the rows side by side */ \
+            for (size_t p = 0; p < depth; p++) {                        \
+                LOAD_B;                                                 \
+                LCA_TILE_STEP(FMA, a, 1);                               \
+                a += a_k_step;                                          \
+                b += b_k_step;                                          \
+            }                                                           \
+        } else if (a_k_step == 1) {                                     \
+            /* rows of A in place */                                    \
+            LCA_DIRECT_ROWS;                                            \
+            size_t p = 0;                                               \
+            for (; p + 4 <= depth; p += 4) {                            \
+                for (size_t u = 0; u < 4; u++) {                        \
+                    LOAD_B;                                             \
+                    LCA_DIRECT_STEP(FMA, u);                            \
+                    b += b_k_step;                                      \
+                }                                                       \
+                LCA_DIRECT_ADVANCE(4);                                  \
+            }                                                           \
+            for (; p < depth; p++) {                                    \
+                LOAD_B;                                                 \
+                LCA_DIRECT_STEP(FMA, 0);                                \
+                LCA_DIRECT_ADVANCE(1);                                  \
+                b += b_k_step;                                          \
+            }                                                           \
+        } else {                                                        \
+            /* any other steps (not used by gemm.c) */                  \
+            for (size_t p = 0; p < depth; p++) {                        \
+                LOAD_B;                                                 \
+                LCA_TILE_STEP(FMA, a, a_row_step);                      \
+                a += a_k_step;                                          \
+                b += b_k_step;                                          \
+            }                                                           \
+        }                                                               \
+    } while (0)
+
 /* Tiles 17-32 columns wide, and tiles that copy B: two vectors per row.
  * Inlined twice, with and without copying B, so that the loop without has
  * no trace of it. */
@@ -158,41 +200,7 @@ micro_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, co
         _mm_prefetch((const char *)(c + r * ldc + cols - 1), _MM_HINT_T0);
     }
 
-    if (a_row_step == 1) {
-        /* Packed panels and Aᵀ in place: the ten rows sit side by side. */
-        for (size_t p = 0; p < depth; p++) {
-            LCA_LOAD_B2;
-            LCA_TILE_STEP(LCA_ROW_FMA2, a, 1);
-            a += a_k_step;
-            b += b_k_step;
-        }
-    } else if (a_k_step == 1) {
-        /* Rows of A in place. */
-        LCA_DIRECT_ROWS;
-        size_t p = 0;
-        for (; p + 4 <= depth; p += 4) {
-            for (size_t u = 0; u < 4; u++) {
-                LCA_LOAD_B2;
-                LCA_DIRECT_STEP(LCA_ROW_FMA2, u);
-                b += b_k_step;
-            }
-            LCA_DIRECT_ADVANCE(4);
-        }
-        for (; p < depth; p++) {
-            LCA_LOAD_B2;
-            LCA_DIRECT_STEP(LCA_ROW_FMA2, 0);
-            LCA_DIRECT_ADVANCE(1);
-            b += b_k_step;
-        }
-    } else {
-        /* Any other steps (not used by gemm.c). */
-        for (size_t p = 0; p < depth; p++) {
-            LCA_LOAD_B2;
-            LCA_TILE_STEP(LCA_ROW_FMA2, a, a_row_step);
-            a += a_k_step;
-            b += b_k_step;
-        }
-    }
+    LCA_TILE_LOOPS(LCA_LOAD_B2, LCA_ROW_FMA2);
 
     __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
     __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
@@ -214,39 +222,7 @@ micro_10x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, co
 
     for (size_t r = 0; r < rows; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
 
-    if (a_row_step == 1) {
-        for (size_t p = 0; p < depth; p++) {
-            LCA_LOAD_B1;
-            LCA_TILE_STEP(LCA_ROW_FMA1, a, 1);
-            a += a_k_step;
-            b += b_k_step;
-        }
-    } else if (a_k_step == 1) {
-        LCA_DIRECT_ROWS;
-        size_t p = 0;
-        for (; p + 4 <= depth; p += 4) {
-            for (size_t u = 0; u < 4; u++) {
-                LCA_LOAD_B1;
-                LCA_DIRECT_STEP(LCA_ROW_FMA1, u);
-                b += b_k_step;
-            }
-            LCA_DIRECT_ADVANCE(4);
-        }
-        for (; p < depth; p++) {
-            LCA_LOAD_B1;
-            LCA_DIRECT_STEP(LCA_ROW_FMA1, 0);
-            LCA_DIRECT_ADVANCE(1);
-            b += b_k_step;
-        }
-    } else {
-        /* Any other steps (not used by gemm.c). */
-        for (size_t p = 0; p < depth; p++) {
-            LCA_LOAD_B1;
-            LCA_TILE_STEP(LCA_ROW_FMA1, a, a_row_step);
-            a += a_k_step;
-            b += b_k_step;
-        }
-    }
+    LCA_TILE_LOOPS(LCA_LOAD_B1, LCA_ROW_FMA1);
 
     __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
     __mmask16 mask_0 = (__mmask16)((1u << cols) - 1);
@@ -286,6 +262,7 @@ lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, siz
 #undef LCA_ROW_STORE2
 #undef LCA_ROW_STORE1
 #undef LCA_FOR_ROWS
+#undef LCA_TILE_LOOPS
 
 #else /* not x86-64: never chosen; a correct stand-in keeps the symbol honest */
 
