@@ -29,6 +29,14 @@ static void *allocate(lca_integrator *integrator, size_t bytes) {
     return p;
 }
 
+static void release_worker(const lca_integrator *g, lca_eval_worker *w) {
+    if (w->model != g->model) lca_model_free(w->model);
+    free(w->x);
+    free(w->labels);
+    free(w->targets);
+    memset(w, 0, sizeof *w);
+}
+
 /* Evaluation workers: one per thread, as many as memory_budget holds
  * (at least one). Worker 0 evaluates with the integrator's own model. */
 #define MAX_EVAL_WORKERS 64
@@ -37,10 +45,7 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     lca_model *model = g->model;
     size_t k = model->parameter_count;
     size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
-    /* a dense first layer converts its input LCA_INPUT_ROWS examples at a
-     * time; other nets gather the whole chunk */
-    size_t x_rows = lca_model_streams_input(model) && g->chunk > LCA_INPUT_ROWS ? LCA_INPUT_ROWS
-                                                                                : g->chunk;
+    size_t x_rows = lca_model_input_rows(model, g->chunk);
     size_t per_worker = g->chunk * (lca_model_example_bytes(model) + sizeof(int32_t) +
                                     (regression ? out * sizeof(float) : 0)) +
                         x_rows * in * sizeof(float) + k * sizeof(float);
@@ -76,11 +81,7 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     /* a worker that could not be completed is released and not counted */
     lca_eval_worker *last = &g->workers[g->worker_count - 1];
     if (!last->model || last->model->max_batch < g->chunk) {
-        if (last->model && last->model != model) lca_model_free(last->model);
-        free(last->x);
-        free(last->labels);
-        free(last->targets);
-        memset(last, 0, sizeof *last);
+        release_worker(g, last);
         g->worker_count--;
     }
     /* one slot more than workers, so that a thread can start its next chunk
@@ -108,12 +109,13 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     if (!(config->lca_threshold >= 0.0) || !isfinite(config->lca_threshold))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_threshold must be finite and >= 0, not %g",
                         config->lca_threshold);
-    if (config->eval_chunk == 0)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "eval_chunk must be at least 1");
     g->model = model;
     g->threshold = config->lca_threshold;
     g->max_subintervals = cap;
-    g->chunk = config->eval_chunk;
+    /* the chunk as asked, or (0) from the memory budget; whole BN groups */
+    g->chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
+                                       config->memory_budget);
+    model->bn_group = config->bn_group;
     g->units = config->lca_units != 0;
     size_t k = model->parameter_count;
     g->probe = allocate(g, k * sizeof(float));
@@ -126,13 +128,7 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
 
 void lca_integrator_release(lca_integrator *g) {
     free(g->probe);
-    for (size_t i = 0; i < g->worker_count; i++) {
-        lca_eval_worker *w = &g->workers[i];
-        if (w->model != g->model) lca_model_free(w->model);
-        free(w->x);
-        free(w->labels);
-        free(w->targets);
-    }
+    for (size_t i = 0; i < g->worker_count; i++) release_worker(g, &g->workers[i]);
     free(g->workers);
     for (size_t i = 0; i < g->slot_count; i++) free(g->slots[i].gradient);
     free(g->slots);
@@ -484,12 +480,7 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
         for (size_t i = 0; i < count; i++) e->all[i] = (uint32_t)i;
         indices = e->all;
     }
-    lca_config resolved = *config;
-    resolved.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
-                                                  config->memory_budget);
-    model->bn_group = config->bn_group;
-    lca_status status = lca_integrator_init(&e->integrator, model, &resolved,
-                                            data->targets != NULL);
+    lca_status status = lca_integrator_init(&e->integrator, model, config, data->targets != NULL);
     if (status != LCA_OK) {
         free(e->all);
         free(e);

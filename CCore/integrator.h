@@ -59,6 +59,9 @@ typedef struct lca_integrator {
     size_t bytes;             /* allocated by the integrator and its views */
 } lca_integrator;
 
+/* The integrator's settings come from config: threshold, cap, units, and the
+ * chunk (eval_chunk, or 0 for the most that fit memory_budget; whole
+ * bn_group groups for batch-norm nets, whose group size it sets on model). */
 lca_status lca_integrator_init(lca_integrator *integrator, lca_model *model,
                                const lca_config *config, bool regression);
 void lca_integrator_release(lca_integrator *integrator);

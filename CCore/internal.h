@@ -148,10 +148,6 @@ const char *lca_safetensors_path(const lca_safetensors *file);
 #endif
 #define LCA_PARALLEL_WORK 32768 /* elements below which one thread is faster */
 
-/* Threads a parallel loop started here would get: 1 inside a parallel
- * region (nested regions run on the calling thread), else lca_threads(). */
-int lca_threads_available(void);
-
 /* Run body(i, context) for i in [0, count) over the threads; iterations
  * are independent and each writes its own memory. */
 typedef void (*lca_parallel_body)(size_t index, void *context);

@@ -767,27 +767,18 @@ static void dense_forward(float *y, const float *x, const float *w, const float 
 static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, size_t n, size_t in, size_t out) {
     if (x) lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
-    /* bias: column sums in a fixed order, accumulated in double */
-    if (n * out >= LCA_PARALLEL_WORK && lca_threads_available() > 1) {
-        LCA_PARALLEL_FOR_IF(true)
-        for (size_t o = 0; o < out; o++) {
-            double sum = 0.0;
-            for (size_t r = 0; r < n; r++) sum += dy[r * out + o];
-            db[o] = (float)sum;
+    /* bias: column sums accumulated in double, each column's rows in
+     * order, walked row by row so that the columns vectorise (a few hundred
+     * columns: one thread, the strided per-column walk was slower) */
+    enum { COLUMNS = 128 };
+    for (size_t o0 = 0; o0 < out; o0 += COLUMNS) {
+        size_t width = out - o0 < COLUMNS ? out - o0 : COLUMNS;
+        double sum[COLUMNS] = {0};
+        for (size_t r = 0; r < n; r++) {
+            const float *row = dy + r * out + o0;
+            for (size_t o = 0; o < width; o++) sum[o] += row[o];
         }
-    } else {
-        /* the same sums, row by row so that the columns vectorise (each
-         * column still adds its rows in order: the same bytes) */
-        enum { COLUMNS = 128 };
-        for (size_t o0 = 0; o0 < out; o0 += COLUMNS) {
-            size_t width = out - o0 < COLUMNS ? out - o0 : COLUMNS;
-            double sum[COLUMNS] = {0};
-            for (size_t r = 0; r < n; r++) {
-                const float *row = dy + r * out + o0;
-                for (size_t o = 0; o < width; o++) sum[o] += row[o];
-            }
-            for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
-        }
+        for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
@@ -1072,6 +1063,10 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
 
 bool lca_model_streams_input(const lca_model *m) {
     return m->layer_count > 0 && m->layers[0].kind == LCA_LAYER_DENSE;
+}
+
+size_t lca_model_input_rows(const lca_model *m, size_t n) {
+    return lca_model_streams_input(m) && n > LCA_INPUT_ROWS ? LCA_INPUT_ROWS : n;
 }
 
 static lca_status run(lca_model *m, const float *parameters, const int32_t *labels,

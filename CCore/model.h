@@ -133,6 +133,9 @@ typedef struct lca_model_input {
 } lca_model_input;
 
 bool lca_model_streams_input(const lca_model *model);
+/* Rows of input floats a pass of up to n examples needs at once: n, or
+ * LCA_INPUT_ROWS when the model streams its input. */
+size_t lca_model_input_rows(const lca_model *model, size_t n);
 
 /* Forward (and backward when gradient is not NULL) on n examples at the
  * given parameters, in evaluation mode (the allocated loss). *loss_sum =

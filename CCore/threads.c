@@ -37,15 +37,6 @@ int lca_threads(void) {
 #endif
 }
 
-int lca_threads_available(void) {
-#ifdef _OPENMP
-    /* inside a parallel region the caller's thread is all it has */
-    return omp_in_parallel() ? 1 : lca_threads();
-#else
-    return 1;
-#endif
-}
-
 void lca_parallel_for(size_t count, lca_parallel_body body, void *context) {
 #ifdef _OPENMP
     int threads = lca_threads();

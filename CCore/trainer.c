@@ -228,10 +228,7 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     tr->gradient = allocate(tr, k * sizeof(float));
     tr->before = allocate(tr, k * sizeof(float));
     tr->lr_scale = allocate(tr, t * sizeof(double));
-    /* a dense first layer converts the minibatch LCA_INPUT_ROWS rows at a time */
-    size_t x_rows = lca_model_streams_input(model) && batch > LCA_INPUT_ROWS ? LCA_INPUT_ROWS
-                                                                             : batch;
-    tr->x = allocate(tr, x_rows * in * sizeof(float));
+    tr->x = allocate(tr, lca_model_input_rows(model, batch) * in * sizeof(float));
     tr->labels = allocate(tr, batch * sizeof(int32_t));
     tr->targets = data->targets ? allocate(tr, batch * outs * sizeof(float)) : NULL;
     if (config->optimizer == LCA_OPTIMIZER_MOMENTUM) tr->velocity = allocate(tr, k * sizeof(float));
@@ -460,11 +457,7 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
     lca_integrator integrator;
     lca_view view;
     memset(&view, 0, sizeof view);
-    lca_config resolved = *config;
-    resolved.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
-                                                  config->memory_budget);
-    model->bn_group = config->bn_group;
-    lca_status status = lca_integrator_init(&integrator, model, &resolved, data->targets != NULL);
+    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
     if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
     if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
     /* the view's arrays die with it: copy the per-tensor results out */
