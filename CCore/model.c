@@ -660,13 +660,15 @@ size_t lca_model_example_bytes(const lca_model *m) {
 lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     if (max_batch == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: batch size 0");
     if (max_batch <= m->max_batch) return LCA_OK;
-    size_t gradient_floats = ROUND16(max_batch * m->max_gradient);
-    size_t skip_floats = ROUND16(max_batch * m->max_skip);
+    /* an MLP's pass goes a block of rows at a time (run) */
+    size_t rows = lca_model_input_rows(m, max_batch);
+    size_t gradient_floats = ROUND16(rows * m->max_gradient);
+    size_t skip_floats = ROUND16(rows * m->max_skip);
     size_t floats = 2 * gradient_floats + skip_floats;
-    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, max_batch);
-    size_t conv_floats = conv_workspace(m, max_batch);
+    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
+    size_t conv_floats = conv_workspace(m, rows);
     floats += conv_floats;
-    size_t bytes = floats * sizeof(float) + ROUND16(max_batch) * sizeof(double);
+    size_t bytes = floats * sizeof(float) + ROUND16(rows) * sizeof(double);
     void *w = aligned_alloc(64, bytes);
     if (!w)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY,
@@ -686,33 +688,33 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     f += skip_floats;
     for (size_t l = 0; l < m->layer_count; l++) {
         lca_layer *L = &m->layers[l];
-        size_t out = ROUND16(max_batch * L->out_size);
+        size_t out = ROUND16(rows * L->out_size);
         L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
         L->argmax = NULL;
         L->mask = NULL;
-        if (layer_floats(m, l, max_batch) == 0) continue;
-        L->output = f; /* N × out_size */
+        if (layer_floats(m, l, rows) == 0) continue;
+        L->output = f; /* rows × out_size */
         f += out;
         switch (L->kind) {
         case LCA_LAYER_MAXPOOL:
-            L->argmax = (uint32_t *)(void *)f; /* N × out_size */
+            L->argmax = (uint32_t *)(void *)f; /* rows × out_size */
             f += out;
             break;
         case LCA_LAYER_BATCHNORM:
-            L->saved = f; /* x̂: N × out_size */
+            L->saved = f; /* x̂: rows × out_size */
             f += out;
             L->saved_mean = f; /* groups × C */
-            f += ROUND16(max_batch * L->out_c);
+            f += ROUND16(rows * L->out_c);
             L->saved_invstd = f;
-            f += ROUND16(max_batch * L->out_c);
+            f += ROUND16(rows * L->out_c);
             break;
         case LCA_LAYER_DROPOUT:
-            L->mask = (uint8_t *)(void *)f; /* N × out_size bytes */
-            f += ROUND16((max_batch * L->out_size + 3) / 4);
+            L->mask = (uint8_t *)(void *)f; /* rows × out_size bytes */
+            f += ROUND16((rows * L->out_size + 3) / 4);
             break;
         case LCA_LAYER_BLOCK_ADD:
             if (L->projection) {
-                L->saved = f; /* projection output: N × out_size */
+                L->saved = f; /* projection output: rows × out_size */
                 f += out;
             }
             break;
@@ -722,7 +724,7 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     }
     m->conv_scratch = f;
     f += conv_floats;
-    m->example_loss = (double *)(void *)f; /* N */
+    m->example_loss = (double *)(void *)f; /* rows */
     return LCA_OK;
 }
 
@@ -744,29 +746,35 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
 /* ------------------------------------------------------------- layers */
 
 /* y[N×O] = x[N×I] · wᵀ + b, and with relu the ReLU of that in the same
- * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x) */
+ * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x).
+ * The product is computed as its transpose, yᵀ = w · xᵀ into scratch[O×N],
+ * then written back transposed with the bias: ... */
 static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
-                          size_t in, size_t out, bool relu) {
-    lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
-    for (size_t r = 0; r < n; r++) {
-        float *row = y + r * out;
-        if (relu) {
-            for (size_t o = 0; o < out; o++) {
-                float v = row[o] + b[o];
-                row[o] = v < 0.0f ? 0.0f : v;
+                          size_t in, size_t out, bool relu, float *scratch) {
+    lca_sgemm(false, true, out, n, in, 1.0f, w, in, x, in, 0.0f, scratch, n);
+    enum { TILE = 16 };
+    for (size_t r0 = 0; r0 < n; r0 += TILE) {
+        size_t r1 = n - r0 < TILE ? n : r0 + TILE;
+        for (size_t o0 = 0; o0 < out; o0 += TILE) {
+            size_t o1 = out - o0 < TILE ? out : o0 + TILE;
+            for (size_t r = r0; r < r1; r++) {
+                float *row = y + r * out;
+                for (size_t o = o0; o < o1; o++) {
+                    float v = scratch[o * n + r] + b[o];
+                    row[o] = relu && v < 0.0f ? 0.0f : v;
+                }
             }
-        } else {
-            for (size_t o = 0; o < out; o++) row[o] += b[o];
         }
     }
 }
 
 /* Backward of dense_forward:
- *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
+ *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL);
+ * with accumulate, dw and db add these to what they hold (a later block of
+ * rows of the same pass). */
 static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, size_t n, size_t in, size_t out) {
-    if (x) lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
+                           const float *w, size_t n, size_t in, size_t out, bool accumulate) {
+    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, accumulate ? 1.0f : 0.0f, dw, in);
     /* bias: column sums accumulated in double, each column's rows in
      * order, walked row by row so that the columns vectorise (a few hundred
      * columns: one thread, the strided per-column walk was slower) */
@@ -778,51 +786,16 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
             const float *row = dy + r * out + o0;
             for (size_t o = 0; o < width; o++) sum[o] += row[o];
         }
-        for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
+        for (size_t o = 0; o < width; o++)
+            db[o0 + o] = accumulate ? db[o0 + o] + (float)sum[o] : (float)sum[o];
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
-/* Rows [first, first + count) of the pass's input, as floats. */
-static const float *input_rows(const lca_model_input *input, size_t first, size_t count,
-                               size_t features) {
-    if (input->x) return input->x + first * features;
-    lca_dataset_gather(input->data, input->indices + first, count, input->rows, NULL, NULL);
-    return input->rows;
-}
-
-/* A dense first layer: dense_forward on LCA_INPUT_ROWS examples at a time
- * (each element of y is the same dot product whatever the blocks). */
-static void dense_forward_input(float *y, const lca_model_input *input, const float *w,
-                                const float *b, size_t n, size_t in, size_t out, bool relu) {
-    for (size_t first = 0; first < n; first += LCA_INPUT_ROWS) {
-        size_t rows = n - first < LCA_INPUT_ROWS ? n - first : LCA_INPUT_ROWS;
-        dense_forward(y + first * out, input_rows(input, first, rows, in), w, b, rows, in, out,
-                      relu);
-    }
-}
-
-/* Its weight gradient dw = Σ over the blocks, in order, of dy_blockᵀ · x_block
- * (the bias gradient comes from dense_backward; a first layer has no dx). */
-static void dense_weight_gradient_input(float *dw, const float *dy,
-                                        const lca_model_input *input, size_t n, size_t in,
-                                        size_t out) {
-    for (size_t first = 0; first < n; first += LCA_INPUT_ROWS) {
-        size_t rows = n - first < LCA_INPUT_ROWS ? n - first : LCA_INPUT_ROWS;
-        lca_sgemm(true, false, out, in, rows, 1.0f, dy + first * out, out,
-                  input_rows(input, first, rows, in), in, first == 0 ? 0.0f : 1.0f, dw, in);
-    }
-}
-
 /* Softmax cross-entropy on logits z[N×C]: per-example losses into loss[N]
  * (stable log-sum-exp in double) and, if dz, dz = scale · (softmax − onehot). */
-static lca_status softmax_cross_entropy(double *loss, float *dz, const float *z,
-                                        const int32_t *labels, size_t n, size_t classes,
-                                        double scale) {
-    for (size_t r = 0; r < n; r++)
-        if (labels[r] < 0 || (size_t)labels[r] >= classes)
-            return lca_fail(LCA_ERR_MISMATCH, "label %d of example %zu is outside the model's %zu classes",
-                            labels[r], r, classes);
+static void softmax_cross_entropy(double *loss, float *dz, const float *z, const int32_t *labels,
+                                  size_t n, size_t classes, double scale) {
     LCA_PARALLEL_FOR_IF(n * classes >= LCA_PARALLEL_WORK / 8)
     for (size_t r = 0; r < n; r++) {
         const float *row = z + r * classes;
@@ -850,18 +823,14 @@ static lca_status softmax_cross_entropy(double *loss, float *dz, const float *z,
             }
         }
     }
-    return LCA_OK;
 }
 
 /* Mean squared error terms: loss[r] = Σ_c (y − t)² / C (the mean over
  * outputs; the mean over examples comes from the caller's scale), and
  * dy = scale · 2 (y − t) / C. Targets are float rows or one-hot labels. */
-static lca_status squared_error(double *loss, float *dy, const float *y, const int32_t *labels,
-                                const float *targets, size_t n, size_t outputs, double scale) {
+static void squared_error(double *loss, float *dy, const float *y, const int32_t *labels,
+                          const float *targets, size_t n, size_t outputs, double scale) {
     for (size_t r = 0; r < n; r++) {
-        if (!targets && (labels[r] < 0 || (size_t)labels[r] >= outputs))
-            return lca_fail(LCA_ERR_MISMATCH, "label %d of example %zu is outside the model's %zu outputs",
-                            labels[r], r, outputs);
         double sum = 0.0;
         for (size_t c = 0; c < outputs; c++) {
             double t = targets ? targets[r * outputs + c] : (c == (size_t)labels[r] ? 1.0 : 0.0);
@@ -871,14 +840,13 @@ static lca_status squared_error(double *loss, float *dy, const float *y, const i
         }
         loss[r] = sum / (double)outputs;
     }
-    return LCA_OK;
 }
 
 /* -------------------------------------------------------- forward/backward */
 
 typedef struct pass {
     lca_pass_mode mode;
-    const lca_model_input *input;
+    const float *x;        /* n × input */
     size_t n;
     size_t bn_group;       /* examples per batch-norm group in this pass */
     lca_rng *rng;          /* dropout, training only */
@@ -888,7 +856,7 @@ typedef struct pass {
  * layers pass their input pointer on; ReLU works in place. */
 static const float *forward(lca_model *m, const float *params, const pass *ps,
                             const float **inputs) {
-    const float *input = ps->input->x; /* NULL for a streamed dense first layer */
+    const float *input = ps->x;
     size_t n = ps->n;
     bool relu_next = false; /* a dense layer applied the ReLU that follows it */
     for (size_t l = 0; l < m->layer_count; l++) {
@@ -904,10 +872,7 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
             /* a ReLU right after, in place on this output, joins its pass */
             bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
                         m->layers[l + 1].output == NULL;
-            if (l == 0)
-                dense_forward_input(L->output, ps->input, w, b, n, L->in_size, L->out_size, relu);
-            else
-                dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
+            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu, m->grad_b);
             relu_next = relu;
             break;
         }
@@ -976,9 +941,11 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
     return input;
 }
 
-/* Backward from dlogits (in m->grad_a) to every parameter gradient. */
+/* Backward from dlogits (in m->grad_a) to every parameter gradient; with
+ * accumulate (a later block of rows of an MLP's pass, see run), the
+ * gradients add to what gradient holds. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
-                     const float *logits, float *gradient) {
+                     const float *logits, float *gradient, bool accumulate) {
     size_t n = ps->n;
     float *dy = m->grad_a;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
@@ -996,9 +963,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         float *dx = l > 0 ? other : NULL;
         switch (L->kind) {
         case LCA_LAYER_DENSE:
-            /* the first layer's weight gradient reads its input in blocks */
-            dense_backward(dx, dw, db, dy, l == 0 ? NULL : input, w, n, L->in_size, L->out_size);
-            if (l == 0) dense_weight_gradient_input(dw, dy, ps->input, n, L->in_size, L->out_size);
+            dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size, accumulate);
             break;
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
@@ -1061,47 +1026,89 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
     }
 }
 
+/* An MLP: a dense first layer and nothing between examples (no batch
+ * norm, no convolution), so that a pass can go LCA_INPUT_ROWS rows at a time. */
 bool lca_model_streams_input(const lca_model *m) {
-    return m->layer_count > 0 && m->layers[0].kind == LCA_LAYER_DENSE;
+    if (m->layer_count == 0 || m->layers[0].kind != LCA_LAYER_DENSE) return false;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        lca_layer_kind kind = m->layers[l].kind;
+        if (kind != LCA_LAYER_DENSE && kind != LCA_LAYER_RELU && kind != LCA_LAYER_DROPOUT &&
+            kind != LCA_LAYER_FLATTEN)
+            return false;
+    }
+    return true;
 }
 
 size_t lca_model_input_rows(const lca_model *m, size_t n) {
     return lca_model_streams_input(m) && n > LCA_INPUT_ROWS ? LCA_INPUT_ROWS : n;
 }
 
+/* Rows [first, first + count) of the pass's input, as floats. */
+static const float *input_rows(const lca_model_input *input, size_t first, size_t count,
+                               size_t features) {
+    if (input->x) return input->x + first * features;
+    lca_dataset_gather(input->data, input->indices + first, count, input->rows, NULL, NULL);
+    return input->rows;
+}
+
+static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
+    for (size_t r = 0; r < n; r++)
+        if (labels[r] < 0 || (size_t)labels[r] >= outputs)
+            return lca_fail(LCA_ERR_MISMATCH,
+                            "label %d of example %zu is outside the model's %zu outputs",
+                            labels[r], r, outputs);
+    return LCA_OK;
+}
+
+/* Forward, loss and backward on blocks of lca_model_input_rows rows, in
+ * order: one block of all n for most models; for an MLP blocks of
+ * LCA_INPUT_ROWS, each converted from the data set once, its activations
+ * in a block-sized workspace, its gradients added to those of the blocks
+ * before (the same bytes whether the input comes as floats or from a data
+ * set, and whatever the caller's chunk around the blocks). */
 static lca_status run(lca_model *m, const float *parameters, const int32_t *labels,
-                      const float *targets, const pass *ps, double gradient_scale,
-                      double *loss_sum, float *gradient) {
-    size_t n = ps->n;
+                      const float *targets, const lca_model_input *input, pass ps,
+                      double gradient_scale, double *loss_sum, float *gradient) {
+    size_t n = ps.n;
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
-    if (!ps->input->x && !(lca_model_streams_input(m) && ps->input->data && ps->input->rows))
-        return lca_fail(LCA_ERR_STATE, "model: no input (only a dense first layer converts "
-                                       "rows of a data set as it goes)");
+    if (!input->x && !(lca_model_streams_input(m) && input->data && input->rows))
+        return lca_fail(LCA_ERR_STATE, "model: no input (only an MLP converts rows of a data "
+                                       "set as it goes)");
     if (!labels && !targets)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
     if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && !labels)
         return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
                                           "but the data set has float targets");
-    const float *inputs[MAX_LAYERS];
-    const float *logits = forward(m, parameters, ps, inputs);
-    size_t outputs = lca_model_output_size(m);
-    float *dlogits = gradient ? m->grad_a : NULL;
-    lca_status status =
-        m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY
-            ? softmax_cross_entropy(m->example_loss, dlogits, logits, labels, n, outputs,
-                                    gradient_scale)
-            : squared_error(m->example_loss, dlogits, logits, labels, targets, n, outputs,
-                            gradient_scale);
-    if (status != LCA_OK) return status;
+    size_t outputs = lca_model_output_size(m), features = lca_model_input_size(m);
+    if (!targets) {
+        lca_status status = check_labels(labels, n, outputs);
+        if (status != LCA_OK) return status;
+    }
+    size_t block = lca_model_input_rows(m, n);
     double sum = 0.0;
-    for (size_t r = 0; r < n; r++) sum += m->example_loss[r];
-    if (!isfinite(sum))
-        return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
-                                         "try a smaller learning rate", sum);
+    for (size_t first = 0; first < n; first += block) {
+        ps.n = n - first < block ? n - first : block;
+        ps.x = input_rows(input, first, ps.n, features);
+        const float *inputs[MAX_LAYERS];
+        const float *logits = forward(m, parameters, &ps, inputs);
+        float *dlogits = gradient ? m->grad_a : NULL;
+        if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY)
+            softmax_cross_entropy(m->example_loss, dlogits, logits, labels + first, ps.n, outputs,
+                                  gradient_scale);
+        else
+            squared_error(m->example_loss, dlogits, logits, labels ? labels + first : NULL,
+                          targets ? targets + first * outputs : NULL, ps.n, outputs,
+                          gradient_scale);
+        for (size_t r = 0; r < ps.n; r++) sum += m->example_loss[r];
+        /* the losses are never negative: a sum that is not finite stays so */
+        if (!isfinite(sum))
+            return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                             "try a smaller learning rate", sum);
+        if (gradient) backward(m, parameters, &ps, inputs, logits, gradient, first > 0);
+    }
     *loss_sum = sum;
-    if (gradient) backward(m, parameters, ps, inputs, logits, gradient);
     return LCA_OK;
 }
 
@@ -1109,8 +1116,8 @@ lca_status lca_model_forward_backward_input(lca_model *m, const float *parameter
                                             const lca_model_input *input, const int32_t *labels,
                                             const float *targets, size_t n, double gradient_scale,
                                             double *loss_sum, float *gradient) {
-    pass ps = {LCA_PASS_EVALUATE, input, n, m->bn_group, NULL};
-    return run(m, parameters, labels, targets, &ps, gradient_scale, loss_sum, gradient);
+    pass ps = {LCA_PASS_EVALUATE, NULL, n, m->bn_group, NULL};
+    return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient);
 }
 
 lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
@@ -1124,8 +1131,8 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
 lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng) {
-    pass ps = {LCA_PASS_TRAIN, input, n, n, rng};
-    return run(m, m->parameters, labels, targets, &ps, 1.0 / (double)n, loss_sum, gradient);
+    pass ps = {LCA_PASS_TRAIN, NULL, n, n, rng};
+    return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

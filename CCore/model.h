@@ -97,14 +97,15 @@ struct lca_model {
     /* a worker (lca_model_new_worker) has its own layers array and
      * workspace; everything else belongs to the model it was made from */
     bool worker;
-    /* workspace, sized by lca_model_reserve for max_batch examples */
+    /* workspace, sized by lca_model_reserve for passes of up to max_batch
+     * examples (an MLP's activations for a block of LCA_INPUT_ROWS: run) */
     size_t max_batch;
     void *workspace;
     size_t workspace_bytes;
     float *grad_a, *grad_b;   /* N × max_gradient each */
     float *grad_skip;         /* N × max_skip (residual nets), else NULL */
     float *conv_scratch;
-    double *example_loss;   /* N */
+    double *example_loss;   /* a block's rows */
 };
 
 /* The automatic evaluation chunk's upper bound: large enough that the
@@ -114,15 +115,15 @@ struct lca_model {
  * chunk of its own on small evaluation sets. */
 #define LCA_MAX_AUTO_CHUNK 500
 
-/* Rows of the input a dense first layer reads at a time: its forward and
- * weight gradient go in blocks of this many examples, whether the input is
- * given as floats or converted from a data set block by block (so both give
- * the same bytes, and an evaluation worker needs no chunk-sized copy of its
- * input). */
+/* Rows an MLP's pass (lca_model_streams_input) takes at a time: forward,
+ * loss and backward go in blocks of this many examples, whether the input
+ * is given as floats or converted from a data set block by block (so both
+ * give the same bytes; each block is converted once, and an evaluation
+ * worker needs no chunk-sized copy of its input). */
 #define LCA_INPUT_ROWS 128
 
 /* Where a pass reads its input: floats x (N × input), or, when x is NULL
- * (only for models whose first layer is dense: lca_model_streams_input),
+ * (only for MLPs: lca_model_streams_input),
  * examples indices[0 … N) of data converted LCA_INPUT_ROWS at a time into
  * rows (LCA_INPUT_ROWS × input floats of scratch). */
 typedef struct lca_model_input {
