@@ -746,24 +746,20 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
 /* ------------------------------------------------------------- layers */
 
 /* y[N×O] = x[N×I] · wᵀ + b, and with relu the ReLU of that in the same
- * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x).
- * The product is computed as its transpose, yᵀ = w · xᵀ into scratch[O×N],
- * then written back transposed with the bias: ... */
+ * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x) */
 static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
-                          size_t in, size_t out, bool relu, float *scratch) {
-    lca_sgemm(false, true, out, n, in, 1.0f, w, in, x, in, 0.0f, scratch, n);
-    enum { TILE = 16 };
-    for (size_t r0 = 0; r0 < n; r0 += TILE) {
-        size_t r1 = n - r0 < TILE ? n : r0 + TILE;
-        for (size_t o0 = 0; o0 < out; o0 += TILE) {
-            size_t o1 = out - o0 < TILE ? out : o0 + TILE;
-            for (size_t r = r0; r < r1; r++) {
-                float *row = y + r * out;
-                for (size_t o = o0; o < o1; o++) {
-                    float v = scratch[o * n + r] + b[o];
-                    row[o] = relu && v < 0.0f ? 0.0f : v;
-                }
+                          size_t in, size_t out, bool relu) {
+    lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
+    for (size_t r = 0; r < n; r++) {
+        float *row = y + r * out;
+        if (relu) {
+            for (size_t o = 0; o < out; o++) {
+                float v = row[o] + b[o];
+                row[o] = v < 0.0f ? 0.0f : v;
             }
+        } else {
+            for (size_t o = 0; o < out; o++) row[o] += b[o];
         }
     }
 }
@@ -792,51 +788,115 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
-/* Softmax cross-entropy on logits z[N×C]: per-example losses into loss[N]
+/* ------------------------------------------------ MLPs, feature-major */
+
+/* An MLP's pass (lca_model_streams_input) keeps its activations and their
+ * gradients feature-major: a layer's output for a block of n examples is
+ * O × n, row o holding output o of every example. Every product then has
+ * the layer's width as its rows (100, 50, 10: whole 10-row panels of the
+ * AVX-512 kernel, where n × 100 as columns fills 100 of 112 lanes and n × 10
+ * 10 of 16) and the examples as its columns, and the layers pass their
+ * outputs on without transposes. Only the input rows (n × I) are
+ * example-major. Each element is the same sum in the same order as in the
+ * example-major functions above, so both give the same bytes. */
+
+/* yᵀ[O×n] = w · xᵀ + b, then the ReLU with relu; x is the block's input
+ * rows (n × I) with x_rows, else the previous layer's output xᵀ (I × n). */
+static void dense_forward_fm(float *yt, const float *x, bool x_rows, const float *w,
+                             const float *b, size_t n, size_t in, size_t out, bool relu) {
+    lca_sgemm(false, x_rows, out, n, in, 1.0f, w, in, x, x_rows ? in : n, 0.0f, yt, n);
+    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
+    for (size_t o = 0; o < out; o++) {
+        float *row = yt + o * n, bias = b[o];
+        for (size_t r = 0; r < n; r++) {
+            float v = row[r] + bias;
+            row[r] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+/* Backward of dense_forward_fm, from dyᵀ (O × n):
+ *   dw = dy_ᵀ · x, db = Σ_n dy (in double, examples in order),
+ *   dxᵀ[I×n] = wᵀ · dyᵀ (skipped if dxt is NULL);
+ * with accumulate, dw and db add to what they hold. */
+static void dense_backward_fm(float *dxt, float *dw, float *db, const float *dyt, const float *x,
+                              bool x_rows, const float *w, size_t n, size_t in, size_t out,
+                              bool accumulate) {
+    lca_sgemm(false, !x_rows, out, in, n, 1.0f, dyt, n, x, x_rows ? in : n,
+              accumulate ? 1.0f : 0.0f, dw, in);
+    /* eight rows at a time: eight independent sums, each in example order */
+    enum { ROWS = 8 };
+    for (size_t o0 = 0; o0 < out; o0 += ROWS) {
+        size_t rows = out - o0 < ROWS ? out - o0 : ROWS;
+        double sum[ROWS] = {0};
+        const float *row[ROWS];
+        for (size_t j = 0; j < ROWS; j++) row[j] = dyt + (o0 + (j < rows ? j : 0)) * n;
+        for (size_t r = 0; r < n; r++)
+            for (size_t j = 0; j < ROWS; j++) sum[j] += row[j][r];
+        for (size_t j = 0; j < rows; j++)
+            db[o0 + j] = accumulate ? db[o0 + j] + (float)sum[j] : (float)sum[j];
+    }
+    if (dxt) lca_sgemm(true, false, in, n, out, 1.0f, w, in, dyt, n, 0.0f, dxt, n);
+}
+
+/* Where a pass's logits (and their gradient) keep example r, class c:
+ * at r · example_step + c · class_step (C, 1 example-major; 1, N
+ * feature-major). */
+typedef struct logit_layout {
+    size_t example_step, class_step;
+} logit_layout;
+
+/* Softmax cross-entropy on logits z (N × C): per-example losses into loss[N]
  * (stable log-sum-exp in double) and, if dz, dz = scale · (softmax − onehot). */
 static void softmax_cross_entropy(double *loss, float *dz, const float *z, const int32_t *labels,
-                                  size_t n, size_t classes, double scale) {
+                                  size_t n, size_t classes, logit_layout at, double scale) {
     LCA_PARALLEL_FOR_IF(n * classes >= LCA_PARALLEL_WORK / 8)
     for (size_t r = 0; r < n; r++) {
-        const float *row = z + r * classes;
+        const float *row = z + r * at.example_step;
+#define ROW(c) row[(c) * at.class_step]
         int32_t label = labels[r];
-        double max = row[0];
+        double max = ROW(0);
         for (size_t c = 1; c < classes; c++)
-            if (row[c] > max) max = row[c];
+            if (ROW(c) > max) max = ROW(c);
         /* exp(z − max) once per class: kept for the gradient when the row
          * fits the buffer (the common case), recomputed otherwise */
         enum { KEPT = 64 };
         double kept[KEPT];
         double sum = 0.0;
         for (size_t c = 0; c < classes; c++) {
-            double e = exp((double)row[c] - max);
+            double e = exp((double)ROW(c) - max);
             if (c < KEPT) kept[c] = e;
             sum += e;
         }
-        loss[r] = max + log(sum) - (double)row[label];
+        loss[r] = max + log(sum) - (double)ROW(label);
         if (dz) {
-            float *drow = dz + r * classes;
+            float *drow = dz + r * at.example_step;
             double inverse = 1.0 / sum;
             for (size_t c = 0; c < classes; c++) {
-                double e = c < KEPT ? kept[c] : exp((double)row[c] - max);
-                drow[c] = (float)(scale * (e * inverse - (c == (size_t)label ? 1.0 : 0.0)));
+                double e = c < KEPT ? kept[c] : exp((double)ROW(c) - max);
+                drow[c * at.class_step] =
+                    (float)(scale * (e * inverse - (c == (size_t)label ? 1.0 : 0.0)));
             }
         }
+#undef ROW
     }
 }
 
 /* Mean squared error terms: loss[r] = Σ_c (y − t)² / C (the mean over
  * outputs; the mean over examples comes from the caller's scale), and
- * dy = scale · 2 (y − t) / C. Targets are float rows or one-hot labels. */
+ * dy = scale · 2 (y − t) / C. Targets are float rows (N × C) or one-hot
+ * labels. */
 static void squared_error(double *loss, float *dy, const float *y, const int32_t *labels,
-                          const float *targets, size_t n, size_t outputs, double scale) {
+                          const float *targets, size_t n, size_t outputs, logit_layout at,
+                          double scale) {
     for (size_t r = 0; r < n; r++) {
         double sum = 0.0;
         for (size_t c = 0; c < outputs; c++) {
+            size_t i = r * at.example_step + c * at.class_step;
             double t = targets ? targets[r * outputs + c] : (c == (size_t)labels[r] ? 1.0 : 0.0);
-            double d = (double)y[r * outputs + c] - t;
+            double d = (double)y[i] - t;
             sum += d * d;
-            if (dy) dy[r * outputs + c] = (float)(scale * 2.0 * d / (double)outputs);
+            if (dy) dy[i] = (float)(scale * 2.0 * d / (double)outputs);
         }
         loss[r] = sum / (double)outputs;
     }
@@ -848,6 +908,7 @@ typedef struct pass {
     lca_pass_mode mode;
     const float *x;        /* n × input */
     size_t n;
+    bool feature_major;    /* an MLP's layers: outputs O × n (dense_forward_fm) */
     size_t bn_group;       /* examples per batch-norm group in this pass */
     lca_rng *rng;          /* dropout, training only */
 } pass;
@@ -872,7 +933,10 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
             /* a ReLU right after, in place on this output, joins its pass */
             bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
                         m->layers[l + 1].output == NULL;
-            dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu, m->grad_b);
+            if (ps->feature_major)
+                dense_forward_fm(L->output, input, l == 0, w, b, n, L->in_size, L->out_size, relu);
+            else
+                dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
             relu_next = relu;
             break;
         }
@@ -963,7 +1027,11 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         float *dx = l > 0 ? other : NULL;
         switch (L->kind) {
         case LCA_LAYER_DENSE:
-            dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size, accumulate);
+            if (ps->feature_major)
+                dense_backward_fm(dx, dw, db, dy, input, l == 0, w, n, L->in_size, L->out_size,
+                                  accumulate);
+            else
+                dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size, accumulate);
             break;
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
@@ -1087,6 +1155,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         if (status != LCA_OK) return status;
     }
     size_t block = lca_model_input_rows(m, n);
+    ps.feature_major = lca_model_streams_input(m);
     double sum = 0.0;
     for (size_t first = 0; first < n; first += block) {
         ps.n = n - first < block ? n - first : block;
@@ -1094,12 +1163,13 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         const float *inputs[MAX_LAYERS];
         const float *logits = forward(m, parameters, &ps, inputs);
         float *dlogits = gradient ? m->grad_a : NULL;
+        logit_layout at = ps.feature_major ? (logit_layout){1, ps.n} : (logit_layout){outputs, 1};
         if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY)
             softmax_cross_entropy(m->example_loss, dlogits, logits, labels + first, ps.n, outputs,
-                                  gradient_scale);
+                                  at, gradient_scale);
         else
             squared_error(m->example_loss, dlogits, logits, labels ? labels + first : NULL,
-                          targets ? targets + first * outputs : NULL, ps.n, outputs,
+                          targets ? targets + first * outputs : NULL, ps.n, outputs, at,
                           gradient_scale);
         for (size_t r = 0; r < ps.n; r++) sum += m->example_loss[r];
         /* the losses are never negative: a sum that is not finite stays so */
@@ -1116,7 +1186,7 @@ lca_status lca_model_forward_backward_input(lca_model *m, const float *parameter
                                             const lca_model_input *input, const int32_t *labels,
                                             const float *targets, size_t n, double gradient_scale,
                                             double *loss_sum, float *gradient) {
-    pass ps = {LCA_PASS_EVALUATE, NULL, n, m->bn_group, NULL};
+    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = m->bn_group};
     return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient);
 }
 
@@ -1131,7 +1201,7 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
 lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng) {
-    pass ps = {LCA_PASS_TRAIN, NULL, n, n, rng};
+    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng};
     return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient);
 }
 
