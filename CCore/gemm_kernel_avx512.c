@@ -248,6 +248,37 @@ lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, siz
                     cols);
 }
 
+/* A 16 × 16 block transposed: out[q·out_step + j] = in[j·in_step + q]. Four
+ * rounds of shuffles (32-bit, 64-bit, then 128-bit lanes twice), 64 in all
+ * for 256 floats, where 4 × 4 SSE transposes take 128. */
+__attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const float *in,
+                                                                       size_t in_step,
+                                                                       float *out,
+                                                                       size_t out_step) {
+    __m512 r[16], t[16];
+    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(in + (size_t)j * in_step);
+    for (int j = 0; j < 16; j += 2) {
+        t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 16; j += 4) {
+        r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
+        r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
+        r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
+        r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
+    }
+    for (int j = 0; j < 16; j += 8)
+        for (int i = 0; i < 4; i++) {
+            t[j + i] = _mm512_shuffle_f32x4(r[j + i], r[j + i + 4], 0x88);
+            t[j + i + 4] = _mm512_shuffle_f32x4(r[j + i], r[j + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + (size_t)q * out_step, r[q]);
+}
+
 #undef LCA_COPY_AHEAD
 #undef LCA_COPY_B
 #undef LCA_LOAD_B2
@@ -288,6 +319,12 @@ void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step
             c[r * ldc + j] = beta != 0.0f ? fmaf(beta, c[r * ldc + j], scaled) : scaled;
         }
     }
+}
+
+void lca_gemm_transpose_16x16_avx512(const float *in, size_t in_step, float *out,
+                                     size_t out_step) {
+    for (size_t q = 0; q < 16; q++)
+        for (size_t j = 0; j < 16; j++) out[q * out_step + j] = in[j * in_step + q];
 }
 
 #endif
