@@ -816,19 +816,25 @@ static void dense_forward_fm(float *yt, const float *x, bool x_rows, const float
 }
 
 /* Backward of dense_forward_fm, from dyᵀ (O × n):
- *   dw = dy_ᵀ · x, db = Σ_n dy (in double, examples in order),
+ *   dw = dyᵀ · x, db = Σ_n dy (in double, examples in order),
  *   dxᵀ[I×n] = wᵀ · dyᵀ (skipped if dxt is NULL);
- * with accumulate, dw and db add to what they hold. */
-static void dense_backward_fm(float *dxt, float *dw, float *db, const float *dyt, const float *x,
-                              bool x_rows, const float *w, size_t n, size_t in, size_t out,
-                              bool accumulate) {
-    lca_sgemm(false, !x_rows, out, in, n, 1.0f, dyt, n, x, x_rows ? in : n,
-              accumulate ? 1.0f : 0.0f, dw, in);
+ * with accumulate, dw and db add to what they hold. With relu_output (the
+ * ReLU after this layer, yᵀ), dyt first goes through the ReLU's backward,
+ * in place, in the same walk as the bias sums. */
+static void dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
+                              const float *relu_output, const float *x, bool x_rows,
+                              const float *w, size_t n, size_t in, size_t out, bool accumulate) {
     /* eight rows at a time: eight independent sums, each in example order */
     enum { ROWS = 8 };
     for (size_t o0 = 0; o0 < out; o0 += ROWS) {
         size_t rows = out - o0 < ROWS ? out - o0 : ROWS;
         double sum[ROWS] = {0};
+        if (relu_output) {
+            for (size_t j = 0; j < rows; j++) {
+                float *row = dyt + (o0 + j) * n;
+                lca_relu_backward(row, row, relu_output + (o0 + j) * n, n);
+            }
+        }
         const float *row[ROWS];
         for (size_t j = 0; j < ROWS; j++) row[j] = dyt + (o0 + (j < rows ? j : 0)) * n;
         for (size_t r = 0; r < n; r++)
@@ -836,6 +842,8 @@ static void dense_backward_fm(float *dxt, float *dw, float *db, const float *dyt
         for (size_t j = 0; j < rows; j++)
             db[o0 + j] = accumulate ? db[o0 + j] + (float)sum[j] : (float)sum[j];
     }
+    lca_sgemm(false, !x_rows, out, in, n, 1.0f, dyt, n, x, x_rows ? in : n,
+              accumulate ? 1.0f : 0.0f, dw, in);
     if (dxt) lca_sgemm(true, false, in, n, out, 1.0f, w, in, dyt, n, 0.0f, dxt, n);
 }
 
@@ -1013,6 +1021,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
     size_t n = ps->n;
     float *dy = m->grad_a;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
+    const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
     for (size_t l = m->layer_count; l-- > 0;) {
         lca_layer *L = &m->layers[l];
         bool relu_here_done = relu_done;
@@ -1028,10 +1037,11 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         switch (L->kind) {
         case LCA_LAYER_DENSE:
             if (ps->feature_major)
-                dense_backward_fm(dx, dw, db, dy, input, l == 0, w, n, L->in_size, L->out_size,
-                                  accumulate);
+                dense_backward_fm(dx, dw, db, dy, relu_after, input, l == 0, w, n, L->in_size,
+                                  L->out_size, accumulate);
             else
                 dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size, accumulate);
+            relu_after = NULL;
             break;
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
@@ -1040,7 +1050,11 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             break;
         }
         case LCA_LAYER_RELU:
-            if (!relu_here_done) lca_relu_backward(dy, dy, output, n * L->out_size);
+            /* right after a dense layer of an MLP: in that layer's bias walk */
+            if (ps->feature_major && l > 0 && m->layers[l - 1].kind == LCA_LAYER_DENSE)
+                relu_after = output;
+            else if (!relu_here_done)
+                lca_relu_backward(dy, dy, output, n * L->out_size);
             dx = dy;
             break;
         case LCA_LAYER_MAXPOOL:
