@@ -797,8 +797,8 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
  * AVX-512 kernel, where n × 100 as columns fills 100 of 112 lanes and n × 10
  * 10 of 16) and the examples as its columns, and the layers pass their
  * outputs on without transposes. Only the input rows (n × I) are
- * example-major. Each element is the same sum in the same order as in the
- * example-major functions above, so both give the same bytes. */
+ * example-major. Each element is the same sum, in the same order, as in the
+ * example-major functions above. Dropout masks are drawn in this order. */
 
 /* yᵀ[O×n] = w · xᵀ + b, then the ReLU with relu; x is the block's input
  * rows (n × I) with x_rows, else the previous layer's output xᵀ (I × n). */

@@ -199,6 +199,11 @@ int main(void) {
         {"MLP, cross-entropy", "20-7-5-3", LCA_LOSS_SOFTMAX_CROSS_ENTROPY, 13, 0, 0, 0},
         {"MLP, MSE", "20-7-5-3", LCA_LOSS_MEAN_SQUARED_ERROR, 13, 1, 0, 0},
         {"MLP, MSE on one-hot labels", "20-7-5-3", LCA_LOSS_MEAN_SQUARED_ERROR, 9, 0, 0, 0},
+        /* an MLP's pass goes 128 rows at a time (128 + 128 + 44), its
+         * gradients added up over the blocks */
+        {"MLP in blocks of rows, cross-entropy", "20-7-5-3", LCA_LOSS_SOFTMAX_CROSS_ENTROPY, 300,
+         0, 0, 0},
+        {"MLP in blocks of rows, MSE", "20-7-5-3", LCA_LOSS_MEAN_SQUARED_ERROR, 300, 1, 0, 0},
         {"paper FC, cross-entropy", "784-100-50-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY, 3, 0, 0,
          300},
         {"large logits (|z| = 50), linear", "8-4", LCA_LOSS_SOFTMAX_CROSS_ENTROPY, 10, 0, 50.0, 0},
