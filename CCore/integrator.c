@@ -208,7 +208,7 @@ static void evaluate_chunk(eval_pass *p, lca_eval_worker *w, size_t c) {
     size_t first = c * g->chunk;
     size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
     w->model->bn_group = g->model->bn_group;
-    /* a dense first layer converts its rows as it goes (into w->x) */
+    /* an MLP converts its rows as it goes (into w->x) */
     bool streams = lca_model_streams_input(w->model);
     lca_dataset_gather(v->data, v->indices + first, n, streams ? NULL : w->x, w->labels,
                        w->targets);

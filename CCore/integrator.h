@@ -27,7 +27,7 @@ typedef struct lca_view {
 typedef struct lca_eval_worker {
     lca_model *model;         /* worker 0: the integrator's model; others: lca_model_new_worker */
     float *x;                 /* chunk × input; LCA_INPUT_ROWS × input rows when the
-                                 model streams its input (dense first layer) */
+                                 model streams its input (an MLP) */
     int32_t *labels;          /* chunk */
     float *targets;           /* chunk × outputs (regression data), or NULL */
 } lca_eval_worker;

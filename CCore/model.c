@@ -1108,8 +1108,9 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
     }
 }
 
-/* An MLP: a dense first layer and nothing between examples (no batch
- * norm, no convolution), so that a pass can go LCA_INPUT_ROWS rows at a time. */
+/* An MLP: a dense first layer, then only dense, ReLU, dropout and flatten
+ * layers (nothing that mixes examples, as batch norm does), so that a pass
+ * can go LCA_INPUT_ROWS rows at a time, feature-major. */
 bool lca_model_streams_input(const lca_model *m) {
     if (m->layer_count == 0 || m->layers[0].kind != LCA_LAYER_DENSE) return false;
     for (size_t l = 0; l < m->layer_count; l++) {
