@@ -114,6 +114,12 @@ struct lca_model {
  * between the forward and backward passes, and that every thread has a
  * chunk of its own on small evaluation sets. */
 #define LCA_MAX_AUTO_CHUNK 500
+/* The same for an MLP, whose activations do not grow with the chunk (its
+ * pass goes LCA_INPUT_ROWS rows at a time): only the float64 adds of the
+ * chunk gradients (one K-sized add per chunk, by one thread at a time) and
+ * the threads' balance at the end of a pass set it. 1000 halves the adds of
+ * 500: 2% of an FC pass. */
+#define LCA_MAX_AUTO_CHUNK_MLP 1000
 
 /* Rows an MLP's pass (lca_model_streams_input) takes at a time: forward,
  * loss and backward go in blocks of this many examples, whether the input
