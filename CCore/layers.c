@@ -4,6 +4,12 @@
  * These are memory-bound loops over independent elements; they run on the
  * calling thread (a thread split would not pay for itself at the sizes of
  * the nets, and the dropout mask must come from one stream in order).
+ *
+ * They often run in place (dx = dy). The compiler checks at run time that
+ * the pointers are apart before it takes its vector loop, and equal
+ * pointers fail that check: so the in-place case has a loop of its own,
+ * with one pointer (measured: the in-place ReLU backward ran scalar, 2.5%
+ * of an FC evaluation pass).
  */
 #include "layers.h"
 
@@ -27,20 +33,33 @@ void lca_dropout_forward(float *y, uint8_t *mask, const float *x, size_t count, 
 void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t count,
                           float p) {
     float scale = dropout_scale(p);
-    for (size_t i = 0; i < count; i++) dx[i] = dy[i] * (mask[i] ? scale : 0.0f);
+    if (dx == dy)
+        for (size_t i = 0; i < count; i++) dx[i] *= mask[i] ? scale : 0.0f;
+    else
+        for (size_t i = 0; i < count; i++) dx[i] = dy[i] * (mask[i] ? scale : 0.0f);
 }
 
 void lca_relu_forward(float *y, const float *x, size_t count) {
     /* x < 0 ? 0 : x keeps a NaN (max(x, 0) written as x > 0 ? x : 0 would
      * hide a diverged activation behind a zero). */
-    for (size_t i = 0; i < count; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    if (y == x)
+        for (size_t i = 0; i < count; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+    else
+        for (size_t i = 0; i < count; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
 void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count) {
     /* dy read whatever y says: a select, not a branch, so that the loop
      * vectorises (a conditional load kept it scalar, with mispredictions) */
-    for (size_t i = 0; i < count; i++) {
-        float g = dy[i];
-        dx[i] = y[i] > 0.0f ? g : 0.0f;
+    if (dx == dy) {
+        for (size_t i = 0; i < count; i++) {
+            float g = dx[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            float g = dy[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
     }
 }
