@@ -798,8 +798,9 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
  * AVX-512 kernel, where n × 100 as columns fills 100 of 112 lanes and n × 10
  * 10 of 16) and the examples as its columns, and the layers pass their
  * outputs on without transposes. Only the input rows (n × I) are
- * example-major. Each element is the same sum, in the same order, as in the
- * example-major functions above. Dropout masks are drawn in this order. */
+ * example-major. Each element of a product is the same sum, in the same
+ * order, as in the example-major functions above (the bias sums are not:
+ * sum_row). Dropout masks are drawn in this order. */
 
 /* yᵀ[O×n] = w · xᵀ + b, then the ReLU with relu; x is the block's input
  * rows (n × I) with x_rows, else the previous layer's output xᵀ (I × n). */
@@ -816,32 +817,33 @@ static void dense_forward_fm(float *yt, const float *x, bool x_rows, const float
     }
 }
 
+/* Σ of n floats in double: eight running sums, of the elements at r ≡ j
+ * (mod 8), which vectorise without reordering any of them, added up at the
+ * end in a fixed order. */
+static double sum_row(const float *row, size_t n) {
+    enum { LANES = 8 };
+    double lane[LANES] = {0};
+    size_t r = 0;
+    for (; r + LANES <= n; r += LANES)
+        for (size_t j = 0; j < LANES; j++) lane[j] += row[r + j];
+    for (size_t j = 0; r + j < n; j++) lane[j] += row[r + j];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 /* Backward of dense_forward_fm, from dyᵀ (O × n):
- *   dw = dyᵀ · x, db = Σ_n dy (in double, examples in order),
- *   dxᵀ[I×n] = wᵀ · dyᵀ (skipped if dxt is NULL);
+ *   dw = dyᵀ · x, db = Σ_n dy (sum_row), dxᵀ[I×n] = wᵀ · dyᵀ (skipped if dxt
+ *   is NULL);
  * with accumulate, dw and db add to what they hold. With relu_output (the
  * ReLU after this layer, yᵀ), dyt first goes through the ReLU's backward,
- * in place, in the same walk as the bias sums. */
+ * in place, row by row just before the row's bias sum. */
 static void dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
                               const float *relu_output, const float *x, bool x_rows,
                               const float *w, size_t n, size_t in, size_t out, bool accumulate) {
-    /* eight rows at a time: eight independent sums, each in example order */
-    enum { ROWS = 8 };
-    for (size_t o0 = 0; o0 < out; o0 += ROWS) {
-        size_t rows = out - o0 < ROWS ? out - o0 : ROWS;
-        double sum[ROWS] = {0};
-        if (relu_output) {
-            for (size_t j = 0; j < rows; j++) {
-                float *row = dyt + (o0 + j) * n;
-                lca_relu_backward(row, row, relu_output + (o0 + j) * n, n);
-            }
-        }
-        const float *row[ROWS];
-        for (size_t j = 0; j < ROWS; j++) row[j] = dyt + (o0 + (j < rows ? j : 0)) * n;
-        for (size_t r = 0; r < n; r++)
-            for (size_t j = 0; j < ROWS; j++) sum[j] += row[j][r];
-        for (size_t j = 0; j < rows; j++)
-            db[o0 + j] = accumulate ? db[o0 + j] + (float)sum[j] : (float)sum[j];
+    for (size_t o = 0; o < out; o++) {
+        float *row = dyt + o * n;
+        if (relu_output) lca_relu_backward(row, row, relu_output + o * n, n);
+        float sum = (float)sum_row(row, n);
+        db[o] = accumulate ? db[o] + sum : sum;
     }
     lca_sgemm(false, !x_rows, out, in, n, 1.0f, dyt, n, x, x_rows ? in : n,
               accumulate ? 1.0f : 0.0f, dw, in);
