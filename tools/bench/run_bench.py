@@ -403,7 +403,7 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     lenet_note = f" and {args.lenet_repeats}× for LeNet" if "lenet" in results["e2e"] else " (LeNet skipped)"
     add(f"- Repeats: end-to-end runs {args.repeats}× for FC{lenet_note}, "
         "interleaved ours/PyTorch; figures are **medians** (min in brackets). Micro-benchmarks "
-        f"(evaluation pass {args.micro_repeats}×, SGEMM {args.micro_repeats}×, FMA ceiling 10×) "
+        f"(evaluation pass, SGEMM and FMA ceiling {args.micro_repeats}× each) "
         "report the **best** run. Before each measurement the script waits (up to "
         f"{args.wait_idle:.0f} s) until other processes keep at most {args.max_busy} cores busy.")
     others = [r["others"] for m in results["e2e"].values() for t in m.values() for w in t.values() for r in w]
@@ -512,8 +512,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     add(f"Needed arithmetic: {first_pass['gflop']:.2f} GFLOP per pass (forward 2·Σ in·out·N, "
         "weight gradients 2·Σ in·out·N, input gradients of layers 2 and 3 only; N = 55,000). "
         "`lca` pass = the integrator's own pass through `lca_evaluator` (chunks side by side, one "
-        "per thread: the uint8 rows converted as the first layer reads them, forward and backward, "
-        "added into the float64 sum in chunk order); `lca` kernels = forward and backward alone "
+        "per thread, each in blocks of 128 rows: the uint8 rows converted once per block, forward "
+        "and backward; the chunk gradients added into the float64 sum in chunk order); `lca` kernels = forward and backward alone "
         "(`lca_model_loss_and_gradient`) on chunks gathered beforehand, one chunk at a time with "
         "the threads inside the layers. OpenBLAS = numpy `np.matmul` float32 on "
         "the same GEMMs only (no bias, ReLU, softmax). Ceilings: independent FMA chains on all "
@@ -642,7 +642,8 @@ def main():
     ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     ap.add_argument("--repeats", type=int, default=3, help="end-to-end repeats for FC (median)")
     ap.add_argument("--lenet-repeats", type=int, default=3, help="end-to-end repeats for LeNet")
-    ap.add_argument("--micro-repeats", type=int, default=7, help="repeats of the pass and SGEMM benches (best)")
+    ap.add_argument("--micro-repeats", type=int, default=15,
+                    help="repeats of the pass, SGEMM and FMA-ceiling benches (best)")
     ap.add_argument("--fc-iterations", type=int, default=20)
     ap.add_argument("--lenet-iterations", type=int, default=5)
     ap.add_argument("--no-lenet", action="store_true", help="skip LeNet")
@@ -738,7 +739,7 @@ def main():
             fc_chunk = results["e2e"]["fc"][t]["lca"][0]["eval_chunk"] if "fc" in results["e2e"] else 500
             results["pass"][t] = eval_pass(t, args.micro_repeats, fc_chunk)
             results["sgemm"][t] = numpy_sgemm(t, args.micro_repeats)
-            results["fma"][t] = fma_peak(t, 10)
+            results["fma"][t] = fma_peak(t, args.micro_repeats)
             log(f"  pass {results['pass'][t]['pass_gflops_best']:.1f}, SGEMM "
                 f"{results['sgemm'][t]['gflops_best']:.1f}, ceiling {results['fma'][t]}")
         results["gemm_kernel"] = results["pass"][args.threads[0]]["kernel"]
