@@ -735,8 +735,7 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
     size_t chunk = requested;
     if (chunk == 0) {
         size_t fit = memory_budget / lca_model_example_bytes(m);
-        size_t most = lca_model_streams_input(m) ? LCA_MAX_AUTO_CHUNK_MLP : LCA_MAX_AUTO_CHUNK;
-        chunk = fit < most ? fit : most;
+        chunk = fit < LCA_MAX_AUTO_CHUNK ? fit : LCA_MAX_AUTO_CHUNK;
     }
     if (chunk == 0) chunk = 1;
     /* batch-norm groups never straddle chunks */

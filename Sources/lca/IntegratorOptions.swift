@@ -9,7 +9,7 @@ struct IntegratorOptions: ParsableArguments {
     @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
     var lcaMaxSubintervals: Int?
 
-    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 500, or 1000 for an MLP; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
+    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 500; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
     var evalChunk: Int?
 
     @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
