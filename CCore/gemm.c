@@ -217,32 +217,26 @@ static void pack_b_16(bool trans_b, size_t depth, size_t cols, const float *rest
 }
 
 /* 32-column panels for the AVX-512 kernel: op(B) = Bᵀ goes 16 × 16 blocks at a
- * time through register transposes (the first layer's forward packs its
- * input rows this way, 5% of an MLP's evaluation pass with 4 × 4 SSE
- * transposes); the depth left over and the columns past the last whole 16
- * one float at a time. The same floats as pack_b_panels. */
+ * time through register transposes (an MLP's forward packs its input rows
+ * this way: 5% of its evaluation pass with 4 × 4 SSE transposes), edges
+ * masked. op(B) = B: its edge panel with masked loads. The same floats as
+ * pack_b_panels. */
 static void pack_b_32_avx512(bool trans_b, size_t depth, size_t cols, const float *restrict b,
                              size_t ldb, float *restrict packed) {
     if (!trans_b) {
-        pack_b_panels(32, false, depth, cols, b, ldb, packed);
+        size_t whole = cols / 32 * 32;
+        pack_b_panels(32, false, depth, whole, b, ldb, packed);
+        if (whole < cols)
+            lca_gemm_copy_edge_avx512(b + whole, ldb, packed + whole * depth, depth, cols - whole);
         return;
     }
-    size_t whole_depth = depth / 16 * 16, whole_cols = cols / 16 * 16;
     size_t padded = round_up(cols, 32);
     for (size_t col = 0; col < padded; col += 16) {
         float *panel = packed + col / 32 * 32 * depth + col % 32; /* this half of a panel */
-        const float *in = b + col * ldb;
-        if (col < whole_cols) {
-            size_t p = 0;
-            for (; p < whole_depth; p += 16)
-                lca_gemm_transpose_16x16_avx512(in + p, ldb, panel + p * 32, 32);
-            for (; p < depth; p++)
-                for (size_t j = 0; j < 16; j++) panel[p * 32 + j] = in[j * ldb + p];
-        } else {
-            for (size_t p = 0; p < depth; p++)
-                for (size_t j = 0; j < 16; j++)
-                    panel[p * 32 + j] = col + j < cols ? in[j * ldb + p] : 0.0f;
-        }
+        size_t rows = col < cols ? min_size(16, cols - col) : 0; /* 0: zero padding */
+        const float *in = rows > 0 ? b + col * ldb : b;
+        for (size_t p = 0; p < depth; p += 16)
+            lca_gemm_transpose_16x16_avx512(in + p, ldb, panel + p * 32, 32, depth - p, rows);
     }
 }
 

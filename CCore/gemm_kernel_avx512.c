@@ -248,15 +248,21 @@ lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, siz
                     cols);
 }
 
-/* A 16 × 16 block transposed: out[q·out_step + j] = in[j·in_step + q]. Four
- * rounds of shuffles (32-bit, 64-bit, then 128-bit lanes twice), 64 in all
- * for 256 floats, where 4 × 4 SSE transposes take 128. */
+/* A rows × depth block transposed (both ≤ 16) into 16 columns:
+ * out[q·out_step + j] = in[j·in_step + q] for q < depth, j < 16, zero for
+ * j ≥ rows. Four rounds of shuffles (32-bit, 64-bit, then 128-bit lanes
+ * twice), 64 in all for 256 floats, where 4 × 4 SSE transposes take 128;
+ * nothing past depth or rows is read. */
 __attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const float *in,
                                                                        size_t in_step,
                                                                        float *out,
-                                                                       size_t out_step) {
+                                                                       size_t out_step,
+                                                                       size_t depth,
+                                                                       size_t rows) {
     __m512 r[16], t[16];
-    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(in + (size_t)j * in_step);
+    __mmask16 valid = (__mmask16)(depth >= 16 ? 0xffff : (1u << depth) - 1);
+    for (size_t j = 0; j < 16; j++)
+        r[j] = j < rows ? _mm512_maskz_loadu_ps(valid, in + j * in_step) : _mm512_setzero_ps();
     for (int j = 0; j < 16; j += 2) {
         t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
         t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
@@ -276,7 +282,22 @@ __attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const fl
         r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
         r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
     }
-    for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + (size_t)q * out_step, r[q]);
+    for (size_t q = 0; q < depth && q < 16; q++) _mm512_storeu_ps(out + q * out_step, r[q]);
+}
+
+/* The edge panel of op(B) = B: out[p·32 + j] = in[p·in_step + j] for j < cols
+ * (≤ 32), zero for the rest, with masked loads (a per-column select does
+ * not vectorise). */
+__attribute__((target("avx512f"))) void lca_gemm_copy_edge_avx512(const float *in,
+                                                                 size_t in_step, float *out,
+                                                                 size_t depth, size_t cols) {
+    __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    __mmask16 mask_1 = (__mmask16)(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    for (size_t p = 0; p < depth; p++) {
+        const float *row = in + p * in_step;
+        _mm512_storeu_ps(out + p * 32, _mm512_maskz_loadu_ps(mask_0, row));
+        _mm512_storeu_ps(out + p * 32 + 16, _mm512_maskz_loadu_ps(mask_1, row + 16));
+    }
 }
 
 #undef LCA_COPY_AHEAD
@@ -321,10 +342,16 @@ void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step
     }
 }
 
+void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size_t depth,
+                               size_t cols) {
+    for (size_t p = 0; p < depth; p++)
+        for (size_t j = 0; j < 32; j++) out[p * 32 + j] = j < cols ? in[p * in_step + j] : 0.0f;
+}
+
 void lca_gemm_transpose_16x16_avx512(const float *in, size_t in_step, float *out,
-                                     size_t out_step) {
-    for (size_t q = 0; q < 16; q++)
-        for (size_t j = 0; j < 16; j++) out[q * out_step + j] = in[j * in_step + q];
+                                     size_t out_step, size_t depth, size_t rows) {
+    for (size_t q = 0; q < depth && q < 16; q++)
+        for (size_t j = 0; j < 16; j++) out[q * out_step + j] = j < rows ? in[j * in_step + q] : 0.0f;
 }
 
 #endif
