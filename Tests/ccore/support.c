@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 /* ------------------------------------------------------------- checks */
 
@@ -410,4 +411,20 @@ void test_gather_all(const lca_dataset *data, size_t outputs, float **x, int32_t
     if (targets) *targets = t;
     else free(t);
     free(indices);
+}
+
+uint8_t *test_gzip(const uint8_t *in, size_t n, size_t *out_n) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) exit(2);
+    size_t capacity = deflateBound(&z, n) + 64;
+    uint8_t *out = test_alloc(capacity);
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)capacity;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) exit(2);
+    *out_n = z.total_out;
+    deflateEnd(&z);
+    return out;
 }

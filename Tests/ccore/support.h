@@ -130,5 +130,7 @@ void test_gather_all(const lca_dataset *data, size_t outputs, float **x, int32_t
                      float **targets);
 /* Allocate or end the test. */
 void *test_alloc(size_t bytes);
+/* in[0 … n) gzip-compressed as one member (test_alloc'ed; *out_n bytes). */
+uint8_t *test_gzip(const uint8_t *in, size_t n, size_t *out_n);
 
 #endif /* LCA_TEST_SUPPORT_H */

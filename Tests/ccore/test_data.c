@@ -15,6 +15,7 @@
  * subset when they are on the machine.
  */
 #include "internal.h"
+#include "support.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -168,23 +169,6 @@ static void write_bytes(const char *path, const void *bytes, size_t n) {
         printf("cannot write %s: %s\n", path, strerror(errno));
         exit(2);
     }
-}
-
-/* gzip in memory (a single member). */
-static uint8_t *gzip_bytes(const uint8_t *in, size_t n, size_t *out_n) {
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) exit(2);
-    size_t capacity = deflateBound(&z, n) + 64;
-    uint8_t *out = malloc(capacity);
-    z.next_in = (Bytef *)(uintptr_t)in;
-    z.avail_in = (uInt)n;
-    z.next_out = out;
-    z.avail_out = (uInt)capacity;
-    if (deflate(&z, Z_FINISH) != Z_STREAM_END) exit(2);
-    *out_n = z.total_out;
-    deflateEnd(&z);
-    return out;
 }
 
 /* An IDX file: header for dims, then values. */
@@ -365,13 +349,13 @@ static void test_round_trip(void) {
     gzFile gz = gzopen(temp_path("images.idx.gz"), "wb");
     CHECK(gz && gzwrite(gz, images, (unsigned)images_n) == (int)images_n && gzclose(gz) == Z_OK,
           "gzwrite");
-    uint8_t *labels_gz = gzip_bytes(labels, labels_n, &gz_n);
+    uint8_t *labels_gz = test_gzip(labels, labels_n, &gz_n);
     write_bytes(temp_path("labels.idx.gz"), labels_gz, gz_n);
 
     /* Two gzip members that decompress to the images file. */
     size_t half = images_n / 2, first_n, second_n;
-    uint8_t *first = gzip_bytes(images, half, &first_n);
-    uint8_t *second = gzip_bytes(images + half, images_n - half, &second_n);
+    uint8_t *first = test_gzip(images, half, &first_n);
+    uint8_t *second = test_gzip(images + half, images_n - half, &second_n);
     uint8_t *both = malloc(first_n + second_n + 16);
     memcpy(both, first, first_n);
     memcpy(both + first_n, second, second_n);
@@ -501,7 +485,7 @@ static void test_corrupt(void) {
     ADD("trailing bytes", 0, b, images_n + 3, COPY(labels, labels_n), labels_n);
     {
         size_t gz_n;
-        uint8_t *gz = gzip_bytes(images, images_n, &gz_n);
+        uint8_t *gz = test_gzip(images, images_n, &gz_n);
         ADD("truncated gzip", 0, COPY(gz, gz_n - 9), gz_n - 9, COPY(labels, labels_n), labels_n);
         ADD("gzip cut after its header", 0, COPY(gz, 10), 10, COPY(labels, labels_n), labels_n);
         b = malloc(gz_n + 4);
@@ -516,7 +500,7 @@ static void test_corrupt(void) {
         ADD("gzip bad header flags", 0, b, gz_n, COPY(labels, labels_n), labels_n);
         free(gz);
         size_t lgz_n;
-        uint8_t *lgz = gzip_bytes(labels, labels_n, &lgz_n);
+        uint8_t *lgz = test_gzip(labels, labels_n, &lgz_n);
         ADD("truncated gzip labels", 1, COPY(images, images_n), images_n,
             COPY(lgz, lgz_n / 2), lgz_n / 2);
         free(lgz);
@@ -630,7 +614,7 @@ static void check_gzip_cut(const char *file, const uint8_t *gz, size_t cut, size
  * (padded with a header comment), or NULL when data compresses to more. */
 static uint8_t *gzip_member_of_length(const uint8_t *data, size_t n, size_t length) {
     size_t plain_n;
-    free(gzip_bytes(data, n, &plain_n));
+    free(test_gzip(data, n, &plain_n));
     if (plain_n + 2 > length) return NULL;
     size_t comment_n = length - plain_n - 1; /* the comment and its terminating 0 */
     char *comment = malloc(comment_n + 1);
@@ -673,8 +657,8 @@ static void test_streaming(void) {
     size_t images_n, labels_n, gz_n, lgz_n;
     uint8_t *images = make_idx(8, image_dims, 3, pixels, values, &images_n);
     uint8_t *labels = make_idx(8, label_dims, 1, labels_values, N, &labels_n);
-    uint8_t *gz = gzip_bytes(images, images_n, &gz_n);
-    uint8_t *lgz = gzip_bytes(labels, labels_n, &lgz_n);
+    uint8_t *gz = test_gzip(images, images_n, &gz_n);
+    uint8_t *lgz = test_gzip(labels, labels_n, &lgz_n);
     const char *images_path = temp_path("s-images.idx"), *labels_path = temp_path("s-labels.idx");
     const char *gz_path = temp_path("s-images.idx.gz"), *lgz_path = temp_path("s-labels.idx.gz");
     write_bytes(images_path, images, images_n);
@@ -714,7 +698,7 @@ static void test_streaming(void) {
     for (size_t length = 65534; length <= 65539; length++) {
         uint8_t *first = gzip_member_of_length(images, split, length);
         size_t second_n;
-        uint8_t *second = gzip_bytes(images + split, images_n - split, &second_n);
+        uint8_t *second = test_gzip(images + split, images_n - split, &second_n);
         CHECK(first != NULL, "60,000 bytes compress to more than %zu bytes", length);
         if (!first) {
             free(second);
@@ -824,7 +808,7 @@ static void test_streaming(void) {
     expect_error("empty labels file", images_path, empty, LCA_ERR_FORMAT, "s-empty", "byte 0:",
                  "file ends inside the IDX magic", NULL);
     size_t nothing_n;
-    uint8_t *nothing = gzip_bytes((const uint8_t *)"", 0, &nothing_n);
+    uint8_t *nothing = test_gzip((const uint8_t *)"", 0, &nothing_n);
     const char *empty_gz = temp_path("s-empty.gz");
     write_bytes(empty_gz, nothing, nothing_n);
     expect_error("gzip of nothing", empty_gz, labels_path, LCA_ERR_FORMAT, "s-empty.gz",
@@ -838,7 +822,7 @@ static void test_streaming(void) {
     size_t huge_n, huge_labels_n, huge_gz_n;
     uint8_t *huge = make_idx(8, huge_dims, 3, pixels, 1000, &huge_n);
     uint8_t *huge_labels = make_idx(8, huge_label_dims, 1, labels_values, N, &huge_labels_n);
-    uint8_t *huge_gz = gzip_bytes(huge, huge_n, &huge_gz_n);
+    uint8_t *huge_gz = test_gzip(huge, huge_n, &huge_gz_n);
     const char *huge_path = temp_path("s-huge.idx"), *huge_gz_path = temp_path("s-huge.idx.gz");
     const char *huge_labels_path = temp_path("s-huge-labels.idx");
     write_bytes(huge_path, huge, huge_n);
@@ -867,7 +851,7 @@ static void test_mutations(void) {
     uint8_t *images = make_idx(8, small_image_dims, 3, small_pixels, sizeof small_pixels,
                                &images_n);
     uint8_t *labels = make_idx(8, small_label_dims, 1, small_labels, SMALL_N, &labels_n);
-    uint8_t *gz = gzip_bytes(images, images_n, &gz_n);
+    uint8_t *gz = test_gzip(images, images_n, &gz_n);
     write_bytes(temp_path("m-labels"), labels, labels_n);
     uint64_t state = 0x9E3779B97F4A7C15u;
     int ok = 0, format = 0, other = 0;

@@ -295,33 +295,16 @@ static void test_corrupt(void) {
     free(bytes);
 }
 
-/* gzip of bytes as one member. */
-static uint8_t *gzip_member(const uint8_t *in, size_t n, size_t *out_n) {
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) exit(2);
-    size_t capacity = deflateBound(&z, n) + 64;
-    uint8_t *out = test_alloc(capacity);
-    z.next_in = (Bytef *)(uintptr_t)in;
-    z.avail_in = (uInt)n;
-    z.next_out = out;
-    z.avail_out = (uInt)capacity;
-    if (deflate(&z, Z_FINISH) != Z_STREAM_END) exit(2);
-    *out_n = z.total_out;
-    deflateEnd(&z);
-    return out;
-}
-
 /* Batches compressed with gzip are streamed record by record into place:
  * one member (its trailer gives the size), two members (the trailer gives
  * only the second's size, so the arrays grow), a folder of .bin.gz files,
  * and a cut file. */
-static void test_gzip(void) {
+static void test_gzip_batches(void) {
     const size_t n = PER_BATCH * RECORD, split = 10 * RECORD + 1234;
     size_t one_n, first_n, second_n;
-    uint8_t *one = gzip_member(batch1, n, &one_n);
-    uint8_t *first = gzip_member(batch1, split, &first_n);
-    uint8_t *second = gzip_member(batch1 + split, n - split, &second_n);
+    uint8_t *one = test_gzip(batch1, n, &one_n);
+    uint8_t *first = test_gzip(batch1, split, &first_n);
+    uint8_t *second = test_gzip(batch1 + split, n - split, &second_n);
     uint8_t *two = test_alloc(first_n + second_n);
     memcpy(two, first, first_n);
     memcpy(two + first_n, second, second_n);
@@ -436,7 +419,7 @@ int main(void) {
     }
     test_folder_and_files();
     test_corrupt();
-    test_gzip();
+    test_gzip_batches();
     test_shapes();
 
     for (int i = created_count - 1; i >= 0; i--) remove(created[i]);
