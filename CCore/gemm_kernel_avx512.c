@@ -248,9 +248,9 @@ lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, siz
                     cols);
 }
 
-/* A rows × depth block transposed (both ≤ 16) into 16 columns:
- * out[q·out_step + j] = in[j·in_step + q] for q < depth, j < 16, zero for
- * j ≥ rows. Four rounds of shuffles (32-bit, 64-bit, then 128-bit lanes
+/* A rows × min(depth, 16) block transposed (rows ≤ 16) into 16 columns:
+ * out[q·out_step + j] = in[j·in_step + q] for q < min(depth, 16), j < 16,
+ * zero for j ≥ rows. Four rounds of shuffles (32-bit, 64-bit, then 128-bit lanes
  * twice), 64 in all for 256 floats, where 4 × 4 SSE transposes take 128;
  * nothing past depth or rows is read. */
 __attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const float *in,

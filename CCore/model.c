@@ -765,12 +765,10 @@ static void dense_forward(float *y, const float *x, const float *w, const float 
 }
 
 /* Backward of dense_forward:
- *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL);
- * with accumulate, dw and db add these to what they hold (a later block of
- * rows of the same pass). */
+ *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
 static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, size_t n, size_t in, size_t out, bool accumulate) {
-    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, accumulate ? 1.0f : 0.0f, dw, in);
+                           const float *w, size_t n, size_t in, size_t out) {
+    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
     /* bias: column sums accumulated in double, each column's rows in
      * order, walked row by row so that the columns vectorise (a few hundred
      * columns: one thread, the strided per-column walk was slower) */
@@ -782,8 +780,7 @@ static void dense_backward(float *dx, float *dw, float *db, const float *dy, con
             const float *row = dy + r * out + o0;
             for (size_t o = 0; o < width; o++) sum[o] += row[o];
         }
-        for (size_t o = 0; o < width; o++)
-            db[o0 + o] = accumulate ? db[o0 + o] + (float)sum[o] : (float)sum[o];
+        for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
@@ -1016,8 +1013,9 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
 }
 
 /* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run), the
- * gradients add to what gradient holds. */
+ * accumulate (a later block of rows of an MLP's pass, see run; only the
+ * feature-major dense layers of an MLP take it), the gradients add to what
+ * gradient holds. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     size_t n = ps->n;
@@ -1042,7 +1040,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
                 dense_backward_fm(dx, dw, db, dy, relu_after, input, l == 0, w, n, L->in_size,
                                   L->out_size, accumulate);
             else
-                dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size, accumulate);
+                dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size);
             relu_after = NULL;
             break;
         case LCA_LAYER_CONV2D: {
@@ -1158,7 +1156,8 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
-    if (!input->x && !(lca_model_streams_input(m) && input->data && input->rows))
+    bool mlp = lca_model_streams_input(m);
+    if (!input->x && !(mlp && input->data && input->rows))
         return lca_fail(LCA_ERR_STATE, "model: no input (only an MLP converts rows of a data "
                                        "set as it goes)");
     if (!labels && !targets)
@@ -1172,7 +1171,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         if (status != LCA_OK) return status;
     }
     size_t block = lca_model_input_rows(m, n);
-    ps.feature_major = lca_model_streams_input(m);
+    ps.feature_major = mlp;
     double sum = 0.0;
     for (size_t first = 0; first < n; first += block) {
         ps.n = n - first < block ? n - first : block;
@@ -1189,7 +1188,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
                           targets ? targets + first * outputs : NULL, ps.n, outputs, at,
                           gradient_scale);
         for (size_t r = 0; r < ps.n; r++) sum += m->example_loss[r];
-        /* the losses are never negative: a sum that is not finite stays so */
+        /* a sum that is not finite stays so, whatever is added later */
         if (!isfinite(sum))
             return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
                                              "try a smaller learning rate", sum);
