@@ -234,9 +234,7 @@ static void pack_b_32_avx512(bool trans_b, size_t depth, size_t cols, const floa
     for (size_t col = 0; col < padded; col += 16) {
         float *panel = packed + col / 32 * 32 * depth + col % 32; /* this half of a panel */
         size_t rows = col < cols ? min_size(16, cols - col) : 0; /* 0: zero padding */
-        const float *in = rows > 0 ? b + col * ldb : b;
-        for (size_t p = 0; p < depth; p += 16)
-            lca_gemm_transpose_16x16_avx512(in + p, ldb, panel + p * 32, 32, depth - p, rows);
+        lca_gemm_transpose_16_avx512(rows > 0 ? b + col * ldb : b, ldb, panel, 32, depth, rows);
     }
 }
 

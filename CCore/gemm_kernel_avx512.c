@@ -248,21 +248,13 @@ lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, siz
                     cols);
 }
 
-/* A rows × min(depth, 16) block transposed (rows ≤ 16) into 16 columns:
- * out[q·out_step + j] = in[j·in_step + q] for q < min(depth, 16), j < 16,
- * zero for j ≥ rows. Four rounds of shuffles (32-bit, 64-bit, then 128-bit lanes
- * twice), 64 in all for 256 floats, where 4 × 4 SSE transposes take 128;
- * nothing past depth or rows is read. */
-__attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const float *in,
-                                                                       size_t in_step,
-                                                                       float *out,
-                                                                       size_t out_step,
-                                                                       size_t depth,
-                                                                       size_t rows) {
-    __m512 r[16], t[16];
-    __mmask16 valid = (__mmask16)(depth >= 16 ? 0xffff : (1u << depth) - 1);
-    for (size_t j = 0; j < 16; j++)
-        r[j] = j < rows ? _mm512_maskz_loadu_ps(valid, in + j * in_step) : _mm512_setzero_ps();
+/* 16 rows in registers transposed: four rounds of shuffles (32-bit, 64-bit,
+ * then 128-bit lanes twice), 64 in all for 256 floats, where 4 × 4 SSE
+ * transposes take 128. Inlined into straight-line code, so that the 32
+ * vectors stay in registers. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+transpose_16_registers(__m512 r[16]) {
+    __m512 t[16];
     for (int j = 0; j < 16; j += 2) {
         t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
         t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
@@ -282,7 +274,40 @@ __attribute__((target("avx512f"))) void lca_gemm_transpose_16x16_avx512(const fl
         r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
         r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
     }
-    for (size_t q = 0; q < depth && q < 16; q++) _mm512_storeu_ps(out + q * out_step, r[q]);
+}
+
+/* A rows × depth block transposed (rows ≤ 16) into 16 columns:
+ * out[q·out_step + j] = in[j·in_step + q] for q < depth, j < 16, zero for
+ * j ≥ rows; 16 × 16 at a time in registers. Whole blocks go without masks or
+ * branches (with a branch per row, as the edges need, the compiler kept the
+ * rows on the stack: twice the time); nothing past depth or rows is read. */
+__attribute__((target("avx512f"))) void lca_gemm_transpose_16_avx512(const float *in,
+                                                                     size_t in_step, float *out,
+                                                                     size_t out_step, size_t depth,
+                                                                     size_t rows) {
+    size_t p = 0;
+    if (rows == 16) {
+        for (; p + 16 <= depth; p += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(in + j * in_step + p);
+            transpose_16_registers(r);
+            for (int q = 0; q < 16; q++) _mm512_storeu_ps(out + (p + q) * out_step, r[q]);
+        }
+    }
+    for (; p < depth; p += 16) {
+        __m512 r[16];
+        size_t left = depth - p;
+        __mmask16 valid = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        /* unrolled, so that r stays in registers; rows past `rows`: nothing
+         * read, zeros */
+#pragma GCC unroll 16
+        for (size_t j = 0; j < 16; j++)
+            r[j] = _mm512_maskz_loadu_ps(j < rows ? valid : 0, j < rows ? in + j * in_step + p : in);
+        transpose_16_registers(r);
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++)
+            if ((size_t)q < left) _mm512_storeu_ps(out + (p + (size_t)q) * out_step, r[q]);
+    }
 }
 
 /* The edge panel of op(B) = B: out[p·32 + j] = in[p·in_step + j] for j < cols
@@ -348,9 +373,9 @@ void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size
         for (size_t j = 0; j < 32; j++) out[p * 32 + j] = j < cols ? in[p * in_step + j] : 0.0f;
 }
 
-void lca_gemm_transpose_16x16_avx512(const float *in, size_t in_step, float *out,
-                                     size_t out_step, size_t depth, size_t rows) {
-    for (size_t q = 0; q < depth && q < 16; q++)
+void lca_gemm_transpose_16_avx512(const float *in, size_t in_step, float *out, size_t out_step,
+                                  size_t depth, size_t rows) {
+    for (size_t q = 0; q < depth; q++)
         for (size_t j = 0; j < 16; j++) out[q * out_step + j] = j < rows ? in[j * in_step + q] : 0.0f;
 }
 

@@ -78,11 +78,10 @@ void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step
                                  size_t a_k_step, const float *b, size_t b_k_step,
                                  float *restrict b_copy, float alpha, float beta,
                                  float *restrict c, size_t ldc, size_t rows, size_t cols);
-/* out[q·out_step + j] = in[j·in_step + q] for q < min(depth, 16) and j < 16,
- * zero for j ≥ rows ≤ 16 (AVX-512 packing of Bᵀ; reads nothing past depth or
- * rows) */
-void lca_gemm_transpose_16x16_avx512(const float *in, size_t in_step, float *out,
-                                     size_t out_step, size_t depth, size_t rows);
+/* out[q·out_step + j] = in[j·in_step + q] for q < depth and j < 16, zero for
+ * j ≥ rows ≤ 16 (AVX-512 packing of Bᵀ; reads nothing past depth or rows) */
+void lca_gemm_transpose_16_avx512(const float *in, size_t in_step, float *out, size_t out_step,
+                                  size_t depth, size_t rows);
 /* out[p·32 + j] = in[p·in_step + j] for j < cols ≤ 32, zero up to 32 (the edge
  * panel of op(B) = B for the AVX-512 kernel) */
 void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size_t depth,
