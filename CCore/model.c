@@ -854,38 +854,53 @@ typedef struct logit_layout {
 } logit_layout;
 
 /* Softmax cross-entropy on logits z (N × C): per-example losses into loss[N]
- * (stable log-sum-exp in double) and, if dz, dz = scale · (softmax − onehot). */
+ * (stable log-sum-exp in double) and, if dz, dz = scale · (softmax − onehot).
+ * Examples go TILE at a time through local arrays, with the tile padded by
+ * copies of its first example, so that the loops over a tile have fixed
+ * trip counts and vectorise whatever the layout (exp: lca_exp_nonpositive). */
 static void softmax_cross_entropy(double *loss, float *dz, const float *z, const int32_t *labels,
                                   size_t n, size_t classes, logit_layout at, double scale) {
+    enum { TILE = 8, KEPT = 64 };
+    size_t tiles = (n + TILE - 1) / TILE;
     LCA_PARALLEL_FOR_IF(n * classes >= LCA_PARALLEL_WORK / 8)
-    for (size_t r = 0; r < n; r++) {
-        const float *row = z + r * at.example_step;
-#define ROW(c) row[(c) * at.class_step]
-        int32_t label = labels[r];
-        double max = ROW(0);
+    for (size_t tile = 0; tile < tiles; tile++) {
+        size_t first = tile * TILE, count = n - first < TILE ? n - first : TILE;
+        const float *row[TILE];
+        for (size_t j = 0; j < TILE; j++) row[j] = z + (first + (j < count ? j : 0)) * at.example_step;
+#define Z(j, c) row[j][(c) * at.class_step]
+        double max[TILE], sum[TILE], value[TILE];
+        for (size_t j = 0; j < TILE; j++) max[j] = Z(j, 0);
         for (size_t c = 1; c < classes; c++)
-            if (ROW(c) > max) max = ROW(c);
-        /* exp(z − max) once per class: kept for the gradient when the row
-         * fits the buffer (the common case), recomputed otherwise */
-        enum { KEPT = 64 };
-        double kept[KEPT];
-        double sum = 0.0;
+            for (size_t j = 0; j < TILE; j++) {
+                double v = Z(j, c);
+                max[j] = v > max[j] ? v : max[j];
+            }
+        /* exp(z − max) once per class: kept for the gradient when the
+         * classes fit (the common case), recomputed otherwise */
+        double kept[KEPT][TILE];
+        for (size_t j = 0; j < TILE; j++) sum[j] = 0.0;
         for (size_t c = 0; c < classes; c++) {
-            double e = exp((double)ROW(c) - max);
-            if (c < KEPT) kept[c] = e;
-            sum += e;
-        }
-        loss[r] = max + log(sum) - (double)ROW(label);
-        if (dz) {
-            float *drow = dz + r * at.example_step;
-            double inverse = 1.0 / sum;
-            for (size_t c = 0; c < classes; c++) {
-                double e = c < KEPT ? kept[c] : exp((double)ROW(c) - max);
-                drow[c * at.class_step] =
-                    (float)(scale * (e * inverse - (c == (size_t)label ? 1.0 : 0.0)));
+            for (size_t j = 0; j < TILE; j++) value[j] = Z(j, c);
+            for (size_t j = 0; j < TILE; j++) {
+                double e = lca_exp_nonpositive(value[j] - max[j]);
+                if (c < KEPT) kept[c][j] = e;
+                sum[j] += e;
             }
         }
-#undef ROW
+        for (size_t j = 0; j < count; j++)
+            loss[first + j] = max[j] + log(sum[j]) - (double)Z(j, labels[first + j]);
+        if (!dz) continue;
+        for (size_t j = 0; j < TILE; j++) sum[j] = 1.0 / sum[j]; /* now the inverse */
+        for (size_t c = 0; c < classes; c++) {
+            for (size_t j = 0; j < TILE; j++)
+                value[j] = c < KEPT ? kept[c][j] : lca_exp_nonpositive(Z(j, c) - max[j]);
+            for (size_t j = 0; j < count; j++) {
+                size_t r = first + j;
+                dz[r * at.example_step + c * at.class_step] = (float)(
+                    scale * (value[j] * sum[j] - (c == (size_t)labels[r] ? 1.0 : 0.0)));
+            }
+        }
+#undef Z
     }
 }
 

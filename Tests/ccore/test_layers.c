@@ -588,6 +588,33 @@ static void test_relu(void) {
     free(fd_x); free(inplace); free(grad);
 }
 
+/* lca_exp_nonpositive (the exp of softmax cross-entropy) against libm's exp:
+ * a grid over [-708, 0], random points where softmax's terms matter
+ * (-40, 0], and the edges. Tolerance 2 ulp; prints the worst. */
+static void test_exp_nonpositive(void) {
+    double worst = 0.0, worst_x = 0.0;
+    size_t count = 0;
+    for (int part = 0; part < 2; part++)
+        for (size_t i = 0; i <= 200000; i++) {
+            double x = part == 0 ? -708.0 * (double)i / 200000.0 : -40.0 * test_rng_uniform(&rng);
+            double want = exp(x), got = lca_exp_nonpositive(x);
+            double ulp = (nextafter(want, INFINITY) - want);
+            double error = fabs(got - want) / ulp;
+            if (!(error <= worst)) worst = error, worst_x = x;
+            count++;
+        }
+    check_true(worst <= 2.0, "exp_nonpositive: within 2 ulp of libm exp",
+               "worst %.3f ulp at x = %.17g over %zu points", worst, worst_x, count);
+    check_true(lca_exp_nonpositive(0.0) == 1.0 && lca_exp_nonpositive(-0.0) == 1.0,
+               "exp_nonpositive: e^0 = 1 exactly", "got %.17g", lca_exp_nonpositive(0.0));
+    check_true(lca_exp_nonpositive(-708.5) == 0.0 && lca_exp_nonpositive(-1e300) == 0.0 &&
+                   lca_exp_nonpositive(-INFINITY) == 0.0,
+               "exp_nonpositive: 0 below -708 and at -inf", "got %g",
+               lca_exp_nonpositive(-INFINITY));
+    check_true(isnan(lca_exp_nonpositive(NAN)), "exp_nonpositive: NaN passes through", "got %g",
+               lca_exp_nonpositive(NAN));
+}
+
 /* --------------------------------------------- 1e. a residual block vs FD
  *
  * out = relu(bn2(conv2(relu(bn1(conv1(x))))) + proj(x)):
@@ -939,6 +966,7 @@ int main(void) {
 
     test_dropout();
     test_relu();
+    test_exp_nonpositive();
 
     test_residual_block(3, 4, 7, 7, 6, 3);
     test_residual_block(3, 3, 8, 8, 5, 2);
