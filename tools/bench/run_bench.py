@@ -26,8 +26,10 @@ What it measures, per thread count T:
 The end-to-end runs are repeated (--repeats, --lenet-repeats), interleaved
 (ours, PyTorch, ours, …) so that load from other processes falls on both
 alike, and each figure is the MEDIAN of the repeats (the minimum is shown
-beside it); the micro-benchmarks (eval pass, SGEMM, FMA ceiling) report the
-BEST of their repeats, the least disturbed one.
+beside it). The micro-benchmarks (eval pass, SGEMM, FMA ceiling) run in
+rounds, one after each end-to-end repeat, so that they sample the same
+stretch of time as the end-to-end runs (the host's other guests come and go
+over minutes); each reports the BEST of all its runs, the least disturbed.
 
 Writes a markdown report (docs/performance.md by default for a full run) with
 the command, the machine, the date, the load average before and after, the
@@ -279,6 +281,42 @@ def fma_peak(threads, runs):
     return dict(json.loads(stdout), others=others)
 
 
+def micro_round(args, results, fc_chunk):
+    """One round of the micro-benchmarks at every thread count, kept in
+    results["rounds"] with the time it started."""
+    row = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+           "pass": {}, "sgemm": {}, "fma": {}}
+    for t in args.threads:
+        log(f"micro-benchmarks, round {len(results['rounds']) + 1}, {t} threads")
+        row["pass"][t] = eval_pass(t, args.micro_repeats, fc_chunk)
+        row["sgemm"][t] = numpy_sgemm(t, args.micro_repeats)
+        row["fma"][t] = fma_peak(t, args.micro_repeats)
+        log(f"  pass {row['pass'][t]['pass_gflops_best']:.1f}, SGEMM "
+            f"{row['sgemm'][t]['gflops_best']:.1f}, ceiling {row['fma'][t]}")
+    results["rounds"].append(row)
+
+
+def best_of_rounds(results, threads):
+    """The best of every round for each micro-benchmark: the pass and SGEMM
+    from their fastest round (the kernel-only pass from its own), the FMA
+    ceiling per ISA the highest of any round."""
+    rounds = results["rounds"]
+    for t in threads:
+        best = max((r["pass"][t] for r in rounds), key=lambda p: p["pass_gflops_best"])
+        kernel = max((r["pass"][t] for r in rounds), key=lambda p: p["kernel_gflops_best"])
+        results["pass"][t] = dict(best, **{k: kernel[k] for k in kernel if k.startswith("kernel_")},
+                                  others=max(r["pass"][t].get("others", 0) for r in rounds))
+        results["sgemm"][t] = max((r["sgemm"][t] for r in rounds), key=lambda s: s["gflops_best"])
+        fma = dict(rounds[0]["fma"][t])
+        for r in rounds[1:]:
+            for isa in ("avx2", "avx512"):
+                if r["fma"][t].get(isa) and (not fma.get(isa) or r["fma"][t][isa] > fma[isa]):
+                    fma[isa] = r["fma"][t][isa]
+        fma["others"] = max(r["fma"][t].get("others", 0) for r in rounds)
+        fma["runs"] = sum(r["fma"][t].get("runs", 0) for r in rounds)
+        results["fma"][t] = fma
+
+
 def perf_profile(iterations, threads):
     if not shutil.which("perf"):
         return None
@@ -403,8 +441,10 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     lenet_note = f" and {args.lenet_repeats}× for LeNet" if "lenet" in results["e2e"] else " (LeNet skipped)"
     add(f"- Repeats: end-to-end runs {args.repeats}× for FC{lenet_note}, "
         "interleaved ours/PyTorch; figures are **medians** (min in brackets). Micro-benchmarks "
-        f"(evaluation pass, SGEMM and FMA ceiling {args.micro_repeats}× each) "
-        "report the **best** run. Before each measurement the script waits (up to "
+        f"(evaluation pass, SGEMM and FMA ceiling, {args.micro_repeats} runs each) go in "
+        f"{max(1, len(results.get('rounds', [])))} rounds, one after each end-to-end repeat, and "
+        "report the **best** run of all rounds (the table at the end of the pass section gives "
+        "every round). Before each measurement the script waits (up to "
         f"{args.wait_idle:.0f} s) until other processes keep at most {args.max_busy} cores busy.")
     others = [r["others"] for m in results["e2e"].values() for t in m.values() for w in t.values() for r in w]
     if others:
@@ -548,6 +588,20 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     if len(threads) >= 2:
         sp = results["pass"][t_lo]["pass_best_s"] / results["pass"][t_hi]["pass_best_s"]
         add(f"\nEvaluation pass speed-up {t_hi} vs {t_lo} threads: {sp:.2f}×.")
+    rounds = results.get("rounds", [])
+    if rounds:
+        add("\nEach round (best of its runs; 'same round' = the pass over the AVX-512 FMA figure "
+            "measured at the same thread count in that round, a view of how much of what the "
+            "cores gave at that moment the pass used):\n")
+        add("| round | started (UTC) | " + " | ".join(
+            f"pass {t} thr | FMA {t} thr | same round" for t in threads) + " |")
+        add("|---|---|" + "---|---|---|" * len(threads))
+        for i, r in enumerate(rounds, 1):
+            cells = []
+            for t in threads:
+                p, f = r["pass"][t]["pass_gflops_best"], r["fma"][t].get("avx512") or r["fma"][t]["avx2"]
+                cells.append(f"{p:.1f} | {f:.1f} | {p / f:.0%}")
+            add(f"| {i} | {r['started'][11:19]} | " + " | ".join(cells) + " |")
     add("")
 
     add("## Targets of issue 5\n")
@@ -631,6 +685,9 @@ def restore_threads(results):
     """JSON turned the thread-count keys into strings: turn them back."""
     for key in ("pass", "sgemm", "fma"):
         results[key] = {int(t): v for t, v in results[key].items()}
+    for row in results.get("rounds", []):
+        for key in ("pass", "sgemm", "fma"):
+            row[key] = {int(t): v for t, v in row[key].items()}
     for model in results["e2e"]:
         results["e2e"][model] = {int(t): v for t, v in results["e2e"][model].items()}
     return results
@@ -642,8 +699,9 @@ def main():
     ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     ap.add_argument("--repeats", type=int, default=3, help="end-to-end repeats for FC (median)")
     ap.add_argument("--lenet-repeats", type=int, default=3, help="end-to-end repeats for LeNet")
-    ap.add_argument("--micro-repeats", type=int, default=15,
-                    help="repeats of the pass, SGEMM and FMA-ceiling benches (best)")
+    ap.add_argument("--micro-repeats", type=int, default=5,
+                    help="repeats of the pass, SGEMM and FMA-ceiling benches in each round, one "
+                         "round after each end-to-end repeat (the best of all is reported)")
     ap.add_argument("--fc-iterations", type=int, default=20)
     ap.add_argument("--lenet-iterations", type=int, default=5)
     ap.add_argument("--no-lenet", action="store_true", help="skip LeNet")
@@ -665,7 +723,7 @@ def main():
     args.threads = sorted({int(t) for t in args.threads.split(",")})
     if args.quick:
         args.repeats = args.lenet_repeats = 1
-        args.micro_repeats = 3
+        args.micro_repeats = 2
         args.fc_iterations, args.lenet_iterations = 3, 1
         args.no_perf = True
     WAIT_IDLE.update(seconds=args.wait_idle, max_busy=args.max_busy)
@@ -706,7 +764,7 @@ def main():
     log(f"load average {started_load}")
     build(args)
 
-    results = {"machine": machine(), "e2e": {}, "pass": {}, "sgemm": {}, "fma": {}}
+    results = {"machine": machine(), "e2e": {}, "pass": {}, "sgemm": {}, "fma": {}, "rounds": []}
     workdir = tempfile.mkdtemp(prefix="lca-bench-")
     try:
         models = [("fc", args.fc_iterations, args.repeats)]
@@ -726,6 +784,9 @@ def main():
                     results["torch_version"] = theirs["torch"]
                     results["e2e"][model][t]["lca"].append(ours)
                     results["e2e"][model][t]["torch"].append(theirs)
+                # the chunk `lca train` chose for FC (from its log header)
+                fc_chunk = results["e2e"]["fc"][args.threads[0]]["lca"][0]["eval_chunk"]
+                micro_round(args, results, fc_chunk)
         # the same seed gives the same log at any thread count
         same = []
         for model in results["e2e"]:
@@ -733,15 +794,7 @@ def main():
             same.append(f"{model} logs at {'/'.join(map(str, args.threads))} threads "
                         f"{'byte-identical' if all(x == logs[0] for x in logs) else 'DIFFER'}")
         results["determinism"] = "; ".join(same)
-        for t in args.threads:
-            log(f"evaluation pass, SGEMM and FMA ceiling at {t} threads")
-            # the chunk `lca train` chose for FC (from its log header)
-            fc_chunk = results["e2e"]["fc"][t]["lca"][0]["eval_chunk"] if "fc" in results["e2e"] else 500
-            results["pass"][t] = eval_pass(t, args.micro_repeats, fc_chunk)
-            results["sgemm"][t] = numpy_sgemm(t, args.micro_repeats)
-            results["fma"][t] = fma_peak(t, args.micro_repeats)
-            log(f"  pass {results['pass'][t]['pass_gflops_best']:.1f}, SGEMM "
-                f"{results['sgemm'][t]['gflops_best']:.1f}, ceiling {results['fma'][t]}")
+        best_of_rounds(results, args.threads)
         results["gemm_kernel"] = results["pass"][args.threads[0]]["kernel"]
         s = results["sgemm"][args.threads[0]]
         results["numpy_version"] = s["numpy"]
