@@ -697,9 +697,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
-    ap.add_argument("--repeats", type=int, default=3, help="end-to-end repeats for FC (median)")
+    ap.add_argument("--repeats", type=int, default=5, help="end-to-end repeats for FC (median)")
     ap.add_argument("--lenet-repeats", type=int, default=3, help="end-to-end repeats for LeNet")
-    ap.add_argument("--micro-repeats", type=int, default=5,
+    ap.add_argument("--micro-repeats", type=int, default=10,
                     help="repeats of the pass, SGEMM and FMA-ceiling benches in each round, one "
                          "round after each end-to-end repeat (the best of all is reported)")
     ap.add_argument("--fc-iterations", type=int, default=20)
