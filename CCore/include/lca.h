@@ -399,7 +399,8 @@ const uint32_t *lca_trainer_helped_counts(const lca_trainer *trainer);
  * settings (threshold, cap, chunk). Fills record.train; its per-tensor
  * arrays point into the caller's tensor_lca (T), tensor_first_order (T) and
  * tensor_counts (3T: helped, hurt, zero), T = lca_model_tensor_count. The
- * model's own parameters are left unchanged. */
+ * model's own parameters are left unchanged. An index past the data set is
+ * refused (LCA_ERR_INVALID_ARGUMENT, naming its position). */
 lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_dataset *data, const uint32_t *indices, size_t count,
                          const lca_config *config, lca_record *record, double *tensor_lca,

@@ -145,6 +145,14 @@ int main(void) {
                "lca_attribute leaves the model's parameters unchanged", "%zu parameters compared",
                K);
 
+    /* an index past the data set is refused, with its position */
+    uint32_t bad[3] = {0, 1, (uint32_t)N};
+    lca_status status = lca_attribute(model, from, to, data, bad, 3, &config, &record, tensor_lca,
+                                      tensor_first_order, tensor_counts);
+    check_true(status == LCA_ERR_INVALID_ARGUMENT && strstr(lca_last_error(), "position 2"),
+               "lca_attribute refuses an index past the data set", "status %d: %s", (int)status,
+               lca_last_error());
+
     free(x); free(labels); free(from); free(to); free(theta); free(g); free(velocity);
     free(model_before); free(tensor_lca); free(tensor_first_order); free(tensor_counts);
     lca_model_free(model);
