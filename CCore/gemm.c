@@ -381,6 +381,11 @@ typedef struct gemm_block {
      * 100×784×1000). b_unpacked: this block's tiles are the first to read
      * its B. */
     bool fuse_b, b_unpacked;
+    /* fuse_b with one block of rows: a panel is read only by its own column
+     * of tiles, so every full panel takes the first panel's place, which
+     * stays in L1, and the edge panel the next (writing out all of them
+     * touched 400 KB per thread for an MLP's weight gradient) */
+    bool b_one_panel;
     const float *a_block;   /* packed op(A): mc × depth as mr-row panels */
     float *b_block;         /* packed op(B): depth × nc as nr-column panels */
 } gemm_block;
@@ -401,6 +406,15 @@ typedef struct gemm_block {
 #define DIRECT_A_ROWS_MAX_COLS 512
 #define DIRECT_B_MAX_PANELS 2
 
+/* Where the block keeps the packed panel of op(B) of column col (with
+ * b_one_panel: full panels first, an edge panel after them, or first when it
+ * is the only one, as in the one-panel buffers of gemm_grid_region). */
+static float *b_panel_of(const gemm_block *block, size_t col, size_t nr) {
+    bool full = col + nr <= block->nc;
+    size_t place = !block->b_one_panel ? col / nr : full || col == 0 ? 0 : 1;
+    return block->b_block + place * nr * block->depth;
+}
+
 /* Pack what the block reads from the buffers: all its panels, or, for an
  * operand read in place, only the trailing partial panel (the kernel reads
  * whole panels, which do not exist past the edge of A or B). */
@@ -418,7 +432,7 @@ static void pack_block(const gemm_problem *g, const gemm_block *block, bool a_si
         if (first < block->nc)
             g->kernel->pack_b(g->trans_b, block->depth, block->nc - first,
                               op_b_at(g, block->p0, block->col0 + first), g->ldb,
-                              work->b_block + first * block->depth);
+                              b_panel_of(block, first, nr));
     }
 }
 
@@ -435,7 +449,7 @@ static void block_tile(const gemm_problem *g, const gemm_block *block, float bet
         a_row_step = g->trans_a ? 1 : g->lda;
         a_k_step = g->trans_a ? g->lda : 1;
     }
-    float *b_panel = block->b_block + col * block->depth; /* depth × nr */
+    float *b_panel = b_panel_of(block, col, nr); /* depth × nr */
     const float *b = b_panel;
     float *b_copy = NULL;
     size_t b_k_step = nr;
@@ -475,6 +489,7 @@ static void gemm_region(const gemm_problem *g, size_t row_begin, size_t row_end,
         .b_block = work->b_block,
     };
     block.fuse_b = g->kernel->packs_b_in_tile && !g->trans_b && !block.direct_b;
+    block.b_one_panel = block.fuse_b && mc_max >= rows;
     for (block.col0 = col_begin; block.col0 < col_end; block.col0 += nc_max) {
         block.nc = min_size(nc_max, col_end - block.col0);
         for (block.p0 = 0; block.p0 < g->k; block.p0 += g->k_block) {
