@@ -1026,6 +1026,16 @@ lca_status lca_dataset_shape(const lca_dataset *data, size_t *channels, size_t *
 /* Hot path (once per chunk of every evaluation): no checks beyond NULL
  * outputs, no allocation. indices must be < count. labels are written only
  * for labelled data, targets only for regression data. */
+lca_status lca_dataset_check_indices(const lca_dataset *data, const uint32_t *indices,
+                                     size_t count, const char *who) {
+    for (size_t i = 0; i < count; i++)
+        if (indices[i] >= data->count)
+            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                            "%s: index %u (position %zu) is outside the %zu examples of %s", who,
+                            indices[i], i, data->count, lca_dataset_source(data));
+    return LCA_OK;
+}
+
 void lca_dataset_gather(const lca_dataset *data, const uint32_t *indices, size_t n, float *x,
                         int32_t *labels, float *targets) {
     const size_t F = data->features, O = data->outputs;

@@ -469,11 +469,10 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
         return lca_fail(LCA_ERR_MISMATCH, "evaluator: the data set has %zu features per example, "
                                           "the model takes %zu",
                         lca_dataset_features(data), lca_model_input_size(model));
-    for (size_t i = 0; indices && i < count; i++)
-        if (indices[i] >= data->count)
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                            "evaluator: index %u (position %zu) is outside the %zu examples",
-                            indices[i], i, data->count);
+    if (indices) {
+        lca_status status = lca_dataset_check_indices(data, indices, count, "evaluator");
+        if (status != LCA_OK) return status;
+    }
     lca_evaluator *e = calloc(1, sizeof *e);
     if (!e) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
     if (!indices) {

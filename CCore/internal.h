@@ -108,6 +108,10 @@ struct lca_dataset {
  * files kept whole, such as checkpoints. Data sets are not read this way:
  * data.c streams them (gzip inflated on the fly) into their final arrays. */
 lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, size_t *length);
+/* LCA_ERR_INVALID_ARGUMENT, "who: index … (position …) is outside the …
+ * examples of …", for the first of indices[0 … count) past the data set. */
+lca_status lca_dataset_check_indices(const lca_dataset *data, const uint32_t *indices,
+                                     size_t count, const char *who);
 
 /* ---- pixels.c: dst[i] = src[i] / 255.0f exactly (bit for bit), faster
  * than a division per pixel where the CPU allows. */

@@ -446,11 +446,10 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                         "data set %s has %zu features per example but model %s takes %zu inputs",
                         lca_dataset_source(data), lca_dataset_features(data),
                         lca_model_spec(model), lca_model_input_size(model));
-    for (size_t i = 0; indices && i < count; i++)
-        if (indices[i] >= data->count)
-            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                            "attribute: index %u (position %zu) is outside the %zu examples of %s",
-                            indices[i], i, data->count, lca_dataset_source(data));
+    if (indices) {
+        lca_status status = lca_dataset_check_indices(data, indices, count, "attribute");
+        if (status != LCA_OK) return status;
+    }
     uint32_t *all = NULL;
     if (!indices) {
         count = data->count;
