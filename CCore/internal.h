@@ -13,7 +13,6 @@
 #include "lca.h"
 #include <stdbool.h>
 #include <stdio.h>
-#include <string.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LCA_PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
@@ -146,41 +145,6 @@ const lca_st_tensor *lca_safetensors_find(const lca_safetensors *file, const cha
 /* Metadata value for key, or NULL. */
 const char *lca_safetensors_metadata(const lca_safetensors *file, const char *key);
 const char *lca_safetensors_path(const lca_safetensors *file);
-
-/* e^x for x ≤ 0 (softmax's z − max) in plain arithmetic, so that loops of it
- * vectorise (a libm call per element does not): x = k·ln 2 + r with
- * |r| ≤ ln 2 / 2, e^r by its Taylor series to r^13 (truncation error below
- * 5e-18 relative), times 2^k built in the exponent bits. Within 2 ulp of
- * exp (test_layers checks it); 0 below −708, where e^x < 2^−1021 lies below
- * half an ulp of any softmax sum (≥ 1). */
-static inline double lca_exp_nonpositive(double x) {
-    const double log2e = 1.4426950408889634, shifter = 0x1.8p52; /* t − shifter = round(x·log2e) */
-    const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
-    double t = x * log2e + shifter;
-    double k = t - shifter;
-    double r = (x - k * ln2_hi) - k * ln2_lo; /* k·ln2_hi is exact: ln2_hi has 43 bits */
-    double p = 1.0 / 6227020800.0; /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    /* the low bits of t hold k (two's complement): 2^k = (k + 1023) << 52 */
-    uint64_t t_bits, scale_bits;
-    memcpy(&t_bits, &t, sizeof t_bits);
-    scale_bits = (t_bits + 1023u) << 52;
-    double two_k;
-    memcpy(&two_k, &scale_bits, sizeof two_k);
-    return x < -708.0 ? 0.0 : p * two_k;
-}
 
 /* ---- threads.c */
 /* An OpenMP parallel loop over independent iterations when cond holds
