@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 //
 // lca: trains small neural networks and measures Loss Change Allocation
-// while they train. A C11 core (CCore) does the numerics; LCAKit is its Swift
+// while they train. A C11 core (target CLCA, sources in CCore/) does the numerics; LCAKit is its Swift
 // face; `lca` is the command-line tool.
 import Foundation
 import PackageDescription
@@ -52,7 +52,7 @@ let package = Package(
     ],
     targets: [
         .target(
-            name: "CCore",
+            name: "CLCA",
             path: "CCore",
             publicHeadersPath: "include",
             cSettings: [
@@ -64,7 +64,7 @@ let package = Package(
         ),
         .target(
             name: "LCAKit",
-            dependencies: ["CCore"],
+            dependencies: ["CLCA"],
             path: "Sources/LCAKit",
             swiftSettings: staticRuntime
         ),

@@ -104,11 +104,15 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     return LCA_OK;
 }
 
+int lca_subintervals_valid(unsigned n) {
+    return n >= 2 && n <= LCA_MAX_SUBINTERVALS && (n & (n - 1)) == 0;
+}
+
 lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_config *config,
                                bool regression) {
     memset(g, 0, sizeof *g);
     unsigned cap = config->lca_max_subintervals;
-    if (cap != 2 && cap != 4 && cap != 8 && cap != 16 && cap != 32)
+    if (!lca_subintervals_valid(cap))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                         "lca_max_subintervals must be 2, 4, 8, 16 or 32, not %u", cap);
     if (!(config->lca_threshold >= 0.0) || !isfinite(config->lca_threshold))
@@ -465,10 +469,8 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
     *out = NULL;
     if (!indices) count = data->count;
     if (count == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "evaluator: no examples");
-    if (lca_dataset_features(data) != lca_model_input_size(model))
-        return lca_fail(LCA_ERR_MISMATCH, "evaluator: the data set has %zu features per example, "
-                                          "the model takes %zu",
-                        lca_dataset_features(data), lca_model_input_size(model));
+    lca_status checked = lca_model_check_data(model, data);
+    if (checked != LCA_OK) return checked;
     if (indices) {
         lca_status status = lca_dataset_check_indices(data, indices, count, "evaluator");
         if (status != LCA_OK) return status;

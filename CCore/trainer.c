@@ -96,6 +96,10 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
     if (c->optimizer != LCA_OPTIMIZER_SGD && c->optimizer != LCA_OPTIMIZER_MOMENTUM &&
         c->optimizer != LCA_OPTIMIZER_ADAM)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "unknown optimizer %d", (int)c->optimizer);
+    return lca_model_check_data(model, data);
+}
+
+lca_status lca_model_check_data(const lca_model *model, const lca_dataset *data) {
     if (lca_dataset_features(data) != lca_model_input_size(model))
         return lca_fail(LCA_ERR_MISMATCH,
                         "data set %s has %zu features per example but model %s takes %zu inputs",
@@ -406,6 +410,13 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     }
     /* remember θ_{t+1} to notice changes made between steps */
     memcpy(tr->before, m->parameters, k * sizeof(float));
+    /* the record goes to the attached log straight from the core's arrays */
+    if (tr->log) return lca_log_write(tr->log, record);
+    return LCA_OK;
+}
+
+lca_status lca_trainer_set_log(lca_trainer *tr, lca_log *log) {
+    tr->log = log;
     return LCA_OK;
 }
 
@@ -441,11 +452,8 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_config *config, lca_record *record, double *tensor_lca,
                          double *tensor_first_order, uint64_t *tensor_counts) {
     memset(record, 0, sizeof *record);
-    if (lca_dataset_features(data) != lca_model_input_size(model))
-        return lca_fail(LCA_ERR_MISMATCH,
-                        "data set %s has %zu features per example but model %s takes %zu inputs",
-                        lca_dataset_source(data), lca_dataset_features(data),
-                        lca_model_spec(model), lca_model_input_size(model));
+    lca_status checked = lca_model_check_data(model, data);
+    if (checked != LCA_OK) return checked;
     if (indices) {
         lca_status status = lca_dataset_check_indices(data, indices, count, "attribute");
         if (status != LCA_OK) return status;

@@ -35,6 +35,7 @@ struct lca_trainer {
     lca_integrator integrator;
     lca_view train_view, validation_view;
     size_t bytes;                   /* allocated by the trainer itself */
+    lca_log *log;                   /* attached log (not owned): each step writes its record */
 };
 
 /* Recompute this epoch's shuffle of the training split (from seed and

@@ -284,7 +284,20 @@ size_t lca_validation_size(size_t count, size_t validation);
 lca_status lca_dataset_split(const lca_dataset *data, size_t validation, uint64_t seed,
                              uint32_t *training, uint32_t *held_out);
 
+/* Whether data fits model: features per example, image shape (channels ×
+ * height × width, for a conv net on image data), classes within the
+ * outputs, or float targets matching the outputs under the MSE loss. The
+ * one check that trainers, evaluators and attribution make;
+ * LCA_ERR_MISMATCH naming the data set and model otherwise. */
+lca_status lca_model_check_data(const lca_model *model, const lca_dataset *data);
+
 /* ---------------------------------------------------------------- config */
+
+/* The largest Simpson sub-interval count the integrator refines to. */
+#define LCA_MAX_SUBINTERVALS 32
+/* 1 if n is a sub-interval cap the integrator accepts (2, 4, 8, 16, 32),
+ * else 0. */
+int lca_subintervals_valid(unsigned n);
 
 typedef enum lca_optimizer_kind {
     LCA_OPTIMIZER_SGD = 0,      /* θ ← θ − lr·g */
@@ -441,6 +454,11 @@ lca_status lca_log_write(lca_log *log, const lca_record *record);
  * the resumed run writes them again, byte for byte. */
 lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *trainer);
 lca_status lca_log_close(lca_log *log);
+/* Attach log to trainer (NULL detaches): every later lca_trainer_step
+ * writes its record to it before returning, so the record goes from the
+ * core's arrays to the file without a copy. The trainer does not own the
+ * log; close it after the last step. */
+lca_status lca_trainer_set_log(lca_trainer *trainer, lca_log *log);
 /* Size in bytes of one record of this trainer's log. */
 size_t lca_log_record_size(const lca_trainer *trainer);
 

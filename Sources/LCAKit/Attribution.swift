@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 import Foundation
 
 /// The LCA of one straight step between two checkpoints, per tensor.

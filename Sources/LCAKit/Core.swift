@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// Facts about the lca core this program was built with, and its thread
 /// setting.

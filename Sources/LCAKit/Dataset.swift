@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// A data set held in memory: uint8 pixels (scaled to [0, 1] on use) with
 /// integer labels, or float inputs with float targets for regression.

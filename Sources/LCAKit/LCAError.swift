@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 #if canImport(Glibc)
 import Glibc

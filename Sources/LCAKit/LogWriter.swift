@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// Writes the binary LCA log of a run (format: docs/log-format.md): a
 /// header describing the trainer's run, then one fixed-size record per

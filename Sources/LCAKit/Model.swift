@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// The loss a model is trained on and whose change LCA allocates.
 public enum Loss: String, Sendable, Codable, CaseIterable, CustomStringConvertible {

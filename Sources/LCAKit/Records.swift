@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// The LCA of one iteration on one evaluation set (the training split, or
 /// the validation split), with its per-tensor values copied into Swift

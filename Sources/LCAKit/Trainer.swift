@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 
 /// Trains a model on a data set and measures the LCA of every step.
 ///

@@ -1,4 +1,4 @@
-internal import CCore
+internal import CLCA
 import Foundation
 
 /// The optimizer that moves the parameters.
