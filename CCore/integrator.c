@@ -124,7 +124,7 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     /* the chunk as asked, or (0) from the memory budget; whole BN groups */
     g->chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                        config->memory_budget);
-    model->bn_group = config->bn_group;
+    g->bn_group = config->bn_group;
     g->units = config->lca_units != 0;
     size_t k = model->parameter_count;
     g->probe = allocate(g, k * sizeof(float));
@@ -216,7 +216,6 @@ static void evaluate_chunk(eval_pass *p, lca_eval_worker *w, size_t c) {
     lca_eval_slot *slot = &g->slots[c % g->slot_count];
     size_t first = c * g->chunk;
     size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
-    w->model->bn_group = g->model->bn_group;
     /* an MLP converts its rows as it goes (into w->x) */
     bool streams = lca_model_streams_input(w->model);
     lca_dataset_gather(v->data, v->indices + first, n, streams ? NULL : w->x, w->labels,
@@ -226,7 +225,7 @@ static void evaluate_chunk(eval_pass *p, lca_eval_worker *w, size_t c) {
     slot->status = lca_model_forward_backward_input(w->model, p->parameters, &input,
                                                     v->data->labels ? w->labels : NULL,
                                                     v->data->targets ? w->targets : NULL, n,
-                                                    p->scale, &slot->loss,
+                                                    g->bn_group, p->scale, &slot->loss,
                                                     p->gradient ? slot->gradient : NULL);
     if (slot->status != LCA_OK) snprintf(slot->message, sizeof slot->message, "%s", lca_last_error());
     atomic_store_explicit(&slot->finished, c + 1, memory_order_release);
@@ -453,81 +452,5 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
     v->g_start = v->g_end;
     v->g_end = swap;
     v->loss_start = v->loss_end;
-    return LCA_OK;
-}
-
-/* ---- lca_evaluator (lca.h): one view without the Simpson sums */
-
-struct lca_evaluator {
-    lca_integrator integrator;
-    lca_view view;           /* data, indices, count only */
-    uint32_t *all;           /* 0 … count − 1 when the caller gave no indices */
-};
-
-lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_dataset *data,
-                             const uint32_t *indices, size_t count, const lca_config *config) {
-    *out = NULL;
-    if (!indices) count = data->count;
-    if (count == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "evaluator: no examples");
-    lca_status checked = lca_model_check_data(model, data);
-    if (checked != LCA_OK) return checked;
-    if (indices) {
-        lca_status status = lca_dataset_check_indices(data, indices, count, "evaluator");
-        if (status != LCA_OK) return status;
-    }
-    lca_evaluator *e = calloc(1, sizeof *e);
-    if (!e) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
-    if (!indices) {
-        e->all = malloc(count * sizeof(uint32_t));
-        if (!e->all) {
-            free(e);
-            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
-        }
-        for (size_t i = 0; i < count; i++) e->all[i] = (uint32_t)i;
-        indices = e->all;
-    }
-    lca_status status = lca_integrator_init(&e->integrator, model, config, data->targets != NULL);
-    if (status != LCA_OK) {
-        free(e->all);
-        free(e);
-        return status;
-    }
-    e->view.data = data;
-    e->view.indices = indices;
-    e->view.count = count;
-    *out = e;
-    return LCA_OK;
-}
-
-lca_status lca_evaluator_run(lca_evaluator *e, const float *parameters, double *loss,
-                             double *gradient) {
-    return lca_view_evaluate(&e->integrator, &e->view, parameters, loss, gradient, false);
-}
-
-size_t lca_evaluator_chunk(const lca_evaluator *e) { return e->integrator.chunk; }
-
-void lca_evaluator_free(lca_evaluator *e) {
-    if (!e) return;
-    lca_integrator_release(&e->integrator);
-    free(e->all);
-    free(e);
-}
-
-/* ---- the public view of the model's unit groups (declared in lca.h; kept
- * here, beside the per-unit sums, rather than in model.c) */
-
-size_t lca_model_unit_count(const lca_model *model) { return model->unit_count; }
-
-size_t lca_model_unit_group_count(const lca_model *model) { return model->unit_group_count; }
-
-lca_status lca_model_unit_group(const lca_model *model, size_t index, lca_unit_group_info *out) {
-    if (index >= model->unit_group_count)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model %s has %zu unit groups, not %zu",
-                        model->spec, model->unit_group_count, index + 1);
-    size_t offset = 0;
-    for (size_t k = 0; k < index; k++) offset += model->unit_groups[k].units;
-    out->name = model->unit_groups[index].name;
-    out->units = model->unit_groups[index].units;
-    out->offset = offset;
     return LCA_OK;
 }

@@ -1,5 +1,7 @@
-/* integrator.h: the streaming
- * LCA integrator. Not part of the public API. */
+/* integrator.h: the streaming LCA integrator (integrator.c) and its
+ * evaluation passes over a view, shared by the trainer, the evaluator
+ * (evaluator.c) and attribution (attribution.c). Not part of the public
+ * API. */
 #ifndef LCA_INTEGRATOR_H
 #define LCA_INTEGRATOR_H
 
@@ -49,6 +51,7 @@ typedef struct lca_integrator {
     double threshold;
     unsigned max_subintervals;
     size_t chunk;             /* examples per evaluation chunk */
+    size_t bn_group;          /* examples per batch-norm group of every evaluation pass */
     bool units;               /* per-unit views (config lca_units) */
     float *probe;             /* K: θ_t + s·Δθ */
     const float *before, *after; /* K each: θ_t and θ_{t+1} of the step being allocated */
@@ -59,9 +62,10 @@ typedef struct lca_integrator {
     size_t bytes;             /* allocated by the integrator and its views */
 } lca_integrator;
 
-/* The integrator's settings come from config: threshold, cap, units, and the
- * chunk (eval_chunk, or 0 for the most that fit memory_budget; whole
- * bn_group groups for batch-norm nets, whose group size it sets on model). */
+/* The integrator's settings come from config: threshold, cap, units,
+ * bn_group and the chunk (eval_chunk, or 0 for the most that fit
+ * memory_budget; whole bn_group groups for batch-norm nets). The model is
+ * only read (its workspace aside): the group size goes to each pass. */
 lca_status lca_integrator_init(lca_integrator *integrator, lca_model *model,
                                const lca_config *config, bool regression);
 void lca_integrator_release(lca_integrator *integrator);

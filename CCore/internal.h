@@ -112,6 +112,13 @@ lca_status lca_read_file_raw(const char *path, size_t slack, uint8_t **bytes, si
 lca_status lca_dataset_check_indices(const lca_dataset *data, const uint32_t *indices,
                                      size_t count, const char *who);
 
+/* ---- json.c: s as a JSON string literal, in double quotes: '"' and '\'
+ * escaped with a backslash, control characters (below 0x20) as \u00XX,
+ * every other byte (UTF-8 included) as it is. The text goes out through
+ * write(sink, bytes, length), in pieces, so any buffer type can take it. */
+typedef void (*lca_json_sink)(void *sink, const char *bytes, size_t length);
+void lca_json_write_string(lca_json_sink write, void *sink, const char *s);
+
 /* ---- pixels.c: dst[i] = src[i] / 255.0f exactly (bit for bit), faster
  * than a division per pixel where the CPU allows. */
 void lca_pixels_to_floats(float *dst, const uint8_t *src, size_t count);

@@ -1,7 +1,10 @@
-/* layers.h: forward and backward kernels of the layers. Not part of the
- * public API. The convolution (layers_conv.c) keeps a naive reference kernel
- * beside the fast one; pooling (layers_pool.c), batch norm (layers_norm.c),
- * dropout and ReLU (layers.c) are direct loops already.
+/* layers.h: forward and backward kernels of the layers and the losses. Not
+ * part of the public API. Dense layers (layers_dense.c) and the
+ * convolution (layers_conv.c) are products on lca_sgemm; the convolution
+ * keeps a naive reference kernel beside the fast one (the dense layers'
+ * reference is lca_sgemm_naive); pooling (layers_pool.c), batch norm
+ * (layers_norm.c), dropout and ReLU (layers.c) and the losses (loss.c) are
+ * direct loops already.
  *
  * Dimension letters (used in every signature and shape comment):
  *   N  examples        C  input channels     H, W  input height, width
@@ -27,6 +30,29 @@
 #include "internal.h"
 
 #include <string.h>
+
+/* ---- dense layer (layers_dense.c): y[N×O] = x[N×I] · Wᵀ + b, W (O, I) as
+ * torch.nn.Linear.weight; with relu, the ReLU of that in the same pass over
+ * y (the bytes of a separate ReLU layer). */
+void lca_dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
+                       size_t in, size_t out, bool relu);
+/* dw[O×I] = dyᵀ · x, db[O] = Σ_n dy (float64 sums in example order),
+ * dx[N×I] = dy · w (skipped if dx is NULL); all overwritten. */
+void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, size_t n, size_t in, size_t out);
+/* Feature-major, for an MLP's pass: yᵀ[O×N] = w · xᵀ + b (then the ReLU
+ * with relu); x is the block's input rows (N × I) with x_rows, else the
+ * previous layer's output xᵀ (I × N). */
+void lca_dense_forward_fm(float *yt, const float *x, bool x_rows, const float *w,
+                          const float *b, size_t n, size_t in, size_t out, bool relu);
+/* Backward of lca_dense_forward_fm from dyᵀ (O × N): dw = dyᵀ · x, db =
+ * Σ_n dy, dxᵀ[I×N] = wᵀ · dyᵀ (skipped if dxt is NULL); with accumulate, dw
+ * and db ADD to what they hold (a later block of an MLP's rows). With
+ * relu_output (yᵀ of the ReLU after this layer), dyt first goes through the
+ * ReLU's backward, in place. */
+void lca_dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
+                           const float *relu_output, const float *x, bool x_rows,
+                           const float *w, size_t n, size_t in, size_t out, bool accumulate);
 
 /* ---- 2-D convolution: y[N][OC][OH][OW] = Σ w[oc][c][kh][kw]·x[n][c][oh·S+kh−P][ow·S+kw−P] + b[oc]
  * (zero outside the input). OH = (H + 2P − KH)/S + 1 for "valid" P = 0;
@@ -139,7 +165,24 @@ void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_
 void lca_relu_forward(float *y, const float *x, size_t count);
 void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count);
 
-/* ---- softmax's exp (model.c): e^x for x ≤ 0 (z − max) in plain
+/* ---- losses (loss.c), per example, on the logits of a pass. Where the
+ * logits (and their gradient) keep example r, class c: at r · example_step
+ * + c · class_step ({C, 1} example-major, {1, N} feature-major). */
+typedef struct lca_logit_layout {
+    size_t example_step, class_step;
+} lca_logit_layout;
+/* Softmax cross-entropy on logits z (N × C): loss[N] (stable log-sum-exp in
+ * float64) and, if dz is not NULL, dz = scale · (softmax − onehot(labels)). */
+void lca_softmax_cross_entropy(double *loss, float *dz, const float *z, const int32_t *labels,
+                               size_t n, size_t classes, lca_logit_layout at, double scale);
+/* Mean squared error: loss[r] = Σ_c (y − t)² / C, and, if dy is not NULL,
+ * dy = scale · 2 (y − t) / C; t is a row of targets (N × C) or, when
+ * targets is NULL, onehot(labels). */
+void lca_squared_error(double *loss, float *dy, const float *y, const int32_t *labels,
+                       const float *targets, size_t n, size_t outputs, lca_logit_layout at,
+                       double scale);
+
+/* ---- softmax's exp (loss.c): e^x for x ≤ 0 (z − max) in plain
  * arithmetic, so that loops of it vectorise (a libm call per element does
  * not): x = k·ln 2 + r with
  * |r| ≤ ln 2 / 2, e^r by its Taylor series to r^13 (truncation error below

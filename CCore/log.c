@@ -63,16 +63,11 @@ static void text_append(text *t, const char *format, ...) {
     }
 }
 
-static void text_append_string(text *t, const char *s) {
-    text_append(t, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') text_append(t, "\\%c", c);
-        else if (c < 0x20) text_append(t, "\\u%04x", c);
-        else text_append(t, "%c", c);
-    }
-    text_append(t, "\"");
+static void text_sink(void *t, const char *bytes, size_t length) {
+    text_append(t, "%.*s", (int)length, bytes);
 }
+
+static void text_append_string(text *t, const char *s) { lca_json_write_string(text_sink, t, s); }
 
 /* Doubles round-trip with 17 significant digits; JSON has no NaN. */
 static void text_append_double(text *t, double v) {
@@ -87,10 +82,6 @@ static const char *optimizer_name(lca_optimizer_kind kind) {
     case LCA_OPTIMIZER_ADAM: return "adam";
     }
     return "unknown";
-}
-
-const char *lca_loss_name(lca_loss_kind loss) {
-    return loss == LCA_LOSS_MEAN_SQUARED_ERROR ? "mean_squared_error" : "softmax_cross_entropy";
 }
 
 /* ---- record layout: every field 8-byte aligned, in this order */

@@ -1,263 +1,22 @@
-/* model.c: model layout (spec parsing, layers, tensors, one parameter
- * allocation) and the forward/backward pass over a batch or evaluation
- * chunk.
+/* model.c: the model's layout, built from a parsed spec (model_spec.c):
+ * layers with their shapes, the tensors (PyTorch names and shapes) in one
+ * parameter allocation, the unit groups of per-unit LCA, the workspace a
+ * pass of N examples needs, and evaluation workers that share the layout.
+ * Separate from the pass (pass.c) and the kernels (layers_*.c, loss.c):
+ * this file decides where every float lives, and computes nothing with
+ * them beyond initialisation.
  *
  * Layout: parameters are one float array; tensor k occupies
  * [offset_k, offset_k + count_k). Gradients, optimizer state and LCA
  * accumulators elsewhere use the same layout, so the optimizer and the LCA
- * integrator are flat loops.
- *
- * Spec syntax (docs/models.md):
- *   "fc"                       the paper's 784-100-50-10 MLP
- *   "lenet", "resnet20"        the paper's conv nets
- *   "784-100-50-10"            an MLP: dense layers with ReLU between
- *   "input(1,28,28) conv(20,5) relu maxpool(2) dense(10)"   a layer list */
+ * integrator are flat loops. */
 #include "model.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WIDTH 100000000ul
-#define MAX_LAYERS 256
-
-static const char *const FC_SPEC = "784-100-50-10";
-static const char *const LENET_SPEC =
-    "input(1,28,28) conv(20,5) relu maxpool(2) conv(40,5) relu maxpool(2) dropout(0.25) "
-    "dense(400) relu dropout(0.5) dense(10)";
-static const char *const RESNET20_SPEC =
-    "input(3,32,32) conv(16,3) bn relu block(16) block(16) block(16) block(32,stride=2) "
-    "block(32) block(32) block(64,stride=2) block(64) block(64) gap dense(10)";
-
-/* ------------------------------------------------------------ parsing */
-
-/* One layer as the spec describes it, before shapes are known. */
-typedef struct layer_request {
-    lca_layer_kind kind;
-    size_t units;          /* dense outputs, conv output channels */
-    size_t k, stride;      /* conv kernel, pooling window */
-    bool valid;            /* conv: valid padding instead of same */
-    bool global;           /* avgpool over the whole plane */
-    float p;               /* dropout */
-} layer_request;
-
-typedef struct parser {
-    const char *spec;
-    const char *p;
-    layer_request layers[MAX_LAYERS];
-    size_t count;
-    size_t input[3];
-    bool have_input;
-} parser;
-
-static lca_status parse_error(const parser *ps, const char *at, const char *what) {
-    return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": character %zu: %s", ps->spec,
-                    (size_t)(at - ps->spec) + 1, what);
-}
-
-static lca_status push(parser *ps, const char *at, layer_request r) {
-    if (ps->count == MAX_LAYERS) return parse_error(ps, at, "more than 256 layers");
-    ps->layers[ps->count++] = r;
-    return LCA_OK;
-}
-
-/* A positive integer at *p. */
-static lca_status parse_size(parser *ps, const char **p, size_t *out) {
-    if (!isdigit((unsigned char)**p)) return parse_error(ps, *p, "expected a positive integer");
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(*p, &end, 10);
-    if (errno || v == 0 || v > MAX_WIDTH)
-        return parse_error(ps, *p, "expected an integer between 1 and 100000000");
-    *out = (size_t)v;
-    *p = end;
-    return LCA_OK;
-}
-
-/* "784-100-50-10" */
-static lca_status parse_dashes(parser *ps) {
-    size_t widths[MAX_LAYERS], n = 0;
-    const char *p = ps->spec;
-    for (;;) {
-        if (n == MAX_LAYERS) return parse_error(ps, p, "more than 256 layers");
-        lca_status status = parse_size(ps, &p, &widths[n]);
-        if (status != LCA_OK) return status;
-        n++;
-        if (*p == '\0') break;
-        if (*p != '-') return parse_error(ps, p, "expected '-' between widths");
-        p++;
-    }
-    if (n < 2)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                        "model spec \"%s\": needs at least an input and an output width "
-                        "(e.g. \"64-10\"), or a name (fc, lenet, resnet20)",
-                        ps->spec);
-    ps->have_input = true;
-    ps->input[0] = widths[0];
-    ps->input[1] = ps->input[2] = 1;
-    for (size_t i = 1; i < n; i++) {
-        lca_status status = push(ps, p, (layer_request){.kind = LCA_LAYER_DENSE, .units = widths[i]});
-        if (status == LCA_OK && i + 1 < n) status = push(ps, p, (layer_request){.kind = LCA_LAYER_RELU});
-        if (status != LCA_OK) return status;
-    }
-    return LCA_OK;
-}
-
-/* Arguments of name(...): numbers, key=value, or words. */
-typedef struct arguments {
-    size_t count;
-    char text[8][32];
-} arguments;
-
-static lca_status parse_arguments(parser *ps, const char **p, arguments *args) {
-    args->count = 0;
-    if (**p != '(') return LCA_OK;
-    (*p)++;
-    for (;;) {
-        while (**p == ' ') (*p)++;
-        const char *start = *p;
-        while (**p && **p != ',' && **p != ')' && **p != ' ') (*p)++;
-        size_t length = (size_t)(*p - start);
-        if (length == 0 || length >= 32 || args->count == 8)
-            return parse_error(ps, start, "expected an argument");
-        memcpy(args->text[args->count], start, length);
-        args->text[args->count][length] = '\0';
-        args->count++;
-        while (**p == ' ') (*p)++;
-        if (**p == ')') {
-            (*p)++;
-            return LCA_OK;
-        }
-        if (**p != ',') return parse_error(ps, *p, "expected ',' or ')'");
-        (*p)++;
-    }
-}
-
-static bool argument_size(const char *text, const char *key, size_t *out) {
-    size_t key_length = key ? strlen(key) : 0;
-    if (key) {
-        if (strncmp(text, key, key_length) != 0 || text[key_length] != '=') return false;
-        text += key_length + 1;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || end == text || *end || v == 0 || v > MAX_WIDTH) return false;
-    *out = (size_t)v;
-    return true;
-}
-
-/* "input(1,28,28) conv(20,5) relu …" */
-static lca_status parse_layers(parser *ps) {
-    const char *p = ps->spec;
-    for (;;) {
-        while (*p == ' ') p++;
-        if (!*p) break;
-        const char *start = p;
-        while (isalnum((unsigned char)*p) || *p == '_') p++;
-        size_t length = (size_t)(p - start);
-        char name[16] = "";
-        if (length == 0 || length >= sizeof name)
-            return parse_error(ps, start, "expected a layer name (input, dense, conv, relu, "
-                                          "maxpool, avgpool, gap, bn, dropout, flatten, block)");
-        memcpy(name, start, length);
-        arguments args;
-        lca_status status = parse_arguments(ps, &p, &args);
-        if (status != LCA_OK) return status;
-        if (*p && *p != ' ') return parse_error(ps, p, "expected a space between layers");
-
-        if (!ps->have_input && strcmp(name, "input") != 0)
-            return parse_error(ps, start, "a layer list starts with input(C,H,W) or input(F)");
-        layer_request r = {.stride = 1};
-        if (strcmp(name, "input") == 0) {
-            if (ps->have_input) return parse_error(ps, start, "input(...) given twice");
-            if (args.count != 1 && args.count != 3)
-                return parse_error(ps, start, "input takes (features) or (channels,height,width)");
-            size_t dims[3] = {1, 1, 1};
-            for (size_t i = 0; i < args.count; i++)
-                if (!argument_size(args.text[i], NULL, &dims[args.count == 1 ? 0 : i]))
-                    return parse_error(ps, start, "input sizes must be positive integers");
-            memcpy(ps->input, dims, sizeof dims);
-            ps->have_input = true;
-            continue;
-        } else if (strcmp(name, "dense") == 0 || strcmp(name, "fc") == 0) {
-            r.kind = LCA_LAYER_DENSE;
-            if (args.count != 1 || !argument_size(args.text[0], NULL, &r.units))
-                return parse_error(ps, start, "dense takes (outputs)");
-        } else if (strcmp(name, "conv") == 0) {
-            r.kind = LCA_LAYER_CONV2D;
-            if (args.count < 2 || !argument_size(args.text[0], NULL, &r.units) ||
-                !argument_size(args.text[1], NULL, &r.k))
-                return parse_error(ps, start, "conv takes (channels,kernel[,stride=S][,same|valid])");
-            for (size_t i = 2; i < args.count; i++) {
-                if (strcmp(args.text[i], "same") == 0) r.valid = false;
-                else if (strcmp(args.text[i], "valid") == 0) r.valid = true;
-                else if (!argument_size(args.text[i], "stride", &r.stride))
-                    return parse_error(ps, start, "conv options are stride=S, same, valid");
-            }
-            if (!r.valid && r.k % 2 == 0)
-                return parse_error(ps, start, "same padding needs an odd kernel size");
-        } else if (strcmp(name, "relu") == 0) {
-            r.kind = LCA_LAYER_RELU;
-        } else if (strcmp(name, "maxpool") == 0 || strcmp(name, "avgpool") == 0) {
-            r.kind = name[0] == 'm' ? LCA_LAYER_MAXPOOL : LCA_LAYER_AVGPOOL;
-            if (args.count < 1 || args.count > 2 || !argument_size(args.text[0], NULL, &r.k))
-                return parse_error(ps, start, "pooling takes (window[,stride=S])");
-            r.stride = r.k;
-            if (args.count == 2 && !argument_size(args.text[1], "stride", &r.stride))
-                return parse_error(ps, start, "pooling options are stride=S");
-        } else if (strcmp(name, "gap") == 0) {
-            r.kind = LCA_LAYER_AVGPOOL;
-            r.global = true;
-        } else if (strcmp(name, "bn") == 0) {
-            r.kind = LCA_LAYER_BATCHNORM;
-        } else if (strcmp(name, "dropout") == 0) {
-            r.kind = LCA_LAYER_DROPOUT;
-            char *end;
-            double v = args.count == 1 ? strtod(args.text[0], &end) : -1;
-            if (args.count != 1 || *end || !(v >= 0.0 && v < 1.0))
-                return parse_error(ps, start, "dropout takes (probability) in [0, 1)");
-            r.p = (float)v;
-        } else if (strcmp(name, "flatten") == 0) {
-            r.kind = LCA_LAYER_FLATTEN;
-        } else if (strcmp(name, "block") == 0) {
-            /* the basic residual block of He et al. (2016), CIFAR variant */
-            size_t channels, stride = 1;
-            if (args.count < 1 || args.count > 2 || !argument_size(args.text[0], NULL, &channels) ||
-                (args.count == 2 && !argument_size(args.text[1], "stride", &stride)))
-                return parse_error(ps, start, "block takes (channels[,stride=S])");
-            layer_request expansion[] = {
-                {.kind = LCA_LAYER_BLOCK_BEGIN},
-                {.kind = LCA_LAYER_CONV2D, .units = channels, .k = 3, .stride = stride},
-                {.kind = LCA_LAYER_BATCHNORM},
-                {.kind = LCA_LAYER_RELU},
-                {.kind = LCA_LAYER_CONV2D, .units = channels, .k = 3, .stride = 1},
-                {.kind = LCA_LAYER_BATCHNORM},
-                {.kind = LCA_LAYER_BLOCK_ADD},
-                {.kind = LCA_LAYER_RELU},
-            };
-            for (size_t i = 0; i < sizeof expansion / sizeof expansion[0]; i++) {
-                status = push(ps, start, expansion[i]);
-                if (status != LCA_OK) return status;
-            }
-            continue;
-        } else {
-            return parse_error(ps, start, "unknown layer (input, dense, conv, relu, maxpool, "
-                                          "avgpool, gap, bn, dropout, flatten, block)");
-        }
-        if (r.kind != LCA_LAYER_CONV2D && r.kind != LCA_LAYER_DENSE && r.kind != LCA_LAYER_MAXPOOL &&
-            r.kind != LCA_LAYER_AVGPOOL && r.kind != LCA_LAYER_DROPOUT && args.count > 0)
-            return parse_error(ps, start, "this layer takes no arguments");
-        status = push(ps, start, r);
-        if (status != LCA_OK) return status;
-    }
-    if (!ps->have_input) return parse_error(ps, p, "empty model spec");
-    return LCA_OK;
-}
-
-/* ------------------------------------------------------------ building */
+/* ------------------------------------------------------------ layout */
 
 static lca_tensor *add_tensor(lca_model *m, const char *layer, const char *kind, int rank,
                               const int64_t *shape, lca_init_kind init, size_t fan_in, long group) {
@@ -300,7 +59,7 @@ static void conv_shape(lca_conv2d_shape *s, size_t c, size_t h, size_t w, size_t
     s->ow = (w + 2 * s->pad_w - k) / stride + 1;
 }
 
-static lca_status build(lca_model *m, const parser *ps) {
+static lca_status build(lca_model *m, const lca_spec *ps) {
     size_t c = ps->input[0], h = ps->input[1], w = ps->input[2];
     m->in_c = c;
     m->in_h = h;
@@ -310,7 +69,7 @@ static lca_status build(lca_model *m, const parser *ps) {
     long open_block = -1;
     size_t block_c = 0, block_h = 0, block_w = 0;
     for (size_t l = 0; l < ps->count; l++) {
-        const layer_request *r = &ps->layers[l];
+        const lca_layer_request *r = &ps->layers[l];
         lca_layer *L = &m->layers[m->layer_count++];
         L->kind = r->kind;
         L->weight = L->bias = LCA_NO_TENSOR;
@@ -334,7 +93,7 @@ static lca_status build(lca_model *m, const parser *ps) {
                 return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                                 "model spec \"%s\": layer %zu: kernel %zu is larger than its "
                                 "%zu×%zu input",
-                                ps->spec, l + 1, r->k, h, w);
+                                ps->text, l + 1, r->k, h, w);
             conv_shape(&L->conv, c, h, w, r->units, r->k, r->stride, r->valid);
             snprintf(name, sizeof name, "conv%zu", ++counters[0]);
             long group = add_unit_group(m, name, r->units);
@@ -354,12 +113,12 @@ static lca_status build(lca_model *m, const parser *ps) {
                 return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                                 "model spec \"%s\": layer %zu: global pooling needs a square "
                                 "input, not %zu×%zu",
-                                ps->spec, l + 1, h, w);
+                                ps->text, l + 1, h, w);
             if (k > h || k > w)
                 return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                                 "model spec \"%s\": layer %zu: pooling window %zu is larger "
                                 "than its %zu×%zu input",
-                                ps->spec, l + 1, k, h, w);
+                                ps->text, l + 1, k, h, w);
             L->k = k;
             L->stride = stride;
             h = (h - k) / stride + 1;
@@ -387,7 +146,7 @@ static lca_status build(lca_model *m, const parser *ps) {
         case LCA_LAYER_BLOCK_BEGIN:
             if (open_block >= 0)
                 return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                                "model spec \"%s\": residual blocks cannot nest", ps->spec);
+                                "model spec \"%s\": residual blocks cannot nest", ps->text);
             open_block = (long)(m->layer_count - 1);
             block_c = c;
             block_h = h;
@@ -406,7 +165,7 @@ static lca_status build(lca_model *m, const parser *ps) {
                     return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                                     "model spec \"%s\": layer %zu: no 1×1 projection maps the "
                                     "block input %zu×%zu×%zu onto %zu×%zu×%zu",
-                                    ps->spec, l + 1, block_c, block_h, block_w, c, h, w);
+                                    ps->text, l + 1, block_c, block_h, block_w, c, h, w);
                 snprintf(name, sizeof name, "proj%zu", ++counters[3]);
                 long group = add_unit_group(m, name, c);
                 int64_t ws[4] = {(int64_t)c, (int64_t)block_c, 1, 1}, bs[1] = {(int64_t)c};
@@ -431,11 +190,11 @@ static lca_status build(lca_model *m, const parser *ps) {
     }
     if (open_block >= 0)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": a residual block is not closed",
-                        ps->spec);
+                        ps->text);
     if (m->layer_count == 0 || m->tensor_count == 0)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": has no parameters", ps->spec);
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": has no parameters", ps->text);
     if (m->layers[0].kind == LCA_LAYER_RELU)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": cannot start with relu", ps->spec);
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": cannot start with relu", ps->text);
     return LCA_OK;
 }
 
@@ -444,14 +203,9 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     if (!spec) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec is NULL");
     if (loss != LCA_LOSS_SOFTMAX_CROSS_ENTROPY && loss != LCA_LOSS_MEAN_SQUARED_ERROR)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "unknown loss kind %d", (int)loss);
-    const char *expanded = strcmp(spec, "fc") == 0         ? FC_SPEC
-                           : strcmp(spec, "lenet") == 0    ? LENET_SPEC
-                           : strcmp(spec, "resnet20") == 0 ? RESNET20_SPEC
-                                                           : spec;
-    parser *ps = calloc(1, sizeof *ps);
+    lca_spec *ps = malloc(sizeof *ps);
     if (!ps) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
-    ps->spec = ps->p = expanded;
-    lca_status status = isdigit((unsigned char)expanded[0]) ? parse_dashes(ps) : parse_layers(ps);
+    lca_status status = lca_spec_parse(ps, spec);
     if (status != LCA_OK) {
         free(ps);
         return status;
@@ -462,15 +216,13 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
     }
     m->loss = loss;
-    m->bn_group = 250;
     m->bn_momentum = 0.1f;
     m->bn_epsilon = 1e-5f;
     /* at most two tensors and one unit group per layer */
     m->layers = calloc(ps->count, sizeof *m->layers);
     m->tensors = calloc(2 * ps->count, sizeof *m->tensors);
     m->unit_groups = calloc(ps->count, sizeof *m->unit_groups);
-    /* canonical spec: the built-in name, or the text as given */
-    const char *canonical = strcmp(spec, "fc") == 0 ? FC_SPEC : spec;
+    const char *canonical = lca_spec_canonical(spec);
     m->spec = malloc(strlen(canonical) + 1);
     if (!m->layers || !m->tensors || !m->unit_groups || !m->spec) {
         status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "model: out of memory");
@@ -572,6 +324,57 @@ long lca_model_find_tensor(const lca_model *m, const char *name) {
     for (size_t i = 0; i < m->tensor_count; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return (long)i;
     return -1;
+}
+
+size_t lca_model_unit_count(const lca_model *model) { return model->unit_count; }
+
+size_t lca_model_unit_group_count(const lca_model *model) { return model->unit_group_count; }
+
+lca_status lca_model_unit_group(const lca_model *model, size_t index, lca_unit_group_info *out) {
+    if (index >= model->unit_group_count)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model %s has %zu unit groups, not %zu",
+                        model->spec, model->unit_group_count, index + 1);
+    size_t offset = 0;
+    for (size_t k = 0; k < index; k++) offset += model->unit_groups[k].units;
+    out->name = model->unit_groups[index].name;
+    out->units = model->unit_groups[index].units;
+    out->offset = offset;
+    return LCA_OK;
+}
+
+lca_status lca_model_check_data(const lca_model *model, const lca_dataset *data) {
+    if (lca_dataset_features(data) != lca_model_input_size(model))
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s has %zu features per example but model %s takes %zu inputs",
+                        lca_dataset_source(data), lca_dataset_features(data),
+                        lca_model_spec(model), lca_model_input_size(model));
+    /* a conv net reads its input as an image: an image data set must match
+     * (flat data sets, 1×1×F, are taken as they are) */
+    if ((model->in_h > 1 || model->in_w > 1) && data->height > 1 &&
+        (data->channels != model->in_c || data->height != model->in_h ||
+         data->width != model->in_w))
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s holds %zu×%zu×%zu images (channels × height × width) but "
+                        "model %s takes %zu×%zu×%zu",
+                        lca_dataset_source(data), data->channels, data->height, data->width,
+                        lca_model_spec(model), model->in_c, model->in_h, model->in_w);
+    if (data->targets) {
+        if (model->loss != LCA_LOSS_MEAN_SQUARED_ERROR)
+            return lca_fail(LCA_ERR_MISMATCH,
+                            "data set %s has float targets: use the mean-squared-error loss",
+                            lca_dataset_source(data));
+        if (data->outputs != lca_model_output_size(model))
+            return lca_fail(LCA_ERR_MISMATCH,
+                            "data set %s has %zu targets per example but model %s has %zu outputs",
+                            lca_dataset_source(data), data->outputs, lca_model_spec(model),
+                            lca_model_output_size(model));
+    } else if ((size_t)data->classes > lca_model_output_size(model)) {
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "data set %s has %d classes but model %s has only %zu outputs",
+                        lca_dataset_source(data), data->classes, lca_model_spec(model),
+                        lca_model_output_size(model));
+    }
+    return LCA_OK;
 }
 
 void lca_model_initialize(lca_model *m, uint64_t seed) {
@@ -743,506 +546,3 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
     return chunk;
 }
 
-/* ------------------------------------------------------------- layers */
-
-/* y[N×O] = x[N×I] · wᵀ + b, and with relu the ReLU of that in the same
- * pass over y (the bytes of a separate ReLU layer: x < 0 ? 0 : x) */
-static void dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
-                          size_t in, size_t out, bool relu) {
-    lca_sgemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
-    for (size_t r = 0; r < n; r++) {
-        float *row = y + r * out;
-        if (relu) {
-            for (size_t o = 0; o < out; o++) {
-                float v = row[o] + b[o];
-                row[o] = v < 0.0f ? 0.0f : v;
-            }
-        } else {
-            for (size_t o = 0; o < out; o++) row[o] += b[o];
-        }
-    }
-}
-
-/* Backward of dense_forward:
- *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
-static void dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, size_t n, size_t in, size_t out) {
-    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
-    /* bias: column sums accumulated in double, each column's rows in
-     * order, walked row by row so that the columns vectorise (a few hundred
-     * columns: one thread, the strided per-column walk was slower) */
-    enum { COLUMNS = 128 };
-    for (size_t o0 = 0; o0 < out; o0 += COLUMNS) {
-        size_t width = out - o0 < COLUMNS ? out - o0 : COLUMNS;
-        double sum[COLUMNS] = {0};
-        for (size_t r = 0; r < n; r++) {
-            const float *row = dy + r * out + o0;
-            for (size_t o = 0; o < width; o++) sum[o] += row[o];
-        }
-        for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
-    }
-    if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
-}
-
-/* ------------------------------------------------ MLPs, feature-major */
-
-/* An MLP's pass (lca_model_streams_input) keeps its activations and their
- * gradients feature-major: a layer's output for a block of n examples is
- * O × n, row o holding output o of every example. Every product then has
- * the layer's width as its rows (100, 50, 10: whole 10-row panels of the
- * AVX-512 kernel, where n × 100 as columns fills 100 of 112 lanes and n × 10
- * 10 of 16) and the examples as its columns, and the layers pass their
- * outputs on without transposes. Only the input rows (n × I) are
- * example-major. Each element of a product is the same sum, in the same
- * order, as in the example-major functions above (the bias sums are not:
- * sum_row). Dropout masks are drawn in this order. */
-
-/* yᵀ[O×n] = w · xᵀ + b, then the ReLU with relu; x is the block's input
- * rows (n × I) with x_rows, else the previous layer's output xᵀ (I × n). */
-static void dense_forward_fm(float *yt, const float *x, bool x_rows, const float *w,
-                             const float *b, size_t n, size_t in, size_t out, bool relu) {
-    lca_sgemm(false, x_rows, out, n, in, 1.0f, w, in, x, x_rows ? in : n, 0.0f, yt, n);
-    LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
-    for (size_t o = 0; o < out; o++) {
-        float *row = yt + o * n, bias = b[o];
-        for (size_t r = 0; r < n; r++) {
-            float v = row[r] + bias;
-            row[r] = relu && v < 0.0f ? 0.0f : v;
-        }
-    }
-}
-
-/* Σ of n floats in double: eight running sums, of the elements at r ≡ j
- * (mod 8), which vectorise without reordering any of them, added up at the
- * end in a fixed order. */
-static double sum_row(const float *row, size_t n) {
-    enum { LANES = 8 };
-    double lane[LANES] = {0};
-    size_t r = 0;
-    for (; r + LANES <= n; r += LANES)
-        for (size_t j = 0; j < LANES; j++) lane[j] += row[r + j];
-    for (size_t j = 0; r + j < n; j++) lane[j] += row[r + j];
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-/* Backward of dense_forward_fm, from dyᵀ (O × n):
- *   dw = dyᵀ · x, db = Σ_n dy (sum_row), dxᵀ[I×n] = wᵀ · dyᵀ (skipped if dxt
- *   is NULL);
- * with accumulate, dw and db add to what they hold. With relu_output (the
- * ReLU after this layer, yᵀ), dyt first goes through the ReLU's backward,
- * in place, row by row just before the row's bias sum. */
-static void dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
-                              const float *relu_output, const float *x, bool x_rows,
-                              const float *w, size_t n, size_t in, size_t out, bool accumulate) {
-    for (size_t o = 0; o < out; o++) {
-        float *row = dyt + o * n;
-        if (relu_output) lca_relu_backward(row, row, relu_output + o * n, n);
-        float sum = (float)sum_row(row, n);
-        db[o] = accumulate ? db[o] + sum : sum;
-    }
-    lca_sgemm(false, !x_rows, out, in, n, 1.0f, dyt, n, x, x_rows ? in : n,
-              accumulate ? 1.0f : 0.0f, dw, in);
-    if (dxt) lca_sgemm(true, false, in, n, out, 1.0f, w, in, dyt, n, 0.0f, dxt, n);
-}
-
-/* Where a pass's logits (and their gradient) keep example r, class c:
- * at r · example_step + c · class_step (C, 1 example-major; 1, N
- * feature-major). */
-typedef struct logit_layout {
-    size_t example_step, class_step;
-} logit_layout;
-
-/* Softmax cross-entropy on logits z (N × C): per-example losses into loss[N]
- * (stable log-sum-exp in double) and, if dz, dz = scale · (softmax − onehot).
- * Examples go TILE at a time through local arrays, with the tile padded by
- * copies of its first example, so that the loops over a tile have fixed
- * trip counts and vectorise whatever the layout (exp: lca_exp_nonpositive). */
-static void softmax_cross_entropy(double *loss, float *dz, const float *z, const int32_t *labels,
-                                  size_t n, size_t classes, logit_layout at, double scale) {
-    enum { TILE = 8, KEPT = 64 };
-    size_t tiles = (n + TILE - 1) / TILE;
-    LCA_PARALLEL_FOR_IF(n * classes >= LCA_PARALLEL_WORK / 8)
-    for (size_t tile = 0; tile < tiles; tile++) {
-        size_t first = tile * TILE, count = n - first < TILE ? n - first : TILE;
-        const float *row[TILE];
-        for (size_t j = 0; j < TILE; j++) row[j] = z + (first + (j < count ? j : 0)) * at.example_step;
-#define Z(j, c) row[j][(c) * at.class_step]
-        double max[TILE], sum[TILE], value[TILE];
-        for (size_t j = 0; j < TILE; j++) max[j] = Z(j, 0);
-        for (size_t c = 1; c < classes; c++)
-            for (size_t j = 0; j < TILE; j++) {
-                double v = Z(j, c);
-                max[j] = v > max[j] ? v : max[j];
-            }
-        /* exp(z − max) once per class: kept for the gradient when the
-         * classes fit (the common case), recomputed otherwise */
-        double kept[KEPT][TILE];
-        for (size_t j = 0; j < TILE; j++) sum[j] = 0.0;
-        for (size_t c = 0; c < classes; c++) {
-            for (size_t j = 0; j < TILE; j++) value[j] = Z(j, c);
-            for (size_t j = 0; j < TILE; j++) {
-                double e = lca_exp_nonpositive(value[j] - max[j]);
-                if (c < KEPT) kept[c][j] = e;
-                sum[j] += e;
-            }
-        }
-        for (size_t j = 0; j < count; j++)
-            loss[first + j] = max[j] + log(sum[j]) - (double)Z(j, labels[first + j]);
-        if (!dz) continue;
-        for (size_t j = 0; j < TILE; j++) sum[j] = 1.0 / sum[j]; /* now the inverse */
-        for (size_t c = 0; c < classes; c++) {
-            for (size_t j = 0; j < TILE; j++)
-                value[j] = c < KEPT ? kept[c][j] : lca_exp_nonpositive(Z(j, c) - max[j]);
-            for (size_t j = 0; j < count; j++) {
-                size_t r = first + j;
-                dz[r * at.example_step + c * at.class_step] = (float)(
-                    scale * (value[j] * sum[j] - (c == (size_t)labels[r] ? 1.0 : 0.0)));
-            }
-        }
-#undef Z
-    }
-}
-
-/* Mean squared error terms: loss[r] = Σ_c (y − t)² / C (the mean over
- * outputs; the mean over examples comes from the caller's scale), and
- * dy = scale · 2 (y − t) / C. Targets are float rows (N × C) or one-hot
- * labels. */
-static void squared_error(double *loss, float *dy, const float *y, const int32_t *labels,
-                          const float *targets, size_t n, size_t outputs, logit_layout at,
-                          double scale) {
-    for (size_t r = 0; r < n; r++) {
-        double sum = 0.0;
-        for (size_t c = 0; c < outputs; c++) {
-            size_t i = r * at.example_step + c * at.class_step;
-            double t = targets ? targets[r * outputs + c] : (c == (size_t)labels[r] ? 1.0 : 0.0);
-            double d = (double)y[i] - t;
-            sum += d * d;
-            if (dy) dy[i] = (float)(scale * 2.0 * d / (double)outputs);
-        }
-        loss[r] = sum / (double)outputs;
-    }
-}
-
-/* -------------------------------------------------------- forward/backward */
-
-typedef struct pass {
-    lca_pass_mode mode;
-    const float *x;        /* n × input */
-    size_t n;
-    bool feature_major;    /* an MLP's layers: outputs O × n (dense_forward_fm) */
-    size_t bn_group;       /* examples per batch-norm group in this pass */
-    lca_rng *rng;          /* dropout, training only */
-} pass;
-
-/* Forward through every layer; returns the logits (N × outputs). Identity
- * layers pass their input pointer on; ReLU works in place. */
-static const float *forward(lca_model *m, const float *params, const pass *ps,
-                            const float **inputs) {
-    const float *input = ps->x;
-    size_t n = ps->n;
-    bool relu_next = false; /* a dense layer applied the ReLU that follows it */
-    for (size_t l = 0; l < m->layer_count; l++) {
-        lca_layer *L = &m->layers[l];
-        bool relu_done = relu_next;
-        relu_next = false;
-        inputs[l] = input;
-        const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
-        const float *b = L->bias != LCA_NO_TENSOR ? params + m->tensors[L->bias].offset : NULL;
-        const float *output = L->output;
-        switch (L->kind) {
-        case LCA_LAYER_DENSE: {
-            /* a ReLU right after, in place on this output, joins its pass */
-            bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
-                        m->layers[l + 1].output == NULL;
-            if (ps->feature_major)
-                dense_forward_fm(L->output, input, l == 0, w, b, n, L->in_size, L->out_size, relu);
-            else
-                dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
-            relu_next = relu;
-            break;
-        }
-        case LCA_LAYER_CONV2D: {
-            lca_conv2d_shape s = L->conv;
-            s.n = n;
-            lca_conv2d_forward(L->output, input, w, b, &s, m->conv_scratch);
-            break;
-        }
-        case LCA_LAYER_RELU: {
-            /* in place on the previous layer's output (which no backward
-             * pass needs: dense and conv keep their inputs, BN keeps x̂) */
-            float *y = L->output ? L->output : (float *)input;
-            if (!relu_done) lca_relu_forward(y, input, n * L->out_size);
-            output = y;
-            break;
-        }
-        case LCA_LAYER_MAXPOOL:
-            lca_maxpool_forward(L->output, L->argmax, input, n, L->in_c, L->in_h, L->in_w, L->k,
-                                L->stride);
-            break;
-        case LCA_LAYER_AVGPOOL:
-            lca_avgpool_forward(L->output, input, n, L->in_c, L->in_h, L->in_w, L->k, L->stride);
-            break;
-        case LCA_LAYER_BATCHNORM: {
-            size_t hw = L->in_h * L->in_w;
-            bool train = ps->mode == LCA_PASS_TRAIN;
-            float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
-            lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
-                                        train ? batch_mean : NULL, train ? batch_var : NULL, input,
-                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon);
-            if (train) {
-                float mo = m->bn_momentum;
-                for (size_t c = 0; c < L->out_c; c++) {
-                    L->running_mean[c] = (1.0f - mo) * L->running_mean[c] + mo * batch_mean[c];
-                    L->running_var[c] = (1.0f - mo) * L->running_var[c] + mo * batch_var[c];
-                }
-            }
-            break;
-        }
-        case LCA_LAYER_DROPOUT:
-            if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
-                lca_dropout_forward(L->output, L->mask, input, n * L->out_size, L->p, ps->rng);
-            else
-                output = input;
-            break;
-        case LCA_LAYER_FLATTEN:
-        case LCA_LAYER_BLOCK_BEGIN:
-            output = input;
-            break;
-        case LCA_LAYER_BLOCK_ADD: {
-            const float *shortcut = inputs[L->block_begin];
-            if (L->projection) {
-                lca_conv2d_shape s = L->projection_shape;
-                s.n = n;
-                lca_conv2d_forward(L->saved, shortcut, w, b, &s, m->conv_scratch);
-                shortcut = L->saved;
-            }
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) L->output[i] = input[i] + shortcut[i];
-            break;
-        }
-        }
-        input = output;
-    }
-    return input;
-}
-
-/* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run; only the
- * feature-major dense layers of an MLP take it), the gradients add to what
- * gradient holds. */
-static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
-                     const float *logits, float *gradient, bool accumulate) {
-    size_t n = ps->n;
-    float *dy = m->grad_a;
-    bool relu_done = false; /* a max pooling applied the ReLU before it */
-    const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
-    for (size_t l = m->layer_count; l-- > 0;) {
-        lca_layer *L = &m->layers[l];
-        bool relu_here_done = relu_done;
-        relu_done = false;
-        const float *input = inputs[l];
-        const float *output = l + 1 < m->layer_count ? inputs[l + 1] : logits;
-        const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
-        float *dw = L->weight != LCA_NO_TENSOR ? gradient + m->tensors[L->weight].offset : NULL;
-        float *db = L->bias != LCA_NO_TENSOR ? gradient + m->tensors[L->bias].offset : NULL;
-        /* the input gradient goes to the other buffer; none for the first layer */
-        float *other = dy == m->grad_a ? m->grad_b : m->grad_a;
-        float *dx = l > 0 ? other : NULL;
-        switch (L->kind) {
-        case LCA_LAYER_DENSE:
-            if (ps->feature_major)
-                dense_backward_fm(dx, dw, db, dy, relu_after, input, l == 0, w, n, L->in_size,
-                                  L->out_size, accumulate);
-            else
-                dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size);
-            relu_after = NULL;
-            break;
-        case LCA_LAYER_CONV2D: {
-            lca_conv2d_shape s = L->conv;
-            s.n = n;
-            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch);
-            break;
-        }
-        case LCA_LAYER_RELU:
-            /* right after a dense layer of an MLP: in that layer's bias walk */
-            if (ps->feature_major && l > 0 && m->layers[l - 1].kind == LCA_LAYER_DENSE)
-                relu_after = output;
-            else if (!relu_here_done)
-                lca_relu_backward(dy, dy, output, n * L->out_size);
-            dx = dy;
-            break;
-        case LCA_LAYER_MAXPOOL:
-            /* a ReLU right before (its output is this input) joins the pass */
-            relu_done = dx && m->layers[l - 1].kind == LCA_LAYER_RELU;
-            if (relu_done)
-                lca_maxpool_relu_backward(dx, dy, L->argmax, input, n, L->in_c, L->in_h, L->in_w,
-                                          L->k, L->stride);
-            else if (dx)
-                lca_maxpool_backward(dx, dy, L->argmax, n, L->in_c, L->in_h, L->in_w, L->k,
-                                     L->stride);
-            break;
-        case LCA_LAYER_AVGPOOL:
-            if (dx) lca_avgpool_backward(dx, dy, n, L->in_c, L->in_h, L->in_w, L->k, L->stride);
-            break;
-        case LCA_LAYER_BATCHNORM:
-            lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd,
-                                         w, n, L->out_c, L->in_h * L->in_w, ps->bn_group);
-            break;
-        case LCA_LAYER_DROPOUT:
-            if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
-                lca_dropout_backward(dy, dy, L->mask, n * L->out_size, L->p);
-            dx = dy;
-            break;
-        case LCA_LAYER_FLATTEN:
-            dx = dy;
-            break;
-        case LCA_LAYER_BLOCK_ADD: {
-            /* the main path gets dy unchanged; the shortcut's gradient waits
-             * in grad_skip for the block's begin */
-            if (L->projection) {
-                lca_conv2d_shape s = L->projection_shape;
-                s.n = n;
-                lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
-                                    m->conv_scratch);
-            } else {
-                memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
-            }
-            dx = dy;
-            break;
-        }
-        case LCA_LAYER_BLOCK_BEGIN: {
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) dy[i] += m->grad_skip[i];
-            dx = dy;
-            break;
-        }
-        }
-        if (!dx) break;
-        dy = dx;
-    }
-}
-
-/* An MLP: a dense first layer, then only dense, ReLU, dropout and flatten
- * layers (nothing that mixes examples, as batch norm does), so that a pass
- * can go LCA_INPUT_ROWS rows at a time, feature-major. */
-bool lca_model_streams_input(const lca_model *m) {
-    if (m->layer_count == 0 || m->layers[0].kind != LCA_LAYER_DENSE) return false;
-    for (size_t l = 0; l < m->layer_count; l++) {
-        lca_layer_kind kind = m->layers[l].kind;
-        if (kind != LCA_LAYER_DENSE && kind != LCA_LAYER_RELU && kind != LCA_LAYER_DROPOUT &&
-            kind != LCA_LAYER_FLATTEN)
-            return false;
-    }
-    return true;
-}
-
-size_t lca_model_input_rows(const lca_model *m, size_t n) {
-    return lca_model_streams_input(m) && n > LCA_INPUT_ROWS ? LCA_INPUT_ROWS : n;
-}
-
-/* Rows [first, first + count) of the pass's input, as floats. */
-static const float *input_rows(const lca_model_input *input, size_t first, size_t count,
-                               size_t features) {
-    if (input->x) return input->x + first * features;
-    lca_dataset_gather(input->data, input->indices + first, count, input->rows, NULL, NULL);
-    return input->rows;
-}
-
-static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
-    for (size_t r = 0; r < n; r++)
-        if (labels[r] < 0 || (size_t)labels[r] >= outputs)
-            return lca_fail(LCA_ERR_MISMATCH,
-                            "label %d of example %zu is outside the model's %zu outputs",
-                            labels[r], r, outputs);
-    return LCA_OK;
-}
-
-/* Forward, loss and backward on blocks of lca_model_input_rows rows, in
- * order: one block of all n for most models; for an MLP blocks of
- * LCA_INPUT_ROWS, each converted from the data set once, its activations
- * in a block-sized workspace, its gradients added to those of the blocks
- * before (the same bytes whether the input comes as floats or from a data
- * set, and whatever the caller's chunk around the blocks). */
-static lca_status run(lca_model *m, const float *parameters, const int32_t *labels,
-                      const float *targets, const lca_model_input *input, pass ps,
-                      double gradient_scale, double *loss_sum, float *gradient) {
-    size_t n = ps.n;
-    if (n == 0 || n > m->max_batch)
-        return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
-                        m->max_batch);
-    bool mlp = lca_model_streams_input(m);
-    if (!input->x && !(mlp && input->data && input->rows))
-        return lca_fail(LCA_ERR_STATE, "model: no input (only an MLP converts rows of a data "
-                                       "set as it goes)");
-    if (!labels && !targets)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
-    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && !labels)
-        return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
-                                          "but the data set has float targets");
-    size_t outputs = lca_model_output_size(m), features = lca_model_input_size(m);
-    if (!targets) {
-        lca_status status = check_labels(labels, n, outputs);
-        if (status != LCA_OK) return status;
-    }
-    size_t block = lca_model_input_rows(m, n);
-    ps.feature_major = mlp;
-    double sum = 0.0;
-    for (size_t first = 0; first < n; first += block) {
-        ps.n = n - first < block ? n - first : block;
-        ps.x = input_rows(input, first, ps.n, features);
-        const float *inputs[MAX_LAYERS];
-        const float *logits = forward(m, parameters, &ps, inputs);
-        float *dlogits = gradient ? m->grad_a : NULL;
-        logit_layout at = ps.feature_major ? (logit_layout){1, ps.n} : (logit_layout){outputs, 1};
-        if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY)
-            softmax_cross_entropy(m->example_loss, dlogits, logits, labels + first, ps.n, outputs,
-                                  at, gradient_scale);
-        else
-            squared_error(m->example_loss, dlogits, logits, labels ? labels + first : NULL,
-                          targets ? targets + first * outputs : NULL, ps.n, outputs, at,
-                          gradient_scale);
-        for (size_t r = 0; r < ps.n; r++) sum += m->example_loss[r];
-        /* a sum that is not finite stays so, whatever is added later */
-        if (!isfinite(sum))
-            return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
-                                             "try a smaller learning rate", sum);
-        if (gradient) backward(m, parameters, &ps, inputs, logits, gradient, first > 0);
-    }
-    *loss_sum = sum;
-    return LCA_OK;
-}
-
-lca_status lca_model_forward_backward_input(lca_model *m, const float *parameters,
-                                            const lca_model_input *input, const int32_t *labels,
-                                            const float *targets, size_t n, double gradient_scale,
-                                            double *loss_sum, float *gradient) {
-    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = m->bn_group};
-    return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient);
-}
-
-lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
-                                      const int32_t *labels, const float *targets, size_t n,
-                                      double gradient_scale, double *loss_sum, float *gradient) {
-    lca_model_input input = {.x = x};
-    return lca_model_forward_backward_input(m, parameters, &input, labels, targets, n,
-                                            gradient_scale, loss_sum, gradient);
-}
-
-lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
-                                    const int32_t *labels, const float *targets, size_t n,
-                                    double *loss_sum, float *gradient, lca_rng *rng) {
-    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng};
-    return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient);
-}
-
-lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,
-                                       const int32_t *labels, const float *targets, size_t n,
-                                       double *loss, float *gradient) {
-    double sum;
-    lca_status status = lca_model_forward_backward(m, parameters ? parameters : m->parameters, x,
-                                                   labels, targets, n, 1.0 / (double)n, &sum,
-                                                   gradient);
-    if (status == LCA_OK) *loss = sum / (double)n;
-    return status;
-}

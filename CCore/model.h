@@ -1,5 +1,8 @@
-/* model.h: the model's internal layout, shared by model.c, the trainer and
- * the LCA integrator. Not part of the public API. */
+/* model.h: the model's internal layout and the pass over it, shared by
+ * model_spec.c (the spec language), model.c (the layout), pass.c (the
+ * forward/backward pass), the trainer, the LCA integrator and the files
+ * that read a model's tensors (log.c, checkpoint.c). Not part of the
+ * public API. */
 #ifndef LCA_MODEL_H
 #define LCA_MODEL_H
 
@@ -24,6 +27,41 @@ typedef enum lca_init_kind {
     LCA_INIT_ZERO,
     LCA_INIT_ONE,
 } lca_init_kind;
+
+/* ---- model_spec.c: the spec language (docs/models.md) */
+
+#define LCA_MAX_LAYERS 256
+
+/* One layer as the spec describes it, before shapes are known. */
+typedef struct lca_layer_request {
+    lca_layer_kind kind;
+    size_t units;          /* dense outputs, conv output channels */
+    size_t k, stride;      /* conv kernel, pooling window */
+    bool valid;            /* conv: valid padding instead of same */
+    bool global;           /* avgpool over the whole plane */
+    float p;               /* dropout */
+} lca_layer_request;
+
+/* A parsed spec: the input shape and the layers in order (a residual
+ * block expanded into its layers, an MLP's widths into dense and ReLU). */
+typedef struct lca_spec {
+    const char *text;      /* what was parsed: a built-in's layer list, or the spec as given */
+    lca_layer_request layers[LCA_MAX_LAYERS];
+    size_t count;
+    size_t input[3];       /* C, H, W */
+    bool have_input;
+} lca_spec;
+
+/* Parse spec: a built-in name ("fc", "lenet", "resnet20"), widths joined by
+ * '-', or a layer list. Errors name the spec and the character. */
+lca_status lca_spec_parse(lca_spec *out, const char *spec);
+/* The text a built-in name stands for, or spec itself. */
+const char *lca_spec_expand(const char *spec);
+/* The spec a model keeps (lca_model_spec, logs, checkpoints): "fc" becomes
+ * its widths "784-100-50-10"; other names and texts stay as given. */
+const char *lca_spec_canonical(const char *spec);
+
+/* ---- model.c: the layout */
 
 typedef struct lca_tensor {
     char name[64];
@@ -71,7 +109,7 @@ typedef struct lca_layer {
 } lca_layer;
 
 typedef enum lca_pass_mode {
-    LCA_PASS_EVALUATE = 0, /* the allocated loss: no dropout, BN in groups of bn_group */
+    LCA_PASS_EVALUATE = 0, /* the allocated loss: no dropout, BN in groups of the pass's bn_group */
     LCA_PASS_TRAIN = 1,    /* the minibatch step: dropout, BN over the batch, running stats */
 } lca_pass_mode;
 
@@ -91,7 +129,6 @@ struct lca_model {
     size_t max_gradient;    /* largest out_size: the backward buffers grad_a, grad_b */
     size_t max_skip;        /* largest residual block input / output: grad_skip */
     size_t conv_workspace;  /* floats: the largest conv / projection workspace */
-    size_t bn_group;        /* evaluation-mode batch-norm group (examples) */
     float bn_momentum;      /* running statistics: r ← (1 − m)·r + m·batch */
     float bn_epsilon;
     /* a worker (lca_model_new_worker) has its own layers array and
@@ -118,6 +155,10 @@ struct lca_model {
  * measured within 2% of 500 on the 55,000-example FC pass. */
 #define LCA_MAX_AUTO_CHUNK 500
 
+/* The evaluation-mode batch-norm group of lca_config_default and of
+ * lca_model_loss_and_gradient, which takes no config. */
+#define LCA_BN_GROUP_DEFAULT 250
+
 /* Rows an MLP's pass (lca_model_streams_input) takes at a time: forward,
  * loss and backward go in blocks of this many examples, whether the input
  * is given as floats or converted from a data set block by block (so both
@@ -136,28 +177,38 @@ typedef struct lca_model_input {
     float *rows;
 } lca_model_input;
 
+/* ---- pass.c: the forward/backward pass */
+
+/* Whether the model is an MLP whose pass goes LCA_INPUT_ROWS rows at a
+ * time, feature-major. */
 bool lca_model_streams_input(const lca_model *model);
 /* Rows of input floats a pass of up to n examples needs at once: n, or
  * LCA_INPUT_ROWS when the model streams its input. */
 size_t lca_model_input_rows(const lca_model *model, size_t n);
 
 /* Forward (and backward when gradient is not NULL) on n examples at the
- * given parameters, in evaluation mode (the allocated loss). *loss_sum =
- * Σ_n loss_n (float64, fixed order); gradient (K, overwritten) =
- * gradient_scale · Σ_n ∇loss_n. */
+ * given parameters, in evaluation mode (the allocated loss), batch norm in
+ * groups of bn_group examples. *loss_sum = Σ_n loss_n (float64, fixed
+ * order); gradient (K, overwritten) = gradient_scale · Σ_n ∇loss_n. The
+ * pass writes only the model's workspace. */
 lca_status lca_model_forward_backward(lca_model *model, const float *parameters, const float *x,
                                       const int32_t *labels, const float *targets, size_t n,
-                                      double gradient_scale, double *loss_sum, float *gradient);
+                                      size_t bn_group, double gradient_scale, double *loss_sum,
+                                      float *gradient);
 /* The same with the input described by input. */
 lca_status lca_model_forward_backward_input(lca_model *model, const float *parameters,
                                             const lca_model_input *input, const int32_t *labels,
-                                            const float *targets, size_t n, double gradient_scale,
-                                            double *loss_sum, float *gradient);
-/* The same in training mode: dropout from rng, batch norm over the n
- * examples, running statistics updated. */
+                                            const float *targets, size_t n, size_t bn_group,
+                                            double gradient_scale, double *loss_sum,
+                                            float *gradient);
+/* The same in training mode at the model's parameters: dropout from rng,
+ * batch norm over the n examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng);
+
+/* ---- model.c: workspace and workers */
+
 size_t lca_model_workspace_bytes(const lca_model *model);
 /* A model that evaluates with model's layout beside it, on another thread:
  * its own workspace (reserve it), no parameters of its own (pass them to

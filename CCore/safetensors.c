@@ -124,30 +124,8 @@ static void append(text_buffer *t, const char *s, size_t n) {
 
 static void append_cstr(text_buffer *t, const char *s) { append(t, s, strlen(s)); }
 
-static void append_json_string(text_buffer *t, const char *s) {
-    append(t, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        char escape[8];
-        switch (c) {
-        case '"': append(t, "\\\"", 2); break;
-        case '\\': append(t, "\\\\", 2); break;
-        case '\b': append(t, "\\b", 2); break;
-        case '\f': append(t, "\\f", 2); break;
-        case '\n': append(t, "\\n", 2); break;
-        case '\r': append(t, "\\r", 2); break;
-        case '\t': append(t, "\\t", 2); break;
-        default:
-            if (c < 0x20) {
-                snprintf(escape, sizeof escape, "\\u%04x", c);
-                append(t, escape, 6);
-            } else {
-                append(t, p, 1);
-            }
-        }
-    }
-    append(t, "\"", 1);
-}
+/* for lca_json_write_string (json.c) */
+static void append_sink(void *t, const char *s, size_t n) { append(t, s, n); }
 
 static void append_u64(text_buffer *t, uint64_t value) {
     char number[24];
@@ -228,9 +206,9 @@ static lca_status build_header(const char *path, text_buffer *header,
         append_cstr(header, "\"__metadata__\":{");
         for (size_t i = 0; i < metadata_count; i++) {
             if (i) append(header, ",", 1);
-            append_json_string(header, keys[i]);
+            lca_json_write_string(append_sink, header, keys[i]);
             append(header, ":", 1);
-            append_json_string(header, values[i]);
+            lca_json_write_string(append_sink, header, values[i]);
         }
         append(header, "}", 1);
     }
@@ -238,9 +216,9 @@ static lca_status build_header(const char *path, text_buffer *header,
     for (size_t i = 0; i < count; i++) {
         const lca_st_tensor *tensor = &tensors[i];
         if (i || metadata_count) append(header, ",", 1);
-        append_json_string(header, tensor->name);
+        lca_json_write_string(append_sink, header, tensor->name);
         append_cstr(header, ":{\"dtype\":");
-        append_json_string(header, find_dtype(tensor->dtype)->name);
+        lca_json_write_string(append_sink, header, find_dtype(tensor->dtype)->name);
         append_cstr(header, ",\"shape\":[");
         for (int d = 0; d < tensor->rank; d++) {
             if (d) append(header, ",", 1);

@@ -28,7 +28,7 @@ lca_config lca_config_default(void) {
     c.lca_max_subintervals = 32;
     c.eval_chunk = 0;
     c.lca_units = 0;
-    c.bn_group = 250;
+    c.bn_group = LCA_BN_GROUP_DEFAULT;
     c.memory_budget = (size_t)1 << 30;
     return c;
 }
@@ -97,41 +97,6 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
         c->optimizer != LCA_OPTIMIZER_ADAM)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "unknown optimizer %d", (int)c->optimizer);
     return lca_model_check_data(model, data);
-}
-
-lca_status lca_model_check_data(const lca_model *model, const lca_dataset *data) {
-    if (lca_dataset_features(data) != lca_model_input_size(model))
-        return lca_fail(LCA_ERR_MISMATCH,
-                        "data set %s has %zu features per example but model %s takes %zu inputs",
-                        lca_dataset_source(data), lca_dataset_features(data),
-                        lca_model_spec(model), lca_model_input_size(model));
-    /* a conv net reads its input as an image: an image data set must match
-     * (flat data sets, 1×1×F, are taken as they are) */
-    if ((model->in_h > 1 || model->in_w > 1) && data->height > 1 &&
-        (data->channels != model->in_c || data->height != model->in_h ||
-         data->width != model->in_w))
-        return lca_fail(LCA_ERR_MISMATCH,
-                        "data set %s holds %zu×%zu×%zu images (channels × height × width) but "
-                        "model %s takes %zu×%zu×%zu",
-                        lca_dataset_source(data), data->channels, data->height, data->width,
-                        lca_model_spec(model), model->in_c, model->in_h, model->in_w);
-    if (data->targets) {
-        if (model->loss != LCA_LOSS_MEAN_SQUARED_ERROR)
-            return lca_fail(LCA_ERR_MISMATCH,
-                            "data set %s has float targets: use the mean-squared-error loss",
-                            lca_dataset_source(data));
-        if (data->outputs != lca_model_output_size(model))
-            return lca_fail(LCA_ERR_MISMATCH,
-                            "data set %s has %zu targets per example but model %s has %zu outputs",
-                            lca_dataset_source(data), data->outputs, lca_model_spec(model),
-                            lca_model_output_size(model));
-    } else if ((size_t)data->classes > lca_model_output_size(model)) {
-        return lca_fail(LCA_ERR_MISMATCH,
-                        "data set %s has %d classes but model %s has only %zu outputs",
-                        lca_dataset_source(data), data->classes, lca_model_spec(model),
-                        lca_model_output_size(model));
-    }
-    return LCA_OK;
 }
 
 size_t lca_validation_size(size_t count, size_t validation) {
@@ -215,7 +180,6 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     /* the resolved chunk is part of the run's configuration (and its log) */
     tr->config.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                                     config->memory_budget);
-    model->bn_group = config->bn_group;
     config = &tr->config;
     status = make_splits(tr);
     if (status != LCA_OK) goto fail;
@@ -421,8 +385,6 @@ lca_status lca_trainer_set_log(lca_trainer *tr, lca_log *log) {
 }
 
 const lca_config *lca_trainer_config(const lca_trainer *tr) { return &tr->config; }
-const lca_model *lca_trainer_model(const lca_trainer *tr) { return tr->model; }
-const lca_dataset *lca_trainer_dataset(const lca_trainer *tr) { return tr->data; }
 uint64_t lca_trainer_iteration(const lca_trainer *tr) { return tr->iteration; }
 size_t lca_trainer_training_count(const lca_trainer *tr) { return tr->train_count; }
 size_t lca_trainer_validation_count(const lca_trainer *tr) { return tr->validation_count; }
@@ -445,50 +407,4 @@ lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *tr, const char *name, do
                         "learning-rate scale of %s must be finite and >= 0, not %g", name, scale);
     tr->lr_scale[index] = scale;
     return LCA_OK;
-}
-
-lca_status lca_attribute(lca_model *model, const float *from, const float *to,
-                         const lca_dataset *data, const uint32_t *indices, size_t count,
-                         const lca_config *config, lca_record *record, double *tensor_lca,
-                         double *tensor_first_order, uint64_t *tensor_counts) {
-    memset(record, 0, sizeof *record);
-    lca_status checked = lca_model_check_data(model, data);
-    if (checked != LCA_OK) return checked;
-    if (indices) {
-        lca_status status = lca_dataset_check_indices(data, indices, count, "attribute");
-        if (status != LCA_OK) return status;
-    }
-    uint32_t *all = NULL;
-    if (!indices) {
-        count = data->count;
-        all = malloc(count * sizeof(uint32_t));
-        if (!all) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "attribute: out of memory");
-        for (size_t i = 0; i < count; i++) all[i] = (uint32_t)i;
-        indices = all;
-    }
-    lca_integrator integrator;
-    lca_view view;
-    memset(&view, 0, sizeof view);
-    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
-    if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
-    if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
-    /* the view's arrays die with it: copy the per-tensor results out */
-    if (status == LCA_OK) {
-        size_t t = model->tensor_count;
-        memcpy(tensor_lca, view.tensor_lca, t * sizeof(double));
-        memcpy(tensor_first_order, view.tensor_first_order, t * sizeof(double));
-        memcpy(tensor_counts, view.tensor_helped, t * sizeof(uint64_t));
-        memcpy(tensor_counts + t, view.tensor_hurt, t * sizeof(uint64_t));
-        memcpy(tensor_counts + 2 * t, view.tensor_zero, t * sizeof(uint64_t));
-        record->train.tensor_lca = tensor_lca;
-        record->train.tensor_first_order = tensor_first_order;
-        record->train.tensor_helped = tensor_counts;
-        record->train.tensor_hurt = tensor_counts + t;
-        record->train.tensor_zero = tensor_counts + 2 * t;
-        record->train.unit_lca = NULL; /* units are not copied out */
-    }
-    lca_view_release(&view);
-    lca_integrator_release(&integrator);
-    free(all);
-    return status;
 }

@@ -388,8 +388,6 @@ void lca_trainer_free(lca_trainer *trainer);
 /* One iteration: minibatch step, then LCA of the step. */
 lca_status lca_trainer_step(lca_trainer *trainer, lca_record *record);
 const lca_config *lca_trainer_config(const lca_trainer *trainer);
-const lca_model *lca_trainer_model(const lca_trainer *trainer);
-const lca_dataset *lca_trainer_dataset(const lca_trainer *trainer);
 uint64_t lca_trainer_iteration(const lca_trainer *trainer);
 size_t lca_trainer_training_count(const lca_trainer *trainer);   /* training split size */
 size_t lca_trainer_validation_count(const lca_trainer *trainer);
@@ -432,8 +430,6 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
  * NULL to skip the backward pass) = its gradient. */
 lca_status lca_evaluator_run(lca_evaluator *evaluator, const float *parameters, double *loss,
                              double *gradient);
-/* The resolved chunk (examples per chunk). */
-size_t lca_evaluator_chunk(const lca_evaluator *evaluator);
 void lca_evaluator_free(lca_evaluator *evaluator);
 
 /* -------------------------------------------------------------------- log */

@@ -76,7 +76,8 @@ static void test_mlp(const lca_dataset *data) {
         size_t n = count - first < CHUNK ? count - first : CHUNK;
         double chunk_loss;
         REQUIRE_OK(lca_model_forward_backward(model, p, x + first * in, labels + first, NULL, n,
-                                              1.0 / (double)count, &chunk_loss, chunk_gradient));
+                                              LCA_BN_GROUP_DEFAULT, 1.0 / (double)count,
+                                              &chunk_loss, chunk_gradient));
         loss_sum += chunk_loss;
         for (size_t i = 0; i < k; i++) sequential[i] += (double)chunk_gradient[i];
     }

@@ -1,0 +1,55 @@
+/* attribution.c: lca_attribute (lca.h), the LCA of one straight step
+ * between two parameter vectors (two checkpoints) on a set of examples,
+ * with a short-lived integrator and view. Apart from the trainer, which
+ * allocates along a run: attribution needs no optimizer, split or log, and
+ * leaves the model's parameters as they are. */
+#include "integrator.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+lca_status lca_attribute(lca_model *model, const float *from, const float *to,
+                         const lca_dataset *data, const uint32_t *indices, size_t count,
+                         const lca_config *config, lca_record *record, double *tensor_lca,
+                         double *tensor_first_order, uint64_t *tensor_counts) {
+    memset(record, 0, sizeof *record);
+    lca_status checked = lca_model_check_data(model, data);
+    if (checked != LCA_OK) return checked;
+    if (indices) {
+        lca_status status = lca_dataset_check_indices(data, indices, count, "attribute");
+        if (status != LCA_OK) return status;
+    }
+    uint32_t *all = NULL;
+    if (!indices) {
+        count = data->count;
+        all = malloc(count * sizeof(uint32_t));
+        if (!all) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "attribute: out of memory");
+        for (size_t i = 0; i < count; i++) all[i] = (uint32_t)i;
+        indices = all;
+    }
+    lca_integrator integrator;
+    lca_view view;
+    memset(&view, 0, sizeof view);
+    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
+    if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
+    if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
+    /* the view's arrays die with it: copy the per-tensor results out */
+    if (status == LCA_OK) {
+        size_t t = model->tensor_count;
+        memcpy(tensor_lca, view.tensor_lca, t * sizeof(double));
+        memcpy(tensor_first_order, view.tensor_first_order, t * sizeof(double));
+        memcpy(tensor_counts, view.tensor_helped, t * sizeof(uint64_t));
+        memcpy(tensor_counts + t, view.tensor_hurt, t * sizeof(uint64_t));
+        memcpy(tensor_counts + 2 * t, view.tensor_zero, t * sizeof(uint64_t));
+        record->train.tensor_lca = tensor_lca;
+        record->train.tensor_first_order = tensor_first_order;
+        record->train.tensor_helped = tensor_counts;
+        record->train.tensor_hurt = tensor_counts + t;
+        record->train.tensor_zero = tensor_counts + 2 * t;
+        record->train.unit_lca = NULL; /* units are not copied out */
+    }
+    lca_view_release(&view);
+    lca_integrator_release(&integrator);
+    free(all);
+    return status;
+}
