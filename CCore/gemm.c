@@ -25,7 +25,7 @@
  * boundaries fall; and the FMA kernels (AVX-512 and AVX2) give the same
  * bytes as each other, whatever their tiles.
  *
- * Dimension letters as in internal.h: C[M×Nc] = op(A)[M×Kc] · op(B)[Kc×Nc].
+ * Dimension letters as in internal.h (the key): C[M×Nc] = op(A)[M×Kc] · op(B)[Kc×Nc].
  */
 #include "internal.h"
 

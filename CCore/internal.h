@@ -1,11 +1,26 @@
 /*
  * internal.h: declarations shared between the core's files, not exported.
  *
- * Dimension letters used in the layer and GEMM code:
- *   N  examples in a batch or chunk
- *   I  input width of a dense layer, O  output width
- *   K  number of parameters (whole model), T  number of tensors
- *   M, Nc, Kc  GEMM sizes: C[M×Nc] = A[M×Kc] · B[Kc×Nc]
+ * Dimension key: the one meaning of the capital letters in every
+ * signature, shape comment and doc comment of the core (the layers, the
+ * losses, GEMM, the pass, the integrator); other files point here.
+ *   N       examples in a batch, an evaluation chunk or a block of rows
+ *   C, H, W channels, height, width of a layer's input; activations are
+ *           channels-first and row-major, x[N][C][H][W] (as PyTorch)
+ *   OC, OH, OW  the same of its output
+ *   KH, KW  convolution kernel height, width; K×K a pooling window (a side,
+ *           never beside the parameter count K below)
+ *   S, P    stride; padding (top/left; bottom/right get whatever makes OH, OW)
+ *   F       features of a flat activation: C·H·W
+ *   I, O    input and output features of a dense layer (its I is the F of
+ *           its input)
+ *   K       parameters of the whole model (the length of the flat parameter
+ *           array and of every vector in its layout)
+ *   T       tensors, U output units of per-unit LCA (lca_model_unit_count)
+ *   E       examples in an evaluation set (an LCA view)
+ *   M, Nc, Kc  GEMM sizes: C[M×Nc] = A[M×Kc] · B[Kc×Nc] (gemm.c)
+ * Weights keep PyTorch's shapes: dense (O, I) as torch.nn.Linear.weight,
+ * convolution (OC, C, KH, KW) as torch.nn.Conv2d.weight.
  */
 #ifndef LCA_INTERNAL_H
 #define LCA_INTERNAL_H

@@ -6,14 +6,8 @@
  * (layers_norm.c), dropout and ReLU (layers.c) and the losses (loss.c) are
  * direct loops already.
  *
- * Dimension letters (used in every signature and shape comment):
- *   N  examples        C  input channels     H, W  input height, width
- *   OC output channels OH, OW output height, width
- *   KH, KW kernel size S  stride             P  padding (top/left; bottom/right
- *                                               get whatever makes OH, OW)
- *   F  features of a flat (dense) activation: C·H·W
- * Activations are channels-first, row-major: x[N][C][H][W] (as PyTorch).
- * Conv weights are (OC, C, KH, KW) as torch.nn.Conv2d.weight.
+ * Dimension letters: the key in internal.h (N, C, H, W, OC, OH, OW, KH, KW,
+ * S, P, F, I, O).
  *
  * Conventions (as llm.c): outputs first, then inputs, weights, bias, sizes.
  * Forward overwrites its outputs. Backward takes d-prefixed gradients:

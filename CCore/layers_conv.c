@@ -30,7 +30,7 @@
  * only on the shape, so the passes, and with them the order in which dweight
  * sums the examples, are the same at any thread count.
  *
- * Dimension letters as in layers.h; CKK = C·KH·KW (the GEMM depth of the
+ * Dimension letters as in internal.h (the key); CKK = C·KH·KW (the GEMM depth of the
  * forward pass), OHW = OH·OW.
  */
 #include "layers.h"

@@ -13,7 +13,7 @@
  * The threads split the channels; each channel's sums run over examples
  * and pixels in order, in float64. Deterministic at any thread count.
  *
- * Dimension letters as in layers.h; HW = H·W (1 for a dense activation),
+ * Dimension letters as in internal.h (the key); HW = H·W (1 for a dense activation),
  * groups = ceil(N / group).
  */
 #include "layers.h"

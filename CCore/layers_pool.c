@@ -6,7 +6,7 @@
  * is memory-bound; no reference kernel beside these, they are the direct
  * loops already (the tests compare them with finite differences).
  *
- * Dimension letters as in layers.h: planes = N·C, OH = (H − K)/S + 1.
+ * Dimension letters as in internal.h (the key): planes = N·C, OH = (H − K)/S + 1.
  */
 #include "layers.h"
 
