@@ -26,13 +26,27 @@
  * 3. Fill an lca_config (start from lca_config_default()) and create a
  *    trainer. The trainer owns every buffer it will need; lca_trainer_step
  *    allocates nothing.
- * 4. Call lca_trainer_step once per iteration; each call fills an lca_record
- *    (per-tensor LCA sums, help/hurt counts, losses, residual). Hand it to an
- *    lca_log (file or stdout) or read it directly.
+ * 4. Open an lca_log (file or stdout) and attach it with
+ *    lca_trainer_set_log: then each lca_trainer_step writes its record to
+ *    the log from the core's own arrays. The step also fills an lca_record
+ *    (per-tensor LCA sums, help/hurt counts, losses, residual) to read.
  * 5. Every fallible call returns an lca_status. lca_status_string names the
  *    kind of failure; lca_last_error gives the detailed message of the last
  *    failure on the calling thread (file, byte offset, what was expected).
  *    The library never prints, exits or aborts.
+ * Beyond a run: lca_attribute allocates one step between two parameter
+ * vectors (two checkpoints); lca_evaluator computes the evaluation-set
+ * loss and gradient exactly as the integrator does.
+ *
+ * Where each section of this header is implemented (CCore/, one concern a
+ * file): model: model_spec.c (the spec language), model.c (layout,
+ * tensors, unit groups, workspace), pass.c (the forward/backward pass),
+ * layers_dense.c, layers_conv.c, layers_pool.c, layers_norm.c, layers.c
+ * (the layer kernels), loss.c (the losses), gemm*.c (the matrix product);
+ * dataset: data.c, data_digits.c, pixels.c; trainer: trainer.c; LCA:
+ * integrator.c, evaluator.c, attribution.c; log: log.c; checkpoints:
+ * checkpoint.c, safetensors.c; JSON text: json.c; threads: threads.c;
+ * random: rng.c; status: status.c.
  *
  * Complete example (error handling shortened to a macro):
  *
@@ -52,9 +66,9 @@
  *         lca_model_initialize(model, config.seed);
  *         TRY(lca_trainer_new(&trainer, model, data, &config));
  *         TRY(lca_log_open(&log, "run.lcalog", trainer));
+ *         TRY(lca_trainer_set_log(trainer, log));
  *         for (uint64_t t = 0; t < config.iterations; t++) {
  *             TRY(lca_trainer_step(trainer, &record));
- *             TRY(lca_log_write(log, &record));
  *             printf("%llu loss %.4f lca %.5f residual %.2e\n",
  *                    (unsigned long long)record.iteration,
  *                    record.train.loss_after, record.train.lca_total,
@@ -169,10 +183,13 @@ typedef struct lca_tensor_info {
     size_t count;                   /* number of elements */
 } lca_tensor_info;
 
-/* spec: "fc" (the paper's 784-100-50-10 MLP, 84,060 parameters) or sizes
- * joined by '-' ("784-100-50-10"): dense layers with ReLU between them and
- * none after the last. The first size is the input width. A spec of two
- * sizes ("64-10") is a linear model. */
+/* spec (docs/models.md): a built-in name, "fc" (the paper's 784-100-50-10
+ * MLP, 84,060 parameters), "lenet" or "resnet20"; sizes joined by '-'
+ * ("784-100-50-10": dense layers with ReLU between them and none after the
+ * last; the first size is the input width, and two sizes, "64-10", make a
+ * linear model); or a layer list ("input(1,28,28) conv(20,5) relu
+ * maxpool(2) dense(10)": input, dense, conv, relu, maxpool, avgpool, gap,
+ * bn, dropout, flatten, block). */
 lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss);
 void lca_model_free(lca_model *model);
 /* The spec in canonical form ("784-100-50-10"), owned by the model. */
@@ -207,9 +224,10 @@ void lca_model_initialize(lca_model *model, uint64_t seed);
  * and labels (or float targets, n × output, for MSE when labels is NULL).
  * Returns the mean loss in *loss. If gradient is not NULL it receives the
  * gradient of the mean loss (length parameter_count), overwriting it.
- * Uses an internal workspace sized for up to max_batch examples: call
- * lca_model_reserve first. Offered for tests and tools; the trainer uses
- * the same code. */
+ * Evaluation mode: no dropout, batch norm in groups of 250 examples (the
+ * default bn_group). Uses an internal workspace sized for up to max_batch
+ * examples: call lca_model_reserve first. Offered for tests and tools; the
+ * trainer and the integrator use the same pass. */
 lca_status lca_model_reserve(lca_model *model, size_t max_batch);
 lca_status lca_model_loss_and_gradient(lca_model *model, const float *parameters,
                                        const float *x, const int32_t *labels,
@@ -422,7 +440,9 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
  * `indices` (NULL = all) of data and its gradient, in chunks of the
  * config's eval_chunk (0 = from memory_budget), chunks side by side over
  * the threads, summed in float64 in chunk order (the same bytes at any
- * thread count). Made once, run at many parameter vectors. */
+ * thread count), batch norm in groups of the config's bn_group. Made once,
+ * run at many parameter vectors. The model is only read (its workspace
+ * aside), so an evaluator may share a model with a trainer. */
 typedef struct lca_evaluator lca_evaluator;
 lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_dataset *data,
                              const uint32_t *indices, size_t count, const lca_config *config);
