@@ -13,24 +13,13 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_config *config, lca_record *record, double *tensor_lca,
                          double *tensor_first_order, uint64_t *tensor_counts) {
     memset(record, 0, sizeof *record);
-    lca_status checked = lca_model_check_data(model, data);
-    if (checked != LCA_OK) return checked;
-    if (indices) {
-        lca_status status = lca_dataset_check_indices(data, indices, count, "attribute");
-        if (status != LCA_OK) return status;
-    }
-    uint32_t *all = NULL;
-    if (!indices) {
-        count = data->count;
-        all = malloc(count * sizeof(uint32_t));
-        if (!all) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "attribute: out of memory");
-        for (size_t i = 0; i < count; i++) all[i] = (uint32_t)i;
-        indices = all;
-    }
+    uint32_t *all;
+    lca_status status = lca_view_examples(model, data, &indices, &count, &all, "attribute");
+    if (status != LCA_OK) return status;
     lca_integrator integrator;
     lca_view view;
     memset(&view, 0, sizeof view);
-    lca_status status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
+    status = lca_integrator_init(&integrator, model, config, data->targets != NULL);
     if (status == LCA_OK) status = lca_view_init(&view, &integrator, data, indices, count);
     if (status == LCA_OK) status = lca_view_step(&integrator, &view, from, to, &record->train, NULL, NULL);
     /* the view's arrays die with it: copy the per-tensor results out */

@@ -20,24 +20,11 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
     *out = NULL;
     if (!indices) count = data->count;
     if (count == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "evaluator: no examples");
-    lca_status checked = lca_model_check_data(model, data);
-    if (checked != LCA_OK) return checked;
-    if (indices) {
-        lca_status status = lca_dataset_check_indices(data, indices, count, "evaluator");
-        if (status != LCA_OK) return status;
-    }
     lca_evaluator *e = calloc(1, sizeof *e);
     if (!e) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
-    if (!indices) {
-        e->all = malloc(count * sizeof(uint32_t));
-        if (!e->all) {
-            free(e);
-            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
-        }
-        for (size_t i = 0; i < count; i++) e->all[i] = (uint32_t)i;
-        indices = e->all;
-    }
-    lca_status status = lca_integrator_init(&e->integrator, model, config, data->targets != NULL);
+    lca_status status = lca_view_examples(model, data, &indices, &count, &e->all, "evaluator");
+    if (status == LCA_OK)
+        status = lca_integrator_init(&e->integrator, model, config, data->targets != NULL);
     if (status != LCA_OK) {
         free(e->all);
         free(e);

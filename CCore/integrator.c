@@ -108,9 +108,17 @@ int lca_subintervals_valid(unsigned n) {
     return n >= 2 && n <= LCA_MAX_SUBINTERVALS && (n & (n - 1)) == 0;
 }
 
+lca_status lca_check_bn_group(const lca_config *config) {
+    if (config->bn_group == 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch-norm group must be at least 1 example");
+    return LCA_OK;
+}
+
 lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_config *config,
                                bool regression) {
     memset(g, 0, sizeof *g);
+    lca_status checked = lca_check_bn_group(config);
+    if (checked != LCA_OK) return checked;
     unsigned cap = config->lca_max_subintervals;
     if (!lca_subintervals_valid(cap))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT,
@@ -175,6 +183,21 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
         lca_view_release(v);
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory");
     }
+    return LCA_OK;
+}
+
+lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
+                             const uint32_t **indices, size_t *count, uint32_t **all,
+                             const char *who) {
+    *all = NULL;
+    lca_status status = lca_model_check_data(model, data);
+    if (status != LCA_OK) return status;
+    if (*indices) return lca_dataset_check_indices(data, *indices, *count, who);
+    *count = data->count;
+    *all = malloc(*count * sizeof(uint32_t));
+    if (!*all) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
+    for (size_t i = 0; i < *count; i++) (*all)[i] = (uint32_t)i;
+    *indices = *all;
     return LCA_OK;
 }
 
@@ -397,12 +420,10 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
         size_t per_unit = 1;
         if (v->unit_lca && tensor->unit_group >= 0 &&
             (size_t)tensor->unit_group < m->unit_group_count) {
-            size_t first_unit = 0;
-            for (long k = 0; k < tensor->unit_group; k++) first_unit += m->unit_groups[k].units;
-            size_t group_units = m->unit_groups[tensor->unit_group].units;
-            if (group_units > 0) {
-                per_unit = tensor->count / group_units;
-                units = per_unit > 0 ? v->unit_lca + first_unit : NULL;
+            const lca_unit_group *group = &m->unit_groups[tensor->unit_group];
+            if (group->units > 0) {
+                per_unit = tensor->count / group->units;
+                units = per_unit > 0 ? v->unit_lca + group->offset : NULL;
             }
         }
         uint64_t helped_count = 0, hurt_count = 0, zero_count = 0;

@@ -68,10 +68,22 @@ typedef struct lca_integrator {
  * only read (its workspace aside): the group size goes to each pass. */
 lca_status lca_integrator_init(lca_integrator *integrator, lca_model *model,
                                const lca_config *config, bool regression);
+/* config->bn_group is at least 1 example (the trainer checks it too: it
+ * resolves the chunk with or without LCA). */
+lca_status lca_check_bn_group(const lca_config *config);
 void lca_integrator_release(lca_integrator *integrator);
 lca_status lca_view_init(lca_view *view, lca_integrator *integrator, const lca_dataset *data,
                          const uint32_t *indices, size_t count);
 void lca_view_release(lca_view *view);
+/* The examples of a view as the public API takes them (lca_evaluator_new,
+ * lca_attribute): after the data-vs-model check, indices[0 … count) of
+ * data, each checked against the data set, or, when *indices is NULL,
+ * every example: *count = data->count and *indices = *all = 0 … count − 1
+ * (malloc'ed; free *all once the view is gone; NULL otherwise). who names
+ * the caller in messages. */
+lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
+                             const uint32_t **indices, size_t *count, uint32_t **all,
+                             const char *who);
 
 /* L(θ) and ∇L(θ) (mean over the view's examples) at parameters, in fixed
  * chunks; the gradient is accumulated in float64 into gradient (K; zeroed

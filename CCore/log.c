@@ -224,12 +224,11 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
     if (c->lca_units) {
         /* per-unit fields: unit_lca[offset + u] is unit u of the group */
         text_append(json, "  \"units\": [");
-        size_t unit_offset = 0;
         for (size_t g = 0; g < m->unit_group_count; g++) {
             text_append(json, "%s\n    {\"group\": ", g ? "," : "");
             text_append_string(json, m->unit_groups[g].name);
             text_append(json, ", \"units\": %zu, \"offset\": %zu, \"tensors\": [",
-                        m->unit_groups[g].units, unit_offset);
+                        m->unit_groups[g].units, m->unit_groups[g].offset);
             bool first_tensor = true;
             for (size_t t = 0; t < m->tensor_count; t++) {
                 if (m->tensors[t].unit_group != (long)g) continue;
@@ -238,7 +237,6 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
                 first_tensor = false;
             }
             text_append(json, "]}");
-            unit_offset += m->unit_groups[g].units;
         }
         text_append(json, "\n  ],\n");
     }

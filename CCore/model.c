@@ -40,6 +40,7 @@ static long add_unit_group(lca_model *m, const char *name, size_t units) {
     lca_unit_group *g = &m->unit_groups[m->unit_group_count];
     snprintf(g->name, sizeof g->name, "%s", name);
     g->units = units;
+    g->offset = m->unit_count;
     m->unit_count += units;
     return (long)m->unit_group_count++;
 }
@@ -334,11 +335,9 @@ lca_status lca_model_unit_group(const lca_model *model, size_t index, lca_unit_g
     if (index >= model->unit_group_count)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model %s has %zu unit groups, not %zu",
                         model->spec, model->unit_group_count, index + 1);
-    size_t offset = 0;
-    for (size_t k = 0; k < index; k++) offset += model->unit_groups[k].units;
     out->name = model->unit_groups[index].name;
     out->units = model->unit_groups[index].units;
-    out->offset = offset;
+    out->offset = model->unit_groups[index].offset;
     return LCA_OK;
 }
 

@@ -82,6 +82,7 @@ typedef struct lca_tensor {
 typedef struct lca_unit_group {
     char name[64];        /* "fc1", "conv1" */
     size_t units;         /* out features or out channels */
+    size_t offset;        /* its first unit in a record's unit_lca: Σ units of the groups before */
 } lca_unit_group;
 
 #define LCA_NO_TENSOR ((size_t)-1)

@@ -78,8 +78,8 @@ static lca_status validate_config(const lca_config *c, const lca_dataset *data,
                                   const lca_model *model) {
     if (c->batch_size == 0)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch size must be at least 1");
-    if (c->bn_group == 0)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "batch-norm group must be at least 1 example");
+    lca_status checked = lca_check_bn_group(c);
+    if (checked != LCA_OK) return checked;
     if (!(c->learning_rate >= 0.0) || !isfinite(c->learning_rate))
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "learning rate must be finite and >= 0, not %g",
                         c->learning_rate);
@@ -104,14 +104,21 @@ size_t lca_validation_size(size_t count, size_t validation) {
     return count / 10 < 5000 ? count / 10 : 5000;
 }
 
+/* A split must leave training examples; validation is resolved. */
+static lca_status check_split(const lca_dataset *data, size_t validation) {
+    if (validation >= data->count)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "validation split of %zu leaves no training examples (data set %s has %zu)",
+                        validation, lca_dataset_source(data), data->count);
+    return LCA_OK;
+}
+
 lca_status lca_dataset_split(const lca_dataset *data, size_t validation, uint64_t seed,
                              uint32_t *training, uint32_t *held_out) {
     size_t count = data->count;
     validation = lca_validation_size(count, validation);
-    if (validation >= count)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                        "validation split of %zu leaves no training examples (data set %s has %zu)",
-                        validation, lca_dataset_source(data), count);
+    lca_status checked = check_split(data, validation);
+    if (checked != LCA_OK) return checked;
     uint32_t *order = malloc(count * sizeof(uint32_t));
     if (!order) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "split: out of memory");
     permutation(order, count, seed, LCA_STREAM_VALIDATION_SPLIT);
@@ -130,10 +137,8 @@ lca_status lca_dataset_split(const lca_dataset *data, size_t validation, uint64_
 static lca_status make_splits(lca_trainer *tr) {
     size_t count = tr->data->count;
     size_t validation = lca_validation_size(count, tr->config.validation);
-    if (validation >= count)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                        "validation split of %zu leaves no training examples (data set has %zu)",
-                        validation, count);
+    lca_status status = check_split(tr->data, validation);
+    if (status != LCA_OK) return status;
     tr->validation_count = validation;
     tr->train_count = count - validation;
     tr->train_indices = allocate(tr, tr->train_count * sizeof(uint32_t));
@@ -141,8 +146,8 @@ static lca_status make_splits(lca_trainer *tr) {
     tr->order = allocate(tr, tr->train_count * sizeof(uint32_t));
     if (!tr->train_indices || !tr->validation_indices || !tr->order)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for the splits");
-    lca_status status = lca_dataset_split(tr->data, validation, tr->config.seed, tr->train_indices,
-                                          tr->validation_indices);
+    status = lca_dataset_split(tr->data, validation, tr->config.seed, tr->train_indices,
+                               tr->validation_indices);
     if (status != LCA_OK) return status;
 
     /* LCA evaluation set: the whole training split, or a seeded subset */

@@ -13,6 +13,9 @@
  *     4 threads end unevenly;
  *   - the same bytes at 1, 2, 3 and 4 threads, and a batch-norm conv net
  *     (chunk = 2 groups of 50) at 1 and 3 threads;
+ *   - the batch-norm group is the evaluator's own: a trainer with another
+ *     group on the same model, and its step, leave its bytes unchanged;
+ *     bn_group 0 is refused;
  *   - a NULL gradient gives the same loss; bad indices are refused;
  *   - a chunk that fails ends the pass with its own message at 1 and 3
  *     threads (no thread left waiting).
@@ -137,6 +140,44 @@ static void test_batchnorm_net(const lca_dataset *data) {
                same ? "identical" : "differ");
     check_true(isfinite(loss_1) && test_max_abs(g_1, k) > 0.0, "conv+BN net: a real gradient",
                "loss %g, max |g| %g", loss_1, test_max_abs(g_1, k));
+
+    /* The group size belongs to each pass, not to the model: an evaluator
+     * of groups of 50, made before a trainer on the same model with groups
+     * of 25 and its LCA step, gives the same bytes after them; groups of 25
+     * give another loss. */
+    float *p0 = test_alloc(k * sizeof(float));
+    memcpy(p0, lca_model_parameters_const(model), k * sizeof(float));
+    lca_set_threads(1);
+    lca_evaluator *e50;
+    REQUIRE_OK(lca_evaluator_new(&e50, model, data, NULL, 0, &config));
+    lca_config other = config;
+    other.bn_group = 25;
+    other.eval_chunk = 0;
+    other.lca_subset = 200;
+    lca_trainer *trainer;
+    REQUIRE_OK(lca_trainer_new(&trainer, model, data, &other));
+    lca_record record;
+    REQUIRE_OK(lca_trainer_step(trainer, &record));
+    double loss_after_trainer, loss_25;
+    double *g_after = test_alloc(k * sizeof(double));
+    REQUIRE_OK(lca_evaluator_run(e50, p0, &loss_after_trainer, g_after));
+    bool unchanged = loss_after_trainer == loss_1 && same_bytes(g_after, g_1, k);
+    check_true(unchanged, "conv+BN net: a trainer with bn_group 25 on the model leaves an "
+                          "evaluator's bn_group 50 bytes unchanged",
+               "loss %.17g vs %.17g", loss_after_trainer, loss_1);
+    run_at(model, data, &other, 1, p0, &loss_25, NULL);
+    check_true(loss_25 != loss_1, "conv+BN net: groups of 25 give another loss than groups of 50",
+               "%.17g vs %.17g", loss_25, loss_1);
+    lca_evaluator_free(e50);
+    lca_config zero = config;
+    zero.bn_group = 0;
+    lca_evaluator *e;
+    lca_status status = lca_evaluator_new(&e, model, data, NULL, 0, &zero);
+    check_true(status == LCA_ERR_INVALID_ARGUMENT, "conv+BN net: bn_group 0 is refused",
+               "status %d: %s", (int)status, lca_last_error());
+    lca_trainer_free(trainer);
+    free(p0);
+    free(g_after);
     free(g_1);
     free(g_3);
     lca_model_free(model);
