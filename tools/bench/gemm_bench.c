@@ -86,7 +86,7 @@ typedef struct bench_shape {
     const char *what;
 } bench_shape;
 
-/* As the layers call them: model.c (dense) and layers_conv.c (im2col). */
+/* As the layers call them: layers_dense.c and layers_conv.c (im2col). */
 static const bench_shape shapes[] = {
     {false, true, 1000, 100, 784, "fc1 forward X W1^T"},
     {true, false, 100, 784, 1000, "fc1 weight grad dY^T X"},

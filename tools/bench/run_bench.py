@@ -643,7 +643,11 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         add(f"`{display(profile['command'])}`, then `perf report --sort pid,dso,symbol` "
             f"(self time as a share of all samples of all threads, event `{profile.get('event')}`; "
             "rows of 0.5% and more, objects without symbols summed; 'main thread' = the part of "
-            "it sampled on the main thread, i.e. outside the OpenMP workers):\n")
+            "it sampled on the main thread, i.e. outside the OpenMP workers; where the lca symbols "
+            "live: `lca_gemm_*`, `gemm_region`, `pack_*` in `CCore/gemm*.c`, `pixels_*` in "
+            "`pixels.c`, `evaluate_chunks` in `integrator.c`, `run`, `forward`, `backward` in "
+            "`pass.c`, `*dense*` in `layers_dense.c`, `*softmax*` in `loss.c`; the run names the "
+            "symbols of the build it measured):\n")
         add("| self % | on the main thread % | object | symbol |")
         add("|---|---|---|---|")
         for row in profile["rows"]:
