@@ -1,5 +1,6 @@
-/* layers.c: the element-wise layers, dropout and ReLU. The convolution is
- * in layers_conv.c, pooling in layers_pool.c, batch norm in layers_norm.c.
+/* layers.c: the element-wise layers, dropout and ReLU. The dense layer is
+ * in layers_dense.c, the convolution in layers_conv.c, pooling in
+ * layers_pool.c, batch norm in layers_norm.c.
  *
  * These are memory-bound loops over independent elements; they run on the
  * calling thread (a thread split would not pay for itself at the sizes of

@@ -447,7 +447,7 @@ static void test_pool_gradients(const char *label, bool max, size_t n, size_t c,
     free(y_ref); free(fd_x);
 }
 
-/* ReLU then max pooling: the fused backward (model.c uses it for "relu
+/* ReLU then max pooling: the fused backward (pass.c uses it for "relu
  * maxpool") against the two backward passes one after the other, bit for
  * bit, on inputs with negatives, exact zeros, ties and a NaN. */
 static void test_maxpool_relu_fused(const char *label, size_t k, size_t stride) {
