@@ -25,7 +25,7 @@ lca_config lca_config_default(void) {
     c.lca_subset = 0;
     c.lca_validation_view = 0;
     c.lca_threshold = 0.001;
-    c.lca_max_subintervals = 32;
+    c.lca_max_subintervals = LCA_MAX_SUBINTERVALS;
     c.eval_chunk = 0;
     c.lca_units = 0;
     c.bn_group = LCA_BN_GROUP_DEFAULT;
