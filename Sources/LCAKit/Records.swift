@@ -195,6 +195,11 @@ public struct RecordView {
         tensors.firstIndex { $0.name == tensor }.map { train.tensorLCA[$0] }
     }
 
+    /// The training view's LCA per tensor name.
+    public var lcaByTensor: [String: Double] {
+        Dictionary(uniqueKeysWithValues: zip(tensors.map(\.name), train.tensorLCA))
+    }
+
     /// The training view's per-unit LCA of one layer ("fc1"), when per-unit
     /// views are on.
     public func unitLCA(group name: String) -> [Double]? {
