@@ -271,11 +271,6 @@ public final class LogStream {
         return raw.withUnsafeBytes { plan.decode($0.baseAddress!) }
     }
 
-    /// Calls `body` with every remaining record.
-    public func forEach(_ body: (IterationRecord) throws -> Void) throws {
-        while let record = try next() { try body(record) }
-    }
-
     private func consume(_ count: Int) {
         start += count
         position += count

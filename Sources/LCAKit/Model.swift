@@ -163,8 +163,6 @@ public final class Model {
     public var loss: Loss { Loss(lca_model_loss(handle)) }
     /// Inputs per example.
     public var inputSize: Int { Int(lca_model_input_size(handle)) }
-    /// Outputs per example (classes for cross-entropy).
-    public var outputSize: Int { Int(lca_model_output_size(handle)) }
     /// Number of parameters over all tensors.
     public var parameterCount: Int { Int(lca_model_parameter_count(handle)) }
 

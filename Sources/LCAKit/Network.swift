@@ -145,9 +145,6 @@ public struct Network: Sendable, Hashable, Codable, CustomStringConvertible {
         return Network(layers: layers, loss: loss)
     }
 
-    /// The paper's MNIST net: 784 → 100 → 50 → 10, ReLU, 84,060 parameters.
-    public static let paperFC = Network.mlp([784, 100, 50, 10])
-
     /// The canonical spec of a layer list: dashes for an MLP, else the
     /// layers joined by spaces.
     static func render(_ layers: [Layer]) -> String {
@@ -166,13 +163,6 @@ public struct Network: Sendable, Hashable, Codable, CustomStringConvertible {
         return layers.map(\.description).joined(separator: " ")
     }
 
-    /// Builds the model, with He-normal weights from `seed`.
-    public func makeModel(seed: UInt64 = 1) throws -> Model {
-        let model = try Model(spec: spec, loss: loss)
-        model.initialize(seed: seed)
-        return model
-    }
-
     /// The spec.
     public var description: String { spec }
 }
@@ -185,16 +175,5 @@ extension Model {
             _ = lca_model_layer(handle, index, &layer)   // index < count: cannot fail
             return Network.Layer(layer)
         }
-    }
-}
-
-extension Dataset {
-    /// The embedded UCI 8×8 digits (1,797 images, 64 pixels, 10 classes).
-    public static func digits() throws -> Dataset { try Dataset(source: "digits") }
-    /// Debian's Fashion-MNIST training set (`apt-get install dataset-fashion-mnist`).
-    public static func fashionMNIST() throws -> Dataset { try Dataset(source: "fashion-mnist") }
-    /// MNIST-format IDX files (plain or gzip).
-    public static func idx(images: String, labels: String) throws -> Dataset {
-        try Dataset(source: images, labels: labels)
     }
 }

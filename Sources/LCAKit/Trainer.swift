@@ -111,11 +111,6 @@ public final class Trainer {
         Array(UnsafeBufferPointer(start: lca_trainer_lca_totals(handle), count: model.parameterCount))
     }
 
-    /// Per-parameter number of iterations in which the parameter helped.
-    public var helpedCounts: [UInt32] {
-        Array(UnsafeBufferPointer(start: lca_trainer_helped_counts(handle), count: model.parameterCount))
-    }
-
     /// Saves everything a later `loadState(from:)` needs to continue with
     /// the same bytes (parameters, optimizer state, totals, iteration).
     public func saveState(to path: String) throws {
@@ -133,7 +128,4 @@ public final class Trainer {
     public func saveTotals(totalsPath: String, helpedPath: String) throws {
         try check(lca_totals_save(totalsPath, helpedPath, handle))
     }
-
-    /// Size in bytes of one record of this trainer's binary log.
-    public var logRecordSize: Int { Int(lca_log_record_size(handle)) }
 }
