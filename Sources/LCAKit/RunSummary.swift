@@ -394,6 +394,7 @@ public enum ProcessStats {
     /// the tool. Elsewhere, or if /proc is missing, ru_maxrss.
     public static var peakResidentBytes: Int {
         #if os(Linux)
+        // An unreadable /proc is not a failure: the documented fallback is ru_maxrss.
         if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
            let kib = Int(line.dropFirst("VmHWM:".count).filter(\.isNumber)) {
