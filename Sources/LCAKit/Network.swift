@@ -165,6 +165,28 @@ public struct Network: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// The spec.
     public var description: String { spec }
+
+    private enum CodingKeys: String, CodingKey { case spec, loss }
+
+    /// Decodes `spec` and `loss`; the layers are the core's reading of the
+    /// spec, so the two cannot disagree.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let spec = try c.decode(String.self, forKey: .spec)
+        let loss = try c.decode(Loss.self, forKey: .loss)
+        do {
+            try self.init(spec: spec, loss: loss)
+        } catch let error as LCAError {
+            throw DecodingError.dataCorruptedError(forKey: .spec, in: c, debugDescription: error.description)
+        }
+    }
+
+    /// Encodes `spec` and `loss`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(loss, forKey: .loss)
+    }
 }
 
 extension Model {

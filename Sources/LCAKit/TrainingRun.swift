@@ -244,6 +244,7 @@ public final class TrainingRun {
     public private(set) var summary: RunSummary
     private var log: LogWriter?
     private let resumed: Bool
+    private var started = false
 
     /// The run folder, or nil.
     public var folder: RunFolder? { outputs.folder }
@@ -364,10 +365,18 @@ public final class TrainingRun {
     ///   record (borrowed: valid during the call; `copy()` keeps it) and
     ///   the run's control (stop, freeze, rescale).
     /// - Returns: the finished summary (also written to `summary.txt`).
+    ///   `run` runs once; `control.stop()` before it leaves the run at its
+    ///   first (or resumed) iteration, saved.
     /// - Throws: the first failure; when the callback or TensorBoard fails,
     ///   the run stops after that iteration and the folder is saved first.
+    ///   `.state` when called a second time (the log is closed: continue a
+    ///   run folder with `init(resuming:)`).
     @discardableResult
     public func run(_ onIteration: (RecordView, RunControl) throws -> Void = { _, _ in }) throws -> RunSummary {
+        guard !started else {
+            throw LCAError(code: .state, message: "TrainingRun.run: the run has already run; continue a run folder with TrainingRun(resuming:)")
+        }
+        started = true
         let clock = ContinuousClock()
         let started = clock.now
         let saveEvery = UInt64(max(recipe.saveEvery, 0))

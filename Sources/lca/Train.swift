@@ -209,6 +209,7 @@ struct Train: ParsableCommand {
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
             let summary: RunSummary
+            if interruptRequested != 0 { run.control.stop() }
             do {
                 summary = try run.run { record, control in
                     progress.update(record)

@@ -184,6 +184,9 @@ final class LCAKitTests: XCTestCase {
                        "input(1,8,8) conv(4,3,stride=2,valid) relu maxpool(2) dense(10)")
         XCTAssertEqual(try Network(spec: "64-32-10").layers, [.input(64), .dense(32), .relu, .dense(10)])
         XCTAssertThrowsError(try Network(spec: "input(3) nope")) { XCTAssertEqual(($0 as? LCAError)?.code, .invalidArgument) }
+        // Codable: spec and loss; the layers come back from the core
+        let lenet = try Network(spec: "lenet", loss: .meanSquaredError)
+        XCTAssertEqual(try JSONDecoder().decode(Network.self, from: try JSONEncoder().encode(lenet)), lenet)
     }
 
     // MARK: the run type
@@ -249,10 +252,17 @@ final class LCAKitTests: XCTestCase {
         XCTAssertEqual(try contents(URL(fileURLWithPath: path)), reference, "log path without a folder")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted(), ["all", "only.log", "plain", "tb"])
 
-        // no output at all: same summary
-        let bare = try TrainingRun(recipe: recipe).run()
-        XCTAssertEqual(bare.train, plainSummary.train)
-        XCTAssertNil(try TrainingRun(recipe: recipe).logPath)
+        // no output at all: same summary; run runs once
+        let bareRun = try TrainingRun(recipe: recipe)
+        XCTAssertNil(bareRun.logPath)
+        XCTAssertEqual(try bareRun.run().train, plainSummary.train)
+        XCTAssertThrowsError(try bareRun.run()) { XCTAssertEqual(($0 as? LCAError)?.code, .state) }
+        // stopped before it starts: no iteration, the folder saved at 0
+        let early = RunFolder(path: folder.appendingPathComponent("early").path)
+        let stopped = try TrainingRun(recipe: recipe, outputs: RunOutputs(folder: early))
+        stopped.control.stop()
+        XCTAssertEqual(try stopped.run().iterations, 0)
+        XCTAssertEqual(try TrainingRun(resuming: early).trainer.iteration, 0)
     }
 
     /// The run stopped from its callback, then resumed (with TensorBoard on
