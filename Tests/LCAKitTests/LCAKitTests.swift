@@ -265,6 +265,39 @@ final class LCAKitTests: XCTestCase {
         XCTAssertEqual(try TrainingRun(resuming: early).trainer.iteration, 0)
     }
 
+    /// The log on standard output ("-", as `lca train -o -`), with a run
+    /// folder beside it (`--run-dir`) and a callback: the bytes on stdout
+    /// are the folder run's lca.log; the folder gets everything but the log.
+    func testRunLogToStandardOutputWithCallback() throws {
+        let folder = try temporaryFolder("stdoutlog", testCase: self)
+        let recipe = smallRecipe()
+        let plain = RunFolder(path: folder.appendingPathComponent("plain").path)
+        try TrainingRun(recipe: recipe, outputs: RunOutputs(folder: plain)).run()
+        let captured = folder.appendingPathComponent("stdout.log").path
+        let runDir = RunFolder(path: folder.appendingPathComponent("rundir").path)
+        var iterations: [UInt64] = []
+        // standard output goes to a file while the run writes to it
+        fflush(nil)
+        let saved = dup(STDOUT_FILENO)
+        let file = open(captured, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        XCTAssertGreaterThanOrEqual(file, 0)
+        dup2(file, STDOUT_FILENO)
+        close(file)
+        let result = Result {
+            try TrainingRun(recipe: recipe, outputs: RunOutputs(folder: runDir, log: "-")).run { record, _ in
+                iterations.append(record.iteration)
+            }
+        }
+        fflush(nil)
+        dup2(saved, STDOUT_FILENO)
+        close(saved)
+        _ = try result.get()
+        XCTAssertEqual(iterations, [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(try contents(URL(fileURLWithPath: captured)), try contents(URL(fileURLWithPath: plain.log)))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: runDir.log))
+        XCTAssertEqual(try contents(URL(fileURLWithPath: runDir.state)), try contents(URL(fileURLWithPath: plain.state)))
+    }
+
     /// The run stopped from its callback, then resumed (with TensorBoard on
     /// the resumed part), gives the bytes of the run that never stopped:
     /// log, checkpoints, state and totals; the summary covers the whole run.
