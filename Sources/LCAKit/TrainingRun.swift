@@ -172,7 +172,10 @@ public struct RunOutputs: Sendable, Hashable {
 }
 
 /// What a run's callback may do between two iterations: the changes take
-/// effect at the next step.
+/// effect at the next step. Learning-rate changes made here are not part of
+/// the recipe (`config.json`) or the resume state: a resumed run starts
+/// from the recipe's `learningRateScales`, so a script that froze a tensor
+/// during the run freezes it again through the resumed run's `control`.
 public final class RunControl {
     let trainer: Trainer
     /// True once `stop()` was called.

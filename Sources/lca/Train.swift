@@ -195,16 +195,15 @@ struct Train: ParsableCommand {
             if !Core.hasOpenMP && !quiet {
                 Output.stderr("lca: built without OpenMP; for multi-core speed: apt-get install libomp-dev, then rebuild (swift build -c release)\n")
             }
-            let board = tensorboard
             let run: TrainingRun
             if let resume {
-                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: board)
+                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)
             } else if output == "-" {
                 run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
-                                                                            log: "-", tensorBoard: board))
+                                                                            log: "-", tensorBoard: tensorboard))
             } else {
                 run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
-                                                                            tensorBoard: board))
+                                                                            tensorBoard: tensorboard))
             }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
