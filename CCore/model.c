@@ -545,3 +545,86 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
     return chunk;
 }
 
+
+/* ------------------------------------------------------------ spec-level layers
+ * lca_model_layer_count and lca_model_layer describe the model's layers as
+ * the spec language writes them (docs/models.md), read back from the built
+ * layout, so the parser stays the one reader of spec text: a residual
+ * block's eight internal layers (begin, conv, bn, relu, conv, bn, add,
+ * relu) are one LCA_SPEC_BLOCK; the input is entry 0. */
+
+/* The spec-level layer that starts at internal layer *l, advancing *l past
+ * it. */
+static void spec_layer_at(const lca_model *m, size_t *l, lca_layer_spec *out) {
+    const lca_layer *L = &m->layers[*l];
+    *out = (lca_layer_spec){.stride = 1};
+    (*l)++;
+    switch (L->kind) {
+    case LCA_LAYER_DENSE:
+        out->kind = LCA_SPEC_DENSE;
+        out->units = L->out_size;
+        break;
+    case LCA_LAYER_CONV2D:
+        out->kind = LCA_SPEC_CONV;
+        out->units = L->conv.oc;
+        out->kernel = L->conv.kh;
+        out->stride = L->conv.stride;
+        out->valid = L->conv.kh > 1 && L->conv.pad_h == 0;
+        break;
+    case LCA_LAYER_RELU: out->kind = LCA_SPEC_RELU; break;
+    case LCA_LAYER_MAXPOOL:
+    case LCA_LAYER_AVGPOOL:
+        out->kind = L->kind == LCA_LAYER_MAXPOOL ? LCA_SPEC_MAXPOOL : LCA_SPEC_AVGPOOL;
+        if (L->kind == LCA_LAYER_AVGPOOL && L->k == L->in_h && L->k == L->in_w && L->stride == 1)
+            out->kind = LCA_SPEC_GAP;
+        else {
+            out->kernel = L->k;
+            out->stride = L->stride;
+        }
+        break;
+    case LCA_LAYER_BATCHNORM: out->kind = LCA_SPEC_BATCHNORM; break;
+    case LCA_LAYER_DROPOUT:
+        out->kind = LCA_SPEC_DROPOUT;
+        out->probability = (double)L->p;
+        break;
+    case LCA_LAYER_FLATTEN: out->kind = LCA_SPEC_FLATTEN; break;
+    case LCA_LAYER_BLOCK_ADD: /* never first: a block starts with its begin layer */
+        out->kind = LCA_SPEC_BLOCK;
+        break;
+    case LCA_LAYER_BLOCK_BEGIN: {
+        /* the block's first conv follows; skip to past the relu after its
+         * add */
+        out->kind = LCA_SPEC_BLOCK;
+        const lca_layer *first = &m->layers[*l];
+        out->units = first->conv.oc;
+        out->stride = first->conv.stride;
+        while (*l < m->layer_count && m->layers[*l].kind != LCA_LAYER_BLOCK_ADD) (*l)++;
+        if (*l < m->layer_count) (*l)++; /* the add */
+        if (*l < m->layer_count && m->layers[*l].kind == LCA_LAYER_RELU) (*l)++;
+        break;
+    }
+    }
+}
+
+size_t lca_model_layer_count(const lca_model *m) {
+    size_t count = 1;
+    lca_layer_spec layer;
+    for (size_t l = 0; l < m->layer_count; count++) spec_layer_at(m, &l, &layer);
+    return count;
+}
+
+lca_status lca_model_layer(const lca_model *m, size_t index, lca_layer_spec *out) {
+    if (!m || !out) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_model_layer: NULL argument");
+    if (index == 0) {
+        *out = (lca_layer_spec){.kind = LCA_SPEC_INPUT, .units = m->in_c, .height = m->in_h,
+                                .width = m->in_w, .stride = 1};
+        return LCA_OK;
+    }
+    size_t l = 0, i = 1;
+    while (l < m->layer_count) {
+        spec_layer_at(m, &l, out);
+        if (i++ == index) return LCA_OK;
+    }
+    return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_model_layer: index %zu, the model has %zu layers",
+                    index, i);
+}

@@ -195,6 +195,39 @@ void lca_model_free(lca_model *model);
 /* The spec in canonical form ("784-100-50-10"), owned by the model. */
 const char *lca_model_spec(const lca_model *model);
 lca_loss_kind lca_model_loss(const lca_model *model);
+/* The spec-level layers of a model, as docs/models.md writes them: the
+ * input first, then one entry per layer of the spec ("784-100-10" is
+ * input(784) dense(100) relu dense(10); a residual block is one entry).
+ * Built-in names ("fc", "lenet", "resnet20") give their expansion. The
+ * layers describe the model as built, so pooling strides and conv padding
+ * are resolved: maxpool(2) has stride 2, and an avgpool whose window is the
+ * whole square plane with stride 1 is LCA_SPEC_GAP. */
+typedef enum lca_spec_layer_kind {
+    LCA_SPEC_INPUT = 0,   /* channels × height × width (input(F) is F × 1 × 1) */
+    LCA_SPEC_DENSE,       /* units outputs (spelled dense or fc) */
+    LCA_SPEC_CONV,        /* units channels, kernel, stride, valid or same padding */
+    LCA_SPEC_RELU,
+    LCA_SPEC_MAXPOOL,     /* kernel window, stride */
+    LCA_SPEC_AVGPOOL,     /* kernel window, stride */
+    LCA_SPEC_GAP,         /* global average pooling */
+    LCA_SPEC_BATCHNORM,   /* bn */
+    LCA_SPEC_DROPOUT,     /* probability */
+    LCA_SPEC_FLATTEN,
+    LCA_SPEC_BLOCK,       /* residual block: units channels, stride */
+} lca_spec_layer_kind;
+typedef struct lca_layer_spec {
+    lca_spec_layer_kind kind;
+    size_t units;         /* dense outputs; conv and block channels; input channels */
+    size_t height, width; /* input only (1 × 1 for input(F)) */
+    size_t kernel;        /* conv kernel; pooling window */
+    size_t stride;        /* conv, pooling, block (1 otherwise) */
+    int valid;            /* conv: 1 = valid padding, 0 = same */
+    double probability;   /* dropout (the float the model holds) */
+} lca_layer_spec;
+/* Number of spec-level layers, the input included (so at least 2). */
+size_t lca_model_layer_count(const lca_model *model);
+/* Spec-level layer index (0 = the input) into *out. */
+lca_status lca_model_layer(const lca_model *model, size_t index, lca_layer_spec *out);
 size_t lca_model_input_size(const lca_model *model);
 size_t lca_model_output_size(const lca_model *model);
 size_t lca_model_parameter_count(const lca_model *model);

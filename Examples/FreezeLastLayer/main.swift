@@ -13,18 +13,18 @@ if let flag = CommandLine.arguments.firstIndex(of: "--iterations"), flag + 1 < C
 }
 
 do {
-    let data = try Dataset.digits()
-    let network = Network(input: 64, layers: [.dense(32), .dense(10)])
+    let network = Network.mlp([64, 32, 10])
     var configuration = TrainingConfiguration()
     configuration.iterations = iterations
     configuration.lcaValidationView = true
 
     var results: [(name: String, summary: RunSummary)] = []
     for freeze in [false, true] {
-        let experiment = try Experiment(network: network, data: data, configuration: configuration)
-        let last = experiment.model.tensors.suffix(2).map(\.name)   // fc2.weight, fc2.bias
-        if freeze { for tensor in last { try experiment.freeze(tensor) } }
-        results.append((freeze ? "last layer frozen" : "baseline", try experiment.run()))
+        let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: network,
+                                                    configuration: configuration))
+        let last = run.model.tensors.suffix(2).map(\.name)   // fc2.weight, fc2.bias
+        if freeze { for tensor in last { try run.control.freeze(tensor) } }
+        results.append((freeze ? "last layer frozen" : "baseline", try run.run()))
     }
 
     print("total LCA per tensor over \(iterations) iterations (negative = helped)")

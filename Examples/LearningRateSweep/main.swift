@@ -16,15 +16,15 @@ if let flag = arguments.firstIndex(of: "--rates"), flag + 1 < arguments.count {
 }
 
 do {
-    let data = try Dataset.digits()
-    let network = Network(input: 64, layers: [.dense(32), .dense(10)])
+    let network = Network.mlp([64, 32, 10])
     var columns: [(rate: Double, summary: RunSummary)] = []
     for rate in rates {
         var configuration = TrainingConfiguration()
         configuration.iterations = iterations
         configuration.learningRate = rate
-        let experiment = try Experiment(network: network, data: data, configuration: configuration)
-        columns.append((rate, try experiment.run()))
+        let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: network,
+                                                    configuration: configuration))
+        columns.append((rate, try run.run()))
     }
     func row(_ label: String, _ cells: [String]) -> String {
         label.padding(toLength: 12, withPad: " ", startingAt: 0)

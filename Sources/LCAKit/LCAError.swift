@@ -8,17 +8,21 @@ import Musl
 import Darwin
 #endif
 
-/// An error reported by the lca core or by LCAKit itself.
+/// The one error type of LCAKit: failures of the lca core, of LCAKit
+/// itself and of reading a log.
 ///
-/// `code` is the kind of failure (the core's status); `message` is the
-/// detailed text: for file errors it names the file, the byte offset and what
-/// was expected.
+/// `code` is the kind of failure (the core's status); `kind` the log
+/// reader's finer name for a log that cannot be read (`.badMagic`, …);
+/// `message` says what was expected and what was found; `path` and `offset`
+/// name the file and the byte where the problem is, when there is one
+/// (a core failure names its file inside `message`, as `lca_last_error`
+/// writes it); `systemError` is `errno` for system failures.
 ///
 /// ```swift
-/// do { _ = try Dataset(source: "missing.idx") }
-/// catch let error as LCAError where error.code == .io { print(error.message) }
+/// do { _ = try LogStream(path: "x.log") }
+/// catch let error as LCAError where error.kind == .badMagic { print(error) }  // "x.log: byte 0: expected …"
 /// ```
-public struct LCAError: Error, Sendable, Equatable, CustomStringConvertible {
+public struct LCAError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kind of failure: the core's `lca_status`, with one named static
     /// member per status.
     public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -50,23 +54,66 @@ public struct LCAError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// What is wrong with a log that cannot be read (with code `.io` for
+    /// `.unreadable`, `.format` otherwise).
+    public struct Kind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// A short name of the kind ("bad magic").
+        public let rawValue: String
+        /// Wraps a kind name.
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// The file could not be opened or read.
+        public static let unreadable = Kind(rawValue: "unreadable")
+        /// The first 8 bytes are not the LCA log magic.
+        public static let badMagic = Kind(rawValue: "bad magic")
+        /// A format version this reader does not know.
+        public static let unsupportedVersion = Kind(rawValue: "unsupported version")
+        /// The file ends inside the preamble or the JSON header.
+        public static let truncatedHeader = Kind(rawValue: "truncated header")
+        /// The JSON header does not parse or does not describe a valid layout.
+        public static let badHeader = Kind(rawValue: "bad header")
+        /// The preamble's record size differs from the header's, or from the
+        /// size its fields add up to.
+        public static let recordSizeMismatch = Kind(rawValue: "record size mismatch")
+        /// The log holds fewer complete records than the run needs.
+        public static let missingRecords = Kind(rawValue: "missing records")
+        /// The kind's name.
+        public var description: String { rawValue }
+    }
+
     /// The kind of failure.
     public let code: Code
-    /// The detailed message (from `lca_last_error()` for core failures).
+    /// The log reader's name for the problem, for errors reading a log.
+    public let kind: Kind?
+    /// What was expected, and what was found (from `lca_last_error()` for
+    /// core failures).
     public let message: String
+    /// The file the problem is in ("-" for standard input), when known
+    /// apart from the message.
+    public let path: String?
+    /// The byte offset in `path` where the problem was found.
+    public let offset: Int?
     /// `errno` as it was right after the failing call, when it was a system
     /// error; 0 otherwise. Used to recognise a closed pipe.
     public let systemError: Int32
 
-    /// Makes an error with an explicit code and message.
-    public init(code: Code, message: String, systemError: Int32 = 0) {
+    /// Makes an error.
+    public init(code: Code, kind: Kind? = nil, message: String, path: String? = nil, offset: Int? = nil,
+                systemError: Int32 = 0) {
         self.code = code
+        self.kind = kind
         self.message = message
+        self.path = path
+        self.offset = offset
         self.systemError = systemError
     }
 
-    /// The message, or the status phrase when the message is empty.
-    public var description: String { message.isEmpty ? code.description : message }
+    /// "path: byte N: message", "path: message", or the message (the status
+    /// phrase when the message is empty).
+    public var description: String {
+        let text = message.isEmpty ? code.description : message
+        guard let path else { return text }
+        return offset.map { "\(path): byte \($0): \(text)" } ?? "\(path): \(text)"
+    }
 
     /// True when the failure was a write to a pipe whose reader has gone
     /// (EPIPE): a command should then stop quietly.
@@ -79,6 +126,12 @@ public struct LCAError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An invalid-argument error raised by LCAKit itself.
     static func invalid(_ message: String) -> LCAError {
         LCAError(code: .invalidArgument, message: message)
+    }
+
+    /// A log that cannot be read: `kind` at byte `offset` of `path`.
+    static func log(_ kind: Kind, path: String, offset: Int, _ message: String, systemError: Int32 = 0) -> LCAError {
+        LCAError(code: kind == .unreadable ? .io : .format, kind: kind, message: message, path: path,
+                 offset: offset, systemError: systemError)
     }
 }
 

@@ -103,55 +103,6 @@ public struct LogHeader: Sendable, Decodable, Hashable {
     }
 }
 
-/// What is wrong with a log that cannot be read. Every error names the
-/// file, the byte offset and what was expected.
-///
-/// ```swift
-/// do { _ = try LogStream(path: "x.log") }
-/// catch let error as LogReadError where error.kind == .badMagic { … }
-/// ```
-public struct LogReadError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// The kind of problem, with one named static member per kind.
-    public struct Kind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-        /// A short name of the kind ("bad magic").
-        public let rawValue: String
-        /// Wraps a kind name.
-        public init(rawValue: String) { self.rawValue = rawValue }
-        /// The file could not be opened or read.
-        public static let unreadable = Kind(rawValue: "unreadable")
-        /// The first 8 bytes are not the LCA log magic.
-        public static let badMagic = Kind(rawValue: "bad magic")
-        /// A format version this reader does not know.
-        public static let unsupportedVersion = Kind(rawValue: "unsupported version")
-        /// The file ends inside the preamble or the JSON header.
-        public static let truncatedHeader = Kind(rawValue: "truncated header")
-        /// The JSON header does not parse or does not describe a valid layout.
-        public static let badHeader = Kind(rawValue: "bad header")
-        /// The preamble's record size differs from the header's, or from the
-        /// size its fields add up to.
-        public static let recordSizeMismatch = Kind(rawValue: "record size mismatch")
-        /// The kind's name.
-        public var description: String { rawValue }
-    }
-
-    /// The kind of problem.
-    public var kind: Kind
-    /// The file ("-" or "stdin" for standard input).
-    public var path: String
-    /// Byte offset where the problem was found.
-    public var offset: Int
-    /// What was expected, and what was found.
-    public var message: String
-
-    /// "path: byte N: message".
-    public var description: String { "\(path): byte \(offset): \(message)" }
-
-    /// The same problem as an `LCAError` with code `.format` (or `.io`).
-    public var lcaError: LCAError {
-        LCAError(code: kind == .unreadable ? .io : .format, message: description)
-    }
-}
-
 /// Reads an LCA log record by record, from a file or from a pipe (standard
 /// input), in constant memory: one read buffer, whatever the log's length.
 ///
@@ -206,8 +157,9 @@ public final class LogStream {
         } else {
             descriptor = open(path, O_RDONLY | O_CLOEXEC)
             if descriptor < 0 {
-                throw LogReadError(kind: .unreadable, path: path, offset: 0,
-                                   message: "cannot open: \(String(cString: strerror(errno)))")
+                let saved = errno
+                throw LCAError.log(.unreadable, path: path, offset: 0,
+                                   "cannot open: \(String(cString: strerror(saved)))", systemError: saved)
             }
         }
         do {
@@ -232,8 +184,8 @@ public final class LogStream {
         isRegularFile = fstat(descriptor, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
         buffer = [UInt8](repeating: 0, count: 1 << 16)
 
-        func fail(_ kind: LogReadError.Kind, _ offset: Int, _ message: String) -> LogReadError {
-            LogReadError(kind: kind, path: name, offset: offset, message: message)
+        func fail(_ kind: LCAError.Kind, _ offset: Int, _ message: String) -> LCAError {
+            LCAError.log(kind, path: name, offset: offset, message)
         }
         var preamble = [UInt8](repeating: 0, count: Self.preambleSize)
         let got = try Self.readFully(descriptor, into: &preamble, name: name)
@@ -319,11 +271,6 @@ public final class LogStream {
         return raw.withUnsafeBytes { plan.decode($0.baseAddress!) }
     }
 
-    /// Calls `body` with every remaining record.
-    public func forEach(_ body: (IterationRecord) throws -> Void) throws {
-        while let record = try next() { try body(record) }
-    }
-
     private func consume(_ count: Int) {
         start += count
         position += count
@@ -345,8 +292,9 @@ public final class LogStream {
             }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw LogReadError(kind: .unreadable, path: path, offset: position + end - start,
-                                   message: "read failed: \(String(cString: strerror(errno)))")
+                let saved = errno
+                throw LCAError.log(.unreadable, path: path, offset: position + end - start,
+                                   "read failed: \(String(cString: strerror(saved)))", systemError: saved)
             }
             if n == 0 {
                 // a pipe's end is final; a regular file may still grow
@@ -376,8 +324,9 @@ public final class LogStream {
             let n = bytes.withUnsafeMutableBytes { raw in read(fd, raw.baseAddress! + got, raw.count - got) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw LogReadError(kind: .unreadable, path: name, offset: got,
-                                   message: "read failed: \(String(cString: strerror(errno)))")
+                let saved = errno
+                throw LCAError.log(.unreadable, path: name, offset: got,
+                                   "read failed: \(String(cString: strerror(saved)))", systemError: saved)
             }
             if n == 0 { break }
             got += n
@@ -495,9 +444,6 @@ private struct RecordPlan {
 /// for record in log.records { print(record.iteration, record.train.lcaTotal) }
 /// ```
 public struct LogReader: Sendable {
-    /// The header type (kept under this name for existing callers).
-    public typealias Header = LogHeader
-
     /// The file's path.
     public let path: String
     /// The decoded header.
@@ -508,19 +454,14 @@ public struct LogReader: Sendable {
     public let records: [IterationRecord]
 
     /// Reads and validates a whole log. Errors are `LCAError`s with code
-    /// `.format` (or `.io`) whose message names the file, the byte offset
-    /// and what was expected; `LogStream` throws the typed `LogReadError`.
+    /// `.format` (or `.io`), a `kind`, the file and the byte offset.
     public init(path: String) throws {
         self.path = path
-        do {
-            let stream = try LogStream(path: path)
-            header = stream.header
-            headerText = stream.headerText
-            var records: [IterationRecord] = []
-            while let record = try stream.next() { records.append(record) }
-            self.records = records
-        } catch let error as LogReadError {
-            throw error.lcaError
-        }
+        let stream = try LogStream(path: path)
+        header = stream.header
+        headerText = stream.headerText
+        var records: [IterationRecord] = []
+        while let record = try stream.next() { records.append(record) }
+        self.records = records
     }
 }

@@ -163,10 +163,16 @@ public final class Model {
     public var loss: Loss { Loss(lca_model_loss(handle)) }
     /// Inputs per example.
     public var inputSize: Int { Int(lca_model_input_size(handle)) }
-    /// Outputs per example (classes for cross-entropy).
-    public var outputSize: Int { Int(lca_model_output_size(handle)) }
     /// Number of parameters over all tensors.
     public var parameterCount: Int { Int(lca_model_parameter_count(handle)) }
+
+    /// Checks that the data fits the model (features, classes or targets):
+    /// the core's one check (`lca_model_check_data`), which the trainer also
+    /// makes.
+    /// - Throws: `LCAError` `.mismatch` saying what differs.
+    public func checkFits(_ data: Dataset) throws {
+        try check(lca_model_check_data(handle, data.handle))
+    }
 
     /// The tensor with this name, or nil.
     public func tensor(named name: String) -> TensorInfo? {

@@ -118,3 +118,131 @@ public struct IterationRecord: Sendable, Hashable, Codable {
         self.validation = validation
     }
 }
+
+/// The record of the iteration just run, borrowed from the core: what the
+/// core wrote to the log, read in place with no copy. Valid only while the
+/// callback that received it runs (the next step overwrites it); `copy()`
+/// makes an `IterationRecord` to keep.
+public struct RecordView {
+    let r: UnsafePointer<lca_record>
+    /// The model's tensors, in record order.
+    public let tensors: [TensorInfo]
+    /// The unit groups of `unitLCA` (empty without per-unit views).
+    public let unitGroups: [UnitGroup]
+
+    /// 1-based iteration number.
+    public var iteration: UInt64 { r.pointee.iteration }
+    /// 0-based epoch of the minibatch.
+    public var epoch: Int { Int(r.pointee.epoch) }
+    /// Minibatch data loss at θ_{t−1}.
+    public var batchLoss: Double { r.pointee.batch_loss }
+    /// LCA on the evaluation set (the training split or its subset).
+    public var train: View { view(r.pointee.train) }
+    /// LCA on the validation split, when that view is on.
+    public var validation: View? { r.pointee.has_validation != 0 ? view(r.pointee.validation) : nil }
+
+    private func view(_ v: lca_view_record) -> View {
+        View(v: v, tensorCount: tensors.count, unitCount: unitGroups.reduce(0) { $0 + $1.units })
+    }
+
+    /// The training view's LCA of the tensor with this name, or nil.
+    public subscript(lca tensor: String) -> Double? {
+        tensors.firstIndex { $0.name == tensor }.map { train.tensorLCA[$0] }
+    }
+
+    /// The training view's LCA per tensor name.
+    public var lcaByTensor: [String: Double] {
+        Dictionary(uniqueKeysWithValues: zip(tensors.map(\.name), train.tensorLCA))
+    }
+
+    /// The training view's per-unit LCA of one layer ("fc1"), when per-unit
+    /// views are on.
+    public func unitLCA(group name: String) -> [Double]? {
+        guard let group = unitGroups.first(where: { $0.group == name }) else { return nil }
+        let units = train.unitLCA
+        guard units.count >= group.offset + group.units else { return nil }
+        return Array(units[group.offset..<(group.offset + group.units)])
+    }
+
+    /// The record's values in Swift arrays, to keep after the callback.
+    public func copy() -> IterationRecord {
+        IterationRecord(r.pointee, tensorCount: tensors.count, unitCount: unitGroups.reduce(0) { $0 + $1.units })
+    }
+
+    /// One view of a borrowed record: the core's values read in
+    /// place, its per-tensor arrays as buffers into the core's memory. Valid
+    /// only while the callback that received it runs; `copy()` keeps it.
+    public struct View {
+        let v: lca_view_record
+        let tensorCount: Int
+        let unitCount: Int
+
+        /// L(θ_t): evaluation-set loss before the step.
+        public var lossBefore: Double { v.loss_before }
+        /// L(θ_{t+1}): evaluation-set loss after the step.
+        public var lossAfter: Double { v.loss_after }
+        /// Σ_i LCA_{t,i}.
+        public var lcaTotal: Double { v.lca_total }
+        /// Σ_i Δθ_i · ∇L(θ_t)_i.
+        public var firstOrderTotal: Double { v.first_order_total }
+        /// lossAfter − lossBefore − lcaTotal.
+        public var residual: Double { v.residual }
+        /// Simpson sub-intervals used (0 when LCA is off).
+        public var subintervals: Int { Int(v.subintervals) }
+        /// True when refinement reached its cap above the threshold.
+        public var residualAboveThreshold: Bool { v.flags & UInt32(LCA_FLAG_RESIDUAL_ABOVE_THRESHOLD) != 0 }
+        /// LCA summed per tensor, in `Model.tensors` order.
+        public var tensorLCA: UnsafeBufferPointer<Double> { buffer(v.tensor_lca, tensorCount) }
+        /// First-order LCA per tensor.
+        public var tensorFirstOrder: UnsafeBufferPointer<Double> { buffer(v.tensor_first_order, tensorCount) }
+        /// Parameters with LCA < 0, per tensor.
+        public var tensorHelped: UnsafeBufferPointer<UInt64> { buffer(v.tensor_helped, tensorCount) }
+        /// Parameters with LCA > 0, per tensor.
+        public var tensorHurt: UnsafeBufferPointer<UInt64> { buffer(v.tensor_hurt, tensorCount) }
+        /// Parameters with LCA == 0, per tensor.
+        public var tensorZero: UnsafeBufferPointer<UInt64> { buffer(v.tensor_zero, tensorCount) }
+        /// Per-unit LCA (empty without per-unit views).
+        public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
+        /// Number of parameters with LCA < 0, over all tensors.
+        public var helpedCount: UInt64 { tensorHelped.reduce(0, +) }
+
+        private func buffer<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> UnsafeBufferPointer<T> {
+            UnsafeBufferPointer(start: pointer, count: pointer == nil ? 0 : count)
+        }
+
+        /// The view's values in Swift arrays.
+        public func copy() -> ViewRecord { ViewRecord(v, tensorCount: tensorCount, unitCount: unitCount) }
+    }
+}
+
+/// What the summary and TensorBoard read of a view:
+/// met by the kept `ViewRecord` and the borrowed `RecordView.View`, so each
+/// reader has one implementation for both.
+protocol ViewValues {
+    associatedtype Doubles: RandomAccessCollection<Double> where Doubles.Index == Int
+    associatedtype Counts: RandomAccessCollection<UInt64> where Counts.Index == Int
+    var lossBefore: Double { get }
+    var lossAfter: Double { get }
+    var lcaTotal: Double { get }
+    var firstOrderTotal: Double { get }
+    var residual: Double { get }
+    var subintervals: Int { get }
+    var residualAboveThreshold: Bool { get }
+    var tensorLCA: Doubles { get }
+    var tensorFirstOrder: Doubles { get }
+    var tensorHelped: Counts { get }
+}
+
+/// What the readers read of a record (see `ViewValues`).
+protocol RecordValues {
+    associatedtype View: ViewValues
+    var iteration: UInt64 { get }
+    var batchLoss: Double { get }
+    var train: View { get }
+    var validation: View? { get }
+}
+
+extension ViewRecord: ViewValues {}
+extension RecordView.View: ViewValues {}
+extension IterationRecord: RecordValues {}
+extension RecordView: RecordValues {}

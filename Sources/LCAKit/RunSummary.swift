@@ -81,7 +81,7 @@ public struct ViewSummary: Sendable, Codable, Hashable {
     // Means are kept as running sums while accumulating (`add`) and divided
     // on `finished()`, so that every sum is a plain float64 loop in
     // iteration order.
-    mutating func add(_ view: ViewRecord) {
+    mutating func add<View: ViewValues>(_ view: View) {
         if iterations == 0 { lossFirst = view.lossBefore }
         lossLast = view.lossAfter
         iterations += 1
@@ -260,7 +260,12 @@ public struct RunSummary: Sendable, Codable, Hashable {
     }
 
     /// Adds one iteration.
-    public mutating func add(_ record: IterationRecord) {
+    public mutating func add(_ record: IterationRecord) { accumulate(record) }
+
+    /// Adds one iteration read in place from the core (`TrainingRun`).
+    mutating func add(_ record: RecordView) { accumulate(record) }
+
+    private mutating func accumulate<Record: RecordValues>(_ record: Record) {
         precondition(!finished, "RunSummary.add after finish")
         if iterations == 0 {
             firstIteration = record.iteration
@@ -389,6 +394,7 @@ public enum ProcessStats {
     /// the tool. Elsewhere, or if /proc is missing, ru_maxrss.
     public static var peakResidentBytes: Int {
         #if os(Linux)
+        // An unreadable /proc is not a failure: the documented fallback is ru_maxrss.
         if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
            let kib = Int(line.dropFirst("VmHWM:".count).filter(\.isNumber)) {

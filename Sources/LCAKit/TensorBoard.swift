@@ -76,6 +76,16 @@ public final class TensorBoardWriter {
 
     /// Appends the event of one iteration (step = the record's iteration).
     public func write(_ record: IterationRecord, wallTime: Double = Date().timeIntervalSince1970) throws {
+        try writeEvent(record, wallTime: wallTime)
+    }
+
+    /// Appends the event of the iteration just run, read in place from the
+    /// core (as `TrainingRun` does).
+    public func write(_ record: RecordView, wallTime: Double = Date().timeIntervalSince1970) throws {
+        try writeEvent(record, wallTime: wallTime)
+    }
+
+    private func writeEvent<Record: RecordValues>(_ record: Record, wallTime: Double) throws {
         var values: [(String, Double)] = [("loss/batch", record.batchLoss)]
         let v = record.train
         if v.subintervals > 0 {
@@ -109,7 +119,7 @@ public final class TensorBoardWriter {
         }
     }
 
-    private func scalars(_ v: ViewRecord, prefix: String, cumulative: inout [Double], total: inout Double) -> [(String, Double)] {
+    private func scalars<View: ViewValues>(_ v: View, prefix: String, cumulative: inout [Double], total: inout Double) -> [(String, Double)] {
         var values: [(String, Double)] = [
             (prefix + "loss/evaluation", v.lossAfter), (prefix + "lca/total", v.lcaTotal),
             (prefix + "lca/first_order", v.firstOrderTotal), (prefix + "residual", v.residual),

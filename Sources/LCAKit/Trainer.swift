@@ -2,8 +2,11 @@ internal import CLCA
 
 /// Trains a model on a data set and measures the LCA of every step.
 ///
-/// The trainer owns every buffer it needs (sized once, up front); `step()`
-/// allocates nothing in the core and copies the record into Swift values.
+/// The step-by-step API: `TrainingRun` runs whole runs (log, run folder,
+/// TensorBoard, a callback) on top of it. The trainer owns every buffer it
+/// needs (sized once, up front); `step()` allocates nothing in the core and
+/// copies the record into Swift values. With a `LogWriter` attached, each
+/// step's record is written to the log by the core itself.
 ///
 /// ```swift
 /// let model = try Model(spec: "64-32-10")
@@ -19,7 +22,9 @@ internal import CLCA
 /// ```
 public final class Trainer {
     let handle: OpaquePointer
-    private var record = lca_record()
+    /// The core's record of the last step (its arrays point into the
+    /// trainer), at a stable address for borrowed views.
+    let record: UnsafeMutablePointer<lca_record>
 
     /// The model being trained (in place).
     public let model: Model
@@ -36,12 +41,17 @@ public final class Trainer {
         var pointer: OpaquePointer?
         try check(lca_trainer_new(&pointer, model.handle, data.handle, &config))
         handle = pointer!
+        record = .allocate(capacity: 1)
+        record.initialize(to: lca_record())
         self.model = model
         self.data = data
         self.configuration = configuration
     }
 
-    deinit { lca_trainer_free(handle) }
+    deinit {
+        lca_trainer_free(handle)
+        record.deallocate()
+    }
 
     /// The number of training examples `configuration` leaves in `data`
     /// after the validation split, as the core computes it.
@@ -54,10 +64,18 @@ public final class Trainer {
     }
 
     /// Runs one iteration: a minibatch step, then the LCA of that step.
+    /// - Returns: the record, copied into Swift values (`TrainingRun`'s
+    ///   callback reads it in place instead).
     public func step() throws -> IterationRecord {
-        try check(lca_trainer_step(handle, &record))
-        return IterationRecord(record, tensorCount: model.tensors.count,
+        try advance()
+        return IterationRecord(record.pointee, tensorCount: model.tensors.count,
                                unitCount: configuration.lcaUnits ? model.unitCount : 0)
+    }
+
+    /// One iteration, its record left in `record` (and written to the
+    /// attached log by the core).
+    func advance() throws {
+        try check(lca_trainer_step(handle, record))
     }
 
     /// Examples per evaluation chunk, as the core resolved it (from
@@ -93,11 +111,6 @@ public final class Trainer {
         Array(UnsafeBufferPointer(start: lca_trainer_lca_totals(handle), count: model.parameterCount))
     }
 
-    /// Per-parameter number of iterations in which the parameter helped.
-    public var helpedCounts: [UInt32] {
-        Array(UnsafeBufferPointer(start: lca_trainer_helped_counts(handle), count: model.parameterCount))
-    }
-
     /// Saves everything a later `loadState(from:)` needs to continue with
     /// the same bytes (parameters, optimizer state, totals, iteration).
     public func saveState(to path: String) throws {
@@ -115,7 +128,4 @@ public final class Trainer {
     public func saveTotals(totalsPath: String, helpedPath: String) throws {
         try check(lca_totals_save(totalsPath, helpedPath, handle))
     }
-
-    /// Size in bytes of one record of this trainer's binary log.
-    public var logRecordSize: Int { Int(lca_log_record_size(handle)) }
 }

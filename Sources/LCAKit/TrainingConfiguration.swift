@@ -78,6 +78,8 @@ public enum ValidationSize: Sendable, Hashable, Codable, CustomStringConvertible
     /// Decodes "default", an integer or a fraction.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
+        // Probes of the value's JSON type (string, integer, number): the
+        // last one throws when it is none of them, so no failure is hidden.
         if let text = try? container.decode(String.self) {
             guard let parsed = ValidationSize(parsing: text) else {
                 throw DecodingError.dataCorruptedError(in: container, debugDescription: "validation size \"\(text)\"")

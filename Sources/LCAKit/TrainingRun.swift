@@ -66,6 +66,15 @@ public struct RunRecipe: Sendable, Hashable, Codable {
     /// `configuration.iterations` iterations, when set.
     public var epochs: Int?
 
+    /// A recipe for a network (its spec and loss).
+    public init(data: DataSource, network: Network, initCheckpoint: String? = nil,
+                configuration: TrainingConfiguration = TrainingConfiguration(),
+                learningRateScales: [TensorScale] = [], saveEvery: Int = 0, epochs: Int? = nil) {
+        self.init(data: data, model: network.spec, loss: network.loss, initCheckpoint: initCheckpoint,
+                  configuration: configuration, learningRateScales: learningRateScales,
+                  saveEvery: saveEvery, epochs: epochs)
+    }
+
     /// Makes a recipe.
     public init(data: DataSource, model: String? = nil, loss: Loss = .crossEntropy, initCheckpoint: String? = nil,
                 configuration: TrainingConfiguration = TrainingConfiguration(),
@@ -137,45 +146,121 @@ public struct RunFolder: Sendable, Hashable {
     }
 }
 
-/// A whole training run as `lca train` does it: builds the model, data and
-/// trainer from a recipe, writes the run folder (config, checkpoints,
-/// state, totals, summary) and the log, steps through the iterations and
-/// accumulates the summary.
+/// Where a run writes, in any combination (all optional):
+///
+/// - `folder`: a run folder (`RunFolder`): `lca.log`, `config.json`,
+///   checkpoints every `saveEvery` and at the end, the resume state, the
+///   totals and `summary.txt`; only a run with a folder can be resumed;
+/// - `log`: the binary log at this path, or "-" for standard output (nil:
+///   the folder's `lca.log`, or no log without a folder);
+/// - `tensorBoard`: TensorBoard event files in this folder, one event per
+///   iteration.
+public struct RunOutputs: Sendable, Hashable {
+    /// The run folder, or nil.
+    public var folder: RunFolder?
+    /// The log's path ("-" = standard output); nil = the folder's `lca.log`.
+    public var log: String?
+    /// The TensorBoard folder, or nil.
+    public var tensorBoard: String?
+
+    /// Makes a set of outputs; the default writes nothing.
+    public init(folder: RunFolder? = nil, log: String? = nil, tensorBoard: String? = nil) {
+        self.folder = folder
+        self.log = log
+        self.tensorBoard = tensorBoard
+    }
+}
+
+/// What a run's callback may do between two iterations: the changes take
+/// effect at the next step. Learning-rate changes made here are not part of
+/// the recipe (`config.json`) or the resume state: a resumed run starts
+/// from the recipe's `learningRateScales`, so a script that froze a tensor
+/// during the run freezes it again through the resumed run's `control`.
+public final class RunControl {
+    let trainer: Trainer
+    /// True once `stop()` was called.
+    public private(set) var stopRequested = false
+
+    init(trainer: Trainer) { self.trainer = trainer }
+
+    /// Ends the run after this iteration (the final save still happens).
+    public func stop() { stopRequested = true }
+    /// Freezes a tensor (learning-rate scale 0) from the next step on.
+    public func freeze(_ tensor: String) throws { try trainer.setLearningRateScale(tensor: tensor, scale: 0) }
+    /// Scales a tensor's learning rate from the next step on.
+    public func setLearningRateScale(_ tensor: String, _ scale: Double) throws {
+        try trainer.setLearningRateScale(tensor: tensor, scale: scale)
+    }
+    /// The current parameters (a copy).
+    public var parameters: [Float] { trainer.model.parameters }
+}
+
+/// A whole training run, the one way to run one: builds the model, data and
+/// trainer from a recipe, steps through the iterations, writes the outputs
+/// it was given (`RunOutputs`: run folder, log, TensorBoard) and
+/// accumulates the summary; a callback sees every iteration's record in
+/// place and may stop the run, freeze a tensor or rescale its learning
+/// rate. `lca train` is this type with its flags mapped to a recipe and
+/// outputs. For one step at a time, use `Trainer`.
+///
+/// The log is written by the core (`lca_trainer_set_log`): each record
+/// goes from the core's arrays to the file; the summary, TensorBoard and
+/// the callback read the same record in place (`RecordView`), and nothing
+/// is copied into Swift arrays unless the callback asks (`copy()`).
+///
+/// Why a callback and not an `AsyncSequence`: the core's step is
+/// synchronous, CPU-bound work on the caller's thread, and what a script
+/// does between iterations (freeze, rescale, stop) must take effect exactly
+/// at the next step. A callback runs between two steps on the same thread,
+/// so that holds by construction, with no buffering, no task hops and no
+/// need for the trainer (a non-thread-safe C handle) to be `Sendable`.
+/// Wrap `run` in a `Task` to keep it off the main actor.
 ///
 /// ```swift
-/// let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits")),
-///                           folder: RunFolder(path: "runs/try"))
-/// let summary = try run.run()
+/// var configuration = TrainingConfiguration()
+/// configuration.iterations = 35
+/// let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: .mlp([64, 32, 10]),
+///                                             configuration: configuration),
+///                           outputs: RunOutputs(folder: RunFolder(path: "runs/try"), tensorBoard: "tb/try"))
+/// let summary = try run.run { record, control in
+///     if record.iteration == 10 { try control.freeze("fc2.weight") }
+///     if record.train.lossAfter < 0.5 { control.stop() }
+/// }
 /// print(summary.table)
 /// ```
+/// and later, `try TrainingRun(resuming: RunFolder(path: "runs/try")).run()`.
 public final class TrainingRun {
     /// The recipe, resolved (canonical spec, absolute paths, iterations).
     public let recipe: RunRecipe
-    /// The run folder, or nil when only a log is written.
-    public let folder: RunFolder?
-    /// Where the log goes: a path, "-" for standard output, or nil for none.
-    public let logPath: String?
+    /// The outputs (for a resumed run: its folder and log, and the
+    /// TensorBoard folder given).
+    public let outputs: RunOutputs
     /// The model being trained.
     public let model: Model
     /// The data.
     public let data: Dataset
     /// The trainer.
     public let trainer: Trainer
+    /// Freeze or rescale tensors before `run`, as the callback does during it.
+    public let control: RunControl
     /// The summary so far.
     public private(set) var summary: RunSummary
-    private let log: LogWriter?
+    private var log: LogWriter?
     private let resumed: Bool
+    private var started = false
+
+    /// The run folder, or nil.
+    public var folder: RunFolder? { outputs.folder }
+    /// Where the log goes: a path, "-" for standard output, or nil for none.
+    public var logPath: String? { outputs.log ?? outputs.folder?.log }
 
     /// Starts a new run: resolves the recipe, creates the folder (if any),
     /// writes `config.json` and the initial checkpoint, opens the log.
-    /// - Parameters:
-    ///   - folder: the run folder to create, or nil.
-    ///   - logPath: the log's path; nil means `folder`'s `lca.log` (no log
-    ///     when there is no folder either); "-" is standard output.
-    /// - Throws: `LCAError` with code `.state` when `folder` already holds a
-    ///   run (resume it, or choose another folder).
-    public init(recipe: RunRecipe, folder: RunFolder?, logPath: String? = nil) throws {
-        if let folder, folder.holdsRun {
+    /// - Throws: `LCAError` with code `.state` when the folder already holds
+    ///   a run (resume it, or choose another folder); `.mismatch` when the
+    ///   model does not fit the data.
+    public init(recipe: RunRecipe, outputs: RunOutputs = RunOutputs()) throws {
+        if let folder = outputs.folder, folder.holdsRun {
             throw LCAError(code: .state, message: "\(folder.path): already holds a run; continue it with --resume \(folder.path) or choose another folder")
         }
         var recipe = recipe
@@ -189,13 +274,11 @@ public final class TrainingRun {
             loss = described.loss
         }
         let model = try Model(spec: spec ?? data.defaultModelSpec, loss: loss)
+        try model.checkFits(data)
         if let initial = recipe.initCheckpoint {
             try model.loadCheckpoint(initial)
         } else {
             model.initialize(seed: recipe.configuration.seed)
-        }
-        guard model.inputSize == data.features else {
-            throw LCAError(code: .mismatch, message: "data \(data.source) has \(data.features) features per example, but model \(model.spec) takes \(model.inputSize) inputs")
         }
         recipe.model = model.spec
         recipe.loss = model.loss
@@ -208,38 +291,42 @@ public final class TrainingRun {
         for scale in recipe.learningRateScales {
             try trainer.setLearningRateScale(tensor: scale.tensor, scale: scale.scale)
         }
-        if let folder {
+        if let folder = outputs.folder {
             try TrainingRun.createFolder(folder.path)
             try TrainingRun.writeJSON(recipe, to: folder.config)
             try model.saveCheckpoint(folder.checkpoint(iteration: 0), iteration: 0)
         }
-        let resolvedLog = logPath ?? folder?.log
         self.recipe = recipe
-        self.folder = folder
-        self.logPath = resolvedLog
+        self.outputs = outputs
         self.model = model
         self.data = data
         self.trainer = trainer
-        self.log = try resolvedLog.map { try LogWriter(path: $0, trainer: trainer) }
+        self.control = RunControl(trainer: trainer)
         self.summary = RunSummary(trainer: trainer)
         self.resumed = false
+        self.log = try logPath.map { try LogWriter(path: $0, trainer: trainer) }
     }
 
     /// Continues the run in `folder` from its `state.safetensors`, with the
     /// recipe of its `config.json`. The log is cut back to the state's
     /// iteration and appended to; the result is byte for byte the run that
-    /// never stopped.
-    public init(resuming folder: RunFolder) throws {
+    /// never stopped. The summary covers the whole run, so the log's
+    /// records up to the state are read first.
+    /// - Parameter tensorBoard: also write TensorBoard events of the
+    ///   iterations still to run into this folder.
+    /// - Throws: `LCAError` naming the file and byte offset when the log is
+    ///   damaged or holds fewer records than the state's iteration.
+    public init(resuming folder: RunFolder, tensorBoard: String? = nil) throws {
         let recipe: RunRecipe
         do {
             recipe = try JSONDecoder().decode(RunRecipe.self, from: Data(contentsOf: URL(fileURLWithPath: folder.config)))
         } catch let error as DecodingError {
-            throw LCAError(code: .format, message: "\(folder.config): not a run configuration: \(error)")
+            throw LCAError(code: .format, message: "not a run configuration: \(error)", path: folder.config)
         } catch {
-            throw LCAError(code: .io, message: "\(folder.config): cannot read: \(error.localizedDescription)")
+            throw LCAError(code: .io, message: "cannot read: \(error.localizedDescription)", path: folder.config)
         }
         guard let spec = recipe.model else {
-            throw LCAError(code: .format, message: "\(folder.config): no \"model\" recorded")
+            throw LCAError(code: .format, message: "no \"model\" recorded", path: folder.config)
         }
         let data = try recipe.data.open()
         let model = try Model(spec: spec, loss: recipe.loss)
@@ -248,54 +335,81 @@ public final class TrainingRun {
             try trainer.setLearningRateScale(tensor: scale.tensor, scale: scale.scale)
         }
         try trainer.loadState(from: folder.state)
+        // The records before the state, read before the log is cut back.
+        var summary = RunSummary(trainer: trainer)
+        if trainer.iteration > 0 {
+            let earlier = try LogStream(path: folder.log)
+            while earlier.recordsRead < Int(trainer.iteration), let record = try earlier.next() {
+                summary.add(record)
+            }
+            if earlier.recordsRead < Int(trainer.iteration) {
+                throw LCAError.log(.missingRecords, path: folder.log, offset: earlier.offset,
+                                   "the log ends after \(earlier.recordsRead) complete records, but the resume state is at iteration \(trainer.iteration)")
+            }
+        }
         self.recipe = recipe
-        self.folder = folder
-        self.logPath = folder.log
+        self.outputs = RunOutputs(folder: folder, log: folder.log, tensorBoard: tensorBoard)
         self.model = model
         self.data = data
         self.trainer = trainer
-        self.log = try LogWriter(resuming: folder.log, trainer: trainer)
-        // The summary covers the whole run: the records already in the log
-        // (cut back to the state) come first.
-        var summary = RunSummary(trainer: trainer)
-        if trainer.iteration > 0, let earlier = try? LogReader(path: folder.log) {
-            for record in earlier.records.prefix(Int(trainer.iteration)) { summary.add(record) }
-        }
+        self.control = RunControl(trainer: trainer)
         self.summary = summary
         self.resumed = true
+        self.log = try LogWriter(resuming: folder.log, trainer: trainer)
     }
 
     /// Iterations the run is meant to take in all.
     public var totalIterations: Int { recipe.configuration.iterations }
 
-    /// Runs the remaining iterations, writing each record to the log and
-    /// saving at every `saveEvery` and at the end.
-    /// - Parameters:
-    ///   - progress: called after every iteration with its record.
-    ///   - shouldStop: polled before every iteration; true ends the run
-    ///     early (the final save still happens).
+    /// Runs the remaining iterations: the core writes each record to the
+    /// log; TensorBoard gets its event; the callback sees the record; the
+    /// folder gets a save at every `saveEvery` and at the end.
+    /// - Parameter onIteration: called after every iteration with the
+    ///   record (borrowed: valid during the call; `copy()` keeps it) and
+    ///   the run's control (stop, freeze, rescale).
     /// - Returns: the finished summary (also written to `summary.txt`).
+    ///   `run` runs once; `control.stop()` before it leaves the run at its
+    ///   first (or resumed) iteration, saved.
+    /// - Throws: the first failure; when the callback or TensorBoard fails,
+    ///   the run stops after that iteration and the folder is saved first.
+    ///   `.state` when called a second time (the log is closed: continue a
+    ///   run folder with `init(resuming:)`).
     @discardableResult
-    public func run(progress: (IterationRecord) -> Void = { _ in },
-                    shouldStop: () -> Bool = { false }) throws -> RunSummary {
+    public func run(_ onIteration: (RecordView, RunControl) throws -> Void = { _, _ in }) throws -> RunSummary {
+        guard !started else {
+            throw LCAError(code: .state, message: "TrainingRun.run: the run has already run; continue a run folder with TrainingRun(resuming:)")
+        }
+        started = true
         let clock = ContinuousClock()
         let started = clock.now
         let saveEvery = UInt64(max(recipe.saveEvery, 0))
         var lastSaved: UInt64? = resumed ? trainer.iteration : nil
-        while trainer.iteration < UInt64(totalIterations), !shouldStop() {
-            let record = try trainer.step()
-            try log?.write(record)
+        let board = try outputs.tensorBoard.map { try TensorBoardWriter(directory: $0, tensors: model.tensors) }
+        let units = recipe.configuration.lcaUnits ? model.unitGroups : []
+        var failure: Error?
+        while trainer.iteration < UInt64(totalIterations), !control.stopRequested {
+            try trainer.advance()
+            let record = RecordView(r: trainer.record, tensors: model.tensors, unitGroups: units)
             summary.add(record)
-            progress(record)
+            do {
+                try board?.write(record)
+                try onIteration(record, control)
+            } catch {
+                failure = error
+            }
             if saveEvery > 0, record.iteration % saveEvery == 0 {
                 try save()
                 lastSaved = record.iteration
             }
+            if failure != nil { break }
         }
         if lastSaved != trainer.iteration || folder.map({ !FileManager.default.fileExists(atPath: $0.state) }) == true {
             try save()
         }
         try log?.close()
+        log = nil
+        if let failure { throw failure }
+        try board?.close()
         let elapsed = started.duration(to: clock.now)
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         summary.finish(wallSeconds: seconds, coreMemoryBytes: trainer.memoryBytes)

@@ -2,22 +2,6 @@ import ArgumentParser
 import Foundation
 import LCAKit
 
-/// Opens a log for the commands: a `LogReadError` becomes the command's
-/// error message (file, byte offset, what was expected).
-func openLog(_ path: String, follow: Bool = false) throws -> LogStream {
-    do {
-        return try LogStream(path: path, follow: follow)
-    } catch let error as LogReadError {
-        throw error.lcaError
-    }
-}
-
-/// Reads the remaining records of a stream, turning a read error into an
-/// `LCAError` for `Report.failures`.
-func nextRaw(_ stream: LogStream) throws -> ArraySlice<UInt8>? {
-    do { return try stream.nextRawRecord() } catch let error as LogReadError { throw error.lcaError }
-}
-
 /// Says on stderr (when it is a terminal) that a partial last record was
 /// left out.
 func notePartialRecord(_ stream: LogStream) {
@@ -53,7 +37,7 @@ struct Show: ParsableCommand {
     func run() throws {
         try Report.failures {
             installInterruptHandler()
-            let stream = try openLog(log, follow: follow)
+            let stream = try LogStream(path: log, follow: follow)
             stream.shouldStop = { interruptRequested != 0 }
             var summary = RunSummary(header: stream.header)
             let columns = LogColumns(header: stream.header)
@@ -62,7 +46,7 @@ struct Show: ParsableCommand {
                 try out.write("iteration  epoch   batch loss    eval loss      LCA total     residual  helped\n")
             }
             let parameters = max(stream.header.model.parameters, 1)
-            while let raw = try nextRaw(stream) {
+            while let raw = try stream.nextRawRecord() {
                 let record = stream.decode(raw)
                 summary.add(record)
                 guard follow else { continue }
@@ -125,23 +109,23 @@ struct Export: ParsableCommand {
 
     func run() throws {
         try Report.failures {
-            let stream = try openLog(log)
+            let stream = try LogStream(path: log)
             switch to {
             case .csv, .jsonl:
                 let columns = LogColumns(header: stream.header)
                 let out = try output.map { try BufferedOutput(path: $0) } ?? BufferedOutput()
                 if to == .csv { try out.write(columns.csvHeader) }
-                while let raw = try nextRaw(stream) {
+                while let raw = try stream.nextRawRecord() {
                     try out.write(to == .csv ? columns.csvLine(raw) : columns.jsonLine(raw))
                 }
                 try out.close()
             case .npy:
                 let writer = try NpyWriter(path: output!, header: stream.header)
-                while let raw = try nextRaw(stream) { try writer.write(raw) }
+                while let raw = try stream.nextRawRecord() { try writer.write(raw) }
                 try writer.close()
             case .tensorboard:
                 let board = try TensorBoardWriter(directory: output!, tensors: stream.header.tensors)
-                while let raw = try nextRaw(stream) { try board.write(stream.decode(raw)) }
+                while let raw = try stream.nextRawRecord() { try board.write(stream.decode(raw)) }
                 try board.close()
                 if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output!)\n") }
             }
@@ -175,9 +159,8 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         try Report.failures {
-            let stream = try openLog(log)
-            let report: LogVerifier.Report
-            do { report = try LogVerifier.verify(stream, maxResidual: maxResidual) } catch let error as LogReadError { throw error.lcaError }
+            let stream = try LogStream(path: log)
+            let report = try LogVerifier.verify(stream, maxResidual: maxResidual)
             if let failure = report.failure {
                 Output.error("\(log): \(Output.colored("FAILED", .red, stream: .stderr)) at \(failure)")
                 throw ExitCode.failure

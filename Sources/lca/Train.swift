@@ -197,25 +197,28 @@ struct Train: ParsableCommand {
             }
             let run: TrainingRun
             if let resume {
-                run = try TrainingRun(resuming: RunFolder(path: resume))
+                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)
             } else if output == "-" {
-                run = try TrainingRun(recipe: recipe(), folder: runDir.map(RunFolder.init(path:)), logPath: "-")
+                run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
+                                                                            log: "-", tensorBoard: tensorboard))
             } else {
-                run = try TrainingRun(recipe: recipe(), folder: RunFolder(path: output ?? RunFolder.timestamped()))
+                run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
+                                                                            tensorBoard: tensorboard))
             }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
-            let board = try tensorboard.map { try TensorBoardWriter(directory: $0, tensors: run.model.tensors) }
-            var boardError: Error?
-            let summary = try run.run(progress: { record in
-                progress.update(record)
-                if boardError == nil {
-                    do { try board?.write(record) } catch { boardError = error }
+            let summary: RunSummary
+            if interruptRequested != 0 { run.control.stop() }
+            do {
+                summary = try run.run { record, control in
+                    progress.update(record)
+                    if interruptRequested != 0 { control.stop() }
                 }
-            }, shouldStop: { interruptRequested != 0 || boardError != nil })
+            } catch {
+                progress.finish()
+                throw error
+            }
             progress.finish()
-            if let boardError { throw boardError }
-            try board?.close()
             let text = json ? try summary.jsonString() + "\n" : summary.table
             if run.logPath == "-" {
                 if !quiet { Output.stderr(text) }
@@ -246,7 +249,7 @@ final class Progress {
         started = clock.now
     }
 
-    func update(_ record: IterationRecord) {
+    func update(_ record: RecordView) {
         guard enabled else { return }
         if firstIteration == nil { firstIteration = record.iteration }
         let now = clock.now

@@ -3,7 +3,7 @@ import LCAKit
 import XCTest
 
 /// The streaming reader, the exports, `lca show` / `export` / `verify`,
-/// per-unit views, the Swift experiment API and the examples.
+/// per-unit views, the run type's callback and the examples.
 final class LogToolsTests: XCTestCase {
     /// A small run with per-unit and validation views, written through
     /// LCAKit; returns the log path and the records the trainer produced.
@@ -13,11 +13,12 @@ final class LogToolsTests: XCTestCase {
         configuration.batchSize = 200
         configuration.lcaUnits = true
         configuration.lcaValidationView = true
-        let experiment = try Experiment(network: Network(input: 64, layers: [.dense(16), .dense(10)]),
-                                        data: try .digits(), configuration: configuration)
         let path = folder.appendingPathComponent("run.log").path
+        let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: .mlp([64, 16, 10]),
+                                                    configuration: configuration),
+                                  outputs: RunOutputs(log: path))
         var records: [IterationRecord] = []
-        try experiment.run(log: path) { iteration, _ in records.append(iteration.record) }
+        try run.run { record, _ in records.append(record.copy()) }
         return (path, records)
     }
 
@@ -67,17 +68,19 @@ final class LogToolsTests: XCTestCase {
         }
         XCTAssert(wrong.isEmpty, "\(wrong.count) of \(recordSize) cut lengths misread, first \(wrong.prefix(3))")
 
-        func expect(_ name: String, _ data: Data, _ kind: LogReadError.Kind, _ words: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        func expect(_ name: String, _ data: Data, _ kind: LCAError.Kind, _ words: String, file: StaticString = #filePath, line: UInt = #line) throws {
             let url = folder.appendingPathComponent(name)
             try data.write(to: url)
             do {
                 _ = try LogStream(path: url.path)
                 XCTFail("\(name) was accepted", file: file, line: line)
-            } catch let error as LogReadError {
+            } catch let error as LCAError {
                 XCTAssertEqual(error.kind, kind, error.description, file: file, line: line)
+                XCTAssertEqual(error.path, url.path, file: file, line: line)
+                XCTAssertNotNil(error.offset, file: file, line: line)
                 XCTAssert(error.description.contains(name) && error.description.contains(words), error.description, file: file, line: line)
             }
-            // the whole-file reader turns it into an LCAError with the same message
+            // the whole-file reader throws the same error
             XCTAssertThrowsError(try LogReader(path: url.path), file: file, line: line) { error in
                 XCTAssertEqual((error as? LCAError)?.code, .format, file: file, line: line)
             }
@@ -245,30 +248,34 @@ final class LogToolsTests: XCTestCase {
         XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0, count: 32)), 0x8A91_36AA)
     }
 
-    /// The experiment API: per-tensor LCA by name, stop early, freeze
+    /// The run's callback: per-tensor LCA by name, stop early, freeze
     /// between iterations (the frozen tensor's LCA is 0 from then on), and
     /// per-unit LCA by layer.
-    func testExperimentCallbackStopsAndFreezes() throws {
+    func testRunCallbackStopsAndFreezes() throws {
         var configuration = TrainingConfiguration()
         configuration.iterations = 50
         configuration.batchSize = 250
         configuration.lcaUnits = true
-        let experiment = try Experiment(network: Network(spec: "64-16-10"), data: try .digits(), configuration: configuration)
-        var seen: [Iteration] = []
-        let summary = try experiment.run { iteration, control in
-            seen.append(iteration)
-            if iteration.number == 2 { try control.freeze("fc2.weight") }
-            if iteration.number == 5 { control.stop() }
+        let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: try Network(spec: "64-16-10"),
+                                                    configuration: configuration))
+        var seen: [(number: UInt64, fc2: Double?, record: IterationRecord, units: Int?, tensors: Int)] = []
+        var missing: Double?? = nil
+        let summary = try run.run { record, control in
+            seen.append((record.iteration, record[lca: "fc2.weight"], record.copy(), record.unitLCA(group: "fc2")?.count,
+                         record.lcaByTensor.count))
+            if record.iteration == 1 { missing = record[lca: "fc9.weight"] }
+            if record.iteration == 2 { try control.freeze("fc2.weight") }
+            if record.iteration == 5 { control.stop() }
         }
         XCTAssertEqual(summary.iterations, 5)
         XCTAssertEqual(seen.map(\.number), [1, 2, 3, 4, 5])
-        XCTAssertEqual(seen[0][lca: "fc2.weight"], seen[0].record.train.tensorLCA[2])
-        XCTAssertNil(seen[0][lca: "fc9.weight"])
-        XCTAssertNotEqual(seen[1][lca: "fc2.weight"], 0)
-        XCTAssertEqual(seen[2...].map { $0[lca: "fc2.weight"] }, [0, 0, 0])
-        XCTAssertEqual(seen[0].unitLCA(group: "fc2")?.count, 10)
-        XCTAssertEqual(seen[0].lcaByTensor.count, 4)
-        XCTAssertThrowsError(try experiment.freeze("nope")) { XCTAssertEqual(($0 as? LCAError)?.code, .invalidArgument) }
+        XCTAssertEqual(seen[0].fc2, seen[0].record.train.tensorLCA[2])
+        XCTAssertEqual(missing, .some(nil))
+        XCTAssertNotEqual(seen[1].fc2, 0)
+        XCTAssertEqual(seen[2...].map(\.fc2), [0, 0, 0])
+        XCTAssertEqual(seen[0].units, 10)
+        XCTAssertEqual(seen[0].tensors, 4)
+        XCTAssertThrowsError(try run.control.freeze("nope")) { XCTAssertEqual(($0 as? LCAError)?.code, .invalidArgument) }
     }
 
     /// Both examples run on the digits and print their comparison.
