@@ -34,7 +34,7 @@ Prints per-iteration residuals and sub-intervals, per-tensor LCA sums and the
 timing; --json FILE also writes them as JSON (read by run_bench.py). Timing
 excludes imports, data loading and setup; the loop time includes the initial
 evaluation-set gradient (reported separately too) and the training steps,
-like `lca train --json`'s wallSeconds.
+like `lca train --json`'s wall_seconds.
 """
 
 import argparse
