@@ -18,7 +18,7 @@ public enum Core {
     }
 
     /// Name of the matrix-product micro-kernel chosen at run time for this
-    /// CPU ("avx2-fma", "portable").
+    /// CPU: "avx512", "avx2-fma" or "portable".
     public static var gemmKernelName: String { String(cString: lca_gemm_kernel_name()) }
 
     /// The largest number of Simpson sub-intervals the integrator refines to
