@@ -12,6 +12,11 @@ import Foundation
 /// lca wrote before this convention (a key without an underscore is left
 /// as it is, and matches the property's name), so the `config.json` of an
 /// older run folder still resumes.
+///
+/// The outputs written a line at a time, in a fixed key order, without
+/// `Codable` (`lca attribute --json`, `lca export --to jsonl`, `lca show
+/// --follow --json`), spell the same snake_case keys by hand; the
+/// JSONNamingTests check every output against the convention.
 public enum JSONFormat {
     /// The encoder of every JSON output: snake_case keys, sorted, pretty
     /// printed (`pretty: false`: one line), slashes unescaped.

@@ -179,6 +179,43 @@ final class HelpTests: XCTestCase {
         }
     }
 
+    /// The README's rows give the same defaults as the help, which reads
+    /// them from TrainingConfiguration(): for every option whose help says
+    /// "(default: X)" with a one-word X, the README row naming the flag
+    /// contains X.
+    func testReadmeDefaultsMatchHelp() throws {
+        let dump = try Self.run(["--experimental-dump-help"])
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
+            .components(separatedBy: "\n")
+        let pattern = try NSRegularExpression(pattern: "\\(default: ([^ ()<]+)\\)")
+        var checked = 0
+        for command in ((json["command"] as? [String: Any])?["subcommands"] as? [[String: Any]]) ?? [] {
+            let name = command["commandName"] as? String ?? ""
+            guard let marker = readme.firstIndex(of: "<!-- flags: \(name) -->") else { continue }
+            let rows = readme[(marker + 1)...].prefix(while: { $0.hasPrefix("|") })
+            for argument in (command["arguments"] as? [[String: Any]]) ?? [] {
+                let abstract = argument["abstract"] as? String ?? ""
+                guard let match = pattern.firstMatch(in: abstract, range: NSRange(abstract.startIndex..., in: abstract)),
+                      let long = ((argument["names"] as? [[String: String]]) ?? []).first(where: { $0["kind"] == "long" })?["name"]
+                else { continue }
+                let value = String(abstract[Range(match.range(at: 1), in: abstract)!])
+                let flag = "--" + long
+                guard let row = rows.first(where: { row in
+                    let cell = row.split(separator: "|").first.map(String.init) ?? ""
+                    return cell.range(of: "`\(flag)[ `,]", options: .regularExpression) != nil
+                        || cell.contains(", \(flag) ") || cell.contains(", \(flag)`")
+                }) else {
+                    XCTFail("README.md: no row of the lca \(name) table names \(flag)")
+                    continue
+                }
+                XCTAssertTrue(row.contains(value), "README.md: the row of lca \(name) \(flag) does not give the default \(value) the help gives:\n\(row)")
+                checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, 10, "the defaults of at least the main train options are checked")
+    }
+
     /// tools/readme_outputs.py --check: every output block of the README is
     /// what the commands print now.
     func testReadmeOutputsAreCurrent() throws {
