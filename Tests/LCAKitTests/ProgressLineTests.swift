@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import lca
 
@@ -40,5 +41,37 @@ final class ProgressLineTests: XCTestCase {
         var noLCA = state
         noLCA.evalLoss = nil; noLCA.lca = nil; noLCA.residual = nil; noLCA.helpingPercent = nil
         XCTAssertEqual(ProgressLine.render(noLCA, width: 80), "iteration 1234/4500  batch loss 2.3026  left 3725 s")
+    }
+
+    /// End to end: `lca train` on a pseudo-terminal (util-linux `script`)
+    /// whose width is only known from COLUMNS. Every row it draws between
+    /// carriage returns fits, so nothing wraps and no stale row is left.
+    func testTrainOnATerminalNeverWraps() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else {
+            throw XCTSkip("util-linux script is not installed: no pseudo-terminal to draw on")
+        }
+        let lca = try CLI.executable()
+        let folder = try temporaryFolder("progress-tty", testCase: self)
+        for width in [40, 60, 80, 200] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+            process.arguments = ["-qec", "'\(lca.path)' train -o run\(width) --iterations 20 > /dev/null", "/dev/null"]
+            process.currentDirectoryURL = folder
+            var environment = ProcessInfo.processInfo.environment
+            environment["COLUMNS"] = String(width)
+            environment["NO_COLOR"] = "1"
+            process.environment = environment
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, text)
+            XCTAssertTrue(text.contains("20/20"), "the last iteration is drawn at \(width) columns: \(text.debugDescription)")
+            for row in text.components(separatedBy: CharacterSet(charactersIn: "\r\n")) {
+                XCTAssertLessThan(row.count, width, "a row of \(row.count) characters on a \(width)-column terminal: \(row.debugDescription)")
+            }
+        }
     }
 }
