@@ -141,6 +141,11 @@ def main():
     parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = parser.parse_args()
 
+    try:
+        import numpy  # noqa: F401  (the numpy block runs the README's numpy session)
+    except ImportError:
+        print("readme_outputs: numpy is not installed (pip install numpy); cannot regenerate the numpy block")
+        return 77
     binaries = os.path.abspath(args.bin)
     for tool in ("lca", "freeze-last-layer", "lr-sweep"):
         if not os.access(os.path.join(binaries, tool), os.X_OK):

@@ -231,6 +231,7 @@ final class HelpTests: XCTestCase {
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         print(text)
+        if process.terminationStatus == 77 { throw XCTSkip("SKIPPED LOUDLY: \(text)") }
         XCTAssertEqual(process.terminationStatus, 0, "README.md's output blocks are out of date:\n\(text)")
     }
 }
