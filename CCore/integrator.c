@@ -1,4 +1,4 @@
-/* integrator.c: streaming Loss Change Allocation (method.md, section 2).
+/* integrator.c: streaming Loss Change Allocation (docs/method.md, section 2).
  *
  * For the step θ_t → θ_{t+1} with Δθ = θ_{t+1} − θ_t, the LCA of parameter
  * i is Δθ_i · ḡ_i with ḡ the average gradient along the segment. Composite

@@ -18,6 +18,23 @@ public enum Core {
     }
 
     /// Name of the matrix-product micro-kernel chosen at run time for this
-    /// CPU ("avx2-fma", "portable").
+    /// CPU: "avx512", "avx2-fma" or "portable".
     public static var gemmKernelName: String { String(cString: lca_gemm_kernel_name()) }
+
+    /// The largest number of Simpson sub-intervals the integrator refines to
+    /// (`LCA_MAX_SUBINTERVALS`).
+    public static var maxSubintervals: Int { Int(LCA_MAX_SUBINTERVALS) }
+
+    /// True when `n` is a sub-interval count the integrator uses (a power of
+    /// two from 2 to `maxSubintervals`), asked of the core's
+    /// `lca_subintervals_valid`, the one definition of that set.
+    public static func isValidSubintervalCap(_ n: Int) -> Bool {
+        n >= 0 && n <= Int(UInt32.max) && lca_subintervals_valid(UInt32(n)) != 0
+    }
+
+    /// The valid sub-interval counts in words: "2, 4, 8, 16 or 32".
+    public static var subintervalChoices: String {
+        let counts = (1...maxSubintervals).filter(isValidSubintervalCap).map(String.init)
+        return counts.count < 2 ? counts.joined() : counts.dropLast().joined(separator: ", ") + " or " + counts.last!
+    }
 }

@@ -93,8 +93,8 @@ public enum LogVerifier {
                         return fail("\(name)\(tensor.name): helped + hurt + zero = \(counted), the tensor has \(tensor.count) parameters")
                     }
                 }
-                if ![2, 4, 8, 16, 32].contains(v.subintervals) {
-                    return fail("\(name)\(v.subintervals) sub-intervals, expected 2, 4, 8, 16 or 32")
+                if !Core.isValidSubintervalCap(v.subintervals) {
+                    return fail("\(name)\(v.subintervals) sub-intervals, expected \(Core.subintervalChoices)")
                 }
                 if let threshold, !(abs(v.residual) <= threshold) && !v.residualAboveThreshold {
                     return fail("\(name)|residual| \(abs(v.residual)) > threshold \(threshold) and not flagged")

@@ -320,11 +320,10 @@ public struct RunSummary: Sendable, Codable, Hashable {
         return text
     }
 
-    /// The summary as pretty-printed JSON (keys sorted).
+    /// The summary as pretty-printed JSON (snake_case keys, sorted;
+    /// `JSONFormat`).
     public func jsonString() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let encoder = JSONFormat.encoder()
         let summary = finished ? self : { var copy = self; copy.finish(wallSeconds: wallSeconds); return copy }()
         return String(decoding: try encoder.encode(summary), as: UTF8.self)
     }
@@ -332,7 +331,8 @@ public struct RunSummary: Sendable, Codable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case model, loss, parameters, data, lca, firstIteration, lastIteration, iterations
         case batchLossFirst, batchLossLast, train, validation, lcaThreshold, wallSeconds
-        case peakMemoryBytes, coreMemoryBytes, threads, openMP, evalChunk
+        case peakMemoryBytes, coreMemoryBytes, threads, evalChunk
+        case openMP = "openmp" // "open_mp" would come back as "openMp"
     }
 
     /// Decodes a finished summary.

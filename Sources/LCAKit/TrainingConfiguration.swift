@@ -145,7 +145,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     /// Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32 (default 32).
     public var lcaMaxSubintervals: Int
     /// Examples per evaluation chunk; 0 (the default) picks the most that
-    /// fit `memoryBudget`, at most 1,000. Results do not depend on it beyond
+    /// fit `memoryBudget`, at most 500. Results do not depend on it beyond
     /// float rounding; with batch norm it is rounded to a multiple of
     /// `bnGroup`.
     public var evalChunk: Int

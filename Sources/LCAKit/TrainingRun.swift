@@ -319,7 +319,7 @@ public final class TrainingRun {
     public init(resuming folder: RunFolder, tensorBoard: String? = nil) throws {
         let recipe: RunRecipe
         do {
-            recipe = try JSONDecoder().decode(RunRecipe.self, from: Data(contentsOf: URL(fileURLWithPath: folder.config)))
+            recipe = try JSONFormat.decoder().decode(RunRecipe.self, from: Data(contentsOf: URL(fileURLWithPath: folder.config)))
         } catch let error as DecodingError {
             throw LCAError(code: .format, message: "not a run configuration: \(error)", path: folder.config)
         } catch {
@@ -440,9 +440,7 @@ public final class TrainingRun {
     }
 
     static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(value)
+        let data = try JSONFormat.encoder().encode(value)
         try write(String(decoding: data, as: UTF8.self) + "\n", to: path)
     }
 

@@ -10,7 +10,8 @@ struct Attribute: ParsableCommand {
             Integrates the gradient along the straight line from --from to --to (composite \
             Simpson, refined while |residual| > threshold) on every example of --data, or on the \
             training split left by --validation. The model spec comes from the checkpoint's \
-            metadata. Prints a per-tensor table, or one JSON object with --json.
+            lca.model metadata, or from --model when the checkpoint has none (a checkpoint \
+            saved by PyTorch). Prints a per-tensor table, or one JSON object with --json.
             """
     )
 
@@ -20,13 +21,13 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("Final checkpoint (safetensors).", valueName: "checkpoint"))
     var to: String
 
-    @Option(help: ArgumentHelp("Data: 'digits', 'fashion-mnist', a folder, or an IDX images file (with --labels).", valueName: "name|folder|file"))
+    @Option(help: ArgumentHelp("Data: 'digits', 'fashion-mnist', a folder (MNIST IDX files or CIFAR-10 binary batches), an IDX images file (with --labels), one CIFAR-10 .bin file, or 'cifar10' with LCA_CIFAR10=FOLDER.", valueName: "name|folder|file"))
     var data: String
 
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
     var labels: String?
 
-    @Option(help: ArgumentHelp("Model spec; must match the checkpoint's (default: read from it).", valueName: "spec"))
+    @Option(help: ArgumentHelp("Model spec (as lca train --model): used when the checkpoint has no lca.model metadata; must agree with it when it has.", valueName: "spec"))
     var model: String?
 
     @Option(help: "Loss to allocate: ce or mse (default: the checkpoint's).")
@@ -37,7 +38,7 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("Hold out a validation split as `lca train --seed S --validation SIZE` does and evaluate on the rest: a count or a fraction in (0, 1).", valueName: "size|fraction"))
     var validation: String = "0"
 
-    @Option(help: ArgumentHelp("Seed of the validation split. (default: 1)", valueName: "n"))
+    @Option(help: ArgumentHelp("Seed of the validation split. \(Defaults.note(Defaults.configuration.seed))", valueName: "n"))
     var seed: UInt64?
 
     @Option(help: ArgumentHelp("Threads for the core (0 = OpenMP default); results do not depend on it.", valueName: "n"))

@@ -3,19 +3,19 @@ import LCAKit
 
 /// The integrator's options, shared by `lca train` and `lca attribute`.
 struct IntegratorOptions: ParsableArguments {
-    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. (default: 0.001)", valueName: "x"))
+    @Option(name: .customLong("lca-threshold"), help: ArgumentHelp("Refine while |residual| exceeds this many nats. \(Defaults.note(Defaults.configuration.lcaThreshold))", valueName: "x"))
     var lcaThreshold: Double?
 
-    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32. (default: 32)", valueName: "n"))
+    @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: \(Core.subintervalChoices); an iteration still above the threshold at the cap is flagged. \(Defaults.note(Defaults.configuration.lcaMaxSubintervals))", valueName: "n"))
     var lcaMaxSubintervals: Int?
 
-    @Option(help: ArgumentHelp("Examples per evaluation chunk. (default: the most that fit --memory-budget, at most 500; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
+    @Option(help: ArgumentHelp("Examples per evaluation chunk; results agree to float rounding whatever it is. (default: the most that fit --memory-budget, at most 500; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
     var evalChunk: Int?
 
-    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in groups of this many examples. (default: 250)", valueName: "n"))
+    @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in fixed groups of this many examples. \(Defaults.note(Defaults.configuration.bnGroup))", valueName: "n"))
     var bnGroup: Int?
 
-    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. (default: 1G)", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. \(Defaults.note(Defaults.bytes(Defaults.configuration.memoryBudget)))", valueName: "bytes"))
     var memoryBudget: String?
 
     /// The flags that were given, for commands that refuse them in some mode.
@@ -27,8 +27,8 @@ struct IntegratorOptions: ParsableArguments {
 
     func validate() throws {
         if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
-        if let n = lcaMaxSubintervals, ![2, 4, 8, 16, 32].contains(n) {
-            throw ValidationError("--lca-max-subintervals must be 2, 4, 8, 16 or 32")
+        if let n = lcaMaxSubintervals, !Core.isValidSubintervalCap(n) {
+            throw ValidationError("--lca-max-subintervals must be \(Core.subintervalChoices), not \(n)")
         }
         if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
         if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }

@@ -11,26 +11,37 @@ struct Train: ParsableCommand {
         abstract: "Train a model and measure the LCA of every iteration (the default subcommand).",
         discussion: """
             With no arguments: the 64-32-10 MLP on the embedded 8×8 digits (1,618 training \
-            examples after a 179-example validation split), 5 epochs of 7 minibatches of 250 \
-            (35 iterations), SGD with momentum 0.9, lr 0.01, LCA on the whole training split. \
+            examples after a 179-example validation split), \(Train.defaultEpochs) epochs of \
+            \(Train.digitsBatches) minibatches of \(Defaults.configuration.batchSize) \
+            (\(Train.defaultEpochs * Train.digitsBatches) iterations), \(Train.defaultOptimizer), \
+            lr \(Defaults.number(Defaults.configuration.learningRate)), LCA on the whole training split. \
             The run folder (default runs/<YYYYmmdd-HHMMSS>) receives lca.log, config.json, \
             checkpoints, state.safetensors, the LCA totals and summary.txt; the summary table \
             is printed on stdout.
             """
     )
 
+    /// The 1,618 training examples of the embedded digits (1,797 less the
+    /// default validation split of 179) in minibatches of the default size.
+    static let digitsBatches = (1_618 + Defaults.configuration.batchSize - 1) / Defaults.configuration.batchSize
+    static let defaultEpochs = Defaults.epochs(data: Defaults.data)
+    static var defaultOptimizer: String {
+        let c = Defaults.configuration
+        return c.optimizer == .momentum ? "SGD with momentum \(Defaults.number(c.momentum))" : c.optimizer.rawValue
+    }
+
     // MARK: data and model
 
-    @Option(help: ArgumentHelp("Data: 'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], or an IDX images file (with --labels). (default: digits)", valueName: "name|folder|file"))
+    @Option(help: ArgumentHelp("Data: 'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], an IDX images file (with --labels), or CIFAR-10 binary batches: a folder of data_batch_N.bin, one .bin file, or 'cifar10' with LCA_CIFAR10=FOLDER. \(Defaults.note(Defaults.data))", valueName: "name|folder|file"))
     var data: String?
 
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
     var labels: String?
 
-    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10) or layer widths joined by '-'. Default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's.", valueName: "spec"))
+    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10), 'lenet', 'resnet20', layer widths joined by '-' (64-32-10), or a layer list such as \"input(1,28,28) conv(20,5) relu maxpool(2) dense(10)\" (docs/models.md). (default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's)", valueName: "spec"))
     var model: String?
 
-    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: ce)")
+    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). \(Defaults.note(Defaults.loss))")
     var loss: Loss?
 
     @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation.", valueName: "checkpoint"))
@@ -38,28 +49,28 @@ struct Train: ParsableCommand {
 
     // MARK: optimisation
 
-    @Option(help: "Optimizer: sgd, momentum or adam. (default: momentum)")
+    @Option(help: "Optimizer: sgd, momentum or adam. \(Defaults.note(Defaults.configuration.optimizer))")
     var optimizer: Optimizer?
 
-    @Option(name: .customLong("lr"), help: ArgumentHelp("Learning rate. (default: 0.01)", valueName: "rate"))
+    @Option(name: .customLong("lr"), help: ArgumentHelp("Learning rate. \(Defaults.note(Defaults.configuration.learningRate))", valueName: "rate"))
     var learningRate: Double?
 
-    @Option(help: ArgumentHelp("Momentum μ for --optimizer momentum. (default: 0.9)", valueName: "μ"))
+    @Option(help: ArgumentHelp("Momentum μ for --optimizer momentum (PyTorch's convention). \(Defaults.note(Defaults.configuration.momentum))", valueName: "μ"))
     var momentum: Double?
 
-    @Option(help: ArgumentHelp("L2 coefficient λ added to the step's gradient (not to the allocated loss). (default: 0)", valueName: "λ"))
+    @Option(help: ArgumentHelp("L2 coefficient λ added to the step's gradient (not to the allocated loss). \(Defaults.note(Defaults.configuration.weightDecay))", valueName: "λ"))
     var weightDecay: Double?
 
-    @Option(help: ArgumentHelp("Minibatch size. (default: 250)", valueName: "n"))
+    @Option(help: ArgumentHelp("Minibatch size. \(Defaults.note(Defaults.configuration.batchSize))", valueName: "n"))
     var batchSize: Int?
 
-    @Option(help: ArgumentHelp("Passes over the training split; iterations = epochs × ⌈training / batch⌉. (default: 5 for digits, 1 otherwise)", valueName: "n"))
+    @Option(help: ArgumentHelp("Passes over the training split; iterations = epochs × ⌈training / batch⌉. (default: \(Defaults.epochs(data: Defaults.data)) for digits, \(Defaults.epochs(data: "")) otherwise)", valueName: "n"))
     var epochs: Int?
 
     @Option(help: ArgumentHelp("Total iterations (instead of --epochs).", valueName: "n"))
     var iterations: Int?
 
-    @Option(help: ArgumentHelp("Seed of initialisation, split, subset and shuffles. (default: 1)", valueName: "n"))
+    @Option(help: ArgumentHelp("Seed of initialisation, split, subset and shuffles. \(Defaults.note(Defaults.configuration.seed))", valueName: "n"))
     var seed: UInt64?
 
     @Option(help: ArgumentHelp("Examples held out for validation: a count, a fraction in (0, 1), or 0 for none. (default: min(5000, 10%))", valueName: "size|fraction"))
@@ -183,8 +194,8 @@ struct Train: ParsableCommand {
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
         // Default length: 5 epochs of the small embedded digits set, 1 epoch of anything else.
-        let epochCount = iterations == nil ? (epochs ?? ((data ?? "digits") == "digits" ? 5 : 1)) : nil
-        return RunRecipe(data: DataSource(source: data ?? "digits", labels: labels), model: model, loss: loss ?? .crossEntropy,
+        let epochCount = iterations == nil ? (epochs ?? Defaults.epochs(data: data ?? Defaults.data)) : nil
+        return RunRecipe(data: DataSource(source: data ?? Defaults.data, labels: labels), model: model, loss: loss ?? Defaults.loss,
                          initCheckpoint: self.`init`, configuration: configuration, learningRateScales: scales,
                          saveEvery: saveEvery, epochs: epochCount)
     }
@@ -227,58 +238,5 @@ struct Train: ParsableCommand {
                 try Output.stdout(text)
             }
         }
-    }
-}
-
-/// The progress line on stderr: rewritten in place with \r, at most ten
-/// times a second, and only when stderr is a terminal.
-final class Progress {
-    private let total: Int
-    private let parameters: Int
-    private let enabled: Bool
-    private let clock = ContinuousClock()
-    private let started: ContinuousClock.Instant
-    private var lastDrawn: ContinuousClock.Instant?
-    private var firstIteration: UInt64?
-    private var width = 0
-
-    init(total: Int, parameters: Int, enabled: Bool) {
-        self.total = total
-        self.parameters = parameters
-        self.enabled = enabled
-        started = clock.now
-    }
-
-    func update(_ record: RecordView) {
-        guard enabled else { return }
-        if firstIteration == nil { firstIteration = record.iteration }
-        let now = clock.now
-        let isLast = record.iteration >= UInt64(total)
-        if let lastDrawn, !isLast, lastDrawn.duration(to: now) < .milliseconds(100) { return }
-        lastDrawn = now
-        let elapsed = seconds(started.duration(to: now))
-        let done = Double(record.iteration - firstIteration! + 1)
-        let left = Double(max(total - Int(record.iteration), 0)) * elapsed / done
-        var line = "iteration \(record.iteration)/\(total)  batch loss \(String(format: "%.4f", record.batchLoss))"
-        let view = record.train
-        if view.subintervals > 0 {
-            line += "  eval loss \(String(format: "%.4f", view.lossAfter))"
-            line += "  LCA \(String(format: "%+.3e", view.lcaTotal))"
-            line += "  residual \(String(format: "%+.1e", view.residual))"
-            line += "  helping \(String(format: "%.1f", Double(view.helpedCount) / Double(max(parameters, 1)) * 100))%"
-        }
-        line += "  left \(String(format: left < 60 ? "%.1f s" : "%.0f s", left))"
-        let padding = max(width - line.count, 0)
-        width = line.count
-        Output.stderr("\r" + line + String(repeating: " ", count: padding))
-    }
-
-    func finish() {
-        guard enabled, width > 0 else { return }
-        Output.stderr("\r" + String(repeating: " ", count: width) + "\r")
-    }
-
-    private func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 }

@@ -38,7 +38,7 @@ final class CLITests: XCTestCase {
         let second = try CLI.run(["train", "--init", "first/checkpoint-000003.safetensors", "--iterations", "3",
                                   "--freeze", "fc1.bias", "--lr-scale", "fc2.weight=0.5", "-o", "second", "--json"], in: folder)
         XCTAssertEqual(second.status, 0, second.stderr)
-        let summary = try JSONDecoder().decode(RunSummary.self, from: second.stdout)
+        let summary = try JSONFormat.decoder().decode(RunSummary.self, from: second.stdout)
         XCTAssertEqual(summary.model, "64-16-10")
         XCTAssertEqual(summary.iterations, 3)
         let bias = try XCTUnwrap(summary.train?.tensors.first { $0.name == "fc1.bias" })

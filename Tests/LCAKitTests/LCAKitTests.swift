@@ -70,7 +70,7 @@ final class LCAKitTests: XCTestCase {
         XCTAssertLessThan(view.lossLast, view.lossFirst, "training should lower the loss")
         XCTAssertLessThanOrEqual(abs(view.conservationError), 1e-12, "Σ LCA + Σ residual vs loss change: off by \(view.conservationError)")
         XCTAssert(summary.table.contains("fc1.weight"))
-        let decoded = try JSONDecoder().decode(RunSummary.self, from: Data(summary.jsonString().utf8))
+        let decoded = try JSONFormat.decoder().decode(RunSummary.self, from: Data(summary.jsonString().utf8))
         XCTAssertEqual(decoded.train?.lcaTotal, view.lcaTotal)
 
         // the per-parameter totals add up to the run's per-tensor sums

@@ -172,7 +172,7 @@ final class LogToolsTests: XCTestCase {
         XCTAssertEqual(block(show.stdoutText), block(train.stdoutText))
 
         let json = try CLI.run(["show", "run/lca.log", "--json"], in: folder)
-        let summary = try JSONDecoder().decode(RunSummary.self, from: json.stdout)
+        let summary = try JSONFormat.decoder().decode(RunSummary.self, from: json.stdout)
         XCTAssertEqual(summary.iterations, 6)
         XCTAssertEqual(summary.train?.lcaTotal, try LogReader(path: folder.appendingPathComponent("run/lca.log").path).records.reduce(0) { $0 + $1.train.lcaTotal })
 

@@ -7,7 +7,7 @@
  * - A local random generator (SplitMix64), independent of the core's, for
  *   making test data.
  * - A reference MLP in float64, written from the definitions in
- *   /work/shared/method.md and lca.h, not from the core: dense layers
+ *   docs/method.md and lca.h, not from the core: dense layers
  *   y = x·Wᵀ + b with ReLU between them, mean softmax cross-entropy
  *   (stable) or mean squared error, and its exact gradient by backprop.
  *   It reads the core's flat parameter layout only through the public

@@ -1,6 +1,6 @@
 /*
  * test_lca_conservation: the bookkeeping identities of every record
- * (method.md §1, §7), on "64-32-10" trained on the embedded digits for 30
+ * (docs/method.md §1, §7), on "64-32-10" trained on the embedded digits for 30
  * iterations with the default settings (momentum, minibatch 250, validation
  * held out, LCA on the training split, threshold 0.001, cap 32), then again
  * with threshold 3e-6 and cap 8 so that records refine and flag. For each

@@ -3,7 +3,7 @@
  * no weight decay, batch = the whole training split = the evaluation set).
  * Then Δθ = −lr·g with g = ∇L(θ_t) on the evaluation set, and the
  * first-order LCA of every parameter is Δθ_i·g_i = −lr·g_i² ≤ 0
- * (method.md §7). Checked on the embedded digits with "64-16-10":
+ * (docs/method.md §7). Checked on the embedded digits with "64-16-10":
  *   - every tensor's first-order LCA ≤ 0 (no tolerance);
  *   - first_order_total vs −lr·‖g‖², g from lca_model_loss_and_gradient on
  *     the whole set at θ_t (a separate model object): ≤ 1e-4 relative;

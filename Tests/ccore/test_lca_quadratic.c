@@ -2,7 +2,7 @@
  * test_lca_quadratic: least squares on a linear model is quadratic in θ, so
  * along a step the gradient is linear in s and
  *     ∫_0^1 ∇L(θ_t + s·Δθ) ds = ∇L(θ_mid),   θ_mid = (θ_t + θ_{t+1}) / 2
- * exactly. Simpson's rule is exact here, so (method.md §2, §7):
+ * exactly. Simpson's rule is exact here, so (docs/method.md §2, §7):
  *   - every iteration's residual is rounding only and no refinement happens
  *     (subintervals == 2, no flag);
  *   - the per-parameter LCA equals Δθ_i · ∇L(θ_mid)_i, which this test

@@ -1,6 +1,6 @@
 /*
  * test_lca_refinement: Simpson's error shrinks as h⁴ on a smooth loss, so
- * doubling the sub-intervals divides the residual by about 16 (method.md
+ * doubling the sub-intervals divides the residual by about 16 (docs/method.md
  * §2, §7). Loss: a linear softmax classifier "64-10" on the embedded digits
  * (smooth in θ). Step: heavy-ball momentum (v ← μv + g, θ ← θ − lr·v,
  * full-batch float64 gradients computed by the test) with a large learning

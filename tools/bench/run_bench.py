@@ -10,7 +10,7 @@ What it measures, per thread count T:
   1. `lca train` (release build): FC 784-100-50-10 on Fashion-MNIST, batch 250,
      LCA on the whole 55,000-example training split, 20 iterations; LeNet with
      LCA on a 5,000-example subset, 5 iterations. Time per LCA iteration =
-     the JSON summary's wallSeconds (the training loop: data loading and setup
+     the JSON summary's wall_seconds (the training loop: data loading and setup
      excluded, the initial evaluation-set gradient included in iteration 1)
      divided by the iterations.
   2. tools/bench/torch_lca.py with the same settings, the same evaluation chunk
@@ -215,9 +215,9 @@ def run_lca(model, threads, iterations, workdir):
     header, records, raw = read_lca_log(os.path.join(out, "lca.log"))
     passes = 1 + sum(r["subintervals"] for r in records)  # initial gradient + n per iteration
     return {
-        "command": command, "seconds_per_iteration": summary["wallSeconds"] / summary["iterations"],
-        "loop_seconds": summary["wallSeconds"], "process_seconds": elapsed, "peak_rss": rss,
-        "self_peak": summary.get("peakMemoryBytes"), "core_memory": summary.get("coreMemoryBytes"),
+        "command": command, "seconds_per_iteration": summary["wall_seconds"] / summary["iterations"],
+        "loop_seconds": summary["wall_seconds"], "process_seconds": elapsed, "peak_rss": rss,
+        "self_peak": summary.get("peak_memory_bytes"), "core_memory": summary.get("core_memory_bytes"),
         "passes": passes, "eval_chunk": header["config"]["eval_chunk"],
         "evaluation": header["data"]["evaluation"],
         "tensors": [t["name"] for t in header["tensors"]],

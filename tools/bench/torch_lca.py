@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Streaming Simpson LCA in PyTorch: the peer that `lca train` is measured against.
 
-The same computation as `lca train` (shared/method.md, docs/models.md), written
+The same computation as `lca train` (docs/method.md, docs/models.md), written
 the way one would write it in PyTorch for speed: float32 compute, chunked
 evaluation-set gradients with plain autograd (no Python loop over examples),
 parameters as one flat leaf tensor so a chunk's backward accumulates straight
@@ -34,7 +34,7 @@ Prints per-iteration residuals and sub-intervals, per-tensor LCA sums and the
 timing; --json FILE also writes them as JSON (read by run_bench.py). Timing
 excludes imports, data loading and setup; the loop time includes the initial
 evaluation-set gradient (reported separately too) and the training steps,
-like `lca train --json`'s wallSeconds.
+like `lca train --json`'s wall_seconds.
 """
 
 import argparse

@@ -10,7 +10,7 @@ computes, for the straight segment θ(s) = θ_A + s·Δθ, Δθ = θ_B − θ_A:
 and prints, as JSON, the losses, the total and per-tensor LCA, the first-order
 variant (ḡ = ∇L(θ_A)), the residual L(θ_B) − L(θ_A) − Σ LCA and the number of
 Simpson sub-intervals used. The method (Lan, Liu, Zhou, Yosinski, NeurIPS 2019)
-is specified in shared/method.md and the models in docs/models.md; this file is
+is specified in docs/method.md and the models in docs/models.md; this file is
 written from those texts, in float64 throughout, with gradients from jax.grad
 rather than hand-written backpropagation, so that it is independent of the C
 core it checks.
