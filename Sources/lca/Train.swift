@@ -27,13 +27,13 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
     var labels: String?
 
-    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10) or layer widths joined by '-'. Default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's.", valueName: "spec"))
+    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10) or layer widths joined by '-'. Default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's (required when its metadata has none, as in files saved by PyTorch; else it must describe the same model).", valueName: "spec"))
     var model: String?
 
     @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: ce)")
     var loss: Loss?
 
-    @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation.", valueName: "checkpoint"))
+    @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation; lca's or another tool's (docs/checkpoints.md: F16, BF16 and F64 tensors are converted to F32, with a note).", valueName: "checkpoint"))
     var `init`: String?
 
     // MARK: optimisation
@@ -189,6 +189,20 @@ struct Train: ParsableCommand {
                          saveEvery: saveEvery, epochs: epochCount)
     }
 
+    /// The recipe, with --init's model resolved: --model or the checkpoint's metadata (both
+    /// when present must agree; a file saved by PyTorch has none), its loss unless --loss, and
+    /// a note when its tensors are converted to F32.
+    func initialRecipe() throws -> RunRecipe {
+        var recipe = recipe()
+        if let initial = self.`init` {
+            let loaded = try Model.load(checkpoint: initial, spec: model, loss: loss)
+            recipe.model = loaded.model.spec
+            recipe.loss = loaded.model.loss
+            if let notice = loaded.conversion.notice, !quiet { Output.stderr(notice) }
+        }
+        return recipe
+    }
+
     func run() throws {
         try Report.failures {
             if let threads { Core.threads = threads }
@@ -199,9 +213,9 @@ struct Train: ParsableCommand {
             if let resume {
                 run = try TrainingRun(resuming: RunFolder(path: resume))
             } else if output == "-" {
-                run = try TrainingRun(recipe: recipe(), folder: runDir.map(RunFolder.init(path:)), logPath: "-")
+                run = try TrainingRun(recipe: initialRecipe(), folder: runDir.map(RunFolder.init(path:)), logPath: "-")
             } else {
-                run = try TrainingRun(recipe: recipe(), folder: RunFolder(path: output ?? RunFolder.timestamped()))
+                run = try TrainingRun(recipe: initialRecipe(), folder: RunFolder(path: output ?? RunFolder.timestamped()))
             }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
