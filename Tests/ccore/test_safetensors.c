@@ -13,6 +13,7 @@
  * (no lca metadata, other dtypes, nn.Sequential names), built by hand.
  */
 #include "internal.h"
+#include "model.h" /* batch norm running statistics, for the conversion test */
 
 #include <errno.h>
 #include <math.h>
@@ -942,6 +943,90 @@ static void test_foreign_checkpoints(void) {
     lca_model_free(model);
 }
 
+/* Batch norm's running statistics convert too, extra tensors (PyTorch's
+ * num_batches_tracked) are ignored, and a bad statistic leaves the model
+ * as it was. The file: an lca checkpoint rewritten as F64 without metadata. */
+static void test_foreign_batchnorm(void) {
+    const char *spec = "input(1,4,4) conv(2,3) bn relu gap dense(2)";
+    lca_model *model = NULL, *loaded = NULL;
+    CHECK(lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK &&
+              lca_model_new(&loaded, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK,
+          "%s", lca_last_error());
+    if (!model || !loaded) return;
+    lca_model_initialize(model, 3);
+    lca_layer *bn = NULL;
+    for (size_t l = 0; l < model->layer_count; l++)
+        if (model->layers[l].kind == LCA_LAYER_BATCHNORM) bn = &model->layers[l];
+    CHECK(bn && bn->out_c == 2, "the model has a batch norm of 2 channels");
+    if (!bn) return;
+    bn->running_mean[0] = 0.1f, bn->running_mean[1] = -0.7f;
+    bn->running_var[0] = 1.3f, bn->running_var[1] = 0.01f;
+    const char *path = temp_path("bn.safetensors"), *f64_path = temp_path("bn64.safetensors");
+    CHECK(lca_checkpoint_save(path, model, 5) == LCA_OK, "%s", lca_last_error());
+    lca_safetensors *file = NULL;
+    CHECK(lca_safetensors_read(&file, path) == LCA_OK, "%s", lca_last_error());
+    if (!file) return;
+    size_t n = lca_safetensors_count(file);
+    lca_st_tensor *tensors = calloc(n + 1, sizeof *tensors);
+    double *values[16] = {0};
+    for (size_t i = 0; i < n && i < 16; i++) {
+        tensors[i] = *lca_safetensors_tensor(file, i);
+        size_t count = tensors[i].bytes / 4;
+        values[i] = malloc(count * sizeof(double) + 1);
+        for (size_t k = 0; k < count; k++) values[i][k] = ((const float *)tensors[i].data)[k];
+        tensors[i].dtype = "F64";
+        tensors[i].data = values[i];
+        tensors[i].bytes = count * sizeof(double);
+    }
+    const int64_t tracked = 17;
+    tensors[n] = (lca_st_tensor){.name = "bn1.num_batches_tracked", .dtype = "I64", .rank = 0,
+                                 .data = &tracked, .bytes = 8};
+    CHECK(lca_safetensors_write(f64_path, tensors, n + 1, NULL, NULL, 0) == LCA_OK, "%s",
+          lca_last_error());
+    lca_checkpoint_report report;
+    lca_status status = lca_checkpoint_load_report(f64_path, loaded, &report);
+    lca_layer *bn2 = NULL;
+    for (size_t l = 0; l < loaded->layer_count; l++)
+        if (loaded->layers[l].kind == LCA_LAYER_BATCHNORM) bn2 = &loaded->layers[l];
+    size_t K = lca_model_parameter_count(model);
+    CHECK(status == LCA_OK && memcmp(lca_model_parameters(model), lca_model_parameters(loaded),
+                                     K * 4) == 0 &&
+              memcmp(bn->running_mean, bn2->running_mean, 8) == 0 &&
+              memcmp(bn->running_var, bn2->running_var, 8) == 0,
+          "F64 batch-norm checkpoint: status %d: %s", status, lca_last_error());
+    CHECK(status == LCA_OK && report.f64_tensors == n && report.f64_rounded == 0 &&
+              report.iteration == 0,
+          "F64 batch-norm report: %zu F64 tensors of %zu, %zu rounded", report.f64_tensors, n,
+          report.f64_rounded);
+    printf("foreign: batch norm (%zu tensors, running statistics included) as F64 plus an I64 "
+           "num_batches_tracked: loaded bit for bit\n", n);
+    /* running_var of the wrong shape: an error, and nothing changed */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tensors[i].name, "bn1.running_var") == 0) {
+            tensors[i].shape[0] = 1;
+            tensors[i].bytes = 8;
+        }
+    CHECK(lca_safetensors_write(f64_path, tensors, n + 1, NULL, NULL, 0) == LCA_OK, "%s",
+          lca_last_error());
+    lca_model_initialize(loaded, 9);
+    bn2->running_mean[0] = 5.0f;
+    float *before = malloc(K * sizeof *before);
+    memcpy(before, lca_model_parameters(loaded), K * 4);
+    status = lca_checkpoint_load(f64_path, loaded, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "bn1.running_var") &&
+              memcmp(before, lca_model_parameters(loaded), K * 4) == 0 &&
+              bn2->running_mean[0] == 5.0f,
+          "bad running_var: status %d, model unchanged: %s", status, lca_last_error());
+    free(before);
+    for (size_t i = 0; i < 16; i++) free(values[i]);
+    free(tensors);
+    lca_safetensors_free(file);
+    remove(path);
+    remove(f64_path);
+    lca_model_free(model);
+    lca_model_free(loaded);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep order with the python output */
     snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-test-st-XXXXXX");
@@ -957,6 +1042,7 @@ int main(void) {
     test_half_exhaustive();
     test_f64();
     test_foreign_checkpoints();
+    test_foreign_batchnorm();
 
     const char *leftovers[] = {"sample.safetensors", "empty.safetensors",
                                "corrupt.safetensors", "invalid.safetensors"};
