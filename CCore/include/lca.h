@@ -466,7 +466,10 @@ size_t lca_log_record_size(const lca_trainer *trainer);
 
 /* Checkpoints are safetensors files: the model's tensors (F32, PyTorch
  * names) plus __metadata__ with "lca.model" (spec), "lca.loss" and
- * "lca.iteration". */
+ * "lca.iteration". Files written by other tools (a PyTorch state dict:
+ * no metadata, maybe F16/BF16/F64) load too: the caller names the model
+ * (lca_checkpoint_model_spec) and lca_checkpoint_load_report converts the
+ * tensors to F32 and says what it converted (docs/checkpoints.md). */
 lca_status lca_checkpoint_save(const char *path, const lca_model *model, uint64_t iteration);
 /* What lca_checkpoint_load_report found: files written by other tools
  * (PyTorch's safetensors.torch.save_file) may hold F16, BF16 or F64
