@@ -30,7 +30,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10) or layer widths joined by '-'. Default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's (required when its metadata has none, as in files saved by PyTorch; else it must describe the same model).", valueName: "spec"))
     var model: String?
 
-    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: ce)")
+    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: ce; with --init, the checkpoint's, ce when its metadata has none)")
     var loss: Loss?
 
     @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation; lca's or another tool's (docs/checkpoints.md: F16, BF16 and F64 tensors are converted to F32, with a note).", valueName: "checkpoint"))
