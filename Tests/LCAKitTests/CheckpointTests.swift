@@ -99,4 +99,44 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("--model"), "\(error)")
         }
     }
+
+    /// The same through the command line (runs without torch): --model honoured, one note per
+    /// file on stderr, --init from the foreign file, and the errors.
+    func testForeignCheckpointFromTheCommandLine() throws {
+        let model = try Model(spec: "64-10")
+        model.initialize(seed: 5)
+        try model.saveCheckpoint(folder.appendingPathComponent("own.safetensors").path, iteration: 0)
+        let values = model.parameters.map { Double($0) + Double($0.ulp) * 0.25 } // rounds back
+        try writeF64(model, values: values, to: folder.appendingPathComponent("foreign.safetensors").path)
+
+        let attributed = try CLI.run(["attribute", "--from", "foreign.safetensors", "--to", "foreign.safetensors",
+                                      "--model", "64-10", "--data", "digits", "--json"], in: folder)
+        XCTAssertEqual(attributed.status, 0, attributed.stderr)
+        let changed = values.indices.filter { values[$0] != Double(model.parameters[$0]) }.count
+        XCTAssertEqual(attributed.stderr, "lca: note: foreign.safetensors: converted to F32 on load: 2 F64 tensors (rounded to nearest: \(changed) of 650 values changed)\n")
+        let own = try CLI.run(["attribute", "--from", "own.safetensors", "--to", "own.safetensors", "--data", "digits", "--json"], in: folder)
+        XCTAssertEqual(own.stderr, "")
+        let lossBefore = { (result: CLI.Result) -> Double? in
+            (try? JSONSerialization.jsonObject(with: result.stdout) as? [String: Any])?["loss_before"] as? Double
+        }
+        XCTAssertEqual(lossBefore(attributed), lossBefore(own))
+        XCTAssertNotNil(lossBefore(own))
+
+        let trained = try CLI.run(["train", "--init", "foreign.safetensors", "--model", "64-10", "--iterations", "2",
+                                   "-o", "run", "--quiet"], in: folder)
+        XCTAssertEqual(trained.status, 0, trained.stderr)
+        XCTAssertEqual(try contents(folder.appendingPathComponent("run/checkpoint-000000.safetensors")),
+                       try contents(folder.appendingPathComponent("own.safetensors")),
+                       "--init from the F64 file starts from the same F32 weights, byte for byte")
+
+        let noSpec = try CLI.run(["attribute", "--from", "foreign.safetensors", "--to", "own.safetensors", "--data", "digits"], in: folder)
+        XCTAssertEqual(noSpec.status, 1)
+        XCTAssertTrue(noSpec.stderr.contains("lca.model") && noSpec.stderr.contains("--model"), noSpec.stderr)
+        for arguments in [["attribute", "--from", "own.safetensors", "--to", "own.safetensors", "--data", "digits"],
+                          ["train", "--init", "own.safetensors", "--iterations", "1", "-o", "bad", "--quiet"]] {
+            let disagreeing = try CLI.run(arguments + ["--model", "64-20-10"], in: folder)
+            XCTAssertEqual(disagreeing.status, 1)
+            XCTAssertTrue(disagreeing.stderr.contains("\"64-20-10\"") && disagreeing.stderr.contains("\"64-10\""), disagreeing.stderr)
+        }
+    }
 }
