@@ -146,10 +146,10 @@ static bool same_shape(const lca_st_tensor *s, const lca_tensor *t) {
     return same;
 }
 
-/* The file lacks the model tensor named missing: say which names the model
+/* The file lacks the model tensor missing: say which names the model
  * expects and which the file has, and how to rename (docs/checkpoints.md). */
 static lca_status names_mismatch(const lca_safetensors *file, const lca_model *m,
-                                 const char *missing) {
+                                 const lca_tensor *missing) {
     enum { SHOWN = 4 };
     char text[900] = "", shape[64];
     size_t n = lca_safetensors_count(file);
@@ -170,11 +170,12 @@ static lca_status names_mismatch(const lca_safetensors *file, const lca_model *m
     }
     if (n > SHOWN) ADD(", … (%zu more)", n - SHOWN);
     if (n == 0) ADD("none");
-    /* an example pair for the snippet: a file tensor of the first expected shape */
+    /* an example pair for the snippet: a file tensor of the missing one's
+     * shape whose name the model does not use */
     const char *example = "OLD";
     for (size_t i = 0; i < n; i++) {
         const lca_st_tensor *s = lca_safetensors_tensor(file, i);
-        if (same_shape(s, &m->tensors[0]) && !lca_safetensors_find(file, m->tensors[0].name)) {
+        if (same_shape(s, missing) && lca_model_find_tensor(m, s->name) < 0) {
             example = s->name;
             break;
         }
@@ -185,7 +186,7 @@ static lca_status names_mismatch(const lca_safetensors *file, const lca_model *m
                     "e.g. in Python: sd = load_file(IN); save_file({NEW.get(k, k): v for k, v in "
                     "sd.items()}, OUT) with NEW = {\"%s\": \"%s\", …} (docs/checkpoints.md, "
                     "\"Tensor names\")",
-                    lca_safetensors_path(file), missing, text, example, m->tensors[0].name);
+                    lca_safetensors_path(file), missing->name, text, example, missing->name);
 }
 
 /* Copy the tensor named name from file into dst, checking dtype and shape
@@ -220,7 +221,7 @@ static lca_status load_tensor(const lca_safetensors *file, const char *name, con
 static lca_status find_parameter(const lca_safetensors *file, const lca_model *m,
                                  const lca_tensor *t, const lca_st_tensor **out) {
     const lca_st_tensor *s = lca_safetensors_find(file, t->name);
-    if (!s) return names_mismatch(file, m, t->name);
+    if (!s) return names_mismatch(file, m, t);
     if (!same_shape(s, t)) {
         char want[96], have[96];
         shape_text(want, sizeof want, t->rank, t->shape);
@@ -237,7 +238,7 @@ static lca_status load_parameters(const lca_safetensors *file, lca_model *m,
     /* every name first, so that a file with other names gets one message */
     for (size_t t = 0; t < m->tensor_count; t++)
         if (!lca_safetensors_find(file, m->tensors[t].name))
-            return names_mismatch(file, m, m->tensors[t].name);
+            return names_mismatch(file, m, &m->tensors[t]);
     /* load into a copy first so that a failure leaves the model unchanged */
     float *staged = malloc(m->parameter_count * sizeof(float));
     if (!staged) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory loading %s",

@@ -893,6 +893,16 @@ static void test_foreign_checkpoints(void) {
           "sequential names: status %d: %s", status, m);
     printf("foreign: nn.Sequential names → %s\n", m);
 
+    /* one name wrong: the example pair in the hint is that tensor's */
+    const char *one_wrong =
+        "{\"fc1.weight\":" T("F16", "[3,4]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"fc2.weight\":" T("F64", "[2,3]", 30, 78) ",\"head.bias\":" T("F64", "[2]", 78, 94) "}";
+    write_st_data(path, one_wrong, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "has no tensor \"fc2.bias\"") &&
+              contains(lca_last_error(), "{\"head.bias\": \"fc2.bias\""),
+          "one wrong name: %s", lca_last_error());
+
     /* a wrong shape and an unconvertible dtype are named */
     const char *shaped =
         "{\"fc1.weight\":" T("F16", "[4,3]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
