@@ -312,37 +312,20 @@ lca_status lca_checkpoint_load(const char *path, lca_model *m, uint64_t *iterati
 
 lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
                                     lca_loss_kind *loss) {
-    lca_safetensors *file;
-    lca_status status = lca_safetensors_read(&file, path);
-    if (status != LCA_OK) return status;
-    const char *model = lca_safetensors_metadata(file, "lca.model");
-    const char *loss_name = lca_safetensors_metadata(file, "lca.loss");
-    if (!model) {
-        status = lca_fail(LCA_ERR_FORMAT,
-                          "%s: metadata has no \"lca.model\" (not written by lca?): pass --model",
-                          path);
-    } else if (strlen(model) + 1 > capacity) {
-        status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.model is too long", path);
-    } else {
-        strcpy(spec, model);
-        if (loss) {
-            if (!loss_name || strcmp(loss_name, "softmax_cross_entropy") == 0)
-                *loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY;
-            else if (strcmp(loss_name, "mean_squared_error") == 0)
-                *loss = LCA_LOSS_MEAN_SQUARED_ERROR;
-            else
-                status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.loss: unknown loss \"%s\"",
-                                  path, loss_name);
-        }
-    }
-    lca_safetensors_free(file);
-    return status;
+    return lca_checkpoint_model_spec(path, NULL, spec, capacity, loss);
 }
 
-/* The canonical form of spec, in out (capacity bytes). */
-static lca_status canonical_spec(const char *path, const char *spec, char *out, size_t capacity) {
+/* The canonical form of spec, in out (capacity bytes). A spec from the
+ * metadata that does not parse is reported with the file's name. */
+static lca_status canonical_spec(const char *path, const char *spec, bool from_metadata,
+                                 char *out, size_t capacity) {
     lca_model *model = NULL;
     lca_status status = lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY);
+    if (status != LCA_OK && from_metadata) {
+        char reason[512];
+        snprintf(reason, sizeof reason, "%s", lca_last_error());
+        return lca_fail(status, "%s: metadata lca.model: %s", path, reason);
+    }
     if (status != LCA_OK) return status;
     const char *canonical = lca_model_spec(model);
     if (strlen(canonical) + 1 > capacity)
@@ -378,10 +361,10 @@ lca_status lca_checkpoint_model_spec(const char *path, const char *requested, ch
     char *theirs = status == LCA_OK && recorded && requested ? malloc(capacity) : NULL;
     if (status == LCA_OK && recorded && requested && !theirs)
         status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    if (status == LCA_OK) status = canonical_spec(path, requested ? requested : recorded, spec,
-                                                  capacity);
+    if (status == LCA_OK)
+        status = canonical_spec(path, requested ? requested : recorded, !requested, spec, capacity);
     if (status == LCA_OK && theirs) {
-        status = canonical_spec(path, recorded, theirs, capacity);
+        status = canonical_spec(path, recorded, true, theirs, capacity);
         if (status == LCA_OK && strcmp(spec, theirs) != 0)
             status = lca_fail(LCA_ERR_MISMATCH,
                               "%s: model \"%s\" was requested, but the checkpoint's metadata "

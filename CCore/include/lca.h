@@ -496,9 +496,10 @@ lca_status lca_checkpoint_load_report(const char *path, lca_model *model,
                                       lca_checkpoint_report *report);
 /* lca_checkpoint_load_report, giving only the iteration (may be NULL). */
 lca_status lca_checkpoint_load(const char *path, lca_model *model, uint64_t *iteration);
-/* Read the model spec and loss from a checkpoint's metadata into spec
- * (capacity bytes, NUL-terminated); fails when the metadata has no
- * "lca.model". */
+/* Read the model spec (canonical form) and loss from a checkpoint's
+ * metadata into spec (capacity bytes, NUL-terminated); fails when the
+ * metadata has no "lca.model". lca_checkpoint_model_spec with no requested
+ * spec. */
 lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
                                     lca_loss_kind *loss);
 /* The model to load a checkpoint into: requested (a spec, or NULL) when

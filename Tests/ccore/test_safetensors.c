@@ -893,6 +893,18 @@ static void test_foreign_checkpoints(void) {
           "sequential names: status %d: %s", status, m);
     printf("foreign: nn.Sequential names → %s\n", m);
 
+    /* an lca.model that does not parse is reported with the file and the key */
+    const char *bad_meta =
+        "{\"__metadata__\":{\"lca.model\":\"4-x-2\"},\"fc1.weight\":" T("F16", "[3,4]", 0, 24) "}";
+    write_st_data(path, bad_meta, data, 24);
+    status = lca_checkpoint_read_spec(path, spec, sizeof spec, NULL);
+    CHECK(status != LCA_OK && contains(lca_last_error(), "foreign.safetensors: metadata lca.model: "),
+          "unparsable lca.model: status %d: %s", status, lca_last_error());
+    printf("foreign: unparsable lca.model → %s\n", lca_last_error());
+    status = lca_checkpoint_model_spec(path, "4-3-2", spec, sizeof spec, NULL);
+    CHECK(status != LCA_OK && contains(lca_last_error(), "metadata lca.model"),
+          "unparsable lca.model with a requested spec: status %d: %s", status, lca_last_error());
+
     /* one name wrong: the example pair in the hint is that tensor's */
     const char *one_wrong =
         "{\"fc1.weight\":" T("F16", "[3,4]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
