@@ -42,8 +42,27 @@ static size_t describe_running_stats(const lca_model *m, lca_st_tensor *out, cha
     return n;
 }
 
+/* s's values as float in out, counted in report (may be NULL). Parameters
+ * and running statistics may be stored as F32 or, by other tools, as F16,
+ * BF16 or F64; lca_safetensors_to_f32 refuses other dtypes. */
+static lca_status convert(const lca_safetensors *file, const lca_st_tensor *s, float *out,
+                          lca_checkpoint_report *report) {
+    size_t rounded = 0;
+    lca_status status = lca_safetensors_to_f32(file, s, out, &rounded);
+    if (status != LCA_OK || !report) return status;
+    if (strcmp(s->dtype, "F16") == 0) report->f16_tensors++;
+    if (strcmp(s->dtype, "BF16") == 0) report->bf16_tensors++;
+    if (strcmp(s->dtype, "F64") == 0) {
+        report->f64_tensors++;
+        report->f64_values += s->bytes / sizeof(double);
+        report->f64_rounded += rounded;
+    }
+    return LCA_OK;
+}
+
 /* Load the running statistics present in file (all of them when required). */
-static lca_status load_running_stats(const lca_safetensors *file, lca_model *m, bool required) {
+static lca_status load_running_stats(const lca_safetensors *file, lca_model *m, bool required,
+                                     lca_checkpoint_report *report) {
     size_t count = 2 * lca_model_batchnorm_count(m);
     if (count == 0) return LCA_OK;
     lca_st_tensor *wanted = calloc(count, sizeof *wanted);
@@ -59,12 +78,12 @@ static lca_status load_running_stats(const lca_safetensors *file, lca_model *m, 
                                   lca_safetensors_path(file), wanted[i].name);
             continue;
         }
-        if (strcmp(s->dtype, "F32") != 0 || s->rank != 1 || s->shape[0] != wanted[i].shape[0])
-            status = lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" should be F32 of shape (%lld)",
+        if (s->rank != 1 || s->shape[0] != wanted[i].shape[0])
+            status = lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" should have shape (%lld)",
                               lca_safetensors_path(file), wanted[i].name,
                               (long long)wanted[i].shape[0]);
         else
-            memcpy((void *)wanted[i].data, s->data, wanted[i].bytes);
+            status = convert(file, s, (float *)wanted[i].data, report);
     }
     free(wanted);
     free(names);
@@ -112,6 +131,64 @@ static lca_status parse_iteration(const lca_safetensors *file, uint64_t *iterati
     return LCA_OK;
 }
 
+/* "(32, 64)" */
+static void shape_text(char *text, size_t capacity, int rank, const int64_t *shape) {
+    snprintf(text, capacity, "(");
+    for (int d = 0; d < rank; d++)
+        snprintf(text + strlen(text), capacity - strlen(text), "%s%lld", d ? ", " : "",
+                 (long long)shape[d]);
+    snprintf(text + strlen(text), capacity - strlen(text), ")");
+}
+
+static bool same_shape(const lca_st_tensor *s, const lca_tensor *t) {
+    bool same = s->rank == t->rank;
+    for (int d = 0; same && d < t->rank; d++) same = s->shape[d] == t->shape[d];
+    return same;
+}
+
+/* The file lacks the model tensor missing: say which names the model
+ * expects and which the file has, and how to rename (docs/checkpoints.md). */
+static lca_status names_mismatch(const lca_safetensors *file, const lca_model *m,
+                                 const lca_tensor *missing) {
+    enum { SHOWN = 4 };
+    char text[900] = "", shape[64];
+    size_t n = lca_safetensors_count(file);
+    size_t at = 0;
+#define ADD(...) (at += (size_t)snprintf(text + at, at < sizeof text ? sizeof text - at : 0, __VA_ARGS__), \
+                  at = at < sizeof text ? at : sizeof text)
+    ADD("model %s expects %zu tensor%s: ", m->spec, m->tensor_count, m->tensor_count == 1 ? "" : "s");
+    for (size_t t = 0; t < m->tensor_count && t < SHOWN; t++) {
+        shape_text(shape, sizeof shape, m->tensors[t].rank, m->tensors[t].shape);
+        ADD("%s%s %s", t ? ", " : "", m->tensors[t].name, shape);
+    }
+    if (m->tensor_count > SHOWN) ADD(", … (%zu more)", m->tensor_count - SHOWN);
+    ADD("; the file has %zu: ", n);
+    for (size_t i = 0; i < n && i < SHOWN; i++) {
+        const lca_st_tensor *s = lca_safetensors_tensor(file, i);
+        shape_text(shape, sizeof shape, s->rank, s->shape);
+        ADD("%s%s %s", i ? ", " : "", s->name, shape);
+    }
+    if (n > SHOWN) ADD(", … (%zu more)", n - SHOWN);
+    if (n == 0) ADD("none");
+    /* an example pair for the snippet: a file tensor of the missing one's
+     * shape whose name the model does not use */
+    const char *example = "OLD";
+    for (size_t i = 0; i < n; i++) {
+        const lca_st_tensor *s = lca_safetensors_tensor(file, i);
+        if (same_shape(s, missing) && lca_model_find_tensor(m, s->name) < 0) {
+            example = s->name;
+            break;
+        }
+    }
+#undef ADD
+    return lca_fail(LCA_ERR_MISMATCH,
+                    "%s: has no tensor \"%s\": %s. Rename the tensors to the model's names, "
+                    "e.g. in Python: sd = load_file(IN); save_file({NEW.get(k, k): v for k, v in "
+                    "sd.items()}, OUT) with NEW = {\"%s\": \"%s\", …} (docs/checkpoints.md, "
+                    "\"Tensor names\")",
+                    lca_safetensors_path(file), missing->name, text, example, missing->name);
+}
+
 /* Copy the tensor named name from file into dst, checking dtype and shape
  * against the model tensor t. */
 static lca_status load_tensor(const lca_safetensors *file, const char *name, const lca_tensor *t,
@@ -140,14 +217,36 @@ static lca_status load_tensor(const lca_safetensors *file, const char *name, con
     return LCA_OK;
 }
 
-static lca_status load_parameters(const lca_safetensors *file, lca_model *m) {
+/* Check that the model tensor t is in file with its shape; return it. */
+static lca_status find_parameter(const lca_safetensors *file, const lca_model *m,
+                                 const lca_tensor *t, const lca_st_tensor **out) {
+    const lca_st_tensor *s = lca_safetensors_find(file, t->name);
+    if (!s) return names_mismatch(file, m, t);
+    if (!same_shape(s, t)) {
+        char want[96], have[96];
+        shape_text(want, sizeof want, t->rank, t->shape);
+        shape_text(have, sizeof have, s->rank, s->shape);
+        return lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" has shape %s, expected %s",
+                        lca_safetensors_path(file), t->name, have, want);
+    }
+    *out = s;
+    return LCA_OK;
+}
+
+static lca_status load_parameters(const lca_safetensors *file, lca_model *m,
+                                  lca_checkpoint_report *report) {
+    /* every name first, so that a file with other names gets one message */
+    for (size_t t = 0; t < m->tensor_count; t++)
+        if (!lca_safetensors_find(file, m->tensors[t].name))
+            return names_mismatch(file, m, &m->tensors[t]);
     /* load into a copy first so that a failure leaves the model unchanged */
     float *staged = malloc(m->parameter_count * sizeof(float));
     if (!staged) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory loading %s",
                                  lca_safetensors_path(file));
     for (size_t t = 0; t < m->tensor_count; t++) {
-        lca_status status = load_tensor(file, m->tensors[t].name, &m->tensors[t], "F32",
-                                        sizeof(float), staged + m->tensors[t].offset);
+        const lca_st_tensor *s = NULL;
+        lca_status status = find_parameter(file, m, &m->tensors[t], &s);
+        if (status == LCA_OK) status = convert(file, s, staged + m->tensors[t].offset, report);
         if (status != LCA_OK) {
             free(staged);
             return status;
@@ -158,44 +257,120 @@ static lca_status load_parameters(const lca_safetensors *file, lca_model *m) {
     return LCA_OK;
 }
 
-lca_status lca_checkpoint_load(const char *path, lca_model *m, uint64_t *iteration) {
+lca_status lca_checkpoint_load_report(const char *path, lca_model *m,
+                                      lca_checkpoint_report *report) {
     lca_safetensors *file;
     lca_status status = lca_safetensors_read(&file, path);
     if (status != LCA_OK) return status;
-    uint64_t at = 0;
-    status = parse_iteration(file, &at);
-    if (status == LCA_OK) status = load_parameters(file, m);
-    if (status == LCA_OK) status = load_running_stats(file, m, false);
-    if (status == LCA_OK && iteration) *iteration = at;
+    lca_checkpoint_report found = {0};
+    status = parse_iteration(file, &found.iteration);
+    /* the running statistics are staged too: nothing changes on failure */
+    size_t stats = 0;
+    for (size_t l = 0; l < m->layer_count; l++)
+        if (m->layers[l].kind == LCA_LAYER_BATCHNORM) stats += 2 * m->layers[l].out_c;
+    float *saved = stats ? malloc(stats * sizeof(float)) : NULL;
+    if (status == LCA_OK && stats && !saved)
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
+    for (size_t l = 0, at = 0; saved && l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        if (L->kind != LCA_LAYER_BATCHNORM) continue;
+        memcpy(saved + at, L->running_mean, L->out_c * sizeof(float));
+        memcpy(saved + at + L->out_c, L->running_var, L->out_c * sizeof(float));
+        at += 2 * L->out_c;
+    }
+    float *before = status == LCA_OK ? malloc(m->parameter_count * sizeof(float)) : NULL;
+    if (status == LCA_OK && !before)
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "out of memory loading %s", path);
+    if (before) memcpy(before, m->parameters, m->parameter_count * sizeof(float));
+    if (status == LCA_OK) status = load_parameters(file, m, &found);
+    if (status == LCA_OK) {
+        status = load_running_stats(file, m, false, &found);
+        if (status != LCA_OK) { /* undo: the parameters and any statistics loaded */
+            memcpy(m->parameters, before, m->parameter_count * sizeof(float));
+            for (size_t l = 0, at = 0; saved && l < m->layer_count; l++) {
+                const lca_layer *L = &m->layers[l];
+                if (L->kind != LCA_LAYER_BATCHNORM) continue;
+                memcpy(L->running_mean, saved + at, L->out_c * sizeof(float));
+                memcpy(L->running_var, saved + at + L->out_c, L->out_c * sizeof(float));
+                at += 2 * L->out_c;
+            }
+        }
+    }
+    if (status == LCA_OK && report) *report = found;
+    free(before);
+    free(saved);
     lca_safetensors_free(file);
+    return status;
+}
+
+lca_status lca_checkpoint_load(const char *path, lca_model *m, uint64_t *iteration) {
+    lca_checkpoint_report report;
+    lca_status status = lca_checkpoint_load_report(path, m, &report);
+    if (status == LCA_OK && iteration) *iteration = report.iteration;
     return status;
 }
 
 lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
                                     lca_loss_kind *loss) {
+    return lca_checkpoint_model_spec(path, NULL, spec, capacity, loss);
+}
+
+/* The canonical form of spec, in out (capacity bytes). A spec from the
+ * metadata that does not parse is reported with the file's name. */
+static lca_status canonical_spec(const char *path, const char *spec, bool from_metadata,
+                                 char *out, size_t capacity) {
+    lca_model *model = NULL;
+    lca_status status = lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY);
+    if (status != LCA_OK && from_metadata) {
+        char reason[512];
+        snprintf(reason, sizeof reason, "%s", lca_last_error());
+        return lca_fail(status, "%s: metadata lca.model: %s", path, reason);
+    }
+    if (status != LCA_OK) return status;
+    const char *canonical = lca_model_spec(model);
+    if (strlen(canonical) + 1 > capacity)
+        status = lca_fail(LCA_ERR_FORMAT, "%s: model spec \"%s\" is too long", path, spec);
+    else
+        strcpy(out, canonical);
+    lca_model_free(model);
+    return status;
+}
+
+lca_status lca_checkpoint_model_spec(const char *path, const char *requested, char *spec,
+                                     size_t capacity, lca_loss_kind *loss) {
+    if (!path || !spec || !capacity)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "lca_checkpoint_model_spec: NULL argument");
     lca_safetensors *file;
     lca_status status = lca_safetensors_read(&file, path);
     if (status != LCA_OK) return status;
-    const char *model = lca_safetensors_metadata(file, "lca.model");
+    const char *recorded = lca_safetensors_metadata(file, "lca.model");
     const char *loss_name = lca_safetensors_metadata(file, "lca.loss");
-    if (!model) {
-        status = lca_fail(LCA_ERR_FORMAT,
-                          "%s: metadata has no \"lca.model\" (not written by lca?): pass --model",
-                          path);
-    } else if (strlen(model) + 1 > capacity) {
-        status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.model is too long", path);
-    } else {
-        strcpy(spec, model);
-        if (loss) {
-            if (!loss_name || strcmp(loss_name, "softmax_cross_entropy") == 0)
-                *loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY;
-            else if (strcmp(loss_name, "mean_squared_error") == 0)
-                *loss = LCA_LOSS_MEAN_SQUARED_ERROR;
-            else
-                status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.loss: unknown loss \"%s\"",
-                                  path, loss_name);
-        }
+    if (loss) {
+        if (!loss_name || strcmp(loss_name, "softmax_cross_entropy") == 0)
+            *loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY;
+        else if (strcmp(loss_name, "mean_squared_error") == 0)
+            *loss = LCA_LOSS_MEAN_SQUARED_ERROR;
+        else
+            status = lca_fail(LCA_ERR_FORMAT, "%s: metadata lca.loss: unknown loss \"%s\"", path,
+                              loss_name);
     }
+    if (status == LCA_OK && !recorded && !requested)
+        status = lca_fail(LCA_ERR_FORMAT,
+                          "%s: metadata has no \"lca.model\" (the file was not written by lca, "
+                          "e.g. saved by PyTorch): give the model spec (--model)", path);
+    char *theirs = status == LCA_OK && recorded && requested ? malloc(capacity) : NULL;
+    if (status == LCA_OK && recorded && requested && !theirs)
+        status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    if (status == LCA_OK)
+        status = canonical_spec(path, requested ? requested : recorded, !requested, spec, capacity);
+    if (status == LCA_OK && theirs) {
+        status = canonical_spec(path, recorded, true, theirs, capacity);
+        if (status == LCA_OK && strcmp(spec, theirs) != 0)
+            status = lca_fail(LCA_ERR_MISMATCH,
+                              "%s: model \"%s\" was requested, but the checkpoint's metadata "
+                              "(lca.model) records model \"%s\"", path, spec, theirs);
+    }
+    free(theirs);
     lca_safetensors_free(file);
     return status;
 }
@@ -332,7 +507,7 @@ lca_status lca_trainer_load_state(lca_trainer *tr, const char *path) {
                                  (uint8_t *)staged[g] + m->tensors[t].offset * groups[g].element_size);
         }
     }
-    if (status == LCA_OK) status = load_running_stats(file, tr->model, true);
+    if (status == LCA_OK) status = load_running_stats(file, tr->model, true, NULL);
     if (status == LCA_OK) {
         for (size_t g = 0; g < group_count; g++)
             memcpy(groups[g].data, staged[g], m->parameter_count * groups[g].element_size);

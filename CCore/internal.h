@@ -167,6 +167,14 @@ const lca_st_tensor *lca_safetensors_find(const lca_safetensors *file, const cha
 /* Metadata value for key, or NULL. */
 const char *lca_safetensors_metadata(const lca_safetensors *file, const char *key);
 const char *lca_safetensors_path(const lca_safetensors *file);
+/* Convert tensor (F32, F16, BF16 or F64; bytes / element size elements)
+ * to float in out: F32 bit for bit, F16 and BF16 exactly (every value is a
+ * binary32 value), F64 rounded to nearest, with *rounded (may be NULL) the
+ * number of values that changed. A non-finite F16/BF16/F64 value, an F64
+ * value outside F32's range or another dtype fails, naming the tensor and
+ * the element. file (may be NULL) names the file in messages. */
+lca_status lca_safetensors_to_f32(const lca_safetensors *file, const lca_st_tensor *tensor,
+                                  float *out, size_t *rounded);
 
 /* ---- threads.c */
 /* An OpenMP parallel loop over independent iterations when cond holds

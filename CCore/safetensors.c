@@ -1118,3 +1118,85 @@ const char *lca_safetensors_metadata(const lca_safetensors *file, const char *ke
 }
 
 const char *lca_safetensors_path(const lca_safetensors *file) { return file->path; }
+
+/* ============================================================ conversion */
+
+/* F16 (IEEE binary16) to float, exactly: every binary16 value, subnormals
+ * included, is a binary32 value. Exponent 31 (Inf, NaN) is the caller's. */
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0) {
+        if (mantissa == 0) {
+            bits = sign; /* ±0 */
+        } else {
+            /* subnormal: mantissa × 2^-24; normalise into binary32 */
+            int shift = 0;
+            while (!(mantissa & 0x400)) {
+                mantissa <<= 1;
+                shift++;
+            }
+            bits = sign | (uint32_t)(127 - 15 + 1 - shift) << 23 | (mantissa & 0x3FF) << 13;
+        }
+    } else {
+        bits = sign | (exponent - 15 + 127) << 23 | mantissa << 13;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Values of F64 at or beyond this magnitude round (to nearest) past
+ * FLT_MAX to infinity: the midpoint between FLT_MAX and 2^128. */
+#define F32_OVERFLOW_THRESHOLD 0x1.ffffffp127
+
+lca_status lca_safetensors_to_f32(const lca_safetensors *file, const lca_st_tensor *tensor,
+                                  float *out, size_t *rounded) {
+    const char *path = file ? file->path : "(memory)";
+    const dtype_info *dtype = find_dtype(tensor->dtype);
+    size_t count = dtype ? tensor->bytes / dtype->size : 0;
+    const uint8_t *bytes = tensor->data;
+    size_t changed = 0;
+    if (!dtype || !(strcmp(dtype->name, "F32") == 0 || strcmp(dtype->name, "F16") == 0 ||
+                    strcmp(dtype->name, "BF16") == 0 || strcmp(dtype->name, "F64") == 0))
+        return lca_fail(LCA_ERR_MISMATCH, "%s: tensor \"%s\" has dtype %s; expected F32, or F16, "
+                        "BF16 or F64 (converted to F32)", path, tensor->name, tensor->dtype);
+    if (strcmp(dtype->name, "F32") == 0) {
+        if (count) memcpy(out, bytes, count * sizeof(float)); /* bit for bit, as always */
+    } else if (strcmp(dtype->name, "F64") == 0) {
+        for (size_t i = 0; i < count; i++) {
+            double x;
+            memcpy(&x, bytes + 8 * i, sizeof x);
+            if (x != x || x - x != 0)
+                return lca_fail(LCA_ERR_NUMERIC, "%s: tensor \"%s\" (F64): element %zu is %s; "
+                                "only finite values convert to F32", path, tensor->name, i,
+                                x != x ? "NaN" : x > 0 ? "+Inf" : "-Inf");
+            if (x >= F32_OVERFLOW_THRESHOLD || x <= -F32_OVERFLOW_THRESHOLD)
+                return lca_fail(LCA_ERR_NUMERIC, "%s: tensor \"%s\" (F64): element %zu is %.17g, "
+                                "outside F32's range (|x| < 3.4028235e38)", path, tensor->name, i,
+                                x);
+            out[i] = (float)x; /* the current rounding mode: round to nearest, ties to even */
+            changed += (double)out[i] != x;
+        }
+    } else {
+        bool bf16 = strcmp(dtype->name, "BF16") == 0;
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h = (uint16_t)(bytes[2 * i] | bytes[2 * i + 1] << 8);
+            bool special = bf16 ? (h & 0x7F80) == 0x7F80 : (h & 0x7C00) == 0x7C00;
+            if (special) {
+                bool nan = bf16 ? (h & 0x7F) != 0 : (h & 0x3FF) != 0;
+                return lca_fail(LCA_ERR_NUMERIC, "%s: tensor \"%s\" (%s): element %zu is %s; "
+                                "only finite values convert to F32", path, tensor->name,
+                                dtype->name, i, nan ? "NaN" : h & 0x8000 ? "-Inf" : "+Inf");
+            }
+            if (bf16) {
+                uint32_t bits = (uint32_t)h << 16; /* BF16 is binary32's upper half */
+                memcpy(&out[i], &bits, sizeof bits);
+            } else {
+                out[i] = f16_to_f32(h);
+            }
+        }
+    }
+    if (rounded) *rounded = changed;
+    return LCA_OK;
+}

@@ -515,14 +515,51 @@ size_t lca_log_record_size(const lca_trainer *trainer);
 
 /* Checkpoints are safetensors files: the model's tensors (F32, PyTorch
  * names) plus __metadata__ with "lca.model" (spec), "lca.loss" and
- * "lca.iteration". */
+ * "lca.iteration". Files written by other tools (a PyTorch state dict:
+ * no metadata, maybe F16/BF16/F64) load too: the caller names the model
+ * (lca_checkpoint_model_spec) and lca_checkpoint_load_report converts the
+ * tensors to F32 and says what it converted (docs/checkpoints.md). */
 lca_status lca_checkpoint_save(const char *path, const lca_model *model, uint64_t iteration);
-/* Load parameters into model; shapes and names must match. */
+/* What lca_checkpoint_load_report found: files written by other tools
+ * (PyTorch's safetensors.torch.save_file) may hold F16, BF16 or F64
+ * tensors, which are converted to F32 on load. */
+typedef struct lca_checkpoint_report {
+    uint64_t iteration;  /* metadata "lca.iteration"; 0 when absent */
+    size_t f16_tensors;  /* tensors converted from F16: exact */
+    size_t bf16_tensors; /* tensors converted from BF16: exact */
+    size_t f64_tensors;  /* tensors converted from F64: rounded to nearest */
+    size_t f64_values;   /* values in those F64 tensors */
+    size_t f64_rounded;  /* of which F32 holds only a rounded value */
+} lca_checkpoint_report;
+/* Load parameters (and batch norm's running statistics, when present) into
+ * model. Every model tensor must be in the file under its name (extra
+ * tensors are ignored) with its shape, as F32 (copied bit for bit), F16 or
+ * BF16 (converted exactly) or F64 (rounded to nearest). A name missing
+ * fails with a message listing the names and shapes the model expects, the
+ * names the file has and how to rename (docs/checkpoints.md); a
+ * non-finite F16/BF16/F64 value or an F64 value outside F32's range fails
+ * naming the tensor. On failure the model is unchanged. The metadata is
+ * not needed: the caller chose the model (lca_checkpoint_model_spec).
+ * report (may be NULL) says what was converted. */
+lca_status lca_checkpoint_load_report(const char *path, lca_model *model,
+                                      lca_checkpoint_report *report);
+/* lca_checkpoint_load_report, giving only the iteration (may be NULL). */
 lca_status lca_checkpoint_load(const char *path, lca_model *model, uint64_t *iteration);
-/* Read the model spec and loss from a checkpoint's metadata into spec
- * (capacity bytes, NUL-terminated). */
+/* Read the model spec (canonical form) and loss from a checkpoint's
+ * metadata into spec (capacity bytes, NUL-terminated); fails when the
+ * metadata has no "lca.model". lca_checkpoint_model_spec with no requested
+ * spec. */
 lca_status lca_checkpoint_read_spec(const char *path, char *spec, size_t capacity,
                                     lca_loss_kind *loss);
+/* The model to load a checkpoint into: requested (a spec, or NULL) when
+ * given, else the metadata's "lca.model"; when both exist they must
+ * describe the same model (compared in canonical form), else
+ * LCA_ERR_MISMATCH naming both. Neither: LCA_ERR_FORMAT. spec receives the
+ * canonical spec; loss (may be NULL) the metadata's "lca.loss", softmax
+ * cross-entropy when absent (a caller may train or allocate another loss:
+ * the loss is not a property of the weights). */
+lca_status lca_checkpoint_model_spec(const char *path, const char *requested, char *spec,
+                                     size_t capacity, lca_loss_kind *loss);
 /* Resume state: everything lca_trainer_step depends on besides the data and
  * config (parameters, optimizer state, per-parameter totals, iteration), as
  * a safetensors file. Loading it into a trainer made with the same model,

@@ -84,32 +84,41 @@ public struct Attribution: Sendable, Hashable, Codable {
 ///   - from: the starting checkpoint (safetensors, as `lca train` writes).
 ///   - to: the final checkpoint; its tensors must match `from`'s.
 ///   - data: the examples whose mean loss is allocated.
-///   - modelSpec: the model spec; nil reads it from `from`'s metadata. When
-///     given it must be the spec the checkpoint records.
-///   - loss: the loss to allocate; nil = the loss `from` records.
+///   - modelSpec: the model spec; nil reads it from `from`'s metadata. It
+///     is needed for checkpoints written by other tools (no `lca.model`
+///     metadata); when both exist they must describe the same model.
+///   - loss: the loss to allocate; nil = the loss `from` records
+///     (cross-entropy when it records none).
 ///   - configuration: integrator settings (`lcaThreshold`,
 ///     `lcaMaxSubintervals`, `evalChunk`). When its `validation` holds out
 ///     examples (a count or a fraction; `.automatic` counts as none here),
 ///     the loss is evaluated on the remaining training split chosen exactly
 ///     as a `Trainer` with the same seed chooses it, so that the result
 ///     matches a training run's LCA; otherwise on every example.
+///   - conversions: called once per checkpoint whose tensors were
+///     converted to F32 (F16, BF16, F64), to tell the user.
 public func attribute(from: String, to: String, data: Dataset, modelSpec: String? = nil, loss: Loss? = nil,
-                      configuration: TrainingConfiguration = TrainingConfiguration()) throws -> Attribution {
-    let recorded = try Model.readSpec(checkpoint: from)
+                      configuration: TrainingConfiguration = TrainingConfiguration(),
+                      conversions: ((CheckpointConversion) -> Void)? = nil) throws -> Attribution {
+    let recorded = try Model.checkpointSpec(from, requested: modelSpec)
     let model = try Model(spec: recorded.spec, loss: loss ?? recorded.loss)
-    if let modelSpec {
-        let requested = try Model(spec: modelSpec, loss: recorded.loss)
-        guard requested.spec == model.spec else {
-            throw LCAError(code: .mismatch, message: "\(from): checkpoint holds model \(model.spec), not the requested \(requested.spec)")
+    // `to` without a spec in its metadata (another tool's file) is read as `from`'s model; any
+    // other problem with `to` surfaces from checkpointSpec below
+    var toRequested = modelSpec
+    if toRequested == nil {
+        do { _ = try Model.readSpec(checkpoint: to) } catch let error as LCAError where error.code == .format {
+            toRequested = model.spec
         }
     }
-    let toSpec = try Model.readSpec(checkpoint: to)
+    let toSpec = try Model.checkpointSpec(to, requested: toRequested)
     let toModel = try Model(spec: toSpec.spec, loss: model.loss)
     guard toModel.spec == model.spec else {
         throw LCAError(code: .mismatch, message: "\(to): checkpoint holds model \(toModel.spec), but \(from) holds \(model.spec)")
     }
-    try model.loadCheckpoint(from)
-    try toModel.loadCheckpoint(to)
+    for (checkpoint, target) in [(from, model), (to, toModel)] {
+        let conversion = try target.loadCheckpointReporting(checkpoint)
+        if !conversion.isEmpty { conversions?(conversion) }
+    }
     let start = model.parameters, end = toModel.parameters
 
     var indices: [UInt32]? = nil

@@ -79,6 +79,45 @@ public struct CheckpointSpec: Sendable, Hashable {
     public var loss: Loss
 }
 
+/// What loading a checkpoint converted: files written by other tools
+/// (PyTorch's `safetensors.torch.save_file`) may hold F16, BF16 or F64
+/// tensors, which are converted to F32 on load: F16 and BF16 exactly
+/// (every value is a float32 value), F64 rounded to nearest.
+public struct CheckpointConversion: Sendable, Hashable {
+    /// The checkpoint's path.
+    public var path: String
+    /// The iteration in the checkpoint's metadata (0 when absent).
+    public var iteration: UInt64
+    /// Tensors converted from F16.
+    public var f16Tensors: Int
+    /// Tensors converted from BF16.
+    public var bf16Tensors: Int
+    /// Tensors converted from F64.
+    public var f64Tensors: Int
+    /// Values in those F64 tensors.
+    public var f64Values: Int
+    /// Of those, the values float32 holds only rounded.
+    public var f64Rounded: Int
+
+    /// True when every tensor was F32 (loaded bit for bit).
+    public var isEmpty: Bool { f16Tensors + bf16Tensors + f64Tensors == 0 }
+
+    /// One line for stderr saying what was converted, or nil when nothing
+    /// was: "lca: note: a.safetensors: converted to F32 on load: 2 F64
+    /// tensors (rounded to nearest: 3 of 8 values changed)".
+    public var notice: String? {
+        if isEmpty { return nil }
+        func tensors(_ n: Int, _ dtype: String) -> String { "\(n) \(dtype) tensor\(n == 1 ? "" : "s")" }
+        var parts: [String] = []
+        let exact = [(f16Tensors, "F16"), (bf16Tensors, "BF16")].filter { $0.0 > 0 }.map { tensors($0.0, $0.1) }
+        if !exact.isEmpty { parts.append(exact.joined(separator: ", ") + " (exact)") }
+        if f64Tensors > 0 {
+            parts.append(tensors(f64Tensors, "F64") + " (rounded to nearest: \(f64Rounded) of \(f64Values) values changed)")
+        }
+        return "lca: note: \(path): converted to F32 on load: \(parts.joined(separator: "; "))\n"
+    }
+}
+
 /// A neural network: its architecture and its float32 parameters.
 ///
 /// A `Model` owns the core's model handle. It is a reference type because
@@ -144,6 +183,37 @@ public final class Model {
         return (model, iteration)
     }
 
+    /// Builds the model for a checkpoint, which may come from another tool
+    /// (no lca metadata, F16/BF16/F64 tensors), and loads its weights.
+    /// - Parameters:
+    ///   - spec: the model spec; nil takes the checkpoint's `lca.model`.
+    ///     When both exist they must describe the same model.
+    ///   - loss: the loss; nil takes the checkpoint's `lca.loss`
+    ///     (cross-entropy when absent).
+    /// - Returns: the model and what the load converted.
+    public static func load(checkpoint path: String, spec: String?, loss: Loss? = nil) throws
+        -> (model: Model, conversion: CheckpointConversion) {
+        let described = try Model.checkpointSpec(path, requested: spec)
+        let model = try Model(spec: described.spec, loss: loss ?? described.loss)
+        let conversion = try model.loadCheckpointReporting(path)
+        return (model, conversion)
+    }
+
+    /// The model to load a checkpoint into: `requested` when given, else
+    /// the spec in the checkpoint's metadata (`lca.model`); when both
+    /// exist they must describe the same model (an error names both), and
+    /// when neither does the error asks for a spec. The loss is the
+    /// metadata's, cross-entropy when absent.
+    public static func checkpointSpec(_ path: String, requested: String?) throws -> CheckpointSpec {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY
+        try buffer.withUnsafeMutableBufferPointer { storage in
+            try check(lca_checkpoint_model_spec(path, requested, storage.baseAddress, storage.count, &loss))
+        }
+        let spec = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return CheckpointSpec(spec: spec, loss: Loss(loss))
+    }
+
     /// Reads the model spec and loss from a checkpoint's metadata.
     public static func readSpec(checkpoint path: String) throws -> CheckpointSpec {
         var buffer = [CChar](repeating: 0, count: 4096)
@@ -203,13 +273,30 @@ public final class Model {
     }
 
     /// Loads parameters from a safetensors checkpoint; names and shapes
-    /// must match this model.
+    /// must match this model. F16, BF16 and F64 tensors are converted to
+    /// F32 (see `loadCheckpointReporting(_:)`).
     /// - Returns: the iteration stored in the checkpoint.
     @discardableResult
     public func loadCheckpoint(_ path: String) throws -> UInt64 {
-        var iteration: UInt64 = 0
-        try check(lca_checkpoint_load(path, handle, &iteration))
-        return iteration
+        try loadCheckpointReporting(path).iteration
+    }
+
+    /// Loads parameters from a safetensors checkpoint, as written by lca or
+    /// by another tool: every tensor of this model must be in the file
+    /// under its name and with its shape (a missing name gives an error
+    /// listing the expected and found names and how to rename), as F32
+    /// (bit for bit), F16 or BF16 (exact) or F64 (rounded to nearest); a
+    /// non-finite or out-of-range value fails naming the tensor. On
+    /// failure the parameters are unchanged.
+    /// - Returns: the iteration and what was converted.
+    @discardableResult
+    public func loadCheckpointReporting(_ path: String) throws -> CheckpointConversion {
+        var report = lca_checkpoint_report()
+        try check(lca_checkpoint_load_report(path, handle, &report))
+        return CheckpointConversion(path: path, iteration: report.iteration,
+                                    f16Tensors: Int(report.f16_tensors), bf16Tensors: Int(report.bf16_tensors),
+                                    f64Tensors: Int(report.f64_tensors), f64Values: Int(report.f64_values),
+                                    f64Rounded: Int(report.f64_rounded))
     }
 
     /// Saves the parameters as a safetensors checkpoint (PyTorch names,

@@ -9,9 +9,10 @@ struct Attribute: ParsableCommand {
         discussion: """
             Integrates the gradient along the straight line from --from to --to (composite \
             Simpson, refined while |residual| > threshold) on every example of --data, or on the \
-            training split left by --validation. The model spec comes from the checkpoint's \
-            lca.model metadata, or from --model when the checkpoint has none (a checkpoint \
-            saved by PyTorch). Prints a per-tensor table, or one JSON object with --json.
+            training split left by --validation. The model spec comes from the checkpoints' \
+            metadata, or from --model for checkpoints saved by other tools such as PyTorch \
+            (docs/checkpoints.md); F16, BF16 and F64 tensors are converted to F32, with a note \
+            on stderr. Prints a per-tensor table, or one JSON object with --json.
             """
     )
 
@@ -27,10 +28,10 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
     var labels: String?
 
-    @Option(help: ArgumentHelp("Model spec (as lca train --model): used when the checkpoint has no lca.model metadata; must agree with it when it has.", valueName: "spec"))
+    @Option(help: ArgumentHelp("Model spec; required when the checkpoint's metadata has none (saved by PyTorch), else it must describe the same model as the metadata (default: the metadata's).", valueName: "spec"))
     var model: String?
 
-    @Option(help: "Loss to allocate: ce or mse (default: the checkpoint's).")
+    @Option(help: "Loss to allocate: ce or mse (default: the checkpoint's, ce when its metadata has none).")
     var loss: Loss?
 
     @OptionGroup var integrator: IntegratorOptions
@@ -62,8 +63,11 @@ struct Attribute: ParsableCommand {
             if let seed { configuration.seed = seed }
             configuration.validation = ValidationSize(parsing: validation)!
             let dataset = try Dataset(source: data, labels: labels)
+            var noted: Set<String> = [] // once per file, also when --from and --to are the same
             let result = try attribute(from: from, to: to, data: dataset, modelSpec: model, loss: loss,
-                                       configuration: configuration)
+                                       configuration: configuration) { conversion in
+                if let notice = conversion.notice, noted.insert(conversion.path).inserted { Output.stderr(notice) }
+            }
             try Output.stdout(json ? result.json + "\n" : result.table)
         }
     }

@@ -38,13 +38,13 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
     var labels: String?
 
-    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10), 'lenet', 'resnet20', layer widths joined by '-' (64-32-10), or a layer list such as \"input(1,28,28) conv(20,5) relu maxpool(2) dense(10)\" (docs/models.md). (default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's)", valueName: "spec"))
+    @Option(help: ArgumentHelp("Model: 'fc' (784-100-50-10), 'lenet', 'resnet20', layer widths joined by '-' (64-32-10), or a layer list such as \"input(1,28,28) conv(20,5) relu maxpool(2) dense(10)\" (docs/models.md). (default: fc for 784-feature data, else <features>-32-<classes>; with --init, the checkpoint's, and then required when its metadata has none, as in files saved by PyTorch, else it must describe the same model)", valueName: "spec"))
     var model: String?
 
-    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). \(Defaults.note(Defaults.loss))")
+    @Option(help: "Loss: ce (softmax cross-entropy) or mse (mean squared error). (default: \(Defaults.loss); with --init, the checkpoint's, \(Defaults.loss) when its metadata has none)")
     var loss: Loss?
 
-    @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation.", valueName: "checkpoint"))
+    @Option(help: ArgumentHelp("Start from this checkpoint's weights instead of a fresh initialisation; lca's or another tool's (docs/checkpoints.md: F16, BF16 and F64 tensors are converted to F32, with a note).", valueName: "checkpoint"))
     var `init`: String?
 
     // MARK: optimisation
@@ -200,6 +200,20 @@ struct Train: ParsableCommand {
                          saveEvery: saveEvery, epochs: epochCount)
     }
 
+    /// The recipe, with --init's model resolved: --model or the checkpoint's metadata (both
+    /// when present must agree; a file saved by PyTorch has none), its loss unless --loss, and
+    /// a note when its tensors are converted to F32.
+    func initialRecipe() throws -> RunRecipe {
+        var recipe = recipe()
+        if let initial = self.`init` {
+            let loaded = try Model.load(checkpoint: initial, spec: model, loss: loss)
+            recipe.model = loaded.model.spec
+            recipe.loss = loaded.model.loss
+            if let notice = loaded.conversion.notice, !quiet { Output.stderr(notice) }
+        }
+        return recipe
+    }
+
     func run() throws {
         try Report.failures {
             if let threads { Core.threads = threads }
@@ -210,10 +224,10 @@ struct Train: ParsableCommand {
             if let resume {
                 run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)
             } else if output == "-" {
-                run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
+                run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
                                                                             log: "-", tensorBoard: tensorboard))
             } else {
-                run = try TrainingRun(recipe: recipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
+                run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
                                                                             tensorBoard: tensorboard))
             }
             installInterruptHandler()

@@ -6,12 +6,17 @@
  * (json + numpy, no safetensors package) read a file written here and write
  * one for the reader; runs a table of corrupt files that must give clear
  * errors with the file name and a byte offset; mutates a valid file at
- * random; and makes writes fail midway (a file-size limit, a folder in the
- * way of path.tmp, a read-only folder) to check that the old file survives.
+ * random; makes writes fail midway (a file-size limit, a folder in the
+ * way of path.tmp, a read-only folder) to check that the old file survives;
+ * and checks the conversion of F16, BF16 (every bit pattern, against their
+ * definition) and F64 to F32, and checkpoints as other tools write them
+ * (no lca metadata, other dtypes, nn.Sequential names), built by hand.
  */
 #include "internal.h"
+#include "model.h" /* batch norm running statistics, for the conversion test */
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -661,6 +666,389 @@ static void test_atomic(void) {
     free(old);
 }
 
+/* ------------------------------------------- conversion to F32 on load */
+
+/* A file: 8-byte length, header text, then the n data bytes. */
+static void write_st_data(const char *path, const char *header, const void *data, size_t n) {
+    size_t h = strlen(header);
+    uint8_t *bytes = calloc(1, 8 + h + n);
+    for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)((uint64_t)h >> (8 * i));
+    memcpy(bytes + 8, header, h);
+    if (n) memcpy(bytes + 8 + h, data, n);
+    write_bytes(path, bytes, 8 + h + n);
+    free(bytes);
+}
+
+static uint32_t float_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* binary16 and bfloat16 by their definition, in double arithmetic (not by
+ * moving bits as the core does): (−1)^s × 2^(e − bias) × (1 + m / 2^p), or
+ * × 2^(1 − bias) × (m / 2^p) for e = 0. Exact: every value fits a double. */
+static double reference_half(uint16_t h, bool bf16) {
+    int mantissa_bits = bf16 ? 7 : 10, bias = bf16 ? 127 : 15;
+    int e = (h >> mantissa_bits) & (bf16 ? 0xFF : 0x1F);
+    double m = (double)(h & ((1u << mantissa_bits) - 1)) / (double)(1u << mantissa_bits);
+    double v = e == 0 ? ldexp(m, 1 - bias) : ldexp(1.0 + m, e - bias);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* Every finite F16 and BF16 bit pattern converts exactly (±0 keep their
+ * sign, subnormals included); every Inf and NaN pattern fails. */
+static void test_half_exhaustive(void) {
+    for (int bf = 0; bf < 2; bf++) {
+        const char *dtype = bf ? "BF16" : "F16";
+        static uint16_t patterns[65536];
+        static float out[65536];
+        size_t finite = 0;
+        for (uint32_t h = 0; h < 65536; h++) {
+            bool special = bf ? (h & 0x7F80) == 0x7F80 : (h & 0x7C00) == 0x7C00;
+            if (!special) patterns[finite++] = (uint16_t)h;
+        }
+        lca_st_tensor t = {.name = "all", .dtype = dtype, .rank = 1, .shape = {(int64_t)finite},
+                           .data = patterns, .bytes = 2 * finite};
+        size_t rounded = 99;
+        lca_status status = lca_safetensors_to_f32(NULL, &t, out, &rounded);
+        CHECK(status == LCA_OK && rounded == 0, "%s: status %d, rounded %zu: %s", dtype, status,
+              rounded, lca_last_error());
+        size_t wrong = 0, subnormal = 0;
+        for (size_t i = 0; status == LCA_OK && i < finite; i++) {
+            double want = reference_half(patterns[i], bf);
+            bool same = (double)out[i] == want && signbit(out[i]) == ((patterns[i] & 0x8000) != 0);
+            if (!same && wrong++ < 3)
+                printf("  %s 0x%04x: got %a, expected %a\n", dtype, patterns[i], out[i], want);
+            if (want != 0 && fabs(want) < (bf ? 0x1p-126 : 0x1p-14)) subnormal++;
+        }
+        CHECK(wrong == 0, "%s: %zu of %zu values differ from the definition", dtype, wrong, finite);
+        printf("conversion: %zu finite %s patterns (%zu subnormal, ±0) exact; worst difference 0\n",
+               finite, dtype, subnormal);
+        /* each Inf / NaN pattern, alone and after finite values, fails naming the element */
+        const uint16_t specials[][2] = {{0x7C00, 0xFC00}, {0x7F80, 0xFF80}};
+        const uint16_t nans[] = {bf ? 0x7FC0 : 0x7E00, bf ? 0xFF81 : 0xFC01};
+        uint16_t bad[3] = {0x3C00, 0, 0};
+        for (int k = 0; k < 4; k++) {
+            bad[2] = k < 2 ? specials[bf][k] : nans[k - 2];
+            lca_st_tensor b = {.name = "w", .dtype = dtype, .rank = 1, .shape = {3}, .data = bad,
+                               .bytes = 6};
+            status = lca_safetensors_to_f32(NULL, &b, out, NULL);
+            const char *want = k == 0 ? "+Inf" : k == 1 ? "-Inf" : "NaN";
+            CHECK(status == LCA_ERR_NUMERIC && strstr(lca_last_error(), "\"w\"") &&
+                      strstr(lca_last_error(), "element 2") && strstr(lca_last_error(), want),
+                  "%s 0x%04x: status %d: %s", dtype, bad[2], status, lca_last_error());
+        }
+        printf("conversion: %s Inf/NaN → %s\n", dtype, lca_last_error());
+    }
+}
+
+/* F64 → F32: round to nearest, ties to even, the count of changed values;
+ * out of range and non-finite fail. Expected values written as hex floats. */
+static void test_f64(void) {
+    const double in[] = {0.0, -0.0, 0.5, -3.0, 0.1, 1.0 + 0x1p-24, 1.0 + 3 * 0x1p-24,
+                         0x1.fffffep127, 0x1.ffffffp127 - 0x1p75, 0x1p-149, 0x1p-150 * 3, 1e-50,
+                         -1e-50};
+    const float want[] = {0.0f, -0.0f, 0.5f, -3.0f, 0x1.99999ap-4f, 1.0f, 1.0f + 0x1p-22f,
+                          0x1.fffffep127f, 0x1.fffffep127f, 0x1p-149f, 0x1p-148f, 0.0f, -0.0f};
+    enum { N = sizeof in / sizeof in[0] };
+    /* changed: 0.1, the two ties... 1+2^-24 (tie → even 1), 1+3·2^-24 (tie → even),
+     * just below the overflow threshold, 3·2^-150 (tie → 2^-148), ±1e-50 */
+    const size_t want_rounded = 7;
+    float out[N];
+    lca_st_tensor t = {.name = "w", .dtype = "F64", .rank = 1, .shape = {N}, .data = in,
+                       .bytes = sizeof in};
+    size_t rounded = 0;
+    lca_status status = lca_safetensors_to_f32(NULL, &t, out, &rounded);
+    CHECK(status == LCA_OK, "F64: %s", lca_last_error());
+    size_t wrong = 0;
+    for (int i = 0; status == LCA_OK && i < N; i++)
+        if (float_bits(out[i]) != float_bits(want[i])) {
+            wrong++;
+            printf("  F64 %a: got %a, expected %a\n", in[i], out[i], want[i]);
+        }
+    CHECK(wrong == 0 && rounded == want_rounded, "F64: %zu wrong, %zu rounded (expected %zu)",
+          wrong, rounded, want_rounded);
+    printf("conversion: %d F64 values (ties, subnormal and FLT_MAX edges) as expected, %zu "
+           "rounded\n", N, rounded);
+    const double bad[] = {0x1.ffffffp127, -0x1.ffffffp127, 1e300, INFINITY, -INFINITY, NAN};
+    const char *says[] = {"outside F32", "outside F32", "outside F32", "+Inf", "-Inf", "NaN"};
+    for (int k = 0; k < 6; k++) {
+        double values[2] = {1.0, bad[k]};
+        lca_st_tensor b = {.name = "fc2.bias", .dtype = "F64", .rank = 1, .shape = {2},
+                           .data = values, .bytes = sizeof values};
+        status = lca_safetensors_to_f32(NULL, &b, out, NULL);
+        CHECK(status == LCA_ERR_NUMERIC && strstr(lca_last_error(), "\"fc2.bias\"") &&
+                  strstr(lca_last_error(), "element 1") && strstr(lca_last_error(), says[k]),
+              "F64 %a: status %d: %s", bad[k], status, lca_last_error());
+        if (k == 0) printf("conversion: F64 out of range → %s\n", lca_last_error());
+    }
+    lca_st_tensor i32 = {.name = "w", .dtype = "I32", .rank = 1, .shape = {1}, .data = out,
+                         .bytes = 4};
+    status = lca_safetensors_to_f32(NULL, &i32, out, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && strstr(lca_last_error(), "I32"), "I32: %s",
+          lca_last_error());
+}
+
+static bool contains(const char *text, const char *part) { return strstr(text, part) != NULL; }
+
+/* Checkpoints as PyTorch writes them: no lca metadata, F16 / BF16 / F64
+ * tensors, other names. Files are built by hand here. Model "4-3-2":
+ * fc1.weight (3, 4), fc1.bias (3), fc2.weight (2, 3), fc2.bias (2). */
+static void test_foreign_checkpoints(void) {
+    lca_model *model = NULL;
+    CHECK(lca_model_new(&model, "4-3-2", LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK, "%s",
+          lca_last_error());
+    if (!model) return;
+    const size_t K = lca_model_parameter_count(model);
+    float *params = lca_model_parameters(model);
+    const char *path = temp_path("foreign.safetensors");
+
+    /* F16 weights (with a subnormal and −0), BF16 bias, F64 second layer, no metadata */
+    const uint16_t w1[12] = {0x3C00, 0x8000, 0x0001, 0x03FF, 0x0400, 0xC000,
+                             0x7BFF, 0x3555, 0x0000, 0xBC00, 0x3800, 0x1234};
+    const uint16_t b1[3] = {0x3F80, 0xBF80, 0x0001};               /* 1, −1, 2^-133 */
+    const double w2[6] = {0.1, -0.25, 1.0 + 0x1p-24, 3.0, -0.0, 1e-3};
+    const double b2[2] = {0.5, 0x1p-30};
+    uint8_t data[24 + 6 + 48 + 16];
+    memcpy(data, w1, 24);
+    memcpy(data + 24, b1, 6);
+    memcpy(data + 30, w2, 48);   /* unaligned: the reader realigns */
+    memcpy(data + 78, b2, 16);
+    const char *header =
+        "{\"fc1.weight\":" T("F16", "[3,4]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"fc2.weight\":" T("F64", "[2,3]", 30, 78) ",\"fc2.bias\":" T("F64", "[2]", 78, 94)
+        "}";
+    write_st_data(path, header, data, sizeof data);
+
+    /* no lca.model: the requested spec is used; without one, a clear error */
+    char spec[256];
+    lca_loss_kind loss = LCA_LOSS_MEAN_SQUARED_ERROR;
+    lca_status status = lca_checkpoint_model_spec(path, NULL, spec, sizeof spec, &loss);
+    CHECK(status == LCA_ERR_FORMAT && contains(lca_last_error(), "lca.model") &&
+              contains(lca_last_error(), "--model"),
+          "no metadata, no spec: status %d: %s", status, lca_last_error());
+    printf("foreign: no metadata, no spec → %s\n", lca_last_error());
+    status = lca_checkpoint_model_spec(path, "4-3-2", spec, sizeof spec, &loss);
+    CHECK(status == LCA_OK && strcmp(spec, "4-3-2") == 0 &&
+              loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY,
+          "no metadata, spec given: status %d, spec %s: %s", status, spec, lca_last_error());
+    status = lca_checkpoint_read_spec(path, spec, sizeof spec, NULL);
+    CHECK(status == LCA_ERR_FORMAT, "read_spec without metadata: status %d", status);
+
+    for (size_t i = 0; i < K; i++) params[i] = 42.0f;
+    lca_checkpoint_report report;
+    memset(&report, 0xFF, sizeof report);
+    status = lca_checkpoint_load_report(path, model, &report);
+    CHECK(status == LCA_OK, "load F16/BF16/F64: %s", lca_last_error());
+    /* the model's order: fc1.weight, fc1.bias, fc2.weight, fc2.bias */
+    float want[23];
+    for (int i = 0; i < 12; i++) want[i] = (float)reference_half(w1[i], false);
+    for (int i = 0; i < 3; i++) want[12 + i] = (float)reference_half(b1[i], true);
+    for (int i = 0; i < 6; i++) want[15 + i] = (float)w2[i];
+    for (int i = 0; i < 2; i++) want[21 + i] = (float)b2[i];
+    CHECK(K == 23, "model 4-3-2 has %zu parameters", K);
+    size_t wrong = 0;
+    for (size_t i = 0; status == LCA_OK && i < K && i < 23; i++)
+        if (float_bits(params[i]) != float_bits(want[i])) {
+            wrong++;
+            printf("  parameter %zu: got %a, expected %a\n", i, params[i], want[i]);
+        }
+    CHECK(wrong == 0, "foreign load: %zu parameters differ", wrong);
+    CHECK(status == LCA_OK && report.iteration == 0 && report.f16_tensors == 1 &&
+              report.bf16_tensors == 1 && report.f64_tensors == 2 && report.f64_values == 8 &&
+              report.f64_rounded == 3,
+          "report: iteration %llu, F16 %zu, BF16 %zu, F64 %zu (%zu values, %zu rounded)",
+          (unsigned long long)report.iteration, report.f16_tensors, report.bf16_tensors,
+          report.f64_tensors, report.f64_values, report.f64_rounded);
+    printf("foreign: loaded F16 + BF16 + F64 bit-exactly as defined; report F16 %zu, BF16 %zu, "
+           "F64 %zu (%zu of %zu values rounded)\n", report.f16_tensors, report.bf16_tensors,
+           report.f64_tensors, report.f64_rounded, report.f64_values);
+
+    /* a NaN in the last tensor: error naming it, model unchanged */
+    float *before = malloc(K * sizeof *before);
+    memcpy(before, params, K * sizeof *before);
+    const double nan_bias[2] = {0.5, NAN};
+    memcpy(data + 78, nan_bias, 16);
+    write_st_data(path, header, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    CHECK(status == LCA_ERR_NUMERIC && contains(lca_last_error(), "\"fc2.bias\"") &&
+              contains(lca_last_error(), "NaN") && memcmp(before, params, K * 4) == 0,
+          "NaN: status %d: %s", status, lca_last_error());
+    printf("foreign: NaN → %s\n", lca_last_error());
+
+    /* nn.Sequential names: an error with the expected and found names and a rename hint */
+    const char *sequential =
+        "{\"0.weight\":" T("F16", "[3,4]", 0, 24) ",\"0.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"2.weight\":" T("F64", "[2,3]", 30, 78) ",\"2.bias\":" T("F64", "[2]", 78, 94) "}";
+    memcpy(data + 78, b2, 16);
+    write_st_data(path, sequential, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    const char *m = lca_last_error();
+    CHECK(status == LCA_ERR_MISMATCH && contains(m, "fc1.weight (3, 4)") &&
+              contains(m, "fc2.bias (2)") && contains(m, "4 tensors") &&
+              contains(m, "0.weight (3, 4)") && contains(m, "2.bias (2)") &&
+              contains(m, "{\"0.weight\": \"fc1.weight\"") && contains(m, "docs/checkpoints.md") &&
+              memcmp(before, params, K * 4) == 0,
+          "sequential names: status %d: %s", status, m);
+    printf("foreign: nn.Sequential names → %s\n", m);
+
+    /* an lca.model that does not parse is reported with the file and the key */
+    const char *bad_meta =
+        "{\"__metadata__\":{\"lca.model\":\"4-x-2\"},\"fc1.weight\":" T("F16", "[3,4]", 0, 24) "}";
+    write_st_data(path, bad_meta, data, 24);
+    status = lca_checkpoint_read_spec(path, spec, sizeof spec, NULL);
+    CHECK(status != LCA_OK && contains(lca_last_error(), "foreign.safetensors: metadata lca.model: "),
+          "unparsable lca.model: status %d: %s", status, lca_last_error());
+    printf("foreign: unparsable lca.model → %s\n", lca_last_error());
+    status = lca_checkpoint_model_spec(path, "4-3-2", spec, sizeof spec, NULL);
+    CHECK(status != LCA_OK && contains(lca_last_error(), "metadata lca.model"),
+          "unparsable lca.model with a requested spec: status %d: %s", status, lca_last_error());
+
+    /* one name wrong: the example pair in the hint is that tensor's */
+    const char *one_wrong =
+        "{\"fc1.weight\":" T("F16", "[3,4]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"fc2.weight\":" T("F64", "[2,3]", 30, 78) ",\"head.bias\":" T("F64", "[2]", 78, 94) "}";
+    write_st_data(path, one_wrong, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "has no tensor \"fc2.bias\"") &&
+              contains(lca_last_error(), "{\"head.bias\": \"fc2.bias\""),
+          "one wrong name: %s", lca_last_error());
+
+    /* a wrong shape and an unconvertible dtype are named */
+    const char *shaped =
+        "{\"fc1.weight\":" T("F16", "[4,3]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"fc2.weight\":" T("F64", "[2,3]", 30, 78) ",\"fc2.bias\":" T("F64", "[2]", 78, 94) "}";
+    write_st_data(path, shaped, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "(4, 3), expected (3, 4)"),
+          "shape: %s", lca_last_error());
+    const char *ints =
+        "{\"fc1.weight\":" T("I16", "[3,4]", 0, 24) ",\"fc1.bias\":" T("BF16", "[3]", 24, 30)
+        ",\"fc2.weight\":" T("F64", "[2,3]", 30, 78) ",\"fc2.bias\":" T("F64", "[2]", 78, 94) "}";
+    write_st_data(path, ints, data, sizeof data);
+    status = lca_checkpoint_load(path, model, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "I16"), "I16: %s",
+          lca_last_error());
+    CHECK(memcmp(before, params, K * 4) == 0, "failed loads changed the model");
+
+    /* lca's own checkpoint: metadata and a requested spec must agree */
+    lca_model_initialize(model, 7);
+    memcpy(before, params, K * sizeof *before);
+    CHECK(lca_checkpoint_save(path, model, 12) == LCA_OK, "%s", lca_last_error());
+    status = lca_checkpoint_model_spec(path, "4-5-2", spec, sizeof spec, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "\"4-5-2\"") &&
+              contains(lca_last_error(), "\"4-3-2\""),
+          "disagreeing spec: status %d: %s", status, lca_last_error());
+    printf("foreign: spec disagrees with metadata → %s\n", lca_last_error());
+    status = lca_checkpoint_model_spec(path, NULL, spec, sizeof spec, NULL);
+    CHECK(status == LCA_OK && strcmp(spec, "4-3-2") == 0, "metadata spec: %s", spec);
+    status = lca_checkpoint_model_spec(path, "4-3-2", spec, sizeof spec, NULL);
+    CHECK(status == LCA_OK && strcmp(spec, "4-3-2") == 0, "agreeing spec: %s", lca_last_error());
+    lca_model *fc = NULL;
+    CHECK(lca_model_new(&fc, "fc", LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK, "fc");
+    const char *fc_path = temp_path("fc.safetensors");
+    CHECK(lca_checkpoint_save(fc_path, fc, 0) == LCA_OK, "%s", lca_last_error());
+    status = lca_checkpoint_model_spec(fc_path, "784-100-50-10", spec, sizeof spec, NULL);
+    CHECK(status == LCA_OK && strcmp(spec, lca_model_spec(fc)) == 0,
+          "canonical forms compare equal: status %d, %s: %s", status, spec, lca_last_error());
+    lca_model_free(fc);
+    remove(fc_path);
+    /* F32 files load bit for bit, and report no conversion */
+    for (size_t i = 0; i < K; i++) params[i] = 0;
+    status = lca_checkpoint_load_report(path, model, &report);
+    CHECK(status == LCA_OK && memcmp(before, params, K * 4) == 0 && report.iteration == 12 &&
+              report.f16_tensors + report.bf16_tensors + report.f64_tensors == 0,
+          "own checkpoint: status %d: %s", status, lca_last_error());
+    free(before);
+    remove(path);
+    lca_model_free(model);
+}
+
+/* Batch norm's running statistics convert too, extra tensors (PyTorch's
+ * num_batches_tracked) are ignored, and a bad statistic leaves the model
+ * as it was. The file: an lca checkpoint rewritten as F64 without metadata. */
+static void test_foreign_batchnorm(void) {
+    const char *spec = "input(1,4,4) conv(2,3) bn relu gap dense(2)";
+    lca_model *model = NULL, *loaded = NULL;
+    CHECK(lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK &&
+              lca_model_new(&loaded, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK,
+          "%s", lca_last_error());
+    if (!model || !loaded) return;
+    lca_model_initialize(model, 3);
+    lca_layer *bn = NULL;
+    for (size_t l = 0; l < model->layer_count; l++)
+        if (model->layers[l].kind == LCA_LAYER_BATCHNORM) bn = &model->layers[l];
+    CHECK(bn && bn->out_c == 2, "the model has a batch norm of 2 channels");
+    if (!bn) return;
+    bn->running_mean[0] = 0.1f, bn->running_mean[1] = -0.7f;
+    bn->running_var[0] = 1.3f, bn->running_var[1] = 0.01f;
+    const char *path = temp_path("bn.safetensors"), *f64_path = temp_path("bn64.safetensors");
+    CHECK(lca_checkpoint_save(path, model, 5) == LCA_OK, "%s", lca_last_error());
+    lca_safetensors *file = NULL;
+    CHECK(lca_safetensors_read(&file, path) == LCA_OK, "%s", lca_last_error());
+    if (!file) return;
+    size_t n = lca_safetensors_count(file);
+    lca_st_tensor *tensors = calloc(n + 1, sizeof *tensors);
+    double *values[16] = {0};
+    for (size_t i = 0; i < n && i < 16; i++) {
+        tensors[i] = *lca_safetensors_tensor(file, i);
+        size_t count = tensors[i].bytes / 4;
+        values[i] = malloc(count * sizeof(double) + 1);
+        for (size_t k = 0; k < count; k++) values[i][k] = ((const float *)tensors[i].data)[k];
+        tensors[i].dtype = "F64";
+        tensors[i].data = values[i];
+        tensors[i].bytes = count * sizeof(double);
+    }
+    const int64_t tracked = 17;
+    tensors[n] = (lca_st_tensor){.name = "bn1.num_batches_tracked", .dtype = "I64", .rank = 0,
+                                 .data = &tracked, .bytes = 8};
+    CHECK(lca_safetensors_write(f64_path, tensors, n + 1, NULL, NULL, 0) == LCA_OK, "%s",
+          lca_last_error());
+    lca_checkpoint_report report;
+    lca_status status = lca_checkpoint_load_report(f64_path, loaded, &report);
+    lca_layer *bn2 = NULL;
+    for (size_t l = 0; l < loaded->layer_count; l++)
+        if (loaded->layers[l].kind == LCA_LAYER_BATCHNORM) bn2 = &loaded->layers[l];
+    size_t K = lca_model_parameter_count(model);
+    CHECK(status == LCA_OK && memcmp(lca_model_parameters(model), lca_model_parameters(loaded),
+                                     K * 4) == 0 &&
+              memcmp(bn->running_mean, bn2->running_mean, 8) == 0 &&
+              memcmp(bn->running_var, bn2->running_var, 8) == 0,
+          "F64 batch-norm checkpoint: status %d: %s", status, lca_last_error());
+    CHECK(status == LCA_OK && report.f64_tensors == n && report.f64_rounded == 0 &&
+              report.iteration == 0,
+          "F64 batch-norm report: %zu F64 tensors of %zu, %zu rounded", report.f64_tensors, n,
+          report.f64_rounded);
+    printf("foreign: batch norm (%zu tensors, running statistics included) as F64 plus an I64 "
+           "num_batches_tracked: loaded bit for bit\n", n);
+    /* running_var of the wrong shape: an error, and nothing changed */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tensors[i].name, "bn1.running_var") == 0) {
+            tensors[i].shape[0] = 1;
+            tensors[i].bytes = 8;
+        }
+    CHECK(lca_safetensors_write(f64_path, tensors, n + 1, NULL, NULL, 0) == LCA_OK, "%s",
+          lca_last_error());
+    lca_model_initialize(loaded, 9);
+    bn2->running_mean[0] = 5.0f;
+    float *before = malloc(K * sizeof *before);
+    memcpy(before, lca_model_parameters(loaded), K * 4);
+    status = lca_checkpoint_load(f64_path, loaded, NULL);
+    CHECK(status == LCA_ERR_MISMATCH && contains(lca_last_error(), "bn1.running_var") &&
+              memcmp(before, lca_model_parameters(loaded), K * 4) == 0 &&
+              bn2->running_mean[0] == 5.0f,
+          "bad running_var: status %d, model unchanged: %s", status, lca_last_error());
+    free(before);
+    for (size_t i = 0; i < 16; i++) free(values[i]);
+    free(tensors);
+    lca_safetensors_free(file);
+    remove(path);
+    remove(f64_path);
+    lca_model_free(model);
+    lca_model_free(loaded);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep order with the python output */
     snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-test-st-XXXXXX");
@@ -673,6 +1061,10 @@ int main(void) {
     test_corrupt();
     test_mutations();
     test_atomic();
+    test_half_exhaustive();
+    test_f64();
+    test_foreign_checkpoints();
+    test_foreign_batchnorm();
 
     const char *leftovers[] = {"sample.safetensors", "empty.safetensors",
                                "corrupt.safetensors", "invalid.safetensors"};
