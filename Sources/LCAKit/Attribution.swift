@@ -102,21 +102,11 @@ public func attribute(from: String, to: String, data: Dataset, modelSpec: String
                       conversions: ((CheckpointConversion) -> Void)? = nil) throws -> Attribution {
     let recorded = try Model.checkpointSpec(from, requested: modelSpec)
     let model = try Model(spec: recorded.spec, loss: loss ?? recorded.loss)
-    // `to` without a spec in its metadata (another tool's file) is read as `from`'s model; any
-    // other problem with `to` surfaces from checkpointSpec below
-    var toRequested = modelSpec
-    if toRequested == nil {
-        do { _ = try Model.readSpec(checkpoint: to) } catch let error as LCAError where error.code == .format {
-            toRequested = model.spec
-        }
-    }
-    let toSpec = try Model.checkpointSpec(to, requested: toRequested)
-    let toModel = try Model(spec: toSpec.spec, loss: model.loss)
-    guard toModel.spec == model.spec else {
-        throw LCAError(code: .mismatch, message: "\(to): checkpoint holds model \(toModel.spec), but \(from) holds \(model.spec)")
-    }
+    // `to` must hold the same model as `from`; without metadata (another tool's file) it is read
+    // as `from`'s model
+    let toModel = try Model(spec: Model.checkpointSpec(to, requested: model.spec).spec, loss: model.loss)
     for (checkpoint, target) in [(from, model), (to, toModel)] {
-        let conversion = try target.loadCheckpointReporting(checkpoint)
+        let conversion = try target.loadCheckpoint(checkpoint)
         if !conversion.isEmpty { conversions?(conversion) }
     }
     let start = model.parameters, end = toModel.parameters

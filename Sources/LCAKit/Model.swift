@@ -173,16 +173,6 @@ public final class Model {
         unitGroups = groups
     }
 
-    /// Builds the model a checkpoint describes (spec and loss from its
-    /// metadata) and loads its weights.
-    /// - Returns: the model and the iteration stored in the checkpoint.
-    public static func load(checkpoint path: String) throws -> (model: Model, iteration: UInt64) {
-        let described = try Model.readSpec(checkpoint: path)
-        let model = try Model(spec: described.spec, loss: described.loss)
-        let iteration = try model.loadCheckpoint(path)
-        return (model, iteration)
-    }
-
     /// Builds the model for a checkpoint, which may come from another tool
     /// (no lca metadata, F16/BF16/F64 tensors), and loads its weights.
     /// - Parameters:
@@ -191,11 +181,11 @@ public final class Model {
     ///   - loss: the loss; nil takes the checkpoint's `lca.loss`
     ///     (cross-entropy when absent).
     /// - Returns: the model and what the load converted.
-    public static func load(checkpoint path: String, spec: String?, loss: Loss? = nil) throws
+    public static func load(checkpoint path: String, spec: String? = nil, loss: Loss? = nil) throws
         -> (model: Model, conversion: CheckpointConversion) {
         let described = try Model.checkpointSpec(path, requested: spec)
         let model = try Model(spec: described.spec, loss: loss ?? described.loss)
-        let conversion = try model.loadCheckpointReporting(path)
+        let conversion = try model.loadCheckpoint(path)
         return (model, conversion)
     }
 
@@ -204,22 +194,11 @@ public final class Model {
     /// exist they must describe the same model (an error names both), and
     /// when neither does the error asks for a spec. The loss is the
     /// metadata's, cross-entropy when absent.
-    public static func checkpointSpec(_ path: String, requested: String?) throws -> CheckpointSpec {
+    public static func checkpointSpec(_ path: String, requested: String? = nil) throws -> CheckpointSpec {
         var buffer = [CChar](repeating: 0, count: 4096)
         var loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY
         try buffer.withUnsafeMutableBufferPointer { storage in
             try check(lca_checkpoint_model_spec(path, requested, storage.baseAddress, storage.count, &loss))
-        }
-        let spec = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        return CheckpointSpec(spec: spec, loss: Loss(loss))
-    }
-
-    /// Reads the model spec and loss from a checkpoint's metadata.
-    public static func readSpec(checkpoint path: String) throws -> CheckpointSpec {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        var loss = LCA_LOSS_SOFTMAX_CROSS_ENTROPY
-        try buffer.withUnsafeMutableBufferPointer { storage in
-            try check(lca_checkpoint_read_spec(path, storage.baseAddress, storage.count, &loss))
         }
         let spec = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return CheckpointSpec(spec: spec, loss: Loss(loss))
@@ -272,15 +251,6 @@ public final class Model {
         lca_model_initialize(handle, seed)
     }
 
-    /// Loads parameters from a safetensors checkpoint; names and shapes
-    /// must match this model. F16, BF16 and F64 tensors are converted to
-    /// F32 (see `loadCheckpointReporting(_:)`).
-    /// - Returns: the iteration stored in the checkpoint.
-    @discardableResult
-    public func loadCheckpoint(_ path: String) throws -> UInt64 {
-        try loadCheckpointReporting(path).iteration
-    }
-
     /// Loads parameters from a safetensors checkpoint, as written by lca or
     /// by another tool: every tensor of this model must be in the file
     /// under its name and with its shape (a missing name gives an error
@@ -290,7 +260,7 @@ public final class Model {
     /// failure the parameters are unchanged.
     /// - Returns: the iteration and what was converted.
     @discardableResult
-    public func loadCheckpointReporting(_ path: String) throws -> CheckpointConversion {
+    public func loadCheckpoint(_ path: String) throws -> CheckpointConversion {
         var report = lca_checkpoint_report()
         try check(lca_checkpoint_load_report(path, handle, &report))
         return CheckpointConversion(path: path, iteration: report.iteration,

@@ -245,6 +245,10 @@ public final class TrainingRun {
     public let control: RunControl
     /// The summary so far.
     public private(set) var summary: RunSummary
+    /// What loading `recipe.initCheckpoint` converted (F16, BF16 or F64
+    /// tensors to F32), for a notice; nil without an initial checkpoint or
+    /// on a resumed run.
+    public let initialConversion: CheckpointConversion?
     private var log: LogWriter?
     private let resumed: Bool
     private var started = false
@@ -265,19 +269,22 @@ public final class TrainingRun {
         }
         var recipe = recipe
         let data = try recipe.data.open()
-        // The model: explicit spec, else the initial checkpoint's, else the data's default.
+        // The model: explicit spec, else the initial checkpoint's, else the
+        // data's default. A checkpoint without lca.model metadata (saved by
+        // PyTorch) needs the explicit spec; one with it must agree.
         var spec = recipe.model
         var loss = recipe.loss
-        if spec == nil, let initial = recipe.initCheckpoint {
-            let described = try Model.readSpec(checkpoint: initial)
+        if let initial = recipe.initCheckpoint {
+            let described = try Model.checkpointSpec(initial, requested: recipe.model)
+            if spec == nil { loss = described.loss }
             spec = described.spec
-            loss = described.loss
         }
         let model = try Model(spec: spec ?? data.defaultModelSpec, loss: loss)
         try model.checkFits(data)
         if let initial = recipe.initCheckpoint {
-            try model.loadCheckpoint(initial)
+            initialConversion = try model.loadCheckpoint(initial)
         } else {
+            initialConversion = nil
             model.initialize(seed: recipe.configuration.seed)
         }
         recipe.model = model.spec
@@ -354,6 +361,7 @@ public final class TrainingRun {
         self.trainer = trainer
         self.control = RunControl(trainer: trainer)
         self.summary = summary
+        self.initialConversion = nil
         self.resumed = true
         self.log = try LogWriter(resuming: folder.log, trainer: trainer)
     }

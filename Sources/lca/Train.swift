@@ -203,13 +203,12 @@ struct Train: ParsableCommand {
     /// The recipe, with --init's model resolved: --model or the checkpoint's metadata (both
     /// when present must agree; a file saved by PyTorch has none), its loss unless --loss, and
     /// a note when its tensors are converted to F32.
+    /// The recipe, with the initial checkpoint's loss when --init is given
+    /// without --loss (TrainingRun resolves the model and loads the file).
     func initialRecipe() throws -> RunRecipe {
         var recipe = recipe()
-        if let initial = self.`init` {
-            let loaded = try Model.load(checkpoint: initial, spec: model, loss: loss)
-            recipe.model = loaded.model.spec
-            recipe.loss = loaded.model.loss
-            if let notice = loaded.conversion.notice, !quiet { Output.stderr(notice) }
+        if let initial = self.`init`, loss == nil {
+            recipe.loss = try Model.checkpointSpec(initial, requested: model).loss
         }
         return recipe
     }
@@ -230,6 +229,7 @@ struct Train: ParsableCommand {
                 run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
                                                                             tensorBoard: tensorboard))
             }
+            if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
             let summary: RunSummary

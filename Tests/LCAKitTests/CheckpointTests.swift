@@ -74,7 +74,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertGreaterThan(nudged, 300)
         XCTAssertEqual(conversion.notice, "lca: note: \(foreign): converted to F32 on load: 2 F64 tensors (rounded to nearest: \(nudged) of 650 values changed)\n")
         // lca's own file: nothing converted, no notice; the metadata and a disagreeing spec name both
-        let ownLoad = try model.loadCheckpointReporting(own)
+        let ownLoad = try model.loadCheckpoint(own)
         XCTAssertTrue(ownLoad.isEmpty)
         XCTAssertNil(ownLoad.notice)
         XCTAssertEqual(ownLoad.iteration, 3)
