@@ -148,8 +148,10 @@ const char *lca_safetensors_path(const lca_safetensors *file);
 
 /* ---- threads.c */
 /* An OpenMP parallel loop over independent iterations when cond holds
- * (enough work to pay for the threads); nothing without OpenMP. Each
- * iteration writes its own memory, so the bytes never depend on it. */
+ * (enough work to pay for the threads), in a core built with -fopenmp;
+ * nothing otherwise (the pthreads back end: these loops then run on the
+ * calling thread). Each iteration writes its own memory, so the bytes never
+ * depend on it. */
 #define LCA_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
 /* num_threads: the core's setting (lca_set_threads), not OpenMP's default */
@@ -160,9 +162,24 @@ const char *lca_safetensors_path(const lca_safetensors *file);
 #endif
 #define LCA_PARALLEL_WORK 32768 /* elements below which one thread is faster */
 
-/* Run body(i, context) for i in [0, count) over the threads; iterations
- * are independent and each writes its own memory. */
+/* Run body(i, context) for i in [0, count) over the threads (contiguous
+ * blocks of indices); iterations are independent and each writes its own
+ * memory. Inside a loop or a team it runs on the calling thread. */
 typedef void (*lca_parallel_body)(size_t index, void *context);
 void lca_parallel_for(size_t count, lca_parallel_body body, void *context);
+
+/* Run body(member, context) for member in [0, threads), each member on a
+ * thread of its own where there is one (member 0 on the caller), and return
+ * when all have returned. Members run in turn on one thread inside a loop or
+ * a team, when another thread of the program holds the pool, or when the
+ * system gives fewer threads, so a member may wait only for work another
+ * member has already taken (which that member is running), never for a
+ * member to start. */
+typedef void (*lca_team_body)(size_t member, void *context);
+void lca_parallel_team(size_t threads, lca_team_body body, void *context);
+
+/* Threads a parallel call made here would use: 1 inside a loop or a team,
+ * else lca_threads(). */
+int lca_parallel_threads(void);
 
 #endif /* LCA_INTERNAL_H */

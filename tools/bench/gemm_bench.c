@@ -153,8 +153,8 @@ int main(int argc, char **argv) {
         }
     }
     lca_gemm_select_kernel(NULL);
-    printf("automatic kernel %s, OpenMP %s, %d rounds\n", lca_gemm_kernel_name(),
-           lca_has_openmp() ? "yes" : "no", rounds);
+    printf("automatic kernel %s, thread back end %s, %d rounds\n", lca_gemm_kernel_name(),
+           lca_thread_backend(), rounds);
 
     static double best[SHAPES][KERNELS][2]; /* GFLOP/s at 1 and 2 threads */
     double peak256 = 0, peak512 = 0;
