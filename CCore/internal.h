@@ -168,11 +168,12 @@ const char *lca_safetensors_path(const lca_safetensors *file);
 typedef void (*lca_parallel_body)(size_t index, void *context);
 void lca_parallel_for(size_t count, lca_parallel_body body, void *context);
 
-/* Run body(member, context) for member in [0, threads), each member on a
- * thread of its own where there is one (member 0 on the caller), and return
- * when all have returned. Members run in turn on one thread inside a loop or
- * a team, when another thread of the program holds the pool, or when the
- * system gives fewer threads, so a member may wait only for work another
+/* Run body(member, context) once for each member in [0, threads), on up to
+ * that many threads at once (the caller's among them), and return when all
+ * have returned. Which thread runs which member is not fixed: a thread that
+ * finishes a member takes the next one not yet started, and inside a loop
+ * or a team, or when another thread of the program holds the pool, one
+ * thread runs them all in turn. So a member may wait only for work another
  * member has already taken (which that member is running), never for a
  * member to start. */
 typedef void (*lca_team_body)(size_t member, void *context);

@@ -89,35 +89,45 @@ static int default_threads(void) {
     return online > 0 ? (int)online : 1;
 }
 
-/* The pool. One job at a time: a caller that finds the pool busy (another
- * thread of the program runs a parallel call) runs its job on its own
- * thread instead of waiting. Member 0 of a team is the caller; members 1 …
- * are workers 1 …, which pick a job up by its generation number. After a
- * job a worker spins for a short while before it sleeps, since the core
- * makes many parallel calls per training step (two-thread GEMMs a few
- * microseconds apart) and a condition-variable wake-up costs tens of
- * microseconds. */
+/* The pool. A job is a count of items (team members, or blocks of a
+ * loop's indices) that the caller and the workers it wakes take one at a
+ * time from a shared counter, so every item runs exactly once, on whichever
+ * thread takes it: a worker that wakes late finds the items taken and
+ * leaves, and the caller never waits for a thread that has not started.
+ * (Which thread runs an item never changes the bytes: items write disjoint
+ * memory.) The caller then waits only for the workers that joined.
+ *
+ * One job at a time: a caller that finds the pool busy (another thread of
+ * the program runs a parallel call) runs its items itself. After a job a
+ * worker spins for a short while before it sleeps: the core makes many
+ * parallel calls per training step (two-thread GEMMs microseconds apart),
+ * and a sleeping thread takes tens of microseconds to wake (libomp's
+ * workers spin for 200 ms by default). */
 #define MAX_WORKERS 255
-#define SPIN_NANOSECONDS 200000 /* 0.2 ms (libomp spins 200 ms by default) */
-#define JOB_GENERATION(job) ((job) >> 8)
-#define JOB_MEMBERS(job) ((size_t)((job) & 0xff)) /* members 1 … of the job: ≤ MAX_WORKERS */
+#define SPIN_NANOSECONDS 1000000 /* 1 ms */
+/* the job word: generation << 9 | closed << 8 | workers asked to join */
+#define JOB_CLOSED ((uint64_t)1 << 8)
+#define JOB_WORKERS(job) ((size_t)((job) & 0xff))
+#define JOB_NEXT_GENERATION(job) ((((job) >> 9) + 1) << 9)
+
+typedef void (*item_body)(size_t item, void *context);
 
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;      /* a new job, for workers that sleep */
-    pthread_cond_t done;      /* the last worker of a job finished */
-    size_t workers;           /* started: members 1 … workers; under lock */
+    pthread_cond_t done;      /* the last worker in a job left it */
+    size_t workers;           /* started: workers 1 … workers; under lock */
     size_t sleepers;          /* workers waiting on wake; under lock */
     bool caller_waits;        /* the caller waits on done; under lock */
-    /* generation << 8 | the job's workers, in one word so that a worker
-     * reads a job's size with its number */
-    _Atomic uint64_t job;
-    atomic_size_t pending;    /* workers of the current job still running */
+    _Atomic uint64_t job;     /* the current job's word (above) */
+    atomic_size_t next;       /* the next item to take */
+    atomic_size_t inside;     /* workers inside the current job */
     atomic_flag busy;         /* a job is being run (held by its caller) */
-    /* the current job, written before job is raised, read only by its
-     * members, and not rewritten before the last of them finished */
-    lca_team_body body;
+    /* the current job: written before its word is published, read only by
+     * workers inside it, which the caller waits for before it returns */
+    item_body body;
     void *context;
+    size_t items;
 } pool = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
@@ -125,7 +135,7 @@ static struct {
     .busy = ATOMIC_FLAG_INIT,
 };
 
-/* the job word when each worker was started (the worker waits for the next) */
+/* the job word when each worker was started (the worker waits for a newer) */
 static uint64_t job_at_start[MAX_WORKERS + 1];
 
 /* true on a pool worker, and on a caller while its job runs */
@@ -149,49 +159,47 @@ static uint64_t now_nanoseconds(void) {
 static uint64_t spin_for_job(uint64_t seen) {
     uint64_t start = now_nanoseconds();
     for (unsigned round = 1;; round++) {
-        uint64_t job = atomic_load_explicit(&pool.job, memory_order_acquire);
+        uint64_t job = atomic_load(&pool.job);
         if (job != seen) return job;
         spin_pause();
         if (round % 64 == 0 && now_nanoseconds() - start > SPIN_NANOSECONDS) return seen;
     }
 }
 
-/* Whether the current job's workers all finished within the spin time. */
-static bool spin_for_workers(void) {
-    uint64_t start = now_nanoseconds();
-    for (unsigned round = 1;; round++) {
-        if (atomic_load_explicit(&pool.pending, memory_order_acquire) == 0) return true;
-        spin_pause();
-        if (round % 64 == 0 && now_nanoseconds() - start > SPIN_NANOSECONDS) return false;
+static void take_items(void) {
+    for (size_t item; (item = atomic_fetch_add(&pool.next, 1)) < pool.items;)
+        pool.body(item, pool.context);
+}
+
+static void leave_job(void) {
+    if (atomic_fetch_sub(&pool.inside, 1) == 1) {
+        pthread_mutex_lock(&pool.lock);
+        if (pool.caller_waits) pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.lock);
     }
 }
 
 static void *worker_main(void *argument) {
-    size_t member = (size_t)(uintptr_t)argument;
+    size_t worker = (size_t)(uintptr_t)argument;
     in_parallel = true;
-    uint64_t seen = job_at_start[member];
+    uint64_t seen = job_at_start[worker];
     for (;;) {
         uint64_t job = spin_for_job(seen);
         if (job == seen) {
             pthread_mutex_lock(&pool.lock);
             pool.sleepers++;
-            while ((job = atomic_load_explicit(&pool.job, memory_order_acquire)) == seen)
-                pthread_cond_wait(&pool.wake, &pool.lock);
+            while ((job = atomic_load(&pool.job)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
             pool.sleepers--;
             pthread_mutex_unlock(&pool.lock);
         }
         seen = job;
-        /* A job ends only when its last worker finished, so a member reads
-         * its own job's body here; a worker outside this job skips it (it
-         * may have skipped older ones: it was outside them too, or they
-         * could not have ended). */
-        if (member > JOB_MEMBERS(job)) continue;
-        pool.body(member, pool.context);
-        if (atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool.lock);
-            if (pool.caller_waits) pthread_cond_signal(&pool.done);
-            pthread_mutex_unlock(&pool.lock);
-        }
+        if ((job & JOB_CLOSED) || worker > JOB_WORKERS(job)) continue;
+        /* Enter, then make sure the job is still open: the caller closes
+         * it before it counts who is inside (all sequentially consistent),
+         * so either it counts this worker or this worker sees it closed. */
+        atomic_fetch_add(&pool.inside, 1);
+        if (atomic_load(&pool.job) == job) take_items();
+        leave_job();
     }
     return NULL;
 }
@@ -202,16 +210,16 @@ static size_t start_workers(size_t wanted) {
     if (wanted > MAX_WORKERS) wanted = MAX_WORKERS;
     pthread_mutex_lock(&pool.lock);
     while (pool.workers < wanted) {
-        size_t member = pool.workers + 1;
-        job_at_start[member] = atomic_load_explicit(&pool.job, memory_order_relaxed);
+        size_t worker = pool.workers + 1;
+        job_at_start[worker] = atomic_load(&pool.job);
         pthread_attr_t attributes;
         pthread_t thread;
         if (pthread_attr_init(&attributes) != 0) break;
         pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-        int failed = pthread_create(&thread, &attributes, worker_main, (void *)(uintptr_t)member);
+        int failed = pthread_create(&thread, &attributes, worker_main, (void *)(uintptr_t)worker);
         pthread_attr_destroy(&attributes);
         if (failed) break; /* fewer threads: slower, the same bytes */
-        pool.workers = member;
+        pool.workers = worker;
     }
     size_t workers = pool.workers;
     pthread_mutex_unlock(&pool.lock);
@@ -227,7 +235,7 @@ static void forget_workers_in_child(void) {
     pool.workers = 0;
     pool.sleepers = 0;
     pool.caller_waits = false;
-    atomic_store(&pool.pending, 0);
+    atomic_store(&pool.inside, 0);
     atomic_flag_clear(&pool.busy);
     in_parallel = false;
 }
@@ -235,70 +243,80 @@ static void forget_workers_in_child(void) {
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
 static void install_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers_in_child); }
 
-int lca_parallel_threads(void) { return in_parallel ? 1 : lca_threads(); }
-
-void lca_parallel_team(size_t threads, lca_team_body body, void *context) {
-    if (threads == 0) threads = 1;
-    if (threads == 1 || in_parallel ||
-        atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
-        /* one thread runs every member in turn */
-        for (size_t member = 0; member < threads; member++) body(member, context);
+/* Run body(item) for item in [0, items) on the caller and up to threads − 1
+ * workers. */
+static void run_items(size_t items, size_t threads, item_body body, void *context) {
+    if (threads > items) threads = items;
+    if (threads <= 1 || in_parallel || atomic_flag_test_and_set(&pool.busy)) {
+        for (size_t item = 0; item < items; item++) body(item, context);
         return;
     }
     pthread_once(&fork_handler_once, install_fork_handler);
     size_t workers = start_workers(threads - 1);
     if (workers > threads - 1) workers = threads - 1;
-    if (workers > 0) {
-        pool.body = body;
-        pool.context = context;
-        atomic_store_explicit(&pool.pending, workers, memory_order_relaxed);
-        uint64_t job = atomic_load_explicit(&pool.job, memory_order_relaxed);
-        atomic_store_explicit(&pool.job, ((JOB_GENERATION(job) + 1) << 8) | workers,
-                              memory_order_release);
-        pthread_mutex_lock(&pool.lock);
-        if (pool.sleepers) pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
-    }
+    pool.body = body;
+    pool.context = context;
+    pool.items = items;
+    atomic_store(&pool.next, 0);
+    uint64_t job = JOB_NEXT_GENERATION(atomic_load(&pool.job)) | workers;
+    atomic_store(&pool.job, job);
+    pthread_mutex_lock(&pool.lock);
+    if (pool.sleepers) pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+
     in_parallel = true;
-    body(0, context);
-    /* members the system gave no thread for run here, after member 0 */
-    for (size_t member = workers + 1; member < threads; member++) body(member, context);
+    take_items();
     in_parallel = false;
-    if (workers > 0 && !spin_for_workers()) {
-        pthread_mutex_lock(&pool.lock);
-        pool.caller_waits = true;
-        while (atomic_load_explicit(&pool.pending, memory_order_acquire) != 0)
-            pthread_cond_wait(&pool.done, &pool.lock);
-        pool.caller_waits = false;
-        pthread_mutex_unlock(&pool.lock);
+
+    /* close the job, then wait for the workers inside it */
+    atomic_store(&pool.job, job | JOB_CLOSED);
+    uint64_t start = now_nanoseconds();
+    for (unsigned round = 1; atomic_load(&pool.inside) != 0; round++) {
+        spin_pause();
+        if (round % 64 == 0 && now_nanoseconds() - start > SPIN_NANOSECONDS) {
+            pthread_mutex_lock(&pool.lock);
+            pool.caller_waits = true;
+            while (atomic_load(&pool.inside) != 0) pthread_cond_wait(&pool.done, &pool.lock);
+            pool.caller_waits = false;
+            pthread_mutex_unlock(&pool.lock);
+            break;
+        }
     }
-    atomic_flag_clear_explicit(&pool.busy, memory_order_release);
+    atomic_flag_clear(&pool.busy);
 }
 
-/* lca_parallel_for as a team: member t runs the indices
- * [t·count/T, (t+1)·count/T), contiguous blocks as OpenMP's schedule(static). */
+int lca_parallel_threads(void) { return in_parallel ? 1 : lca_threads(); }
+
+void lca_parallel_team(size_t threads, lca_team_body body, void *context) {
+    if (threads == 0) threads = 1;
+    run_items(threads, threads, body, context);
+}
+
+/* lca_parallel_for as items: up to 4 contiguous blocks of indices per
+ * thread, so that a worker that joins late still takes a share. */
 typedef struct loop_job {
-    size_t count, members;
+    size_t count, blocks;
     lca_parallel_body body;
     void *context;
 } loop_job;
 
-static void loop_member(size_t member, void *context) {
+static void loop_block(size_t block, void *context) {
     const loop_job *job = context;
-    size_t first = member * job->count / job->members;
-    size_t end = (member + 1) * job->count / job->members;
+    size_t first = block * job->count / job->blocks;
+    size_t end = (block + 1) * job->count / job->blocks;
     for (size_t index = first; index < end; index++) job->body(index, job->context);
 }
 
 void lca_parallel_for(size_t count, lca_parallel_body body, void *context) {
     size_t threads = (size_t)lca_parallel_threads();
     if (threads > count) threads = count;
-    if (threads > 1) {
-        loop_job job = {.count = count, .members = threads, .body = body, .context = context};
-        lca_parallel_team(threads, loop_member, &job);
+    if (threads <= 1) {
+        for (size_t index = 0; index < count; index++) body(index, context);
         return;
     }
-    for (size_t index = 0; index < count; index++) body(index, context);
+    size_t blocks = 4 * threads < count ? 4 * threads : count;
+    loop_job job = {.count = count, .blocks = blocks, .body = body, .context = context};
+    run_items(blocks, threads, loop_block, &job);
 }
 
 #endif

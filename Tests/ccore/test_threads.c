@@ -4,8 +4,8 @@
  * "pthreads"; make test OPENMP=0 builds the other), docs/threads.md.
  *
  * - lca_parallel_team runs every member exactly once, at 1 … 5 threads,
- *   on as many distinct threads as members (so the core really runs more
- *   than one thread), members > 0 never on the caller;
+ *   and members that each wait for all to have started run on as many
+ *   distinct threads (so the core really runs more than one thread);
  * - a team or loop called from inside a team or loop runs all its members
  *   on the calling thread;
  * - two threads of the program calling lca_parallel_for at once each get
@@ -33,7 +33,8 @@ enum { MAX_MEMBERS = 8 };
 typedef struct team_check {
     atomic_int runs[MAX_MEMBERS];
     pthread_t thread[MAX_MEMBERS];
-    pthread_t caller;
+    size_t members;                    /* wait for this many to start (0: none) */
+    atomic_size_t started;
     atomic_int inner_parallel_threads; /* lca_parallel_threads() seen inside */
 } team_check;
 
@@ -42,9 +43,12 @@ static void team_member(size_t member, void *context) {
     atomic_fetch_add(&check->runs[member], 1);
     check->thread[member] = pthread_self();
     atomic_store(&check->inner_parallel_threads, lca_parallel_threads());
-    /* hold the thread a moment, so that the members overlap and cannot all
-     * be run one after another by one thread */
-    usleep(2000);
+    /* wait (at most 2 s) until every member has started: a thread that
+     * waits here cannot take another member, so they run on distinct
+     * threads */
+    atomic_fetch_add(&check->started, 1);
+    for (int wait = 0; wait < 20000 && atomic_load(&check->started) < check->members; wait++)
+        usleep(100);
 }
 
 static void check_team(void) {
@@ -52,7 +56,7 @@ static void check_team(void) {
         lca_set_threads((int)threads);
         team_check check;
         memset(&check, 0, sizeof check);
-        check.caller = pthread_self();
+        check.members = threads;
         lca_parallel_team(threads, team_member, &check);
         bool once = true, distinct = true;
         for (size_t m = 0; m < MAX_MEMBERS; m++)
@@ -61,9 +65,8 @@ static void check_team(void) {
             for (size_t b = a + 1; b < threads; b++)
                 distinct = distinct && !pthread_equal(check.thread[a], check.thread[b]);
         check_true(once, "team: every member exactly once", "%zu members", threads);
-        check_true(distinct && pthread_equal(check.thread[0], check.caller),
-                   "team: each member on its own thread, member 0 on the caller",
-                   "%zu members", threads);
+        check_true(distinct, "team: members that wait for each other run on distinct threads",
+                   "%zu members, %zu started together", threads, atomic_load(&check.started));
         check_true(atomic_load(&check.inner_parallel_threads) == 1,
                    "team: inside a team, lca_parallel_threads() is 1", "saw %d",
                    atomic_load(&check.inner_parallel_threads));
