@@ -86,6 +86,10 @@ $(BUILD)/header_example.c: CCore/include/lca.h
 $(BUILD)/test_header_example: $(BUILD)/header_example.c $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
 
+# One training run to a log and a checkpoint, for tools/compare-backends.
+$(BUILD)/backend_log: tools/threads/backend_log.c $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
+
 # Runs every C test; each prints its worst differences and exits non-zero
 # on failure. The last line is "N passed, N failed".
 test: $(TEST_BINARIES)
