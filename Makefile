@@ -59,7 +59,7 @@ TEST_SOURCES := $(wildcard Tests/ccore/test_*.c)
 TEST_BINARIES := $(patsubst Tests/ccore/%.c,$(BUILD)/%,$(TEST_SOURCES)) $(BUILD)/test_header_example
 TEST_SUPPORT := $(wildcard Tests/ccore/support*.c)
 
-.PHONY: all test asan valgrind clean openmp-info
+.PHONY: all test asan valgrind clean openmp-info ldlibs
 all: $(BUILD)/liblca.a $(TEST_BINARIES)
 
 $(BUILD)/core/%.o: CCore/%.c $(wildcard CCore/*.h) CCore/include/lca.h
@@ -103,6 +103,10 @@ asan:
 
 valgrind: $(TEST_BINARIES)
 	@for t in $(TEST_BINARIES); do valgrind -q --error-exitcode=1 $$t || exit 1; done
+
+# The libraries a program linked with $(BUILD)/liblca.a needs (benchmarks).
+ldlibs:
+	@echo $(LDLIBS)
 
 openmp-info:
 	@echo "CC=$(CC) (clang: $(or $(CC_IS_CLANG),no)), multiarch $(MULTIARCH)"

@@ -317,7 +317,7 @@ typedef struct packing_workspace {
 
 /* Each thread that multiplies allocates its buffers once, on its first
  * product, and keeps them: no allocation per call. A pthread key frees them
- * when the thread exits (OpenMP workers live as long as the process); the
+ * when the thread exits (pool workers live as long as the process); the
  * thread-local pointer is the fast path and keeps them visible to leak
  * checkers. */
 static _Thread_local float *thread_packing_memory; /* A_BLOCK_FLOATS + B_BLOCK_FLOATS */

@@ -19,8 +19,9 @@
  *
  *   make BUILD=build/bench build/bench/liblca.a
  *   clang -std=c11 -O2 -ICCore/include -c tools/bench/eval_pass_bench.c -o build/bench/eval_pass_bench.o
- *   clang build/bench/eval_pass_bench.o build/bench/liblca.a -lz -lm \
- *       -L/usr/lib/x86_64-linux-gnu -lomp5 -o build/bench/eval_pass_bench
+ *   clang build/bench/eval_pass_bench.o build/bench/liblca.a $(make -s ldlibs) \
+ *       -o build/bench/eval_pass_bench
+ *   (make BUILD=build/bench-pt OPENMP=0 … for the pthreads back end, docs/threads.md)
  *   ./build/bench/eval_pass_bench [threads] [repeats] [model] [chunk]   # one JSON object
  *
  * Each figure is reported as the best and the median of the repeats.
