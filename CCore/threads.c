@@ -83,8 +83,10 @@ static int default_threads(void) {
         long n = strtol(text, &end, 10);
         if (end != text && n > 0 && n <= 1024 && (*end == '\0' || *end == ',')) return (int)n;
     }
+#ifdef __linux__
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online > 0 ? (int)online : 1;
 }
