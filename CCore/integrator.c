@@ -296,7 +296,7 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         /* one chunk at a time, the threads (if any) inside its layers */
         evaluate_chunks(&p, &g->workers[0]);
     } else {
-        /* one chunk per thread, each thread with its worker */
+        /* the chunks over the threads, each team member with its own worker */
         lca_parallel_team(threads, evaluate_team_member, &p);
     }
     add_finished_chunks(&p); /* the last ones, if their threads found the adder busy */
