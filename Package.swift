@@ -3,34 +3,29 @@
 // lca: trains small neural networks and measures Loss Change Allocation
 // while they train. A C11 core (target CLCA, sources in CCore/) does the numerics; LCAKit is its Swift
 // face; `lca` is the command-line tool.
-import Foundation
 import PackageDescription
 
-// OpenMP is optional. Debian's libomp-dev puts omp.h beside clang 14's
-// headers and libomp5.so in the multiarch library folder; when both are there
-// the core is built with -fopenmp, otherwise it runs on one thread (and gives
-// the same bytes). Same detection as the Makefile.
-let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
-let ompLibraryDirectories = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
-let fileManager = FileManager.default
-let ompLibraryDirectory: String? = fileManager.fileExists(atPath: ompInclude + "/omp.h")
-    ? ompLibraryDirectories.first { fileManager.fileExists(atPath: $0 + "/libomp5.so") }
-    : nil
+// Nothing here is an unsafe flag, so that another package can depend on
+// LCAKit by version (`.package(url: …, from: "0.1.0")`; SwiftPM refuses
+// unsafeFlags in such a dependency).
+//
+// - Threads: SwiftPM builds the core without -fopenmp, so threads.c uses its
+//   pthreads back end, which needs no flag (docs/threads.md). The Makefile
+//   builds the OpenMP back end when it finds libomp; both give the same bytes.
+// - Optimisation: SwiftPM compiles C at -O0 in debug builds and -O2 in
+//   release builds, with no safe setting to change that. A consumer's release
+//   build is fast; in a debug build pass `-Xcc -O2` (tools/test does, so the
+//   project's own tests run an optimised core). No CPU-specific flags are
+//   needed: GEMM kernels are chosen at run time.
+// - C11: cLanguageStandard below.
 
-// The core runs numerics even in debug builds (tests train real nets), so it
-// is always optimised. No CPU-specific flags: kernels are chosen at run time.
-var coreFlags = ["-O2", "-std=c11"]
-var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("z"), .linkedLibrary("m")]
-if let directory = ompLibraryDirectory {
-    coreFlags += ["-fopenmp", "-I" + ompInclude]
-    coreLinkerSettings += [.unsafeFlags(["-L" + directory]), .linkedLibrary("omp5")]
-}
-
-// Release builds link the Swift runtime and Foundation statically on Linux:
-// dynamically linked, they cost about 8 MB of resident memory at start-up
-// (relocations, ICU tables), a large share of the tool's footprint on a
-// small net, and users on small machines are the ones who count it. Debug
-// builds (the tests) link dynamically, which is faster to build.
+// Release builds of the executables link the Swift runtime and Foundation
+// statically on Linux: dynamically linked, they cost about 8 MB of resident
+// memory at start-up (relocations, ICU tables), a large share of the tool's
+// footprint on a small net. This is an unsafe flag, but only on executable
+// targets, which a package that depends on the product LCAKit never builds,
+// and SwiftPM checks only the targets a dependant uses
+// (tools/consumer-test checks that it still builds).
 #if os(Linux)
 let staticRuntime: [SwiftSetting] = [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
 let staticRuntimeLink: [LinkerSetting] = [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
@@ -58,15 +53,13 @@ let package = Package(
             cSettings: [
                 .headerSearchPath("."),
                 .define("_GNU_SOURCE"),
-                .unsafeFlags(coreFlags),
             ],
-            linkerSettings: coreLinkerSettings
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
         .target(
             name: "LCAKit",
             dependencies: ["CLCA"],
-            path: "Sources/LCAKit",
-            swiftSettings: staticRuntime
+            path: "Sources/LCAKit"
         ),
         .executableTarget(
             name: "lca",
@@ -88,5 +81,6 @@ let package = Package(
             dependencies: ["LCAKit", "lca", "freeze-last-layer", "lr-sweep"],
             path: "Tests/LCAKitTests"
         ),
-    ]
+    ],
+    cLanguageStandard: .c11
 )

@@ -35,9 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__SSE2__)
 #include <emmintrin.h> /* part of every x86-64 CPU: no flag needed */
 #endif
@@ -320,7 +317,7 @@ typedef struct packing_workspace {
 
 /* Each thread that multiplies allocates its buffers once, on its first
  * product, and keeps them: no allocation per call. A pthread key frees them
- * when the thread exits (OpenMP workers live as long as the process); the
+ * when the thread exits (pool workers live as long as the process); the
  * thread-local pointer is the fast path and keeps them visible to leak
  * checkers. */
 static _Thread_local float *thread_packing_memory; /* A_BLOCK_FLOATS + B_BLOCK_FLOATS */
@@ -574,6 +571,10 @@ static void scale_c(size_t m, size_t n, float beta, float *c, size_t ldc) {
     }
 }
 
+static void gemm_region_body(size_t index, void *context) {
+    gemm_grid_region(context, index);
+}
+
 void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
                const float *a, size_t lda, const float *b, size_t ldb, float beta,
                float *c, size_t ldc) {
@@ -591,14 +592,11 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
         .kernel = current_kernel(),
     };
 
-    size_t threads = 1;
-#ifdef _OPENMP
-    /* Inside a parallel region the caller already owns the cores. */
-    if (!omp_in_parallel()) threads = (size_t)lca_threads();
+    /* Inside a parallel loop or team the caller already owns the cores. */
+    size_t threads = (size_t)lca_parallel_threads();
     double flops = 2.0 * (double)m * (double)n * (double)k;
     size_t worth_it = flops < MIN_FLOPS_PER_THREAD ? 1 : (size_t)(flops / MIN_FLOPS_PER_THREAD);
     if (threads > worth_it) threads = worth_it;
-#endif
     gemm_grid grid = {.problem = &problem};
     choose_grid(&problem, threads, &grid);
     size_t regions = grid.parts_m * grid.parts_n;
@@ -606,11 +604,9 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
         gemm_grid_region(&grid, 0);
         return;
     }
-    /* Threads split only m and n; each region runs all of k on one thread. */
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads((int)regions)
-#endif
-    for (size_t index = 0; index < regions; index++) gemm_grid_region(&grid, index);
+    /* Threads split only m and n; each region runs all of k on one thread
+     * (regions ≤ threads: one region per thread). */
+    lca_parallel_for(regions, gemm_region_body, &grid);
 }
 
 /* --------------------------------------------------------------- reference */

@@ -12,10 +12,6 @@
  * two evaluation-set gradient passes per iteration (midpoint and end). */
 #include "integrator.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -296,6 +292,11 @@ static void evaluate_chunks(eval_pass *p, lca_eval_worker *w) {
     }
 }
 
+static void evaluate_team_member(size_t member, void *context) {
+    eval_pass *p = context;
+    evaluate_chunks(p, &p->g->workers[member]);
+}
+
 lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
                              double *loss, double *gradient, bool add) {
     size_t k = g->model->parameter_count;
@@ -317,12 +318,8 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         /* one chunk at a time, the threads (if any) inside its layers */
         evaluate_chunks(&p, &g->workers[0]);
     } else {
-#ifdef _OPENMP
-#pragma omp parallel num_threads((int)threads)
-        evaluate_chunks(&p, &g->workers[omp_get_thread_num()]);
-#else
-        evaluate_chunks(&p, &g->workers[0]);
-#endif
+        /* the chunks over the threads, each team member with its own worker */
+        lca_parallel_team(threads, evaluate_team_member, &p);
     }
     add_finished_chunks(&p); /* the last ones, if their threads found the adder busy */
     if (atomic_load(&p.failed)) {

@@ -178,8 +178,10 @@ lca_status lca_safetensors_to_f32(const lca_safetensors *file, const lca_st_tens
 
 /* ---- threads.c */
 /* An OpenMP parallel loop over independent iterations when cond holds
- * (enough work to pay for the threads); nothing without OpenMP. Each
- * iteration writes its own memory, so the bytes never depend on it. */
+ * (enough work to pay for the threads), in a core built with -fopenmp;
+ * nothing otherwise (the pthreads back end: these loops then run on the
+ * calling thread). Each iteration writes its own memory, so the bytes never
+ * depend on it. */
 #define LCA_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
 /* num_threads: the core's setting (lca_set_threads), not OpenMP's default */
@@ -190,9 +192,25 @@ lca_status lca_safetensors_to_f32(const lca_safetensors *file, const lca_st_tens
 #endif
 #define LCA_PARALLEL_WORK 32768 /* elements below which one thread is faster */
 
-/* Run body(i, context) for i in [0, count) over the threads; iterations
- * are independent and each writes its own memory. */
+/* Run body(i, context) for i in [0, count) over the threads (contiguous
+ * blocks of indices); iterations are independent and each writes its own
+ * memory. Inside a loop or a team it runs on the calling thread. */
 typedef void (*lca_parallel_body)(size_t index, void *context);
 void lca_parallel_for(size_t count, lca_parallel_body body, void *context);
+
+/* Run body(member, context) once for each member in [0, threads), on up to
+ * that many threads at once (the caller's among them), and return when all
+ * have returned. Which thread runs which member is not fixed: a thread that
+ * finishes a member takes the next one not yet started, and inside a loop
+ * or a team, or when another thread of the program holds the pool, one
+ * thread runs them all in turn. So a member may wait only for work another
+ * member has already taken (which that member is running), never for a
+ * member to start. */
+typedef void (*lca_team_body)(size_t member, void *context);
+void lca_parallel_team(size_t threads, lca_team_body body, void *context);
+
+/* Threads a parallel call made here would use: 1 inside a loop or a team,
+ * else lca_threads(). */
+int lca_parallel_threads(void);
 
 #endif /* LCA_INTERNAL_H */

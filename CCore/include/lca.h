@@ -123,11 +123,14 @@ const char *lca_last_error(void);
 
 /* ---------------------------------------------------------------- threads */
 
-/* 1 if the core was built with OpenMP, else 0 (then everything runs on one
- * thread and is still correct). */
-int lca_has_openmp(void);
-/* Number of threads used by later calls; 0 = the OpenMP default. Results do
- * not depend on it. Ignored without OpenMP. */
+/* The thread back end the core was built with: "openmp" (compiled with
+ * -fopenmp) or "pthreads" (otherwise; a pool of POSIX threads). Both run
+ * the same work split the same way and give the same bytes
+ * (docs/threads.md). */
+const char *lca_thread_backend(void);
+/* Number of threads used by later calls; 0 (the default) = the first number
+ * of OMP_NUM_THREADS if it is set, else the CPUs this process may run on.
+ * Results do not depend on it. */
 void lca_set_threads(int threads);
 int lca_threads(void);
 /* Name of the GEMM micro-kernel chosen at run time ("avx512", "avx2-fma" or

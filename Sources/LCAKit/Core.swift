@@ -6,12 +6,14 @@ public enum Core {
     /// The core's version ("0.1.0").
     public static var version: String { LCA_VERSION_STRING }
 
-    /// True when the core was built with OpenMP. Without it everything runs
-    /// on one thread and gives the same results.
-    public static var hasOpenMP: Bool { lca_has_openmp() != 0 }
+    /// The thread back end the core was built with: "pthreads" (a pool of
+    /// POSIX threads; what SwiftPM builds) or "openmp" (a core compiled with
+    /// -fopenmp). Both give the same results.
+    public static var threadBackend: String { String(cString: lca_thread_backend()) }
 
-    /// Threads used by later calls into the core; 0 means the OpenMP
-    /// default. Results do not depend on it. Ignored without OpenMP.
+    /// Threads used by later calls into the core; 0 (the default) means the
+    /// first number of OMP_NUM_THREADS if set, else the CPUs this process may
+    /// run on. Results do not depend on it.
     public static var threads: Int {
         get { Int(lca_threads()) }
         set { lca_set_threads(Int32(clamping: newValue)) }

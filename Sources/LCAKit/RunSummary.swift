@@ -184,10 +184,10 @@ public struct RunSummary: Sendable, Codable, Hashable {
     public var peakMemoryBytes: Int
     /// Bytes the core allocated for the trainer.
     public var coreMemoryBytes: Int
-    /// Threads the core used (0 = OpenMP default), and whether it has OpenMP.
+    /// Threads the core used.
     public var threads: Int
-    /// Whether the core was built with OpenMP.
-    public var openMP: Bool
+    /// The core's thread back end ("pthreads" or "openmp", `Core.threadBackend`).
+    public var threadBackend: String
     /// Examples per evaluation chunk (0 when LCA is off or unknown).
     public var evalChunk: Int = 0
     private var finished: Bool
@@ -222,7 +222,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         peakMemoryBytes = 0
         coreMemoryBytes = trainer.memoryBytes
         threads = Core.threads
-        openMP = Core.hasOpenMP
+        threadBackend = Core.threadBackend
         evalChunk = configuration.lca ? trainer.evaluationChunk : 0
         finished = false
     }
@@ -254,7 +254,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         peakMemoryBytes = 0
         coreMemoryBytes = 0
         threads = 0
-        openMP = false
+        threadBackend = ""
         finished = false
         fromLog = true
     }
@@ -314,7 +314,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
             + (iterations > 0 ? String(format: " (%.1f ms per iteration)", perIteration * 1000) : "") + "\n"
         text += label("memory") + "peak \(Format.bytes(summary.peakMemoryBytes)) (process), "
             + "\(Format.bytes(coreMemoryBytes)) allocated by the core\n"
-        text += label("threads") + (openMP ? (threads == 0 ? "OpenMP default" : "\(threads)") : "1 (built without OpenMP)")
+        text += label("threads") + "\(threads) (\(threadBackend))"
             + ", matrix kernel \(Core.gemmKernelName)\n"
         if evalChunk > 0 { text += label("evaluation chunk") + "\(evalChunk) examples\n" }
         return text
@@ -331,8 +331,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case model, loss, parameters, data, lca, firstIteration, lastIteration, iterations
         case batchLossFirst, batchLossLast, train, validation, lcaThreshold, wallSeconds
-        case peakMemoryBytes, coreMemoryBytes, threads, evalChunk
-        case openMP = "openmp" // "open_mp" would come back as "openMp"
+        case peakMemoryBytes, coreMemoryBytes, threads, threadBackend, evalChunk
     }
 
     /// Decodes a finished summary.
@@ -355,7 +354,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         peakMemoryBytes = try c.decode(Int.self, forKey: .peakMemoryBytes)
         coreMemoryBytes = try c.decode(Int.self, forKey: .coreMemoryBytes)
         threads = try c.decode(Int.self, forKey: .threads)
-        openMP = try c.decode(Bool.self, forKey: .openMP)
+        threadBackend = try c.decode(String.self, forKey: .threadBackend)
         evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? 0
         finished = true
     }
@@ -380,7 +379,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         try c.encode(peakMemoryBytes, forKey: .peakMemoryBytes)
         try c.encode(coreMemoryBytes, forKey: .coreMemoryBytes)
         try c.encode(threads, forKey: .threads)
-        try c.encode(openMP, forKey: .openMP)
+        try c.encode(threadBackend, forKey: .threadBackend)
         try c.encode(evalChunk, forKey: .evalChunk)
     }
 }

@@ -42,7 +42,7 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("Seed of the validation split. \(Defaults.note(Defaults.configuration.seed))", valueName: "n"))
     var seed: UInt64?
 
-    @Option(help: ArgumentHelp("Threads for the core (0 = OpenMP default); results do not depend on it.", valueName: "n"))
+    @Option(help: ArgumentHelp("Threads for the core (0 = OMP_NUM_THREADS if set, else the CPUs available); results do not depend on it.", valueName: "n"))
     var threads: Int?
 
     @Flag(help: "Print one JSON object instead of the table.")

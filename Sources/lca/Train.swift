@@ -112,7 +112,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue the run in this folder from its state.safetensors, with its config.json.", valueName: "rundir"))
     var resume: String?
 
-    @Option(help: ArgumentHelp("Threads for the core (0 = OpenMP default); results do not depend on it.", valueName: "n"))
+    @Option(help: ArgumentHelp("Threads for the core (0 = OMP_NUM_THREADS if set, else the CPUs available); results do not depend on it.", valueName: "n"))
     var threads: Int?
 
     @Option(help: ArgumentHelp("Also write TensorBoard event files here, live, one event per iteration (tensorboard --logdir DIR).", valueName: "dir"))
@@ -216,9 +216,6 @@ struct Train: ParsableCommand {
     func run() throws {
         try Report.failures {
             if let threads { Core.threads = threads }
-            if !Core.hasOpenMP && !quiet {
-                Output.stderr("lca: built without OpenMP; for multi-core speed: apt-get install libomp-dev, then rebuild (swift build -c release)\n")
-            }
             let run: TrainingRun
             if let resume {
                 run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)

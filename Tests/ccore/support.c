@@ -17,8 +17,8 @@ static int checks_failed;
 
 void test_begin(const char *name) {
     current_test = name;
-    printf("%s: lca %s, OpenMP %s, %d thread(s), GEMM kernel %s\n", name, LCA_VERSION_STRING,
-           lca_has_openmp() ? "on" : "off", lca_threads(), lca_gemm_kernel_name());
+    printf("%s: lca %s, threads %s, %d thread(s), GEMM kernel %s\n", name, LCA_VERSION_STRING,
+           lca_thread_backend(), lca_threads(), lca_gemm_kernel_name());
     fflush(stdout);
 }
 

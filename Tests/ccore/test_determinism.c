@@ -4,8 +4,8 @@
  * refine, validation view on) with 1, 2 and 3 threads must write
  * byte-identical logs (lca_log_*) and checkpoints (lca_checkpoint_save):
  * fixed reduction order and fixed chunking make the bytes independent of
- * the thread count (style.md, lca.h). Without OpenMP the thread count is
- * ignored and the test only shows that two runs agree; it says so.
+ * the thread count (style.md, lca.h), with either thread back end
+ * (OpenMP or pthreads, docs/threads.md).
  */
 #include "support.h"
 
@@ -96,9 +96,7 @@ static void compare_files(const char *what, const char *a_path, const char *b_pa
 
 int main(void) {
     test_begin("test_determinism");
-    if (!lca_has_openmp())
-        printf("     built without OpenMP: the thread count is ignored, so this only checks "
-               "that repeated runs give the same bytes\n");
+    printf("     thread back end: %s\n", lca_thread_backend());
     lca_dataset *data;
     REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
 

@@ -10,11 +10,10 @@
  * Flops: 2·N·OC·OH·OW·C·KH·KW for the forward pass and for each of the two
  * backward products; "backward" is dx + dweight (twice the forward flops).
  *
- *   make build/liblca.a
- *   clang -std=c11 -O2 -fopenmp -I/usr/lib/llvm-14/lib/clang/14.0.6/include \
- *       -ICCore/include -ICCore -c tools/bench/conv_bench.c -o build/conv_bench.o
- *   clang build/conv_bench.o build/liblca.a -lz -lm -L/usr/lib/x86_64-linux-gnu \
- *       -lomp5 -o build/conv_bench
+ *   make build/liblca.a              # OpenMP when found; OPENMP=0: pthreads
+ *   clang -std=c11 -O2 -ICCore/include -ICCore -D_GNU_SOURCE \
+ *       -c tools/bench/conv_bench.c -o build/conv_bench.o
+ *   clang build/conv_bench.o build/liblca.a $(make -s ldlibs) -o build/conv_bench
  *   ./build/conv_bench [N]            # N examples, default 250
  *
  * On a shared machine the numbers move by 10-20% from run to run (far more

@@ -19,8 +19,9 @@
  *
  *   make BUILD=build/bench build/bench/liblca.a
  *   clang -std=c11 -O2 -ICCore/include -c tools/bench/eval_pass_bench.c -o build/bench/eval_pass_bench.o
- *   clang build/bench/eval_pass_bench.o build/bench/liblca.a -lz -lm \
- *       -L/usr/lib/x86_64-linux-gnu -lomp5 -o build/bench/eval_pass_bench
+ *   clang build/bench/eval_pass_bench.o build/bench/liblca.a $(make -s ldlibs) \
+ *       -o build/bench/eval_pass_bench
+ *   (make BUILD=build/bench-pt OPENMP=0 … for the pthreads back end, docs/threads.md)
  *   ./build/bench/eval_pass_bench [threads] [repeats] [model] [chunk]   # one JSON object
  *
  * Each figure is reported as the best and the median of the repeats.
@@ -131,13 +132,13 @@ int main(int argc, char **argv) {
     }
     double pass_best = best(pass, repeats), kernel_best = best(kernel, repeats);
     double pass_median = median(pass, repeats), kernel_median = median(kernel, repeats);
-    printf("{\"model\": \"%s\", \"threads\": %d, \"omp\": %d, \"kernel\": \"%s\", \"examples\": %zu, "
+    printf("{\"model\": \"%s\", \"threads\": %d, \"backend\": \"%s\", \"kernel\": \"%s\", \"examples\": %zu, "
            "\"chunk\": %zu, \"chunks\": %zu, \"gflop\": %.4f, \"repeats\": %d, \"loss\": %.6f, "
            "\"pass_best_s\": %.5f, \"pass_median_s\": %.5f, "
            "\"pass_gflops_best\": %.2f, \"pass_gflops_median\": %.2f, "
            "\"kernel_best_s\": %.5f, \"kernel_median_s\": %.5f, "
            "\"kernel_gflops_best\": %.2f, \"kernel_gflops_median\": %.2f}\n",
-           lca_model_spec(model), lca_threads(), lca_has_openmp(), lca_gemm_kernel_name(), count,
+           lca_model_spec(model), lca_threads(), lca_thread_backend(), lca_gemm_kernel_name(), count,
            chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
            gflop / pass_median, kernel_best, kernel_median, gflop / kernel_best,
            gflop / kernel_median);

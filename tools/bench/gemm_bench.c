@@ -5,15 +5,14 @@
  * core (a register-only loop of independent FMAs, 256-bit and, where the CPU
  * has it, 512-bit). Each call is timed whole, packing included.
  *
- *   make build/liblca.a
- *   clang -std=c11 -O2 -fopenmp -I/usr/lib/llvm-14/lib/clang/14.0.6/include \
- *       -ICCore/include -ICCore -c tools/bench/gemm_bench.c -o build/gemm_bench.o
- *   clang build/gemm_bench.o build/liblca.a -lz -lm -L/usr/lib/x86_64-linux-gnu \
- *       -lomp5 -o build/gemm_bench        # link as the Makefile does, without -fopenmp
+ *   make build/liblca.a              # OpenMP when found; OPENMP=0: pthreads
+ *   clang -std=c11 -O2 -ICCore/include -ICCore -D_GNU_SOURCE \
+ *       -c tools/bench/gemm_bench.c -o build/gemm_bench.o
+ *   clang build/gemm_bench.o build/liblca.a $(make -s ldlibs) -o build/gemm_bench
  *   ./build/gemm_bench [kernel ...] [--rounds N]
  *       kernels: portable, avx2-fma, avx512 (default: every one this CPU runs)
  *
- * Without OpenMP the 2-thread column repeats the 1-thread one. On a shared
+ * On a shared
  * machine the numbers move by 10-40% from run to run: each cell is the best
  * of at least 7 calls (more for small shapes, about 0.2 s), and the best of
  * N rounds of the whole table (default 3), the least disturbed one. For
@@ -153,8 +152,8 @@ int main(int argc, char **argv) {
         }
     }
     lca_gemm_select_kernel(NULL);
-    printf("automatic kernel %s, OpenMP %s, %d rounds\n", lca_gemm_kernel_name(),
-           lca_has_openmp() ? "yes" : "no", rounds);
+    printf("automatic kernel %s, thread back end %s, %d rounds\n", lca_gemm_kernel_name(),
+           lca_thread_backend(), rounds);
 
     static double best[SHAPES][KERNELS][2]; /* GFLOP/s at 1 and 2 threads */
     double peak256 = 0, peak512 = 0;

@@ -57,8 +57,6 @@ BENCH = os.path.join(ROOT, "tools", "bench")
 BUILD = os.path.join(ROOT, "build", "bench")
 LCA = os.path.join(ROOT, ".build", "release", "lca")
 LCA_RUN = LCA  # the copy that is measured (set by build)
-OMP_INCLUDE = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
-OMP_LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
 
 # Targets of issue 5 (never lowered here): (key, description, limit, direction)
 TARGET_FC_TIME = 0.5      # ours / PyTorch, time per LCA iteration, FC
@@ -148,8 +146,8 @@ def build(args):
         log("make failed; retrying in 120 s")
         time.sleep(120)
     cc = shutil.which("clang") or shutil.which("cc")
-    omp_dir = next((d for d in OMP_LIB_DIRS if os.path.exists(os.path.join(d, "libomp5.so"))), None)
-    omp_libs = ["-L" + omp_dir, "-lomp5"] if omp_dir and os.path.exists(OMP_INCLUDE + "/omp.h") else []
+    # what the Makefile links (libomp when it found OpenMP, docs/threads.md)
+    omp_libs = run(["make", "-s", "BUILD=build/bench", "ldlibs"]).stdout.split()
     run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-ICCore/include", "-c",
          "tools/bench/eval_pass_bench.c", "-o", f"{BUILD}/eval_pass_bench.o"])
     run([cc, f"{BUILD}/eval_pass_bench.o", f"{BUILD}/liblca.a", "-lz", "-lm", *omp_libs,
