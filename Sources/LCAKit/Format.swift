@@ -62,19 +62,17 @@ enum Format {
 /// Hand-written JSON pieces for outputs whose key order and number format
 /// are part of the interface.
 enum JSONText {
-    /// A JSON string literal.
+    /// A JSON string literal: quote and backslash escaped, every other
+    /// control character as \u00XX (the rule of the core's log header,
+    /// json.c), everything else as it is.
     static func string(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) }
-                else { out.unicodeScalars.append(scalar) }
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out + "\""

@@ -90,25 +90,12 @@ public struct LogColumns: Sendable {
     /// One JSON object on one line (with a newline) for a record's bytes,
     /// keys in column order.
     public func jsonLine(_ record: ArraySlice<UInt8>) -> String {
-        "{" + columns.map { "\(Self.jsonQuoted($0.name)): \(text($0, in: record, json: true))" }.joined(separator: ", ") + "}\n"
+        "{" + columns.map { "\(JSONText.string($0.name)): \(text($0, in: record, json: true))" }.joined(separator: ", ") + "}\n"
     }
 
     static func csvQuoted(_ text: String) -> String {
         text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
             ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
-    }
-
-    static func jsonQuoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     /// The numpy dtype description of a record, as the `.npy` header

@@ -22,7 +22,7 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("Final checkpoint (safetensors).", valueName: "checkpoint"))
     var to: String
 
-    @Option(help: ArgumentHelp("Data: 'digits', 'fashion-mnist', a folder (MNIST IDX files or CIFAR-10 binary batches), an IDX images file (with --labels), one CIFAR-10 .bin file, or 'cifar10' with LCA_CIFAR10=FOLDER.", valueName: "name|folder|file"))
+    @Option(help: ArgumentHelp(Defaults.dataSources, valueName: "name|folder|file"))
     var data: String
 
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))

@@ -10,6 +10,9 @@ enum Defaults {
     /// The loss when --loss is not given.
     static let loss = Loss.crossEntropy
 
+    /// What --data accepts (lca train and lca attribute): one sentence for both.
+    static let dataSources = "Data: 'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], an IDX images file (with --labels), or CIFAR-10 binary batches: a folder of data_batch_N.bin, one .bin file, or 'cifar10' with LCA_CIFAR10=FOLDER."
+
     /// The data when --data is not given (lca train).
     static let data = "digits"
 

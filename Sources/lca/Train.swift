@@ -32,7 +32,7 @@ struct Train: ParsableCommand {
 
     // MARK: data and model
 
-    @Option(help: ArgumentHelp("Data: 'digits' (embedded), 'fashion-mnist' (Debian's dataset-fashion-mnist), a folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], an IDX images file (with --labels), or CIFAR-10 binary batches: a folder of data_batch_N.bin, one .bin file, or 'cifar10' with LCA_CIFAR10=FOLDER. \(Defaults.note(Defaults.data))", valueName: "name|folder|file"))
+    @Option(help: ArgumentHelp("\(Defaults.dataSources) \(Defaults.note(Defaults.data))", valueName: "name|folder|file"))
     var data: String?
 
     @Option(help: ArgumentHelp("IDX labels file, when --data is an images file.", valueName: "file"))
