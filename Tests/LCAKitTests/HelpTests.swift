@@ -26,26 +26,8 @@ final class HelpTests: XCTestCase {
 
     /// Runs `lca arguments` with a fixed COLUMNS and colour off.
     static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = try CLI.executable()
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["COLUMNS"] = columns
-        environment["NO_COLOR"] = "1"
-        environment.merge(extra) { $1 }
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let errorData = LockedData()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { errorData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errorData.get(), as: UTF8.self))
+        let result = try CLI.run(arguments, environment: extra.merging(["COLUMNS": columns]) { first, _ in first })
+        return (result.status, String(decoding: result.stdout, as: UTF8.self), result.stderr)
     }
 
     /// `diff -u expected actual` of two texts, for a failure message.

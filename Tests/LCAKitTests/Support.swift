@@ -37,15 +37,17 @@ enum CLI {
         throw XCTSkip("the lca executable was not found next to the tests (\(candidates.map(\.path))); run swift build first")
     }
 
-    /// Runs `lca arguments` in `directory` and collects its output.
+    /// Runs `lca arguments` in `directory`, with colour off and `extra`
+    /// added to the environment, and collects its output.
     @discardableResult
-    static func run(_ arguments: [String], in directory: URL? = nil) throws -> Result {
+    static func run(_ arguments: [String], in directory: URL? = nil, environment extra: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = try executable()
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = directory }
         var environment = ProcessInfo.processInfo.environment
         environment["NO_COLOR"] = "1"
+        environment.merge(extra) { $1 }
         process.environment = environment
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
