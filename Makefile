@@ -91,11 +91,12 @@ $(BUILD)/backend_log: tools/threads/backend_log.c $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
 
 # Runs every C test; each prints its worst differences and exits non-zero
-# on failure. The last line is "N passed, N failed".
+# on failure. The last line is "N passed, N failed". The tests read data
+# only from the repository: Tests/data, through LCA_TEST_DATA.
 test: $(TEST_BINARIES)
 	@passed=0; failed=0; for t in $(TEST_BINARIES); do \
 	  echo "== $$t"; \
-	  if (cd $(BUILD) && LCA_SHARED=$(abspath ../shared) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
+	  if (cd $(BUILD) && LCA_TEST_DATA=$(abspath Tests/data) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
 	done; echo "ccore: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
 asan:

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Write CCore/data_digits.c: the gzip bytes of the UCI 8x8 digits as C arrays.
 
-    python3 tools/embed_digits.py [SHARED_DATA_DIR]
+    python3 tools/embed_digits.py [DATA_DIR]
 
-SHARED_DATA_DIR defaults to ../shared/data next to the repository (or
-$LCA_SHARED/data). The script checks the SHA-256 of the decompressed files
-against the values documented in that folder's README before writing, so a
+DATA_DIR defaults to the repository's Tests/data (or $LCA_TEST_DATA). The
+script checks the SHA-256 of the decompressed files against the values
+documented in Tests/data/README.md before writing, so a
 changed input cannot slip into the build unnoticed.
 """
 import gzip
@@ -61,10 +61,10 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if len(sys.argv) > 1:
         data_dir = sys.argv[1]
-    elif os.environ.get("LCA_SHARED"):
-        data_dir = os.path.join(os.environ["LCA_SHARED"], "data")
+    elif os.environ.get("LCA_TEST_DATA"):
+        data_dir = os.environ["LCA_TEST_DATA"]
     else:
-        data_dir = os.path.join(root, "..", "shared", "data")
+        data_dir = os.path.join(root, "Tests", "data")
     hashes, arrays = [], []
     for name, file_name, expected in FILES:
         with open(os.path.join(data_dir, file_name), "rb") as f:

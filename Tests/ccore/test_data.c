@@ -1,8 +1,10 @@
 /*
  * test_data.c: data sets, IDX files and gzip (CCore/data.c).
  *
- * Checks the embedded digits against the SHA-256 values documented in
- * ../shared/data/README.md (with a small SHA-256 below), round-trips IDX
+ * Checks the SHA-256 of every file in Tests/data against Tests/data/SHA256SUMS
+ * (and that each data file there is listed), the embedded digits against the
+ * SHA-256 values documented in Tests/data/README.md (with a small SHA-256
+ * below) and against Tests/data's .gz files, round-trips IDX
  * files this test writes (plain, gzip, multi-member gzip, folders), runs a
  * table of corrupt files that must each give LCA_ERR_FORMAT with the file
  * name and a byte offset, checks the streaming reader against zlib's
@@ -11,8 +13,11 @@
  * gzip file cut at many offsets (derived from what zlib decodes of the
  * prefix) and for cut plain, corrupt gzip, empty and oversized-header
  * files, checks gather's scaling, mutates valid files at random (no crash,
- * only OK or a format error), and loads Fashion-MNIST and the shared MNIST
- * subset when they are on the machine.
+ * only OK or a format error), loads the MNIST subset of Tests/data, and
+ * Fashion-MNIST when Debian's package is installed (a loud SKIP otherwise).
+ *
+ * Tests/data is found through $LCA_TEST_DATA (make test sets it); when it is
+ * not set the tests that need it FAIL: the data is part of the repository.
  */
 #include "internal.h"
 #include "support.h"
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -193,6 +199,75 @@ static uint8_t *make_idx(uint8_t type, const uint32_t *dims, int rank, const uin
 
 /* ------------------------------------------------------------------ tests */
 
+/* Tests/data, from $LCA_TEST_DATA (make test sets it to the absolute path);
+ * NULL, with a failure counted, when it is not set. */
+static const char *test_data_dir(const char *who) {
+    const char *dir = getenv("LCA_TEST_DATA");
+    CHECK(dir && *dir, "%s: LCA_TEST_DATA is not set (make test sets it to Tests/data); the "
+          "test data is part of the repository, so this is a failure, not a skip", who);
+    return dir && *dir ? dir : NULL;
+}
+
+/* Every line of Tests/data/SHA256SUMS ("<64 hex>  <name>") names a file whose
+ * bytes have that SHA-256, and every .gz file in the folder is listed. */
+static void test_checksums(void) {
+    const char *dir = test_data_dir("checksums");
+    if (!dir) return;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/SHA256SUMS", dir);
+    FILE *sums = fopen(path, "r");
+    CHECK(sums != NULL, "%s: %s", path, strerror(errno));
+    if (!sums) return;
+    char listed[32][256];
+    int count = 0, line_number = 0;
+    char line[512];
+    while (fgets(line, sizeof line, sums)) {
+        line_number++;
+        char expected[65], name[256];
+        if (sscanf(line, "%64[0-9a-f]  %255s", expected, name) != 2 || strlen(expected) != 64) {
+            CHECK(false, "%s line %d is not \"<64 hex digits>  <file>\": %s", path,
+                  line_number, line);
+            continue;
+        }
+        if (count < 32) snprintf(listed[count++], sizeof listed[0], "%s", name);
+        char file_path[1024];
+        snprintf(file_path, sizeof file_path, "%s/%s", dir, name);
+        FILE *f = fopen(file_path, "rb");
+        CHECK(f != NULL, "%s (listed in %s line %d): %s", file_path, path, line_number,
+              strerror(errno));
+        if (!f) continue;
+        sha256 s;
+        sha256_init(&s);
+        uint8_t buffer[65536];
+        size_t n;
+        while ((n = fread(buffer, 1, sizeof buffer, f)) > 0) sha256_update(&s, buffer, n);
+        fclose(f);
+        char hex[65];
+        sha256_hex(&s, hex);
+        CHECK(strcmp(hex, expected) == 0, "%s: SHA-256 %s, %s line %d expects %s", file_path,
+              hex, path, line_number, expected);
+    }
+    fclose(sums);
+    CHECK(count >= 4, "%s lists %d files, expected at least the 4 of Tests/data/README.md",
+          path, count);
+    DIR *folder = opendir(dir);
+    CHECK(folder != NULL, "%s: %s", dir, strerror(errno));
+    if (!folder) return;
+    struct dirent *entry;
+    int unlisted = 0;
+    while ((entry = readdir(folder))) {
+        size_t length = strlen(entry->d_name);
+        if (length < 3 || strcmp(entry->d_name + length - 3, ".gz") != 0) continue;
+        bool found = false;
+        for (int i = 0; i < count; i++) found = found || strcmp(listed[i], entry->d_name) == 0;
+        if (!found) unlisted++;
+        CHECK(found, "%s/%s is not listed in %s (add it: sha256sum *.gz > SHA256SUMS)", dir,
+              entry->d_name, path);
+    }
+    closedir(folder);
+    printf("checksums: %d files of %s match SHA256SUMS, %d unlisted\n", count, dir, unlisted);
+}
+
 static void test_digits(void) {
     lca_dataset *data = NULL;
     lca_status status = lca_dataset_open(&data, "digits", NULL);
@@ -236,17 +311,12 @@ static void test_digits(void) {
     printf("digits: 1797 × 64, 10 classes, %zu–%zu per class, SHA-256 of images and labels "
            "match the README\n", lo, hi);
 
-    /* The same values as the shared .gz files, streamed from disk. */
-    const char *shared = getenv("LCA_SHARED");
-    if (!shared) {
-        printf("SKIP comparison with $LCA_SHARED/data: LCA_SHARED is not set (make test "
-               "sets it)\n");
-    } else {
+    /* The same values as Tests/data's .gz files, streamed from disk. */
+    const char *dir = test_data_dir("digits files");
+    if (dir) {
         char images_path[1024], labels_path[1024];
-        snprintf(images_path, sizeof images_path, "%s/data/digits8x8-images-idx3-ubyte.gz",
-                 shared);
-        snprintf(labels_path, sizeof labels_path, "%s/data/digits8x8-labels-idx1-ubyte.gz",
-                 shared);
+        snprintf(images_path, sizeof images_path, "%s/digits8x8-images-idx3-ubyte.gz", dir);
+        snprintf(labels_path, sizeof labels_path, "%s/digits8x8-labels-idx1-ubyte.gz", dir);
         lca_dataset *from_files = NULL;
         status = lca_dataset_open(&from_files, images_path, labels_path);
         CHECK(status == LCA_OK, "%s", lca_last_error());
@@ -900,8 +970,12 @@ static void test_fashion_mnist(void) {
         CHECK(status == LCA_ERR_IO && strstr(lca_last_error(), "apt-get install "
                                                                "dataset-fashion-mnist"),
               "missing fashion-mnist: %s", lca_last_error());
-        printf("SKIP fashion-mnist: not installed (apt-get install dataset-fashion-mnist); "
-               "checked the error says so\n");
+        printf("########################################################################\n"
+               "SKIPPED: Fashion-MNIST is not installed (%s is absent);\n"
+               "SKIPPED: its 60,000-image load and SHA-256 check did NOT run (checked only\n"
+               "SKIPPED: that the error names apt-get install dataset-fashion-mnist)\n"
+               "########################################################################\n",
+               images);
         return;
     }
     lca_dataset *data = NULL;
@@ -921,14 +995,11 @@ static void test_fashion_mnist(void) {
 }
 
 static void test_mnist5k(void) {
-    const char *shared = getenv("LCA_SHARED");
-    if (!shared) {
-        printf("SKIP mnist5k: LCA_SHARED is not set\n");
-        return;
-    }
+    const char *dir = test_data_dir("mnist5k");
+    if (!dir) return;
     char images[1024], labels[1024];
-    snprintf(images, sizeof images, "%s/data/mnist5k-images-idx3-ubyte.gz", shared);
-    snprintf(labels, sizeof labels, "%s/data/mnist5k-labels-idx1-ubyte.gz", shared);
+    snprintf(images, sizeof images, "%s/mnist5k-images-idx3-ubyte.gz", dir);
+    snprintf(labels, sizeof labels, "%s/mnist5k-labels-idx1-ubyte.gz", dir);
     lca_dataset *data = NULL;
     lca_status status = lca_dataset_open(&data, images, labels);
     CHECK(status == LCA_OK, "mnist5k: %s", lca_last_error());
@@ -969,6 +1040,7 @@ int main(void) {
         printf("cannot create a temporary folder: %s\n", strerror(errno));
         return 2;
     }
+    test_checksums();
     test_digits();
     test_gather();
     test_round_trip();

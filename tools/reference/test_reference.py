@@ -47,8 +47,9 @@ Takes about 1.5 minutes of CPU time, most of it XLA compiling and running
 float64 convolutions (2 to 3 minutes of wall time on a busy 2-core machine).
 
 Environment: LCA_BIN (the lca executable; default: swift build --show-bin-path
-from the repo root, building the product when missing), LCA_SHARED (default
-../shared from the repo root), LCA_TEST_TIMES=1 (print the elapsed time
+from the repo root, building the product when missing), LCA_TEST_DATA (the
+folder of the MNIST subset; default Tests/data of the repository, so the test
+reads nothing outside it), LCA_TEST_TIMES=1 (print the elapsed time
 before each result).
 """
 
@@ -60,13 +61,23 @@ import tempfile
 import time
 import traceback
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    print("\n".join([
+        "WARNING: " + "=" * 68,
+        "WARNING: numpy is not installed (tools/test installs it in build/venv).",
+        "WARNING: the independent reference comparison was NOT run:",
+        "WARNING: lca attribute has NOT been checked against a second autodiff library.",
+        "WARNING: " + "=" * 68]))
+    print("reference: 0 passed, 0 failed, 1 skipped")
+    sys.exit(0)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SHARED = os.environ.get("LCA_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-IMAGES = os.path.join(SHARED, "data", "mnist5k-images-idx3-ubyte.gz")
-LABELS = os.path.join(SHARED, "data", "mnist5k-labels-idx1-ubyte.gz")
+TEST_DATA = os.environ.get("LCA_TEST_DATA", os.path.join(REPO, "Tests", "data"))
+IMAGES = os.path.join(TEST_DATA, "mnist5k-images-idx3-ubyte.gz")
+LABELS = os.path.join(TEST_DATA, "mnist5k-labels-idx1-ubyte.gz")
 
 LCA_TOLERANCE = 1e-4    # per tensor, relative to the largest |LCA| over tensors
 LOSS_TOLERANCE = 1e-5   # relative
