@@ -1,0 +1,240 @@
+/* test_hostile.c: hostile input to the core (issue 12): model specs whose
+ * layers would have no output, sizes that overflow, models whose memory
+ * cannot fit (refused before allocation with the bytes needed), messages
+ * longer than the core's fixed message buffer, non-finite values in a
+ * checkpoint, and data files whose headers lie. Each case asserts the
+ * status and what the message says. */
+#include "internal.h"
+#include "support.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char temp_dir[64];
+
+static const char *temp_path(const char *name) {
+    static char paths[8][512];
+    static int next;
+    char *path = paths[next++ % 8];
+    snprintf(path, sizeof paths[0], "%s/%s", temp_dir, name);
+    return path;
+}
+
+static void write_bytes(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
+        printf("cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+}
+
+static uint8_t *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *bytes = malloc(size > 0 ? (size_t)size : 1);
+    *n = fread(bytes, 1, (size_t)size, f);
+    fclose(f);
+    return bytes;
+}
+
+/* The call failed with status and its message holds every one of the
+ * NULL-terminated parts. */
+static void expect_failure(const char *what, lca_status got, lca_status want, ...) {
+    const char *message = lca_last_error();
+    bool ok = got == want;
+    va_list parts;
+    va_start(parts, want);
+    for (const char *part; (part = va_arg(parts, const char *));)
+        if (!strstr(message, part)) {
+            ok = false;
+            printf("     missing \"%s\"\n", part);
+        }
+    va_end(parts);
+    check_true(ok, what, "status %s (want %s), message: %.600s%s", lca_status_string(got),
+               lca_status_string(want), message, strlen(message) > 600 ? "…" : "");
+}
+
+static lca_status new_model(const char *spec, lca_model **model) {
+    *model = NULL;
+    return lca_model_new(model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY);
+}
+
+static void test_zero_outputs(void) {
+    lca_model *m;
+    expect_failure("conv larger than its input (valid)", new_model("input(1,8,8) conv(4,9,valid) dense(10)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 1 \"conv(4,9,valid)\"", "kernel 9×9",
+                   "8×8 input", "0×0", NULL);
+    check_true(m == NULL, "no model on failure", "%p", (void *)m);
+    expect_failure("conv larger than its plane after another layer",
+                   new_model("input(1,4,4) conv(2,3,valid) relu conv(4,2,valid) conv(4,2,valid) dense(10)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 4 \"conv(4,2,valid)\"", "kernel 2×2",
+                   "1×1 input", NULL);
+    expect_failure("pooling of a 1×1 plane",
+                   new_model("input(1,4,4) maxpool(2) maxpool(2) maxpool(2) dense(10)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 3 \"maxpool(2)\"", "window 2×2", "1×1 input",
+                   NULL);
+    expect_failure("pooling window larger than the plane a pooling left",
+                   new_model("input(1,3,3) avgpool(2,stride=1) maxpool(3) dense(10)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 2 \"maxpool(3)\"", "window 3×3", "2×2 input",
+                   NULL);
+    expect_failure("an MLP width names its layer",
+                   new_model("input(100000000,1000,1000) dense(100000000)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 1", NULL);
+    /* what fits exactly is accepted, and its shapes are right */
+    lca_status status = new_model("input(1,8,8) conv(4,8,valid) dense(10)", &m);
+    check_true(status == LCA_OK, "conv(4,8,valid) on 8×8 is a 1×1 output", "%s", lca_last_error());
+    if (m) {
+        lca_tensor_info t;
+        lca_model_tensor(m, 2, &t);
+        check_true(t.rank == 2 && t.shape[0] == 10 && t.shape[1] == 4, "fc1.weight is (10, 4)",
+                   "%s rank %d (%lld, %lld)", t.name, t.rank, (long long)t.shape[0],
+                   (long long)t.shape[1]);
+        lca_model_free(m);
+    }
+    status = new_model("input(1,8,8) conv(4,3,stride=100) dense(10)", &m);
+    check_true(status == LCA_OK, "a stride beyond the plane still gives 1×1", "%s", lca_last_error());
+    lca_model_free(m);
+    status = new_model("lenet", &m);
+    check_true(status == LCA_OK, "lenet still builds", "%s", lca_last_error());
+    lca_model_free(m);
+    status = new_model("resnet20", &m);
+    check_true(status == LCA_OK, "resnet20 still builds", "%s", lca_last_error());
+    lca_model_free(m);
+}
+
+static void test_overflow(void) {
+    lca_model *m;
+    expect_failure("input of more than 2^64 values",
+                   new_model("input(100000000,100000000,100000000) dense(10)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "more than 2^64 values", NULL);
+    expect_failure("dense weight beyond 2^64",
+                   new_model("input(100000000,1000,1000) dense(100000000)", &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 1 \"dense(100000000)\"", "overflow", NULL);
+    /* 2·10^16 parameters: representable, but no machine has 8·10^16 bytes */
+    expect_failure("parameters beyond memory, refused before allocation",
+                   new_model("100000000-100000000-100000000-10", &m), LCA_ERR_OUT_OF_MEMORY,
+                   "parameters", "would need 80000004800000040 bytes", "available", NULL);
+    check_true(m == NULL, "no model on failure", "%p", (void *)m);
+}
+
+static void test_trainer_memory(void) {
+    /* a model whose parameters fit but whose trainer (gradient, optimizer,
+     * LCA vectors: about 84 bytes a parameter) cannot: refused by
+     * lca_trainer_new before it allocates, with the bytes */
+    size_t limit = lca_memory_limit();
+    size_t width = limit / 1200; /* parameters ≈ 75·width: a quarter of the limit as floats */
+    if (limit == SIZE_MAX || width > 100000000 || width < 1000) {
+        printf("skip trainer memory: limit %zu bytes\n", limit);
+        return;
+    }
+    char spec[64];
+    snprintf(spec, sizeof spec, "64-%zu-10", width);
+    lca_model *m;
+    lca_status status = new_model(spec, &m);
+    check_true(status == LCA_OK, "the model alone fits", "%s: %s", spec, lca_last_error());
+    if (status != LCA_OK) return;
+    lca_dataset *data;
+    REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
+    lca_config config = lca_config_default();
+    lca_trainer *tr = NULL;
+    expect_failure("trainer beyond memory", lca_trainer_new(&tr, m, data, &config),
+                   LCA_ERR_OUT_OF_MEMORY, "training model \"64-", "would need", "available",
+                   "bytes a parameter", NULL);
+    check_true(tr == NULL, "no trainer on failure", "%p", (void *)tr);
+    lca_dataset_free(data);
+    lca_model_free(m);
+}
+
+static void test_long_message(void) {
+    /* a 5,000-character spec whose error is at its end: the reason must
+     * survive the quoted spec (the core's messages were cut at 1,024 bytes) */
+    size_t spaces = 5000;
+    char *spec = malloc(spaces + 64);
+    strcpy(spec, "input(1,8,8)");
+    memset(spec + strlen(spec), ' ', spaces);
+    strcpy(spec + 12 + spaces, "conv(4,9,valid) dense(10)");
+    lca_model *m;
+    expect_failure("error of a 5,000-character spec keeps its reason", new_model(spec, &m),
+                   LCA_ERR_INVALID_ARGUMENT, "layer 1 \"conv(4,9,valid)\"",
+                   "every layer's output must be at least 1×1)", NULL);
+    const char *message = lca_last_error();
+    check_true(strlen(message) > spaces && strstr(message, spec) != NULL,
+               "the message quotes the whole spec", "%zu bytes", strlen(message));
+    /* a parse error at character 5,013 */
+    strcpy(spec + 12 + spaces, "conv(4,3) nonsense");
+    expect_failure("parse error of a long spec names its character", new_model(spec, &m),
+                   LCA_ERR_INVALID_ARGUMENT, "character 5023: unknown layer", NULL);
+    /* a short message after a long one is itself */
+    expect_failure("short message after a long one", new_model("", &m), LCA_ERR_INVALID_ARGUMENT,
+                   "empty model spec", NULL);
+    check_true(strlen(lca_last_error()) < 100, "short message", "%s", lca_last_error());
+    /* a message that quotes the previous one (path: previous reason) */
+    lca_status previous = new_model(spec, &m);
+    lca_status status = lca_fail(previous, "file.json: %s", lca_last_error());
+    check_true(status == previous && strncmp(lca_last_error(), "file.json: model spec", 21) == 0 &&
+                   strstr(lca_last_error(), "unknown layer") != NULL,
+               "a message may quote lca_last_error()", "%.80s", lca_last_error());
+    free(spec);
+}
+
+/* Write a 64-10 checkpoint and poison one value of its last tensor. */
+static void test_checkpoint_not_finite(void) {
+    lca_model *m;
+    REQUIRE_OK(new_model("64-10", &m));
+    lca_model_initialize(m, 1);
+    const char *path = temp_path("poisoned.safetensors");
+    REQUIRE_OK(lca_checkpoint_save(path, m, 7));
+    size_t n;
+    uint8_t *bytes = read_bytes(path, &n);
+    /* the data section ends with the last tensor's last value */
+    const float values[3] = {NAN, INFINITY, -INFINITY};
+    const char *names[3] = {"is NaN", "is +Inf", "is -Inf"};
+    float *before = malloc(lca_model_parameter_count(m) * sizeof(float));
+    memcpy(before, lca_model_parameters(m), lca_model_parameter_count(m) * sizeof(float));
+    for (int v = 0; v < 3; v++) {
+        memcpy(bytes + n - 4, &values[v], 4);
+        write_bytes(path, bytes, n);
+        lca_model *other;
+        REQUIRE_OK(new_model("64-10", &other));
+        lca_model_initialize(other, 2);
+        float *init = malloc(lca_model_parameter_count(other) * sizeof(float));
+        memcpy(init, lca_model_parameters(other), lca_model_parameter_count(other) * sizeof(float));
+        expect_failure("non-finite F32 weight refused", lca_checkpoint_load(path, other, NULL),
+                       LCA_ERR_NUMERIC, path, "tensor \"fc1.bias\" (F32)", "element 9 [9]",
+                       names[v], "must be finite", NULL);
+        check_true(memcmp(init, lca_model_parameters(other),
+                          lca_model_parameter_count(other) * sizeof(float)) == 0,
+                   "the model is unchanged", "parameters differ");
+        free(init);
+        lca_model_free(other);
+    }
+    free(before);
+    free(bytes);
+    lca_model_free(m);
+}
+
+int main(void) {
+    test_begin("hostile input");
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-hostile-XXXXXX");
+    if (!mkdtemp(temp_dir)) {
+        printf("mkdtemp: %s\n", strerror(errno));
+        return 2;
+    }
+    test_zero_outputs();
+    test_overflow();
+    test_trainer_memory();
+    test_long_message();
+    test_checkpoint_not_finite();
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", temp_dir);
+    if (system(command) != 0) printf("could not remove %s\n", temp_dir);
+    return test_finish();
+}
