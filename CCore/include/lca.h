@@ -312,6 +312,17 @@ size_t lca_dataset_count(const lca_dataset *data);
 size_t lca_dataset_features(const lca_dataset *data);
 /* Number of classes (max label + 1), or 0 for regression data. */
 int lca_dataset_classes(const lca_dataset *data);
+/* Number of distinct labels that occur (at most lca_dataset_classes; fewer
+ * when some labels below the largest never occur), or 0 for regression
+ * data. */
+int lca_dataset_label_count(const lca_dataset *data);
+/* A one-line notice (no newline) for a class count a user may not expect:
+ * more than 10 classes, or labels with gaps, e.g. "data set labels.idx: 256
+ * classes (labels 0 … 255), of which 3 occur; missing: 1 … 6, 8 … 254; a
+ * model needs at least 256 outputs". Written into buffer as snprintf does
+ * (NUL-terminated when size > 0); returns its length, 0 when there is
+ * nothing to say (10 or fewer classes, all present; regression data). */
+size_t lca_dataset_class_notice(const lca_dataset *data, char *buffer, size_t size);
 /* Where the data came from ("digits", a path), owned by the data set. */
 const char *lca_dataset_source(const lca_dataset *data);
 /* The shape of one example as an image, channels × height × width

@@ -221,6 +221,108 @@ static void test_checkpoint_not_finite(void) {
     lca_model_free(m);
 }
 
+/* An IDX file's bytes: header for dims (big-endian), then values. */
+static void write_idx(const char *path, const uint32_t *dims, int rank, const uint8_t *values,
+                      size_t n) {
+    uint8_t header[4 + 4 * 4] = {0, 0, 0x08, (uint8_t)rank};
+    for (int d = 0; d < rank; d++)
+        for (int b = 0; b < 4; b++) header[4 + 4 * d + b] = (uint8_t)(dims[d] >> (24 - 8 * b));
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(header, 1, 4 + 4 * (size_t)rank, f) != 4 + 4 * (size_t)rank ||
+        (n && fwrite(values, 1, n, f) != n) || fclose(f) != 0) {
+        printf("cannot write %s\n", path);
+        exit(2);
+    }
+}
+
+static void test_class_notice(void) {
+    /* labels 0, 7 and 255: a 256-class problem, said in a notice */
+    enum { COUNT = 6, FEATURES = 4 };
+    uint8_t pixels[COUNT * FEATURES] = {0};
+    uint8_t labels[COUNT] = {0, 7, 255, 0, 7, 7};
+    const char *images_path = temp_path("gaps-images.idx"), *labels_path = temp_path("gaps-labels.idx");
+    write_idx(images_path, (uint32_t[]){COUNT, 2, 2}, 3, pixels, sizeof pixels);
+    write_idx(labels_path, (uint32_t[]){COUNT}, 1, labels, sizeof labels);
+    lca_dataset *data;
+    REQUIRE_OK(lca_dataset_open(&data, images_path, labels_path));
+    check_true(lca_dataset_classes(data) == 256 && lca_dataset_label_count(data) == 3,
+               "classes 256, 3 labels occur", "%d, %d", lca_dataset_classes(data),
+               lca_dataset_label_count(data));
+    char notice[512];
+    size_t n = lca_dataset_class_notice(data, notice, sizeof notice);
+    char want[512];
+    snprintf(want, sizeof want, "data set %s: 256 classes (labels 0 … 255), of which 3 occur; "
+             "missing: 1 … 6, 8 … 254; a model needs at least 256 outputs", images_path);
+    check_true(n == strlen(want) && strcmp(notice, want) == 0, "the notice names the classes",
+               "%s", notice);
+    check_true(lca_dataset_class_notice(data, NULL, 0) == n, "length without a buffer", "%zu",
+               lca_dataset_class_notice(data, NULL, 0));
+    lca_dataset_free(data);
+
+    /* labels 0 … 11, all present: more than 10 classes, no gaps */
+    int32_t twelve[12];
+    uint8_t twelve_pixels[12] = {0};
+    for (int i = 0; i < 12; i++) twelve[i] = i;
+    REQUIRE_OK(lca_dataset_from_arrays(&data, twelve_pixels, twelve, 12, 1, 12));
+    n = lca_dataset_class_notice(data, notice, sizeof notice);
+    check_true(strcmp(notice, "data set arrays: 12 classes (labels 0 … 11); a model needs at "
+                              "least 12 outputs") == 0,
+               "12 classes", "%s", notice);
+    lca_dataset_free(data);
+
+    /* many gaps: at most 6 ranges, then … */
+    int32_t sparse[20];
+    uint8_t sparse_pixels[20] = {0};
+    for (int i = 0; i < 20; i++) sparse[i] = 2 * i;
+    REQUIRE_OK(lca_dataset_from_arrays(&data, sparse_pixels, sparse, 20, 1, 39));
+    n = lca_dataset_class_notice(data, notice, sizeof notice);
+    check_true(strstr(notice, "of which 20 occur; missing: 1, 3, 5, 7, 9, 11 …; a model") != NULL,
+               "missing labels shortened", "%s", notice);
+    /* a small buffer is cut as snprintf cuts, and the length is the whole */
+    char small[16];
+    check_true(lca_dataset_class_notice(data, small, sizeof small) == n && strlen(small) == 15,
+               "cut like snprintf", "%s", small);
+    lca_dataset_free(data);
+
+    /* the digits: 10 classes, all present: nothing to say */
+    REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
+    check_true(lca_dataset_class_notice(data, notice, sizeof notice) == 0 && notice[0] == '\0',
+               "no notice for the digits", "%s", notice);
+    check_true(lca_dataset_label_count(data) == 10, "digits: 10 labels", "%d",
+               lca_dataset_label_count(data));
+    lca_dataset_free(data);
+}
+
+/* An IDX images file whose header is true (the file holds every byte, as
+ * a sparse file) but which cannot fit in memory: refused before it is
+ * allocated, with the bytes. */
+static void test_idx_beyond_memory(void) {
+    size_t limit = lca_memory_limit();
+    if (limit == SIZE_MAX || limit > ((size_t)1 << 40)) {
+        printf("skip IDX beyond memory: limit %zu bytes\n", limit);
+        return;
+    }
+    uint32_t count = 1000000;
+    size_t row = (2 * limit) / count + 1, side = 1;
+    while (side * side < row) side++;
+    const char *images_path = temp_path("huge-images.idx"), *labels_path = temp_path("huge-labels.idx");
+    write_idx(images_path, (uint32_t[]){count, (uint32_t)side, (uint32_t)side}, 3, NULL, 0);
+    if (truncate(images_path, (off_t)(16 + (size_t)count * side * side)) != 0) {
+        printf("skip IDX beyond memory: no sparse file: %s\n", strerror(errno));
+        return;
+    }
+    uint8_t *labels = calloc(count, 1);
+    labels[1] = 1;
+    write_idx(labels_path, (uint32_t[]){count}, 1, labels, count);
+    free(labels);
+    lca_dataset *data = NULL;
+    expect_failure("IDX images beyond memory", lca_dataset_open(&data, images_path, labels_path),
+                   LCA_ERR_OUT_OF_MEMORY, images_path, "1000000 images of", "would need",
+                   "available", NULL);
+    check_true(data == NULL, "no data set", "%p", (void *)data);
+    remove(images_path);
+}
+
 int main(void) {
     test_begin("hostile input");
     snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-hostile-XXXXXX");
@@ -233,6 +335,8 @@ int main(void) {
     test_trainer_memory();
     test_long_message();
     test_checkpoint_not_finite();
+    test_class_notice();
+    test_idx_beyond_memory();
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", temp_dir);
     if (system(command) != 0) printf("could not remove %s\n", temp_dir);
