@@ -72,6 +72,9 @@ static inline size_t lca_size_mul_add(size_t a, size_t b, size_t c) {
  * left to the kernel's out-of-memory killer. Needs up to 256 MiB are not
  * checked. */
 size_t lca_memory_limit(void);
+/* For tests: use bytes as the limit (and check every need, however small);
+ * 0 restores the machine's. Not for use while another thread allocates. */
+void lca_memory_set_limit(size_t bytes);
 /* LCA_ERR_OUT_OF_MEMORY when bytes (SIZE_MAX: beyond 2^64) exceed
  * lca_memory_limit(); what names what needs them ("model \"64-4000000-10\"
  * (1,200,000,000 parameters)"), hint what to try. */

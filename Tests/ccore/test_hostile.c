@@ -127,28 +127,43 @@ static void test_overflow(void) {
 
 static void test_trainer_memory(void) {
     /* a model whose parameters fit but whose trainer (gradient, optimizer,
-     * LCA vectors: about 84 bytes a parameter) cannot: refused by
-     * lca_trainer_new before it allocates, with the bytes */
-    size_t limit = lca_memory_limit();
-    size_t width = limit / 1200; /* parameters ≈ 75·width: a quarter of the limit as floats */
-    if (limit == SIZE_MAX || width > 100000000 || width < 1000) {
-        printf("skip trainer memory: limit %zu bytes\n", limit);
+     * LCA vectors: 88 bytes a parameter) cannot: refused by lca_trainer_new
+     * before it allocates, with the bytes; under a 200 MB limit (the
+     * machine's would need a model of gigabytes) */
+    lca_memory_set_limit(200000000);
+    lca_model *m;
+    lca_status status = new_model("64-100000-10", &m); /* 7,500,010 parameters, 30 MB */
+    check_true(status == LCA_OK, "the model alone fits", "%s", lca_last_error());
+    if (status != LCA_OK) {
+        lca_memory_set_limit(0);
         return;
     }
-    char spec[64];
-    snprintf(spec, sizeof spec, "64-%zu-10", width);
-    lca_model *m;
-    lca_status status = new_model(spec, &m);
-    check_true(status == LCA_OK, "the model alone fits", "%s: %s", spec, lca_last_error());
-    if (status != LCA_OK) return;
     lca_dataset *data;
     REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
     lca_config config = lca_config_default();
     lca_trainer *tr = NULL;
     expect_failure("trainer beyond memory", lca_trainer_new(&tr, m, data, &config),
-                   LCA_ERR_OUT_OF_MEMORY, "training model \"64-", "would need", "available",
-                   "bytes a parameter", NULL);
+                   LCA_ERR_OUT_OF_MEMORY,
+                   "training model \"64-100000-10\" (7500010 parameters, 88 bytes a parameter "
+                   "with LCA) would need 813672560 bytes (0.8 GB) of memory",
+                   "but 200000000 bytes (0.2 GB) are available", NULL);
     check_true(tr == NULL, "no trainer on failure", "%p", (void *)tr);
+    /* without LCA and with SGD: 16 bytes a parameter, and a small batch */
+    config.lca = 0;
+    config.optimizer = LCA_OPTIMIZER_SGD;
+    config.batch_size = 8;
+    status = lca_trainer_new(&tr, m, data, &config);
+    check_true(status == LCA_OK, "the trainer without LCA fits", "%s", lca_last_error());
+    lca_trainer_free(tr);
+    /* the workspace alone: a batch of examples whose activations cannot fit */
+    lca_model *wide;
+    REQUIRE_OK(new_model("input(1,8,8) conv(64,3) conv(64,3) dense(10)", &wide));
+    expect_failure("workspace beyond memory", lca_model_reserve(wide, 100000),
+                   LCA_ERR_OUT_OF_MEMORY, "the workspace of model \"input(1,8,8)",
+                   "for 100000 examples would need", "try a smaller --eval-chunk or --batch-size",
+                   NULL);
+    lca_model_free(wide);
+    lca_memory_set_limit(0);
     lca_dataset_free(data);
     lca_model_free(m);
 }
@@ -297,18 +312,14 @@ static void test_class_notice(void) {
  * a sparse file) but which cannot fit in memory: refused before it is
  * allocated, with the bytes. */
 static void test_idx_beyond_memory(void) {
-    size_t limit = lca_memory_limit();
-    if (limit == SIZE_MAX || limit > ((size_t)1 << 40)) {
-        printf("skip IDX beyond memory: limit %zu bytes\n", limit);
-        return;
-    }
-    uint32_t count = 1000000;
-    size_t row = (2 * limit) / count + 1, side = 1;
-    while (side * side < row) side++;
+    lca_memory_set_limit(100000000); /* 100 MB */
+    uint32_t count = 100000;
+    uint32_t side = 40; /* 160 MB of pixels */
     const char *images_path = temp_path("huge-images.idx"), *labels_path = temp_path("huge-labels.idx");
-    write_idx(images_path, (uint32_t[]){count, (uint32_t)side, (uint32_t)side}, 3, NULL, 0);
+    write_idx(images_path, (uint32_t[]){count, side, side}, 3, NULL, 0);
     if (truncate(images_path, (off_t)(16 + (size_t)count * side * side)) != 0) {
         printf("skip IDX beyond memory: no sparse file: %s\n", strerror(errno));
+        lca_memory_set_limit(0);
         return;
     }
     uint8_t *labels = calloc(count, 1);
@@ -317,10 +328,12 @@ static void test_idx_beyond_memory(void) {
     free(labels);
     lca_dataset *data = NULL;
     expect_failure("IDX images beyond memory", lca_dataset_open(&data, images_path, labels_path),
-                   LCA_ERR_OUT_OF_MEMORY, images_path, "1000000 images of", "would need",
-                   "available", NULL);
+                   LCA_ERR_OUT_OF_MEMORY, images_path, "100000 images of 1600 bytes would need "
+                   "160400000 bytes (0.2 GB) of memory but 100000000 bytes (0.1 GB) are available",
+                   NULL);
     check_true(data == NULL, "no data set", "%p", (void *)data);
     remove(images_path);
+    lca_memory_set_limit(0);
 }
 
 int main(void) {
