@@ -572,7 +572,7 @@ static lca_status dataset_from_idx(lca_dataset **out, const char *source, byte_s
     /* the file holds them (or, gzip, may expand to them): refuse what
      * cannot fit in memory before allocating it */
     if (status == LCA_OK) {
-        char what[600];
+        char what[4400]; /* a path of up to PATH_MAX */
         snprintf(what, sizeof what, "%s: %zu images of %zu bytes", images->name, count,
                  image_info.row);
         status = lca_memory_check(lca_size_mul_add(count, sizeof *data->labels, pixel_bytes), what,
@@ -695,7 +695,7 @@ static lca_status cifar_reserve(lca_dataset *data, const char *path, size_t capa
     if (capacity > SIZE_MAX / CIFAR_PIXELS)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: %zu images do not fit in memory", path,
                         capacity);
-    char what[600];
+    char what[4400]; /* a path of up to PATH_MAX */
     snprintf(what, sizeof what, "%s: %zu CIFAR-10 images", path, capacity);
     lca_status status = lca_memory_check(capacity * (CIFAR_PIXELS + sizeof(int32_t)), what,
                                          "use fewer batch files");
@@ -1058,7 +1058,7 @@ size_t lca_dataset_class_notice(const lca_dataset *data, char *buffer, size_t si
     }
     /* the text, built in a local buffer: the missing labels as ranges, at
      * most 6 of them */
-    char text[1024];
+    char text[4400 + 256]; /* a path of up to PATH_MAX, and the ranges */
     size_t n = (size_t)snprintf(text, sizeof text, "data set %s: %d classes (labels 0 … %d)",
                                 lca_dataset_source(data), classes, classes - 1);
     if (n >= sizeof text) n = sizeof text - 1;

@@ -494,7 +494,11 @@ static size_t conv_workspace(const lca_model *m, size_t n) {
     return ROUND16(most);
 }
 
+static double workspace_floats_bound(const lca_model *m, size_t rows);
+
 size_t lca_model_example_bytes(const lca_model *m) {
+    /* SIZE_MAX when it would overflow (no chunk then fits a budget) */
+    if (workspace_floats_bound(m, 1) * sizeof(float) >= 0x1p60) return SIZE_MAX;
     size_t floats = 2 * m->max_gradient + m->max_skip + 16;
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, 1);
     return floats * sizeof(float) + sizeof(double);
