@@ -118,7 +118,8 @@ typedef enum lca_status {
 /* A short constant phrase for a status ("format error"). */
 const char *lca_status_string(lca_status status);
 /* The detailed message of the last failing call on this thread, or "" if
- * there was none. Valid until the next failing call on the same thread. */
+ * there was none, whole whatever its length. Valid until the next failing
+ * call on the same thread. */
 const char *lca_last_error(void);
 
 /* ---------------------------------------------------------------- threads */
@@ -192,7 +193,12 @@ typedef struct lca_tensor_info {
  * last; the first size is the input width, and two sizes, "64-10", make a
  * linear model); or a layer list ("input(1,28,28) conv(20,5) relu
  * maxpool(2) dense(10)": input, dense, conv, relu, maxpool, avgpool, gap,
- * bn, dropout, flatten, block). */
+ * bn, dropout, flatten, block). Every layer's output must be at least 1×1
+ * (a kernel or window larger than its plane is LCA_ERR_INVALID_ARGUMENT
+ * naming the layer's position, its text and the sizes); sizes whose
+ * product overflows are refused likewise; parameters that cannot fit in the
+ * memory available (docs/errors.md) are LCA_ERR_OUT_OF_MEMORY with the
+ * bytes needed, before they are allocated. */
 lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss);
 void lca_model_free(lca_model *model);
 /* The spec in canonical form ("784-100-50-10"), owned by the model. */
@@ -446,7 +452,12 @@ typedef struct lca_record {
 /* The trainer keeps references to model and data (they must outlive it),
  * splits the data (validation held out by seed), sizes and allocates all
  * buffers. It trains the model's current parameters: call
- * lca_model_initialize or load a checkpoint first. */
+ * lca_model_initialize or load a checkpoint first.
+ * Before allocating, the trainer's memory (per parameter: gradient, the
+ * parameters before the step, optimizer state, LCA totals and vectors, the
+ * staged state; the batch's and the evaluation chunk's workspace) is
+ * compared with the memory available: LCA_ERR_OUT_OF_MEMORY naming the
+ * bytes needed and available when it cannot fit. */
 lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_dataset *data,
                            const lca_config *config);
 void lca_trainer_free(lca_trainer *trainer);
