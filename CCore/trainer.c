@@ -197,6 +197,9 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     size_t in = lca_model_input_size(model);
     size_t bytes = lca_size_mul_add(k, per_parameter, 0);
     bytes = lca_size_mul_add(lca_model_input_rows(model, batch), in * sizeof(float), bytes);
+    /* the batch's labels and (regression) targets */
+    size_t outs = tr->data->targets ? lca_model_output_size(model) : 0;
+    bytes = lca_size_mul_add(batch, lca_size_mul_add(outs, sizeof(float), sizeof(int32_t)), bytes);
     size_t workspace = lca_model_workspace_need(model, batch);
     if (!lca_size_add(bytes, workspace, &bytes)) bytes = SIZE_MAX;
     if (c->lca && c->eval_chunk > batch) {

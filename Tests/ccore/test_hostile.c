@@ -145,7 +145,7 @@ static void test_trainer_memory(void) {
     expect_failure("trainer beyond memory", lca_trainer_new(&tr, m, data, &config),
                    LCA_ERR_OUT_OF_MEMORY,
                    "training model \"64-100000-10\" (7500010 parameters, 88 bytes a parameter "
-                   "with LCA) would need 813672560 bytes (0.8 GB) of memory",
+                   "with LCA) would need 813673560 bytes (0.8 GB) of memory",
                    "but 200000000 bytes (0.2 GB) are available", NULL);
     check_true(tr == NULL, "no trainer on failure", "%p", (void *)tr);
     /* without LCA and with SGD: 16 bytes a parameter, and a small batch */
