@@ -270,8 +270,9 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     if (status == LCA_OK) {
         /* refused before allocation when it cannot fit (calloc of a size
          * beyond physical memory may succeed and then be killed) */
-        char what[160];
-        snprintf(what, sizeof what, "model (%zu parameters)", m->parameter_count);
+        char what[200];
+        snprintf(what, sizeof what, "model \"%.100s%s\" (%zu parameters)", m->spec,
+                 strlen(m->spec) > 100 ? "…" : "", m->parameter_count);
         status = lca_memory_check(lca_size_mul_add(m->parameter_count, sizeof(float), 0), what,
                                   "try a smaller model");
     }

@@ -25,7 +25,7 @@ final class CoreHostileTests: XCTestCase {
     func testModelBeyondMemoryIsRefusedUpFront() throws {
         let folder = try temporaryFolder("memory", testCase: self)
         let result = try CLI.run(["train", "--model", "64-100000000-100000000-10", "-o", "run"], in: folder)
-        assertRefused(result, ["10000007600000010 parameters", "would need 40000030400000040 bytes", "available"])
+        assertRefused(result, ["model \"64-100000000-100000000-10\" (10000007600000010 parameters)", "would need 40000030400000040 bytes", "available"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("run").path))
     }
 

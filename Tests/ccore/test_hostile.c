@@ -121,7 +121,8 @@ static void test_overflow(void) {
     /* 2·10^16 parameters: representable, but no machine has 8·10^16 bytes */
     expect_failure("parameters beyond memory, refused before allocation",
                    new_model("100000000-100000000-100000000-10", &m), LCA_ERR_OUT_OF_MEMORY,
-                   "parameters", "would need 80000004800000040 bytes", "available", NULL);
+                   "model \"100000000-100000000-100000000-10\" (20000001200000010 parameters)",
+                   "would need 80000004800000040 bytes", "available", NULL);
     check_true(m == NULL, "no model on failure", "%p", (void *)m);
 }
 
