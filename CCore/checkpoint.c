@@ -42,6 +42,39 @@ static size_t describe_running_stats(const lca_model *m, lca_st_tensor *out, cha
     return n;
 }
 
+/* A loaded tensor's values must be finite: NaN or Inf weights (a diverged
+ * run's checkpoint, a damaged file) would otherwise surface later as
+ * "training diverged", far from the file. Names the file, the tensor, the
+ * element and its index. count values of F32 (double_values: F64). */
+static lca_status check_finite(const lca_safetensors *file, const char *name, const char *dtype,
+                               const lca_st_tensor *shape, const void *values, size_t count,
+                               bool double_values) {
+    for (size_t i = 0; i < count; i++) {
+        double x;
+        if (double_values) memcpy(&x, (const double *)values + i, sizeof x);
+        else x = ((const float *)values)[i];
+        if (x == x && x - x == 0) continue;
+        char ordered[160] = ""; /* the element's index along each axis */
+        {
+            size_t digits[LCA_MAX_RANK] = {0}, r = i;
+            for (int d = shape->rank - 1; d >= 0 && shape->rank <= LCA_MAX_RANK; d--) {
+                size_t n = shape->shape[d] > 0 ? (size_t)shape->shape[d] : 1;
+                digits[d] = r % n;
+                r /= n;
+            }
+            for (int d = 0; d < shape->rank && shape->rank <= LCA_MAX_RANK; d++)
+                snprintf(ordered + strlen(ordered), sizeof ordered - strlen(ordered), "%s%zu",
+                         d ? ", " : "", digits[d]);
+        }
+        return lca_fail(LCA_ERR_NUMERIC,
+                        "%s: tensor \"%s\" (%s): element %zu [%s] is %s; a checkpoint's values "
+                        "must be finite (was it saved by a run that diverged?)",
+                        lca_safetensors_path(file), name, dtype, i, ordered,
+                        x != x ? "NaN" : x > 0 ? "+Inf" : "-Inf");
+    }
+    return LCA_OK;
+}
+
 /* s's values as float in out, counted in report (may be NULL). Parameters
  * and running statistics may be stored as F32 or, by other tools, as F16,
  * BF16 or F64; lca_safetensors_to_f32 refuses other dtypes. */
@@ -49,6 +82,9 @@ static lca_status convert(const lca_safetensors *file, const lca_st_tensor *s, f
                           lca_checkpoint_report *report) {
     size_t rounded = 0;
     lca_status status = lca_safetensors_to_f32(file, s, out, &rounded);
+    /* converted dtypes are checked while converting; F32 is copied */
+    if (status == LCA_OK && strcmp(s->dtype, "F32") == 0)
+        status = check_finite(file, s->name, s->dtype, s, out, s->bytes / sizeof(float), false);
     if (status != LCA_OK || !report) return status;
     if (strcmp(s->dtype, "F16") == 0) report->f16_tensors++;
     if (strcmp(s->dtype, "BF16") == 0) report->bf16_tensors++;
@@ -214,6 +250,8 @@ static lca_status load_tensor(const lca_safetensors *file, const char *name, con
                         lca_safetensors_path(file), name, have, want);
     }
     memcpy(dst, s->data, s->bytes);
+    if (strcmp(dtype, "F32") == 0 || strcmp(dtype, "F64") == 0)
+        return check_finite(file, name, dtype, s, dst, t->count, strcmp(dtype, "F64") == 0);
     return LCA_OK;
 }
 
@@ -322,9 +360,8 @@ static lca_status canonical_spec(const char *path, const char *spec, bool from_m
     lca_model *model = NULL;
     lca_status status = lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY);
     if (status != LCA_OK && from_metadata) {
-        char reason[512];
-        snprintf(reason, sizeof reason, "%s", lca_last_error());
-        return lca_fail(status, "%s: metadata lca.model: %s", path, reason);
+        /* lca_fail formats before it replaces the message: no copy needed */
+        return lca_fail(status, "%s: metadata lca.model: %s", path, lca_last_error());
     }
     if (status != LCA_OK) return status;
     const char *canonical = lca_model_spec(model);

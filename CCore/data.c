@@ -569,6 +569,15 @@ static lca_status dataset_from_idx(lca_dataset **out, const char *source, byte_s
 
     size_t count = image_info.count, pixel_bytes = count * image_info.row;
     lca_dataset *data = NULL;
+    /* the file holds them (or, gzip, may expand to them): refuse what
+     * cannot fit in memory before allocating it */
+    if (status == LCA_OK) {
+        char what[4400]; /* a path of up to PATH_MAX */
+        snprintf(what, sizeof what, "%s: %zu images of %zu bytes", images->name, count,
+                 image_info.row);
+        status = lca_memory_check(lca_size_mul_add(count, sizeof *data->labels, pixel_bytes), what,
+                                  "use a smaller data set");
+    }
     if (status == LCA_OK) {
         data = dataset_alloc(source);
         if (data) data->pixels = malloc(pixel_bytes);
@@ -686,6 +695,11 @@ static lca_status cifar_reserve(lca_dataset *data, const char *path, size_t capa
     if (capacity > SIZE_MAX / CIFAR_PIXELS)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: %zu images do not fit in memory", path,
                         capacity);
+    char what[4400]; /* a path of up to PATH_MAX */
+    snprintf(what, sizeof what, "%s: %zu CIFAR-10 images", path, capacity);
+    lca_status status = lca_memory_check(capacity * (CIFAR_PIXELS + sizeof(int32_t)), what,
+                                         "use fewer batch files");
+    if (status != LCA_OK) return status;
     uint8_t *pixels = realloc(data->pixels, capacity * CIFAR_PIXELS);
     if (pixels) data->pixels = pixels;
     int32_t *labels = pixels ? realloc(data->labels, capacity * sizeof *labels) : NULL;
@@ -1012,6 +1026,64 @@ void lca_dataset_free(lca_dataset *data) {
 size_t lca_dataset_count(const lca_dataset *data) { return data->count; }
 size_t lca_dataset_features(const lca_dataset *data) { return data->features; }
 int lca_dataset_classes(const lca_dataset *data) { return data->classes; }
+
+/* present[c] = 1 when label c occurs (classes entries); NULL on failure */
+static uint8_t *labels_present(const lca_dataset *data) {
+    if (!data->labels || data->classes <= 0) return NULL;
+    uint8_t *present = calloc((size_t)data->classes, 1);
+    if (!present) return NULL;
+    for (size_t i = 0; i < data->count; i++)
+        if (data->labels[i] >= 0 && data->labels[i] < data->classes) present[data->labels[i]] = 1;
+    return present;
+}
+
+int lca_dataset_label_count(const lca_dataset *data) {
+    uint8_t *present = labels_present(data);
+    if (!present) return data->labels ? data->classes : 0;
+    int n = 0;
+    for (int c = 0; c < data->classes; c++) n += present[c];
+    free(present);
+    return n;
+}
+
+size_t lca_dataset_class_notice(const lca_dataset *data, char *buffer, size_t size) {
+    if (size > 0) buffer[0] = '\0';
+    uint8_t *present = labels_present(data);
+    if (!present) return 0;
+    int classes = data->classes, occur = 0;
+    for (int c = 0; c < classes; c++) occur += present[c];
+    if (classes <= 10 && occur == classes) {
+        free(present);
+        return 0;
+    }
+    /* the text, built in a local buffer: the missing labels as ranges, at
+     * most 6 of them */
+    char text[4400 + 256]; /* a path of up to PATH_MAX, and the ranges */
+    size_t n = (size_t)snprintf(text, sizeof text, "data set %s: %d classes (labels 0 … %d)",
+                                lca_dataset_source(data), classes, classes - 1);
+    if (n >= sizeof text) n = sizeof text - 1;
+    if (occur < classes) {
+        n += (size_t)snprintf(text + n, sizeof text - n, ", of which %d occur; missing:", occur);
+        int ranges = 0;
+        for (int c = 0; c < classes && n < sizeof text; c++) {
+            if (present[c]) continue;
+            int last = c;
+            while (last + 1 < classes && !present[last + 1]) last++;
+            if (ranges++ == 6) {
+                n += (size_t)snprintf(text + n, sizeof text - n, " …");
+                break;
+            }
+            if (last == c) n += (size_t)snprintf(text + n, sizeof text - n, "%s %d", ranges > 1 ? "," : "", c);
+            else n += (size_t)snprintf(text + n, sizeof text - n, "%s %d … %d", ranges > 1 ? "," : "", c, last);
+            c = last;
+        }
+    }
+    if (n < sizeof text)
+        n += (size_t)snprintf(text + n, sizeof text - n, "; a model needs at least %d outputs", classes);
+    if (n >= sizeof text) n = sizeof text - 1;
+    free(present);
+    return (size_t)snprintf(buffer, size, "%s", text);
+}
 const char *lca_dataset_source(const lca_dataset *data) { return data->source; }
 
 lca_status lca_dataset_shape(const lca_dataset *data, size_t *channels, size_t *height,

@@ -42,9 +42,13 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     size_t k = model->parameter_count;
     size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
     size_t x_rows = lca_model_input_rows(model, g->chunk);
-    size_t per_worker = g->chunk * (lca_model_example_bytes(model) + sizeof(int32_t) +
-                                    (regression ? out * sizeof(float) : 0)) +
-                        x_rows * in * sizeof(float) + k * sizeof(float);
+    /* saturating: a size beyond 2^64 fits no budget (one worker is made,
+     * and lca_model_reserve refuses what cannot fit in memory) */
+    size_t example = lca_size_mul_add(out, regression ? sizeof(float) : 0,
+                                      lca_size_mul_add(lca_model_example_bytes(model), 1, sizeof(int32_t)));
+    size_t per_worker = lca_size_mul_add(g->chunk, example,
+                                         lca_size_mul_add(x_rows, in * sizeof(float),
+                                                          lca_size_mul_add(k, sizeof(float), 0)));
     size_t wanted = (size_t)lca_threads();
     size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
     if (wanted > fit) wanted = fit;

@@ -42,7 +42,7 @@ typedef struct lca_eval_slot {
     float *gradient;          /* K: the chunk's gradient */
     double loss;              /* the chunk's loss sum */
     lca_status status;
-    char message[512];        /* lca_last_error of the thread that ran it, on failure */
+    char message[2048];       /* lca_last_error of the thread that ran it, on failure (a longer one is cut) */
     _Atomic size_t finished;  /* 1 + the chunk it holds once computed; 0 before */
 } lca_eval_slot;
 

@@ -27,6 +27,7 @@
 
 #include "lca.h"
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -38,6 +39,46 @@
 /* ---- status.c: record a detailed message for lca_last_error and return
  * status, so that failures read `return lca_fail(LCA_ERR_FORMAT, "...")`. */
 lca_status lca_fail(lca_status status, const char *format, ...) LCA_PRINTF_LIKE(2, 3);
+
+/* ---- checked sizes (memory.c): every size computed from user numbers
+ * (spec widths, file headers, batch sizes) goes through these, so that an
+ * overflow is an error and never a small allocation. They return false on
+ * overflow and leave *out as SIZE_MAX. */
+static inline bool lca_size_mul(size_t a, size_t b, size_t *out) {
+    if (__builtin_mul_overflow(a, b, out)) {
+        *out = SIZE_MAX;
+        return false;
+    }
+    return true;
+}
+static inline bool lca_size_add(size_t a, size_t b, size_t *out) {
+    if (__builtin_add_overflow(a, b, out)) {
+        *out = SIZE_MAX;
+        return false;
+    }
+    return true;
+}
+/* a·b + c, saturating at SIZE_MAX (which no allocation can meet) */
+static inline size_t lca_size_mul_add(size_t a, size_t b, size_t c) {
+    size_t p, s;
+    if (!lca_size_mul(a, b, &p) || !lca_size_add(p, c, &s)) return SIZE_MAX;
+    return s;
+}
+/* The most memory the core lets one model or trainer plan for: on Linux
+ * the smaller of MemAvailable (/proc/meminfo) and a cgroup v2 memory.max,
+ * else the machine's physical memory (sysconf), or SIZE_MAX where none can
+ * be read. A model or trainer needing more is refused before anything is
+ * allocated, with LCA_ERR_OUT_OF_MEMORY naming both numbers, rather than
+ * left to the kernel's out-of-memory killer. Needs up to 256 MiB are not
+ * checked. */
+size_t lca_memory_limit(void);
+/* For tests: use bytes as the limit (and check every need, however small);
+ * 0 restores the machine's. Not for use while another thread allocates. */
+void lca_memory_set_limit(size_t bytes);
+/* LCA_ERR_OUT_OF_MEMORY when bytes (SIZE_MAX: beyond 2^64) exceed
+ * lca_memory_limit(); what names what needs them ("model \"64-4000000-10\"
+ * (1,200,000,000 parameters)"), hint what to try. */
+lca_status lca_memory_check(size_t bytes, const char *what, const char *hint);
 
 /* ---- gemm.c: single-precision matrix product on row-major matrices.
  *   C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C

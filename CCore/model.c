@@ -13,6 +13,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,8 +27,9 @@ static lca_tensor *add_tensor(lca_model *m, const char *layer, const char *kind,
     t->count = 1;
     for (int d = 0; d < rank; d++) {
         t->shape[d] = shape[d];
-        t->count *= (size_t)shape[d];
+        if (!lca_size_mul(t->count, (size_t)shape[d], &t->count)) m->too_large = true;
     }
+    if (!lca_size_add(m->parameter_count, t->count, &(size_t){0})) m->too_large = true;
     t->init = init;
     t->fan_in = fan_in;
     t->unit_group = group;
@@ -41,7 +43,7 @@ static long add_unit_group(lca_model *m, const char *name, size_t units) {
     snprintf(g->name, sizeof g->name, "%s", name);
     g->units = units;
     g->offset = m->unit_count;
-    m->unit_count += units;
+    if (!lca_size_add(m->unit_count, units, &m->unit_count)) m->too_large = true;
     return (long)m->unit_group_count++;
 }
 
@@ -60,8 +62,30 @@ static void conv_shape(lca_conv2d_shape *s, size_t c, size_t h, size_t w, size_t
     s->ow = (w + 2 * s->pad_w - k) / stride + 1;
 }
 
+/* A layer that cannot be built: the spec, the layer's position and text,
+ * and why (with the sizes). */
+static lca_status layer_error(const lca_spec *ps, const lca_layer_request *r, const char *format,
+                              ...) LCA_PRINTF_LIKE(3, 4);
+static lca_status layer_error(const lca_spec *ps, const lca_layer_request *r, const char *format,
+                              ...) {
+    char reason[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(reason, sizeof reason, format, args);
+    va_end(args);
+    if (!r->text)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": %s", ps->text, reason);
+    return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": layer %zu \"%.*s\": %s",
+                    ps->text, r->position, (int)r->text_length, r->text, reason);
+}
+
 static lca_status build(lca_model *m, const lca_spec *ps) {
     size_t c = ps->input[0], h = ps->input[1], w = ps->input[2];
+    size_t input_size;
+    if (!lca_size_mul(c, h, &input_size) || !lca_size_mul(input_size, w, &input_size))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "model spec \"%s\": input %zu×%zu×%zu has more than 2^64 values",
+                        ps->text, c, h, w);
     m->in_c = c;
     m->in_h = h;
     m->in_w = w;
@@ -90,11 +114,15 @@ static lca_status build(lca_model *m, const lca_spec *ps) {
             break;
         }
         case LCA_LAYER_CONV2D: {
-            if (r->k > h + 2 * ((r->k - 1) / 2) || r->k > w + 2 * ((r->k - 1) / 2))
-                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                                "model spec \"%s\": layer %zu: kernel %zu is larger than its "
-                                "%zu×%zu input",
-                                ps->text, l + 1, r->k, h, w);
+            /* the padded plane must hold the kernel: else the output would
+             * be 0×0 (and its size arithmetic would wrap) */
+            size_t pad = r->valid ? 0 : (r->k - 1) / 2;
+            if (r->k > h + 2 * pad || r->k > w + 2 * pad)
+                return layer_error(ps, r,
+                                   "kernel %zu×%zu does not fit its %zu×%zu input%s (the output "
+                                   "would be 0×0; every layer's output must be at least 1×1)",
+                                   r->k, r->k, h, w,
+                                   r->valid ? " with valid padding" : " with same padding");
             conv_shape(&L->conv, c, h, w, r->units, r->k, r->stride, r->valid);
             snprintf(name, sizeof name, "conv%zu", ++counters[0]);
             long group = add_unit_group(m, name, r->units);
@@ -111,15 +139,12 @@ static lca_status build(lca_model *m, const lca_spec *ps) {
         case LCA_LAYER_AVGPOOL: {
             size_t k = r->global ? h : r->k, stride = r->global ? 1 : r->stride;
             if (r->global && h != w)
-                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                                "model spec \"%s\": layer %zu: global pooling needs a square "
-                                "input, not %zu×%zu",
-                                ps->text, l + 1, h, w);
+                return layer_error(ps, r, "global pooling needs a square input, not %zu×%zu", h, w);
             if (k > h || k > w)
-                return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                                "model spec \"%s\": layer %zu: pooling window %zu is larger "
-                                "than its %zu×%zu input",
-                                ps->text, l + 1, k, h, w);
+                return layer_error(ps, r,
+                                   "pooling window %zu×%zu does not fit its %zu×%zu input (the "
+                                   "output would be 0×0; every layer's output must be at least 1×1)",
+                                   k, k, h, w);
             L->k = k;
             L->stride = stride;
             h = (h - k) / stride + 1;
@@ -163,10 +188,10 @@ static lca_status build(lca_model *m, const lca_spec *ps) {
                 L->projection = true;
                 conv_shape(&L->projection_shape, block_c, block_h, block_w, c, 1, stride, true);
                 if (L->projection_shape.oh != h || L->projection_shape.ow != w)
-                    return lca_fail(LCA_ERR_INVALID_ARGUMENT,
-                                    "model spec \"%s\": layer %zu: no 1×1 projection maps the "
-                                    "block input %zu×%zu×%zu onto %zu×%zu×%zu",
-                                    ps->text, l + 1, block_c, block_h, block_w, c, h, w);
+                    return layer_error(ps, r,
+                                       "no 1×1 projection maps the block input %zu×%zu×%zu onto "
+                                       "%zu×%zu×%zu",
+                                       block_c, block_h, block_w, c, h, w);
                 snprintf(name, sizeof name, "proj%zu", ++counters[3]);
                 long group = add_unit_group(m, name, c);
                 int64_t ws[4] = {(int64_t)c, (int64_t)block_c, 1, 1}, bs[1] = {(int64_t)c};
@@ -179,8 +204,16 @@ static lca_status build(lca_model *m, const lca_spec *ps) {
         L->out_c = c;
         L->out_h = h;
         L->out_w = w;
-        L->in_size = L->in_c * L->in_h * L->in_w;
-        L->out_size = c * h * w;
+        size_t out_size;
+        if (!lca_size_mul(c, h, &out_size) || !lca_size_mul(out_size, w, &out_size) ||
+            m->too_large)
+            return layer_error(ps, r,
+                               "its output %zu×%zu×%zu or its parameters overflow a %zu-bit size",
+                               c, h, w, sizeof(size_t) * 8);
+        if (h == 0 || w == 0) /* never: the checks above keep every plane at least 1×1 */
+            return layer_error(ps, r, "its output would be %zu×%zu", h, w);
+        L->in_size = L->in_c * L->in_h * L->in_w; /* the last layer's out_size, checked */
+        L->out_size = out_size;
         /* backward writes gradients of layer outputs only (none for the
          * model's input); a block's shortcut gradient has the size of its
          * input (a begin layer's output) */
@@ -234,6 +267,15 @@ lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss) 
     if (status == LCA_OK && loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && lca_model_output_size(m) < 2)
         status = lca_fail(LCA_ERR_INVALID_ARGUMENT,
                           "model spec \"%s\": softmax cross-entropy needs at least 2 outputs", spec);
+    if (status == LCA_OK) {
+        /* refused before allocation when it cannot fit (calloc of a size
+         * beyond physical memory may succeed and then be killed) */
+        char what[200];
+        snprintf(what, sizeof what, "model \"%.100s%s\" (%zu parameters)", m->spec,
+                 strlen(m->spec) > 100 ? "…" : "", m->parameter_count);
+        status = lca_memory_check(lca_size_mul_add(m->parameter_count, sizeof(float), 0), what,
+                                  "try a smaller model");
+    }
     if (status == LCA_OK) {
         m->parameters = calloc(m->parameter_count, sizeof(float));
         if (!m->parameters) status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "model \"%s\": out of memory", spec);
@@ -453,15 +495,55 @@ static size_t conv_workspace(const lca_model *m, size_t n) {
     return ROUND16(most);
 }
 
+static double workspace_floats_bound(const lca_model *m, size_t rows);
+
 size_t lca_model_example_bytes(const lca_model *m) {
+    /* SIZE_MAX when it would overflow (no chunk then fits a budget) */
+    if (workspace_floats_bound(m, 1) * sizeof(float) >= 0x1p60) return SIZE_MAX;
     size_t floats = 2 * m->max_gradient + m->max_skip + 16;
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, 1);
     return floats * sizeof(float) + sizeof(double);
 }
 
+/* An upper bound, in doubles, of the floats lca_model_reserve computes for
+ * rows examples: every term of layer_floats and conv_workspace at least as
+ * large, so that when this bound is below 2^60 the exact size_t arithmetic
+ * cannot wrap. */
+static double workspace_floats_bound(const lca_model *m, size_t rows) {
+    double n = (double)rows;
+    double floats = 3 * (n * (double)m->max_gradient + 16) + n * (double)m->max_skip + 2 * n + 64;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        floats += 3 * n * (double)L->out_size + 2 * n * (double)L->out_c + 64;
+        const lca_conv2d_shape *c = L->kind == LCA_LAYER_CONV2D ? &L->conv
+                                    : L->kind == LCA_LAYER_BLOCK_ADD && L->projection
+                                        ? &L->projection_shape
+                                        : NULL;
+        if (c)
+            floats += n * ((double)c->c * (double)c->kh * (double)c->kw + (double)c->oc) *
+                          (double)c->oh * (double)c->ow + 16;
+    }
+    return floats;
+}
+
+size_t lca_model_workspace_need(const lca_model *m, size_t max_batch) {
+    size_t rows = lca_model_input_rows(m, max_batch);
+    if (workspace_floats_bound(m, rows) * sizeof(float) >= 0x1p60) return SIZE_MAX;
+    size_t floats = 2 * ROUND16(rows * m->max_gradient) + ROUND16(rows * m->max_skip);
+    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
+    floats += conv_workspace(m, rows);
+    return floats * sizeof(float) + ROUND16(rows) * sizeof(double);
+}
+
 lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     if (max_batch == 0) return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: batch size 0");
     if (max_batch <= m->max_batch) return LCA_OK;
+    char what[200];
+    snprintf(what, sizeof what, "the workspace of model \"%.100s%s\" for %zu examples",
+             m->spec, strlen(m->spec) > 100 ? "…" : "", max_batch);
+    lca_status status = lca_memory_check(lca_model_workspace_need(m, max_batch), what,
+                                         "try a smaller --eval-chunk or --batch-size");
+    if (status != LCA_OK) return status;
     /* an MLP's pass goes a block of rows at a time (run) */
     size_t rows = lca_model_input_rows(m, max_batch);
     size_t gradient_floats = ROUND16(rows * m->max_gradient);

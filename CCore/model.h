@@ -40,6 +40,12 @@ typedef struct lca_layer_request {
     bool valid;            /* conv: valid padding instead of same */
     bool global;           /* avgpool over the whole plane */
     float p;               /* dropout */
+    /* where the spec writes it, for messages: the text of the spec-level
+     * layer (a block's every layer points at its block(...)), its length,
+     * and its position (1 for the first after the input; an MLP's widths
+     * are layers 1, 2, … after the input width) */
+    const char *text;
+    size_t text_length, position;
 } lca_layer_request;
 
 /* A parsed spec: the input shape and the layers in order (a residual
@@ -135,6 +141,7 @@ struct lca_model {
     /* a worker (lca_model_new_worker) has its own layers array and
      * workspace; everything else belongs to the model it was made from */
     bool worker;
+    bool too_large;        /* build: a tensor or parameter count overflowed size_t */
     /* workspace, sized by lca_model_reserve for passes of up to max_batch
      * examples (an MLP's activations for a block of LCA_INPUT_ROWS: run) */
     size_t max_batch;
@@ -215,6 +222,9 @@ size_t lca_model_workspace_bytes(const lca_model *model);
  * its own workspace (reserve it), no parameters of its own (pass them to
  * lca_model_forward_backward). Free it with lca_model_free before model. */
 lca_status lca_model_new_worker(const lca_model *model, lca_model **out);
+/* The bytes lca_model_reserve(m, max_batch) would allocate, or SIZE_MAX
+ * when they overflow (computed before anything is allocated). */
+size_t lca_model_workspace_need(const lca_model *model, size_t max_batch);
 /* Workspace bytes per example of a forward/backward pass. */
 size_t lca_model_example_bytes(const lca_model *model);
 /* The evaluation chunk: requested, or (0) the most examples whose

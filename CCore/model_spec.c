@@ -52,12 +52,15 @@ static lca_status parse_size(lca_spec *ps, const char **p, size_t *out) {
 
 /* "784-100-50-10" */
 static lca_status parse_dashes(lca_spec *ps) {
-    size_t widths[LCA_MAX_LAYERS], n = 0;
+    size_t widths[LCA_MAX_LAYERS], lengths[LCA_MAX_LAYERS], n = 0;
+    const char *starts[LCA_MAX_LAYERS];
     const char *p = ps->text;
     for (;;) {
         if (n == LCA_MAX_LAYERS) return parse_error(ps, p, "more than 256 layers");
+        starts[n] = p;
         lca_status status = parse_size(ps, &p, &widths[n]);
         if (status != LCA_OK) return status;
+        lengths[n] = (size_t)(p - starts[n]);
         n++;
         if (*p == '\0') break;
         if (*p != '-') return parse_error(ps, p, "expected '-' between widths");
@@ -72,7 +75,9 @@ static lca_status parse_dashes(lca_spec *ps) {
     ps->input[0] = widths[0];
     ps->input[1] = ps->input[2] = 1;
     for (size_t i = 1; i < n; i++) {
-        lca_status status = push(ps, p, (lca_layer_request){.kind = LCA_LAYER_DENSE, .units = widths[i]});
+        lca_status status = push(ps, p, (lca_layer_request){.kind = LCA_LAYER_DENSE, .units = widths[i],
+                                                            .text = starts[i], .text_length = lengths[i],
+                                                            .position = i});
         if (status == LCA_OK && i + 1 < n) status = push(ps, p, (lca_layer_request){.kind = LCA_LAYER_RELU});
         if (status != LCA_OK) return status;
     }
@@ -126,6 +131,7 @@ static bool argument_size(const char *text, const char *key, size_t *out) {
 /* "input(1,28,28) conv(20,5) relu …" */
 static lca_status parse_layers(lca_spec *ps) {
     const char *p = ps->text;
+    size_t position = 0;
     for (;;) {
         while (*p == ' ') p++;
         if (!*p) break;
@@ -144,7 +150,8 @@ static lca_status parse_layers(lca_spec *ps) {
 
         if (!ps->have_input && strcmp(name, "input") != 0)
             return parse_error(ps, start, "a layer list starts with input(C,H,W) or input(F)");
-        lca_layer_request r = {.stride = 1};
+        lca_layer_request r = {.stride = 1, .text = start, .text_length = (size_t)(p - start)};
+        if (strcmp(name, "input") != 0) r.position = ++position;
         if (strcmp(name, "input") == 0) {
             if (ps->have_input) return parse_error(ps, start, "input(...) given twice");
             if (args.count != 1 && args.count != 3)
@@ -213,6 +220,9 @@ static lca_status parse_layers(lca_spec *ps) {
                 {.kind = LCA_LAYER_RELU},
             };
             for (size_t i = 0; i < sizeof expansion / sizeof expansion[0]; i++) {
+                expansion[i].text = r.text;
+                expansion[i].text_length = r.text_length;
+                expansion[i].position = r.position;
                 status = push(ps, start, expansion[i]);
                 if (status != LCA_OK) return status;
             }

@@ -172,6 +172,51 @@ static lca_status make_splits(lca_trainer *tr) {
     return LCA_OK;
 }
 
+/* What a trainer needs at least, before it allocates any of it: per
+ * parameter the gradient, the parameters before the step, the optimizer's
+ * state, and with LCA the totals, help counts, the probe, one evaluation
+ * slot and each view's four float64 vectors; the batch's input and
+ * workspace, and one evaluation chunk's. Compared with the machine's
+ * memory (lca_memory_check): a model that cannot fit is refused with the
+ * bytes it would need rather than killed by the kernel part-way. (The
+ * model's own parameters are counted too: they are allocated already; and
+ * the copy of the state that lca_trainer_save_state and
+ * lca_trainer_load_state stage.) */
+static lca_status check_memory(const lca_trainer *tr, size_t batch) {
+    const lca_model *model = tr->model;
+    const lca_config *c = &tr->config;
+    size_t k = model->parameter_count;
+    size_t per_parameter = 4 /* parameters */ + 4 /* gradient */ + 4 /* before */;
+    if (c->optimizer == LCA_OPTIMIZER_MOMENTUM) per_parameter += 4;
+    if (c->optimizer == LCA_OPTIMIZER_ADAM) per_parameter += 8;
+    size_t state = 4 + (per_parameter - 12); /* parameters and optimizer state */
+    if (c->lca) per_parameter += 8 /* totals */ + 4 /* helped */ + 4 /* probe */ +
+                                 4 /* a slot */ + 32 * (c->lca_validation_view ? 2 : 1);
+    if (c->lca) state += 12; /* totals and help counts */
+    per_parameter += state; /* saving or resuming the state stages a copy of it */
+    size_t in = lca_model_input_size(model);
+    size_t bytes = lca_size_mul_add(k, per_parameter, 0);
+    bytes = lca_size_mul_add(lca_model_input_rows(model, batch), in * sizeof(float), bytes);
+    /* the batch's labels and (regression) targets */
+    size_t outs = tr->data->targets ? lca_model_output_size(model) : 0;
+    bytes = lca_size_mul_add(batch, lca_size_mul_add(outs, sizeof(float), sizeof(int32_t)), bytes);
+    size_t workspace = lca_model_workspace_need(model, batch);
+    if (!lca_size_add(bytes, workspace, &bytes)) bytes = SIZE_MAX;
+    if (c->lca && c->eval_chunk > batch) {
+        size_t chunk = lca_model_workspace_need(model, c->eval_chunk);
+        if (!lca_size_add(bytes, chunk - (workspace < chunk ? workspace : chunk), &bytes))
+            bytes = SIZE_MAX;
+        bytes = lca_size_mul_add(lca_model_input_rows(model, c->eval_chunk), in * sizeof(float), bytes);
+    }
+    if (in > SIZE_MAX / sizeof(float)) bytes = SIZE_MAX;
+    char what[240];
+    size_t spec_length = strlen(model->spec);
+    snprintf(what, sizeof what, "training model \"%.100s%s\" (%zu parameters, %zu bytes a parameter%s)",
+             model->spec, spec_length > 100 ? "…" : "", k, per_parameter,
+             c->lca ? " with LCA" : "");
+    return lca_memory_check(bytes, what, "try a smaller model, --batch-size or --eval-chunk");
+}
+
 lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_dataset *data,
                            const lca_config *config) {
     *out = NULL;
@@ -198,6 +243,8 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     size_t in = lca_model_input_size(model), outs = lca_model_output_size(model);
     size_t batch = config->batch_size < tr->train_count ? config->batch_size : tr->train_count;
     tr->batch_capacity = batch;
+    status = check_memory(tr, batch);
+    if (status != LCA_OK) goto fail;
     tr->gradient = allocate(tr, k * sizeof(float));
     tr->before = allocate(tr, k * sizeof(float));
     tr->lr_scale = allocate(tr, t * sizeof(double));

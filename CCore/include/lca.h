@@ -118,7 +118,8 @@ typedef enum lca_status {
 /* A short constant phrase for a status ("format error"). */
 const char *lca_status_string(lca_status status);
 /* The detailed message of the last failing call on this thread, or "" if
- * there was none. Valid until the next failing call on the same thread. */
+ * there was none, whole whatever its length. Valid until the next failing
+ * call on the same thread. */
 const char *lca_last_error(void);
 
 /* ---------------------------------------------------------------- threads */
@@ -192,7 +193,12 @@ typedef struct lca_tensor_info {
  * last; the first size is the input width, and two sizes, "64-10", make a
  * linear model); or a layer list ("input(1,28,28) conv(20,5) relu
  * maxpool(2) dense(10)": input, dense, conv, relu, maxpool, avgpool, gap,
- * bn, dropout, flatten, block). */
+ * bn, dropout, flatten, block). Every layer's output must be at least 1×1
+ * (a kernel or window larger than its plane is LCA_ERR_INVALID_ARGUMENT
+ * naming the layer's position, its text and the sizes); sizes whose
+ * product overflows are refused likewise; parameters that cannot fit in the
+ * memory available (docs/errors.md) are LCA_ERR_OUT_OF_MEMORY with the
+ * bytes needed, before they are allocated. */
 lca_status lca_model_new(lca_model **out, const char *spec, lca_loss_kind loss);
 void lca_model_free(lca_model *model);
 /* The spec in canonical form ("784-100-50-10"), owned by the model. */
@@ -312,6 +318,17 @@ size_t lca_dataset_count(const lca_dataset *data);
 size_t lca_dataset_features(const lca_dataset *data);
 /* Number of classes (max label + 1), or 0 for regression data. */
 int lca_dataset_classes(const lca_dataset *data);
+/* Number of distinct labels that occur (at most lca_dataset_classes; fewer
+ * when some labels below the largest never occur), or 0 for regression
+ * data. */
+int lca_dataset_label_count(const lca_dataset *data);
+/* A one-line notice (no newline) for a class count a user may not expect:
+ * more than 10 classes, or labels with gaps, e.g. "data set labels.idx: 256
+ * classes (labels 0 … 255), of which 3 occur; missing: 1 … 6, 8 … 254; a
+ * model needs at least 256 outputs". Written into buffer as snprintf does
+ * (NUL-terminated when size > 0); returns its length, 0 when there is
+ * nothing to say (10 or fewer classes, all present; regression data). */
+size_t lca_dataset_class_notice(const lca_dataset *data, char *buffer, size_t size);
 /* Where the data came from ("digits", a path), owned by the data set. */
 const char *lca_dataset_source(const lca_dataset *data);
 /* The shape of one example as an image, channels × height × width
@@ -435,7 +452,12 @@ typedef struct lca_record {
 /* The trainer keeps references to model and data (they must outlive it),
  * splits the data (validation held out by seed), sizes and allocates all
  * buffers. It trains the model's current parameters: call
- * lca_model_initialize or load a checkpoint first. */
+ * lca_model_initialize or load a checkpoint first.
+ * Before allocating, the trainer's memory (per parameter: gradient, the
+ * parameters before the step, optimizer state, LCA totals and vectors, the
+ * staged state; the batch's and the evaluation chunk's workspace) is
+ * compared with the memory available: LCA_ERR_OUT_OF_MEMORY naming the
+ * bytes needed and available when it cannot fit. */
 lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_dataset *data,
                            const lca_config *config);
 void lca_trainer_free(lca_trainer *trainer);

@@ -71,6 +71,19 @@ public final class Dataset: @unchecked Sendable {
     public var features: Int { Int(lca_dataset_features(handle)) }
     /// Number of classes (max label + 1), or 0 for regression data.
     public var classes: Int { Int(lca_dataset_classes(handle)) }
+    /// Number of distinct labels that occur (fewer than `classes` when labels have gaps), or 0
+    /// for regression data.
+    public var labelCount: Int { Int(lca_dataset_label_count(handle)) }
+    /// A one-line notice when the class count is not what a user would expect (more than 10
+    /// classes, or labels with gaps): "data set X: 256 classes (labels 0 … 255), of which 3
+    /// occur; …"; nil otherwise.
+    public var classNotice: String? {
+        let length = lca_dataset_class_notice(handle, nil, 0)
+        if length == 0 { return nil }
+        var buffer = [CChar](repeating: 0, count: length + 1)
+        _ = lca_dataset_class_notice(handle, &buffer, buffer.count)
+        return String(cString: buffer)
+    }
     /// Where the data came from ("digits", a path).
     public var source: String { String(cString: lca_dataset_source(handle)) }
 

@@ -56,6 +56,12 @@ public final class Trainer {
     /// The number of training examples `configuration` leaves in `data`
     /// after the validation split, as the core computes it.
     public static func trainingCount(model: Model, data: Dataset, configuration: TrainingConfiguration) throws -> Int {
+        // The core's split arithmetic, without a trainer: a probe trainer allocates the
+        // model's whole training state, and a model too large for memory would be refused
+        // with the probe's figure (no LCA) instead of the run's.
+        let held = lca_validation_size(data.count, try configuration.cConfig(exampleCount: data.count).validation)
+        if held < data.count { return data.count - held }
+        // no training examples left: the probe reports it as the core words it
         var probe = configuration
         probe.iterations = max(probe.iterations, 1)
         probe.lca = false

@@ -227,6 +227,7 @@ struct Train: ParsableCommand {
                                                                             tensorBoard: tensorboard))
             }
             if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
+            if let notice = run.data.classNotice, !quiet { Output.stderr("lca: note: \(notice)\n") }
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
             let summary: RunSummary
