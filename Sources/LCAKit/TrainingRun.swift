@@ -466,6 +466,7 @@ public final class TrainingRun {
         if let folder {
             try TrainingRun.write(summary.table, to: folder.summary)
         }
+        lock = nil  // the folder is complete: another process may resume or read it
         return summary
     }
 
