@@ -65,6 +65,10 @@ public struct RunRecipe: Sendable, Hashable, Codable {
     /// Run `epochs` passes over the training split instead of
     /// `configuration.iterations` iterations, when set.
     public var epochs: Int?
+    /// What the run started with (data, model, options), set when it
+    /// starts; `--resume` refuses a changed input. Nil in a recipe not yet
+    /// started, and in the config.json of runs written before it existed.
+    public var fingerprint: RunFingerprint?
 
     /// A recipe for a network (its spec and loss).
     public init(data: DataSource, network: Network, initCheckpoint: String? = nil,
@@ -316,6 +320,8 @@ public final class TrainingRun {
         }
         var lock: RunFolderLock?
         if let folder = outputs.folder {
+            recipe.fingerprint = nil
+            recipe.fingerprint = try RunFingerprint.of(recipe: recipe, data: data, model: model)
             try TrainingRun.createFolder(folder.path)
             lock = try RunFolderLock(folder: folder)
             // checked again under the lock: another run may have started here meanwhile
@@ -377,6 +383,10 @@ public final class TrainingRun {
         }
         let data = try recipe.data.open()
         let model = try Model(spec: spec, loss: recipe.loss)
+        if let stored = recipe.fingerprint {
+            try RunFingerprint.of(recipe: recipe, data: data, model: model)
+                .check(against: stored, config: folder.config, recipe: recipe)
+        }
         let trainer = try Trainer(model: model, data: data, configuration: recipe.configuration)
         for scale in recipe.learningRateScales {
             try trainer.setLearningRateScale(tensor: scale.tensor, scale: scale.scale)

@@ -113,7 +113,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue the run in this folder from its state.safetensors, with its config.json.", valueName: "rundir"))
     var resume: String?
 
-    @Option(help: ArgumentHelp("When the log is fsynced: never, checkpoint (at every save, before the resume state) or record (after every record). A killed process loses at most the record in flight with any of them; this decides what survives a power loss. (default: checkpoint)", valueName: "policy"))
+    @Option(help: ArgumentHelp("When the log is fsynced: never, checkpoint (at every save, before the resume state) or record (after every record). A killed process loses at most the record in flight with any of them; this decides what survives a power loss.", valueName: "policy"))
     var fsync: LogSync = .checkpoint
 
     @Option(help: ArgumentHelp("Threads for the core (0 = OMP_NUM_THREADS if set, else the CPUs available); results do not depend on it.", valueName: "n"))

@@ -242,4 +242,61 @@ final class InterruptTests: XCTestCase {
         let bad = try CLI.run(["train", "--fsync", "sometimes"], in: folder)
         XCTAssertEqual(bad.status, 64, bad.stderr)
     }
+
+    /// IDX files of `count` 8×8 images (seeded bytes) and labels 0…9.
+    static func writeIDX(images: URL, labels: URL, count: Int, seed: UInt64) throws {
+        var random = SplitMix(state: seed)
+        var pixels = Data([0, 0, 8, 3, 0, 0, UInt8(count >> 8), UInt8(count & 255), 0, 0, 0, 8, 0, 0, 0, 8])
+        for _ in 0..<(count * 64) { pixels.append(UInt8(random.next() & 255)) }
+        var classes = Data([0, 0, 8, 1, 0, 0, UInt8(count >> 8), UInt8(count & 255)])
+        for i in 0..<count { classes.append(UInt8(i % 10)) }
+        try pixels.write(to: images)
+        try classes.write(to: labels)
+    }
+
+    /// --resume refuses changed data (one pixel), an edited option in
+    /// config.json, and says which; nothing in the folder changes.
+    func testResumeRefusesChangedInput() throws {
+        let folder = try temporaryFolder("fingerprint", testCase: self)
+        let images = folder.appendingPathComponent("img.idx"), labels = folder.appendingPathComponent("lab.idx")
+        try Self.writeIDX(images: images, labels: labels, count: 200, seed: 7)
+        let first = try CLI.run(["train", "--data", "img.idx", "--labels", "lab.idx", "--iterations", "20", "--save-every", "5",
+                                 "--batch-size", "20", "-o", "r", "--quiet"], in: folder)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let run = folder.appendingPathComponent("r")
+        func snapshot() throws -> [String: Data] {
+            var files: [String: Data] = [:]
+            for name in try FileManager.default.contentsOfDirectory(atPath: run.path) { files[name] = try contents(run.appendingPathComponent(name)) }
+            return files
+        }
+        let before = try snapshot()
+        let same = try CLI.run(["train", "--resume", "r", "--quiet"], in: folder)
+        XCTAssertEqual(same.status, 0, "an unchanged input resumes: \(same.stderr)")
+
+        var pixels = try contents(images)
+        pixels[16 + 5 * 64 + 3] ^= 1
+        try pixels.write(to: images)
+        let changed = try CLI.run(["train", "--resume", "r", "--quiet"], in: folder)
+        XCTAssertEqual(changed.status, 1, changed.stderr)
+        XCTAssertFalse(changed.signaled)
+        XCTAssert(changed.stderr.contains("config.json: cannot resume: the data (\(images.path), \(labels.path)) changed"), changed.stderr)
+        XCTAssert(changed.stderr.contains("200 examples of 64 features, 10 classes"), changed.stderr)
+        XCTAssertFalse(changed.stderr.contains("options"), changed.stderr)
+        pixels[16 + 5 * 64 + 3] ^= 1
+        try pixels.write(to: images)
+
+        let config = run.appendingPathComponent("config.json")
+        let text = String(decoding: try contents(config), as: UTF8.self)
+        XCTAssert(text.contains("\"learning_rate\" : 0.01"), text)
+        try Data(text.replacingOccurrences(of: "\"learning_rate\" : 0.01", with: "\"learning_rate\" : 0.02").utf8).write(to: config)
+        let edited = try CLI.run(["train", "--resume", "r", "--quiet"], in: folder)
+        XCTAssertEqual(edited.status, 1, edited.stderr)
+        XCTAssert(edited.stderr.contains("the options differ from those the run started with"), edited.stderr)
+        XCTAssertFalse(edited.stderr.contains("the data"), edited.stderr)
+        try Data(text.utf8).write(to: config)
+        var after = try snapshot()
+        after["summary.txt"] = before["summary.txt"]  // rewritten by the unchanged resume (wall time)
+        XCTAssertEqual(after.keys.sorted(), before.keys.sorted())
+        for (name, data) in before { XCTAssertEqual(after[name], data, "\(name) changed") }
+    }
 }
