@@ -448,7 +448,11 @@ public final class TrainingRun {
         let units = recipe.configuration.lcaUnits ? model.unitGroups : []
         var failure: Error?
         while trainer.iteration < UInt64(totalIterations), !control.stopRequested {
-            try trainer.advance()
+            do {
+                try trainer.advance()
+            } catch let error as LCAError where error.code == .numeric {
+                throw diverged(error, lastSaved: lastSaved)
+            }
             let record = RecordView(r: trainer.record, tensors: model.tensors, unitGroups: units)
             summary.add(record)
             do {
@@ -478,6 +482,21 @@ public final class TrainingRun {
         }
         lock = nil  // the folder is complete: another process may resume or read it
         return summary
+    }
+
+    /// The core's divergence message (iteration and tensor), with what is
+    /// kept and what the user can do. The parameters are no longer finite,
+    /// so nothing is saved: the folder keeps its last save.
+    func diverged(_ error: LCAError, lastSaved: UInt64?) -> LCAError {
+        try? log?.close()
+        log = nil
+        var message = error.message
+        if let folder, let lastSaved {
+            message += "; \(folder.log) is valid up to the previous iteration and the folder keeps its save of iteration \(lastSaved) (\(folder.checkpoint(iteration: lastSaved))). --resume would repeat the same steps and diverge again: start a new run with a smaller --lr (or another optimizer), from those weights with --init \(folder.checkpoint(iteration: lastSaved)) or from the start"
+        } else {
+            message += "; try a smaller --lr (or another optimizer)"
+        }
+        return LCAError(code: .numeric, message: message)
     }
 
     /// Writes the checkpoint of the current iteration, the resume state and

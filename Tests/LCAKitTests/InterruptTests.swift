@@ -299,4 +299,36 @@ final class InterruptTests: XCTestCase {
         XCTAssertEqual(after.keys.sorted(), before.keys.sorted())
         for (name, data) in before { XCTAssertEqual(after[name], data, "\(name) changed") }
     }
+
+    /// A diverged run stops naming the iteration and what became
+    /// non-finite; the log is valid up to the iteration before, the last
+    /// save is kept and the folder stays resumable (it diverges again, the
+    /// same way, and says what to do).
+    func testDivergenceNamesIterationAndKeepsTheLastSave() throws {
+        let folder = try temporaryFolder("diverge", testCase: self)
+        let result = try CLI.run(["train", "--lr", "1e12", "--iterations", "50", "--save-every", "7", "-o", "d", "--quiet"], in: folder)
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssertFalse(result.signaled)
+        XCTAssert(result.stderr.contains("lca: error: iteration 2: the training-split loss is not finite: training diverged"), result.stderr)
+        XCTAssert(result.stderr.contains("keeps its save of iteration 0"), result.stderr)
+        XCTAssert(result.stderr.contains("smaller --lr"), result.stderr)
+        let reader = try LogReader(path: folder.appendingPathComponent("d/lca.log").path)
+        XCTAssertEqual(reader.records.map(\.iteration), [1])
+        let state = try contents(folder.appendingPathComponent("d/state.safetensors"))
+        let again = try CLI.run(["train", "--resume", "d", "--quiet"], in: folder)
+        XCTAssertEqual(again.status, 1, again.stderr)
+        XCTAssert(again.stderr.contains("iteration 2: the training-split loss is not finite"), again.stderr)
+        XCTAssertEqual(try contents(folder.appendingPathComponent("d/state.safetensors")), state)
+    }
+
+    /// The core names the tensor whose gradient or update is not finite.
+    func testNonFiniteUpdateNamesTheTensor() throws {
+        let folder = try temporaryFolder("diverge-tensor", testCase: self)
+        let result = try CLI.run(["train", "--optimizer", "sgd", "--lr", "1e300", "--no-lca", "--iterations", "20", "-o", "d", "--quiet"], in: folder)
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssert(result.stderr.contains("lca: error: iteration 1: the updated value of fc1.weight (element 65) is inf: training diverged"), result.stderr)
+        let minibatch = try CLI.run(["train", "--lr", "1e38", "--no-lca", "--iterations", "20", "-o", "m", "--quiet"], in: folder)
+        XCTAssertEqual(minibatch.status, 1, minibatch.stderr)
+        XCTAssert(minibatch.stderr.contains("lca: error: iteration 2: the minibatch loss is not finite: training diverged"), minibatch.stderr)
+    }
 }
