@@ -158,6 +158,21 @@ public struct RunFolder: Sendable, Hashable {
         }.sorted()
     }
 
+    /// Removes the temporary files (`NAME.tmp`) a killed run left while
+    /// replacing one of its files; the file itself is intact. Called under
+    /// the folder's lock.
+    func removeStaleTemporaries() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
+        let fixed: Set<String> = ["lca.log", "config.json", "state.safetensors", "lca-total.safetensors",
+                                  "lca-helped.safetensors", "summary.txt"]
+        for name in names where name.hasSuffix(".tmp") {
+            let base = String(name.dropLast(4))
+            if fixed.contains(base) || (base.hasPrefix("checkpoint-") && base.hasSuffix(".safetensors")) {
+                try? FileManager.default.removeItem(atPath: path + "/" + name)
+            }
+        }
+    }
+
     /// True when the folder already holds any lca file (`runFiles`): a
     /// new run never writes over one.
     public var holdsRun: Bool { !runFiles.isEmpty }
@@ -367,6 +382,7 @@ public final class TrainingRun {
     ///   damaged or holds fewer records than the state's iteration.
     public init(resuming folder: RunFolder, tensorBoard: String? = nil, logSync: LogSync = .checkpoint) throws {
         let lock = try RunFolderLock(folder: folder)
+        folder.removeStaleTemporaries()
         if FileManager.default.fileExists(atPath: folder.config), !FileManager.default.fileExists(atPath: folder.state) {
             throw LCAError(code: .state, message: "no resume state: the run was stopped before its start was saved, so there is nothing to continue; remove the folder and start the run again", path: folder.state)
         }

@@ -331,4 +331,22 @@ final class InterruptTests: XCTestCase {
         XCTAssertEqual(minibatch.status, 1, minibatch.stderr)
         XCTAssert(minibatch.stderr.contains("lca: error: iteration 2: the minibatch loss is not finite: training diverged"), minibatch.stderr)
     }
+
+    /// Resume cuts a partial last record (and anything after the state's
+    /// iteration) before appending, and removes a killed save's temporaries.
+    func testResumeCutsAPartialRecord() throws {
+        let folder = try temporaryFolder("partial", testCase: self)
+        let first = try CLI.run(["train", "--iterations", "20", "--save-every", "5", "-o", "r", "--quiet"], in: folder)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let log = folder.appendingPathComponent("r/lca.log")
+        let complete = try contents(log)
+        var damaged = complete
+        damaged.append(contentsOf: [UInt8](repeating: 0xAB, count: 100))
+        try damaged.write(to: log)
+        try Data("half a state".utf8).write(to: folder.appendingPathComponent("r/state.safetensors.tmp"))
+        let resumed = try CLI.run(["train", "--resume", "r", "--quiet"], in: folder)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try contents(log), complete, "the partial record was not cut")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("r/state.safetensors.tmp").path))
+    }
 }
