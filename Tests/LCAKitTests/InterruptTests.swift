@@ -43,6 +43,7 @@ final class InterruptTests: XCTestCase {
     struct Outcome {
         var stops: [String] = []
         var statuses: [Int32] = []
+        var restarts = 0
     }
 
     /// Runs `arguments` into `folder/part`, sending `number` at `count`
@@ -51,9 +52,11 @@ final class InterruptTests: XCTestCase {
     /// of records (0…99, in increasing order; 0: during its start), then a seeded 0–3 ms more, so
     /// that kills also land inside records and saves.
     func interruptedRun(in folder: URL, signal number: Int32, count: Int, seed: UInt64,
-                        header: Int, recordSize: Int) throws -> Outcome {
+                        header: Int, recordSize: Int, during start: Bool = false) throws -> Outcome {
         var random = SplitMix(state: seed)
-        let targets = (0..<count).map { _ in Int(random.next() % 100) }.sorted()
+        let targets = start ? [Int](repeating: 0, count: count) : (0..<count).map { _ in Int(random.next() % 100) }.sorted()
+        let jitter = start ? 0.008 : 0.003
+        let lock = folder.appendingPathComponent("part/lca.lock").path
         var outcome = Outcome()
         let log = folder.appendingPathComponent("part/lca.log").path
         func records() -> Int {
@@ -65,7 +68,14 @@ final class InterruptTests: XCTestCase {
         for attempt in 0...count where !finished {
             let state = part.appendingPathComponent("state.safetensors").path
             let started = FileManager.default.fileExists(atPath: state)
-            if !started { try? FileManager.default.removeItem(at: part) }  // killed before its start was saved: start again
+            if !started, FileManager.default.fileExists(atPath: part.path) {
+                // killed before its start was saved: --resume says to start again, and -o refuses the folder
+                let resume = try CLI.run(["train", "--resume", "part", "--quiet"], in: folder)
+                XCTAssertEqual(resume.status, 1, resume.stderr)
+                XCTAssertFalse(resume.signaled, resume.stderr)
+                try FileManager.default.removeItem(at: part)
+                outcome.restarts += 1
+            }
             let process = Process()
             process.executableURL = try CLI.executable()
             process.arguments = started ? ["train", "--resume", "part", "--quiet"] : Self.arguments + ["-o", "part"]
@@ -81,7 +91,9 @@ final class InterruptTests: XCTestCase {
                 }
                 let deadline = Date().addingTimeInterval(20)
                 while Date() < deadline, process.isRunning, records() < targets[attempt] { usleep(100) }
-                let delay = random.uniform(0.003)
+                // during the start: once the folder is locked (its files are being written)
+                while start, Date() < deadline, process.isRunning, !FileManager.default.fileExists(atPath: lock) { usleep(50) }
+                let delay = random.uniform(jitter)
                 usleep(UInt32(delay * 1e6))
                 kill(process.processIdentifier, number)
                 outcome.stops.append(String(format: "%d+%.1fms", targets[attempt], delay * 1000))
@@ -126,14 +138,15 @@ final class InterruptTests: XCTestCase {
         XCTAssert(extra.isEmpty, "\(label): left behind \(extra.sorted())")
     }
 
-    func check(signal number: Int32, name: String, seed: UInt64) throws {
+    func check(signal number: Int32, name: String, seed: UInt64, during start: Bool = false) throws {
         let folder = try temporaryFolder("interrupt-\(name)", testCase: self)
         let whole = try CLI.run(Self.arguments + ["-o", "whole"], in: folder)
         XCTAssertEqual(whole.status, 0, whole.stderr)
         let reader = try LogReader(path: folder.appendingPathComponent("whole/lca.log").path)
         let outcome = try interruptedRun(in: folder, signal: number, count: 5, seed: seed,
-                                         header: 24 + reader.headerText.utf8.count, recordSize: reader.header.recordSize)
-        print("\(name): signals at records \(outcome.stops.joined(separator: ", ")); statuses \(outcome.statuses)")
+                                         header: 24 + reader.headerText.utf8.count, recordSize: reader.header.recordSize,
+                                         during: start)
+        print("\(name): signals at records \(outcome.stops.joined(separator: ", ")); statuses \(outcome.statuses); restarted \(outcome.restarts)×")
         if number != SIGKILL {
             XCTAssertGreaterThanOrEqual(outcome.statuses.filter { $0 == 128 + number }.count, 3, "too few runs were stopped by the signal")
         }
@@ -142,6 +155,14 @@ final class InterruptTests: XCTestCase {
 
     func testSIGKILLAtSeededMomentsThenResumeIsByteIdentical() throws {
         for seed: UInt64 in [12, 1212] { try check(signal: SIGKILL, name: "SIGKILL-\(seed)", seed: seed) }
+    }
+
+    /// SIGKILL within 8 ms of a run locking its new folder (its start:
+    /// config, checkpoint 0, log header, state): the folder is resumed, or
+    /// (killed before the state existed) refused by --resume and started
+    /// again.
+    func testSIGKILLDuringTheStart() throws {
+        try check(signal: SIGKILL, name: "SIGKILL-start", seed: 30, during: true)
     }
 
     func testSIGINTSavesExits130AndResumesByteIdentical() throws {
