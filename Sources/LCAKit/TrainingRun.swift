@@ -104,6 +104,10 @@ public struct RunRecipe: Sendable, Hashable, Codable {
 /// - `lca-total.safetensors`, `lca-helped.safetensors`: per-parameter Σ LCA
 ///   and helped counts at the last save
 /// - `summary.txt`: the summary table
+/// - `lca.lock`: locked (`flock`) while a run writes the folder
+///
+/// Every file but the log is replaced atomically (`NAME.tmp`, fsync,
+/// rename, folder fsync); the log is appended a record per `write(2)`.
 public struct RunFolder: Sendable, Hashable {
     /// The folder's path.
     public var path: String
@@ -295,11 +299,15 @@ public final class TrainingRun {
     /// Where the log goes: a path, "-" for standard output, or nil for none.
     public var logPath: String? { outputs.log ?? outputs.folder?.log }
 
-    /// Starts a new run: resolves the recipe, creates the folder (if any),
-    /// writes `config.json` and the initial checkpoint, opens the log.
+    /// Starts a new run: resolves the recipe, creates the folder (if any)
+    /// and locks it, writes `config.json` (with the run's fingerprint) and
+    /// the initial checkpoint, opens the log, and writes the resume state
+    /// and totals of iteration 0, so that the folder can be resumed however
+    /// the run ends from then on.
     /// - Throws: `LCAError` with code `.state` when the folder already holds
-    ///   a run (resume it, or choose another folder); `.mismatch` when the
-    ///   model does not fit the data.
+    ///   a run or any lca file (nothing is overwritten: resume it, or choose
+    ///   another folder) or another process holds its lock; `.mismatch`
+    ///   when the model does not fit the data.
     public init(recipe: RunRecipe, outputs: RunOutputs = RunOutputs()) throws {
         if let folder = outputs.folder { try TrainingRun.checkNew(folder) }
         var recipe = recipe
@@ -379,7 +387,10 @@ public final class TrainingRun {
     /// - Parameter tensorBoard: also write TensorBoard events of the
     ///   iterations still to run into this folder.
     /// - Throws: `LCAError` naming the file and byte offset when the log is
-    ///   damaged or holds fewer records than the state's iteration.
+    ///   damaged or holds fewer records than the state's iteration; `.state`
+    ///   when another process holds the folder's lock or there is no resume
+    ///   state; `.mismatch` naming what changed when the data, the model or
+    ///   the options differ from the fingerprint in `config.json`.
     public init(resuming folder: RunFolder, tensorBoard: String? = nil, logSync: LogSync = .checkpoint) throws {
         let lock = try RunFolderLock(folder: folder)
         folder.removeStaleTemporaries()
