@@ -26,6 +26,7 @@ struct lca_log {
     bool has_validation, has_units;
     size_t record_size;
     uint8_t *record;      /* record_size bytes, reused */
+    bool sync_records;    /* fsync after every record (lca_log_set_sync) */
 };
 
 /* ---- a growable text buffer for the JSON header */
@@ -482,7 +483,20 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
         p += 8;
         if (log->has_units) p = put_units(p, v, log->unit_count);
     }
-    return write_all(log->fd, log->path, log->record, log->record_size);
+    lca_status status = write_all(log->fd, log->path, log->record, log->record_size);
+    if (status == LCA_OK && log->sync_records) status = lca_log_sync(log);
+    return status;
+}
+
+void lca_log_set_sync(lca_log *log, int every_record) {
+    if (log) log->sync_records = every_record != 0;
+}
+
+lca_status lca_log_sync(lca_log *log) {
+    if (!log || !log->owns_fd) return LCA_OK;
+    if (fsync(log->fd) != 0 && errno != EINVAL && errno != EROFS)
+        return lca_fail(LCA_ERR_IO, "%s: fsync failed: %s", log->path, strerror(errno));
+    return LCA_OK;
 }
 
 lca_status lca_log_close(lca_log *log) {

@@ -352,6 +352,44 @@ static void optimizer_update(lca_trainer *tr, size_t begin, size_t end, double l
     }
 }
 
+/* The first non-finite value of `values` (one per parameter), named by its
+ * tensor and element: "iteration 12: the gradient of fc1.weight (element
+ * 301) is nan: training diverged". */
+static lca_status check_finite(const lca_trainer *tr, const float *values, const char *what) {
+    const lca_model *m = tr->model;
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        for (size_t i = 0; i < tensor->count; i++) {
+            float v = values[tensor->offset + i];
+            if (!isfinite(v))
+                return lca_fail(LCA_ERR_NUMERIC,
+                                "iteration %llu: the %s of %s (element %zu) is %s: training diverged",
+                                (unsigned long long)tr->iteration + 1, what, tensor->name, i,
+                                isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+        }
+    }
+    return LCA_OK;
+}
+
+/* The allocated loss of a view: its losses, total and per-tensor LCA. */
+static lca_status check_view(const lca_trainer *tr, const lca_view_record *v, const char *view) {
+    const char *what = !isfinite(v->loss_before) ? "loss before the step"
+                     : !isfinite(v->loss_after)  ? "loss after the step"
+                     : !isfinite(v->lca_total)   ? "total LCA" : NULL;
+    double value = !isfinite(v->loss_before) ? v->loss_before
+                 : !isfinite(v->loss_after)  ? v->loss_after : v->lca_total;
+    if (what)
+        return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the %s %s is %g: training diverged",
+                        (unsigned long long)tr->iteration, view, what, value);
+    for (size_t t = 0; v->tensor_lca && t < tr->model->tensor_count; t++)
+        if (!isfinite(v->tensor_lca[t]))
+            return lca_fail(LCA_ERR_NUMERIC,
+                            "iteration %llu: the %s LCA of %s is %g: training diverged",
+                            (unsigned long long)tr->iteration, view, tr->model->tensors[t].name,
+                            v->tensor_lca[t]);
+    return LCA_OK;
+}
+
 lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     lca_model *m = tr->model;
     size_t k = m->parameter_count;
@@ -388,6 +426,11 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     lca_status status = lca_model_train_gradient(m, &input, tr->data->labels ? tr->labels : NULL,
                                                  tr->data->targets ? tr->targets : NULL, n,
                                                  &batch_loss_sum, tr->gradient, &dropout);
+    if (status == LCA_ERR_NUMERIC)
+        return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the minibatch loss is not finite: "
+                        "training diverged", (unsigned long long)tr->iteration + 1);
+    if (status != LCA_OK) return status;
+    status = check_finite(tr, tr->gradient, "gradient");
     if (status != LCA_OK) return status;
 
     if (tr->config.weight_decay > 0.0) {
@@ -400,12 +443,8 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
         optimizer_update(tr, tensor->offset, tensor->offset + tensor->count,
                          tr->config.learning_rate * tr->lr_scale[t]);
     }
-    for (size_t i = 0; i < k; i++)
-        if (!isfinite(m->parameters[i]))
-            return lca_fail(LCA_ERR_NUMERIC,
-                            "parameter %zu became non-finite at iteration %llu: training "
-                            "diverged; try a smaller learning rate",
-                            i, (unsigned long long)tr->iteration + 1);
+    status = check_finite(tr, m->parameters, "updated value");
+    if (status != LCA_OK) return status;
 
     record->iteration = tr->iteration + 1;
     record->epoch = tr->epoch;
@@ -416,10 +455,18 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     if (tr->config.lca) {
         status = lca_view_step(&tr->integrator, &tr->train_view, tr->before, m->parameters,
                                &record->train, tr->lca_totals, tr->helped_counts);
+        if (status == LCA_ERR_NUMERIC)
+            return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the training-split loss is not "
+                            "finite: training diverged", (unsigned long long)tr->iteration);
+        if (status == LCA_OK) status = check_view(tr, &record->train, "training-split");
         if (status != LCA_OK) return status;
         if (tr->config.lca_validation_view) {
             status = lca_view_step(&tr->integrator, &tr->validation_view, tr->before,
                                    m->parameters, &record->validation, NULL, NULL);
+            if (status == LCA_ERR_NUMERIC)
+                return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the validation loss is not "
+                                "finite: training diverged", (unsigned long long)tr->iteration);
+            if (status == LCA_OK) status = check_view(tr, &record->validation, "validation");
             if (status != LCA_OK) return status;
             record->has_validation = 1;
         }

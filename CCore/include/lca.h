@@ -528,6 +528,12 @@ lca_status lca_log_write(lca_log *log, const lca_record *record);
  * the resumed run writes them again, byte for byte. */
 lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *trainer);
 lca_status lca_log_close(lca_log *log);
+/* Durability of a log file (not stdout): lca_log_sync fsyncs what was
+ * written so far; with lca_log_set_sync(log, 1) every record is fsynced as
+ * it is written (slower; the default is 0: records are written with write(2)
+ * and survive the process being killed, but not a power loss, until synced). */
+lca_status lca_log_sync(lca_log *log);
+void lca_log_set_sync(lca_log *log, int every_record);
 /* Attach log to trainer (NULL detaches): every later lca_trainer_step
  * writes its record to it before returning, so the record goes from the
  * core's arrays to the file without a copy. The trainer does not own the

@@ -56,6 +56,18 @@ public final class LogWriter {
         }
     }
 
+    /// Makes what was written so far durable (fsync); nothing for stdout.
+    public func sync() throws {
+        guard let handle else { return }
+        try check(lca_log_sync(handle))
+    }
+
+    /// With `true`, every record is fsynced as it is written.
+    public func setSyncEveryRecord(_ on: Bool) {
+        guard let handle else { return }
+        lca_log_set_sync(handle, on ? 1 : 0)
+    }
+
     /// Detaches the log from the trainer, flushes and closes it.
     public func close() throws {
         guard let handle else { return }

@@ -65,6 +65,10 @@ public struct RunRecipe: Sendable, Hashable, Codable {
     /// Run `epochs` passes over the training split instead of
     /// `configuration.iterations` iterations, when set.
     public var epochs: Int?
+    /// What the run started with (data, model, options), set when it
+    /// starts; `--resume` refuses a changed input. Nil in a recipe not yet
+    /// started, and in the config.json of runs written before it existed.
+    public var fingerprint: RunFingerprint?
 
     /// A recipe for a network (its spec and loss).
     public init(data: DataSource, network: Network, initCheckpoint: String? = nil,
@@ -100,6 +104,10 @@ public struct RunRecipe: Sendable, Hashable, Codable {
 /// - `lca-total.safetensors`, `lca-helped.safetensors`: per-parameter Σ LCA
 ///   and helped counts at the last save
 /// - `summary.txt`: the summary table
+/// - `lca.lock`: locked (`flock`) while a run writes the folder
+///
+/// Every file but the log is replaced atomically (`NAME.tmp`, fsync,
+/// rename, folder fsync); the log is appended a record per `write(2)`.
 public struct RunFolder: Sendable, Hashable {
     /// The folder's path.
     public var path: String
@@ -139,11 +147,39 @@ public struct RunFolder: Sendable, Hashable {
         return candidate
     }
 
-    /// True when the folder already holds a run (its `config.json` or
-    /// `lca.log`).
-    public var holdsRun: Bool {
-        FileManager.default.fileExists(atPath: config) || FileManager.default.fileExists(atPath: log)
+    /// `lca.lock`: locked (flock) while a run writes the folder.
+    public var lock: String { path + "/lca.lock" }
+
+    /// The lca files the folder already holds (`config.json`, `lca.log`,
+    /// `state.safetensors`, the totals, `summary.txt`, any
+    /// `checkpoint-*.safetensors`), by name; empty for a new folder.
+    public var runFiles: [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return [] }
+        let fixed: Set<String> = ["lca.log", "config.json", "state.safetensors", "lca-total.safetensors",
+                                  "lca-helped.safetensors", "summary.txt"]
+        return names.filter { name in
+            fixed.contains(name) || (name.hasPrefix("checkpoint-") && name.hasSuffix(".safetensors"))
+        }.sorted()
     }
+
+    /// Removes the temporary files (`NAME.tmp`) a killed run left while
+    /// replacing one of its files; the file itself is intact. Called under
+    /// the folder's lock.
+    func removeStaleTemporaries() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
+        let fixed: Set<String> = ["lca.log", "config.json", "state.safetensors", "lca-total.safetensors",
+                                  "lca-helped.safetensors", "summary.txt"]
+        for name in names where name.hasSuffix(".tmp") {
+            let base = String(name.dropLast(4))
+            if fixed.contains(base) || (base.hasPrefix("checkpoint-") && base.hasSuffix(".safetensors")) {
+                try? FileManager.default.removeItem(atPath: path + "/" + name)
+            }
+        }
+    }
+
+    /// True when the folder already holds any lca file (`runFiles`): a
+    /// new run never writes over one.
+    public var holdsRun: Bool { !runFiles.isEmpty }
 }
 
 /// Where a run writes, in any combination (all optional):
@@ -162,12 +198,16 @@ public struct RunOutputs: Sendable, Hashable {
     public var log: String?
     /// The TensorBoard folder, or nil.
     public var tensorBoard: String?
+    /// When the log file is fsynced (default: at every save).
+    public var logSync: LogSync
 
     /// Makes a set of outputs; the default writes nothing.
-    public init(folder: RunFolder? = nil, log: String? = nil, tensorBoard: String? = nil) {
+    public init(folder: RunFolder? = nil, log: String? = nil, tensorBoard: String? = nil,
+                logSync: LogSync = .checkpoint) {
         self.folder = folder
         self.log = log
         self.tensorBoard = tensorBoard
+        self.logSync = logSync
     }
 }
 
@@ -250,6 +290,7 @@ public final class TrainingRun {
     /// on a resumed run.
     public let initialConversion: CheckpointConversion?
     private var log: LogWriter?
+    private var lock: RunFolderLock?
     private let resumed: Bool
     private var started = false
 
@@ -258,15 +299,17 @@ public final class TrainingRun {
     /// Where the log goes: a path, "-" for standard output, or nil for none.
     public var logPath: String? { outputs.log ?? outputs.folder?.log }
 
-    /// Starts a new run: resolves the recipe, creates the folder (if any),
-    /// writes `config.json` and the initial checkpoint, opens the log.
+    /// Starts a new run: resolves the recipe, creates the folder (if any)
+    /// and locks it, writes `config.json` (with the run's fingerprint) and
+    /// the initial checkpoint, opens the log, and writes the resume state
+    /// and totals of iteration 0, so that the folder can be resumed however
+    /// the run ends from then on.
     /// - Throws: `LCAError` with code `.state` when the folder already holds
-    ///   a run (resume it, or choose another folder); `.mismatch` when the
-    ///   model does not fit the data.
+    ///   a run or any lca file (nothing is overwritten: resume it, or choose
+    ///   another folder) or another process holds its lock; `.mismatch`
+    ///   when the model does not fit the data.
     public init(recipe: RunRecipe, outputs: RunOutputs = RunOutputs()) throws {
-        if let folder = outputs.folder, folder.holdsRun {
-            throw LCAError(code: .state, message: "\(folder.path): already holds a run; continue it with --resume \(folder.path) or choose another folder")
-        }
+        if let folder = outputs.folder { try TrainingRun.checkNew(folder) }
         var recipe = recipe
         let data = try recipe.data.open()
         // The model: explicit spec, else the initial checkpoint's, else the
@@ -298,8 +341,14 @@ public final class TrainingRun {
         for scale in recipe.learningRateScales {
             try trainer.setLearningRateScale(tensor: scale.tensor, scale: scale.scale)
         }
+        var lock: RunFolderLock?
         if let folder = outputs.folder {
+            recipe.fingerprint = nil
+            recipe.fingerprint = try RunFingerprint.of(recipe: recipe, data: data, model: model)
             try TrainingRun.createFolder(folder.path)
+            lock = try RunFolderLock(folder: folder)
+            // checked again under the lock: another run may have started here meanwhile
+            try TrainingRun.checkNew(folder)
             try TrainingRun.writeJSON(recipe, to: folder.config)
             try model.saveCheckpoint(folder.checkpoint(iteration: 0), iteration: 0)
         }
@@ -311,7 +360,23 @@ public final class TrainingRun {
         self.control = RunControl(trainer: trainer)
         self.summary = RunSummary(trainer: trainer)
         self.resumed = false
+        self.lock = lock
         self.log = try logPath.map { try LogWriter(path: $0, trainer: trainer) }
+        log?.setSyncEveryRecord(outputs.logSync == .record)
+        // The resume state (and totals) of iteration 0, written last: from
+        // here on the folder can be resumed whenever the run is killed.
+        try save()
+    }
+
+    /// Refuses a folder that already holds lca files.
+    static func checkNew(_ folder: RunFolder) throws {
+        let files = folder.runFiles
+        guard !files.isEmpty else { return }
+        let listed = files.prefix(3).joined(separator: ", ") + (files.count > 3 ? ", …" : "")
+        if FileManager.default.fileExists(atPath: folder.state) && FileManager.default.fileExists(atPath: folder.config) {
+            throw LCAError(code: .state, message: "\(folder.path): already holds a run (\(listed)); continue it with lca train --resume \(folder.path), or choose another folder")
+        }
+        throw LCAError(code: .state, message: "\(folder.path): already holds lca files (\(listed)) and no resumable run; nothing is overwritten: remove them or choose another folder")
     }
 
     /// Continues the run in `folder` from its `state.safetensors`, with the
@@ -322,8 +387,16 @@ public final class TrainingRun {
     /// - Parameter tensorBoard: also write TensorBoard events of the
     ///   iterations still to run into this folder.
     /// - Throws: `LCAError` naming the file and byte offset when the log is
-    ///   damaged or holds fewer records than the state's iteration.
-    public init(resuming folder: RunFolder, tensorBoard: String? = nil) throws {
+    ///   damaged or holds fewer records than the state's iteration; `.state`
+    ///   when another process holds the folder's lock or there is no resume
+    ///   state; `.mismatch` naming what changed when the data, the model or
+    ///   the options differ from the fingerprint in `config.json`.
+    public init(resuming folder: RunFolder, tensorBoard: String? = nil, logSync: LogSync = .checkpoint) throws {
+        let lock = try RunFolderLock(folder: folder)
+        folder.removeStaleTemporaries()
+        if FileManager.default.fileExists(atPath: folder.config), !FileManager.default.fileExists(atPath: folder.state) {
+            throw LCAError(code: .state, message: "no resume state: the run was stopped before its start was saved, so there is nothing to continue; remove the folder and start the run again", path: folder.state)
+        }
         let recipe: RunRecipe
         do {
             recipe = try JSONFormat.decoder().decode(RunRecipe.self, from: Data(contentsOf: URL(fileURLWithPath: folder.config)))
@@ -337,6 +410,10 @@ public final class TrainingRun {
         }
         let data = try recipe.data.open()
         let model = try Model(spec: spec, loss: recipe.loss)
+        if let stored = recipe.fingerprint {
+            try RunFingerprint.of(recipe: recipe, data: data, model: model)
+                .check(against: stored, config: folder.config, recipe: recipe)
+        }
         let trainer = try Trainer(model: model, data: data, configuration: recipe.configuration)
         for scale in recipe.learningRateScales {
             try trainer.setLearningRateScale(tensor: scale.tensor, scale: scale.scale)
@@ -355,7 +432,7 @@ public final class TrainingRun {
             }
         }
         self.recipe = recipe
-        self.outputs = RunOutputs(folder: folder, log: folder.log, tensorBoard: tensorBoard)
+        self.outputs = RunOutputs(folder: folder, log: folder.log, tensorBoard: tensorBoard, logSync: logSync)
         self.model = model
         self.data = data
         self.trainer = trainer
@@ -363,7 +440,9 @@ public final class TrainingRun {
         self.summary = summary
         self.initialConversion = nil
         self.resumed = true
+        self.lock = lock
         self.log = try LogWriter(resuming: folder.log, trainer: trainer)
+        log?.setSyncEveryRecord(logSync == .record)
     }
 
     /// Iterations the run is meant to take in all.
@@ -391,12 +470,16 @@ public final class TrainingRun {
         let clock = ContinuousClock()
         let started = clock.now
         let saveEvery = UInt64(max(recipe.saveEvery, 0))
-        var lastSaved: UInt64? = resumed ? trainer.iteration : nil
+        var lastSaved: UInt64? = trainer.iteration  // saved by init (start or resume state)
         let board = try outputs.tensorBoard.map { try TensorBoardWriter(directory: $0, tensors: model.tensors) }
         let units = recipe.configuration.lcaUnits ? model.unitGroups : []
         var failure: Error?
         while trainer.iteration < UInt64(totalIterations), !control.stopRequested {
-            try trainer.advance()
+            do {
+                try trainer.advance()
+            } catch let error as LCAError where error.code == .numeric {
+                throw diverged(error, lastSaved: lastSaved)
+            }
             let record = RecordView(r: trainer.record, tensors: model.tensors, unitGroups: units)
             summary.add(record)
             do {
@@ -424,7 +507,23 @@ public final class TrainingRun {
         if let folder {
             try TrainingRun.write(summary.table, to: folder.summary)
         }
+        lock = nil  // the folder is complete: another process may resume or read it
         return summary
+    }
+
+    /// The core's divergence message (iteration and tensor), with what is
+    /// kept and what the user can do. The parameters are no longer finite,
+    /// so nothing is saved: the folder keeps its last save.
+    func diverged(_ error: LCAError, lastSaved: UInt64?) -> LCAError {
+        try? log?.close()
+        log = nil
+        var message = error.message
+        if let folder, let lastSaved {
+            message += "; \(folder.log) is valid up to the previous iteration and the folder keeps its save of iteration \(lastSaved) (\(folder.checkpoint(iteration: lastSaved))). --resume would repeat the same steps and diverge again: start a new run with a smaller --lr (or another optimizer), from those weights with --init \(folder.checkpoint(iteration: lastSaved)) or from the start"
+        } else {
+            message += "; try a smaller --lr (or another optimizer)"
+        }
+        return LCAError(code: .numeric, message: message)
     }
 
     /// Writes the checkpoint of the current iteration, the resume state and
@@ -432,6 +531,8 @@ public final class TrainingRun {
     public func save() throws {
         guard let folder else { return }
         let iteration = trainer.iteration
+        // the log on disk first, so that the state never runs ahead of it
+        if outputs.logSync != .never { try log?.sync() }
         try model.saveCheckpoint(folder.checkpoint(iteration: iteration), iteration: iteration)
         try trainer.saveState(to: folder.state)
         if recipe.configuration.lca {
@@ -452,11 +553,8 @@ public final class TrainingRun {
         try write(String(decoding: data, as: UTF8.self) + "\n", to: path)
     }
 
+    /// Writes a text file atomically (temporary file, fsync, rename).
     static func write(_ text: String, to path: String) throws {
-        do {
-            try text.write(toFile: path, atomically: true, encoding: .utf8)
-        } catch {
-            throw LCAError(code: .io, message: "\(path): cannot write: \(error.localizedDescription)")
-        }
+        try AtomicFile.write(Data(text.utf8), to: path)
     }
 }

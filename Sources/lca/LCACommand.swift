@@ -126,6 +126,29 @@ private let systemWrite = Darwin.write
 /// saves and prints its summary. A second Ctrl-C ends the process.
 nonisolated(unsafe) var interruptRequested: sig_atomic_t = 0
 
+/// `lca train`'s handlers: SIGINT, SIGTERM and SIGHUP each stop the run
+/// after the current record; it saves and exits 128 + the signal (130, 143,
+/// 129). `interruptRequested` holds the signal's number. A second signal
+/// ends the process at once (what was saved before stays intact).
+func installRunSignalHandlers() {
+    for number in [SIGINT, SIGTERM, SIGHUP] {
+        signal(number) { received in
+            if interruptRequested != 0 { _exit(128 + received) }
+            interruptRequested = received
+        }
+    }
+}
+
+/// The name of a signal number ("SIGINT").
+func signalName(_ number: Int32) -> String {
+    switch number {
+    case SIGINT: return "SIGINT"
+    case SIGTERM: return "SIGTERM"
+    case SIGHUP: return "SIGHUP"
+    default: return "signal \(number)"
+    }
+}
+
 func installInterruptHandler() {
     signal(SIGINT) { _ in
         if interruptRequested != 0 { _exit(130) }

@@ -4,6 +4,7 @@ import LCAKit
 
 extension Loss: ExpressibleByArgument {}
 extension Optimizer: ExpressibleByArgument {}
+extension LogSync: ExpressibleByArgument {}
 
 /// `lca train`: train a model, streaming one LCA record per iteration.
 struct Train: ParsableCommand {
@@ -112,6 +113,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue the run in this folder from its state.safetensors, with its config.json.", valueName: "rundir"))
     var resume: String?
 
+    @Option(help: ArgumentHelp("When the log is fsynced: never, checkpoint (at every save, before the resume state) or record (after every record). A killed process loses at most the record in flight with any of them; this decides what survives a power loss.", valueName: "policy"))
+    var fsync: LogSync = .checkpoint
+
     @Option(help: ArgumentHelp("Threads for the core (0 = OMP_NUM_THREADS if set, else the CPUs available); results do not depend on it.", valueName: "n"))
     var threads: Int?
 
@@ -213,22 +217,39 @@ struct Train: ParsableCommand {
         return recipe
     }
 
+    /// The message and exit status (128 + signal) of a run a signal stopped;
+    /// it has saved its checkpoint, state, totals and summary.
+    func interrupted(_ run: TrainingRun) -> ExitCode {
+        let number = Int32(interruptRequested)
+        let done = run.trainer.iteration, total = UInt64(run.totalIterations)
+        var message = "lca: \(signalName(number)): stopped after iteration \(done) of \(total)"
+        if let folder = run.folder {
+            message += done < total
+                ? "; saved in \(folder.path); continue with: lca train --resume \(folder.path)\n"
+                : "; the run had finished and is saved in \(folder.path)\n"
+        } else {
+            message += "; no run folder, so it cannot be resumed\n"
+        }
+        Output.stderr(message)
+        return ExitCode(128 + number)
+    }
+
     func run() throws {
         try Report.failures {
             if let threads { Core.threads = threads }
+            installRunSignalHandlers()
             let run: TrainingRun
             if let resume {
-                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)
+                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync)
             } else if output == "-" {
                 run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
-                                                                            log: "-", tensorBoard: tensorboard))
+                                                                            log: "-", tensorBoard: tensorboard, logSync: fsync))
             } else {
                 run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
-                                                                            tensorBoard: tensorboard))
+                                                                            tensorBoard: tensorboard, logSync: fsync))
             }
             if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
             if let notice = run.data.classNotice, !quiet { Output.stderr("lca: note: \(notice)\n") }
-            installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
             let summary: RunSummary
             if interruptRequested != 0 { run.control.stop() }
@@ -249,6 +270,7 @@ struct Train: ParsableCommand {
                 if let folder = run.folder, !quiet, !json { Output.stderr("run folder: \(folder.path)\n") }
                 try Output.stdout(text)
             }
+            if interruptRequested != 0 { throw interrupted(run) }
         }
     }
 }

@@ -204,7 +204,7 @@ final class CLITests: XCTestCase {
         }
         process.interrupt()
         process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "an interrupted run saves and exits 0")
+        XCTAssertEqual(process.terminationStatus, 130, "an interrupted run saves and exits 130 (issue 12: never 0)")
 
         let resumed = try CLI.run(["train", "--resume", "part", "--quiet", "--json"], in: folder)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)

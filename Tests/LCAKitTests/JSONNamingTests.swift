@@ -106,7 +106,8 @@ final class JSONNamingTests: XCTestCase {
         try write { Self.camelCase($0) == "batchSize" ? "batchSIZE" : Self.camelCase($0) }
         let refused = try CLI.run(["train", "--resume", "old", "--quiet"], in: folder)
         XCTAssertEqual(refused.status, 1, refused.stderr)
-        XCTAssertTrue(refused.stderr.contains("header differs"), refused.stderr)
+        // refused by the fingerprint of the options (issue 12) before the log header is compared
+        XCTAssertTrue(refused.stderr.contains("header differs") || refused.stderr.contains("the options differ from those the run started with"), refused.stderr)
     }
 
     /// A config.json that is not a run configuration is refused with the
