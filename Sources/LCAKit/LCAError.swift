@@ -76,6 +76,11 @@ public struct LCAError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let recordSizeMismatch = Kind(rawValue: "record size mismatch")
         /// The log holds fewer complete records than the run needs.
         public static let missingRecords = Kind(rawValue: "missing records")
+        /// A record whose iteration does not follow the previous record's
+        /// (garbage appended, two logs concatenated).
+        public static let badRecord = Kind(rawValue: "bad record")
+        /// epochs × batches per epoch does not fit in the iteration count.
+        public static let tooManyIterations = Kind(rawValue: "too many iterations")
         /// The kind's name.
         public var description: String { rawValue }
     }

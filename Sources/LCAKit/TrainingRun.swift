@@ -291,8 +291,14 @@ public final class TrainingRun {
         recipe.loss = model.loss
         if let epochs = recipe.epochs {
             let training = try Trainer.trainingCount(model: model, data: data, configuration: recipe.configuration)
-            recipe.configuration.iterations = TrainingConfiguration.iterations(
-                epochs: epochs, trainingCount: training, batchSize: recipe.configuration.batchSize)
+            let batchSize = recipe.configuration.batchSize
+            guard let iterations = TrainingConfiguration.checkedIterations(
+                epochs: epochs, trainingCount: training, batchSize: batchSize) else {
+                throw LCAError(code: .invalidArgument, kind: .tooManyIterations,
+                               message: "\(epochs) epochs × \(training / batchSize + (training % batchSize > 0 ? 1 : 0)) batches per epoch "
+                               + "is more iterations than a 64-bit count holds (at most \(Int.max))")
+            }
+            recipe.configuration.iterations = iterations
         }
         let trainer = try Trainer(model: model, data: data, configuration: recipe.configuration)
         for scale in recipe.learningRateScales {

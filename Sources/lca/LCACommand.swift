@@ -52,6 +52,8 @@ enum Report {
             throw ExitCode.failure
         } catch let error as ExitCode {
             throw error
+        } catch let error as ValidationError {
+            throw error   // a usage error: ArgumentParser prints it with the usage, exit 64
         } catch {
             Output.error("\(error)")
             throw ExitCode.failure

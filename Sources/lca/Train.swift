@@ -217,6 +217,16 @@ struct Train: ParsableCommand {
         try Report.failures {
             if let threads { Core.threads = threads }
             let run: TrainingRun
+            do { run = try makeRun() } catch let error as LCAError where error.kind == .tooManyIterations {
+                throw ValidationError("--epochs \(epochs ?? 0): \(error.message)")
+            }
+            if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
+            try train(run)
+        }
+    }
+
+    private func makeRun() throws -> TrainingRun {
+            let run: TrainingRun
             if let resume {
                 run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard)
             } else if output == "-" {
@@ -226,7 +236,10 @@ struct Train: ParsableCommand {
                 run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
                                                                             tensorBoard: tensorboard))
             }
-            if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
+            return run
+    }
+
+    private func train(_ run: TrainingRun) throws {
             installInterruptHandler()
             let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
             let summary: RunSummary
@@ -248,6 +261,5 @@ struct Train: ParsableCommand {
                 if let folder = run.folder, !quiet, !json { Output.stderr("run folder: \(folder.path)\n") }
                 try Output.stdout(text)
             }
-        }
     }
 }

@@ -1,0 +1,145 @@
+import Foundation
+import XCTest
+
+/// Issue 12, readers and commands: hostile logs, user numbers that
+/// overflow, a full stdout and outputs that would replace their input,
+/// each through the real `lca` binary: the message, the exit code, no
+/// signal, and files that existed unchanged.
+final class HostileInputTests: XCTestCase {
+    /// A small good log (digits, 7 iterations) in `folder/run/lca.log`.
+    private func goodLog(_ folder: URL) throws -> URL {
+        let result = try CLI.run(["train", "--epochs", "1", "-o", "run"], in: folder)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        return folder.appendingPathComponent("run/lca.log")
+    }
+
+    /// The parts of a log: header JSON object and the records' bytes.
+    private func split(_ log: Data) throws -> (json: [String: Any], records: Data, recordSize: Int) {
+        let bytes = [UInt8](log)
+        func u32(_ at: Int) -> Int { (0..<4).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } }
+        let length = u32(12), recordSize = u32(16)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: log.subdata(in: 24..<(24 + length))) as? [String: Any])
+        return (json, log.subdata(in: (24 + length)..<log.count), recordSize)
+    }
+
+    /// A log with this header and these records (the preamble recomputed).
+    private func assemble(_ json: [String: Any], _ records: Data, recordSize: Int) throws -> Data {
+        let text = try JSONSerialization.data(withJSONObject: json)
+        var out = Data([0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A])
+        for value in [1, text.count, recordSize, 0] {
+            out.append(contentsOf: (0..<4).map { UInt8((value >> (8 * $0)) & 0xFF) })
+        }
+        return out + text + records
+    }
+
+    /// Runs `arguments` for each of show, show --json, verify, export --to csv
+    /// on `log` and asserts exit 1, no signal, `lca: error:` with the path,
+    /// the byte offset and `words`, and the log unchanged.
+    private func expectRefused(_ log: URL, _ words: [String], in folder: URL,
+                               file: StaticString = #filePath, line: UInt = #line) throws {
+        let before = try contents(log)
+        for command in [["show"], ["show", "--json"], ["verify"], ["export", "--to", "csv"], ["export", "--to", "jsonl"]] {
+            let result = try CLI.run(command + [log.path], in: folder)
+            let what = "\(command.joined(separator: " ")) \(log.lastPathComponent)"
+            XCTAssertFalse(result.signaled, "\(what) died of a signal: \(result.stderr)", file: file, line: line)
+            XCTAssertEqual(result.status, 1, "\(what): \(result.stderr)", file: file, line: line)
+            XCTAssert(result.stderr.hasPrefix("lca: error: \(log.path): byte "), "\(what): \(result.stderr)", file: file, line: line)
+            for word in words {
+                XCTAssert(result.stderr.contains(word), "\(what): no \"\(word)\" in \(result.stderr)", file: file, line: line)
+            }
+            XCTAssertFalse(result.stderr.contains("Fatal error"), "\(what): \(result.stderr)", file: file, line: line)
+        }
+        XCTAssertEqual(try contents(log), before, "the log changed", file: file, line: line)
+    }
+
+    func testHostileLogHeaders() throws {
+        let folder = try temporaryFolder("hostile-header", testCase: self)
+        let (json, records, recordSize) = try split(try contents(try goodLog(folder)))
+        func variant(_ name: String, _ change: (inout [String: Any]) -> Void) throws -> URL {
+            var copy = json
+            change(&copy)
+            let url = folder.appendingPathComponent(name)
+            try assemble(copy, records, recordSize: recordSize).write(to: url)
+            return url
+        }
+        // 10¹² units: aborted allocating 16 TB before
+        try expectRefused(try variant("units.log") { $0["units"] = [["group": "fc1", "units": 1_000_000_000_000, "offset": 0]] },
+                          ["byte 24:", "unit group fc1 has 1000000000000 units", "232-byte record"], in: folder)
+        // unit counts whose sum overflows
+        try expectRefused(try variant("unitsum.log") {
+            $0["units"] = [["group": "fc1", "units": 1 << 62, "offset": 0], ["group": "fc2", "units": 1 << 62, "offset": 0]]
+        }, ["byte 24:", "unit group fc1"], in: folder)
+        // a unit group outside the units
+        try expectRefused(try variant("unitoffset.log") { $0["units"] = [["group": "fc1", "units": 4, "offset": 100]] },
+                          ["byte 24:", "unit group fc1 starts at unit 100"], in: folder)
+        func fields(_ change: @escaping (inout [[String: Any]]) -> Void) -> (inout [String: Any]) -> Void {
+            { header in
+                var list = header["fields"] as? [[String: Any]] ?? []
+                change(&list)
+                header["fields"] = list
+            }
+        }
+        // a field count whose byte size overflows
+        try expectRefused(try variant("fieldcount.log", fields { $0[1]["count"] = 1 << 62 }),
+                          ["byte 24:", "field epoch", "does not fit in the 232-byte record"], in: folder)
+        // a negative offset (loaded before the record's start)
+        try expectRefused(try variant("fieldoffset.log", fields { $0[1]["offset"] = -8 }),
+                          ["byte 24:", "field epoch has offset -8"], in: folder)
+        // a field past the record's end
+        try expectRefused(try variant("fieldend.log", fields { $0[1]["offset"] = 1 << 40 }),
+                          ["byte 24:", "field epoch", "does not fit"], in: folder)
+        // a negative tensor size
+        try expectRefused(try variant("tensor.log") { header in
+            var tensors = header["tensors"] as? [[String: Any]] ?? []
+            tensors[0]["count"] = -5
+            header["tensors"] = tensors
+        }, ["byte 24:", "tensor fc1.weight has count -5"], in: folder)
+    }
+
+    func testHostileLogRecords() throws {
+        let folder = try temporaryFolder("hostile-records", testCase: self)
+        let good = try contents(try goodLog(folder))
+        let (json, records, recordSize) = try split(good)
+        // the header as `assemble` writes it (compact JSON) ends here
+        let headerEnd = try assemble(json, Data(), recordSize: recordSize).count
+        func counter(_ record: Int, _ value: UInt64) -> Data {
+            var copy = records
+            let at = record * recordSize
+            copy.replaceSubrange(at..<(at + 8), with: (0..<8).map { UInt8((value >> (8 * UInt64($0))) & 0xFF) })
+            return copy
+        }
+        func write(_ name: String, _ data: Data) throws -> URL {
+            let url = folder.appendingPathComponent(name)
+            try data.write(to: url)
+            return url
+        }
+        // a record counter near 2⁶⁴ (trapped before)
+        try expectRefused(try write("counter.log", try assemble(json, counter(1, UInt64.max - 1), recordSize: recordSize)),
+                          ["byte \(headerEnd + recordSize):", "record 1 is numbered 18446744073709551614, expected 2"], in: folder)
+        try expectRefused(try write("counter0.log", try assemble(json, counter(0, UInt64.max), recordSize: recordSize)),
+                          ["byte \(headerEnd):", "record 0 is numbered 18446744073709551615, expected 1"], in: folder)
+        // garbage appended: three records' worth of bytes that are not records
+        var generator = SystemRandomNumberGenerator()
+        let garbage = Data((0..<(3 * recordSize)).map { _ in UInt8.random(in: 0...255, using: &generator) | 0x80 })
+        try expectRefused(try write("garbage.log", good + garbage),
+                          ["byte \(good.count):", "record 7 is numbered", "expected 8"], in: folder)
+        // two logs concatenated: the second header is read as records
+        try expectRefused(try write("concat.log", good + good),
+                          ["byte \(good.count):", "record 7 is numbered", "expected 8"], in: folder)
+    }
+
+    /// --epochs near Int.max trapped (epochs × batches overflowed): now a
+    /// usage error naming the flag, before the run folder is made.
+    func testEpochsOverflow() throws {
+        let folder = try temporaryFolder("epochs", testCase: self)
+        for arguments in [["--epochs", "9223372036854775807"], ["--epochs", "9223372036854775807", "--batch-size", "1"],
+                          ["--epochs", "4611686018427387904"]] {
+            let result = try CLI.run(["train"] + arguments + ["-o", "run"], in: folder)
+            XCTAssertFalse(result.signaled, result.stderr)
+            XCTAssertEqual(result.status, 64, result.stderr)
+            XCTAssert(result.stderr.contains("--epochs \(arguments[1]):"), result.stderr)
+            XCTAssert(result.stderr.contains("batches per epoch is more iterations than a 64-bit count holds"), result.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("run").path))
+        }
+    }
+}
