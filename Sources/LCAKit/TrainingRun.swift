@@ -336,7 +336,7 @@ public final class TrainingRun {
         } catch let error as DecodingError {
             throw LCAError(code: .format, message: "not a run configuration: \(error)", path: folder.config)
         } catch {
-            throw LCAError(code: .io, message: "cannot read: \(error.localizedDescription)", path: folder.config)
+            throw LCAError(code: .io, message: "cannot read: \(LCAError.fileSystemText(error, path: folder.config))", path: folder.config)
         }
         guard let spec = recipe.model else {
             throw LCAError(code: .format, message: "no \"model\" recorded", path: folder.config)
@@ -449,7 +449,7 @@ public final class TrainingRun {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw LCAError(code: .io, message: "\(path): cannot create the run folder: \(error.localizedDescription)")
+            throw LCAError(code: .io, message: "\(path): cannot create the run folder: \(LCAError.fileSystemText(error, path: path, writing: true))")
         }
     }
 
@@ -462,7 +462,7 @@ public final class TrainingRun {
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
-            throw LCAError(code: .io, message: "\(path): cannot write: \(error.localizedDescription)")
+            throw LCAError(code: .io, message: "\(path): cannot write: \(LCAError.fileSystemText(error, path: path, writing: true))")
         }
     }
 }

@@ -142,4 +142,102 @@ final class HostileInputTests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("run").path))
         }
     }
+
+    /// `lca export a.log -o a.log` replaced the log it read and exited 0:
+    /// refused (npy, csv, jsonl; through a symlink, a hard link and standard
+    /// input too), the log unchanged.
+    func testNoCommandWritesOverItsInput() throws {
+        let folder = try temporaryFolder("own-input", testCase: self)
+        let log = try goodLog(folder)
+        let before = try contents(log)
+        try FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent("link.log").path, withDestinationPath: log.path)
+        try FileManager.default.linkItem(atPath: log.path, toPath: folder.appendingPathComponent("hard.log").path)
+        let cases: [(input: String, target: String, output: String)] = [
+            ("run/lca.log", "npy", "run/lca.log"), ("run/lca.log", "csv", "run/lca.log"), ("run/lca.log", "jsonl", "run/lca.log"),
+            ("run/lca.log", "npy", "link.log"), ("link.log", "csv", "hard.log"), ("run/lca.log", "csv", "hard.log"),
+        ]
+        for item in cases {
+            let result = try CLI.run(["export", item.input, "--to", item.target, "-o", item.output], in: folder)
+            XCTAssertFalse(result.signaled)
+            XCTAssertEqual(result.status, 1, "\(item): \(result.stderr)")
+            XCTAssertEqual(result.stderr, "lca: error: \(item.output) is the input \(item.input) itself (the same file): "
+                           + "writing it would destroy what is being read; choose another output\n")
+            XCTAssertEqual(try contents(log), before, "\(item) changed the log")
+        }
+        let piped = try CLI.shell("'\(try CLI.executable().path)' export - --to csv -o run/lca.log < run/lca.log", in: folder)
+        XCTAssertEqual(piped.status, 1, piped.stderr)
+        XCTAssert(piped.stderr.contains("is the input (standard input) itself"), piped.stderr)
+        XCTAssertEqual(try contents(log), before)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    /// A failed export leaves an existing output untouched (written to a
+    /// temporary file and renamed only at the end); a good one replaces it.
+    func testFailedExportLeavesOutputUntouched() throws {
+        let folder = try temporaryFolder("export-atomic", testCase: self)
+        let good = try contents(try goodLog(folder))
+        try (good + good).write(to: folder.appendingPathComponent("concat.log"))
+        for target in ["csv", "jsonl", "npy"] {
+            let output = folder.appendingPathComponent("out.\(target)")
+            try Data("precious\n".utf8).write(to: output)
+            let result = try CLI.run(["export", "concat.log", "--to", target, "-o", output.path], in: folder)
+            XCTAssertFalse(result.signaled)
+            XCTAssertEqual(result.status, 1, result.stderr)
+            XCTAssert(result.stderr.contains("concat.log: byte \(good.count): record 7 is numbered"), result.stderr)
+            XCTAssertEqual(try contents(output), Data("precious\n".utf8), target)
+            let fine = try CLI.run(["export", "run/lca.log", "--to", target, "-o", output.path], in: folder)
+            XCTAssertEqual(fine.status, 0, fine.stderr)
+            XCTAssertNotEqual(try contents(output), Data("precious\n".utf8), target)
+        }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    /// Writes to a full stdout exited 0 with the output lost: now
+    /// `lca: error: stdout: No space left on device`, exit 1. A closed pipe
+    /// stays a quiet end (exit 0).
+    func testFullStdout() throws {
+        guard FileManager.default.fileExists(atPath: "/dev/full") else { throw XCTSkip("no /dev/full here") }
+        let folder = try temporaryFolder("full-stdout", testCase: self)
+        _ = try goodLog(folder)
+        let lca = "'\(try CLI.executable().path)'"
+        for command in ["export run/lca.log --to csv", "export run/lca.log --to jsonl", "show run/lca.log", "show --json run/lca.log",
+                        "verify run/lca.log", "train --epochs 1 -o run2",
+                        "attribute --from run/checkpoint-000000.safetensors --to run/checkpoint-000007.safetensors --data digits"] {
+            let result = try CLI.shell("\(lca) \(command) > /dev/full", in: folder)
+            XCTAssertEqual(result.status, 1, "\(command): \(result.stderr)")
+            XCTAssert(result.stderr.hasSuffix("lca: error: stdout: \(String(cString: strerror(ENOSPC)))\n"), "\(command): \(result.stderr)")
+        }
+        let output = try CLI.shell("\(lca) export run/lca.log --to csv -o /dev/full", in: folder)
+        XCTAssertEqual(output.status, 1)
+        XCTAssertEqual(output.stderr, "lca: error: /dev/full: write failed: \(String(cString: strerror(ENOSPC)))\n")
+        let pipe = try CLI.shell("set -o pipefail; \(lca) export run/lca.log --to csv | head -c 10", in: folder)
+        XCTAssertEqual(pipe.status, 0, pipe.stderr)
+        XCTAssertEqual(pipe.stderr, "")
+    }
+
+    /// Foundation's "NSCocoaErrorDomain error 512" became plain text with the
+    /// path and the system's reason.
+    func testFoundationErrorsInPlainText() throws {
+        let folder = try temporaryFolder("foundation", testCase: self)
+        let log = try goodLog(folder)
+        try Data().write(to: folder.appendingPathComponent("file"))
+        let train = try CLI.run(["train", "-o", "file/run"], in: folder)
+        XCTAssertEqual(train.status, 1)
+        XCTAssertEqual(train.stderr, "lca: error: file/run: cannot create the run folder: \(String(cString: strerror(ENOTDIR)))\n")
+        let board = try CLI.run(["export", log.path, "--to", "tensorboard", "-o", "file/tb"], in: folder)
+        XCTAssertEqual(board.status, 1)
+        XCTAssertEqual(board.stderr, "lca: error: file/tb: cannot create the TensorBoard folder: \(String(cString: strerror(ENOTDIR)))\n")
+        let resume = folder.appendingPathComponent("resume")
+        try FileManager.default.createDirectory(at: resume.appendingPathComponent("config.json"), withIntermediateDirectories: true)
+        try Data().write(to: resume.appendingPathComponent("lca.log"))
+        let resumed = try CLI.run(["train", "--resume", "resume"], in: folder)
+        XCTAssertEqual(resumed.status, 1)
+        XCTAssert(resumed.stderr.contains("config.json: cannot read: \(String(cString: strerror(EISDIR)))"), resumed.stderr)
+        for result in [train, board, resumed] {
+            XCTAssertFalse(result.signaled)
+            XCTAssertFalse(result.stderr.contains("NSCocoaErrorDomain"), result.stderr)
+        }
+    }
 }
