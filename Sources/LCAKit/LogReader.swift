@@ -139,6 +139,9 @@ public final class LogStream {
 
     static let magic: [UInt8] = [0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A]
     static let preambleSize = 24
+    /// The largest record a reader accepts (256 MiB), so that a damaged
+    /// preamble cannot make it allocate gigabytes.
+    public static let maximumRecordSize = 1 << 28
 
     private let fd: Int32
     private let ownsDescriptor: Bool
@@ -220,6 +223,10 @@ public final class LogStream {
         guard decoded.format == "lca-log" else {
             throw fail(.badHeader, Self.preambleSize, "header \"format\" is \"\(decoded.format)\", expected \"lca-log\"")
         }
+        guard recordSize <= Self.maximumRecordSize else {
+            throw fail(.recordSizeMismatch, 16, "record size \(recordSize) is more than the \(Self.maximumRecordSize) bytes a reader accepts "
+                       + "(a record of 10 million per-unit values is 80 MB)")
+        }
         guard decoded.recordSize == recordSize, recordSize > 0 else {
             throw fail(.recordSizeMismatch, 16, "record size \(recordSize) in the preamble differs from the header's record_size \(decoded.recordSize)")
         }
@@ -273,7 +280,11 @@ public final class LogStream {
         guard header.tensors.count <= recordSize else {
             return "the header lists \(header.tensors.count) tensors, more than a \(recordSize)-byte record can hold"
         }
+        var parameters = 0
         for tensor in header.tensors {
+            let (sum, overflow) = parameters.addingReportingOverflow(max(tensor.count, 0))
+            guard !overflow else { return "the tensors' counts add up to more than \(Int.max)" }
+            parameters = sum
             guard tensor.count >= 0, tensor.offset >= 0, tensor.shape.allSatisfy({ $0 >= 0 }) else {
                 return "tensor \(tensor.name) has count \(tensor.count), offset \(tensor.offset) and shape \(tensor.shape), expected values >= 0"
             }

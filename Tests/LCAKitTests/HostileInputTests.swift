@@ -123,6 +123,23 @@ final class HostileInputTests: XCTestCase {
         let garbage = Data((0..<(3 * recordSize)).map { _ in UInt8.random(in: 0...255, using: &generator) | 0x80 })
         try expectRefused(try write("garbage.log", good + garbage),
                           ["byte \(good.count):", "record 7 is numbered", "expected 8"], in: folder)
+        // helped counts near 2⁶⁴ (their sums trapped): show reads them, verify names the overflow
+        var huge = records
+        let helped = try XCTUnwrap((json["fields"] as? [[String: Any]])?.first { $0["name"] as? String == "helped" }?["offset"] as? Int)
+        for index in 0..<2 { huge.replaceSubrange((helped + 8 * index)..<(helped + 8 * index + 8), with: [UInt8](repeating: 0xFF, count: 8)) }
+        let hugeLog = try write("helped.log", try assemble(json, huge, recordSize: recordSize))
+        let shown = try CLI.run(["show", hugeLog.path], in: folder)
+        XCTAssertFalse(shown.signaled, shown.stderr)
+        XCTAssertEqual(shown.status, 0, shown.stderr)
+        let verified = try CLI.run(["verify", hugeLog.path], in: folder)
+        XCTAssertFalse(verified.signaled, verified.stderr)
+        XCTAssertEqual(verified.status, 1, verified.stderr)
+        XCTAssert(verified.stderr.contains("FAILED at iteration 1: fc1.weight: helped 18446744073709551615 + hurt"), verified.stderr)
+        XCTAssert(verified.stderr.contains("overflows, the tensor has 2048 parameters"), verified.stderr)
+        // a preamble naming a 4 GB record: refused before the read buffer is allocated
+        var big = try assemble(json, records, recordSize: recordSize)
+        big.replaceSubrange(16..<20, with: [0xFF, 0xFF, 0xFF, 0xFF])
+        try expectRefused(try write("bigrecord.log", big), ["byte 16:", "record size 4294967295 is more than the 268435456 bytes"], in: folder)
         // two logs concatenated: the second header is read as records
         try expectRefused(try write("concat.log", good + good),
                           ["byte \(good.count):", "record 7 is numbered", "expected 8"], in: folder)
