@@ -218,6 +218,8 @@ public final class OutputFile {
             let name = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
             temporary = name
             fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            // a replaced file keeps its permissions
+            if fd >= 0 && exists { _ = fchmod(fd, target.st_mode & 0o7777) }
         }
         guard fd >= 0 else {
             let saved = errno

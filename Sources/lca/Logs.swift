@@ -113,7 +113,7 @@ struct Export: ParsableCommand {
             switch to {
             case .csv, .jsonl:
                 let columns = LogColumns(header: stream.header)
-                let out = try output.map { try BufferedOutput(path: $0, protecting: [log]) } ?? BufferedOutput()
+                let out = try output.flatMap { $0 == "-" ? nil : $0 }.map { try BufferedOutput(path: $0, protecting: [log]) } ?? BufferedOutput()
                 if to == .csv { try out.write(columns.csvHeader) }
                 while let raw = try stream.nextRawRecord() {
                     try out.write(to == .csv ? columns.csvLine(raw) : columns.jsonLine(raw))

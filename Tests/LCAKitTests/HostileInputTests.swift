@@ -203,10 +203,18 @@ final class HostileInputTests: XCTestCase {
             XCTAssertEqual(result.status, 1, result.stderr)
             XCTAssert(result.stderr.contains("concat.log: byte \(good.count): record 7 is numbered"), result.stderr)
             XCTAssertEqual(try contents(output), Data("precious\n".utf8), target)
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: output.path)
             let fine = try CLI.run(["export", "run/lca.log", "--to", target, "-o", output.path], in: folder)
             XCTAssertEqual(fine.status, 0, fine.stderr)
             XCTAssertNotEqual(try contents(output), Data("precious\n".utf8), target)
+            let mode = try FileManager.default.attributesOfItem(atPath: output.path)[.posixPermissions] as? Int
+            XCTAssertEqual(mode, 0o600, "the replaced \(target) output keeps its permissions")
         }
+        // -o - is standard output, not a file named "-"
+        let dash = try CLI.run(["export", "run/lca.log", "--to", "csv", "-o", "-"], in: folder)
+        XCTAssertEqual(dash.status, 0, dash.stderr)
+        XCTAssert(dash.stdoutText.hasPrefix("iteration,"), dash.stdoutText)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("-").path))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".tmp-") }
         XCTAssertEqual(leftovers, [])
     }
