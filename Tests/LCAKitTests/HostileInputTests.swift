@@ -265,4 +265,17 @@ final class HostileInputTests: XCTestCase {
             XCTAssertFalse(result.stderr.contains("NSCocoaErrorDomain"), result.stderr)
         }
     }
+
+    /// --eval-chunk 2⁶³ crashed the core (a size overflow): a usage error
+    /// naming the flag now; the same bound for --bn-group.
+    func testHugeChunkAndGroup() throws {
+        let folder = try temporaryFolder("chunk", testCase: self)
+        for flag in ["--eval-chunk", "--bn-group"] {
+            let result = try CLI.run(["train", flag, "9223372036854775807", "--iterations", "2", "-o", "run"], in: folder)
+            XCTAssertFalse(result.signaled, result.stderr)
+            XCTAssertEqual(result.status, 64, result.stderr)
+            XCTAssert(result.stderr.contains("\(flag) must be at most 4294967296, not 9223372036854775807"), result.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("run").path))
+        }
+    }
 }
