@@ -1,3 +1,4 @@
+import Foundation
 internal import CLCA
 
 #if canImport(Glibc)
@@ -76,6 +77,11 @@ public struct LCAError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let recordSizeMismatch = Kind(rawValue: "record size mismatch")
         /// The log holds fewer complete records than the run needs.
         public static let missingRecords = Kind(rawValue: "missing records")
+        /// A record whose iteration does not follow the previous record's
+        /// (garbage appended, two logs concatenated).
+        public static let badRecord = Kind(rawValue: "bad record")
+        /// epochs × batches per epoch does not fit in the iteration count.
+        public static let tooManyIterations = Kind(rawValue: "too many iterations")
         /// The kind's name.
         public var description: String { rawValue }
     }
@@ -144,4 +150,56 @@ func check(_ status: lca_status) throws {
     let detail = String(cString: lca_last_error())
     throw LCAError(code: LCAError.Code(rawValue: Int32(status.rawValue)), message: detail,
                    systemError: savedErrno)
+}
+
+extension LCAError {
+    /// Plain text for a Foundation file error, never "NSCocoaErrorDomain
+    /// error 512": the POSIX error it wraps (strerror), else what the
+    /// Cocoa code means, else what the system says when `path` is tried
+    /// for `writing` (or reading) directly.
+    public static func fileSystemText(_ error: Error, path: String? = nil, writing: Bool = false) -> String {
+        var current: NSError? = error as NSError
+        while let nsError = current {
+            if nsError.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(nsError.code))) }
+            current = nsError.userInfo[NSUnderlyingErrorKey] as? NSError
+        }
+        let nsError = error as NSError
+        if nsError.domain == NSCocoaErrorDomain {
+            let posix: [Int: Int32] = [4: ENOENT, 260: ENOENT, 257: EACCES, 513: EACCES, 516: EEXIST,
+                                       640: ENOSPC, 642: EROFS, 263: EFBIG]
+            if let code = posix[nsError.code] { return String(cString: strerror(code)) }
+        }
+        if let path, let code = probe(path, writing: writing) { return String(cString: strerror(code)) }
+        if nsError.domain == NSCocoaErrorDomain {
+            return nsError.code >= 512 && nsError.code < 640 ? "cannot write" : "cannot read"
+        }
+        return "\(error)"
+    }
+
+    /// The errno of creating, writing or reading `path` (or its nearest
+    /// existing ancestor for a folder to be made) directly; nil when that
+    /// works.
+    private static func probe(_ path: String, writing: Bool) -> Int32? {
+        var info = stat()
+        if writing {
+            // the first component that does not exist must be creatable in its parent
+            var url = URL(fileURLWithPath: path)
+            while stat(url.path, &info) != 0 {
+                let parent = url.deletingLastPathComponent()
+                if parent.path == url.path { break }
+                if stat(parent.path, &info) == 0 {
+                    if (info.st_mode & S_IFMT) != S_IFDIR { return ENOTDIR }
+                    return access(parent.path, W_OK) == 0 ? nil : errno
+                }
+                url = parent
+            }
+            if (info.st_mode & S_IFMT) == S_IFDIR { return access(url.path, W_OK) == 0 ? nil : errno }
+            return nil
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return errno }
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        return read(fd, &byte, 1) < 0 ? errno : nil
+    }
 }

@@ -119,7 +119,8 @@ public struct LogColumns: Sendable {
 /// records = numpy.load("run.npy")      # records["lca_total"], records["lca"][:, 0]
 /// ```
 public final class NpyWriter {
-    private var fd: Int32
+    private let file: OutputFile
+    private var fd: Int32 { file.fd }
     private let path: String
     private let description: String
     private let headerLength: Int
@@ -127,20 +128,15 @@ public final class NpyWriter {
     public private(set) var count = 0
 
     /// Creates (or replaces) the file and writes a header for zero records.
-    public init(path: String, header: LogHeader) throws {
+    public init(path: String, header: LogHeader, protecting inputs: [String] = []) throws {
         self.path = path
         description = LogColumns(header: header).numpyDescription
         // room for a 20-digit count, padded so that the data starts at a multiple of 64
         let longest = 10 + Self.dictionary(description, count: "99999999999999999999").utf8.count + 1
         headerLength = (longest + 63) / 64 * 64
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw LCAError(code: .io, message: "\(path): cannot create: \(String(cString: strerror(errno)))", systemError: errno)
-        }
+        file = try OutputFile(path: path, protecting: inputs)
         try writeHeader()
     }
-
-    deinit { if fd >= 0 { _ = POSIX.close(fd) } }
 
     /// Appends one record's bytes (exactly `recordSize` bytes).
     public func write(_ record: ArraySlice<UInt8>) throws {
@@ -154,11 +150,7 @@ public final class NpyWriter {
             throw LCAError(code: .io, message: "\(path): cannot seek to rewrite the .npy header (is it a pipe?)", systemError: errno)
         }
         try writeHeader()
-        let descriptor = fd
-        fd = -1
-        if POSIX.close(descriptor) != 0 {
-            throw LCAError(code: .io, message: "\(path): close failed: \(String(cString: strerror(errno)))", systemError: errno)
-        }
+        try file.commit()
     }
 
     private static func dictionary(_ description: String, count: String) -> String {
@@ -175,16 +167,104 @@ public final class NpyWriter {
     }
 
     private func writeAll(_ raw: UnsafeRawBufferPointer) throws {
+        try file.write(raw)
+    }
+}
+
+/// An output file written safely: never the file a command reads (same
+/// device and inode, so a symlink or hard link to the input is caught),
+/// and, for a regular file, written to a temporary file beside it and
+/// renamed over it only by `commit()`, so a failed command leaves an
+/// existing output untouched. A device or FIFO (/dev/null, a named pipe)
+/// is written directly.
+public final class OutputFile {
+    /// The path as given.
+    public let path: String
+    /// The descriptor to write to.
+    public private(set) var fd: Int32
+    private let temporary: String?
+    private let destination: String
+
+    /// Opens `path` for writing; `inputs` are the files the command reads
+    /// ("-" = standard input), which the output must not be.
+    public init(path: String, protecting inputs: [String] = []) throws {
+        self.path = path
+        var target = stat()
+        let exists = stat(path, &target) == 0
+        if exists {
+            for input in inputs {
+                var source = stat()
+                let found = input == "-" ? fstat(STDIN_FILENO, &source) == 0 : stat(input, &source) == 0
+                if found && source.st_dev == target.st_dev && source.st_ino == target.st_ino {
+                    throw LCAError(code: .invalidArgument,
+                                   message: "\(path) is the input \(input == "-" ? "(standard input)" : input) itself (the same file): "
+                                   + "writing it would destroy what is being read; choose another output")
+                }
+            }
+        }
+        if exists && (target.st_mode & S_IFMT) != S_IFREG {
+            temporary = nil
+            destination = path
+            fd = open(path, O_WRONLY | O_CLOEXEC)
+        } else {
+            // a symlink to a regular file: replace the file it points to
+            var resolved = path
+            if exists, let real = realpath(path, nil) {
+                resolved = String(cString: real)
+                free(real)
+            }
+            destination = resolved
+            let url = URL(fileURLWithPath: resolved)
+            let name = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+            temporary = name
+            fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            // a replaced file keeps its permissions
+            if fd >= 0 && exists { _ = fchmod(fd, target.st_mode & 0o7777) }
+        }
+        guard fd >= 0 else {
+            let saved = errno
+            throw LCAError(code: .io, message: "\(path): cannot create: \(String(cString: strerror(saved)))", systemError: saved)
+        }
+    }
+
+    deinit {
+        if fd >= 0 { _ = POSIX.close(fd) }
+        if let temporary, !temporaryRenamed { unlink(temporary) }
+    }
+
+    /// Writes all of `raw`.
+    public func write(_ raw: UnsafeRawBufferPointer) throws {
         var offset = 0
         while offset < raw.count {
-            let n = POSIX.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            let n = POSIX.write(fd, raw.baseAddress.unsafelyUnwrapped + offset, raw.count - offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw LCAError(code: .io, message: "\(path): write failed: \(String(cString: strerror(errno)))", systemError: errno)
+                let saved = errno
+                throw LCAError(code: .io, message: "\(path): write failed: \(String(cString: strerror(saved)))", systemError: saved)
             }
             offset += n
         }
     }
+
+    /// Closes the file and puts it in place (the temporary file renamed over
+    /// the output).
+    public func commit() throws {
+        let descriptor = fd
+        fd = -1
+        func failure(_ what: String) -> LCAError {
+            let saved = errno
+            return LCAError(code: .io, message: "\(path): \(what): \(String(cString: strerror(saved)))", systemError: saved)
+        }
+        if temporary != nil && fsync(descriptor) != 0 && errno != EINVAL {
+            let error = failure("write failed"); _ = POSIX.close(descriptor); throw error
+        }
+        if POSIX.close(descriptor) != 0 { throw failure("write failed") }
+        if let temporary {
+            if rename(temporary, destination) != 0 { throw failure("cannot replace") }
+            self.temporaryRenamed = true
+        }
+    }
+    private var temporaryRenamed = false
 }
 
 /// The system calls whose names the writers' own methods shadow.

@@ -139,6 +139,9 @@ public final class LogStream {
 
     static let magic: [UInt8] = [0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A]
     static let preambleSize = 24
+    /// The largest record a reader accepts (256 MiB), so that a damaged
+    /// preamble cannot make it allocate gigabytes.
+    public static let maximumRecordSize = 1 << 28
 
     private let fd: Int32
     private let ownsDescriptor: Bool
@@ -220,8 +223,17 @@ public final class LogStream {
         guard decoded.format == "lca-log" else {
             throw fail(.badHeader, Self.preambleSize, "header \"format\" is \"\(decoded.format)\", expected \"lca-log\"")
         }
+        guard recordSize <= Self.maximumRecordSize else {
+            throw fail(.recordSizeMismatch, 16, "record size \(recordSize) is more than the \(Self.maximumRecordSize) bytes a reader accepts "
+                       + "(a record of 10 million per-unit values is 80 MB)")
+        }
         guard decoded.recordSize == recordSize, recordSize > 0 else {
             throw fail(.recordSizeMismatch, 16, "record size \(recordSize) in the preamble differs from the header's record_size \(decoded.recordSize)")
+        }
+        // every size and count from the header is checked before it is used
+        // to allocate or index: no overflow, nothing outside the record
+        if let problem = Self.layoutProblem(decoded) {
+            throw fail(.badHeader, Self.preambleSize, problem)
         }
         let layoutEnd = decoded.fields.map { $0.offset + $0.count * $0.width }.max() ?? 0
         let layoutBytes = decoded.fields.reduce(0) { $0 + $1.count * $1.width }
@@ -244,6 +256,63 @@ public final class LogStream {
         if ownsDescriptor { close(fd) }
     }
 
+    /// What is wrong with the header's sizes and counts, or nil: field
+    /// offsets and counts non-negative and inside the record (products and
+    /// sums checked for overflow), tensor and unit counts non-negative,
+    /// unit groups inside the unit count, no more units or tensors than a
+    /// record has bytes.
+    static func layoutProblem(_ header: LogHeader) -> String? {
+        let recordSize = header.recordSize
+        for field in header.fields {
+            guard ["<f8", "<u8", "<u4", "<f4"].contains(field.type) else {
+                return "field \(field.name) has type \(field.type), expected <f8, <u8, <u4 or <f4"
+            }
+            guard field.offset >= 0, field.count >= 0 else {
+                return "field \(field.name) has offset \(field.offset) and count \(field.count), expected both >= 0"
+            }
+            let (bytes, o1) = field.count.multipliedReportingOverflow(by: field.width)
+            let (end, o2) = field.offset.addingReportingOverflow(bytes)
+            guard !o1, !o2, end <= recordSize else {
+                return "field \(field.name) (offset \(field.offset), \(field.count) × \(field.width) bytes) "
+                    + "does not fit in the \(recordSize)-byte record"
+            }
+        }
+        guard header.tensors.count <= recordSize else {
+            return "the header lists \(header.tensors.count) tensors, more than a \(recordSize)-byte record can hold"
+        }
+        var parameters = 0
+        for tensor in header.tensors {
+            let (sum, overflow) = parameters.addingReportingOverflow(max(tensor.count, 0))
+            guard !overflow else { return "the tensors' counts add up to more than \(Int.max)" }
+            parameters = sum
+            guard tensor.count >= 0, tensor.offset >= 0, tensor.shape.allSatisfy({ $0 >= 0 }) else {
+                return "tensor \(tensor.name) has count \(tensor.count), offset \(tensor.offset) and shape \(tensor.shape), expected values >= 0"
+            }
+        }
+        guard header.model.parameters >= 0 else {
+            return "model.parameters is \(header.model.parameters), expected >= 0"
+        }
+        var units = 0
+        for group in header.units ?? [] {
+            let (sum, overflow) = units.addingReportingOverflow(group.units)
+            guard group.units >= 0, !overflow, sum <= recordSize else {
+                return "unit group \(group.group) has \(group.units) units; the groups must add up to at most "
+                    + "what a \(recordSize)-byte record can hold"
+            }
+            units = sum
+        }
+        for group in header.units ?? [] {
+            guard group.offset >= 0, group.offset <= units - group.units else {
+                return "unit group \(group.group) starts at unit \(group.offset) with \(group.units) units, "
+                    + "outside the \(units) units of the header"
+            }
+        }
+        if let config = header.config, config.iterations < 0 {
+            return "config.iterations is \(config.iterations), expected >= 0"
+        }
+        return nil
+    }
+
     /// Byte offset of the next record in the stream.
     public var offset: Int { position }
 
@@ -251,15 +320,36 @@ public final class LogStream {
     /// last record is not an error).
     public func next() throws -> IterationRecord? {
         guard try fill(header.recordSize) else { return nil }
-        let record = buffer.withUnsafeBytes { plan.decode($0.baseAddress! + start) }
+        try checkSequence()
+        let record = buffer.withUnsafeBytes { plan.decode(UnsafeRawPointer($0.baseAddress.unsafelyUnwrapped) + start) }
         consume(header.recordSize)
         return record
+    }
+
+    /// The iteration of the record after the last one returned (nil before
+    /// the first).
+    private var expectedIteration: UInt64?
+
+    /// Records are numbered 1, 2, 3, …: one that does not follow the
+    /// previous record (garbage appended, two logs concatenated, a counter
+    /// near 2⁶⁴) is an error naming its byte offset.
+    private func checkSequence() throws {
+        let iteration = buffer.withUnsafeBytes { plan.iteration(UnsafeRawPointer($0.baseAddress.unsafelyUnwrapped) + start) }
+        let expected = expectedIteration ?? 1
+        guard iteration == expected else {
+            throw LCAError.log(.badRecord, path: path, offset: position,
+                               "record \(recordsRead) is numbered \(iteration), expected \(expected)"
+                               + (recordsRead > 0 ? " (the iteration after the previous record's)" : "")
+                               + ": records after this point are not part of this run")
+        }
+        expectedIteration = expected == UInt64.max ? nil : expected + 1
     }
 
     /// The next complete record's bytes, exactly as in the file, or nil at
     /// the end of the log.
     public func nextRawRecord() throws -> ArraySlice<UInt8>? {
         guard try fill(header.recordSize) else { return nil }
+        try checkSequence()
         let bytes = buffer[start..<(start + header.recordSize)]
         consume(header.recordSize)
         return bytes
@@ -389,6 +479,21 @@ private struct RecordPlan {
         hasValidation = slots["val_lca_total"] != nil
     }
 
+    /// The record's iteration counter.
+    func iteration(_ base: UnsafeRawPointer) -> UInt64 {
+        guard let slot = slots["iteration"] else { return 0 }
+        if slot.type == "<u4" {
+            return UInt64(UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset, as: UInt32.self)))
+        }
+        if slot.type == "<u8" {
+            return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset, as: UInt64.self))
+        }
+        let value = slot.type == "<f8"
+            ? Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset, as: UInt64.self)))
+            : Double(Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset, as: UInt32.self))))
+        return value >= 0 && value < 1.8e19 ? UInt64(value) : 0
+    }
+
     func decode(_ base: UnsafeRawPointer) -> IterationRecord {
         func load(_ slot: Slot, _ index: Int) -> (double: Double, integer: UInt64) {
             switch slot.type {
@@ -421,7 +526,7 @@ private struct RecordPlan {
         func view(_ prefix: String) -> ViewRecord {
             ViewRecord(lossBefore: scalar(prefix + "loss_before"), lossAfter: scalar(prefix + "loss_after"),
                        lcaTotal: scalar(prefix + "lca_total"), firstOrderTotal: scalar(prefix + "first_order_total"),
-                       residual: scalar(prefix + "residual"), subintervals: Int(integer(prefix + "subintervals")),
+                       residual: scalar(prefix + "residual"), subintervals: Int(clamping: integer(prefix + "subintervals")),
                        residualAboveThreshold: integer(prefix + "flags") & 1 != 0,
                        tensorLCA: doubles(prefix + "lca", tensorCount),
                        tensorFirstOrder: doubles(prefix + "first_order", tensorCount),
@@ -429,7 +534,7 @@ private struct RecordPlan {
                        tensorZero: integers(prefix + "zero"),
                        unitLCA: slots[prefix + "unit_lca"] != nil ? doubles(prefix + "unit_lca", unitCount) : [])
         }
-        return IterationRecord(iteration: integer("iteration"), epoch: Int(integer("epoch")),
+        return IterationRecord(iteration: integer("iteration"), epoch: Int(clamping: integer("epoch")),
                                batchLoss: scalar("batch_loss"), train: view(""),
                                validation: hasValidation ? view("val_") : nil)
     }

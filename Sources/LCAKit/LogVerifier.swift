@@ -88,7 +88,11 @@ public enum LogVerifier {
                     return fail("\(name)loss_before \(v.lossBefore) != previous loss_after \(before.lossAfter)")
                 }
                 for (index, tensor) in header.tensors.enumerated() {
-                    let counted = v.tensorHelped[index] + v.tensorHurt[index] + v.tensorZero[index]
+                    let (partial, o1) = v.tensorHelped[index].addingReportingOverflow(v.tensorHurt[index])
+                    let (counted, o2) = partial.addingReportingOverflow(v.tensorZero[index])
+                    if o1 || o2 {
+                        return fail("\(name)\(tensor.name): helped \(v.tensorHelped[index]) + hurt \(v.tensorHurt[index]) + zero \(v.tensorZero[index]) overflows, the tensor has \(tensor.count) parameters")
+                    }
                     if counted != UInt64(tensor.count) {
                         return fail("\(name)\(tensor.name): helped + hurt + zero = \(counted), the tensor has \(tensor.count) parameters")
                     }

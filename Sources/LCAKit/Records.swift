@@ -39,7 +39,7 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     public var lossChange: Double { lossAfter - lossBefore }
 
     /// Number of parameters with LCA < 0, over all tensors.
-    public var helpedCount: UInt64 { tensorHelped.reduce(0, +) }
+    public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
 
     init(_ v: lca_view_record, tensorCount: Int, unitCount: Int = 0) {
         lossBefore = v.loss_before
@@ -204,7 +204,7 @@ public struct RecordView {
         /// Per-unit LCA (empty without per-unit views).
         public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
         /// Number of parameters with LCA < 0, over all tensors.
-        public var helpedCount: UInt64 { tensorHelped.reduce(0, +) }
+        public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
 
         private func buffer<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> UnsafeBufferPointer<T> {
             UnsafeBufferPointer(start: pointer, count: pointer == nil ? 0 : count)

@@ -91,8 +91,9 @@ public struct ViewSummary: Sendable, Codable, Hashable {
             tensors[index].firstOrder += view.tensorFirstOrder[index]
             let count = tensors[index].parameters
             tensors[index].helpedShare += count > 0 ? Double(view.tensorHelped[index]) / Double(count) : 0
-            helped += view.tensorHelped[index]
-            parameters += count
+            // wrapping: a damaged log's counts must not trap (lca verify names them)
+            helped &+= view.tensorHelped[index]
+            parameters &+= count
         }
         lcaTotal += view.lcaTotal
         residualTotal += view.residual

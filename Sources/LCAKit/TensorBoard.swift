@@ -47,7 +47,7 @@ public final class TensorBoardWriter {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw LCAError(code: .io, message: "\(directory): cannot create the TensorBoard folder: \(error.localizedDescription)")
+            throw LCAError(code: .io, message: "\(directory): cannot create the TensorBoard folder: \(LCAError.fileSystemText(error, path: directory, writing: true))")
         }
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count - 1)

@@ -284,8 +284,17 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
 
     /// Iterations for `epochs` passes over `trainingCount` examples:
     /// epochs × ⌈trainingCount / batchSize⌉.
+    /// Int.max when the product does not fit (see `checkedIterations`).
     public static func iterations(epochs: Int, trainingCount: Int, batchSize: Int) -> Int {
-        guard batchSize > 0 else { return 0 }
-        return epochs * ((trainingCount + batchSize - 1) / batchSize)
+        checkedIterations(epochs: epochs, trainingCount: trainingCount, batchSize: batchSize) ?? Int.max
+    }
+
+    /// epochs × ⌈trainingCount / batchSize⌉, or nil when it overflows Int
+    /// (no arithmetic here traps, whatever the user's numbers).
+    public static func checkedIterations(epochs: Int, trainingCount: Int, batchSize: Int) -> Int? {
+        guard batchSize > 0, trainingCount >= 0, epochs >= 0 else { return 0 }
+        let batches = trainingCount / batchSize + (trainingCount % batchSize > 0 ? 1 : 0)
+        let (product, overflow) = epochs.multipliedReportingOverflow(by: batches)
+        return overflow ? nil : product
     }
 }

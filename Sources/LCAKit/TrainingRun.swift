@@ -334,8 +334,14 @@ public final class TrainingRun {
         recipe.loss = model.loss
         if let epochs = recipe.epochs {
             let training = try Trainer.trainingCount(model: model, data: data, configuration: recipe.configuration)
-            recipe.configuration.iterations = TrainingConfiguration.iterations(
-                epochs: epochs, trainingCount: training, batchSize: recipe.configuration.batchSize)
+            let batchSize = recipe.configuration.batchSize
+            guard let iterations = TrainingConfiguration.checkedIterations(
+                epochs: epochs, trainingCount: training, batchSize: batchSize) else {
+                throw LCAError(code: .invalidArgument, kind: .tooManyIterations,
+                               message: "\(epochs) epochs × \(training / batchSize + (training % batchSize > 0 ? 1 : 0)) batches per epoch "
+                               + "is more iterations than a 64-bit count holds (at most \(Int.max))")
+            }
+            recipe.configuration.iterations = iterations
         }
         let trainer = try Trainer(model: model, data: data, configuration: recipe.configuration)
         for scale in recipe.learningRateScales {
@@ -403,7 +409,7 @@ public final class TrainingRun {
         } catch let error as DecodingError {
             throw LCAError(code: .format, message: "not a run configuration: \(error)", path: folder.config)
         } catch {
-            throw LCAError(code: .io, message: "cannot read: \(error.localizedDescription)", path: folder.config)
+            throw LCAError(code: .io, message: "cannot read: \(LCAError.fileSystemText(error, path: folder.config))", path: folder.config)
         }
         guard let spec = recipe.model else {
             throw LCAError(code: .format, message: "no \"model\" recorded", path: folder.config)
@@ -544,7 +550,7 @@ public final class TrainingRun {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw LCAError(code: .io, message: "\(path): cannot create the run folder: \(error.localizedDescription)")
+            throw LCAError(code: .io, message: "\(path): cannot create the run folder: \(LCAError.fileSystemText(error, path: path, writing: true))")
         }
     }
 

@@ -25,6 +25,9 @@ struct IntegratorOptions: ParsableArguments {
          ("--memory-budget", memoryBudget != nil)].filter(\.1).map(\.0)
     }
 
+    /// The largest --eval-chunk and --bn-group accepted (2³² examples).
+    static let maximumExamples = 1 << 32
+
     func validate() throws {
         if let lcaThreshold, !(lcaThreshold >= 0) { throw ValidationError("--lca-threshold must be >= 0") }
         if let n = lcaMaxSubintervals, !Core.isValidSubintervalCap(n) {
@@ -32,6 +35,14 @@ struct IntegratorOptions: ParsableArguments {
         }
         if let evalChunk, evalChunk < 1 { throw ValidationError("--eval-chunk must be at least 1") }
         if let bnGroup, bnGroup < 1 { throw ValidationError("--bn-group must be at least 1") }
+        // the core multiplies these by an example's bytes: beyond 2³² the
+        // product can overflow size_t (--eval-chunk 2⁶³ crashed the core)
+        if let evalChunk, evalChunk > Self.maximumExamples {
+            throw ValidationError("--eval-chunk must be at most \(Self.maximumExamples), not \(evalChunk)")
+        }
+        if let bnGroup, bnGroup > Self.maximumExamples {
+            throw ValidationError("--bn-group must be at most \(Self.maximumExamples), not \(bnGroup)")
+        }
         if let memoryBudget, ByteCount.parse(memoryBudget) == nil {
             throw ValidationError("--memory-budget must be a positive byte count such as 512M or 2G, not '\(memoryBudget)'")
         }

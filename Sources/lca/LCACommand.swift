@@ -52,6 +52,8 @@ enum Report {
             throw ExitCode.failure
         } catch let error as ExitCode {
             throw error
+        } catch let error as ValidationError {
+            throw error   // a usage error: ArgumentParser prints it with the usage, exit 64
         } catch {
             Output.error("\(error)")
             throw ExitCode.failure
@@ -61,9 +63,15 @@ enum Report {
 
 /// Writing to the standard streams without buffering surprises.
 enum Output {
-    /// Writes text to stdout; a closed pipe ends the command quietly.
+    /// Writes text to stdout; a closed pipe ends the command quietly, any
+    /// other failure (a full disk, /dev/full) is an error: `stdout: <reason>`,
+    /// exit 1, so that no output is lost silently.
     static func stdout(_ text: String) throws {
-        if !write(text, to: STDOUT_FILENO) { throw ExitCode.success }
+        if !write(text, to: STDOUT_FILENO) {
+            let saved = errno
+            if saved == EPIPE { throw ExitCode.success }
+            throw LCAError(code: .io, message: "stdout: \(String(cString: strerror(saved)))", systemError: saved)
+        }
     }
 
     /// Writes text to stderr (failures are ignored: nowhere left to report).

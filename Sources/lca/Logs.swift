@@ -113,21 +113,21 @@ struct Export: ParsableCommand {
             switch to {
             case .csv, .jsonl:
                 let columns = LogColumns(header: stream.header)
-                let out = try output.map { try BufferedOutput(path: $0) } ?? BufferedOutput()
+                let out = try output.flatMap { $0 == "-" ? nil : $0 }.map { try BufferedOutput(path: $0, protecting: [log]) } ?? BufferedOutput()
                 if to == .csv { try out.write(columns.csvHeader) }
                 while let raw = try stream.nextRawRecord() {
                     try out.write(to == .csv ? columns.csvLine(raw) : columns.jsonLine(raw))
                 }
                 try out.close()
             case .npy:
-                let writer = try NpyWriter(path: output!, header: stream.header)
+                let writer = try NpyWriter(path: output ?? "", header: stream.header, protecting: [log])
                 while let raw = try stream.nextRawRecord() { try writer.write(raw) }
                 try writer.close()
             case .tensorboard:
-                let board = try TensorBoardWriter(directory: output!, tensors: stream.header.tensors)
+                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors)
                 while let raw = try stream.nextRawRecord() { try board.write(stream.decode(raw)) }
                 try board.close()
-                if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output!)\n") }
+                if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output ?? "")\n") }
             }
             notePartialRecord(stream)
         }
@@ -181,21 +181,17 @@ struct Verify: ParsableCommand {
 final class BufferedOutput {
     private var buffer = ""
     private let flushEachLine: Bool
-    private let handle: FileHandle?
-    private let path: String?
+    private let file: OutputFile?
 
     init(flushEachLine: Bool = false) {
         self.flushEachLine = flushEachLine
-        handle = nil
-        path = nil
+        file = nil
     }
 
-    init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-            throw LCAError(code: .io, message: "\(path): cannot create")
-        }
-        self.handle = handle
-        self.path = path
+    /// A file output (written beside and renamed at `close`), which must not
+    /// be one of `inputs`.
+    init(path: String, protecting inputs: [String]) throws {
+        file = try OutputFile(path: path, protecting: inputs)
         flushEachLine = false
     }
 
@@ -208,10 +204,8 @@ final class BufferedOutput {
         guard !buffer.isEmpty else { return }
         let text = buffer
         buffer = ""
-        if let handle {
-            do { try handle.write(contentsOf: Data(text.utf8)) } catch {
-                throw LCAError(code: .io, message: "\(path ?? ""): write failed: \(error.localizedDescription)")
-            }
+        if let file {
+            try Array(text.utf8).withUnsafeBytes { try file.write($0) }
         } else {
             try Output.stdout(text)
         }
@@ -219,6 +213,6 @@ final class BufferedOutput {
 
     func close() throws {
         try flush()
-        try handle?.close()
+        try file?.commit()
     }
 }

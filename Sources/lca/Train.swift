@@ -239,38 +239,50 @@ struct Train: ParsableCommand {
             if let threads { Core.threads = threads }
             installRunSignalHandlers()
             let run: TrainingRun
-            if let resume {
-                run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync)
-            } else if output == "-" {
-                run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
-                                                                            log: "-", tensorBoard: tensorboard, logSync: fsync))
-            } else {
-                run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
-                                                                            tensorBoard: tensorboard, logSync: fsync))
+            do { run = try makeRun() } catch let error as LCAError where error.kind == .tooManyIterations {
+                throw ValidationError("--epochs \(epochs ?? 0): \(error.message)")
             }
             if let notice = run.initialConversion?.notice, !quiet { Output.stderr(notice) }
             if let notice = run.data.classNotice, !quiet { Output.stderr("lca: note: \(notice)\n") }
-            let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
-            let summary: RunSummary
-            if interruptRequested != 0 { run.control.stop() }
-            do {
-                summary = try run.run { record, control in
-                    progress.update(record)
-                    if interruptRequested != 0 { control.stop() }
-                }
-            } catch {
-                progress.finish()
-                throw error
-            }
-            progress.finish()
-            let text = json ? try summary.jsonString() + "\n" : summary.table
-            if run.logPath == "-" {
-                if !quiet { Output.stderr(text) }
-            } else {
-                if let folder = run.folder, !quiet, !json { Output.stderr("run folder: \(folder.path)\n") }
-                try Output.stdout(text)
-            }
-            if interruptRequested != 0 { throw interrupted(run) }
+            try train(run)
         }
+    }
+
+    private func makeRun() throws -> TrainingRun {
+        let run: TrainingRun
+        if let resume {
+            run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync)
+        } else if output == "-" {
+            run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
+                                                                        log: "-", tensorBoard: tensorboard, logSync: fsync))
+        } else {
+            run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: RunFolder(path: output ?? RunFolder.timestamped()),
+                                                                        tensorBoard: tensorboard, logSync: fsync))
+        }
+        return run
+    }
+
+    private func train(_ run: TrainingRun) throws {
+        let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
+        let summary: RunSummary
+        if interruptRequested != 0 { run.control.stop() }
+        do {
+            summary = try run.run { record, control in
+                progress.update(record)
+                if interruptRequested != 0 { control.stop() }
+            }
+        } catch {
+            progress.finish()
+            throw error
+        }
+        progress.finish()
+        let text = json ? try summary.jsonString() + "\n" : summary.table
+        if run.logPath == "-" {
+            if !quiet { Output.stderr(text) }
+        } else {
+            if let folder = run.folder, !quiet, !json { Output.stderr("run folder: \(folder.path)\n") }
+            try Output.stdout(text)
+        }
+        if interruptRequested != 0 { throw interrupted(run) }
     }
 }
