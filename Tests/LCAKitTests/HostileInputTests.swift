@@ -257,6 +257,7 @@ final class HostileInputTests: XCTestCase {
         let resume = folder.appendingPathComponent("resume")
         try FileManager.default.createDirectory(at: resume.appendingPathComponent("config.json"), withIntermediateDirectories: true)
         try Data().write(to: resume.appendingPathComponent("lca.log"))
+        try Data().write(to: resume.appendingPathComponent("state.safetensors")) // past the no-state check
         let resumed = try CLI.run(["train", "--resume", "resume"], in: folder)
         XCTAssertEqual(resumed.status, 1)
         XCTAssert(resumed.stderr.contains("config.json: cannot read: \(String(cString: strerror(EISDIR)))"), resumed.stderr)
