@@ -64,7 +64,7 @@ TEST_BINARIES := $(patsubst Tests/ccore/%.c,$(BUILD)/%,$(TEST_SOURCES)) $(BUILD)
 TEST_BINARIES += $(BUILD)/test_fuzz_regressions
 TEST_SUPPORT := $(wildcard Tests/ccore/support*.c)
 
-.PHONY: all test asan valgrind leaks fuzz fuzz-build fuzz-seeds clean openmp-info ldlibs
+.PHONY: all test asan valgrind valgrind-run leaks fuzz fuzz-build fuzz-seeds clean openmp-info ldlibs
 all: $(BUILD)/liblca.a $(TEST_BINARIES)
 
 $(BUILD)/core/%.o: CCore/%.c $(wildcard CCore/*.h) CCore/include/lca.h
@@ -171,7 +171,13 @@ $(BUILD)/make_seeds: Tests/fuzz/make_seeds.c Tests/fuzz/fuzz_support.h $(BUILD)/
 fuzz-seeds: $(BUILD)/make_seeds
 	rm -rf Tests/fuzz/corpus && $(BUILD)/make_seeds Tests/fuzz/corpus
 
-valgrind: $(TEST_BINARIES)
+# valgrind cannot read clang's default DWARF 5 ("Possibly corrupted
+# debuginfo file"): its own build with DWARF 4. Slow (tens of minutes), so
+# not part of tools/test, whose leak check is `make leaks`.
+valgrind:
+	$(MAKE) valgrind-run BUILD=build/valgrind CFLAGS="-O2 -gdwarf-4" CC=$(CC)
+
+valgrind-run: $(TEST_BINARIES)
 	@for t in $(TEST_BINARIES); do valgrind -q --error-exitcode=1 $$t || exit 1; done
 
 # The libraries a program linked with $(BUILD)/liblca.a needs (benchmarks).
