@@ -5,6 +5,9 @@
 #   make test OPENMP=0        the same with the pthreads back end (what SwiftPM builds)
 #   make asan                 tests under AddressSanitizer + UBSan
 #   make valgrind             tests under valgrind memcheck
+#   make leaks                tests under LeakSanitizer (ASan's detect_leaks=1)
+#   make fuzz                 libFuzzer targets (Tests/fuzz), each for FUZZ_SECONDS
+#   make fuzz-seeds           rewrite the seed corpora Tests/fuzz/corpus/ with the core
 #   make openmp-info          where OpenMP was looked for and what was found
 CC ?= clang
 ifeq ($(origin CC),default)
@@ -57,9 +60,11 @@ CORE_SOURCES := $(wildcard CCore/*.c)
 CORE_OBJECTS := $(patsubst CCore/%.c,$(BUILD)/core/%.o,$(CORE_SOURCES))
 TEST_SOURCES := $(wildcard Tests/ccore/test_*.c)
 TEST_BINARIES := $(patsubst Tests/ccore/%.c,$(BUILD)/%,$(TEST_SOURCES)) $(BUILD)/test_header_example
+# the fuzz targets' seed corpora and regression inputs, without libFuzzer
+TEST_BINARIES += $(BUILD)/test_fuzz_regressions
 TEST_SUPPORT := $(wildcard Tests/ccore/support*.c)
 
-.PHONY: all test asan valgrind clean openmp-info ldlibs
+.PHONY: all test asan valgrind valgrind-run leaks fuzz fuzz-build fuzz-seeds clean openmp-info ldlibs
 all: $(BUILD)/liblca.a $(TEST_BINARIES)
 
 $(BUILD)/core/%.o: CCore/%.c $(wildcard CCore/*.h) CCore/include/lca.h
@@ -86,6 +91,23 @@ $(BUILD)/header_example.c: CCore/include/lca.h
 $(BUILD)/test_header_example: $(BUILD)/header_example.c $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
 
+# Fuzz targets (Tests/fuzz/fuzz_*.c, one per reader). In every test build
+# they run without libFuzzer on their seed corpus and regression files:
+# each compiled with its entry point renamed, driven by regressions.c.
+FUZZ_TARGETS := idx cifar safetensors log spec
+FUZZ_REGRESSION_OBJECTS := $(patsubst %,$(BUILD)/fuzz-regress/fuzz_%.o,$(FUZZ_TARGETS))
+
+$(BUILD)/fuzz-regress/fuzz_%.o: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz_support.h CCore/include/lca.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_$* -c $< -o $@
+
+$(BUILD)/fuzz-regress/regressions.o: Tests/fuzz/regressions.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DLCA_FUZZ_DIR='"$(abspath Tests/fuzz)"' -c $< -o $@
+
+$(BUILD)/test_fuzz_regressions: $(BUILD)/fuzz-regress/regressions.o $(FUZZ_REGRESSION_OBJECTS) $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # One training run to a log and a checkpoint, for tools/compare-backends.
 $(BUILD)/backend_log: tools/threads/backend_log.c $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
@@ -99,10 +121,64 @@ test: $(TEST_BINARIES)
 	  if (cd $(BUILD) && LCA_TEST_DATA=$(abspath Tests/data) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
 	done; echo "ccore: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
+# -fno-sanitize-recover=all: a UBSan finding stops the test (a failure),
+# not a line in the output. No suppressions.
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all
 asan:
-	$(MAKE) test BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address,undefined" CC=$(CC)
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 $(MAKE) test BUILD=build/asan CFLAGS="-O1 -g $(SANITIZE) -fno-omit-frame-pointer" LDFLAGS="$(SANITIZE)" CC=$(CC)
 
-valgrind: $(TEST_BINARIES)
+# The same build under LeakSanitizer: any leak fails the test. The one
+# suppression (libomp's thread pool) is in Tests/lsan.supp with its reason.
+leaks:
+	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath Tests/lsan.supp):print_suppressions=0 $(MAKE) test BUILD=build/asan CFLAGS="-O1 -g $(SANITIZE) -fno-omit-frame-pointer" LDFLAGS="$(SANITIZE)" CC=$(CC)
+
+# libFuzzer (clang's -fsanitize=fuzzer; the Swift toolchain's clang ships
+# its runtime) with ASan and UBSan, pthreads back end. Each target runs
+# FUZZ_SECONDS on its seed corpus (Tests/fuzz/corpus/<target>, read only);
+# new inputs go to build/fuzz/corpus/<target>, a crash to
+# build/fuzz/crashes/ (copy it to Tests/fuzz/regressions/<target>/).
+FUZZ_SECONDS ?= 12
+FUZZ_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+# Per-target options. Readers: libFuzzer's default malloc limit (= its RSS
+# limit, 2 GB) stays, so a small file that makes a reader allocate 2 GB is
+# a finding. The spec parser: a spec may name a model of any size (that
+# the core refuses one that cannot fit is tested in Tests/ccore, not here),
+# so allocations the machine cannot give return NULL (allocator_may_return_null)
+# and must be reported as errors, not crash; the malloc limit is lifted.
+FUZZ_ASAN_spec := :allocator_may_return_null=1
+FUZZ_ARGS_spec := -malloc_limit_mb=1000000000
+fuzz-build:
+	$(MAKE) $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS)) BUILD=build/fuzz OPENMP=0 CC=$(CC) \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link"
+
+$(BUILD)/fuzz_%: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz_support.h $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $< $(BUILD)/liblca.a $(LDLIBS) -o $@
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  case $$t in spec) asan="$(FUZZ_ASAN_spec)"; args="$(FUZZ_ARGS_spec)";; *) asan=; args=;; esac; \
+	  ASAN_OPTIONS=detect_leaks=1$$asan build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$args \
+	    -rss_limit_mb=2048 -timeout=10 -artifact_prefix=build/fuzz/crashes/fuzz_$$t- \
+	    build/fuzz/corpus/$$t Tests/fuzz/corpus/fuzz_$$t 2>build/fuzz/fuzz_$$t.out; rc=$$?; \
+	  grep -E '^stat::number_of_executed_units|^Done|ERROR|SUMMARY' build/fuzz/fuzz_$$t.out; \
+	  if [ $$rc -ne 0 ]; then tail -40 build/fuzz/fuzz_$$t.out; echo "FAILED: fuzz_$$t (see build/fuzz/fuzz_$$t.out, build/fuzz/crashes/)"; exit 1; fi; \
+	done; echo "fuzz: $(words $(FUZZ_TARGETS)) targets, no finding"
+
+$(BUILD)/make_seeds: Tests/fuzz/make_seeds.c Tests/fuzz/fuzz_support.h $(BUILD)/liblca.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
+
+fuzz-seeds: $(BUILD)/make_seeds
+	rm -rf Tests/fuzz/corpus && $(BUILD)/make_seeds Tests/fuzz/corpus
+
+# valgrind cannot read clang's default DWARF 5 ("Possibly corrupted
+# debuginfo file"): its own build with DWARF 4. Slow (tens of minutes), so
+# not part of tools/test, whose leak check is `make leaks`.
+valgrind:
+	$(MAKE) valgrind-run BUILD=build/valgrind CFLAGS="-O2 -gdwarf-4" CC=$(CC)
+
+valgrind-run: $(TEST_BINARIES)
 	@for t in $(TEST_BINARIES); do valgrind -q --error-exitcode=1 $$t || exit 1; done
 
 # The libraries a program linked with $(BUILD)/liblca.a needs (benchmarks).
