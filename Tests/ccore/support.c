@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -427,4 +428,47 @@ uint8_t *test_gzip(const uint8_t *in, size_t n, size_t *out_n) {
     *out_n = z.total_out;
     deflateEnd(&z);
     return out;
+}
+
+/* ---- files */
+
+static char temp_dir[64];
+
+const char *test_temp_dir_make(const char *prefix) {
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-%s-XXXXXX", prefix);
+    if (!mkdtemp(temp_dir)) {
+        printf("cannot create a temporary folder: %s\n", strerror(errno));
+        exit(2);
+    }
+    return temp_dir;
+}
+
+const char *test_temp_dir(void) { return temp_dir; }
+
+const char *test_temp_path(const char *name) {
+    static char paths[8][512];
+    static int next;
+    char *path = paths[next++ % 8];
+    snprintf(path, sizeof paths[0], "%s/%s", temp_dir, name);
+    return path;
+}
+
+void test_write_bytes(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
+        printf("cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+}
+
+uint8_t *test_read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *bytes = malloc(size > 0 ? (size_t)size + 1 : 1);
+    *n = fread(bytes, 1, size > 0 ? (size_t)size : 0, f);
+    fclose(f);
+    return bytes;
 }

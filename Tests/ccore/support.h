@@ -132,5 +132,16 @@ void test_gather_all(const lca_dataset *data, size_t outputs, float **x, int32_t
 void *test_alloc(size_t bytes);
 /* in[0 … n) gzip-compressed as one member (test_alloc'ed; *out_n bytes). */
 uint8_t *test_gzip(const uint8_t *in, size_t n, size_t *out_n);
+/* ---- files: one temporary folder per test program. test_temp_dir_make
+ * creates /tmp/lca-<prefix>-XXXXXX (exit 2 if it cannot); test_temp_path
+ * names a file in it (eight rotating buffers, so a few paths can be held at
+ * once); test_write_bytes writes a whole file (exit 2 on failure);
+ * test_read_bytes reads one into a malloc'ed buffer with one spare byte
+ * (NULL if it cannot be opened). */
+const char *test_temp_dir_make(const char *prefix);
+const char *test_temp_dir(void);
+const char *test_temp_path(const char *name);
+void test_write_bytes(const char *path, const void *bytes, size_t n);
+uint8_t *test_read_bytes(const char *path, size_t *n);
 
 #endif /* LCA_TEST_SUPPORT_H */

@@ -15,35 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char temp_dir[64];
-
-static const char *temp_path(const char *name) {
-    static char paths[8][512];
-    static int next;
-    char *path = paths[next++ % 8];
-    snprintf(path, sizeof paths[0], "%s/%s", temp_dir, name);
-    return path;
-}
-
-static void write_bytes(const char *path, const void *bytes, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
-        printf("cannot write %s: %s\n", path, strerror(errno));
-        exit(2);
-    }
-}
-
-static uint8_t *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *bytes = malloc(size > 0 ? (size_t)size : 1);
-    *n = fread(bytes, 1, (size_t)size, f);
-    fclose(f);
-    return bytes;
-}
 
 /* The call failed with status and its message holds every one of the
  * NULL-terminated parts. */
@@ -206,10 +177,10 @@ static void test_checkpoint_not_finite(void) {
     lca_model *m;
     REQUIRE_OK(new_model("64-10", &m));
     lca_model_initialize(m, 1);
-    const char *path = temp_path("poisoned.safetensors");
+    const char *path = test_temp_path("poisoned.safetensors");
     REQUIRE_OK(lca_checkpoint_save(path, m, 7));
     size_t n;
-    uint8_t *bytes = read_bytes(path, &n);
+    uint8_t *bytes = test_read_bytes(path, &n);
     /* the data section ends with the last tensor's last value */
     const float values[3] = {NAN, INFINITY, -INFINITY};
     const char *names[3] = {"is NaN", "is +Inf", "is -Inf"};
@@ -217,7 +188,7 @@ static void test_checkpoint_not_finite(void) {
     memcpy(before, lca_model_parameters(m), lca_model_parameter_count(m) * sizeof(float));
     for (int v = 0; v < 3; v++) {
         memcpy(bytes + n - 4, &values[v], 4);
-        write_bytes(path, bytes, n);
+        test_write_bytes(path, bytes, n);
         lca_model *other;
         REQUIRE_OK(new_model("64-10", &other));
         lca_model_initialize(other, 2);
@@ -256,7 +227,7 @@ static void test_class_notice(void) {
     enum { COUNT = 6, FEATURES = 4 };
     uint8_t pixels[COUNT * FEATURES] = {0};
     uint8_t labels[COUNT] = {0, 7, 255, 0, 7, 7};
-    const char *images_path = temp_path("gaps-images.idx"), *labels_path = temp_path("gaps-labels.idx");
+    const char *images_path = test_temp_path("gaps-images.idx"), *labels_path = test_temp_path("gaps-labels.idx");
     write_idx(images_path, (uint32_t[]){COUNT, 2, 2}, 3, pixels, sizeof pixels);
     write_idx(labels_path, (uint32_t[]){COUNT}, 1, labels, sizeof labels);
     lca_dataset *data;
@@ -316,7 +287,7 @@ static void test_idx_beyond_memory(void) {
     lca_memory_set_limit(100000000); /* 100 MB */
     uint32_t count = 100000;
     uint32_t side = 40; /* 160 MB of pixels */
-    const char *images_path = temp_path("huge-images.idx"), *labels_path = temp_path("huge-labels.idx");
+    const char *images_path = test_temp_path("huge-images.idx"), *labels_path = test_temp_path("huge-labels.idx");
     write_idx(images_path, (uint32_t[]){count, side, side}, 3, NULL, 0);
     if (truncate(images_path, (off_t)(16 + (size_t)count * side * side)) != 0) {
         printf("skip IDX beyond memory: no sparse file: %s\n", strerror(errno));
@@ -339,11 +310,7 @@ static void test_idx_beyond_memory(void) {
 
 int main(void) {
     test_begin("hostile input");
-    snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-hostile-XXXXXX");
-    if (!mkdtemp(temp_dir)) {
-        printf("mkdtemp: %s\n", strerror(errno));
-        return 2;
-    }
+    test_temp_dir_make("hostile");
     test_zero_outputs();
     test_overflow();
     test_trainer_memory();
@@ -352,7 +319,7 @@ int main(void) {
     test_class_notice();
     test_idx_beyond_memory();
     char command[128];
-    snprintf(command, sizeof command, "rm -rf %s", temp_dir);
-    if (system(command) != 0) printf("could not remove %s\n", temp_dir);
+    snprintf(command, sizeof command, "rm -rf %s", test_temp_dir());
+    if (system(command) != 0) printf("could not remove %s\n", test_temp_dir());
     return test_finish();
 }

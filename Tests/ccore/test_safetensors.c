@@ -14,6 +14,7 @@
  */
 #include "internal.h"
 #include "model.h" /* batch norm running statistics, for the conversion test */
+#include "support.h"  /* the temporary folder and whole-file helpers */
 
 #include <errno.h>
 #include <math.h>
@@ -38,35 +39,6 @@ static int failures, checks;
         }                                                                    \
     } while (0)
 
-static char temp_dir[64];
-
-static const char *temp_path(const char *name) {
-    static char paths[8][512];
-    static int next;
-    char *path = paths[next++ % 8];
-    snprintf(path, sizeof paths[0], "%s/%s", temp_dir, name);
-    return path;
-}
-
-static void write_bytes(const char *path, const void *bytes, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
-        printf("cannot write %s: %s\n", path, strerror(errno));
-        exit(2);
-    }
-}
-
-static uint8_t *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *bytes = malloc((size_t)size + 1);
-    *n = fread(bytes, 1, (size_t)size, f);
-    fclose(f);
-    return bytes;
-}
 
 static bool file_exists(const char *path) {
     struct stat info;
@@ -164,14 +136,14 @@ static lca_status write_sample(const char *path) {
 }
 
 static void test_round_trip(void) {
-    const char *path = temp_path("sample.safetensors");
+    const char *path = test_temp_path("sample.safetensors");
     lca_status status = write_sample(path);
     CHECK(status == LCA_OK, "write: %s", lca_last_error());
-    CHECK(!file_exists(temp_path("sample.safetensors.tmp")), "temporary file left behind");
+    CHECK(!file_exists(test_temp_path("sample.safetensors.tmp")), "temporary file left behind");
 
     /* Layout: header length, padding to 8, data packed in order. */
     size_t n = 0;
-    uint8_t *raw = read_bytes(path, &n);
+    uint8_t *raw = test_read_bytes(path, &n);
     uint64_t header = 0;
     for (int i = 0; i < 8; i++) header |= (uint64_t)raw[i] << (8 * i);
     size_t data_bytes = 0;
@@ -229,16 +201,16 @@ static void test_round_trip(void) {
            SPEC_COUNT, META_COUNT);
 
     /* Empty files and files without metadata. */
-    CHECK(lca_safetensors_write(temp_path("empty.safetensors"), NULL, 0, NULL, NULL, 0) ==
+    CHECK(lca_safetensors_write(test_temp_path("empty.safetensors"), NULL, 0, NULL, NULL, 0) ==
               LCA_OK, "write empty: %s", lca_last_error());
-    CHECK(lca_safetensors_read(&file, temp_path("empty.safetensors")) == LCA_OK &&
+    CHECK(lca_safetensors_read(&file, test_temp_path("empty.safetensors")) == LCA_OK &&
               lca_safetensors_count(file) == 0, "read empty: %s", lca_last_error());
     lca_safetensors_free(file);
 
     /* Invalid writes: nothing is created. */
     float one = 1;
     lca_st_tensor dup[2] = {{"a", "F32", 1, {1}, &one, 4}, {"a", "F32", 1, {1}, &one, 4}};
-    const char *bad_path = temp_path("invalid.safetensors");
+    const char *bad_path = test_temp_path("invalid.safetensors");
     CHECK(lca_safetensors_write(bad_path, dup, 2, NULL, NULL, 0) == LCA_ERR_INVALID_ARGUMENT,
           "duplicate names accepted");
     dup[1].name = "b";
@@ -259,7 +231,7 @@ static void test_round_trip(void) {
     const char *same_keys[2] = {"k", "k"}, *two_values[2] = {"1", "2"};
     CHECK(lca_safetensors_write(bad_path, dup, 1, same_keys, two_values, 2) ==
               LCA_ERR_INVALID_ARGUMENT, "duplicate metadata keys accepted");
-    CHECK(!file_exists(bad_path) && !file_exists(temp_path("invalid.safetensors.tmp")),
+    CHECK(!file_exists(bad_path) && !file_exists(test_temp_path("invalid.safetensors.tmp")),
           "an invalid write created a file");
 }
 
@@ -323,17 +295,17 @@ static void test_python(void) {
         printf("SKIP python interoperability: python3 with numpy is not available\n");
         return;
     }
-    const char *script = temp_path("reader.py");
-    write_bytes(script, python_reader, sizeof python_reader - 1);
+    const char *script = test_temp_path("reader.py");
+    test_write_bytes(script, python_reader, sizeof python_reader - 1);
     char command[2048];
-    snprintf(command, sizeof command, "python3 %s %s", script, temp_path("sample.safetensors"));
+    snprintf(command, sizeof command, "python3 %s %s", script, test_temp_path("sample.safetensors"));
     int rc = system(command);
     CHECK(rc == 0, "python could not read the file written here (exit %d)", rc);
     remove(script);
 
-    script = temp_path("writer.py");
-    write_bytes(script, python_writer, sizeof python_writer - 1);
-    const char *path = temp_path("python.safetensors");
+    script = test_temp_path("writer.py");
+    test_write_bytes(script, python_writer, sizeof python_writer - 1);
+    const char *path = test_temp_path("python.safetensors");
     snprintf(command, sizeof command, "python3 %s %s", script, path);
     rc = system(command);
     CHECK(rc == 0, "python writer failed (exit %d)", rc);
@@ -374,7 +346,7 @@ static void write_st(const char *path, const char *header, size_t data, uint64_t
     uint8_t *bytes = calloc(1, 8 + h + data);
     for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)(length >> (8 * i));
     memcpy(bytes + 8, header, h);
-    write_bytes(path, bytes, 8 + h + data);
+    test_write_bytes(path, bytes, 8 + h + data);
     free(bytes);
 }
 
@@ -458,13 +430,13 @@ static void test_corrupt(void) {
         {"bad number", "{\"a\":{\"x\":1.e5,\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
          1, 0, LCA_ERR_FORMAT},
     };
-    const char *path = temp_path("corrupt.safetensors");
+    const char *path = test_temp_path("corrupt.safetensors");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const st_case *c = &cases[i];
         /* "NUL padding" carries its NULs in forced_length: write by hand. */
         if (strcmp(c->what, "NUL padding") == 0) {
             uint8_t bytes[12] = {4, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, 0};
-            write_bytes(path, bytes, sizeof bytes);
+            test_write_bytes(path, bytes, sizeof bytes);
         } else {
             write_st(path, c->header, c->data, c->forced_length);
         }
@@ -483,7 +455,7 @@ static void test_corrupt(void) {
     /* Short files. */
     for (size_t n = 0; n < 8; n++) {
         uint8_t bytes[8] = {2, 0, 0, 0, 0, 0, 0, 0};
-        write_bytes(path, bytes, n);
+        test_write_bytes(path, bytes, n);
         lca_safetensors *file = NULL;
         lca_status status = lca_safetensors_read(&file, path);
         CHECK(status == LCA_ERR_FORMAT && strstr(lca_last_error(), "byte "),
@@ -491,9 +463,9 @@ static void test_corrupt(void) {
     }
     printf("corrupt: files of 0-7 bytes → %s\n", lca_last_error());
     lca_safetensors *file = NULL;
-    CHECK(lca_safetensors_read(&file, temp_path("missing.safetensors")) == LCA_ERR_IO,
+    CHECK(lca_safetensors_read(&file, test_temp_path("missing.safetensors")) == LCA_ERR_IO,
           "missing file: %s", lca_last_error());
-    CHECK(lca_safetensors_read(&file, temp_dir) == LCA_ERR_IO, "folder: %s", lca_last_error());
+    CHECK(lca_safetensors_read(&file, test_temp_dir()) == LCA_ERR_IO, "folder: %s", lca_last_error());
 
     /* Valid oddities: whitespace, an unknown key, a gap, an empty tensor
      * inside another's range, an empty header. */
@@ -523,10 +495,10 @@ static void test_corrupt(void) {
  * unsupported error may come back, never a crash (run under ASan). */
 static void test_mutations(void) {
     size_t n = 0;
-    uint8_t *original = read_bytes(temp_path("sample.safetensors"), &n);
+    uint8_t *original = test_read_bytes(test_temp_path("sample.safetensors"), &n);
     if (!original) return;
     uint8_t *bytes = malloc(n + 16);
-    const char *path = temp_path("mutant.safetensors");
+    const char *path = test_temp_path("mutant.safetensors");
     uint64_t state = 0x243F6A8885A308D3u;
     int ok = 0, format = 0, other = 0;
     for (int iter = 0; iter < 3000; iter++) {
@@ -543,7 +515,7 @@ static void test_mutations(void) {
             else bytes[at] ^= (uint8_t)(1u << ((state >> 20) % 8));
         }
         if (iter % 9 == 0) m = (size_t)(state >> 30) % n;
-        write_bytes(path, bytes, m);
+        test_write_bytes(path, bytes, m);
         lca_safetensors *file = NULL;
         lca_status status = lca_safetensors_read(&file, path);
         if (status == LCA_OK) {
@@ -577,18 +549,18 @@ static void test_mutations(void) {
 
 static bool same_file(const char *path, const uint8_t *bytes, size_t n) {
     size_t m = 0;
-    uint8_t *now = read_bytes(path, &m);
+    uint8_t *now = test_read_bytes(path, &m);
     bool same = now && m == n && memcmp(now, bytes, n) == 0;
     free(now);
     return same;
 }
 
 static void test_atomic(void) {
-    const char *path = temp_path("keep.safetensors");
-    const char *tmp = temp_path("keep.safetensors.tmp");
+    const char *path = test_temp_path("keep.safetensors");
+    const char *tmp = test_temp_path("keep.safetensors.tmp");
     CHECK(write_sample(path) == LCA_OK, "%s", lca_last_error());
     size_t old_n = 0;
-    uint8_t *old = read_bytes(path, &old_n);
+    uint8_t *old = test_read_bytes(path, &old_n);
 
     /* A big file that cannot be written completely. */
     size_t big_n = 1 << 20;
@@ -624,7 +596,7 @@ static void test_atomic(void) {
 
     /* 3. The destination is a folder: the rename fails after a complete
      * write; the temporary file is removed. */
-    const char *folder_path = temp_path("a-folder");
+    const char *folder_path = test_temp_path("a-folder");
     mkdir(folder_path, 0755);
     status = lca_safetensors_write(folder_path, &tensor, 1, NULL, NULL, 0);
     CHECK(status == LCA_ERR_IO, "write over a folder: status %d", status);
@@ -635,11 +607,11 @@ static void test_atomic(void) {
     printf("atomic: rename fails → %s\n", lca_last_error());
 
     /* 4. A read-only folder (root ignores permissions: skipped then). */
-    const char *ro = temp_path("read-only");
+    const char *ro = test_temp_path("read-only");
     mkdir(ro, 0755);
     char ro_file[600];
     snprintf(ro_file, sizeof ro_file, "%s/keep.safetensors", ro);
-    write_bytes(ro_file, old, old_n);
+    test_write_bytes(ro_file, old, old_n);
     chmod(ro, 0555);
     if (geteuid() == 0) {
         printf("SKIP atomic (read-only folder): running as root, which may write anyway\n");
@@ -675,7 +647,7 @@ static void write_st_data(const char *path, const char *header, const void *data
     for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)((uint64_t)h >> (8 * i));
     memcpy(bytes + 8, header, h);
     if (n) memcpy(bytes + 8 + h, data, n);
-    write_bytes(path, bytes, 8 + h + n);
+    test_write_bytes(path, bytes, 8 + h + n);
     free(bytes);
 }
 
@@ -802,7 +774,7 @@ static void test_foreign_checkpoints(void) {
     if (!model) return;
     const size_t K = lca_model_parameter_count(model);
     float *params = lca_model_parameters(model);
-    const char *path = temp_path("foreign.safetensors");
+    const char *path = test_temp_path("foreign.safetensors");
 
     /* F16 weights (with a subnormal and −0), BF16 bias, F64 second layer, no metadata */
     const uint16_t w1[12] = {0x3C00, 0x8000, 0x0001, 0x03FF, 0x0400, 0xC000,
@@ -947,7 +919,7 @@ static void test_foreign_checkpoints(void) {
     CHECK(status == LCA_OK && strcmp(spec, "4-3-2") == 0, "agreeing spec: %s", lca_last_error());
     lca_model *fc = NULL;
     CHECK(lca_model_new(&fc, "fc", LCA_LOSS_SOFTMAX_CROSS_ENTROPY) == LCA_OK, "fc");
-    const char *fc_path = temp_path("fc.safetensors");
+    const char *fc_path = test_temp_path("fc.safetensors");
     CHECK(lca_checkpoint_save(fc_path, fc, 0) == LCA_OK, "%s", lca_last_error());
     status = lca_checkpoint_model_spec(fc_path, "784-100-50-10", spec, sizeof spec, NULL);
     CHECK(status == LCA_OK && strcmp(spec, lca_model_spec(fc)) == 0,
@@ -983,7 +955,7 @@ static void test_foreign_batchnorm(void) {
     if (!bn) return;
     bn->running_mean[0] = 0.1f, bn->running_mean[1] = -0.7f;
     bn->running_var[0] = 1.3f, bn->running_var[1] = 0.01f;
-    const char *path = temp_path("bn.safetensors"), *f64_path = temp_path("bn64.safetensors");
+    const char *path = test_temp_path("bn.safetensors"), *f64_path = test_temp_path("bn64.safetensors");
     CHECK(lca_checkpoint_save(path, model, 5) == LCA_OK, "%s", lca_last_error());
     lca_safetensors *file = NULL;
     CHECK(lca_safetensors_read(&file, path) == LCA_OK, "%s", lca_last_error());
@@ -1051,11 +1023,7 @@ static void test_foreign_batchnorm(void) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep order with the python output */
-    snprintf(temp_dir, sizeof temp_dir, "/tmp/lca-test-st-XXXXXX");
-    if (!mkdtemp(temp_dir)) {
-        printf("cannot create a temporary folder: %s\n", strerror(errno));
-        return 2;
-    }
+    test_temp_dir_make("test-st");
     test_round_trip();
     test_python();
     test_corrupt();
@@ -1069,9 +1037,9 @@ int main(void) {
     const char *leftovers[] = {"sample.safetensors", "empty.safetensors",
                                "corrupt.safetensors", "invalid.safetensors"};
     for (size_t i = 0; i < sizeof leftovers / sizeof leftovers[0]; i++)
-        remove(temp_path(leftovers[i]));
+        remove(test_temp_path(leftovers[i]));
     for (int t = 0; t < SPEC_COUNT; t++) free(tensor_data[t]);
-    if (rmdir(temp_dir) != 0) printf("note: %s not empty: %s\n", temp_dir, strerror(errno));
+    if (rmdir(test_temp_dir()) != 0) printf("note: %s not empty: %s\n", test_temp_dir(), strerror(errno));
     printf("test_safetensors: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
