@@ -13,19 +13,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char images[4200];
     snprintf(images, sizeof images, "%s", fuzz_write("images-idx3-ubyte", data, n));
     const char *labels = fuzz_write("labels-idx1-ubyte", data + n, size - n);
-    lca_dataset *set = NULL;
-    if (lca_dataset_open(&set, images, labels) == LCA_OK) {
-        size_t count = lca_dataset_count(set), features = lca_dataset_features(set);
-        size_t c, h, w;
-        lca_dataset_shape(set, &c, &h, &w);
-        if (count && features <= 1 << 16) {
-            uint32_t last = (uint32_t)(count - 1);
-            float *x = malloc(features * sizeof *x);
-            int32_t label;
-            if (x) lca_dataset_gather(set, &last, 1, x, &label, NULL);
-            free(x);
-        }
-        lca_dataset_free(set);
-    }
+    fuzz_use_dataset(images, labels);
     return 0;
 }

@@ -87,4 +87,23 @@ __attribute__((unused)) static void fuzz_run_close(fuzz_run *run) {
     lca_model_free(run->model);
 }
 
+/* Opens a data set as lca train would and, if it loads, reads its shape and
+ * converts its last example (the reader's indexing at the far end of the
+ * file); the IDX and CIFAR targets share it. */
+static inline void fuzz_use_dataset(const char *source, const char *labels) {
+    lca_dataset *set = NULL;
+    if (lca_dataset_open(&set, source, labels) != LCA_OK) return;
+    size_t count = lca_dataset_count(set), features = lca_dataset_features(set);
+    size_t c, h, w;
+    lca_dataset_shape(set, &c, &h, &w);
+    if (count && features <= 1 << 16) {
+        uint32_t last = (uint32_t)(count - 1);
+        float *x = malloc(features * sizeof *x);
+        int32_t label;
+        if (x) lca_dataset_gather(set, &last, 1, x, &label, NULL);
+        free(x);
+    }
+    lca_dataset_free(set);
+}
+
 #endif
