@@ -19,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* NULL for a size that cannot be rounded up to the alignment (a saturated
+ * SIZE_MAX from lca_size_mul_add among them) */
 static void *allocate(lca_integrator *integrator, size_t bytes) {
+    if (bytes > SIZE_MAX - 63) return NULL;
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (p) integrator->bytes += bytes;
     return p;
@@ -49,6 +52,12 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     size_t per_worker = lca_size_mul_add(g->chunk, example,
                                          lca_size_mul_add(x_rows, in * sizeof(float),
                                                           lca_size_mul_add(k, sizeof(float), 0)));
+    /* the one worker that is needed must fit in memory: refused before
+     * anything is allocated, with the bytes (lca_memory_check) */
+    char what[96];
+    snprintf(what, sizeof what, "the buffers of an evaluation chunk of %zu examples", g->chunk);
+    lca_status fits = lca_memory_check(per_worker, what, "try a smaller --eval-chunk");
+    if (fits != LCA_OK) return fits;
     size_t wanted = (size_t)lca_threads();
     size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
     if (wanted > fit) wanted = fit;
@@ -60,12 +69,20 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     for (size_t i = 0; i < wanted; i++) {
         lca_eval_worker *w = &g->workers[i];
         g->worker_count = i + 1;
-        w->x = allocate(g, x_rows * in * sizeof(float));
-        w->labels = allocate(g, g->chunk * sizeof(int32_t));
-        w->targets = regression ? allocate(g, g->chunk * out * sizeof(float)) : NULL;
+        /* saturating sizes: a chunk too large for memory fails here (out of
+         * memory) instead of wrapping to a small buffer */
+        w->x = allocate(g, lca_size_mul_add(x_rows, lca_size_mul_add(in, sizeof(float), 0), 0));
+        w->labels = allocate(g, lca_size_mul_add(g->chunk, sizeof(int32_t), 0));
+        w->targets = regression
+                         ? allocate(g, lca_size_mul_add(g->chunk, lca_size_mul_add(out, sizeof(float), 0), 0))
+                         : NULL;
         if (!w->x || !w->labels || (regression && !w->targets)) {
             /* one worker is needed; further ones are only speed */
-            if (i == 0) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
+            if (i == 0)
+                return lca_fail(LCA_ERR_OUT_OF_MEMORY,
+                                "LCA integrator: cannot allocate the buffers of an evaluation "
+                                "chunk of %zu examples (try a smaller --eval-chunk)",
+                                g->chunk);
             break;
         }
         lca_status status = LCA_OK;

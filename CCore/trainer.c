@@ -66,6 +66,7 @@ void lca_trainer_reshuffle(lca_trainer *tr) {
 
 static void *allocate(lca_trainer *tr, size_t bytes) {
     if (bytes == 0) bytes = 1;
+    if (bytes > SIZE_MAX - 63) return NULL; /* cannot be rounded up: out of memory */
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (p) {
         memset(p, 0, bytes);

@@ -81,6 +81,33 @@ static void test_zero_outputs(void) {
     lca_model_free(m);
 }
 
+/* An evaluation chunk far beyond memory (2^40 examples, or 2^63, whose
+ * buffer sizes used to wrap to a few bytes and crash the pass): refused by
+ * the trainer and the evaluator, naming the chunk. */
+static void test_huge_eval_chunk(void) {
+    lca_model *m;
+    lca_dataset *d;
+    REQUIRE_OK(lca_model_new(&m, "64-32-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    REQUIRE_OK(lca_dataset_open(&d, "digits", NULL));
+    lca_model_initialize(m, 1);
+    const size_t chunks[] = {(size_t)1 << 40, (size_t)INT64_MAX};
+    for (size_t i = 0; i < 2; i++) {
+        lca_config c = lca_config_default();
+        c.iterations = 2;
+        c.eval_chunk = chunks[i];
+        char chunk[64];
+        snprintf(chunk, sizeof chunk, "chunk of %zu examples", chunks[i]);
+        lca_trainer *t = NULL;
+        expect_failure("trainer with an evaluation chunk beyond memory", lca_trainer_new(&t, m, d, &c),
+                       LCA_ERR_OUT_OF_MEMORY, chunk, "--eval-chunk", NULL);
+        lca_evaluator *e = NULL;
+        expect_failure("evaluator with an evaluation chunk beyond memory",
+                       lca_evaluator_new(&e, m, d, NULL, 0, &c), LCA_ERR_OUT_OF_MEMORY, chunk, NULL);
+    }
+    lca_dataset_free(d);
+    lca_model_free(m);
+}
+
 static void test_overflow(void) {
     lca_model *m;
     expect_failure("input of more than 2^64 values",
@@ -313,6 +340,7 @@ int main(void) {
     test_temp_dir_make("hostile");
     test_zero_outputs();
     test_overflow();
+    test_huge_eval_chunk();
     test_trainer_memory();
     test_long_message();
     test_checkpoint_not_finite();
