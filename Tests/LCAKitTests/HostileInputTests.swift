@@ -219,6 +219,33 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(leftovers, [])
     }
 
+    /// A TensorBoard export is written whole: a log that fails part-way
+    /// leaves no partial event file (and no temporary one) in the folder; a
+    /// good export leaves one event file; the log itself, exported into its
+    /// own folder, is never touched (a new file is created beside it).
+    func testTensorBoardExportIsWholeOrNothing() throws {
+        let folder = try temporaryFolder("export-tensorboard", testCase: self)
+        let log = try goodLog(folder)
+        let good = try contents(log)
+        try (good + good).write(to: folder.appendingPathComponent("concat.log"))
+        let failed = try CLI.run(["export", "concat.log", "--to", "tensorboard", "-o", "tb"], in: folder)
+        XCTAssertFalse(failed.signaled)
+        XCTAssertEqual(failed.status, 1, failed.stderr)
+        XCTAssert(failed.stderr.contains("concat.log: byte \(good.count): record 7 is numbered"), failed.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("tb").path), [])
+        // show summarises the records before the one that cannot belong to the run, then fails
+        let shown = try CLI.run(["show", "concat.log"], in: folder)
+        XCTAssertEqual(shown.status, 1, shown.stderr)
+        XCTAssert(shown.stdoutText.contains("iterations 1–7"), shown.stdoutText)
+        XCTAssert(shown.stderr.hasSuffix("the summary above covers the 7 records before it\n"), shown.stderr)
+        let fine = try CLI.run(["export", "run/lca.log", "--to", "tensorboard", "-o", "run"], in: folder)
+        XCTAssertEqual(fine.status, 0, fine.stderr)
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("run").path)
+        XCTAssertEqual(names.filter { $0.contains("tfevents") }.count, 1, "\(names)")
+        XCTAssertEqual(names.filter { $0.contains(".tmp-") }, [])
+        XCTAssertEqual(try contents(log), good)
+    }
+
     /// Writes to a full stdout exited 0 with the output lost: now
     /// `lca: error: stdout: No space left on device`, exit 1. A closed pipe
     /// stays a quiet end (exit 0).
