@@ -265,15 +265,16 @@ typedef struct gemm_kernel {
 static bool always_supported(void) { return true; }
 
 /* In order of preference. The AVX-512 tile, 10×32, divides the layer sizes
- * of the nets (see gemm_kernel_avx512.c). */
-enum { KERNEL_AVX512, KERNEL_AVX2_FMA, KERNEL_PORTABLE, KERNEL_COUNT };
-static const gemm_kernel kernels[KERNEL_COUNT] = {
-    [KERNEL_AVX512] = {"avx512", 10, 32, 200, 1024, true, lca_gemm_micro_avx512_10x32,
-                       pack_a_10, pack_b_32_avx512, lca_gemm_avx512_supported},
-    [KERNEL_AVX2_FMA] = {"avx2-fma", 6, 16, 144, 512, false, lca_gemm_micro_avx2_6x16,
+ * of the nets (see gemm_kernel_avx512.c). The names are the kernel
+ * families of LCA_KERNEL (one name per family: the GEMM micro-kernel and the
+ * convolution kernels of a family are used together). */
+static const gemm_kernel kernels[LCA_KERNEL_FAMILIES] = {
+    [LCA_KERNEL_AVX512] = {"avx512", 10, 32, 200, 1024, true, lca_gemm_micro_avx512_10x32,
+                           pack_a_10, pack_b_32_avx512, lca_gemm_avx512_supported},
+    [LCA_KERNEL_AVX2] = {"avx2", 6, 16, 144, 512, false, lca_gemm_micro_avx2_6x16,
                          pack_a_6, pack_b_16, lca_gemm_avx2_supported},
-    [KERNEL_PORTABLE] = {"portable", 6, 16, 144, 512, false, lca_gemm_micro_portable_6x16,
-                         pack_a_6, pack_b_16, always_supported},
+    [LCA_KERNEL_PORTABLE] = {"portable", 6, 16, 144, 512, false, lca_gemm_micro_portable_6x16,
+                             pack_a_6, pack_b_16, always_supported},
 };
 
 /* Chosen on first use: an index into kernels, + 1 (0 = not yet chosen).
@@ -287,10 +288,33 @@ static int automatic_kernel(void) {
     return kernel;
 }
 
+/* The family a name means, or -1. */
+static int kernel_named(const char *name) {
+    for (int kernel = 0; kernel < LCA_KERNEL_FAMILIES; kernel++)
+        if (strcmp(name, kernels[kernel].name) == 0) return kernel;
+    return -1;
+}
+
+/* LCA_KERNEL, read once per process (the first product or the first
+ * lca_kernel_check): the family it names when this CPU runs it, else
+ * (unset, empty, unknown or unsupported: lca_kernel_check says which) the
+ * automatic choice. */
+static atomic_int process_kernel; /* index + 1, 0 = not read yet */
+
+static int process_default_kernel(void) {
+    int known = atomic_load_explicit(&process_kernel, memory_order_acquire);
+    if (known != 0) return known - 1;
+    const char *value = getenv("LCA_KERNEL");
+    int kernel = value != NULL && value[0] != '\0' ? kernel_named(value) : -1;
+    if (kernel < 0 || !kernels[kernel].supported()) kernel = automatic_kernel();
+    atomic_store_explicit(&process_kernel, kernel + 1, memory_order_release);
+    return kernel;
+}
+
 static const gemm_kernel *current_kernel(void) {
     int chosen = atomic_load_explicit(&chosen_kernel, memory_order_acquire);
     if (chosen == 0) {
-        chosen = automatic_kernel() + 1;
+        chosen = process_default_kernel() + 1;
         atomic_store_explicit(&chosen_kernel, chosen, memory_order_release);
     }
     return &kernels[chosen - 1];
@@ -298,12 +322,48 @@ static const gemm_kernel *current_kernel(void) {
 
 const char *lca_gemm_kernel_name(void) { return current_kernel()->name; }
 
+lca_kernel_family lca_kernel_current(void) {
+    return (lca_kernel_family)(current_kernel() - kernels);
+}
+
+lca_status lca_kernel_parse(const char *value, lca_kernel_family *family) {
+    if (value == NULL || value[0] == '\0') {
+        *family = (lca_kernel_family)automatic_kernel();
+        return LCA_OK;
+    }
+    int kernel = kernel_named(value);
+    if (kernel < 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "LCA_KERNEL=%.40s%s is not a kernel family: expected avx512, avx2 or "
+                        "portable (or unset: the best this CPU runs, here %s)",
+                        value, strlen(value) > 40 ? "…" : "", kernels[automatic_kernel()].name);
+    if (!kernels[kernel].supported()) {
+        char runs[64] = "";
+        for (int other = automatic_kernel(); other < LCA_KERNEL_FAMILIES; other++) {
+            if (!kernels[other].supported()) continue;
+            if (runs[0] != '\0') strcat(runs, other + 1 == LCA_KERNEL_FAMILIES ? " or " : ", ");
+            strcat(runs, kernels[other].name);
+        }
+        return lca_fail(LCA_ERR_UNSUPPORTED,
+                        "LCA_KERNEL=%s: this CPU cannot run the %s kernels (it has no %s); use "
+                        "%s, or leave LCA_KERNEL unset for the best it runs",
+                        value, value, kernel == LCA_KERNEL_AVX512 ? "AVX-512F" : "AVX2 and FMA",
+                        runs);
+    }
+    *family = (lca_kernel_family)kernel;
+    return LCA_OK;
+}
+
+lca_status lca_kernel_check(void) {
+    lca_kernel_family family;
+    return lca_kernel_parse(getenv("LCA_KERNEL"), &family);
+}
+
 bool lca_gemm_select_kernel(const char *name) {
-    int kernel = automatic_kernel();
+    int kernel = process_default_kernel();
     if (name != NULL) {
-        for (kernel = 0; kernel < KERNEL_COUNT; kernel++)
-            if (strcmp(name, kernels[kernel].name) == 0) break;
-        if (kernel == KERNEL_COUNT || !kernels[kernel].supported()) return false;
+        kernel = kernel_named(name);
+        if (kernel < 0 || !kernels[kernel].supported()) return false;
     }
     atomic_store_explicit(&chosen_kernel, kernel + 1, memory_order_release);
     return true;

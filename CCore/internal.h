@@ -102,9 +102,21 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
 void lca_sgemm_naive(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
                      float *c, size_t ldc);
-/* For tests and benchmarks: use the named micro-kernel ("avx512",
- * "avx2-fma", "portable") or, with NULL, the automatic choice. Returns false
- * if this CPU cannot run it. Not for use while another thread multiplies. */
+/* Kernel families (gemm.c): the GEMM micro-kernel and the convolution
+ * kernels of one instruction set, used together. The process uses the one
+ * LCA_KERNEL names (read once), else the best this CPU runs. */
+typedef enum lca_kernel_family {
+    LCA_KERNEL_AVX512, LCA_KERNEL_AVX2, LCA_KERNEL_PORTABLE, LCA_KERNEL_FAMILIES
+} lca_kernel_family;
+lca_kernel_family lca_kernel_current(void);
+/* What an LCA_KERNEL value means: NULL or "" the automatic choice, else
+ * "avx512", "avx2" or "portable" if this CPU runs it; LCA_ERR_INVALID_ARGUMENT
+ * (unknown) or LCA_ERR_UNSUPPORTED (this CPU cannot) with a message. */
+lca_status lca_kernel_parse(const char *value, lca_kernel_family *family);
+/* For tests and benchmarks: use the named family ("avx512", "avx2",
+ * "portable") or, with NULL, the process's (LCA_KERNEL, else automatic).
+ * Returns false if this CPU cannot run it. Not for use while another thread
+ * multiplies. */
 bool lca_gemm_select_kernel(const char *name);
 
 /* Micro-kernels (gemm_kernel_*.c), MR × NR register tiles:

@@ -6,7 +6,7 @@
  * well inside that (below 1e-6 on random data); an indexing or packing mistake
  * gives differences of order 1. When scale is 0 the results must be equal.
  *
- * Also checked: every available micro-kernel (portable, avx2-fma 6×16,
+ * Also checked: every available micro-kernel (portable, avx2 6×16,
  * avx512 10×32; a kernel this CPU cannot run is reported as skipped); all
  * four trans combinations; alpha, beta in {0, 1, 0.5}; leading dimensions
  * larger than the rows; sizes of 1, odd sizes, every m in 1..21 and n in
@@ -14,7 +14,7 @@
  * KC = 256 (k = 255, 256, 257, 513, 1000), MC, NC; k = 0; the layer shapes
  * of the 784-100-50-10 net and LeNet; beta = 0 over NaN; bitwise equal
  * results at 1, 2 and 3 threads; bitwise equal results from the two FMA
- * kernels (avx512 and avx2-fma), whose tiles differ but whose arithmetic per
+ * kernels (avx512 and avx2), whose tiles differ but whose arithmetic per
  * element does not; sequential accumulation: a product split at random
  * points of k into consecutive calls with beta = 1 (and, at the same time,
  * into random regions of m and n, at 1 and 2 threads) gives the bytes of
@@ -114,7 +114,7 @@ static const float coefficients[] = {0.0f, 1.0f, 0.5f};
  * compare every 7th row (row_checked). */
 static const float big_shape_pairs[3][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.5f, 0.5f}};
 
-static const char *const kernels[] = {"portable", "avx2-fma", "avx512"};
+static const char *const kernels[] = {"portable", "avx2", "avx512"};
 enum { KERNELS = 3, PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
 static bool kernel_available[KERNELS];
 
@@ -317,13 +317,13 @@ static double check_edge_sizes(void) {
     return worst_of_all;
 }
 
-/* The FMA kernels must give the same bits: avx512 (10×32) against avx2-fma
+/* The FMA kernels must give the same bits: avx512 (10×32) against avx2
  * (6×16), on shapes with edges in every dimension, every k regime, all
  * trans combinations, alpha ≠ 1 and beta in {0, 1, 0.5}. The portable
  * kernel is compared too, and reported, but not required to match. */
 static void check_kernels_bitwise(void) {
     if (!kernel_available[AVX512] || !kernel_available[AVX2]) {
-        printf("  FMA kernels bitwise: skipped (needs avx512 and avx2-fma on this CPU)\n");
+        printf("  FMA kernels bitwise: skipped (needs avx512 and avx2 on this CPU)\n");
         return;
     }
     static const shape cases[] = {
@@ -361,7 +361,7 @@ static void check_kernels_bitwise(void) {
                 if (memcmp(results[AVX512], results[AVX2], m * ldc * sizeof(float))) {
                     fma_differ++;
                     failures++;
-                    printf("FAIL  avx512 and avx2-fma differ: %zu×%zu×%zu %c%c alpha %.2f "
+                    printf("FAIL  avx512 and avx2 differ: %zu×%zu×%zu %c%c alpha %.2f "
                            "beta %.1f\n", m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N',
                            (double)pairs[pair][0], (double)pairs[pair][1]);
                 }
@@ -376,9 +376,9 @@ static void check_kernels_bitwise(void) {
         free(a); free(b); free(c_before);
     }
     lca_gemm_select_kernel(NULL);
-    printf("  avx512 vs avx2-fma bitwise: %zu of %zu products identical%s\n",
+    printf("  avx512 vs avx2 bitwise: %zu of %zu products identical%s\n",
            compared - fma_differ, compared, fma_differ ? "  FAIL" : "");
-    printf("  portable vs avx2-fma bitwise (information): %zu of %zu identical\n",
+    printf("  portable vs avx2 bitwise (information): %zu of %zu identical\n",
            portable_compared - portable_differ, portable_compared);
 }
 
@@ -525,6 +525,41 @@ static void check_thread_determinism(void) {
     lca_set_threads(saved);
 }
 
+/* LCA_KERNEL's values (lca_kernel_parse, what lca_kernel_check applies to
+ * the environment): unset or empty is the automatic choice, each family
+ * name is that family when this CPU runs it, anything else an error naming
+ * the value; the process's family is the one lca_gemm_kernel_name names. */
+static void check_kernel_names(void) {
+    lca_kernel_family family;
+    bool ok = lca_kernel_parse(NULL, &family) == LCA_OK &&
+              lca_kernel_parse("", &family) == LCA_OK;
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        lca_status status = lca_kernel_parse(kernels[kernel], &family);
+        bool expected = kernel_available[kernel] ? status == LCA_OK
+                                                 : status == LCA_ERR_UNSUPPORTED &&
+                                                       strstr(lca_last_error(), kernels[kernel]);
+        printf("  LCA_KERNEL=%s: %s\n", kernels[kernel],
+               status == LCA_OK ? "accepted" : lca_last_error());
+        ok = ok && expected;
+    }
+    static const char *const wrong[] = {"avx", "AVX2", "avx2-fma", "sse", " avx2", "neon"};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        bool refused = lca_kernel_parse(wrong[i], &family) == LCA_ERR_INVALID_ARGUMENT &&
+                       strstr(lca_last_error(), wrong[i]) != NULL &&
+                       strstr(lca_last_error(), "avx512, avx2 or portable") != NULL;
+        if (i == 0) printf("  LCA_KERNEL=%s: %s\n", wrong[i], lca_last_error());
+        ok = ok && refused;
+    }
+    const char *env = getenv("LCA_KERNEL");
+    ok = ok && (lca_kernel_check() == LCA_OK) == (lca_kernel_parse(env, &family) == LCA_OK);
+    ok = ok && strcmp(lca_gemm_kernel_name(), kernels[lca_kernel_current() == LCA_KERNEL_AVX512 ? AVX512
+                                                      : lca_kernel_current() == LCA_KERNEL_AVX2 ? AVX2
+                                                      : PORTABLE]) == 0;
+    printf("  LCA_KERNEL values (this process: %s%s%s): %s\n", env ? "LCA_KERNEL=" : "unset",
+           env ? env : "", env ? "" : "", ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
 /* lca_parallel_for (threads.c) must run every index exactly once, at any
  * thread count, and calls from inside a body must still run. */
 typedef struct parallel_check {
@@ -564,7 +599,7 @@ static void check_parallel_for(void) {
 }
 
 int main(void) {
-    printf("automatic kernel: %s; thread back end: %s, %d threads\n", lca_gemm_kernel_name(),
+    printf("process kernel family: %s; thread back end: %s, %d threads\n", lca_gemm_kernel_name(),
            lca_thread_backend(), lca_threads());
     for (int kernel = 0; kernel < KERNELS; kernel++) {
         kernel_available[kernel] = lca_gemm_select_kernel(kernels[kernel]);
@@ -591,6 +626,7 @@ int main(void) {
     lca_gemm_select_kernel(NULL);
     check_kernels_bitwise();
     check_k_splits();
+    check_kernel_names();
     check_parallel_for();
     printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
            TOLERANCE);
