@@ -164,6 +164,22 @@ void lca_gemm_transpose_16_avx512(const float *in, size_t in_step, float *out, s
 void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size_t depth,
                                size_t cols);
 
+/* ---- conv_kernel_*.c: direct convolution of one example, stride 1, an
+ * odd K × K kernel over an input already padded by (K − 1)/2 on every side:
+ *   y[o][oh][ow] = Σ over (i, kh, kw), in that order, of
+ *                  w[o][i][kh][kw] · xpad[i][oh + kh][ow + kw]   (+ bias[o])
+ * each output a chain of FMAs from 0 (then one add of the bias): the order
+ * of the im2col product. xpad: in_c × (OH + K − 1) × (OW + K − 1); wp: the
+ * weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
+ * tile o/4, lane o%4; lanes past out_c zero); y: out_c × OH × OW. */
+typedef struct lca_conv_direct {
+    size_t in_c, out_c, oh, ow, k;
+    const float *xpad, *wp, *bias;
+    float *y;
+} lca_conv_direct;
+void lca_conv_direct_avx512(const lca_conv_direct *d);
+void lca_conv_direct_avx2(const lca_conv_direct *d);
+
 /* ---- data.c */
 struct lca_dataset {
     size_t count;      /* examples */

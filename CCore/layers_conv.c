@@ -54,6 +54,7 @@
 #define CONV_PASS_MULTIPLE 4
 
 typedef struct conv_sizes {
+    size_t extra;      /* floats after the passes: dWᵀ or packed weights */
     size_t ckk;        /* C·KH·KW: rows of col */
     size_t ohw;        /* OH·OW: columns per example */
     size_t hw;         /* H·W: input plane */
@@ -67,17 +68,25 @@ static conv_sizes conv_sizes_of(const lca_conv2d_shape *s) {
     z.ckk = s->c * s->kh * s->kw;
     z.ohw = s->oh * s->ow;
     z.hw = s->h * s->w;
+    /* dWᵀ (CKK × OC), or the weights packed for the direct kernels:
+     * forward ⌈OC/4⌉·4 × CKK, input gradient ⌈C/4⌉·4 × OC·KH·KW */
+    size_t kk = s->kh * s->kw, oc4 = (s->oc + 3) / 4 * 4, c4 = (s->c + 3) / 4 * 4;
+    z.extra = z.ckk * s->oc;
+    if (oc4 * z.ckk > z.extra) z.extra = oc4 * z.ckk;
+    if (c4 * s->oc * kk > z.extra) z.extra = c4 * s->oc * kk;
     size_t per_example = (z.ckk + s->oc) * z.ohw;
-    size_t group = per_example == 0 ? s->n : CONV_PASS_BUDGET_FLOATS / per_example;
+    size_t budget = CONV_PASS_BUDGET_FLOATS > z.extra ? CONV_PASS_BUDGET_FLOATS - z.extra : 0;
+    size_t group = per_example == 0 ? s->n : budget / per_example;
     if (group >= CONV_PASS_MULTIPLE) group = group / CONV_PASS_MULTIPLE * CONV_PASS_MULTIPLE;
     if (group < 1) group = 1;
     z.group = min_size(group, s->n);
     return z;
 }
 
+/* The passes (G examples of col and out), then dWᵀ or the packed weights. */
 size_t lca_conv2d_workspace_floats(const lca_conv2d_shape *s) {
     conv_sizes z = conv_sizes_of(s);
-    return z.group * (z.ckk + s->oc) * z.ohw;
+    return z.group * (z.ckk + s->oc) * z.ohw + z.extra;
 }
 
 /* Outputs o in [0, out) whose input coordinate o·S + k − P falls inside
@@ -107,41 +116,100 @@ typedef struct conv_pass {
     float *y;             /* y[N][OC][OHW] */
     float *dx;            /* dx[N][C][H][W] */
     const float *dy;      /* dy[N][OC][OHW] */
+    const float *packed;  /* weights packed for the direct kernel, or NULL */
+    void (*direct)(const lca_conv_direct *d);
 } conv_pass;
 
-/* im2col of example `first + n`, channel c: KH·KW rows (c, kh, kw) of the
- * example's OHW columns, at cols + row · ld. Each row is the input plane shifted by
- * (kh − P, kw − P) and subsampled by S: a rectangle of input rows copied
- * into place, zeros around it (written first, in one memset, when the
- * rectangle does not cover the row). */
-static void im2col_channel(const conv_pass *p, size_t n, size_t c, float *cols, size_t ld) {
+/* ---------------------------------------------------------- direct path */
+
+/* The direct kernel (conv_kernel_*.c) for a shape, with the FMA families:
+ * stride 1, an odd square kernel with "same" padding, and a padded plane
+ * that fits in an example's im2col slot; else NULL: im2col and the GEMM
+ * (and always for the portable family). Which shapes go direct depends on
+ * the shape only, so that the two FMA families compute the same chains and
+ * give the same bytes: the AVX-512 family uses its 16-lane kernel where
+ * the rows fill most lanes (OW a multiple of 16, or ending in ≥ 12 lanes),
+ * else the 8-lane AVX2 kernel (every AVX-512 CPU has AVX2; same bytes). */
+static void (*direct_kernel(const lca_conv2d_shape *s, size_t in_c))(const lca_conv_direct *) {
+    if (s->stride != 1 || s->kh != s->kw || s->kh % 2 == 0 || s->kh < 3 ||
+        s->pad_h != (s->kh - 1) / 2 || s->pad_w != s->pad_h || s->oh != s->h || s->ow != s->w)
+        return NULL;
+    size_t padded = in_c * (s->h + s->kh - 1) * (s->w + s->kw - 1);
+    if (padded > s->c * s->kh * s->kw * s->oh * s->ow) return NULL;
+    lca_kernel_family family = lca_kernel_current();
+    if (family == LCA_KERNEL_AVX512 && (s->ow % 16 == 0 || s->ow % 16 >= 12))
+        return lca_conv_direct_avx512;
+    if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) return lca_conv_direct_avx2;
+    return NULL;
+}
+
+/* Copy a plane stack (channels × H × W) into the padded one (channels ×
+ * (H + 2P) × (W + 2P)), zeros around it. */
+static void pad_planes(float *out, const float *in, size_t channels, size_t h, size_t w,
+                       size_t pad) {
+    size_t wp = w + 2 * pad, hp = h + 2 * pad;
+    memset(out, 0, channels * hp * wp * sizeof(float));
+    for (size_t c = 0; c < channels; c++)
+        for (size_t r = 0; r < h; r++)
+            memcpy(out + (c * hp + r + pad) * wp + pad, in + (c * h + r) * w, w * sizeof(float));
+}
+
+/* wp[o/4][i][kh][kw][o%4] = w(o, i, kh, kw), zero for o ≥ outs. With flip
+ * (the input gradient as a convolution of dy): o = c, i = oc, w(c, oc, kh,
+ * kw) = W[oc][c][K−1−kh][K−1−kw]; else W[o][i][kh][kw]. */
+static void pack_direct(float *wp, const float *weight, const lca_conv2d_shape *s, bool flip) {
+    size_t k = s->kh, kk = k * k;
+    size_t outs = flip ? s->c : s->oc, ins = flip ? s->oc : s->c;
+    size_t outs4 = (outs + 3) / 4 * 4;
+    for (size_t o = 0; o < outs4; o++)
+        for (size_t i = 0; i < ins; i++)
+            for (size_t kh = 0; kh < k; kh++)
+                for (size_t kw = 0; kw < k; kw++) {
+                    float v = 0.0f;
+                    if (o < outs)
+                        v = flip ? weight[((i * s->c + o) * k + (k - 1 - kh)) * k + (k - 1 - kw)]
+                                 : weight[((o * s->c + i) * k + kh) * k + kw];
+                    wp[((o / 4 * ins + i) * kk + kh * k + kw) * 4 + o % 4] = v;
+                }
+}
+
+/* One row (c, kh, kw) of the im2col of example `first + n`: the input
+ * plane shifted by (kh − P, kw − P) and subsampled by S, OHW floats at
+ * row: a rectangle of input rows copied into place, zeros around it
+ * (written first, in one memset, when the rectangle does not cover the
+ * row). */
+static void im2col_row(const conv_pass *p, size_t n, size_t c, size_t kh, size_t kw,
+                       float *row) {
     const lca_conv2d_shape *s = p->s;
     const float *plane = p->x + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
-    for (size_t kh = 0; kh < s->kh; kh++) {
-        size_t oh_begin, oh_end;
-        inside_range(kh, s->pad_h, s->stride, s->h, s->oh, &oh_begin, &oh_end);
-        for (size_t kw = 0; kw < s->kw; kw++) {
-            size_t ow_begin, ow_end;
-            inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
-            float *row = cols + ((c * s->kh + kh) * s->kw + kw) * ld;
-            size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
-            if (rows < s->oh || inside < s->ow) memset(row, 0, p->z.ohw * sizeof(float));
-            if (rows == 0 || inside == 0) continue;
-            /* output (oh_begin, ow_begin) reads input row oh_begin·S + kh − P,
-             * column ow_begin·S + kw − P */
-            const float *in = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
-                              (ow_begin * s->stride + kw - s->pad_w);
-            float *out = row + oh_begin * s->ow + ow_begin;
-            size_t in_step = s->stride * s->w;
-            if (s->stride == 1) {
-                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
-                    memcpy(out, in, inside * sizeof(float));
-            } else {
-                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
-                    for (size_t i = 0; i < inside; i++) out[i] = in[i * s->stride];
-            }
-        }
+    size_t oh_begin, oh_end, ow_begin, ow_end;
+    inside_range(kh, s->pad_h, s->stride, s->h, s->oh, &oh_begin, &oh_end);
+    inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
+    size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
+    if (rows < s->oh || inside < s->ow) memset(row, 0, p->z.ohw * sizeof(float));
+    if (rows == 0 || inside == 0) return;
+    /* output (oh_begin, ow_begin) reads input row oh_begin·S + kh − P,
+     * column ow_begin·S + kw − P */
+    const float *in = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
+                      (ow_begin * s->stride + kw - s->pad_w);
+    float *out = row + oh_begin * s->ow + ow_begin;
+    size_t in_step = s->stride * s->w;
+    if (s->stride == 1) {
+        for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+            memcpy(out, in, inside * sizeof(float));
+    } else {
+        for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+            for (size_t i = 0; i < inside; i++) out[i] = in[i * s->stride];
     }
+}
+
+/* im2col of example `first + n`, channel c: its KH·KW rows (c, kh, kw) of
+ * the example's OHW columns, at cols + row · ld. */
+static void im2col_channel(const conv_pass *p, size_t n, size_t c, float *cols, size_t ld) {
+    const lca_conv2d_shape *s = p->s;
+    for (size_t kh = 0; kh < s->kh; kh++)
+        for (size_t kw = 0; kw < s->kw; kw++)
+            im2col_row(p, n, c, kh, kw, cols + ((c * s->kh + kh) * s->kw + kw) * ld);
 }
 
 /* col2im: dx[first + n][c] = Σ over (kh, kw) of its im2col rows (at
@@ -184,8 +252,15 @@ static void forward_example(size_t n, void *context) {
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
     float *col = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
-    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, col, ohw);
     float *y = p->y + (p->first + n) * s->oc * ohw; /* OC × OHW */
+    if (p->direct != NULL) {
+        /* the padded input in the example's slot, then the direct kernel */
+        pad_planes(col, p->x + (p->first + n) * s->c * p->z.hw, s->c, s->h, s->w, s->pad_h);
+        lca_conv_direct d = {s->c, s->oc, s->oh, s->ow, s->kh, col, p->packed, p->bias, y};
+        p->direct(&d);
+        return;
+    }
+    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, col, ohw);
     /* y_n[OC][OHW] = W[OC][CKK] · col_n[CKK][OHW] */
     lca_sgemm(false, false, s->oc, ohw, p->z.ckk, 1.0f, p->weight, p->z.ckk, col, ohw, 0.0f, y,
               ohw);
@@ -196,16 +271,66 @@ static void forward_example(size_t n, void *context) {
         }
 }
 
-/* For dweight: im2col of example n into its columns of col[CKK][cols],
- * and its dy into the same columns of out[OC][cols]. */
-static void weight_operands_example(size_t n, void *context) {
-    const conv_pass *p = context;
-    const lca_conv2d_shape *s = p->s;
-    size_t ohw = p->z.ohw;
-    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, p->col + n * ohw, p->cols);
+/* dweight, transposed: dWᵀ[CKK][OC] (+)= Σ_n col_n[CKK][OHW] · dy_nᵀ, rows
+ * of CKK split over the threads. Each part owns rows [row_begin, row_end)
+ * of dWᵀ and walks every example itself: the im2col of its rows of the
+ * example into its own buffer, then one product (rows × OC × OHW) with
+ * beta 1 after the first example. No thread waits for another between
+ * examples, the big operand (col) is read in place, and only dy_n (OC ×
+ * OHW) is packed. Every element is one chain of FMAs over (n, pixel) in
+ * order (sequential accumulation): the bytes of the product over the
+ * concatenated examples, whatever the parts. */
+typedef struct weight_parts {
+    conv_pass pass;        /* s, z, x; first = 0 */
+    const float *dy;
+    float *dwt;            /* CKK × OC */
+    float *col;            /* CKK × OHW: part p's rows at its row_begin */
+    size_t parts;
+    bool accumulate;
+} weight_parts;
+
+/* Rows of part `index`: even shares, at multiples of 30 (whole panels of
+ * both tiles, 10 and 6 rows) where there are enough rows. */
+static void weight_part_rows(const weight_parts *w, size_t index, size_t *begin, size_t *end) {
+    size_t ckk = w->pass.z.ckk, unit = ckk >= 30 * w->parts ? 30 : 1;
+    size_t units = (ckk + unit - 1) / unit;
+    *begin = min_size(ckk, index * units / w->parts * unit);
+    *end = min_size(ckk, (index + 1) * units / w->parts * unit);
+}
+
+static void weight_part(size_t index, void *context) {
+    const weight_parts *w = context;
+    const lca_conv2d_shape *s = w->pass.s;
+    size_t row_begin, row_end, ohw = w->pass.z.ohw, kk = s->kh * s->kw;
+    weight_part_rows(w, index, &row_begin, &row_end);
+    if (row_begin >= row_end) return;
+    float *col = w->col + row_begin * ohw; /* (row_end − row_begin) × OHW */
+    for (size_t n = 0; n < s->n; n++) {
+        for (size_t row = row_begin; row < row_end; row++) {
+            size_t c = row / kk, kh = row % kk / s->kw, kw = row % s->kw;
+            im2col_row(&w->pass, n, c, kh, kw, col + (row - row_begin) * ohw);
+        }
+        /* dWᵀ[rows][OC] (+)= col_n[rows][OHW] · dy_n[OC][OHW]ᵀ */
+        lca_sgemm(false, true, row_end - row_begin, s->oc, ohw, 1.0f, col, ohw,
+                  w->dy + n * s->oc * ohw, ohw, n == 0 && !w->accumulate ? 0.0f : 1.0f,
+                  w->dwt + row_begin * s->oc, s->oc);
+    }
+}
+
+static void weight_gradient(float *dweight, const float *dy, const float *x,
+                            const lca_conv2d_shape *s, conv_sizes z, float *workspace,
+                            bool accumulate) {
+    weight_parts w = {.pass = {.s = s, .z = z, .x = x}, .dy = dy,
+                      .col = workspace, .dwt = workspace + z.group * (z.ckk + s->oc) * z.ohw,
+                      .accumulate = accumulate};
+    size_t threads = (size_t)lca_parallel_threads();
+    w.parts = min_size(threads < 1 ? 1 : threads, z.ckk);
+    if (accumulate) /* dWᵀ = dWᵀ: the chain continues from what dweight holds */
+        for (size_t oc = 0; oc < s->oc; oc++)
+            for (size_t r = 0; r < z.ckk; r++) w.dwt[r * s->oc + oc] = dweight[oc * z.ckk + r];
+    lca_parallel_for(w.parts, weight_part, &w);
     for (size_t oc = 0; oc < s->oc; oc++)
-        memcpy(p->out + oc * p->cols + n * ohw, p->dy + ((p->first + n) * s->oc + oc) * ohw,
-               ohw * sizeof(float));
+        for (size_t r = 0; r < z.ckk; r++) dweight[oc * z.ckk + r] = w.dwt[r * s->oc + oc];
 }
 
 /* dx of example n, on one thread: dcol_n = Wᵀ · dy_n into its own slot
@@ -215,6 +340,16 @@ static void input_gradient_example(size_t n, void *context) {
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
     float *dcol = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
+    if (p->direct != NULL) {
+        /* dx_n = the convolution of dy_n (padded) with the flipped,
+         * transposed weights: dx[c][ih][iw] = Σ over (oc, kh, kw) of
+         * W[oc][c][K−1−kh][K−1−kw] · dypad[oc][ih + kh][iw + kw] */
+        pad_planes(dcol, p->dy + (p->first + n) * s->oc * ohw, s->oc, s->oh, s->ow, s->pad_h);
+        lca_conv_direct d = {s->oc, s->c, s->h, s->w, s->kh, dcol, p->packed, NULL,
+                             p->dx + (p->first + n) * s->c * p->z.hw};
+        p->direct(&d);
+        return;
+    }
     /* dcol_n[CKK][OHW] = Wᵀ[CKK][OC] · dy_n[OC][OHW] */
     lca_sgemm(true, false, p->z.ckk, ohw, s->oc, 1.0f, p->weight, p->z.ckk,
               p->dy + (p->first + n) * s->oc * ohw, ohw, 0.0f, dcol, ohw);
@@ -237,12 +372,17 @@ void lca_conv2d_forward(float *y, const float *x, const float *weight, const flo
                         const lca_conv2d_shape *s, float *workspace) {
     conv_sizes z = conv_sizes_of(s);
     if (z.ohw == 0 || s->oc == 0) return;
+    void (*direct)(const lca_conv_direct *) = direct_kernel(s, s->c);
+    float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
+    if (direct != NULL) pack_direct(packed, weight, s, false);
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
         p.x = x;
         p.weight = weight;
         p.bias = bias;
         p.y = y;
+        p.direct = direct;
+        p.packed = packed;
         /* One example per item: its im2col stays in the cache of the
          * thread that multiplies it. (With one example, or one thread,
          * the GEMM splits itself over the threads instead.) */
@@ -297,24 +437,19 @@ void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *d
         if (dx != NULL) memset(dx, 0, s->n * s->c * z.hw * sizeof(float));
         return;
     }
+    if (dweight != NULL) weight_gradient(dweight, dy, x, s, z, workspace, accumulate);
+    if (dx == NULL) return;
+    void (*direct)(const lca_conv_direct *) = direct_kernel(s, s->oc);
+    float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
+    if (direct != NULL) pack_direct(packed, weight, s, true);
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
-        p.x = x;
         p.weight = weight;
         p.dx = dx;
         p.dy = dy;
-        if (dweight != NULL) {
-            lca_parallel_for(p.examples, weight_operands_example, &p);
-            /* dW[OC][CKK] (+)= dy_cat[OC][cols] · col[CKK][cols]ᵀ: one product
-             * over the pass, threads splitting dW. The GEMM's sequential
-             * accumulation adds the terms into dW in k order, that is
-             * example by example, pixel by pixel: passes (beta 1 after the
-             * first) and calls with accumulate continue one chain, so any
-             * cut of the examples gives the same bytes. */
-            lca_sgemm(false, true, s->oc, z.ckk, p.cols, 1.0f, p.out, p.cols, p.col, p.cols,
-                      first == 0 && !accumulate ? 0.0f : 1.0f, dweight, z.ckk);
-        }
-        if (dx != NULL) lca_parallel_for(p.examples, input_gradient_example, &p);
+        p.direct = direct;
+        p.packed = packed;
+        lca_parallel_for(p.examples, input_gradient_example, &p);
     }
 }
 

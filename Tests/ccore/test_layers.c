@@ -825,6 +825,47 @@ static void conv_outputs_free(conv_outputs o) {
     free(o.y); free(o.dx); free(o.dw); free(o.db);
 }
 
+/* The two FMA families give the same bytes for y, dx, dweight and dbias
+ * (direct kernels and GEMMs alike compute the same chains), on the
+ * shapes of the nets and odd ones. */
+static void test_conv_families_bitwise(void) {
+    if (!lca_gemm_select_kernel("avx512") || !lca_gemm_select_kernel("avx2")) {
+        printf("skip conv avx512 vs avx2 bytes: needs both families on this CPU\n");
+        lca_gemm_select_kernel(NULL);
+        return;
+    }
+    lca_conv2d_shape shapes[] = {
+        conv_shape(6, 1, 28, 28, 20, 5, 1, true),  conv_shape(6, 20, 14, 14, 40, 5, 1, true),
+        conv_shape(6, 16, 32, 32, 16, 3, 1, true), conv_shape(6, 32, 16, 16, 32, 3, 1, true),
+        conv_shape(6, 64, 8, 8, 64, 3, 1, true),   conv_shape(6, 16, 32, 32, 32, 3, 2, true),
+        conv_shape(3, 6, 13, 11, 10, 3, 1, true),  conv_shape(2, 5, 9, 30, 7, 5, 1, true),
+    };
+    bool same = true;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        lca_conv2d_shape s = shapes[i];
+        size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
+        float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc), *dy = new_floats(yc);
+        fill_uniform(x, xc, -1, 1);
+        fill_uniform(w, wc, -1, 1);
+        fill_uniform(b, s.oc, -1, 1);
+        fill_uniform(dy, yc, -1, 1);
+        lca_gemm_select_kernel("avx512");
+        conv_outputs wide = conv_run(&s, x, w, b, dy);
+        lca_gemm_select_kernel("avx2");
+        conv_outputs narrow = conv_run(&s, x, w, b, dy);
+        same = same && memcmp(wide.y, narrow.y, yc * sizeof(float)) == 0 &&
+               memcmp(wide.dx, narrow.dx, xc * sizeof(float)) == 0 &&
+               memcmp(wide.dw, narrow.dw, wc * sizeof(float)) == 0 &&
+               memcmp(wide.db, narrow.db, s.oc * sizeof(float)) == 0;
+        conv_outputs_free(wide);
+        conv_outputs_free(narrow);
+        free(x); free(w); free(b); free(dy);
+    }
+    lca_gemm_select_kernel(NULL);
+    check_true(same, "conv avx512 vs avx2 families", "y, dx, dweight, dbias the same bytes on "
+               "%zu shapes (LeNet, ResNet-20, odd)", sizeof shapes / sizeof shapes[0]);
+}
+
 static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t chunk) {
     size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
     float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc), *dy = new_floats(yc);
@@ -955,7 +996,12 @@ static void test_workspace_bound(void) {
     bool ok = true;
     for (size_t i = 0; i < 3; i++) {
         lca_conv2d_shape s = shapes[i];
-        size_t one = (s.c * s.kh * s.kw + s.oc) * s.oh * s.ow;
+        /* one example's passes, plus dWᵀ or the packed weights (about the
+         * size of the weights, not of the examples) */
+        size_t kk = s.kh * s.kw, extra = s.c * kk * s.oc;
+        if ((s.oc + 3) / 4 * 4 * s.c * kk > extra) extra = (s.oc + 3) / 4 * 4 * s.c * kk;
+        if ((s.c + 3) / 4 * 4 * s.oc * kk > extra) extra = (s.c + 3) / 4 * 4 * s.oc * kk;
+        size_t one = (s.c * kk + s.oc) * s.oh * s.ow + extra;
         size_t bound = one > ((size_t)1 << 20) ? one : ((size_t)1 << 20); /* 4 MiB */
         size_t previous = 0;
         for (size_t n = 1; n <= 1000; n += 37) {
@@ -965,7 +1011,8 @@ static void test_workspace_bound(void) {
             previous = floats;
         }
     }
-    check_true(ok, "conv workspace", "≤ max(4 MiB, one example), ≥ one example, monotone in N");
+    check_true(ok, "conv workspace", "≤ max(4 MiB, one example + the weights' size), ≥ that, "
+               "monotone in N");
 }
 
 /* ----------------------------------------------------------------- main */
@@ -1016,20 +1063,45 @@ int main(void) {
     test_residual_block(3, 4, 7, 7, 6, 3);
     test_residual_block(3, 3, 8, 8, 5, 2);
 
-    for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++)
-        test_conv_fast_vs_naive(fd_cases[i].label, fd_cases[i].s);
-    test_conv_fast_vs_naive("LeNet conv1 N=16 1x28x28 -> 20 5x5 same",
-                            conv_shape(16, 1, 28, 28, 20, 5, 1, true));
-    test_conv_fast_vs_naive("LeNet conv2 N=16 20x14x14 -> 40 5x5 same",
-                            conv_shape(16, 20, 14, 14, 40, 5, 1, true));
-    test_conv_fast_vs_naive("ResNet N=18 16x32x32 -> 16 3x3 s1 (passes of 4, last 2)",
-                            conv_shape(18, 16, 32, 32, 16, 3, 1, true));
-    test_conv_fast_vs_naive("ResNet N=16 16x32x32 -> 32 3x3 s2",
-                            conv_shape(16, 16, 32, 32, 32, 3, 2, true));
-    test_conv_fast_vs_naive("ResNet N=16 16x32x32 -> 32 1x1 s2 projection",
-                            conv_shape(16, 16, 32, 32, 32, 1, 2, false));
-    test_conv_fast_vs_naive("ResNet N=16 64x8x8 -> 64 3x3 s1",
-                            conv_shape(16, 64, 8, 8, 64, 3, 1, true));
+    /* every kernel family this CPU runs (LCA_KERNEL-style selection):
+     * direct kernels (stride 1, same: AVX-512 16 lanes, AVX2 8 lanes) and
+     * im2col + GEMM (strides, 1x1, portable) */
+    static const char *const families[] = {"avx512", "avx2", "portable"};
+    for (int f = 0; f < 3; f++) {
+        if (!lca_gemm_select_kernel(families[f])) {
+            printf("skip conv kernel family %s: not available on this CPU\n", families[f]);
+            continue;
+        }
+        char label[200];
+#define FAST_VS_NAIVE(text, shape)                                                     \
+        do {                                                                           \
+            snprintf(label, sizeof label, "[%s] %s", families[f], text);               \
+            test_conv_fast_vs_naive(label, shape);                                     \
+        } while (0)
+        for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++)
+            FAST_VS_NAIVE(fd_cases[i].label, fd_cases[i].s);
+        FAST_VS_NAIVE("LeNet conv1 N=16 1x28x28 -> 20 5x5 same",
+                      conv_shape(16, 1, 28, 28, 20, 5, 1, true));
+        FAST_VS_NAIVE("LeNet conv2 N=16 20x14x14 -> 40 5x5 same",
+                      conv_shape(16, 20, 14, 14, 40, 5, 1, true));
+        FAST_VS_NAIVE("ResNet N=18 16x32x32 -> 16 3x3 s1 (passes of 4, last 2)",
+                      conv_shape(18, 16, 32, 32, 16, 3, 1, true));
+        FAST_VS_NAIVE("ResNet N=16 16x32x32 -> 32 3x3 s2",
+                      conv_shape(16, 16, 32, 32, 32, 3, 2, true));
+        FAST_VS_NAIVE("ResNet N=16 16x32x32 -> 32 1x1 s2 projection",
+                      conv_shape(16, 16, 32, 32, 32, 1, 2, false));
+        FAST_VS_NAIVE("ResNet N=16 64x8x8 -> 64 3x3 s1",
+                      conv_shape(16, 64, 8, 8, 64, 3, 1, true));
+        FAST_VS_NAIVE("ResNet N=5 3x32x32 -> 16 3x3 s1 (first layer)",
+                      conv_shape(5, 3, 32, 32, 16, 3, 1, true));
+        FAST_VS_NAIVE("odd N=3 6x13x11 -> 10 3x3 s1 (edges of every tile)",
+                      conv_shape(3, 6, 13, 11, 10, 3, 1, true));
+        FAST_VS_NAIVE("odd N=2 5x9x30 -> 7 5x5 s1 (30 = 16 + 14 lanes)",
+                      conv_shape(2, 5, 9, 30, 7, 5, 1, true));
+#undef FAST_VS_NAIVE
+    }
+    lca_gemm_select_kernel(NULL);
+    test_conv_families_bitwise();
 
     test_conv_determinism("determinism LeNet conv1 N=100", conv_shape(100, 1, 28, 28, 20, 5, 1, true), 7);
     test_conv_determinism("determinism LeNet conv2 N=100", conv_shape(100, 20, 14, 14, 40, 5, 1, true), 7);

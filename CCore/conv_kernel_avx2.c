@@ -1,0 +1,103 @@
+/* conv_kernel_avx2.c: the direct convolution of one example with AVX2 and
+ * FMA (the contract is lca_conv_direct in internal.h; layers_conv.c chooses
+ * it), as conv_kernel_avx512.c with 8-lane vectors.
+ *
+ * Register tile: 4 output channels × 3 pixel vectors of 8 lanes (12 ymm
+ * accumulators + 4 broadcasts of the 16 registers). Each step (i, kh, kw)
+ * broadcasts 4 weights and loads 3 input vectors from the padded input
+ * plane (masked to their lanes): 12 FMAs for 7 loads. The order of the
+ * arithmetic per output is that of the AVX-512 kernel (0, fma over (i, kh,
+ * kw) in order, + bias), so both give the same bytes. */
+#include "internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+enum { ROWS = 4, VECS = 2, LANES = 8 };
+
+/* Lanes [8 − n, 16 − n) of this table, loaded as 8 ints, are a mask of the
+ * first n lanes (0 ≤ n ≤ 8). */
+static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* The tile of pixel vectors [v0, v0 + VECS) over every output channel.
+ * With `whole` (a constant: the VECS vectors exist and have 8 lanes each)
+ * the loads and stores need no masks, which then do not take 3 of the 16
+ * registers (12 accumulators + 3 input vectors + 1 broadcast). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
+    size_t k = d->k, wp_ = d->ow + k - 1, plane = (d->oh + k - 1) * wp_;
+    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->oh * per_row;
+    size_t ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t in_off[VECS], out_off[VECS];
+    __m256i mask[VECS];
+    for (size_t v = 0; v < VECS; v++) {
+        size_t vector = v0 + v, lanes = 0;
+        in_off[v] = 0, out_off[v] = 0;
+        if (vector < vectors) {
+            size_t oh = vector / per_row, ow = vector % per_row * LANES;
+            lanes = d->ow - ow < LANES ? d->ow - ow : LANES;
+            in_off[v] = oh * wp_ + ow;
+            out_off[v] = oh * d->ow + ow;
+        }
+        mask[v] = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - lanes));
+    }
+    for (size_t o0 = 0; o0 < d->out_c; o0 += ROWS) {
+        const float *w = d->wp + o0 * steps; /* steps × ROWS */
+        __m256 acc[ROWS][VECS];
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
+                acc[r][v] = _mm256_setzero_ps();
+        for (size_t i = 0; i < d->in_c; i++) {
+            const float *x = d->xpad + i * plane;
+            for (size_t kh = 0; kh < k; kh++) {
+                const float *x_row = x + kh * wp_;
+                for (size_t kw = 0; kw < k; kw++, w += ROWS) {
+                    __m256 b[VECS];
+                    _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
+                        b[v] = whole ? _mm256_loadu_ps(x_row + in_off[v] + kw)
+                                     : _mm256_maskload_ps(x_row + in_off[v] + kw, mask[v]);
+                    _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
+                        __m256 a = _mm256_broadcast_ss(w + r);
+                        _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
+                            acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+                    }
+                }
+            }
+        }
+        size_t rows = d->out_c - o0 < ROWS ? d->out_c - o0 : ROWS;
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
+            if ((size_t)r >= rows) continue;
+            float *y = d->y + (o0 + (size_t)r) * ohw;
+            __m256 bias = _mm256_set1_ps(d->bias != NULL ? d->bias[o0 + r] : 0.0f);
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
+                __m256 out = d->bias != NULL ? _mm256_add_ps(acc[r][v], bias) : acc[r][v];
+                if (whole) _mm256_storeu_ps(y + out_off[v], out);
+                else _mm256_maskstore_ps(y + out_off[v], mask[v], out);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"), noinline)) static void tile_whole(const lca_conv_direct *d,
+                                                                     size_t v0) {
+    direct_tile(d, v0, true);
+}
+__attribute__((target("avx2,fma"), noinline)) static void tile_masked(const lca_conv_direct *d,
+                                                                      size_t v0) {
+    direct_tile(d, v0, false);
+}
+
+__attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_direct *d) {
+    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->oh * per_row;
+    bool full = d->ow % LANES == 0;
+    for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
+        if (full && v0 + VECS <= vectors) tile_whole(d, v0);
+        else tile_masked(d, v0);
+    }
+}
+
+#else
+
+void lca_conv_direct_avx2(const lca_conv_direct *d) { (void)d; } /* never chosen */
+
+#endif
