@@ -1,13 +1,16 @@
 /* conv_kernel_avx2.c: the direct convolution of one example with AVX2 and
- * FMA (the contract is lca_conv_direct in internal.h; layers_conv.c chooses
- * it), as conv_kernel_avx512.c with 8-lane vectors.
+ * FMA
+ * (the contract and the input layout are lca_conv_direct's, internal.h;
+ * layers_conv.c chooses the kernel).
  *
- * Register tile: 4 output channels × 3 pixel vectors of 8 lanes (12 ymm
- * accumulators + 4 broadcasts of the 16 registers). Each step (i, kh, kw)
- * broadcasts 4 weights and loads 3 input vectors from the padded input
- * plane (masked to their lanes): 12 FMAs for 7 loads. The order of the
- * arithmetic per output is that of the AVX-512 kernel (0, fma over (i, kh,
- * kw) in order, + bias), so both give the same bytes. */
+ * As conv_kernel_avx512.c with 8-lane vectors: a register tile of 4 output
+ * channels × 2 vectors of 8 pixels (8 ymm accumulators + 2 input vectors +
+ * a broadcast: 4 × 3 would take all 16 registers and the compiler spills);
+ * each step (i, kh, kw) is 8 FMAs for 6 loads.
+ *
+ * Order: each output is 0, then fma over (i, kh, kw) in that order, then
+ * + bias (when given): the order of the im2col product (k = i·K·K + kh·K +
+ * kw), so the FMA families give the same bytes whichever kernel runs. */
 #include "internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -19,24 +22,26 @@ enum { ROWS = 4, VECS = 2, LANES = 8 };
  * first n lanes (0 ≤ n ≤ 8). */
 static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* The tile of pixel vectors [v0, v0 + VECS) over every output channel.
- * With `whole` (a constant: the VECS vectors exist and have 8 lanes each)
- * the loads and stores need no masks, which then do not take 3 of the 16
- * registers (12 accumulators + 3 input vectors + 1 broadcast). */
+/* Vectors [v0, v0 + VECS) over every output channel; `whole` (a constant)
+ * when all of them exist with 16 lanes: no masks. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
-    size_t k = d->k, wp_ = d->ow + k - 1, plane = (d->oh + k - 1) * wp_;
-    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->oh * per_row;
-    size_t ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
+                                                                     : d->oh * per_row;
     size_t in_off[VECS], out_off[VECS];
     __m256i mask[VECS];
     for (size_t v = 0; v < VECS; v++) {
         size_t vector = v0 + v, lanes = 0;
         in_off[v] = 0, out_off[v] = 0;
-        if (vector < vectors) {
+        if (vector < vectors && d->span) {
+            size_t first = vector * LANES;
+            lanes = ohw - first < LANES ? ohw - first : LANES;
+            in_off[v] = out_off[v] = first;
+        } else if (vector < vectors) {
             size_t oh = vector / per_row, ow = vector % per_row * LANES;
             lanes = d->ow - ow < LANES ? d->ow - ow : LANES;
-            in_off[v] = oh * wp_ + ow;
+            in_off[v] = oh * d->row + ow;
             out_off[v] = oh * d->ow + ow;
         }
         mask[v] = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - lanes));
@@ -48,14 +53,13 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
             _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                 acc[r][v] = _mm256_setzero_ps();
         for (size_t i = 0; i < d->in_c; i++) {
-            const float *x = d->xpad + i * plane;
             for (size_t kh = 0; kh < k; kh++) {
-                const float *x_row = x + kh * wp_;
-                for (size_t kw = 0; kw < k; kw++, w += ROWS) {
+                const float *x = d->xs + i * d->plane + kh * d->row;
+                for (size_t kw = 0; kw < k; kw++, w += ROWS, x += d->kw_step) {
                     __m256 b[VECS];
                     _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
-                        b[v] = whole ? _mm256_loadu_ps(x_row + in_off[v] + kw)
-                                     : _mm256_maskload_ps(x_row + in_off[v] + kw, mask[v]);
+                        b[v] = whole ? _mm256_loadu_ps(x + in_off[v])
+                                     : _mm256_maskload_ps(x + in_off[v], mask[v]);
                     _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
                         __m256 a = _mm256_broadcast_ss(w + r);
                         _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
@@ -79,19 +83,21 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
 }
 
 __attribute__((target("avx2,fma"), noinline)) static void tile_whole(const lca_conv_direct *d,
-                                                                     size_t v0) {
+                                                                   size_t v0) {
     direct_tile(d, v0, true);
 }
 __attribute__((target("avx2,fma"), noinline)) static void tile_masked(const lca_conv_direct *d,
-                                                                      size_t v0) {
+                                                                    size_t v0) {
     direct_tile(d, v0, false);
 }
 
 __attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_direct *d) {
-    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->oh * per_row;
-    bool full = d->ow % LANES == 0;
+    size_t ohw = d->oh * d->ow, per_row = (d->ow + LANES - 1) / LANES;
+    size_t vectors = d->span ? (ohw + LANES - 1) / LANES : d->oh * per_row;
+    /* whole tiles: VECS vectors of LANES lanes each */
+    size_t whole = d->span ? ohw / LANES : d->ow % LANES == 0 ? vectors : 0;
     for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
-        if (full && v0 + VECS <= vectors) tile_whole(d, v0);
+        if (v0 + VECS <= whole) tile_whole(d, v0);
         else tile_masked(d, v0);
     }
 }

@@ -1,18 +1,18 @@
 /* conv_kernel_avx512.c: the direct convolution of one example with AVX-512F
- * (the contract is lca_conv_direct in internal.h; layers_conv.c chooses it).
+ * (the contract and the input layout are lca_conv_direct's, internal.h;
+ * layers_conv.c chooses the kernel).
  *
- * Register tile: 4 output channels × 6 pixel vectors of 16 lanes (24 zmm
- * accumulators). A pixel vector is up to 16 consecutive outputs of one
- * output row; the vectors of a plane are numbered row by row, so a tile
- * may span rows (OW = 16: six rows; OW = 28: three rows of 16 + 12 lanes).
+ * Register tile: 4 output channels × 6 vectors of 16 consecutive output
+ * pixels (24 zmm accumulators). The input comes as K shifted copies of the
+ * padded planes, each row OW wide, so the 16 inputs of a vector are
+ * contiguous even where the vector spans output rows (8 × 8 planes: two
+ * rows per vector), and only the last vector of a plane can be partial.
  * Each step (i, kh, kw) of the reduction broadcasts 4 weights and loads 6
- * input vectors straight from the padded input plane (masked to their
- * lanes), 24 FMAs for 10 loads: no im2col, and 4 output channels divide
- * every layer of the nets (16, 32, 64, 20, 40), so no row of the tile is
- * wasted.
+ * input vectors: 24 FMAs for 10 loads, no im2col, and 4 output channels
+ * divide every layer of the nets (16, 32, 64, 20, 40).
  *
  * Order: each output is 0, then fma over (i, kh, kw) in that order, then
- * + bias (when given) — the order of the im2col product (k = i·K·K + kh·K +
+ * + bias (when given): the order of the im2col product (k = i·K·K + kh·K +
  * kw), so the FMA families give the same bytes whichever kernel runs. */
 #include "internal.h"
 
@@ -21,56 +21,83 @@
 
 enum { ROWS = 4, VECS = 6, LANES = 16 };
 
-__attribute__((target("avx512f"))) void lca_conv_direct_avx512(const lca_conv_direct *d) {
-    size_t k = d->k, wp_ = d->ow + k - 1, plane = (d->oh + k - 1) * wp_;
-    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->oh * per_row;
-    size_t ohw = d->oh * d->ow, steps = d->in_c * k * k;
-    for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
-        size_t in_off[VECS], out_off[VECS];
-        __mmask16 mask[VECS];
-        for (size_t v = 0; v < VECS; v++) {
-            size_t vector = v0 + v;
-            if (vector >= vectors) {
-                in_off[v] = 0, out_off[v] = 0, mask[v] = 0;
-                continue;
-            }
+/* Vectors [v0, v0 + VECS) over every output channel; `whole` (a constant)
+ * when all of them exist with 16 lanes: no masks. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
+    size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
+                                                                     : d->oh * per_row;
+    size_t in_off[VECS], out_off[VECS];
+    __mmask16 mask[VECS];
+    for (size_t v = 0; v < VECS; v++) {
+        size_t vector = v0 + v, lanes = 0;
+        in_off[v] = 0, out_off[v] = 0;
+        if (vector < vectors && d->span) {
+            size_t first = vector * LANES;
+            lanes = ohw - first < LANES ? ohw - first : LANES;
+            in_off[v] = out_off[v] = first;
+        } else if (vector < vectors) {
             size_t oh = vector / per_row, ow = vector % per_row * LANES;
-            size_t lanes = d->ow - ow < LANES ? d->ow - ow : LANES;
-            in_off[v] = oh * wp_ + ow;
+            lanes = d->ow - ow < LANES ? d->ow - ow : LANES;
+            in_off[v] = oh * d->row + ow;
             out_off[v] = oh * d->ow + ow;
-            mask[v] = (__mmask16)(lanes == 16 ? 0xffff : (1u << lanes) - 1);
         }
-        for (size_t o0 = 0; o0 < d->out_c; o0 += ROWS) {
-            const float *w = d->wp + o0 * steps; /* steps × ROWS */
-            __m512 acc[ROWS][VECS];
-            _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
-                _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) acc[r][v] = _mm512_setzero_ps();
-            for (size_t i = 0; i < d->in_c; i++) {
-                const float *x = d->xpad + i * plane;
-                for (size_t kh = 0; kh < k; kh++) {
-                    const float *x_row = x + kh * wp_;
-                    for (size_t kw = 0; kw < k; kw++, w += ROWS) {
-                        __m512 a[ROWS];
-                        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) a[r] = _mm512_set1_ps(w[r]);
-                        _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
-                            __m512 b = _mm512_maskz_loadu_ps(mask[v], x_row + in_off[v] + kw);
-                            _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
-                                acc[r][v] = _mm512_fmadd_ps(a[r], b, acc[r][v]);
-                        }
+        mask[v] = (__mmask16)(lanes == 16 ? 0xffff : (1u << lanes) - 1);
+    }
+    for (size_t o0 = 0; o0 < d->out_c; o0 += ROWS) {
+        const float *w = d->wp + o0 * steps; /* steps × ROWS */
+        __m512 acc[ROWS][VECS];
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
+                acc[r][v] = _mm512_setzero_ps();
+        for (size_t i = 0; i < d->in_c; i++) {
+            for (size_t kh = 0; kh < k; kh++) {
+                const float *x = d->xs + i * d->plane + kh * d->row;
+                for (size_t kw = 0; kw < k; kw++, w += ROWS, x += d->kw_step) {
+                    __m512 a[ROWS];
+                    _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
+                        a[r] = _mm512_set1_ps(w[r]);
+                    _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
+                        __m512 b = whole ? _mm512_loadu_ps(x + in_off[v])
+                                         : _mm512_maskz_loadu_ps(mask[v], x + in_off[v]);
+                        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
+                            acc[r][v] = _mm512_fmadd_ps(a[r], b, acc[r][v]);
                     }
                 }
             }
-            size_t rows = d->out_c - o0 < ROWS ? d->out_c - o0 : ROWS;
-            _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
-                if ((size_t)r >= rows) continue;
-                float *y = d->y + (o0 + (size_t)r) * ohw;
-                __m512 bias = _mm512_set1_ps(d->bias != NULL ? d->bias[o0 + r] : 0.0f);
-                _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
-                    __m512 out = d->bias != NULL ? _mm512_add_ps(acc[r][v], bias) : acc[r][v];
-                    _mm512_mask_storeu_ps(y + out_off[v], mask[v], out);
-                }
+        }
+        size_t rows = d->out_c - o0 < ROWS ? d->out_c - o0 : ROWS;
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
+            if ((size_t)r >= rows) continue;
+            float *y = d->y + (o0 + (size_t)r) * ohw;
+            __m512 bias = _mm512_set1_ps(d->bias != NULL ? d->bias[o0 + r] : 0.0f);
+            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
+                __m512 out = d->bias != NULL ? _mm512_add_ps(acc[r][v], bias) : acc[r][v];
+                if (whole) _mm512_storeu_ps(y + out_off[v], out);
+                else _mm512_mask_storeu_ps(y + out_off[v], mask[v], out);
             }
         }
+    }
+}
+
+__attribute__((target("avx512f"), noinline)) static void tile_whole(const lca_conv_direct *d,
+                                                                   size_t v0) {
+    direct_tile(d, v0, true);
+}
+__attribute__((target("avx512f"), noinline)) static void tile_masked(const lca_conv_direct *d,
+                                                                    size_t v0) {
+    direct_tile(d, v0, false);
+}
+
+__attribute__((target("avx512f"))) void lca_conv_direct_avx512(const lca_conv_direct *d) {
+    size_t ohw = d->oh * d->ow, per_row = (d->ow + LANES - 1) / LANES;
+    size_t vectors = d->span ? (ohw + LANES - 1) / LANES : d->oh * per_row;
+    /* whole tiles: VECS vectors of LANES lanes each */
+    size_t whole = d->span ? ohw / LANES : d->ow % LANES == 0 ? vectors : 0;
+    for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
+        if (v0 + VECS <= whole) tile_whole(d, v0);
+        else tile_masked(d, v0);
     }
 }
 

@@ -165,16 +165,25 @@ void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size
                                size_t cols);
 
 /* ---- conv_kernel_*.c: direct convolution of one example, stride 1, an
- * odd K × K kernel over an input already padded by (K − 1)/2 on every side:
+ * odd K × K kernel with "same" padding P = (K − 1)/2:
  *   y[o][oh][ow] = Σ over (i, kh, kw), in that order, of
  *                  w[o][i][kh][kw] · xpad[i][oh + kh][ow + kw]   (+ bias[o])
  * each output a chain of FMAs from 0 (then one add of the bias): the order
- * of the im2col product. xpad: in_c × (OH + K − 1) × (OW + K − 1); wp: the
- * weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
+ * of the im2col product. xpad[i][r][c] (the input padded by P) is read at
+ * xs[i·plane + r·row + c] with the kw-th column shift at + kw·kw_step:
+ *   padded layout: row = OW + K − 1, kw_step = 1, plane = (OH + K − 1)·row;
+ *                  vectors of pixels within output rows (span false);
+ *   shifted layout (span): K copies xs[kw][i][r][ow] = xpad[i][r][ow + kw],
+ *                  row = OW, plane = (OH + K − 1)·OW, kw_step = in_c·plane;
+ *                  vectors run over the flat output plane across rows, so
+ *                  narrow planes (8 × 8, 14 × 14) fill every lane.
+ * wp: the weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
  * tile o/4, lane o%4; lanes past out_c zero); y: out_c × OH × OW. */
 typedef struct lca_conv_direct {
     size_t in_c, out_c, oh, ow, k;
-    const float *xpad, *wp, *bias;
+    size_t row, plane, kw_step;
+    bool span;
+    const float *xs, *wp, *bias;
     float *y;
 } lca_conv_direct;
 void lca_conv_direct_avx512(const lca_conv_direct *d);

@@ -102,6 +102,8 @@ static void inside_range(size_t k, size_t pad, size_t stride, size_t size, size_
 
 /* ------------------------------------------------------------ pass items */
 
+typedef void (*lca_conv_direct_fn)(const lca_conv_direct *d);
+
 typedef struct conv_pass {
     const lca_conv2d_shape *s;
     conv_sizes z;
@@ -117,41 +119,71 @@ typedef struct conv_pass {
     float *dx;            /* dx[N][C][H][W] */
     const float *dy;      /* dy[N][OC][OHW] */
     const float *packed;  /* weights packed for the direct kernel, or NULL */
-    void (*direct)(const lca_conv_direct *d);
+    lca_conv_direct_fn direct;
 } conv_pass;
 
 /* ---------------------------------------------------------- direct path */
 
-/* The direct kernel (conv_kernel_*.c) for a shape, with the FMA families:
- * stride 1, an odd square kernel with "same" padding, and a padded plane
- * that fits in an example's im2col slot; else NULL: im2col and the GEMM
- * (and always for the portable family). Which shapes go direct depends on
- * the shape only, so that the two FMA families compute the same chains and
- * give the same bytes: the AVX-512 family uses its 16-lane kernel where
- * the rows fill most lanes (OW a multiple of 16, or ending in ≥ 12 lanes),
- * else the 8-lane AVX2 kernel (every AVX-512 CPU has AVX2; same bytes). */
-static void (*direct_kernel(const lca_conv2d_shape *s, size_t in_c))(const lca_conv_direct *) {
+/* The direct kernel (conv_kernel_*.c) of the process's FMA family for a
+ * shape: stride 1, an odd square kernel with "same" padding, and shifted
+ * input planes that fit in an example's im2col slot (they are K/(K·K) of
+ * it, plus the padding rows); else NULL: im2col and the GEMM (and always
+ * for the portable family). Which shapes go direct depends on the shape
+ * only, so that the two FMA families compute the same chains and give the
+ * same bytes. */
+static lca_conv_direct_fn direct_kernel(const lca_conv2d_shape *s, size_t in_c) {
     if (s->stride != 1 || s->kh != s->kw || s->kh % 2 == 0 || s->kh < 3 ||
         s->pad_h != (s->kh - 1) / 2 || s->pad_w != s->pad_h || s->oh != s->h || s->ow != s->w)
         return NULL;
-    size_t padded = in_c * (s->h + s->kh - 1) * (s->w + s->kw - 1);
-    if (padded > s->c * s->kh * s->kw * s->oh * s->ow) return NULL;
+    size_t shifted = s->kw * in_c * (s->h + s->kh - 1) * s->w;
+    if (shifted > s->c * s->kh * s->kw * s->oh * s->ow) return NULL;
     lca_kernel_family family = lca_kernel_current();
-    if (family == LCA_KERNEL_AVX512 && (s->ow % 16 == 0 || s->ow % 16 >= 12))
-        return lca_conv_direct_avx512;
-    if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) return lca_conv_direct_avx2;
+    if (family == LCA_KERNEL_AVX512) return lca_conv_direct_avx512;
+    if (family == LCA_KERNEL_AVX2) return lca_conv_direct_avx2;
     return NULL;
 }
 
-/* Copy a plane stack (channels × H × W) into the padded one (channels ×
- * (H + 2P) × (W + 2P)), zeros around it. */
-static void pad_planes(float *out, const float *in, size_t channels, size_t h, size_t w,
-                       size_t pad) {
-    size_t wp = w + 2 * pad, hp = h + 2 * pad;
-    memset(out, 0, channels * hp * wp * sizeof(float));
-    for (size_t c = 0; c < channels; c++)
-        for (size_t r = 0; r < h; r++)
-            memcpy(out + (c * hp + r + pad) * wp + pad, in + (c * h + r) * w, w * sizeof(float));
+/* The input of a direct kernel (lca_conv_direct's layouts) from a plane
+ * stack (channels × H × W, output H × W, padding P = (K − 1)/2) into out:
+ * with span, the K shifted copies out[kw][c][r][ow] = in[c][r − P][ow + kw −
+ * P]; else the padded planes out[c][r][col] = in[c][r − P][col − P]; zero
+ * outside the input. Fills d's layout fields. */
+static void direct_input(lca_conv_direct *d, float *out, const float *in, size_t channels,
+                         size_t h, size_t w, size_t k, bool span) {
+    size_t pad = (k - 1) / 2, rows = h + k - 1, copies = span ? k : 1;
+    size_t width = span ? w : w + k - 1;
+    d->span = span;
+    d->row = width;
+    d->plane = rows * width;
+    d->kw_step = span ? channels * rows * width : 1;
+    d->xs = out;
+    for (size_t kw = 0; kw < copies; kw++)
+        for (size_t c = 0; c < channels; c++) {
+            float *plane = out + (kw * channels + c) * rows * width;
+            /* output columns col with 0 ≤ col + shift < w, shift = kw − P
+             * (span) or −P (padded) */
+            size_t lead = span ? kw : 0; /* col + lead − P is the input column */
+            size_t begin = lead >= pad ? 0 : pad - lead;
+            size_t end = w + pad <= lead ? 0 : w + pad - lead < width ? w + pad - lead : width;
+            for (size_t r = 0; r < rows; r++) {
+                float *row = plane + r * width;
+                if (r < pad || r >= h + pad || begin >= end) {
+                    memset(row, 0, width * sizeof(float));
+                    continue;
+                }
+                const float *source = in + (c * h + r - pad) * w;
+                for (size_t i = 0; i < begin; i++) row[i] = 0.0f;
+                memcpy(row + begin, source + begin + lead - pad, (end - begin) * sizeof(float));
+                for (size_t i = end; i < width; i++) row[i] = 0.0f;
+            }
+        }
+}
+
+/* The layout for a plane width: padded when the rows are whole vectors of
+ * the kernel's lanes, else shifted copies, whose vectors span rows. */
+static bool direct_span(const lca_conv_direct_fn kernel, size_t w) {
+    size_t lanes = kernel == lca_conv_direct_avx512 ? 16 : 8;
+    return w % lanes != 0;
 }
 
 /* wp[o/4][i][kh][kw][o%4] = w(o, i, kh, kw), zero for o ≥ outs. With flip
@@ -254,9 +286,11 @@ static void forward_example(size_t n, void *context) {
     float *col = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
     float *y = p->y + (p->first + n) * s->oc * ohw; /* OC × OHW */
     if (p->direct != NULL) {
-        /* the padded input in the example's slot, then the direct kernel */
-        pad_planes(col, p->x + (p->first + n) * s->c * p->z.hw, s->c, s->h, s->w, s->pad_h);
-        lca_conv_direct d = {s->c, s->oc, s->oh, s->ow, s->kh, col, p->packed, p->bias, y};
+        /* the input planes laid out in the example's slot, then the kernel */
+        lca_conv_direct d = {.in_c = s->c, .out_c = s->oc, .oh = s->oh, .ow = s->ow, .k = s->kh,
+                             .wp = p->packed, .bias = p->bias, .y = y};
+        direct_input(&d, col, p->x + (p->first + n) * s->c * p->z.hw, s->c, s->h, s->w, s->kh,
+                     direct_span(p->direct, s->w));
         p->direct(&d);
         return;
     }
@@ -343,10 +377,11 @@ static void input_gradient_example(size_t n, void *context) {
     if (p->direct != NULL) {
         /* dx_n = the convolution of dy_n (padded) with the flipped,
          * transposed weights: dx[c][ih][iw] = Σ over (oc, kh, kw) of
-         * W[oc][c][K−1−kh][K−1−kw] · dypad[oc][ih + kh][iw + kw] */
-        pad_planes(dcol, p->dy + (p->first + n) * s->oc * ohw, s->oc, s->oh, s->ow, s->pad_h);
-        lca_conv_direct d = {s->oc, s->c, s->h, s->w, s->kh, dcol, p->packed, NULL,
-                             p->dx + (p->first + n) * s->c * p->z.hw};
+         * W[oc][c][K−1−kh][K−1−kw] · dypad[oc][ih + kh][iw + kw] (OH = H) */
+        lca_conv_direct d = {.in_c = s->oc, .out_c = s->c, .oh = s->h, .ow = s->w, .k = s->kh,
+                             .wp = p->packed, .y = p->dx + (p->first + n) * s->c * p->z.hw};
+        direct_input(&d, dcol, p->dy + (p->first + n) * s->oc * ohw, s->oc, s->oh, s->ow, s->kh,
+                     direct_span(p->direct, s->ow));
         p->direct(&d);
         return;
     }
@@ -372,7 +407,7 @@ void lca_conv2d_forward(float *y, const float *x, const float *weight, const flo
                         const lca_conv2d_shape *s, float *workspace) {
     conv_sizes z = conv_sizes_of(s);
     if (z.ohw == 0 || s->oc == 0) return;
-    void (*direct)(const lca_conv_direct *) = direct_kernel(s, s->c);
+    lca_conv_direct_fn direct = direct_kernel(s, s->c);
     float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
     if (direct != NULL) pack_direct(packed, weight, s, false);
     for (size_t first = 0; first < s->n; first += z.group) {
@@ -439,7 +474,7 @@ void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *d
     }
     if (dweight != NULL) weight_gradient(dweight, dy, x, s, z, workspace, accumulate);
     if (dx == NULL) return;
-    void (*direct)(const lca_conv_direct *) = direct_kernel(s, s->oc);
+    lca_conv_direct_fn direct = direct_kernel(s, s->oc);
     float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
     if (direct != NULL) pack_direct(packed, weight, s, true);
     for (size_t first = 0; first < s->n; first += z.group) {

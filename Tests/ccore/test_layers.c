@@ -1098,6 +1098,10 @@ int main(void) {
                       conv_shape(3, 6, 13, 11, 10, 3, 1, true));
         FAST_VS_NAIVE("odd N=2 5x9x30 -> 7 5x5 s1 (30 = 16 + 14 lanes)",
                       conv_shape(2, 5, 9, 30, 7, 5, 1, true));
+        FAST_VS_NAIVE("tiny N=3 2x1x2 -> 5 5x5 s1 (plane smaller than the padding)",
+                      conv_shape(3, 2, 1, 2, 5, 5, 1, true));
+        FAST_VS_NAIVE("N=2 3x7x5 -> 6 3x3 s1 (35 pixels: a partial last vector)",
+                      conv_shape(2, 3, 7, 5, 6, 3, 1, true));
 #undef FAST_VS_NAIVE
     }
     lca_gemm_select_kernel(NULL);
