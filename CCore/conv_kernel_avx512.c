@@ -19,18 +19,19 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-enum { ROWS = 4, VECS = 6, LANES = 16 };
+enum { ROWS = 4, LANES = 16 };
 
-/* Vectors [v0, v0 + VECS) over every output channel; `whole` (a constant)
+/* Vectors [v0, v0 + VECS) over every output channel (VECS 4 or 6, a
+ * constant); `whole` (a constant)
  * when all of them exist with 16 lanes: no masks. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
+direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const int VECS) {
     size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
     size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
                                                                      : d->oh * per_row;
-    size_t in_off[VECS], out_off[VECS];
-    __mmask16 mask[VECS];
-    for (size_t v = 0; v < VECS; v++) {
+    size_t in_off[6], out_off[6];
+    __mmask16 mask[6];
+    for (size_t v = 0; v < (size_t)VECS; v++) {
         size_t vector = v0 + v, lanes = 0;
         in_off[v] = 0, out_off[v] = 0;
         if (vector < vectors && d->span) {
@@ -47,7 +48,7 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
     }
     for (size_t o0 = 0; o0 < d->out_c; o0 += ROWS) {
         const float *w = d->wp + o0 * steps; /* steps × ROWS */
-        __m512 acc[ROWS][VECS];
+        __m512 acc[ROWS][6];
         _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
             _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                 acc[r][v] = _mm512_setzero_ps();
@@ -81,23 +82,36 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
     }
 }
 
-__attribute__((target("avx512f"), noinline)) static void tile_whole(const lca_conv_direct *d,
-                                                                   size_t v0) {
-    direct_tile(d, v0, true);
+/* Tiles of 6 and of 4 vectors: 4 × 4 where 6 would leave vectors of the
+ * last tile empty (an 8 × 8 plane is 4 vectors; a 32 × 32 one 64). */
+__attribute__((target("avx512f"), noinline)) static void tile_whole_6(const lca_conv_direct *d,
+                                                                     size_t v0) {
+    direct_tile(d, v0, true, 6);
 }
-__attribute__((target("avx512f"), noinline)) static void tile_masked(const lca_conv_direct *d,
-                                                                    size_t v0) {
-    direct_tile(d, v0, false);
+__attribute__((target("avx512f"), noinline)) static void tile_masked_6(const lca_conv_direct *d,
+                                                                      size_t v0) {
+    direct_tile(d, v0, false, 6);
+}
+__attribute__((target("avx512f"), noinline)) static void tile_whole_4(const lca_conv_direct *d,
+                                                                     size_t v0) {
+    direct_tile(d, v0, true, 4);
+}
+__attribute__((target("avx512f"), noinline)) static void tile_masked_4(const lca_conv_direct *d,
+                                                                      size_t v0) {
+    direct_tile(d, v0, false, 4);
 }
 
 __attribute__((target("avx512f"))) void lca_conv_direct_avx512(const lca_conv_direct *d) {
     size_t ohw = d->oh * d->ow, per_row = (d->ow + LANES - 1) / LANES;
     size_t vectors = d->span ? (ohw + LANES - 1) / LANES : d->oh * per_row;
-    /* whole tiles: VECS vectors of LANES lanes each */
+    /* whole tiles: every vector of LANES lanes */
     size_t whole = d->span ? ohw / LANES : d->ow % LANES == 0 ? vectors : 0;
-    for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
-        if (v0 + VECS <= whole) tile_whole(d, v0);
-        else tile_masked(d, v0);
+    size_t empty_6 = (vectors + 5) / 6 * 6 - vectors, empty_4 = (vectors + 3) / 4 * 4 - vectors;
+    size_t vecs = empty_4 < empty_6 ? 4 : 6;
+    for (size_t v0 = 0; v0 < vectors; v0 += vecs) {
+        bool all = v0 + vecs <= whole;
+        if (vecs == 6) all ? tile_whole_6(d, v0) : tile_masked_6(d, v0);
+        else all ? tile_whole_4(d, v0) : tile_masked_4(d, v0);
     }
 }
 
