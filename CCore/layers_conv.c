@@ -323,10 +323,12 @@ typedef struct weight_parts {
     bool accumulate;
 } weight_parts;
 
-/* Rows of part `index`: even shares, at multiples of 30 (whole panels of
- * both tiles, 10 and 6 rows) where there are enough rows. */
+/* Rows of part `index`: even shares, at multiples of the GEMM tile's rows
+ * (10 for AVX-512, 6 otherwise) where there are enough rows (the shares
+ * change no byte, only the balance: 144 rows split 70 + 74). */
 static void weight_part_rows(const weight_parts *w, size_t index, size_t *begin, size_t *end) {
-    size_t ckk = w->pass.z.ckk, unit = ckk >= 30 * w->parts ? 30 : 1;
+    size_t tile = lca_kernel_current() == LCA_KERNEL_AVX512 ? 10 : 6;
+    size_t ckk = w->pass.z.ckk, unit = ckk >= tile * w->parts ? tile : 1;
     size_t units = (ckk + unit - 1) / unit;
     *begin = min_size(ckk, index * units / w->parts * unit);
     *end = min_size(ckk, (index + 1) * units / w->parts * unit);
