@@ -1,12 +1,11 @@
 /* conv_kernel_avx2.c: the direct convolution of one example with AVX2 and
- * FMA
- * (the contract and the input layout are lca_conv_direct's, internal.h;
- * layers_conv.c chooses the kernel).
+ * FMA (the contract and the input layouts are lca_conv_direct's,
+ * internal.h; layers_conv.c chooses the kernel).
  *
- * As conv_kernel_avx512.c with 8-lane vectors: a register tile of 4 output
- * channels × 2 vectors of 8 pixels (8 ymm accumulators + 2 input vectors +
- * a broadcast: 4 × 3 would take all 16 registers and the compiler spills);
- * each step (i, kh, kw) is 8 FMAs for 6 loads.
+ * As conv_kernel_avx512.c (layouts, order) with 8-lane vectors: a register
+ * tile of 4 output channels × 2 vectors of 8 pixels (8 ymm accumulators + 2
+ * input vectors + a broadcast: 4 × 3 would take all 16 registers and the
+ * compiler spills); each step (i, kh, kw) is 8 FMAs for 6 loads.
  *
  * Order: each output is 0, then fma over (i, kh, kw) in that order, then
  * + bias (when given): the order of the im2col product (k = i·K·K + kh·K +
@@ -102,8 +101,47 @@ __attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_dir
     }
 }
 
+/* The weight gradient's tile on the direct path (lca_conv_wgrad, internal.h):
+ * 6 rows × 16 columns (12 ymm accumulators + 2 vectors of dy + a
+ * broadcast), the shape of the GEMM's AVX2 tile. */
+__attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const float *const *a,
+                                                            const float *b, size_t nr,
+                                                            bool load_c, float *c, size_t ldc,
+                                                            size_t rows, size_t cols) {
+    (void)nr; /* 16 */
+    __m256 acc[6][2];
+    size_t cols_0 = cols < 8 ? cols : 8, cols_1 = cols - cols_0;
+    __m256i mask[2] = {_mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_0)),
+                       _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_1))};
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++)
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
+            acc[r][h] = load_c && (size_t)r < rows
+                            ? _mm256_maskload_ps(c + (size_t)r * ldc + 8 * h, mask[h])
+                            : _mm256_setzero_ps();
+    const float *row[6];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) row[r] = a[r];
+    for (size_t q = 0; q < depth; q++, b += 16) {
+        __m256 b_0 = _mm256_loadu_ps(b), b_1 = _mm256_loadu_ps(b + 8);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {
+            __m256 a_r = _mm256_broadcast_ss(row[r] + q);
+            acc[r][0] = _mm256_fmadd_ps(a_r, b_0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a_r, b_1, acc[r][1]);
+        }
+    }
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {
+        if ((size_t)r >= rows) continue;
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
+            _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * h, mask[h], acc[r][h]);
+    }
+}
+
 #else
 
 void lca_conv_direct_avx2(const lca_conv_direct *d) { (void)d; } /* never chosen */
+void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, size_t nr,
+                         bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
+    (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
+        (void)cols; /* never chosen */
+}
 
 #endif

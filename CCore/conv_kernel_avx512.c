@@ -2,14 +2,16 @@
  * (the contract and the input layout are lca_conv_direct's, internal.h;
  * layers_conv.c chooses the kernel).
  *
- * Register tile: 4 output channels × 6 vectors of 16 consecutive output
- * pixels (24 zmm accumulators). The input comes as K shifted copies of the
- * padded planes, each row OW wide, so the 16 inputs of a vector are
- * contiguous even where the vector spans output rows (8 × 8 planes: two
- * rows per vector), and only the last vector of a plane can be partial.
- * Each step (i, kh, kw) of the reduction broadcasts 4 weights and loads 6
- * input vectors: 24 FMAs for 10 loads, no im2col, and 4 output channels
- * divide every layer of the nets (16, 32, 64, 20, 40).
+ * Register tile: 4 output channels × 6 (or 4) vectors of 16 output pixels
+ * (24 or 16 zmm accumulators; 4 where 6 would leave vectors of the last
+ * tile empty: an 8 × 8 plane is 4 vectors). The input is read in place
+ * from the padded planes (rows of whole vectors) or from K shifted copies
+ * whose rows are OW wide, so that a vector spans output rows (8 × 8: two
+ * rows per vector; 28 × 28: 49 whole vectors) and only the last vector of a
+ * plane can be partial (lca_conv_direct, internal.h). Each step (i, kh, kw)
+ * of the reduction broadcasts 4 weights and loads 6 input vectors: 24 FMAs
+ * for 10 loads, no im2col, and 4 output channels divide every layer of the
+ * nets (16, 32, 64, 20, 40).
  *
  * Order: each output is 0, then fma over (i, kh, kw) in that order, then
  * + bias (when given): the order of the im2col product (k = i·K·K + kh·K +
@@ -115,8 +117,56 @@ __attribute__((target("avx512f"))) void lca_conv_direct_avx512(const lca_conv_di
     }
 }
 
+/* The weight gradient's tile on the direct path (lca_conv_wgrad, internal.h):
+ * 10 rows × 16 or 32 columns (10 or 20 zmm accumulators), each step one
+ * broadcast per row from its own input row and one or two vectors of the
+ * packed dy. With nr = 32 and cols ≤ 16 the second half is not computed. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wgrad_tile(size_t depth, const float *const *a, const float *b, size_t nr, bool load_c,
+           float *c, size_t ldc, size_t rows, size_t cols, const int halves) {
+    __m512 acc[10][2];
+    __mmask16 mask[2];
+    mask[0] = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    mask[1] = (__mmask16)(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 10; r++)
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < halves; h++)
+            acc[r][h] = load_c && (size_t)r < rows
+                            ? _mm512_maskz_loadu_ps(mask[h], c + (size_t)r * ldc + 16 * h)
+                            : _mm512_setzero_ps();
+    const float *row[10];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 10; r++) row[r] = a[r];
+    for (size_t q = 0; q < depth; q++, b += nr) {
+        __m512 b_h[2];
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < halves; h++)
+            b_h[h] = _mm512_loadu_ps(b + 16 * h);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < 10; r++) {
+            __m512 a_r = _mm512_set1_ps(row[r][q]);
+            _Pragma("clang loop unroll(full)") for (int h = 0; h < halves; h++)
+                acc[r][h] = _mm512_fmadd_ps(a_r, b_h[h], acc[r][h]);
+        }
+    }
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 10; r++) {
+        if ((size_t)r >= rows) continue;
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < halves; h++)
+            _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16 * h, mask[h], acc[r][h]);
+    }
+}
+
+__attribute__((target("avx512f"))) void lca_conv_wgrad_avx512(size_t depth, const float *const *a,
+                                                             const float *b, size_t nr,
+                                                             bool load_c, float *c, size_t ldc,
+                                                             size_t rows, size_t cols) {
+    if (nr == 32 && cols > 16) wgrad_tile(depth, a, b, nr, load_c, c, ldc, rows, cols, 2);
+    else wgrad_tile(depth, a, b, nr, load_c, c, ldc, rows, cols, 1);
+}
+
 #else
 
 void lca_conv_direct_avx512(const lca_conv_direct *d) { (void)d; } /* never chosen */
+void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, size_t nr,
+                           bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
+    (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
+        (void)cols; /* never chosen */
+}
 
 #endif

@@ -186,6 +186,20 @@ typedef struct lca_conv_direct {
     const float *xs, *wp, *bias;
     float *y;
 } lca_conv_direct;
+/* The weight gradient of a direct shape, one tile: for r < rows (≤ MR: 10
+ * for AVX-512, 6 for AVX2) and j < cols (≤ nr),
+ *   c[r·ldc + j] ← (load_c ? c : 0), then fma(a[r][q], b[q·nr + j], c) for
+ *   q = 0 … depth−1 in order
+ * a: MR row pointers (rows past `rows` may repeat a valid one: not stored);
+ * b: packed, depth × nr (AVX-512: nr 16 or 32; AVX2: 16). The rows are the
+ * padded input planes shifted by (kh, kw) and q runs over the padded pixel
+ * grid, where the packed dy is zero off the outputs: those terms add
+ * x·0 = ±0 to the chain and leave its bits as they are, so the result is the
+ * im2col product's, without the im2col. */
+void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, size_t nr,
+                           bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
+void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, size_t nr,
+                         bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
 void lca_conv_direct_avx512(const lca_conv_direct *d);
 void lca_conv_direct_avx2(const lca_conv_direct *d);
 

@@ -55,8 +55,10 @@ void lca_dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
  * for odd kernels). The caller computes OH, OW, P and passes them.
  * workspace: at least lca_conv2d_workspace_floats(...) floats: the im2col
  * (C·KH·KW × OH·OW) plus one output (OC × OH·OW) of each of G examples,
- * where G, the examples per pass, is min(N, as many as fit 4 MiB rounded
- * down to a multiple of 4, at least 1): a function of the shape only, that
+ * then about the weights' size again (the weight gradient transposed, or
+ * the weights packed for the direct kernels), where G, the examples per
+ * pass, is min(N, as many as fit 4 MiB rounded down to a multiple of 4, at
+ * least 1): a function of the shape only, that
  * grows with s->n only up to the budget, so a workspace sized for the
  * largest N serves every smaller N of the same layer. Its contents on entry
  * do not matter. bias may be NULL (no bias).
@@ -84,6 +86,10 @@ void lca_conv2d_forward(float *y, const float *x, const float *weight, const flo
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
                          float *workspace, bool accumulate);
+/* For tests: true sends every shape down the im2col + GEMM path (whose y
+ * and dweight are the same bytes as the direct kernels'). Not for use
+ * while a convolution runs. */
+extern bool lca_conv_direct_disabled;
 /* References: direct loops, float64 accumulation, no workspace. */
 void lca_conv2d_forward_naive(float *y, const float *x, const float *weight, const float *bias,
                               const lca_conv2d_shape *s);

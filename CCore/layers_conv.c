@@ -1,39 +1,51 @@
-/* layers_conv.c: 2-D convolution as im2col feeding lca_sgemm, and its
- * naive reference.
+/* layers_conv.c: 2-D convolution, direct kernels and im2col feeding
+ * lca_sgemm, and the naive reference. docs/kernels.md has the design and
+ * the measurements.
  *
  * The examples of a call are taken in passes of G consecutive examples, G a
  * pure function of the shape (conv_sizes_of): as many as fit a fixed budget
  * of workspace, rounded down to a multiple of 4, at least one, at most N.
- * The workspace of a pass is col (CKK × G·OHW floats) and out (OC × G·OHW).
+ * The workspace of a pass is col (CKK × G·OHW floats) and out (OC × G·OHW),
+ * then an area of about the weights' size (dWᵀ or packed weights).
  *
- *   forward   each example on one thread: im2col into its own slot of col
- *             (CKK × OHW), y_n = W[OC][CKK] · col_n straight into y, + b.
- *   dweight   each example on one thread: im2col into its columns of
- *             col[CKK][G·OHW] and dy_n into the same columns of
- *             out[OC][G·OHW]; then one product for the pass,
- *             dW[OC][CKK] (+)= out · colᵀ, split over the threads by the GEMM
- *             (beta 0 on the first pass, 1 after, and 1 throughout with
- *             accumulate: the GEMM's sequential accumulation makes that one
- *             chain of FMAs per weight, example by example, pixel by pixel).
- *   dx        each example on one thread: dcol_n = Wᵀ · dy_n into its slot
- *             of col, then col2im into dx_n.
+ *   forward   each example on one thread. Stride 1, odd K, "same" (the
+ *             3 × 3 and 5 × 5 layers of ResNet-20 and LeNet), FMA families:
+ *             the input planes padded (or as K shifted copies) in the
+ *             example's slot and the direct kernel (conv_kernel_*.c:
+ *             4 output channels × 4-6 vectors of pixels in registers, the
+ *             input read in place), + b. Otherwise (strides, 1 × 1,
+ *             portable C): im2col into the slot (CKK × OHW), y_n =
+ *             W[OC][CKK] · col_n straight into y, + b.
+ *   dweight   dWᵀ[CKK][OC] (+)= Σ_n col_n · dy_nᵀ, the rows of CKK split
+ *             over the threads; each thread walks every example: im2col of
+ *             its rows, then one product with beta 1 after the first (and
+ *             throughout with accumulate), reading col in place and packing
+ *             only dy_n; dWᵀ is transposed into dweight at the end (and
+ *             from it first, with accumulate). One chain of FMAs per
+ *             weight, example by example, pixel by pixel (the GEMM's
+ *             sequential accumulation).
+ *   dx        each example on one thread. Direct shapes: the direct kernel
+ *             on dy_n (laid out as the forward input) with the weights
+ *             flipped and transposed; otherwise dcol_n = Wᵀ · dy_n into its
+ *             slot of col, then col2im into dx_n.
  *   dbias     db[oc] (+)= Σ_n (Σ_p dy[n][oc][p] in float64, rounded), added
  *             example by example in float; threads over channels.
  *
- * Working one example per thread keeps its im2col (at most a few hundred
- * KB for the nets) in that core's cache between the copy and the product,
- * and needs no synchronisation between them; with one example, or one
- * thread, the GEMM splits itself over the threads instead.
+ * Working one example per thread keeps its im2col or padded planes (at
+ * most a few hundred KB for the nets) in that core's cache between the copy
+ * and the product, and needs no synchronisation between them.
  *
- * Determinism. Each item writes its own memory and sums in a fixed order
- * (col2im: kernel offsets, then pixels). lca_sgemm's bytes do not depend on
- * the thread count or on the width of the product, so y and dx are the same
- * bytes however examples are spread over threads, passes or chunks of a
- * batch (each element is one dot product over CKK, or OC, terms). dweight
- * and dbias add their terms into the output example by example (the GEMM's
- * sequential accumulation, internal.h), so they do not depend on the passes
- * (G) either: a call over examples [0, n) gives the bytes of calls over
- * [0, a) and [a, n), the second with accumulate.
+ * Determinism. Each item writes its own memory and sums in a fixed order.
+ * y is one chain over (c, kh, kw) from 0 (+ b) on every path, direct or
+ * GEMM; dx one chain over (oc, kh, kw) (direct) or over oc then the kernel
+ * offsets (col2im); which path a shape takes depends on the shape and the
+ * kernel family only, and the two FMA families take the same paths, so they
+ * give the same bytes. y and dx are the same bytes however examples are
+ * spread over threads, passes or chunks of a batch. dweight and dbias add
+ * their terms into the output example by example (the GEMM's sequential
+ * accumulation, internal.h), so they do not depend on the passes (G) or
+ * the threads' rows either: a call over examples [0, n) gives the bytes of
+ * calls over [0, a) and [a, n), the second with accumulate.
  *
  * Dimension letters as in internal.h (the key); CKK = C·KH·KW (the GEMM depth of the
  * forward pass), OHW = OH·OW.
@@ -131,7 +143,10 @@ typedef struct conv_pass {
  * for the portable family). Which shapes go direct depends on the shape
  * only, so that the two FMA families compute the same chains and give the
  * same bytes. */
+bool lca_conv_direct_disabled;
+
 static lca_conv_direct_fn direct_kernel(const lca_conv2d_shape *s, size_t in_c) {
+    if (lca_conv_direct_disabled) return NULL;
     if (s->stride != 1 || s->kh != s->kw || s->kh % 2 == 0 || s->kh < 3 ||
         s->pad_h != (s->kh - 1) / 2 || s->pad_w != s->pad_h || s->oh != s->h || s->ow != s->w)
         return NULL;
@@ -321,6 +336,10 @@ typedef struct weight_parts {
     float *col;            /* CKK × OHW: part p's rows at its row_begin */
     size_t parts;
     bool accumulate;
+    /* the direct path (weight_part_direct): its tile, rows and columns */
+    void (*wgrad)(size_t depth, const float *const *a, const float *b, size_t nr, bool load_c,
+                  float *c, size_t ldc, size_t rows, size_t cols);
+    size_t mr, nr;
 } weight_parts;
 
 /* Rows of part `index`: even shares, at multiples of the GEMM tile's rows
@@ -334,12 +353,67 @@ static void weight_part_rows(const weight_parts *w, size_t index, size_t *begin,
     *end = min_size(ckk, (index + 1) * units / w->parts * unit);
 }
 
+/* The rows [row_begin, row_end) of dWᵀ on the direct path, when its
+ * buffers fit the part's share of col: for each example, the padded planes
+ * of the part's channels and dy_n packed over the padded pixel grid (zero
+ * off the outputs, nr columns per tile), then lca_conv_wgrad tiles whose
+ * rows read the planes in place, shifted by (kh, kw). The chains are those
+ * of the im2col product (internal.h, lca_conv_wgrad): the same bytes. */
+static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t row_end) {
+    const lca_conv2d_shape *s = w->pass.s;
+    if (w->wgrad == NULL) return false;
+    size_t k = s->kh, kk = k * k, ohw = w->pass.z.ohw;
+    size_t wp = s->w + k - 1, plane = (s->h + k - 1) * wp;
+    size_t depth = (s->oh - 1) * wp + s->ow; /* the padded grid up to the last output */
+    size_t nr = w->nr, mr = w->mr, tiles = (s->oc + nr - 1) / nr;
+    size_t c_lo = row_begin / kk, c_hi = (row_end - 1) / kk + 1;
+    size_t planes = (c_hi - c_lo) * plane, packed = tiles * nr * depth;
+    if (planes + packed > (row_end - row_begin) * ohw) return false;
+    float *xpad = w->col + row_begin * ohw, *bp = xpad + planes;
+    for (size_t n = 0; n < s->n; n++) {
+        /* the part's channels, padded (rows H + K − 1, width W + K − 1) */
+        const float *x = w->pass.x + (n * s->c + c_lo) * w->pass.z.hw;
+        size_t pad = (k - 1) / 2;
+        memset(xpad, 0, planes * sizeof(float));
+        for (size_t c = 0; c < c_hi - c_lo; c++)
+            for (size_t r = 0; r < s->h; r++)
+                memcpy(xpad + c * plane + (r + pad) * wp + pad, x + (c * s->h + r) * s->w,
+                       s->w * sizeof(float));
+        /* bp[t][q][j] = dy_n[t·nr + j][oh][ow] at q = oh·(W + K − 1) + ow */
+        memset(bp, 0, packed * sizeof(float));
+        const float *dy = w->dy + n * s->oc * ohw;
+        for (size_t oc = 0; oc < s->oc; oc++) {
+            float *out = bp + oc / nr * nr * depth + oc % nr;
+            for (size_t oh = 0; oh < s->oh; oh++)
+                for (size_t ow = 0; ow < s->ow; ow++)
+                    out[(oh * wp + ow) * nr] = dy[oc * ohw + oh * s->ow + ow];
+        }
+        bool load_c = n > 0 || w->accumulate;
+        for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
+            size_t rows = row_end - r0 < mr ? row_end - r0 : mr;
+            const float *a[10];
+            for (size_t r = 0; r < mr; r++) {
+                size_t row = r0 + (r < rows ? r : rows - 1);
+                size_t c = row / kk, kh = row % kk / k, kw = row % k;
+                a[r] = xpad + (c - c_lo) * plane + kh * wp + kw;
+            }
+            for (size_t t = 0; t < tiles; t++) {
+                size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
+                w->wgrad(depth, a, bp + t * nr * depth, nr, load_c, w->dwt + r0 * s->oc + t * nr,
+                         s->oc, rows, cols);
+            }
+        }
+    }
+    return true;
+}
+
 static void weight_part(size_t index, void *context) {
     const weight_parts *w = context;
     const lca_conv2d_shape *s = w->pass.s;
     size_t row_begin, row_end, ohw = w->pass.z.ohw, kk = s->kh * s->kw;
     weight_part_rows(w, index, &row_begin, &row_end);
     if (row_begin >= row_end) return;
+    if (weight_part_direct(w, row_begin, row_end)) return;
     float *col = w->col + row_begin * ohw; /* (row_end − row_begin) × OHW */
     for (size_t n = 0; n < s->n; n++) {
         for (size_t row = row_begin; row < row_end; row++) {
@@ -361,6 +435,12 @@ static void weight_gradient(float *dweight, const float *dy, const float *x,
                       .accumulate = accumulate};
     size_t threads = (size_t)lca_parallel_threads();
     w.parts = min_size(threads < 1 ? 1 : threads, z.ckk);
+    if (direct_kernel(s, s->c) != NULL) {
+        bool wide = lca_kernel_current() == LCA_KERNEL_AVX512;
+        w.wgrad = wide ? lca_conv_wgrad_avx512 : lca_conv_wgrad_avx2;
+        w.mr = wide ? 10 : 6;
+        w.nr = wide && s->oc >= 32 ? 32 : 16;
+    }
     if (accumulate) /* dWᵀ = dWᵀ: the chain continues from what dweight holds */
         for (size_t oc = 0; oc < s->oc; oc++)
             for (size_t r = 0; r < z.ckk; r++) w.dwt[r * s->oc + oc] = dweight[oc * z.ckk + r];

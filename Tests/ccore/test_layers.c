@@ -864,6 +864,38 @@ static void test_conv_families_bitwise(void) {
     lca_gemm_select_kernel(NULL);
     check_true(same, "conv avx512 vs avx2 families", "y, dx, dweight, dbias the same bytes on "
                "%zu shapes (LeNet, ResNet-20, odd)", sizeof shapes / sizeof shapes[0]);
+    /* the direct kernels sum in the order of the im2col product: y,
+     * dweight and dbias are its bytes (dx is a different order by design) */
+    static const char *const fma_families[] = {"avx512", "avx2"};
+    for (int f = 0; f < 2; f++) {
+        bool same_path = true;
+        lca_gemm_select_kernel(fma_families[f]);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            lca_conv2d_shape s = shapes[i];
+            size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
+            float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc),
+                  *dy = new_floats(yc);
+            fill_uniform(x, xc, -1, 1);
+            fill_uniform(w, wc, -1, 1);
+            fill_uniform(b, s.oc, -1, 1);
+            fill_uniform(dy, yc, -1, 1);
+            conv_outputs direct = conv_run(&s, x, w, b, dy);
+            lca_conv_direct_disabled = true;
+            conv_outputs gemm = conv_run(&s, x, w, b, dy);
+            lca_conv_direct_disabled = false;
+            same_path = same_path && memcmp(direct.y, gemm.y, yc * sizeof(float)) == 0 &&
+                        memcmp(direct.dw, gemm.dw, wc * sizeof(float)) == 0 &&
+                        memcmp(direct.db, gemm.db, s.oc * sizeof(float)) == 0;
+            conv_outputs_free(direct);
+            conv_outputs_free(gemm);
+            free(x); free(w); free(b); free(dy);
+        }
+        char name[100];
+        snprintf(name, sizeof name, "conv [%s] direct kernels vs im2col + GEMM", fma_families[f]);
+        check_true(same_path, name, "y, dweight, dbias the same bytes on %zu shapes",
+                   sizeof shapes / sizeof shapes[0]);
+    }
+    lca_gemm_select_kernel(NULL);
 }
 
 static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t chunk) {
