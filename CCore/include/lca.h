@@ -134,9 +134,20 @@ const char *lca_thread_backend(void);
  * Results do not depend on it. */
 void lca_set_threads(int threads);
 int lca_threads(void);
-/* Name of the GEMM micro-kernel chosen at run time ("avx512", "avx2-fma" or
- * "portable"); all FMA kernels give the same bits. */
+/* The kernel family (matrix product and convolution) this process uses:
+ * "avx512", "avx2" or "portable". By default the best this CPU runs; the
+ * environment variable LCA_KERNEL=avx512|avx2|portable, read once per
+ * process (at the first product), forces one (to measure or compare the
+ * instruction sets on one machine). The two FMA families give the same
+ * bits; portable C the same order of operations with separate roundings
+ * where the compiler has no FMA. */
 const char *lca_gemm_kernel_name(void);
+/* LCA_OK when LCA_KERNEL is unset, empty or names a family this CPU runs;
+ * else LCA_ERR_INVALID_ARGUMENT (not a family) or LCA_ERR_UNSUPPORTED (this
+ * CPU cannot run it), with the reason in lca_last_error(). The core itself
+ * then uses the automatic choice; programs call this first and refuse to
+ * run (the lca CLI does), so that a mistyped value is never ignored. */
+lca_status lca_kernel_check(void);
 
 /* ---------------------------------------------------------------- random */
 
