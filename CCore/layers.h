@@ -12,7 +12,8 @@
  * Conventions (as llm.c): outputs first, then inputs, weights, bias, sizes.
  * Forward overwrites its outputs. Backward takes d-prefixed gradients:
  * parameter gradients (dweight, dbias) are OVERWRITTEN with the gradient of
- * this call's batch (the caller never needs to zero them); dinput is
+ * this call's batch (the caller never needs to zero them), or, where a
+ * kernel takes accumulate, added to; dinput is
  * OVERWRITTEN too, and may be NULL (first layer: not needed).
  * Every fast kernel is deterministic at any thread count: threads split
  * independent outputs, never a reduction. No kernel allocates, prints or
@@ -60,8 +61,10 @@ void lca_dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
  * largest N serves every smaller N of the same layer. Its contents on entry
  * do not matter. bias may be NULL (no bias).
  * Forward y and backward dx do not depend on how the examples are chunked
- * (each element is one fixed-order dot product); dweight sums the examples
- * in passes of G, in order. */
+ * (each element is one fixed-order dot product). dweight and dbias add the
+ * examples' terms into the output one example after the other (sequential
+ * accumulation, internal.h), so a call over examples [0, n) gives the same
+ * bytes as calls over [0, a) and [a, n) with accumulate on the second. */
 typedef struct lca_conv2d_shape {
     size_t n, c, h, w;     /* input */
     size_t oc, oh, ow;     /* output */
@@ -74,11 +77,13 @@ size_t lca_conv2d_workspace_floats(const lca_conv2d_shape *s);
 /* y (N·OC·OH·OW) is overwritten. */
 void lca_conv2d_forward(float *y, const float *x, const float *weight, const float *bias,
                         const lca_conv2d_shape *s, float *workspace);
-/* dx (N·C·H·W, may be NULL), dweight (OC·C·KH·KW, may be NULL) and dbias
- * (OC, may be NULL) are overwritten; x is needed only for dweight. */
+/* dx (N·C·H·W, may be NULL) is overwritten; dweight (OC·C·KH·KW, may be
+ * NULL) and dbias (OC, may be NULL) are overwritten, or, with accumulate,
+ * added to (continuing the sequence of examples before); x is needed only
+ * for dweight. */
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
-                         float *workspace);
+                         float *workspace, bool accumulate);
 /* References: direct loops, float64 accumulation, no workspace. */
 void lca_conv2d_forward_naive(float *y, const float *x, const float *weight, const float *bias,
                               const lca_conv2d_shape *s);

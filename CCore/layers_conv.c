@@ -12,10 +12,13 @@
  *             col[CKK][G·OHW] and dy_n into the same columns of
  *             out[OC][G·OHW]; then one product for the pass,
  *             dW[OC][CKK] (+)= out · colᵀ, split over the threads by the GEMM
- *             (beta 0 on the first pass, 1 after: examples in order).
+ *             (beta 0 on the first pass, 1 after, and 1 throughout with
+ *             accumulate: the GEMM's sequential accumulation makes that one
+ *             chain of FMAs per weight, example by example, pixel by pixel).
  *   dx        each example on one thread: dcol_n = Wᵀ · dy_n into its slot
  *             of col, then col2im into dx_n.
- *   dbias     db[oc] = Σ_n Σ_p dy[n][oc][p], float64, threads over channels.
+ *   dbias     db[oc] (+)= Σ_n (Σ_p dy[n][oc][p] in float64, rounded), added
+ *             example by example in float; threads over channels.
  *
  * Working one example per thread keeps its im2col (at most a few hundred
  * KB for the nets) in that core's cache between the copy and the product,
@@ -26,9 +29,11 @@
  * (col2im: kernel offsets, then pixels). lca_sgemm's bytes do not depend on
  * the thread count or on the width of the product, so y and dx are the same
  * bytes however examples are spread over threads, passes or chunks of a
- * batch (each element is one dot product over CKK, or OC, terms). G depends
- * only on the shape, so the passes, and with them the order in which dweight
- * sums the examples, are the same at any thread count.
+ * batch (each element is one dot product over CKK, or OC, terms). dweight
+ * and dbias add their terms into the output example by example (the GEMM's
+ * sequential accumulation, internal.h), so they do not depend on the passes
+ * (G) either: a call over examples [0, n) gives the bytes of calls over
+ * [0, a) and [a, n), the second with accumulate.
  *
  * Dimension letters as in internal.h (the key); CKK = C·KH·KW (the GEMM depth of the
  * forward pass), OHW = OH·OW.
@@ -251,37 +256,44 @@ typedef struct bias_sum {
     float *dbias;
     const float *dy;
     size_t n, oc, ohw;
+    bool accumulate;
 } bias_sum;
 
-/* dbias[oc] = Σ_n Σ_p dy[n][oc][p] in float64, over 8 lanes (pixel p of
- * each row goes to lane p mod 8; lanes combined in a fixed order): eight
- * independent chains of additions, the same bytes at any thread count. */
+/* dbias[oc] (+)= Σ_n Σ_p dy[n][oc][p], example by example: each example's
+ * pixels summed in float64 over 8 lanes (pixel p to lane p mod 8, lanes
+ * combined in a fixed order), rounded to float, and added to the float sum
+ * of the examples before. So calls over consecutive examples with
+ * accumulate give the bytes of one call (the sum between examples is the
+ * float held in dbias), and the same bytes at any thread count. */
 static void bias_item(size_t oc, void *context) {
     const bias_sum *b = context;
-    double lane[8] = {0};
+    float sum = b->accumulate ? b->dbias[oc] : 0.0f;
     for (size_t n = 0; n < b->n; n++) {
         const float *row = b->dy + (n * b->oc + oc) * b->ohw;
+        double lane[8] = {0};
         size_t i = 0;
         for (; i + 8 <= b->ohw; i += 8)
             for (size_t j = 0; j < 8; j++) lane[j] += row[i + j];
         for (size_t j = 0; i < b->ohw; i++, j++) lane[j] += row[i];
+        double example = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                         ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        sum += (float)example;
     }
-    double sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    b->dbias[oc] = (float)sum;
+    b->dbias[oc] = sum;
 }
 
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
-                         float *workspace) {
+                         float *workspace, bool accumulate) {
     conv_sizes z = conv_sizes_of(s);
     if (dbias != NULL) {
-        bias_sum b = {dbias, dy, s->n, s->oc, z.ohw};
+        bias_sum b = {dbias, dy, s->n, s->oc, z.ohw, accumulate};
         lca_parallel_for(s->oc, bias_item, &b);
     }
     if (z.ohw == 0 || s->n == 0 || s->oc == 0) {
-        /* Nothing flows: every gradient is zero (overwrite semantics). */
-        if (dweight != NULL) memset(dweight, 0, s->oc * z.ckk * sizeof(float));
+        /* Nothing flows: every gradient is zero (overwrite semantics), or
+         * nothing is added (accumulate). */
+        if (dweight != NULL && !accumulate) memset(dweight, 0, s->oc * z.ckk * sizeof(float));
         if (dx != NULL) memset(dx, 0, s->n * s->c * z.hw * sizeof(float));
         return;
     }
@@ -294,9 +306,13 @@ void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *d
         if (dweight != NULL) {
             lca_parallel_for(p.examples, weight_operands_example, &p);
             /* dW[OC][CKK] (+)= dy_cat[OC][cols] · col[CKK][cols]ᵀ: one product
-             * over the pass, threads splitting dW; passes in order */
+             * over the pass, threads splitting dW. The GEMM's sequential
+             * accumulation adds the terms into dW in k order, that is
+             * example by example, pixel by pixel: passes (beta 1 after the
+             * first) and calls with accumulate continue one chain, so any
+             * cut of the examples gives the same bytes. */
             lca_sgemm(false, true, s->oc, z.ckk, p.cols, 1.0f, p.out, p.cols, p.col, p.cols,
-                      first == 0 ? 0.0f : 1.0f, dweight, z.ckk);
+                      first == 0 && !accumulate ? 0.0f : 1.0f, dweight, z.ckk);
         }
         if (dx != NULL) lca_parallel_for(p.examples, input_gradient_example, &p);
     }

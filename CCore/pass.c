@@ -117,9 +117,9 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
 }
 
 /* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run; only the
- * feature-major dense layers of an MLP take it), the gradients add to what
- * gradient holds. */
+ * accumulate (a later block of rows of an MLP's pass, see run; the
+ * feature-major dense layers of an MLP and the convolutions take it), the
+ * gradients add to what gradient holds. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     size_t n = ps->n;
@@ -150,7 +150,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
             s.n = n;
-            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch);
+            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch, accumulate);
             break;
         }
         case LCA_LAYER_RELU:
@@ -193,7 +193,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
                 lca_conv2d_shape s = L->projection_shape;
                 s.n = n;
                 lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
-                                    m->conv_scratch);
+                                    m->conv_scratch, accumulate);
             } else {
                 memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
             }

@@ -2,8 +2,8 @@
  *
  * Tolerance: for every element, |fast − reference| ≤ 1e-5 · scale, where
  * scale = |alpha|·Σ_p |op(A)[i][p]|·|op(B)[p][j]| + |beta|·|C_before[i][j]|.
- * Float32 sums of at most KC = 256 terms, a few blocks of them, stay well
- * inside that (about 1e-6 on random data); an indexing or packing mistake
+ * Float32 chains of k FMAs (sequential accumulation, k ≤ 1960 here) stay
+ * well inside that (below 1e-6 on random data); an indexing or packing mistake
  * gives differences of order 1. When scale is 0 the results must be equal.
  *
  * Also checked: every available micro-kernel (portable, avx2-fma 6×16,
@@ -15,7 +15,11 @@
  * of the 784-100-50-10 net and LeNet; beta = 0 over NaN; bitwise equal
  * results at 1, 2 and 3 threads; bitwise equal results from the two FMA
  * kernels (avx512 and avx2-fma), whose tiles differ but whose arithmetic per
- * element does not; and that lca_parallel_for runs every index once.
+ * element does not; sequential accumulation: a product split at random
+ * points of k into consecutive calls with beta = 1 (and, at the same time,
+ * into random regions of m and n, at 1 and 2 threads) gives the bytes of
+ * one call, for every kernel; and that lca_parallel_for runs every index
+ * once.
  * (The portable kernel multiplies and adds in two roundings where the
  * compiler has no FMA instruction, as on baseline x86-64, so it is held only
  * to the tolerance; the test reports whether it matched bit for bit.)
@@ -378,6 +382,86 @@ static void check_kernels_bitwise(void) {
            portable_compared - portable_differ, portable_compared);
 }
 
+/* Sequential accumulation (internal.h): C ← beta·C, then every term of k
+ * fused into C in k order. So one call over k must give the same bytes as
+ * consecutive calls over [0, k1), [k1, k2), … with beta on the first and
+ * 1 after, whatever the cut points, the split of C into regions and the
+ * thread count. Random cuts, including cuts of one term and cuts at KC
+ * multiples, every kernel. */
+static size_t random_below(size_t bound) {
+    random_float();
+    return (size_t)(random_state % bound);
+}
+
+static void check_k_splits(void) {
+    static const shape cases[] = {
+        {1, 1, 9, ""},     {7, 13, 40, ""},    {21, 65, 300, ""},  {16, 144, 1024, ""},
+        {10, 32, 600, ""}, {37, 100, 513, ""}, {16, 400, 2100, ""}, {64, 576, 700, ""},
+    };
+    static const float pairs[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.75f, 0.5f}, {0.5f, 0.0f}};
+    int saved = lca_threads();
+    size_t compared = 0, differ = 0;
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        if (!kernel_available[kernel]) continue;
+        lca_gemm_select_kernel(kernels[kernel]);
+        for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
+            size_t m = cases[index].m, n = cases[index].n, k = cases[index].k, pad = 3;
+            size_t ldc = n + pad;
+            float *a = new_floats((m + pad) * (k + pad)), *b = new_floats((k + pad) * (n + pad));
+            float *c_before = new_floats(m * ldc), *whole = new_floats(m * ldc);
+            float *split = new_floats(m * ldc);
+            fill_random(a, (m + pad) * (k + pad));
+            fill_random(b, (k + pad) * (n + pad));
+            fill_random(c_before, m * ldc);
+            for (int t = 0; t < 4; t++) {
+                bool trans_a = t & 1, trans_b = t & 2;
+                size_t lda = (trans_a ? m : k) + pad, ldb = (trans_b ? k : n) + pad;
+                for (size_t pair = 0; pair < sizeof pairs / sizeof pairs[0]; pair++) {
+                    float alpha = pairs[pair][0], beta = pairs[pair][1];
+                    lca_set_threads(1 + (int)random_below(2));
+                    memcpy(whole, c_before, m * ldc * sizeof(float));
+                    lca_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, whole, ldc);
+                    /* C in up to 2 × 2 regions, each region's k in random cuts */
+                    memcpy(split, c_before, m * ldc * sizeof(float));
+                    size_t row_cut = m > 1 ? random_below(m) : 0, col_cut = random_below(n);
+                    size_t row_begin[2] = {0, row_cut}, row_end[2] = {row_cut, m};
+                    size_t col_begin[2] = {0, col_cut}, col_end[2] = {col_cut, n};
+                    for (int region = 0; region < 4; region++) {
+                        size_t r0 = row_begin[region / 2], r1 = row_end[region / 2];
+                        size_t c0 = col_begin[region % 2], c1 = col_end[region % 2];
+                        if (r0 >= r1 || c0 >= c1) continue;
+                        for (size_t p0 = 0; p0 < k;) {
+                            size_t left = k - p0;
+                            size_t take = random_below(4) == 0 ? 1 + random_below(left < 3 ? left : 3)
+                                                               : 1 + random_below(left);
+                            lca_set_threads(1 + (int)random_below(2));
+                            const float *a_at = trans_a ? a + p0 * lda + r0 : a + r0 * lda + p0;
+                            const float *b_at = trans_b ? b + c0 * ldb + p0 : b + p0 * ldb + c0;
+                            lca_sgemm(trans_a, trans_b, r1 - r0, c1 - c0, take, alpha, a_at, lda,
+                                      b_at, ldb, p0 == 0 ? beta : 1.0f, split + r0 * ldc + c0,
+                                      ldc);
+                            p0 += take;
+                        }
+                    }
+                    compared++;
+                    if (memcmp(whole, split, m * ldc * sizeof(float))) {
+                        differ++;
+                        failures++;
+                        printf("FAIL  %-9s k split differs: %zu×%zu×%zu %c%c alpha %.2f "
+                               "beta %.1f\n", kernels[kernel], m, n, k, trans_a ? 'T' : 'N',
+                               trans_b ? 'T' : 'N', (double)alpha, (double)beta);
+                    }
+                }
+            }
+            free(a); free(b); free(c_before); free(whole); free(split);
+        }
+    }
+    lca_set_threads(saved);
+    lca_gemm_select_kernel(NULL);
+    printf("  k split at random points, C in random regions, 1/2 threads: %zu of %zu products "
+           "byte-identical to one call%s\n", compared - differ, compared, differ ? "  FAIL" : "");
+}
+
 /* beta = 0 must overwrite C, even NaN, on every path: full tiles, edge
  * tiles, k = 0 and alpha = 0. */
 static void check_beta_zero_over_nan(void) {
@@ -506,6 +590,7 @@ int main(void) {
     }
     lca_gemm_select_kernel(NULL);
     check_kernels_bitwise();
+    check_k_splits();
     check_parallel_for();
     printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
            TOLERANCE);

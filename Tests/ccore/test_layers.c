@@ -20,7 +20,10 @@
  *    (at most 3e-7 observed: float32 sums of up to a few thousand terms).
  * 3. Determinism: conv forward/backward, batch norm, pooling give the
  *    same bytes at lca_set_threads(1) and (2); conv y and dx are the same
- *    bytes when the batch is split into chunks.
+ *    bytes when the batch is split into chunks and one example per call;
+ *    conv dweight and dbias are the same bytes when the examples are cut
+ *    into random consecutive calls with accumulate (sequential
+ *    accumulation), one example per call included.
  * Outputs are filled with NaN before every call (kernels overwrite) and
  * workspaces are allocated at exactly lca_conv2d_workspace_floats (run
  * under ASan to catch an overrun). Exit status 0 only if every check passes.
@@ -249,7 +252,7 @@ static void test_conv_gradients(const char *label, lca_conv2d_shape s, bool with
     fill_nan(db_naive, s.oc);
     const float *bias = with_bias ? b : NULL;
     lca_conv2d_forward(y, x, w, bias, &s, workspace);
-    lca_conv2d_backward(dx, dw, db, r, x, w, &s, workspace);
+    lca_conv2d_backward(dx, dw, db, r, x, w, &s, workspace, false);
     lca_conv2d_forward_naive(y_naive, x, w, bias, &s);
     lca_conv2d_backward_naive(dx_naive, dw_naive, db_naive, r, x, w, &s);
 
@@ -699,12 +702,12 @@ static void test_residual_block(size_t n, size_t c, size_t h, size_t w, size_t o
           *dbp = new_floats(oc), *dg1 = new_floats(oc), *db1 = new_floats(oc),
           *dg2 = new_floats(oc), *db2 = new_floats(oc);
     lca_relu_backward(dsum, r, out, count);                       /* out = relu(a4 + ap) */
-    lca_conv2d_backward(dx_proj, dwp, dbp, dsum, x, wp, &proj, workspace);
+    lca_conv2d_backward(dx_proj, dwp, dbp, dsum, x, wp, &proj, workspace, false);
     lca_batchnorm_backward_batch(d3, dg2, db2, dsum, xhat2, inv2, g2, n, oc, hw, group);
-    lca_conv2d_backward(d2, dw2, NULL, d3, a2, w2, &c2, workspace);
+    lca_conv2d_backward(d2, dw2, NULL, d3, a2, w2, &c2, workspace, false);
     lca_relu_backward(d2, d2, a2, count);                         /* a2 = relu(bn1) */
     lca_batchnorm_backward_batch(d1, dg1, db1, d2, xhat1, inv1, g1, n, oc, hw, group);
-    lca_conv2d_backward(dx, dw1, NULL, d1, x, w1, &c1, workspace);
+    lca_conv2d_backward(dx, dw1, NULL, d1, x, w1, &c1, workspace, false);
     for (size_t i = 0; i < xc; i++) dx[i] += dx_proj[i];
 
     block_case k = {c1, c2, proj, group, doubles_of(x, xc), doubles_of(w1, w1c),
@@ -779,7 +782,7 @@ static void test_conv_fast_vs_naive(const char *label, lca_conv2d_shape s) {
     fill_nan(dw, wc);
     fill_nan(db, s.oc);
     lca_conv2d_forward(y, x, w, b, &s, workspace);
-    lca_conv2d_backward(dx, dw, db, dy, x, w, &s, workspace);
+    lca_conv2d_backward(dx, dw, db, dy, x, w, &s, workspace, false);
     lca_conv2d_forward_naive(yn, x, w, b, &s);
     lca_conv2d_backward_naive(dxn, dwn, dbn, dy, x, w, &s);
     /* scales: the same sums over absolute values */
@@ -813,7 +816,7 @@ static conv_outputs conv_run(const lca_conv2d_shape *s, const float *x, const fl
                       new_floats(conv_w_count(s)), new_floats(s->oc)};
     float *workspace = new_floats(lca_conv2d_workspace_floats(s));
     lca_conv2d_forward(o.y, x, w, b, s, workspace);
-    lca_conv2d_backward(o.dx, o.dw, o.db, dy, x, w, s, workspace);
+    lca_conv2d_backward(o.dx, o.dw, o.db, dy, x, w, s, workspace, false);
     free(workspace);
     return o;
 }
@@ -854,6 +857,48 @@ static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t 
     char name[200];
     snprintf(name, sizeof name, "%s: y, dx in chunks of %zu", label, chunk);
     check_true(chunk_same, name, "same bytes as the whole batch");
+    /* one example per call: y and dx the same bytes too */
+    bool single_same = true;
+    for (size_t first = 0; first < s.n; first++) {
+        lca_conv2d_shape part = s;
+        part.n = 1;
+        conv_outputs o = conv_run(&part, x + first * x1, w, b, dy + first * y1);
+        single_same = single_same && memcmp(o.y, two.y + first * y1, y1 * sizeof(float)) == 0 &&
+                      memcmp(o.dx, two.dx + first * x1, x1 * sizeof(float)) == 0;
+        conv_outputs_free(o);
+    }
+    snprintf(name, sizeof name, "%s: y, dx one example per call", label);
+    check_true(single_same, name, "same bytes as the whole batch");
+    /* Sequential accumulation: dweight and dbias over random consecutive
+     * calls (some of one example), the later ones with accumulate, at a
+     * thread count drawn per call, give the bytes of the whole call. The
+     * workspace is sized for the whole batch, as the pass sizes it. */
+    float *workspace = new_floats(lca_conv2d_workspace_floats(&s));
+    float *dw = new_floats(wc), *db = new_floats(s.oc);
+    bool split_same = true;
+    size_t calls = 0;
+    for (int trial = 0; trial < 3; trial++) {
+        fill_nan(dw, wc);
+        fill_nan(db, s.oc);
+        for (size_t first = 0; first < s.n;) {
+            size_t left = s.n - first;
+            size_t take = trial == 0 ? 1 : 1 + (size_t)test_rng_below(&rng, left < 13 ? left : 13);
+            lca_conv2d_shape part = s;
+            part.n = take;
+            lca_set_threads(1 + (int)test_rng_below(&rng, 2));
+            lca_conv2d_backward(NULL, dw, db, dy + first * y1, x + first * x1, w, &part,
+                                workspace, first > 0);
+            first += take;
+            calls++;
+        }
+        split_same = split_same && memcmp(dw, two.dw, wc * sizeof(float)) == 0 &&
+                     memcmp(db, two.db, s.oc * sizeof(float)) == 0;
+    }
+    lca_set_threads(2);
+    snprintf(name, sizeof name, "%s: dweight, dbias accumulated over random splits", label);
+    check_true(split_same, name, "same bytes as one call (3 trials, %zu calls, one of them "
+               "example by example)", calls);
+    free(workspace); free(dw); free(db);
     conv_outputs_free(one);
     conv_outputs_free(two);
     free(x); free(w); free(b); free(dy);

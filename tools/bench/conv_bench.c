@@ -103,8 +103,8 @@ static double time_best(int what, const lca_conv2d_shape *s, const float *x, con
         double start = now_seconds();
         switch (what) {
         case RUN_FORWARD: lca_conv2d_forward(y, x, w, b, s, workspace); break;
-        case RUN_BACKWARD: lca_conv2d_backward(dx, dw, db, y, x, w, s, workspace); break;
-        case RUN_BACKWARD_WEIGHT: lca_conv2d_backward(NULL, dw, db, y, x, w, s, workspace); break;
+        case RUN_BACKWARD: lca_conv2d_backward(dx, dw, db, y, x, w, s, workspace, false); break;
+        case RUN_BACKWARD_WEIGHT: lca_conv2d_backward(NULL, dw, db, y, x, w, s, workspace, false); break;
         case RUN_GEMMS_FORWARD:
             lca_parallel_for(s->n, peer_forward_example, peer);
             break;
