@@ -161,12 +161,14 @@ double lca_exact_value(int64_t hi, int64_t lo) {
     return (double)v * 0x1p-72; /* (double) rounds once; the power of two is exact */
 }
 
-void lca_exact_read(lca_exact_vector *v, double *out, bool add) {
-    carry(v);
+size_t lca_exact_read(lca_exact_vector *v, double *out, bool add) {
+    size_t bad = carry(v);
+    if (bad != v->count) return bad;
     for (size_t i = 0; i < v->count; i++) {
         double value = lca_exact_value(v->hi[i], v->lo[i]);
         out[i] = add ? out[i] + value : value;
     }
+    return v->count;
 }
 
 /* ---- scalar sums */

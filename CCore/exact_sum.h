@@ -59,8 +59,9 @@ size_t lca_exact_add(lca_exact_vector *v, const float *x);
  * count, or the first element whose sum left the range. */
 size_t lca_exact_merge(lca_exact_vector *into, lca_exact_vector *from);
 /* out[i] = the sum of element i rounded once to float64 (nearest, ties to
- * even); with add, out[i] += that instead. Carries v first. */
-void lca_exact_read(lca_exact_vector *v, double *out, bool add);
+ * even); with add, out[i] += that instead. Carries v first; returns count,
+ * or (out untouched) the first element whose sum left the range. */
+size_t lca_exact_read(lca_exact_vector *v, double *out, bool add);
 /* The element's sum rounded once to float64 (carries nothing). */
 double lca_exact_value(int64_t hi, int64_t lo);
 

@@ -176,7 +176,7 @@ static lca_status make_splits(lca_trainer *tr) {
 /* What a trainer needs at least, before it allocates any of it: per
  * parameter the gradient, the parameters before the step, the optimizer's
  * state, and with LCA the totals, help counts, the probe, one evaluation
- * slot and each view's four float64 vectors; the batch's input and
+ * worker's unit gradient and exact sum and each view's four float64 vectors; the batch's input and
  * workspace, and one evaluation chunk's. Compared with the machine's
  * memory (lca_memory_check): a model that cannot fit is refused with the
  * bytes it would need rather than killed by the kernel part-way. (The
@@ -192,7 +192,7 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     if (c->optimizer == LCA_OPTIMIZER_ADAM) per_parameter += 8;
     size_t state = 4 + (per_parameter - 12); /* parameters and optimizer state */
     if (c->lca) per_parameter += 8 /* totals */ + 4 /* helped */ + 4 /* probe */ +
-                                 4 /* a slot */ + 32 * (c->lca_validation_view ? 2 : 1);
+                                 20 /* a worker's unit gradient, exact sum */ + 32 * (c->lca_validation_view ? 2 : 1);
     if (c->lca) state += 12; /* totals and help counts */
     per_parameter += state; /* saving or resuming the state stages a copy of it */
     size_t in = lca_model_input_size(model);
