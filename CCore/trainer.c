@@ -485,6 +485,10 @@ lca_status lca_trainer_set_log(lca_trainer *tr, lca_log *log) {
 }
 
 const lca_config *lca_trainer_config(const lca_trainer *tr) { return &tr->config; }
+
+size_t lca_trainer_accumulation_unit(const lca_trainer *tr) {
+    return lca_model_accumulation_unit(tr->model, tr->config.bn_group);
+}
 uint64_t lca_trainer_iteration(const lca_trainer *tr) { return tr->iteration; }
 size_t lca_trainer_training_count(const lca_trainer *tr) { return tr->train_count; }
 size_t lca_trainer_validation_count(const lca_trainer *tr) { return tr->validation_count; }
