@@ -631,6 +631,10 @@ size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_g
     }
     if (chunk == 0) chunk = 1;
     if (chunk > unit) chunk = unit;
+    /* passes of equal size inside a unit (500 of 512 would leave a pass of
+     * 12): the fewest passes of at most chunk, shared evenly */
+    size_t passes = (unit + chunk - 1) / chunk;
+    chunk = (unit + passes - 1) / passes;
     /* an MLP's passes keep its blocks of rows (pass.c) */
     if (lca_model_streams_input(m) && chunk % LCA_INPUT_ROWS)
         chunk += LCA_INPUT_ROWS - chunk % LCA_INPUT_ROWS;

@@ -158,7 +158,7 @@ struct lca_model {
  * (its activations) stays in a core's 2 MB L2 between the forward and
  * backward passes. The chunk no longer sets the bytes (the accumulation
  * unit does, below): it is the examples a worker holds at once. */
-#define LCA_MAX_AUTO_CHUNK 500
+#define LCA_MAX_AUTO_CHUNK 512
 
 /* Examples per accumulation unit of a net without batch norm (a net with
  * batch norm: its bn_group): the evaluation set is summed unit by unit,
@@ -245,7 +245,9 @@ size_t lca_model_example_bytes(const lca_model *model);
 size_t lca_model_accumulation_unit(const lca_model *model, size_t bn_group);
 /* The evaluation chunk (examples a worker holds at once, its passes inside
  * a unit): requested, or (0) the most examples whose workspace fits
- * memory_budget, at most LCA_MAX_AUTO_CHUNK; never more than the unit; for
+ * memory_budget, at most LCA_MAX_AUTO_CHUNK; never more than the unit, and
+ * lowered so that the passes of a unit are of equal size (300 of 512: two
+ * of 256); for
  * an MLP a multiple of LCA_INPUT_ROWS (rounded up: its workspace holds one
  * block of rows whatever the chunk); with batch norm the whole group. A
  * pure function of its arguments; the bytes of the results do not depend

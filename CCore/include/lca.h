@@ -396,7 +396,7 @@ typedef struct lca_config {
     unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
     size_t eval_chunk;                /* examples an evaluation worker holds at once; 0
                                          (default) = the most that fit memory_budget, at
-                                         most 500; never more than the accumulation unit
+                                         most 512; never more than the accumulation unit
                                          (lca_trainer_accumulation_unit). Memory and speed
                                          only: the results do not depend on it */
     int lca_units;                    /* 1 = per-unit LCA in each record (neurons, channels) */

@@ -145,7 +145,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     /// Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32 (default 32).
     public var lcaMaxSubintervals: Int
     /// Examples an evaluation worker holds at once; 0 (the default) picks
-    /// the most that fit `memoryBudget`, at most 500; never more than the
+    /// the most that fit `memoryBudget`, at most 512; never more than the
     /// accumulation unit (`Trainer.accumulationUnit`); with batch norm one
     /// `bnGroup`. Memory and speed only: the results are the same bytes
     /// whatever it is.

@@ -13,7 +13,7 @@
  *     time instead, runs units side by side, and goes through each unit in
  *     passes of the chunk;
  *   - the same bytes at chunks 0 (automatic), 1 (rounded up to 128), 300
- *     (384), 512 and 10,000 (the unit) × 1, 2, 3 and 4 threads, and for a
+ *     (two passes of 256), 512 and 10,000 (the unit) × 1, 2, 3 and 4 threads, and for a
  *     batch-norm conv net (a group of 50 a pass whatever the chunk) at 1
  *     and 3 threads and chunks 50, 100 and 0;
  *   - the batch-norm group is the evaluator's own: a trainer with another
