@@ -391,6 +391,21 @@ static lca_status check_view(const lca_trainer *tr, const lca_view_record *v, co
     return LCA_OK;
 }
 
+/* A view's evaluation diverged: its loss is not finite, or a gradient left
+ * the exact sum's range (integrator.c), whose message names the tensor. */
+static lca_status view_diverged(const lca_trainer *tr, const char *view) {
+    const char *message = lca_last_error();
+    if (strstr(message, "loss is not finite"))
+        return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the %s loss is not finite: training "
+                        "diverged", (unsigned long long)tr->iteration, view);
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", message);
+    char *cut = strstr(copy, ": training diverged");
+    if (cut) *cut = '\0'; /* said once, below */
+    return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: %s view: %s: training diverged",
+                    (unsigned long long)tr->iteration, view, copy);
+}
+
 lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     lca_model *m = tr->model;
     size_t k = m->parameter_count;
@@ -456,17 +471,13 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     if (tr->config.lca) {
         status = lca_view_step(&tr->integrator, &tr->train_view, tr->before, m->parameters,
                                &record->train, tr->lca_totals, tr->helped_counts);
-        if (status == LCA_ERR_NUMERIC)
-            return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the training-split loss is not "
-                            "finite: training diverged", (unsigned long long)tr->iteration);
+        if (status == LCA_ERR_NUMERIC) return view_diverged(tr, "training-split");
         if (status == LCA_OK) status = check_view(tr, &record->train, "training-split");
         if (status != LCA_OK) return status;
         if (tr->config.lca_validation_view) {
             status = lca_view_step(&tr->integrator, &tr->validation_view, tr->before,
                                    m->parameters, &record->validation, NULL, NULL);
-            if (status == LCA_ERR_NUMERIC)
-                return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the validation loss is not "
-                                "finite: training diverged", (unsigned long long)tr->iteration);
+            if (status == LCA_ERR_NUMERIC) return view_diverged(tr, "validation");
             if (status == LCA_OK) status = check_view(tr, &record->validation, "validation");
             if (status != LCA_OK) return status;
             record->has_validation = 1;
