@@ -31,10 +31,12 @@
  * y (the bytes of a separate ReLU layer). */
 void lca_dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
                        size_t in, size_t out, bool relu);
-/* dw[O×I] = dyᵀ · x, db[O] = Σ_n dy (float64 sums in example order),
- * dx[N×I] = dy · w (skipped if dx is NULL); all overwritten. */
+/* dw[O×I] = dyᵀ · x, db[O] = Σ_n dy (float32, examples in order),
+ * dx[N×I] = dy · w (skipped if dx is NULL); dx is overwritten, dw and db
+ * too, or, with accumulate, added to (continuing the examples before:
+ * split calls give the bytes of one). */
 void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, size_t n, size_t in, size_t out);
+                        const float *w, size_t n, size_t in, size_t out, bool accumulate);
 /* Feature-major, for an MLP's pass: yᵀ[O×N] = w · xᵀ + b (then the ReLU
  * with relu); x is the block's input rows (N × I) with x_rows, else the
  * previous layer's output xᵀ (I × N). */
