@@ -25,7 +25,7 @@ struct LCACommand: ParsableCommand {
             ends a command quietly.
             """,
         version: Core.version,
-        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self],
+        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self, ReportCommand.self, PlotCommand.self],
         defaultSubcommand: Train.self
     )
 
