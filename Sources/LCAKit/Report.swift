@@ -206,9 +206,46 @@ public struct ReportBuilder {
         return d
     }
 
+    /// JSON text of `value` (dictionaries with sorted keys, arrays, strings,
+    /// numbers) with doubles in the shortest text that reads back to the
+    /// same bits, infinities and NaN as "inf", "-inf", "nan" (JSONFormat's
+    /// convention); "</" escaped so that the text can sit in a script block.
     static func json(_ value: Any) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) else { return "{}" }
-        return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "</", with: "<\\/")
+        var out = ""
+        func write(_ v: Any) {
+            switch v {
+            case let d as [String: Any]:
+                out += "{"
+                for (i, k) in d.keys.sorted().enumerated() {
+                    if i > 0 { out += "," }
+                    write(k); out += ":"; write(d[k]!)
+                }
+                out += "}"
+            case let a as [Any]:
+                out += "["
+                for (i, x) in a.enumerated() { if i > 0 { out += "," }; write(x) }
+                out += "]"
+            case let s as String:
+                out += "\""
+                for u in s.unicodeScalars {
+                    switch u {
+                    case "\"": out += "\\\""
+                    case "\\": out += "\\\\"
+                    case "/": out += "\\/"
+                    case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+                    default: out.unicodeScalars.append(u)
+                    }
+                }
+                out += "\""
+            case let b as Bool: out += b ? "true" : "false"
+            case let i as Int: out += String(i)
+            case let d as Double:
+                out += d.isNaN ? "\"nan\"" : d.isInfinite ? (d > 0 ? "\"inf\"" : "\"-inf\"") : "\(d)"
+            default: out += "null"
+            }
+        }
+        write(value)
+        return out
     }
 
     /// The whole page: one self-contained HTML file.

@@ -177,8 +177,9 @@ public enum SVGPlot {
         for (i, (name, _)) in rows.enumerated() {
             let y = f.y + Double(i) * rh
             let scale = perRow ? (grid[i].map(abs).max() ?? 0) : global
-            if rows.count <= 40 || i % max(1, rows.count / 20) == 0 {
-                s += "<text x=\"\(num(f.x - 4))\" y=\"\(num(y + min(rh, 12) / 2 + 4))\" text-anchor=\"end\" font-size=\"\(rows.count > 40 ? 9 : 11)\">\(esc(name))</text>"
+            let every = max(1, Int((11 / rh).rounded(.up)))
+            if i % every == 0 {
+                s += "<text x=\"\(num(f.x - 4))\" y=\"\(num(y + min(rh, 12) / 2 + 4))\" text-anchor=\"end\" font-size=\"\(rh < 11 ? 9 : 11)\">\(esc(name))</text>"
             }
             var j = 0
             let row = cells[i]

@@ -50,7 +50,7 @@ struct ReportCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("A run folder, or a log file (- for standard input).", valueName: "run|log"))
+    @Argument(help: ArgumentHelp("A run folder, or a log file (- for standard input).", valueName: "input"))
     var input: String
 
     @Option(name: [.short, .long], help: ArgumentHelp("The HTML file to write (- for standard output).", valueName: "path"))
@@ -87,7 +87,7 @@ struct PlotCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("A run folder, or a log file (- for standard input).", valueName: "log|run"))
+    @Argument(help: ArgumentHelp("A run folder, or a log file (- for standard input).", valueName: "input"))
     var input: String
 
     @Option(help: ArgumentHelp("The figure to draw.", valueName: "name"))
