@@ -26,7 +26,7 @@ struct LCACommand: ParsableCommand {
             (default: the best this CPU runs); the summary names the one used.
             """,
         version: Core.version,
-        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self],
+        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self, ReportCommand.self, PlotCommand.self],
         defaultSubcommand: Train.self
     )
 

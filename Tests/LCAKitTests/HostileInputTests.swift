@@ -32,13 +32,13 @@ final class HostileInputTests: XCTestCase {
         return out + text + records
     }
 
-    /// Runs `arguments` for each of show, show --json, verify, export --to csv
+    /// Runs `arguments` for each of show, show --json, verify, export, report, plot
     /// on `log` and asserts exit 1, no signal, `lca: error:` with the path,
     /// the byte offset and `words`, and the log unchanged.
     private func expectRefused(_ log: URL, _ words: [String], in folder: URL,
                                file: StaticString = #filePath, line: UInt = #line) throws {
         let before = try contents(log)
-        for command in [["show"], ["show", "--json"], ["verify"], ["export", "--to", "csv"], ["export", "--to", "jsonl"]] {
+        for command in [["show"], ["show", "--json"], ["verify"], ["export", "--to", "csv"], ["export", "--to", "jsonl"], ["report", "-o", "-"], ["plot", "--figure", "helping", "-o", "refused.svg"]] {
             let result = try CLI.run(command + [log.path], in: folder)
             let what = "\(command.joined(separator: " ")) \(log.lastPathComponent)"
             XCTAssertFalse(result.signaled, "\(what) died of a signal: \(result.stderr)", file: file, line: line)
