@@ -294,6 +294,9 @@ protocol ViewValues {
     var tensorLCA: Doubles { get }
     var tensorFirstOrder: Doubles { get }
     var tensorHelped: Counts { get }
+    var tensorHelping: Doubles { get }
+    var tensorHurting: Doubles { get }
+    var tensorUnmoved: Counts { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

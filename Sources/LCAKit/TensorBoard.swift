@@ -22,7 +22,9 @@ import Darwin
 /// Tags: `loss/batch`, `loss/evaluation`, `lca/total`, `lca/first_order`,
 /// `residual`, `subintervals`, `lca/<tensor>`, `lca_cumulative/<tensor>`,
 /// `lca_cumulative/total`, `helped_percent/<tensor>`, `helped_percent/total`,
-/// and `validation/…` for the validation view.
+/// from a version-2 log also `lca_helping/<tensor>`, `lca_hurting/<tensor>`
+/// and `unmoved_percent/<tensor>`, and `validation/…` for the validation
+/// view.
 ///
 /// ```swift
 /// let board = try TensorBoardWriter(directory: "tb/run1", tensors: model.tensors)
@@ -167,6 +169,14 @@ public final class TensorBoardWriter {
             values.append((prefix + "lca_cumulative/" + tensor.name, cumulative[index]))
             values.append((prefix + "helped_percent/" + tensor.name,
                            tensor.count > 0 ? 100 * Double(v.tensorHelped[index]) / Double(tensor.count) : 0))
+            if index < v.tensorHelping.count, index < v.tensorHurting.count {
+                values.append((prefix + "lca_helping/" + tensor.name, v.tensorHelping[index]))
+                values.append((prefix + "lca_hurting/" + tensor.name, v.tensorHurting[index]))
+            }
+            if index < v.tensorUnmoved.count {
+                values.append((prefix + "unmoved_percent/" + tensor.name,
+                               tensor.count > 0 ? 100 * Double(v.tensorUnmoved[index]) / Double(tensor.count) : 0))
+            }
             helped += v.tensorHelped[index]
             parameters += tensor.count
         }
