@@ -96,7 +96,39 @@ def main():
         compare_columns(columns, {n: [r[i] for r in rows] for i, n in enumerate(names)}, "csv export vs numpy reader")
         lines = run(["export", "run/lca.log", "--to", "jsonl"], work, capture_output=True, text=True).stdout.splitlines()
         objects = [json.loads(line, parse_float=str, parse_int=str) for line in lines]
-        compare_columns(columns, {n: [o[n] for o in objects] for n in objects[0]}, "jsonl export vs numpy reader")
+        scalars = [n for n in objects[0] if not isinstance(objects[0][n], list)]
+        compare_columns(columns, {n: [o[n] for o in objects] for n in scalars}, "jsonl export vs numpy reader")
+        # version 2: the histogram, as arrays in JSON Lines and (T, 2, 30) in numpy
+        tensors = [t["name"] for t in header["tensors"]]
+        counts = lca_log.histogram_counts(header, records)
+        check(counts is not None and counts.shape == (12, len(tensors), 2, 30), "histogram_counts: (12, T, 2, 30)",
+              str(None if counts is None else counts.shape))
+        from_json = np.array([[[[int(x) for x in o[f"{t}.lca_histogram.{side}"]] for side in ("helping", "hurting")]
+                               for t in tensors] for o in objects])
+        check(np.array_equal(from_json, counts), "jsonl histogram arrays == the numpy reader's")
+        check(header["version"] == 2 and len(header["lca_histogram"]["edges"]) == 29, "version 2 header with 29 edges")
+        rest = records["lca"] - records["lca_helping"] - records["lca_hurting"]
+        check(np.all(np.abs(rest) <= records["zero"] * records["lca_floor"][:, None] * (1 + 1e-9) + 1e-15 *
+                     (records["lca_hurting"] - records["lca_helping"])), "lca = helping + hurting + a rest within zero · floor")
+        check(np.all(records["unmoved"] <= records["zero"]), "unmoved <= zero")
+        damaged = np.array(records)
+        damaged["lca_histogram"][3, 1, 0, 5] += 1
+        try:
+            lca_log.histogram_counts(header, damaged)
+            check(False, "histogram_counts: a damaged bin is refused", "no error")
+        except lca_log.LogFormatError as error:
+            check("record 3, tensor 1" in str(error), "histogram_counts: a damaged bin is refused", str(error))
+
+        # the version-1 fixture (Tests/fixtures): read as before, no version-2 fields
+        fixture = os.path.join(ROOT, "Tests", "fixtures", "v1-digits-64-16-10.lca.log")
+        h1, r1 = lca_log.open_log(fixture)
+        check(h1["version"] == 1 and len(r1) == 6 and "lca_helping" not in r1.dtype.names
+              and lca_log.histogram_counts(h1, r1) is None, "version-1 fixture: 6 records, no version-2 fields")
+        csv1 = run(["export", fixture, "--to", "csv"], work, capture_output=True, text=True).stdout.splitlines()
+        names1 = csv1[0].split(",")
+        rows1 = [line.split(",") for line in csv1[1:]]
+        compare_columns(lca_log.table(h1, r1), {n: [r[i] for r in rows1] for i, n in enumerate(names1)},
+                        "version-1 fixture: csv export vs numpy reader")
 
         # numpy.load on the .npy export
         run(["export", "run/lca.log", "--to", "npy", "-o", "run.npy"], work)
@@ -147,7 +179,7 @@ def main():
                 check(expected in str(error), f"{name}: rejected naming the problem", str(error))
         version = struct.unpack_from("<I", data, 12)[0]
         corrupt("magic.log", b"PK" + data[2:], "magic")
-        corrupt("version.log", data[:8] + struct.pack("<I", 2) + data[12:], "version 1, found 2")
+        corrupt("version.log", data[:8] + struct.pack("<I", 3) + data[12:], "version 1 or 2, found 3")
         corrupt("size.log", data[:16] + struct.pack("<I", size + 8) + data[20:], "record size")
         corrupt("json.log", data[:24] + b"{not json" + data[33:], "does not parse")
         corrupt("short.log", data[:20], "preamble")
