@@ -124,6 +124,10 @@ public struct ViewRecord: Sendable, Hashable, Codable {
 
     /// Bins per tensor and sign of `tensorHistogram` (30).
     public static let histogramBins = Int(LCA_HISTOGRAM_BINS)
+    /// The core's 29 finite bin edges, 1e-14, 10^-13.5, …, 1 (the same
+    /// doubles as a version-2 header's `lca_histogram.edges`): bin 0 is
+    /// (floor, 1e-14), bin k is [edges[k-1], edges[k]), bin 29 is [1, ∞).
+    public static let histogramEdges: [Double] = Array(UnsafeBufferPointer(start: lca_histogram_edges(), count: histogramBins - 1))
 
     /// Tensor `t`'s 30 helping bins (`hurting` false) or hurting bins, or
     /// nil without a histogram.
@@ -284,6 +288,7 @@ public struct RecordView {
 protocol ViewValues {
     associatedtype Doubles: RandomAccessCollection<Double> where Doubles.Index == Int
     associatedtype Counts: RandomAccessCollection<UInt64> where Counts.Index == Int
+    associatedtype Bins: RandomAccessCollection<UInt32> where Bins.Index == Int
     var lossBefore: Double { get }
     var lossAfter: Double { get }
     var lcaTotal: Double { get }
@@ -297,6 +302,9 @@ protocol ViewValues {
     var tensorHelping: Doubles { get }
     var tensorHurting: Doubles { get }
     var tensorUnmoved: Counts { get }
+    var tensorZero: Counts { get }
+    var tensorHistogram: Bins { get }
+    var lcaFloor: Double? { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

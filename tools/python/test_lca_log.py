@@ -248,6 +248,25 @@ def tensorboard_check(work, header, records):
     worst = max(worst, float(np.max(np.abs(losses - records["loss_after"].astype(np.float32)))))
     check(worst == 0.0, "TensorBoard reader: values == the log's (as float32), per-tensor, cumulative, loss",
           f"worst difference {worst:.3e}")
+    # version 2: helping/hurting scalars and one histogram per tensor (helping bins reversed, the
+    # within-floor bucket, hurting bins), counts equal to the log's
+    for tag in (f"lca_helping/{tensors[0]}", f"lca_hurting/{tensors[0]}", f"unmoved_percent/{tensors[0]}"):
+        check(tag in tags, f"TensorBoard reader: tag {tag}")
+    accumulator = event_accumulator.EventAccumulator(os.path.join(work, "tb"),
+                                                     size_guidance={event_accumulator.HISTOGRAMS: 0})
+    accumulator.Reload()
+    histogram_tags = set(accumulator.Tags()["histograms"])
+    check({f"lca_histogram/{t}" for t in tensors} <= histogram_tags, "TensorBoard reader: a histogram per tensor",
+          str(sorted(histogram_tags)[:3]))
+    bad = 0
+    for index, tensor in enumerate(tensors):
+        for event, record in zip(accumulator.Histograms(f"lca_histogram/{tensor}"), records):
+            value = event.histogram_value
+            expected = list(record["lca_histogram"][index, 0][::-1]) + [record["zero"][index]] + list(record["lca_histogram"][index, 1])
+            limits = list(value.bucket_limit)
+            if [int(c) for c in value.bucket] != [int(c) for c in expected] or limits != sorted(limits):
+                bad += 1
+    check(bad == 0, "TensorBoard reader: histogram buckets == the log's bins, limits ascending", f"{bad} differ")
 
 
 if __name__ == "__main__":
