@@ -475,6 +475,14 @@ lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *tr
     } else if ((size_t)info.st_size < header || pread(fd, existing, header, 0) != (ssize_t)header) {
         status = lca_fail(LCA_ERR_FORMAT, "%s: byte 0: expected a %zu-byte log header of this run",
                           path, header);
+    } else if (memcmp(existing, LOG_MAGIC, 8) == 0 && memcmp(existing + 8, preamble + 8, 4) != 0) {
+        uint32_t version = (uint32_t)existing[8] | (uint32_t)existing[9] << 8 |
+                           (uint32_t)existing[10] << 16 | (uint32_t)existing[11] << 24;
+        status = lca_fail(LCA_ERR_MISMATCH,
+                          "%s: byte 8: the log is version %u, this lca writes version %d: a run "
+                          "cannot be continued across log versions (start a new run, or resume "
+                          "with the lca that began it)",
+                          path, version, LOG_VERSION);
     } else if (memcmp(existing, preamble, LOG_PREAMBLE) != 0 ||
                memcmp(existing + LOG_PREAMBLE, json.bytes, json.length) != 0) {
         size_t at = 0;

@@ -232,8 +232,38 @@ static void test_header_and_no_histogram(const lca_dataset *data) {
     free(b);
 }
 
+/* Resuming a version-1 log (here: a version-2 one with its version byte
+ * set to 1) is refused naming both versions. */
+static void test_resume_across_versions(const lca_dataset *data) {
+    lca_model *model;
+    REQUIRE_OK(lca_model_new(&model, "64-16-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_config config = lca_config_default();
+    config.iterations = 2;
+    config.batch_size = 200;
+    lca_model_initialize(model, config.seed);
+    lca_trainer *trainer;
+    REQUIRE_OK(lca_trainer_new(&trainer, model, data, &config));
+    const char *path = test_temp_path("resume.log");
+    lca_log *log;
+    REQUIRE_OK(lca_log_open(&log, path, trainer));
+    REQUIRE_OK(lca_log_close(log));
+    size_t length;
+    uint8_t *bytes = test_read_bytes(path, &length);
+    bytes[8] = 1;
+    test_write_bytes(path, bytes, length);
+    free(bytes);
+    lca_status status = lca_log_resume(&log, path, trainer);
+    check_true(status == LCA_ERR_MISMATCH && strstr(lca_last_error(), "byte 8: the log is version 1, this lca "
+                                                                      "writes version 2") != NULL,
+               "resuming a version-1 log is refused naming the versions", "%s", lca_last_error());
+    if (status == LCA_OK) lca_log_close(log);
+    lca_trainer_free(trainer);
+    lca_model_free(model);
+}
+
 int main(void) {
     test_begin("test_log_v2");
+    test_temp_dir_make("log-v2");
     const double *edges = lca_histogram_edges();
     double worst = 0;
     int ascending = 1;
@@ -257,6 +287,10 @@ int main(void) {
     check_true(inside == 4, "conv bias before batch norm: all 4 within the floor", "%llu of 4",
                (unsigned long long)inside);
     test_header_and_no_histogram(data);
+    test_resume_across_versions(data);
     lca_dataset_free(data);
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", test_temp_dir());
+    if (system(command) != 0) printf("could not remove %s\n", test_temp_dir());
     return test_finish();
 }
