@@ -80,9 +80,13 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         tensorHurt = copy(v.tensor_hurt)
         tensorZero = copy(v.tensor_zero)
         lcaFloor = v.lca_floor
-        tensorHelping = copy(v.tensor_helping)
-        tensorHurting = copy(v.tensor_hurting)
-        tensorUnmoved = copy(v.tensor_unmoved)
+        // version-2 arrays: empty when the core gave none (lca_attribute)
+        func present<T: Numeric>(_ pointer: UnsafePointer<T>?) -> [T] {
+            pointer.map { Array(UnsafeBufferPointer(start: $0, count: tensorCount)) } ?? []
+        }
+        tensorHelping = present(v.tensor_helping)
+        tensorHurting = present(v.tensor_hurting)
+        tensorUnmoved = present(v.tensor_unmoved)
         if let histogram = v.tensor_histogram {
             tensorHistogram = Array(UnsafeBufferPointer(start: histogram, count: tensorCount * 2 * ViewRecord.histogramBins))
         } else {
