@@ -21,7 +21,9 @@ struct Show: ParsableCommand {
             line per iteration is printed as the run writes it, until the run's configured number \
             of iterations, the end of a pipe, or Ctrl-C; then the summary. With --json the summary \
             is one JSON object (with --follow: one JSON line per iteration, named columns as in \
-            lca export --to jsonl, then a last line {"summary": …}).
+            lca export --to jsonl, then a last line {"summary": …}). For a version-2 log the \
+            summary ends with each tensor's Σ helping, Σ hurting, the rest within the zero floor \
+            and the share of unmoved parameters ("log" in the JSON).
             Examples: lca show runs/x/lca.log; lca train -o - | lca show -
             """
     )
@@ -104,12 +106,17 @@ struct Export: ParsableCommand {
         discussion: """
             csv, jsonl: one row per iteration with named columns (iteration, …, lca_total, \
             residual, <tensor>.lca, <tensor>.first_order, <tensor>.helped, …; <group>.unit<u>.lca \
-            with per-unit views; val_… and <tensor>.val_lca with the validation view); doubles in \
-            the shortest text that reads back to the same bits. Written to stdout unless -o.
+            with per-unit views; val_… and <tensor>.val_lca with the validation view; lca_floor, \
+            <tensor>.lca_helping, .lca_hurting, .unmoved from a version-2 log, and in jsonl only \
+            the |LCA| histogram as <tensor>.lca_histogram.helping and .hurting, arrays of 30 \
+            counts); doubles in the shortest text that reads back to the same bits. Written to \
+            stdout unless -o.
             npy: a structured array with the log's record layout (numpy.load reads it; every \
             record's bytes copied unchanged); needs -o FILE.
             tensorboard: an event file in -o DIR with per-tensor LCA, cumulative LCA, % helped, \
-            losses and residual at every iteration (no down-sampling); tensorboard --logdir DIR.
+            losses and residual at every iteration (no down-sampling), and from a version-2 log \
+            helping and hurting sums, % unmoved and an |LCA| histogram per tensor; tensorboard \
+            --logdir DIR.
             """
     )
 
@@ -163,8 +170,10 @@ struct Verify: ParsableCommand {
             For every record: per-tensor LCA adds up to lca_total (bit for bit), residual = \
             loss_after − loss_before − lca_total, losses chain from record to record, help/hurt/zero \
             counts cover each tensor, |residual| within the run's threshold unless flagged, \
-            per-unit sums match their layer, and with --max-residual X, |residual| ≤ X. Exit \
-            status 1 names the first failing iteration.
+            per-unit sums match their layer, and with --max-residual X, |residual| ≤ X; in a \
+            version-2 log also helping + hurting + the within-floor rest = each tensor's LCA, \
+            unmoved ≤ zero, and the histogram's bins add up to helped and hurt. Exit status 1 \
+            names the first failing iteration.
             """
     )
 
