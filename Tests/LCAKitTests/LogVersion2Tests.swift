@@ -167,6 +167,35 @@ final class LogVersion2Tests: XCTestCase {
         XCTAssertFalse(decoded.lcaHistogram)
     }
 
+    /// The zero-copy `RecordView.View` has the version-2 values in place:
+    /// buffers of T (T · 60 for the histogram), or of count 0 for a
+    /// histogram left out; its copy equals what the log holds.
+    func testRecordViewVersion2Buffers() throws {
+        let folder = try temporaryFolder("v2-record-view", testCase: self)
+        for histogram in [true, false] {
+            var configuration = TrainingConfiguration()
+            configuration.iterations = 3
+            configuration.batchSize = 200
+            configuration.lcaHistogram = histogram
+            let path = folder.appendingPathComponent("run-\(histogram).log").path
+            let run = try TrainingRun(recipe: RunRecipe(data: DataSource(source: "digits"), network: .mlp([64, 16, 10]),
+                                                        configuration: configuration),
+                                      outputs: RunOutputs(log: path))
+            var copies: [IterationRecord] = []
+            try run.run { record, _ in
+                let v = record.train
+                XCTAssertEqual(v.tensorHelping.count, 4)
+                XCTAssertEqual(v.tensorHurting.count, 4)
+                XCTAssertEqual(v.tensorUnmoved.count, 4)
+                XCTAssertEqual(v.tensorHistogram.count, histogram ? 4 * 60 : 0)
+                XCTAssertNotNil(v.lcaFloor)
+                XCTAssertEqual(v.tensorHelping.reduce(0, +) <= 0, true)
+                copies.append(record.copy())
+            }
+            XCTAssertEqual(try LogReader(path: path).records, copies)
+        }
+    }
+
     /// The exports of a version-2 log: CSV gets the per-tensor helping,
     /// hurting and unmoved columns and the floor, not the histogram; JSON
     /// Lines adds the histogram as two arrays of 30 counts per tensor; the
