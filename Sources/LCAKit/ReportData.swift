@@ -103,6 +103,31 @@ public final class ReportData {
     public var units: [Envelope]
     private var runningCumulative: [Double], runningValidation: [Double]
 
+    /// Per tensor: whether any record counted a parameter of it as helped or
+    /// hurt (false: its LCA was zero, or within the v2 floor, throughout:
+    /// "no effect").
+    public private(set) var hasEffect: [Bool]
+    /// The weight tensors (rank ≥ 2) of figure 8, and their whole
+    /// per-iteration LCA series (T doubles each: the one part of the report
+    /// that grows with the run, 8 bytes × iterations × weight tensors, e.g.
+    /// 17.6 MB for 100,000 iterations of ResNet-20's 22 weight tensors).
+    public let syncTensors: [Int]
+    public private(set) var syncSeries: [[Double]]
+
+    // Log version 2 (nil / empty for a v1 log).
+    /// Records that carried the v2 fields.
+    public private(set) var version2Records = 0
+    /// Smallest and largest per-record floor seen.
+    public private(set) var floorRange: (min: Double, max: Double)?
+    /// Per tensor: Σ over records of the helping (negative) and the
+    /// hurting (positive) part of its LCA.
+    public private(set) var helpingTotals: [Double], hurtingTotals: [Double]
+    /// Per tensor then overall: share of parameters that did not move.
+    public var shareUnmoved: [Envelope]
+    public private(set) var sawUnmoved = false
+    /// The run's |LCA| histogram by sign, summed over records.
+    public private(set) var histogram: LCAHistogram
+
     /// - Parameter width: the plot width in pixel columns; series keep up to
     ///   2 × width buckets.
     public init(header: LogHeader, width: Int = 800) {
@@ -125,7 +150,17 @@ public final class ReportData {
         validationTotals = header.hasValidation ? totals : []
         runningCumulative = totals
         runningValidation = validationTotals
+        hasEffect = Array(repeating: false, count: t)
+        syncTensors = header.tensors.indices.filter { header.tensors[$0].shape.count >= 2 }
+        syncSeries = Array(repeating: [], count: syncTensors.count)
+        helpingTotals = totals
+        hurtingTotals = totals
+        shareUnmoved = make(t + 1)
+        histogram = LCAHistogram(tensors: t)
     }
+
+    /// Whether the log carried the v2 fields (every record did).
+    public var isVersion2: Bool { records > 0 && version2Records == records }
 
     public var threshold: Double { header.config?.lcaThreshold ?? 0 }
 
@@ -164,6 +199,7 @@ public final class ReportData {
             let u = i < v.tensorHurt.count ? v.tensorHurt[i] : 0
             let z = i < v.tensorZero.count ? v.tensorZero[i] : 0
             helped += h; hurt += u; zero += z
+            if h + u > 0 { hasEffect[i] = true }
             Self.shares(h, u, z, into: &shareAll[i], &shareNonZero[i], &shareZero[i], x)
         }
         let t = header.tensors.count
@@ -177,6 +213,31 @@ public final class ReportData {
             }
         }
         for u in units.indices where u < v.unitLCA.count { units[u].add(x, v.unitLCA[u]) }
+        for (k, i) in syncTensors.enumerated() { syncSeries[k].append(i < v.tensorLCA.count ? v.tensorLCA[i] : 0) }
+        addVersion2(x: x, floor: v.lcaFloor, helping: v.tensorHelping, hurting: v.tensorHurting,
+                    unmoved: v.tensorUnmoved, histogram: v.tensorHistogram)
+    }
+
+    /// The v2 part of one record (a pure function of the record's fields, so
+    /// that tests can feed synthetic v2 records before the v2 reader exists).
+    func addVersion2(x: Double, floor: Double?, helping: [Double], hurting: [Double], unmoved: [UInt64], histogram h: [UInt32]) {
+        guard let floor else { return }
+        let t = header.tensors.count
+        version2Records += 1
+        floorRange = floorRange.map { (min($0.min, floor), max($0.max, floor)) } ?? (floor, floor)
+        if helping.count == t && hurting.count == t {
+            for i in 0..<t { helpingTotals[i] += helping[i]; hurtingTotals[i] += hurting[i] }
+        }
+        if unmoved.count == t {
+            sawUnmoved = true
+            var all: UInt64 = 0
+            for i in 0..<t {
+                all += unmoved[i]
+                shareUnmoved[i].add(x, Double(unmoved[i]) / Double(max(1, header.tensors[i].count)))
+            }
+            shareUnmoved[t].add(x, Double(all) / Double(max(1, header.model.parameters)))
+        }
+        histogram.add(h)
     }
 
     private static func shares(_ h: UInt64, _ u: UInt64, _ z: UInt64, into all: inout Envelope,
@@ -194,6 +255,54 @@ public final class ReportData {
         let data = ReportData(header: stream.header, width: width)
         while let r = try stream.next() { data.add(r) }
         return data
+    }
+}
+
+/// The distribution of per-parameter |LCA| by sign (figure 6), summed over
+/// records from each record's fixed log-spaced histogram (log version 2):
+/// per tensor 2 × 30 counts, helping then hurting; bin 0 is (floor, 1e-14),
+/// bins 1 … 28 are [10^(−14 + (k−1)/2), 10^(−14 + k/2)) (two per decade),
+/// bin 29 is [1, ∞).
+public struct LCAHistogram: Sendable, Hashable {
+    public static let bins = 30
+    /// The 29 finite edges 1e-14, 10^-13.5, …, 1.
+    public static let edges: [Double] = (0...28).map { pow(10, -14 + Double($0) / 2) }
+
+    public let tensors: Int
+    /// tensors × 2 × bins counts, tensor-major, helping then hurting.
+    public private(set) var counts: [UInt64]
+    /// Records added (those whose histogram had the right length).
+    public private(set) var records = 0
+
+    public init(tensors: Int) {
+        self.tensors = tensors
+        counts = Array(repeating: 0, count: tensors * 2 * Self.bins)
+    }
+
+    /// Adds one record's histogram (ignored unless it has T × 2 × 30 counts).
+    public mutating func add(_ h: [UInt32]) {
+        guard h.count == counts.count, !h.isEmpty else { return }
+        for k in h.indices { counts[k] += UInt64(h[k]) }
+        records += 1
+    }
+
+    public func helping(_ tensor: Int) -> [UInt64] { Array(counts[(tensor * 2 * Self.bins)..<(tensor * 2 * Self.bins + Self.bins)]) }
+    public func hurting(_ tensor: Int) -> [UInt64] { Array(counts[(tensor * 2 * Self.bins + Self.bins)..<((tensor + 1) * 2 * Self.bins)]) }
+
+    /// Summed over the given tensors.
+    public func helping(of tensors: [Int]) -> [UInt64] {
+        tensors.reduce(into: [UInt64](repeating: 0, count: Self.bins)) { s, i in for (k, c) in helping(i).enumerated() { s[k] += c } }
+    }
+
+    public func hurting(of tensors: [Int]) -> [UInt64] {
+        tensors.reduce(into: [UInt64](repeating: 0, count: Self.bins)) { s, i in for (k, c) in hurting(i).enumerated() { s[k] += c } }
+    }
+
+    /// A bin's range as text.
+    public static func binLabel(_ k: Int) -> String {
+        if k == 0 { return "(floor, 1e-14)" }
+        if k == bins - 1 { return "[1, ∞)" }
+        return String(format: "[%.3g, %.3g)", edges[k - 1], edges[k])
     }
 }
 
