@@ -170,7 +170,29 @@ public final class ReportData {
         return (l1 - l0) - lcaSum
     }
 
-    public func add(_ r: IterationRecord) {
+    /// The log-version-2 fields of one record's training view.
+    public struct Version2Fields: Sendable {
+        public var floor: Double
+        public var helping: [Double], hurting: [Double]
+        public var unmoved: [UInt64]
+        public var histogram: [UInt32]
+
+        public init(floor: Double, helping: [Double], hurting: [Double], unmoved: [UInt64], histogram: [UInt32]) {
+            self.floor = floor; self.helping = helping; self.hurting = hurting; self.unmoved = unmoved; self.histogram = histogram
+        }
+
+        /// nil for a v1 record.
+        public init?(_ v: ViewRecord) {
+            guard let floor = v.lcaFloor else { return nil }
+            self.init(floor: floor, helping: v.tensorHelping, hurting: v.tensorHurting, unmoved: v.tensorUnmoved, histogram: v.tensorHistogram)
+        }
+    }
+
+    public func add(_ r: IterationRecord) { add(r, version2: Version2Fields(r.train)) }
+
+    /// Adds a record with its v2 fields given apart (tests feed synthetic
+    /// ones this way).
+    public func add(_ r: IterationRecord, version2: Version2Fields?) {
         let x = Double(r.iteration)
         let v = r.train
         if records == 0 {
@@ -214,14 +236,11 @@ public final class ReportData {
         }
         for u in units.indices where u < v.unitLCA.count { units[u].add(x, v.unitLCA[u]) }
         for (k, i) in syncTensors.enumerated() { syncSeries[k].append(i < v.tensorLCA.count ? v.tensorLCA[i] : 0) }
-        addVersion2(x: x, floor: v.lcaFloor, helping: v.tensorHelping, hurting: v.tensorHurting,
-                    unmoved: v.tensorUnmoved, histogram: v.tensorHistogram)
+        if let version2 { addVersion2(x: x, version2) }
     }
 
-    /// The v2 part of one record (a pure function of the record's fields, so
-    /// that tests can feed synthetic v2 records before the v2 reader exists).
-    func addVersion2(x: Double, floor: Double?, helping: [Double], hurting: [Double], unmoved: [UInt64], histogram h: [UInt32]) {
-        guard let floor else { return }
+    private func addVersion2(x: Double, _ v2: Version2Fields) {
+        let (floor, helping, hurting, unmoved, h) = (v2.floor, v2.helping, v2.hurting, v2.unmoved, v2.histogram)
         let t = header.tensors.count
         version2Records += 1
         floorRange = floorRange.map { (min($0.min, floor), max($0.max, floor)) } ?? (floor, floor)
