@@ -220,7 +220,7 @@ public final class ReportData {
             let h = i < v.tensorHelped.count ? v.tensorHelped[i] : 0
             let u = i < v.tensorHurt.count ? v.tensorHurt[i] : 0
             let z = i < v.tensorZero.count ? v.tensorZero[i] : 0
-            helped += h; hurt += u; zero += z
+            helped &+= h; hurt &+= u; zero &+= z
             if h + u > 0 { hasEffect[i] = true }
             Self.shares(h, u, z, into: &shareAll[i], &shareNonZero[i], &shareZero[i], x)
         }
@@ -272,7 +272,22 @@ public final class ReportData {
     public static func read(path: String, width: Int = 800) throws -> ReportData {
         let stream = try LogStream(path: path)
         let data = ReportData(header: stream.header, width: width)
-        while let r = try stream.next() { data.add(r) }
+        let tensors = stream.header.tensors
+        var index = 0
+        while let r = try stream.next() {
+            // Counts the figures divide by: a damaged record is refused here,
+            // naming its byte offset (lca verify checks every field).
+            for (i, t) in tensors.enumerated() where i < r.train.tensorHelped.count && i < r.train.tensorHurt.count && i < r.train.tensorZero.count {
+                let (a, o1) = r.train.tensorHelped[i].addingReportingOverflow(r.train.tensorHurt[i])
+                let (b, o2) = a.addingReportingOverflow(r.train.tensorZero[i])
+                if o1 || o2 || b > UInt64(t.count) {
+                    throw LCAError.log(.badRecord, path: path, offset: stream.headerBytes.count + index * stream.header.recordSize,
+                                       "record \(index) (iteration \(r.iteration)): tensor \(t.name): helped \(r.train.tensorHelped[i]) + hurt \(r.train.tensorHurt[i]) + zero \(r.train.tensorZero[i]) exceeds its \(t.count) parameters (lca verify checks every field)")
+                }
+            }
+            data.add(r)
+            index += 1
+        }
         return data
     }
 }
@@ -352,6 +367,9 @@ public struct RunTotals: Sendable {
         let totals = try SafeTensorsFile(path: totalPath)
         let helped = try SafeTensorsFile(path: helpedPath)
         let iterations = Int(totals.metadata["lca.iteration"] ?? helped.metadata["lca.iteration"] ?? "") ?? 0
+        guard (0...Int(UInt32.max)).contains(iterations) else {
+            throw LCAError(code: .format, message: "\(totalPath): metadata lca.iteration is \(iterations), expected 0 to \(UInt32.max)")
+        }
         let binWidth = max(1, Int((Double(iterations + 1) / Double(bins)).rounded(.up)))
         var histogram = Array(repeating: 0, count: iterations / binWidth + 1)
         var helping: [Parameter] = [], hurting: [Parameter] = []

@@ -317,6 +317,28 @@ final class ReportTests: XCTestCase {
         XCTAssertFalse(page.contains("Net bars only"))
     }
 
+    /// A record whose counts exceed the tensor's parameters (a damaged log
+    /// the stream cannot tell from a good one) is refused with its offset,
+    /// not divided by.
+    func testDamagedCountsAreRefusedWithTheirOffset() throws {
+        let folder = try temporaryFolder("report-counts", testCase: self)
+        _ = try run(folder)
+        let path = folder.appendingPathComponent("run/lca.log").path
+        let stream = try LogStream(path: path)
+        let field = try XCTUnwrap(stream.header.fields.first { $0.name == "helped" })
+        let start = stream.headerBytes.count + stream.header.recordSize   // record 1
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        for k in 0..<8 { bytes[start + field.offset + k] = 0xff }
+        let damaged = folder.appendingPathComponent("damaged.log")
+        try bytes.write(to: damaged)
+        for command in [["report", "damaged.log", "-o", "d.html"], ["plot", "damaged.log", "--figure", "helping", "-o", "d.svg"]] {
+            let r = try CLI.run(command, in: folder)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("lca: error: damaged.log: byte \(start): record 1 "), r.stderr)
+            XCTAssertTrue(r.stderr.contains("exceeds its"), r.stderr)
+        }
+    }
+
     /// A frozen tensor has LCA zero throughout: "no effect" on the page,
     /// left out of figure 8.
     func testFrozenTensorIsMarkedNoEffect() throws {
