@@ -52,15 +52,17 @@ public struct ReportBuilder {
     public let syncTensors: [Int]
     public let sync: PeakSynchronisation.Result?
 
+    /// - Parameter analyseSync: compute figure 8's statistic (false: `lca
+    ///   plot` of another figure, which need not pay for it).
     public init(data: ReportData, totals: RunTotals?, perRowScaling: Bool = false,
-                sync options: PeakSynchronisation.Options = .init()) {
+                sync options: PeakSynchronisation.Options = .init(), analyseSync: Bool = true) {
         self.data = data
         self.totals = totals
         self.perRowScaling = perRowScaling
         syncOptions = options
         let kept = data.syncTensors.indices.filter { data.hasEffect[data.syncTensors[$0]] }
         syncTensors = kept.map { data.syncTensors[$0] }
-        if kept.count >= 2 && data.records >= 3 {
+        if analyseSync && kept.count >= 2 && data.records >= 3 {
             sync = PeakSynchronisation.analyse(names: syncTensors.map { data.header.tensors[$0].name },
                                                series: kept.map { data.syncSeries[$0] }, options: options)
         } else {

@@ -304,11 +304,16 @@ public enum SVGPlot {
             }
             s += "<polyline class=\"series\" data-name=\"\(esc(t.name))\" points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(t.color)\" stroke-width=\"1.2\"><title>\(esc(t.name))</title></polyline>"
         }
-        // x labels: 1 at the ends, 1e-7 and 1e-14 on each side
-        let marks: [(Int, String)] = [(bins - 1, "1"), (14, "1e-7"), (0, "1e-14")]
-        for (k, text) in marks {
-            s += "<text x=\"\(num(f.px(slot(k, helping: true) + (k == bins - 1 ? 0 : 1))))\" y=\"\(num(f.y + f.h + 14))\" text-anchor=\"middle\" font-size=\"11\">−\(text)</text>"
-            s += "<text x=\"\(num(f.px(slot(k, helping: false) + (k == bins - 1 ? 1 : 0))))\" y=\"\(num(f.y + f.h + 14))\" text-anchor=\"middle\" font-size=\"11\">\(text)</text>"
+        // x labels at bin edges: edge j (|LCA| = 10^(-14 + j/2)) lies at
+        // slot bins − 1 − j on the helping side and bins + 1 + j on the
+        // hurting side; the centre is the floor.
+        for (j, text) in [(28, "1"), (22, "1e-3"), (14, "1e-7"), (6, "1e-11"), (0, "1e-14")] where j < bins - 1 {
+            for helping in [true, false] {
+                let x = f.px(Double(helping ? bins - 1 - j : bins + 1 + j))
+                let anchor = j == 0 ? (helping ? "end" : "start") : "middle"
+                s += "<line x1=\"\(num(x))\" x2=\"\(num(x))\" y1=\"\(num(f.y + f.h))\" y2=\"\(num(f.y + f.h + 4))\" stroke=\"#333\"/>"
+                s += "<text x=\"\(num(x))\" y=\"\(num(f.y + f.h + 14))\" text-anchor=\"\(anchor)\" font-size=\"11\">\(helping ? "−" : "")\(text)</text>"
+            }
         }
         s += "<text x=\"\(num(f.x + f.w / 2))\" y=\"\(num(f.y + f.h + 30))\" text-anchor=\"middle\" font-size=\"11\">per-parameter, per-iteration LCA (log |LCA|, two bins per decade; left, blue: helped; right, red: hurt; values within the floor not counted)</text>"
         s += "<text transform=\"translate(\(num(f.x - 48)),\(num(f.y + f.h / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"11\">count (log scale)</text>"

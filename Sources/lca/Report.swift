@@ -24,10 +24,10 @@ struct ReportInput {
         }
     }
 
-    func builder(width: Int, perRow: Bool, syncWindow: Int) throws -> ReportBuilder {
+    func builder(width: Int, perRow: Bool, syncWindow: Int, analyseSync: Bool = true) throws -> ReportBuilder {
         let data = try ReportData.read(path: log, width: width)
         let totals = try folder.flatMap { try RunTotals.read(folder: $0, tensors: data.header.tensors) }
-        return ReportBuilder(data: data, totals: totals, perRowScaling: perRow, sync: .init(window: syncWindow))
+        return ReportBuilder(data: data, totals: totals, perRowScaling: perRow, sync: .init(window: syncWindow), analyseSync: analyseSync)
     }
 }
 
@@ -129,7 +129,8 @@ struct PlotCommand: ParsableCommand {
     func run() throws {
         try Report.failures {
             let source = try ReportInput(input)
-            let builder = try source.builder(width: max(8, width - 64), perRow: perRowScaling, syncWindow: syncWindow)
+            let builder = try source.builder(width: max(8, width - 64), perRow: perRowScaling, syncWindow: syncWindow,
+                                             analyseSync: figure == .synchronisation)
             if let why = builder.unavailable(figure) {
                 throw LCAError(code: .invalidArgument, message: "\(input): figure \(figure.rawValue): \(why)")
             }

@@ -312,6 +312,12 @@ final class ReportTests: XCTestCase {
         let overallNonZero = (0..<60).filter { k in (0..<t).contains { counts[$0 * 60 + k] > 0 } }.count
         XCTAssertEqual(svg.components(separatedBy: "class=\"bin\"").count - 1, overallNonZero)
         let page = builder.html(source: "synthetic")
+        if let folder = ProcessInfo.processInfo.environment["LCA_REPORT_ARTIFACTS"] {
+            // for a person to look at: LCA_REPORT_ARTIFACTS=DIR swift test --filter testVersion2
+            try page.write(toFile: folder + "/synthetic-v2.html", atomically: true, encoding: .utf8)
+            try svg.write(toFile: folder + "/synthetic-v2-lca-histogram.svg", atomically: true, encoding: .utf8)
+            try bars.write(toFile: folder + "/synthetic-v2-totals.svg", atomically: true, encoding: .utf8)
+        }
         XCTAssertFalse(page.contains("6 (lca-histogram)"))
         XCTAssertTrue(page.contains("within the record's floor"))
         XCTAssertFalse(page.contains("Net bars only"))
