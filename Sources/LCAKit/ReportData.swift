@@ -273,6 +273,7 @@ public final class ReportData {
         let stream = try LogStream(path: path)
         let data = ReportData(header: stream.header, width: width)
         let tensors = stream.header.tensors
+        let helpedField = stream.header.fields.first { $0.name == "helped" }?.offset ?? 0
         var index = 0
         while let r = try stream.next() {
             // Counts the figures divide by: a damaged record is refused here,
@@ -281,7 +282,7 @@ public final class ReportData {
                 let (a, o1) = r.train.tensorHelped[i].addingReportingOverflow(r.train.tensorHurt[i])
                 let (b, o2) = a.addingReportingOverflow(r.train.tensorZero[i])
                 if o1 || o2 || b > UInt64(t.count) {
-                    throw LCAError.log(.badRecord, path: path, offset: stream.headerBytes.count + index * stream.header.recordSize,
+                    throw LCAError.log(.badRecord, path: path, offset: stream.headerBytes.count + index * stream.header.recordSize + helpedField + 8 * i,
                                        "record \(index) (iteration \(r.iteration)): tensor \(t.name): helped \(r.train.tensorHelped[i]) + hurt \(r.train.tensorHurt[i]) + zero \(r.train.tensorZero[i]) exceeds its \(t.count) parameters (lca verify checks every field)")
                 }
             }
