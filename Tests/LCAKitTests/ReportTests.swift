@@ -371,6 +371,29 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(r.stdoutText.contains("fc2.weight (no effect)"))
     }
 
+    /// A conv bias followed by batch norm has a true gradient of zero: with
+    /// the floor of log version 2 its LCA is within rounding of zero at
+    /// every iteration, and the page says "no effect" (a version-1 log
+    /// counts its 1e-15 values as helped or hurt).
+    func testBiasBeforeBatchNormHasNoEffectInVersion2() throws {
+        let folder = try temporaryFolder("report-bn", testCase: self)
+        let r = try CLI.run(["train", "--model", "input(1,8,8) conv(4,3) bn relu conv(4,3) bn relu dense(10)",
+                             "--iterations", "12", "-o", "run", "--quiet"], in: folder)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let page = try CLI.run(["report", "run", "-o", "-"], in: folder)
+        XCTAssertEqual(page.status, 0, page.stderr)
+        let figures = try blocks(page.stdoutText)
+        let version = try LogReader(path: folder.appendingPathComponent("run/lca.log").path).header.version
+        let noEffect = figures["totals"]?["no_effect"] as? [String] ?? []
+        if version >= 2 {
+            XCTAssertEqual(noEffect, ["conv1.bias", "conv2.bias"])
+            XCTAssertTrue(page.stdoutText.contains("conv1.bias (no effect)"))
+        } else {
+            XCTAssertFalse(noEffect.contains("conv1.weight"))
+        }
+        XCTAssertFalse((figures["synchronisation"]?["tensors"] as? [String] ?? []).contains("conv1.bias"))
+    }
+
     /// The page as a person sees it: rendered by headless Chromium (when
     /// installed), every figure section laid out, non-empty, inside the page.
     func testChromiumRendersEveryFigure() throws {
