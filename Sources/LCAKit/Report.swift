@@ -119,7 +119,7 @@ public struct ReportBuilder {
             if data.isVersion2 {
                 let split = Array(zip(data.helpingTotals, data.hurtingTotals))
                 let perSplit = split.enumerated().map { ($0.element.0 / count[$0.offset], $0.element.1 / count[$0.offset]) }
-                let a = SVGPlot.bars(title: t + ": helping (blue) and hurting (red) parts, raw", labels: markedNames, values: data.totals, split: split, width: width, height: h / 2, xLabel: "Σ LCA (nats): Σ of the negative part, Σ of the positive part")
+                let a = SVGPlot.bars(title: t + ": helping (blue) and hurting (red) parts, net (black tick), raw", labels: markedNames, values: data.totals, split: split, width: width, height: h / 2, xLabel: "Σ LCA (nats): Σ of the negative part, Σ of the positive part")
                 let b = SVGPlot.bars(title: "per parameter", labels: markedNames, values: perParameter, split: perSplit, width: width, height: h - h / 2, xLabel: "Σ LCA / parameters (nats)")
                 return stack([a, b], width: width, heights: [h / 2, h - h / 2])
             }

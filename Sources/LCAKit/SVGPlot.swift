@@ -140,6 +140,9 @@ public enum SVGPlot {
             if let split {
                 bar(0, split[i].0, "#2c7bb6", "helping")
                 bar(0, split[i].1, "#d7191c", "hurting")
+                // the net value (helping + hurting) as a black tick
+                let xn = f.px(values[i])
+                s += "<line class=\"net\" x1=\"\(num(xn))\" x2=\"\(num(xn))\" y1=\"\(num(y - 2))\" y2=\"\(num(y + bh + 2))\" stroke=\"#000\" stroke-width=\"2\"><title>\(esc(name)): net \(label(values[i]))</title></line>"
             } else {
                 bar(0, values[i], values[i] < 0 ? "#2c7bb6" : "#d7191c", "net")
             }

@@ -310,6 +310,7 @@ final class ReportTests: XCTestCase {
         // the SVGs: split bars (both parts), one bin per non-zero count
         let bars = builder.svg(.totals)
         XCTAssertTrue(bars.contains("helping (blue) and hurting (red)"))
+        XCTAssertEqual(bars.components(separatedBy: "class=\"net\"").count - 1, 2 * t)
         XCTAssertEqual(bars.components(separatedBy: "class=\"bar\"").count - 1, 2 * 2 * t)
         let svg = builder.svg(.lcaHistogram)
         let overallNonZero = (0..<60).filter { k in (0..<t).contains { counts[$0 * 60 + k] > 0 } }.count
