@@ -145,7 +145,7 @@ public struct ReportBuilder {
             return stack([a, b, c], width: width, heights: [hh, hh, h - 2 * hh])
         case .iterationsHelped:
             let r = totals!
-            return SVGPlot.histogram(title: t + " (\(r.parameters) parameters, \(r.iterations) iterations)", counts: r.histogram, binWidth: r.binWidth, width: width, height: h, xLabel: "iterations in which the parameter helped (LCA < 0), bins of \(r.binWidth)")
+            return SVGPlot.histogram(title: t + " (\(r.parameters) parameters, \(r.iterations) iterations)", counts: r.histogram, binWidth: r.binWidth, width: width, height: h, xLabel: "iterations in which the parameter helped (LCA below minus the zero floor), bins of \(r.binWidth)")
         case .heatmap:
             return SVGPlot.heatMap(title: t, rows: Array(zip(markedNames, data.perIteration)), columns: 300, width: width, height: h, perRow: perRowScaling)
         case .lcaHistogram:
