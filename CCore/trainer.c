@@ -201,7 +201,9 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     /* the batch's labels and (regression) targets */
     size_t outs = tr->data->targets ? lca_model_output_size(model) : 0;
     bytes = lca_size_mul_add(batch, lca_size_mul_add(outs, sizeof(float), sizeof(int32_t)), bytes);
-    size_t workspace = lca_model_workspace_need(model, batch);
+    /* the minibatch's pass: in sub-chunks that fit the memory budget */
+    size_t workspace =
+        lca_model_workspace_need(model, lca_model_train_chunk(model, batch, c->memory_budget));
     if (!lca_size_add(bytes, workspace, &bytes)) bytes = SIZE_MAX;
     if (c->lca && c->eval_chunk > batch) {
         size_t chunk = lca_model_workspace_need(model, c->eval_chunk);
@@ -265,7 +267,11 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
         goto fail;
     }
     for (size_t i = 0; i < t; i++) tr->lr_scale[i] = 1.0;
-    status = lca_model_reserve(model, batch);
+    /* the minibatch in sub-chunks when its workspace would exceed the
+     * budget (pass.c, lca_model_train_gradient): the same bytes */
+    status = lca_model_check_budget(model, batch, config->memory_budget);
+    if (status == LCA_OK)
+        status = lca_model_reserve(model, lca_model_train_chunk(model, batch, config->memory_budget));
     if (status != LCA_OK) goto fail;
 
     if (config->lca) {
