@@ -227,10 +227,11 @@ lca_status lca_model_forward_backward_input(lca_model *model, const float *param
                                             const float *targets, size_t n, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
                                             float *gradient, bool accumulate);
-/* The input of a group pass: floats x (n × input) with labels or targets
- * for all n examples, or, when x is NULL, examples indices[0 … n) of data
- * gathered a sub-chunk at a time into x_rows, label_rows, target_rows
- * (chunk examples each; target_rows only for regression data). */
+/* The input of a group pass: floats x (n × input), or, when x is NULL,
+ * examples indices[0 … n) of data gathered a sub-chunk at a time into
+ * x_rows (chunk × input); labels or targets for all n, or, when both are
+ * NULL, gathered with the rows into label_rows or target_rows (chunk each;
+ * target_rows only for regression data). */
 typedef struct lca_group_input {
     const float *x;
     const int32_t *labels;
@@ -252,13 +253,17 @@ lca_status lca_model_forward_backward_group(lca_model *model, const float *param
                                             double gradient_scale, double *loss_sum,
                                             float *gradient);
 /* The same in training mode at the model's parameters: dropout from rng,
- * batch norm over the n examples, running statistics updated. When n is
- * beyond the workspace (lca_model_reserve) and input->x holds all n, the
- * batch goes in sub-chunks of the workspace's size (the group pass), with
- * the bytes of one pass. */
+ * batch norm over the n examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng);
+
+/* lca_model_train_gradient on a minibatch of n examples in sub-chunks of
+ * chunk (lca_model_train_chunk; not for an MLP, which streams its rows),
+ * the bytes of one pass: the group pass (pass.c). */
+lca_status lca_model_train_gradient_group(lca_model *model, const lca_group_input *input,
+                                          size_t n, size_t chunk, double *loss_sum,
+                                          float *gradient, lca_rng *rng);
 
 /* ---- model.c: workspace and workers */
 

@@ -416,19 +416,23 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
 static void group_rows(const lca_group_input *in, size_t first, size_t count, size_t features,
                        size_t outputs, const float **x, const int32_t **labels,
                        const float **targets) {
+    const lca_dataset *data = in->data;
+    bool whole = in->x || in->labels || in->targets; /* labels, targets given for all n */
     if (in->x) {
         *x = in->x + first * features;
+    } else {
+        lca_dataset_gather(data, in->indices + first, count, in->x_rows,
+                           !whole && data->labels ? in->label_rows : NULL,
+                           !whole && data->targets ? in->target_rows : NULL);
+        *x = in->x_rows;
+    }
+    if (whole) {
         *labels = in->labels ? in->labels + first : NULL;
         *targets = in->targets ? in->targets + first * outputs : NULL;
-        return;
+    } else {
+        *labels = data->labels ? in->label_rows : NULL;
+        *targets = data->targets ? in->target_rows : NULL;
     }
-    const lca_dataset *data = in->data;
-    lca_dataset_gather(data, in->indices + first, count, in->x_rows,
-                       data->labels ? in->label_rows : NULL,
-                       data->targets ? in->target_rows : NULL);
-    *x = in->x_rows;
-    *labels = data->labels ? in->label_rows : NULL;
-    *targets = data->targets ? in->target_rows : NULL;
 }
 
 /* One sweep over the group's sub-chunks with the settings in ps: forward
@@ -469,15 +473,16 @@ static lca_status group_pass(lca_model *m, const float *parameters, const lca_gr
     if (n == 0 || chunk == 0 || chunk > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: sub-chunks of %zu examples but workspace "
                                        "reserved for %zu", chunk, m->max_batch);
-    if (!in->x && !(in->data && in->x_rows && in->label_rows))
+    bool whole = in->x || in->labels || in->targets;
+    if (!in->x && !(in->data && in->x_rows))
         return lca_fail(LCA_ERR_STATE, "model: no input for a group pass");
-    if (!in->x && in->data->targets && !in->target_rows)
-        return lca_fail(LCA_ERR_STATE, "model: no target rows for a group pass");
-    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && (in->x ? !in->labels : !in->data->labels))
+    if (!whole && (in->data->labels ? !in->label_rows : !in->target_rows))
+        return lca_fail(LCA_ERR_STATE, "model: no label or target rows for a group pass");
+    if (!whole ? !in->data->labels && !in->data->targets : !in->labels && !in->targets)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
+    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && (whole ? !in->labels : !in->data->labels))
         return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
                                           "but the data set has float targets");
-    if (in->x && !in->labels && !in->targets)
-        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
     ps.grouped = true;
     ps.group_n = n;
     ps.stop = ps.stop_back = SIZE_MAX;
@@ -572,14 +577,16 @@ lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     double *loss_sum, float *gradient, lca_rng *rng) {
     pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng, .stop = SIZE_MAX,
                .stop_back = SIZE_MAX, .parameters = true};
-    /* a minibatch beyond the workspace (lca_model_train_chunk): in sub-chunks */
-    if (n > m->max_batch && !lca_model_streams_input(m) && input->x) {
-        lca_group_input group = {.x = input->x, .labels = labels, .targets = targets};
-        return group_pass(m, m->parameters, &group, ps, n, m->max_batch, 1.0 / (double)n,
-                          loss_sum, gradient);
-    }
     return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient,
                false);
+}
+
+lca_status lca_model_train_gradient_group(lca_model *m, const lca_group_input *input, size_t n,
+                                          size_t chunk, double *loss_sum, float *gradient,
+                                          lca_rng *rng) {
+    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true};
+    return group_pass(m, m->parameters, input, ps, n, chunk, 1.0 / (double)n, loss_sum, gradient);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

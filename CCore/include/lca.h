@@ -491,6 +491,27 @@ size_t lca_trainer_validation_count(const lca_trainer *trainer);
 size_t lca_trainer_evaluation_count(const lca_trainer *trainer); /* LCA evaluation set */
 /* Bytes the trainer allocated (parameters, state, LCA vectors, workspace). */
 size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
+/* Where the memory goes (docs/memory.md): the data set's arrays (not the
+ * trainer's: allocated when it was opened); the per-parameter vectors (the
+ * parameters, gradient, θ_t, optimizer state, LCA totals and help counts,
+ * the integrator's probe and each view's four float64 Simpson vectors and
+ * per-tensor sums); the exact accumulator (each evaluation worker's float32
+ * unit gradient and two int64 limbs per parameter); and the workspace that
+ * --memory-budget bounds: each worker's activations for its chunk, input
+ * rows and labels (worker 0 also takes the training step, in chunks of
+ * train_chunk). The four parts add up to lca_trainer_memory_bytes plus
+ * data_bytes. */
+typedef struct lca_memory_use {
+    size_t data_bytes;
+    size_t parameter_bytes;
+    size_t accumulator_bytes;
+    size_t workspace_bytes;
+    size_t workers;       /* evaluation workers (0 without LCA) */
+    size_t eval_chunk;    /* examples a worker holds at once */
+    size_t train_chunk;   /* examples of a minibatch a training pass holds at once */
+    size_t memory_budget;
+} lca_memory_use;
+void lca_trainer_memory_use(const lca_trainer *trainer, lca_memory_use *out);
 /* Learning-rate multiplier for one tensor (0 freezes it). Takes effect at
  * the next step. */
 lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *trainer, const char *tensor_name,
