@@ -76,7 +76,13 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
                                        "try a smaller --eval-chunk or --memory-budget");
     if (fits != LCA_OK) return fits;
     size_t wanted = (size_t)lca_threads();
-    size_t fit = config->memory_budget / (chunk_bytes ? chunk_bytes : 1);
+    /* worker 0 evaluates with the model, whose workspace may be larger
+     * already (the trainer's step); the others each take a chunk's */
+    size_t first = lca_model_workspace_bytes(model), need = lca_model_workspace_need(model, g->chunk);
+    first = lca_size_mul_add(1, chunk_bytes - need, first > need ? first : need);
+    size_t fit = config->memory_budget < first
+                     ? 1
+                     : 1 + (config->memory_budget - first) / (chunk_bytes ? chunk_bytes : 1);
     if (wanted > fit) wanted = fit;
     if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
     if (wanted == 0) wanted = 1;

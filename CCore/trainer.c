@@ -230,6 +230,16 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     tr->model = model;
     tr->data = data;
     tr->config = *config;
+    /* a budget that holds no evaluation chunk is refused (the integrator
+     * sees the resolved chunk below) */
+    if (config->lca && config->eval_chunk == 0) {
+        status = lca_model_check_budget(model, lca_model_accumulation_unit(model, config->bn_group),
+                                        config->memory_budget);
+        if (status != LCA_OK) {
+            free(tr);
+            return status;
+        }
+    }
     /* the resolved chunk is part of the run's configuration (and its log) */
     tr->config.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                                     config->memory_budget);
@@ -535,10 +545,11 @@ void lca_trainer_memory_use(const lca_trainer *tr, lca_memory_use *out) {
     memset(out, 0, sizeof *out);
     size_t k = m->parameter_count, in = lca_model_input_size(m), outs = lca_model_output_size(m);
     size_t batch = tr->batch_capacity;
-    /* the trainer's own buffers of examples: the minibatch's rows and labels */
-    size_t workspace = lca_model_workspace_bytes(m) +
-                       lca_model_input_rows(m, tr->train_chunk) * in * sizeof(float) +
+    /* the trainer's copy of the minibatch (its rows for a pass, its
+     * labels) goes with the data: the budget bounds the workers' */
+    size_t minibatch = lca_model_input_rows(m, tr->train_chunk) * in * sizeof(float) +
                        batch * sizeof(int32_t) + (d->targets ? batch * outs * sizeof(float) : 0);
+    size_t workspace = lca_model_workspace_bytes(m);
     for (size_t i = 0; i < g->worker_count; i++) {
         const lca_eval_worker *w = &g->workers[i];
         if (i > 0) workspace += lca_model_workspace_bytes(w->model);
@@ -552,10 +563,10 @@ void lca_trainer_memory_use(const lca_trainer *tr, lca_memory_use *out) {
     size_t arrays = d->count * d->features * (d->pixels ? 1 : sizeof(float)) +
                     (d->labels ? d->count * sizeof(int32_t) : 0) +
                     (d->targets ? d->count * d->outputs * sizeof(float) : 0);
-    out->data_bytes = arrays + indices;
+    out->data_bytes = arrays + indices + minibatch;
     out->accumulator_bytes = accumulator;
     out->workspace_bytes = workspace;
-    size_t rest = workspace + accumulator + indices;
+    size_t rest = workspace + accumulator + indices + minibatch;
     out->parameter_bytes = total > rest ? total - rest : 0;
     out->workers = g->worker_count;
     out->eval_chunk = tr->config.lca ? g->chunk : 0;

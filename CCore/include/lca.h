@@ -492,7 +492,9 @@ size_t lca_trainer_evaluation_count(const lca_trainer *trainer); /* LCA evaluati
 /* Bytes the trainer allocated (parameters, state, LCA vectors, workspace). */
 size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
 /* Where the memory goes (docs/memory.md): the data set's arrays (not the
- * trainer's: allocated when it was opened); the per-parameter vectors (the
+ * trainer's: allocated when it was opened) with the split's indices and the
+ * trainer's copy of a minibatch (a pass's rows, the batch's labels); the
+ * per-parameter vectors (the
  * parameters, gradient, θ_t, optimizer state, LCA totals and help counts,
  * the integrator's probe and each view's four float64 Simpson vectors and
  * per-tensor sums); the exact accumulator (each evaluation worker's float32
@@ -500,7 +502,7 @@ size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
  * --memory-budget bounds: each worker's activations for its chunk, input
  * rows and labels (worker 0 also takes the training step, in chunks of
  * train_chunk). The four parts add up to lca_trainer_memory_bytes plus
- * data_bytes. */
+ * the data set's arrays. */
 typedef struct lca_memory_use {
     size_t data_bytes;
     size_t parameter_bytes;
