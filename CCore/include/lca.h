@@ -414,9 +414,12 @@ typedef struct lca_config {
     /* Batch norm under LCA: the evaluation set is normalised in consecutive
      * groups of this many examples, each with its own batch statistics, so
      * the allocated loss is a fixed function of the parameters; a group is
-     * then the accumulation unit and the chunk. Default 250. */
+     * then the accumulation unit, evaluated in sub-chunks (recomputed, the
+     * same bytes) when it does not fit memory_budget. Default 250. */
     size_t bn_group;
-    /* bytes of workspace the automatic evaluation chunk may use; 1 GiB (the
+    /* bytes of activations a worker may hold (the automatic evaluation
+     * chunk, the training minibatch's chunk, a batch-norm group in
+     * sub-chunks; docs/memory.md), at least one example's; 1 GiB (the
      * results do not depend on it) */
     size_t memory_budget;
 } lca_config;
