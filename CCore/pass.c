@@ -287,13 +287,20 @@ static const float *input_rows(const lca_model_input *input, size_t first, size_
     return input->rows;
 }
 
-static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
+/* first: the number of the pass's first example (a sub-chunk's in its
+ * group), for the message */
+static lca_status check_labels_from(const int32_t *labels, size_t n, size_t outputs,
+                                    size_t first) {
     for (size_t r = 0; r < n; r++)
         if (labels[r] < 0 || (size_t)labels[r] >= outputs)
             return lca_fail(LCA_ERR_MISMATCH,
                             "label %d of example %zu is outside the model's %zu outputs",
-                            labels[r], r, outputs);
+                            labels[r], first + r, outputs);
     return LCA_OK;
+}
+
+static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
+    return check_labels_from(labels, n, outputs, 0);
 }
 
 /* The loss of a pass's n examples (their logits), each added to sum in
@@ -451,7 +458,7 @@ static lca_status sweep(lca_model *m, const float *parameters, const lca_group_i
         group_rows(in, first, count, features, outputs, &ps->x, &labels, &targets);
         ps->n = count;
         if (!targets) {
-            lca_status status = check_labels(labels, count, outputs);
+            lca_status status = check_labels_from(labels, count, outputs, first);
             if (status != LCA_OK) return status;
         }
         const float *inputs[LCA_MAX_LAYERS];

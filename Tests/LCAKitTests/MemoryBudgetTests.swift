@@ -86,25 +86,27 @@ final class MemoryBudgetTests: XCTestCase {
 
     /// ResNet-20 on a few CIFAR-format images: the log, the checkpoints,
     /// the state and the LCA totals are the same bytes at the default
-    /// budget, at 64M (the issue's target: the evaluation set's group in
-    /// sub-chunks of 16 here, 21 for a group of 250) and at a budget that
-    /// holds a single example.
+    /// budget (one pass a group), at 64M (the issue's target: chunks of 21,
+    /// so the evaluation set's group of 36 goes in sub-chunks of 21 and 15,
+    /// a group of 250 in 12) and at a budget that holds a single example.
     func testResNetBytesDoNotDependOnTheBudget() throws {
         let folder = try temporaryFolder("budget-resnet", testCase: self)
-        let data = try cifar(folder, count: 20)
-        let common = ["--data", data.path, "--model", "resnet20", "--iterations", "2", "--batch-size", "8",
-                      "--validation", "4", "--lca-max-subintervals", "2", "--quiet"]
+        let data = try cifar(folder, count: 40)
+        let common = ["--data", data.path, "--model", "resnet20", "--iterations", "1", "--batch-size", "12",
+                      "--validation", "4", "--lca-max-subintervals", "2", "--json"]
         let one = try oneExampleBytes(common, in: folder)
         XCTAssertGreaterThan(one, 1_000_000)
         var runs: [String] = []
-        for budget in [nil, "64M", "\(one)"] {
+        for (budget, chunk) in [(nil, 250), ("64M", 21), ("\(one)", 1)] as [(String?, Int)] {
             let name = "run-\(budget ?? "default")"
             let result = try CLI.run(["train"] + common + (budget.map { ["--memory-budget", $0] } ?? []) + ["-o", name],
                                      in: folder)
             XCTAssertEqual(result.status, 0, result.stderr)
+            let summary = try JSONFormat.decoder().decode(RunSummary.self, from: result.stdout)
+            XCTAssertEqual(summary.memoryUse?.evalChunk, chunk, "\(name): the evaluation chunk")
             runs.append(name)
         }
-        for file in ["lca.log", "checkpoint-000000.safetensors", "checkpoint-000002.safetensors", "state.safetensors",
+        for file in ["lca.log", "checkpoint-000000.safetensors", "checkpoint-000001.safetensors", "state.safetensors",
                      "lca-total.safetensors", "lca-helped.safetensors"] {
             let base = try contents(folder.appendingPathComponent(runs[0]).appendingPathComponent(file))
             for run in runs.dropFirst() {
