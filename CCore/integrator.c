@@ -59,26 +59,30 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     size_t k = model->parameter_count;
     size_t in = lca_model_input_size(model), out = lca_model_output_size(model);
     size_t x_rows = lca_model_input_rows(model, g->chunk);
-    /* saturating: a size beyond 2^64 fits no budget (one worker is made,
-     * and lca_model_reserve refuses what cannot fit in memory) */
-    size_t example = lca_size_mul_add(out, regression ? sizeof(float) : 0,
-                                      lca_size_mul_add(lca_model_example_bytes(model), 1, sizeof(int32_t)));
-    /* per parameter: the unit's float32 gradient and the two limbs */
-    size_t per_worker = lca_size_mul_add(g->chunk, example,
-                                         lca_size_mul_add(x_rows, in * sizeof(float),
-                                                          lca_size_mul_add(k, sizeof(float) + 2 * sizeof(int64_t), 0)));
+    /* what the budget counts: a chunk's workspace, input rows, labels and
+     * (regression) targets; saturating: a size beyond 2^64 fits no budget
+     * (one worker is made, and lca_model_reserve refuses what cannot fit
+     * in memory) */
+    size_t chunk_bytes = lca_size_mul_add(g->chunk, regression ? out * sizeof(float) : 0,
+                                          lca_model_chunk_bytes(model, g->chunk));
+    /* and per parameter (docs/memory.md): the unit's float32 gradient and
+     * the exact sum's two limbs */
+    size_t per_worker = lca_size_mul_add(k, sizeof(float) + 2 * sizeof(int64_t), chunk_bytes);
     /* the one worker that is needed must fit in memory: refused before
      * anything is allocated, with the bytes (lca_memory_check) */
     char what[96];
     snprintf(what, sizeof what, "the buffers of an evaluation chunk of %zu examples", g->chunk);
     lca_status fits = lca_memory_check(per_worker, what,
-                                       lca_model_batchnorm_count(model) > 0
-                                           ? "try a smaller --bn-group (a batch-norm net "
-                                             "evaluates a group at a time)"
-                                           : "try a smaller --eval-chunk");
+                                       "try a smaller --eval-chunk or --memory-budget");
     if (fits != LCA_OK) return fits;
     size_t wanted = (size_t)lca_threads();
-    size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
+    /* worker 0 evaluates with the model, whose workspace may be larger
+     * already (the trainer's step); the others each take a chunk's */
+    size_t first = lca_model_workspace_bytes(model), need = lca_model_workspace_need(model, g->chunk);
+    first = lca_size_mul_add(1, chunk_bytes - need, first > need ? first : need);
+    size_t fit = config->memory_budget < first
+                     ? 1
+                     : 1 + (config->memory_budget - first) / (chunk_bytes ? chunk_bytes : 1);
     if (wanted > fit) wanted = fit;
     if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
     if (wanted == 0) wanted = 1;
@@ -154,6 +158,10 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     /* the unit from the model; the chunk as asked, or (0) from the memory
      * budget, at most a unit (a whole BN group for batch-norm nets) */
     g->unit = lca_model_accumulation_unit(model, config->bn_group);
+    if (config->eval_chunk == 0) {
+        checked = lca_model_check_budget(model, g->unit, config->memory_budget);
+        if (checked != LCA_OK) return checked;
+    }
     g->chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                        config->memory_budget);
     g->bn_group = config->bn_group;
@@ -300,7 +308,22 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
     bool streams = lca_model_streams_input(w->model);
     double loss = 0.0;
     lca_status status = LCA_OK;
-    for (size_t done = 0; done < n && status == LCA_OK; done += g->chunk) {
+    bool grouped = lca_model_batchnorm_count(w->model) > 0;
+    if (grouped) {
+        /* a batch-norm group: one pass, or sub-chunks when it does not fit */
+        lca_group_input input = {.data = v->data, .indices = v->indices + first, .x_rows = w->x,
+                                 .label_rows = w->labels, .target_rows = w->targets};
+        status = lca_model_forward_backward_group(w->model, p->parameters, &input, n, g->chunk,
+                                                  g->bn_group, p->scale, &loss,
+                                                  p->gradient ? w->gradient : NULL);
+        if (status != LCA_OK) {
+            char message[1900];
+            snprintf(message, sizeof message, "%s", lca_last_error());
+            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first, first + n - 1,
+                              message);
+        }
+    }
+    for (size_t done = 0; !grouped && done < n && status == LCA_OK; done += g->chunk) {
         size_t count = n - done < g->chunk ? n - done : g->chunk;
         const uint32_t *indices = v->indices + first + done;
         lca_dataset_gather(v->data, indices, count, streams ? NULL : w->x, w->labels, w->targets);

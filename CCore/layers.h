@@ -148,6 +148,43 @@ void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, const 
                                   const float *xhat, const float *saved_invstd,
                                   const float *gamma, size_t n, size_t c, size_t hw,
                                   size_t group);
+/* One group over consecutive calls (a group cut into sub-chunks, pass.c):
+ * the group's per-channel float64 sums live in lca_bn_sum (the lanes the
+ * whole-group kernels use, carried from call to call), so that statistics,
+ * x̂, y, the backward sums, dx, dγ and dβ are the bytes of
+ * lca_batchnorm_forward_batch / _backward_batch on the whole group, however
+ * it is cut. Order: lca_batchnorm_group_sum over every sub-chunk (sums
+ * zeroed first), _group_mean, _group_squares over every sub-chunk, then
+ * _group_statistics (saved mean and invstd, C each; batch_mean / batch_var
+ * may be NULL); _group_normalize per sub-chunk. Backward: _backward_sums
+ * over every sub-chunk (zeroed first), then _group_backward per sub-chunk
+ * (dx may be NULL or dy; dγ, dβ, which may be NULL, get the group's). count
+ * is the values per channel of the whole group (examples · HW). */
+#define LCA_BN_LANES 8
+typedef struct lca_bn_sum {
+    double lane[LCA_BN_LANES];
+    size_t next; /* lane of the next value */
+} lca_bn_sum;
+double lca_bn_sum_total(const lca_bn_sum *sum);
+void lca_batchnorm_group_sum(lca_bn_sum *sum, const float *x, size_t n, size_t c, size_t hw);
+void lca_batchnorm_group_mean(double *mean, const lca_bn_sum *sum, size_t c, double count);
+void lca_batchnorm_group_squares(lca_bn_sum *squares, const float *x, const double *mean,
+                                 size_t n, size_t c, size_t hw);
+void lca_batchnorm_group_statistics(float *saved_mean, float *saved_invstd, float *batch_mean,
+                                    float *batch_var, const double *mean,
+                                    const lca_bn_sum *squares, size_t c, double count,
+                                    float epsilon);
+void lca_batchnorm_group_normalize(float *y, float *xhat, const float *x, const float *saved_mean,
+                                   const float *saved_invstd, const float *gamma,
+                                   const float *beta, size_t n, size_t c, size_t hw);
+void lca_batchnorm_group_backward_sums(lca_bn_sum *sum_dy, lca_bn_sum *sum_dy_xhat,
+                                       const float *dy, const float *xhat, size_t n, size_t c,
+                                       size_t hw);
+void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                  const float *xhat, const float *saved_invstd,
+                                  const float *gamma, const lca_bn_sum *sum_dy,
+                                  const lca_bn_sum *sum_dy_xhat, double count, size_t n, size_t c,
+                                  size_t hw);
 void lca_batchnorm_forward_running(float *y, const float *x, const float *gamma,
                                    const float *beta, const float *running_mean,
                                    const float *running_var, size_t n, size_t c, size_t hw,

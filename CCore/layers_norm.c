@@ -26,16 +26,15 @@
  * order at the end. Eight independent chains of additions instead of one
  * latency-bound chain, and the same bytes at any thread count (the order
  * depends only on the sizes). */
-#define LANES 8
-typedef struct lane_sum {
-    double lane[LANES];
-    size_t next; /* lane of the next value */
-} lane_sum;
+#define LANES LCA_BN_LANES
+typedef lca_bn_sum lane_sum;
 
 static double lane_total(const lane_sum *s) {
     const double *l = s->lane;
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
+
+double lca_bn_sum_total(const lca_bn_sum *s) { return lane_total(s); }
 
 /* Adds the expression term (of the index i) for i in [0, count): values up
  * to lane 0, whole runs of 8 (eight independent additions the compiler
@@ -82,6 +81,11 @@ typedef struct bn_channels {
     const float *gamma, *beta, *running_mean, *running_var;
     size_t n, c, hw, group;
     double epsilon;
+    /* the group kernels (a group over consecutive calls): per-channel sums */
+    lca_bn_sum *sum, *squares, *sum_dy, *sum_dy_xhat;
+    const lca_bn_sum *sum_dy_in, *sum_dy_xhat_in;
+    const double *mean_in;
+    double count;           /* values per channel in the whole group */
 } bn_channels;
 
 static size_t bn_group_size(size_t n, size_t group) {
@@ -91,6 +95,91 @@ static size_t bn_group_size(size_t n, size_t group) {
 size_t lca_batchnorm_groups(size_t n, size_t group) {
     size_t size = bn_group_size(n, group);
     return size == 0 ? 0 : (n + size - 1) / size;
+}
+
+/* ------------------------------------------------ per-channel helpers
+ *
+ * The one implementation of each step, for examples [first, last) of a
+ * channel ch: the whole-group kernels below run them over a group in one
+ * call, the group kernels (lca_batchnorm_group_*) over the sub-chunks of a
+ * group in consecutive calls with the sums carried between them. Each
+ * example's plane is added to the lanes in the same order either way, so a
+ * group's statistics, x̂, backward sums and dx are the same bytes however
+ * it is cut (test_batchnorm_budget). */
+
+static void channel_sum(lane_sum *s, const float *x, size_t first, size_t last, size_t c,
+                        size_t ch, size_t hw) {
+    for (size_t n = first; n < last; n++) lane_add(s, x + (n * c + ch) * hw, hw);
+}
+
+static void channel_squares(lane_sum *s, const float *x, size_t first, size_t last, size_t c,
+                            size_t ch, size_t hw, double mean) {
+    for (size_t n = first; n < last; n++)
+        lane_add_squared_deviation(s, x + (n * c + ch) * hw, hw, mean);
+}
+
+static double group_invstd(double m2, double count, double epsilon) {
+    return 1.0 / sqrt(m2 / count + epsilon);
+}
+
+/* The element-wise part in float (statistics rounded once): it is
+ * memory-bound, and float runs twice as wide. */
+static void channel_normalize(float *y, float *xhat_out, const float *x, size_t first,
+                              size_t last, size_t c, size_t ch, size_t hw, float mean_f,
+                              float invstd_f, float gamma_f, float beta_f) {
+    for (size_t n = first; n < last; n++) {
+        size_t at = (n * c + ch) * hw;
+        const float *restrict in = x + at;
+        float *restrict out = y + at;
+        if (xhat_out != NULL) {
+            float *restrict xhat = xhat_out + at;
+            for (size_t i = 0; i < hw; i++) {
+                xhat[i] = (in[i] - mean_f) * invstd_f;
+                out[i] = gamma_f * xhat[i] + beta_f;
+            }
+        } else {
+            for (size_t i = 0; i < hw; i++)
+                out[i] = gamma_f * ((in[i] - mean_f) * invstd_f) + beta_f;
+        }
+    }
+}
+
+/* Chan's combination of a group's statistics into the whole call's. */
+static void chan_combine(double *total_count, double *total_mean, double *total_m2,
+                         double count, double mean, double m2) {
+    double delta = mean - *total_mean, combined = *total_count + count;
+    *total_mean += delta * count / combined;
+    *total_m2 += m2 + delta * delta * *total_count * count / combined;
+    *total_count = combined;
+}
+
+static float unbiased_variance(double total_count, double total_m2) {
+    return total_count > 1.0 ? (float)(total_m2 / (total_count - 1.0)) : 0.0f;
+}
+
+static void channel_backward_sums(lane_sum *sum_dy, lane_sum *sum_dy_xhat, const float *dy,
+                                  const float *xhat, size_t first, size_t last, size_t c,
+                                  size_t ch, size_t hw) {
+    for (size_t n = first; n < last; n++) {
+        size_t at = (n * c + ch) * hw;
+        lane_add(sum_dy, dy + at, hw);
+        lane_add_product(sum_dy_xhat, dy + at, xhat + at, hw);
+    }
+}
+
+/* dx = γ·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)); element-wise in dy, so
+ * dx may be dy. */
+static void channel_dx(float *dx_out, const float *dy_in, const float *xhat_in, size_t first,
+                       size_t last, size_t c, size_t ch, size_t hw, float gamma, float invstd,
+                       double sum_dy, double sum_dy_xhat, double count) {
+    float scale = (float)((double)gamma * invstd);
+    float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
+    for (size_t n = first; n < last; n++) {
+        size_t at = (n * c + ch) * hw;
+        const float *dy = dy_in + at, *xhat = xhat_in + at;
+        float *dx = dx_out + at;
+        for (size_t i = 0; i < hw; i++) dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
+    }
 }
 
 /* ------------------------------------------------------ batch statistics */
@@ -104,41 +193,19 @@ static void bn_forward_channel(size_t ch, void *context) {
         size_t last = first + b->group < b->n ? first + b->group : b->n;
         double count = (double)((last - first) * hw);
         lane_sum sum = {{0}, 0}, squares = {{0}, 0};
-        for (size_t n = first; n < last; n++) lane_add(&sum, b->x + (n * c + ch) * hw, hw);
+        channel_sum(&sum, b->x, first, last, c, ch, hw);
         double mean = lane_total(&sum) / count;
-        for (size_t n = first; n < last; n++)
-            lane_add_squared_deviation(&squares, b->x + (n * c + ch) * hw, hw, mean);
+        channel_squares(&squares, b->x, first, last, c, ch, hw, mean);
         double m2 = lane_total(&squares);
-        double invstd = 1.0 / sqrt(m2 / count + b->epsilon);
+        double invstd = group_invstd(m2, count, b->epsilon);
         if (b->saved_mean != NULL) b->saved_mean[g * c + ch] = (float)mean;
         if (b->saved_invstd != NULL) b->saved_invstd[g * c + ch] = (float)invstd;
-        /* The element-wise part in float (statistics rounded once): it is
-         * memory-bound, and float runs twice as wide. */
-        float mean_f = (float)mean, invstd_f = (float)invstd;
-        float gamma_f = b->gamma[ch], beta_f = b->beta[ch];
-        for (size_t n = first; n < last; n++) {
-            size_t at = (n * c + ch) * hw;
-            const float *restrict in = b->x + at;
-            float *restrict out = b->y + at;
-            if (b->xhat != NULL) {
-                float *restrict xhat = b->xhat + at;
-                for (size_t i = 0; i < hw; i++) {
-                    xhat[i] = (in[i] - mean_f) * invstd_f;
-                    out[i] = gamma_f * xhat[i] + beta_f;
-                }
-            } else {
-                for (size_t i = 0; i < hw; i++)
-                    out[i] = gamma_f * ((in[i] - mean_f) * invstd_f) + beta_f;
-            }
-        }
-        double delta = mean - total_mean, combined = total_count + count;
-        total_mean += delta * count / combined;
-        total_m2 += m2 + delta * delta * total_count * count / combined;
-        total_count = combined;
+        channel_normalize(b->y, b->xhat, b->x, first, last, c, ch, hw, (float)mean,
+                          (float)invstd, b->gamma[ch], b->beta[ch]);
+        chan_combine(&total_count, &total_mean, &total_m2, count, mean, m2);
     }
     if (b->batch_mean != NULL) b->batch_mean[ch] = (float)total_mean;
-    if (b->batch_var != NULL)
-        b->batch_var[ch] = total_count > 1.0 ? (float)(total_m2 / (total_count - 1.0)) : 0.0f;
+    if (b->batch_var != NULL) b->batch_var[ch] = unbiased_variance(total_count, total_m2);
 }
 
 void lca_batchnorm_forward_batch(float *y, float *xhat, float *saved_mean, float *saved_invstd,
@@ -161,26 +228,14 @@ static void bn_backward_channel(size_t ch, void *context) {
         size_t last = first + b->group < b->n ? first + b->group : b->n;
         double count = (double)((last - first) * hw);
         lane_sum lanes_dy = {{0}, 0}, lanes_dy_xhat = {{0}, 0};
-        for (size_t n = first; n < last; n++) {
-            size_t at = (n * c + ch) * hw;
-            lane_add(&lanes_dy, b->dy + at, hw);
-            lane_add_product(&lanes_dy_xhat, b->dy + at, b->xhat_in + at, hw);
-        }
+        channel_backward_sums(&lanes_dy, &lanes_dy_xhat, b->dy, b->xhat_in, first, last, c, ch,
+                              hw);
         double sum_dy = lane_total(&lanes_dy), sum_dy_xhat = lane_total(&lanes_dy_xhat);
         dbeta += sum_dy;
         dgamma += sum_dy_xhat;
         if (b->dx == NULL) continue;
-        /* dx = γ·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)); element-wise in
-         * dy, so dx may be dy. */
-        float scale = (float)((double)b->gamma[ch] * b->invstd_in[g * c + ch]);
-        float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
-        for (size_t n = first; n < last; n++) {
-            size_t at = (n * c + ch) * hw;
-            const float *dy = b->dy + at, *xhat = b->xhat_in + at;
-            float *dx = b->dx + at;
-            for (size_t i = 0; i < hw; i++)
-                dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
-        }
+        channel_dx(b->dx, b->dy, b->xhat_in, first, last, c, ch, hw, b->gamma[ch],
+                   b->invstd_in[g * c + ch], sum_dy, sum_dy_xhat, count);
     }
     if (b->dgamma != NULL) b->dgamma[ch] = (float)dgamma;
     if (b->dbeta != NULL) b->dbeta[ch] = (float)dbeta;
@@ -194,6 +249,101 @@ void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, const 
                      .invstd_in = saved_invstd, .gamma = gamma, .n = n, .c = c, .hw = hw,
                      .group = bn_group_size(n, group)};
     lca_parallel_for(c, bn_backward_channel, &b);
+}
+
+/* ------------------------------------------ one group over several calls */
+
+static void group_sum_channel(size_t ch, void *context) {
+    const bn_channels *b = context;
+    channel_sum(&b->sum[ch], b->x, 0, b->n, b->c, ch, b->hw);
+}
+
+void lca_batchnorm_group_sum(lca_bn_sum *sum, const float *x, size_t n, size_t c, size_t hw) {
+    bn_channels b = {.sum = sum, .x = x, .n = n, .c = c, .hw = hw};
+    if (hw == 0) return;
+    lca_parallel_for(c, group_sum_channel, &b);
+}
+
+void lca_batchnorm_group_mean(double *mean, const lca_bn_sum *sum, size_t c, double count) {
+    for (size_t ch = 0; ch < c; ch++) mean[ch] = lane_total(&sum[ch]) / count;
+}
+
+static void group_squares_channel(size_t ch, void *context) {
+    const bn_channels *b = context;
+    channel_squares(&b->squares[ch], b->x, 0, b->n, b->c, ch, b->hw, b->mean_in[ch]);
+}
+
+void lca_batchnorm_group_squares(lca_bn_sum *squares, const float *x, const double *mean,
+                                 size_t n, size_t c, size_t hw) {
+    bn_channels b = {.squares = squares, .x = x, .mean_in = mean, .n = n, .c = c, .hw = hw};
+    if (hw == 0) return;
+    lca_parallel_for(c, group_squares_channel, &b);
+}
+
+void lca_batchnorm_group_statistics(float *saved_mean, float *saved_invstd, float *batch_mean,
+                                    float *batch_var, const double *mean,
+                                    const lca_bn_sum *squares, size_t c, double count,
+                                    float epsilon) {
+    for (size_t ch = 0; ch < c; ch++) {
+        double m2 = lane_total(&squares[ch]);
+        saved_mean[ch] = (float)mean[ch];
+        saved_invstd[ch] = (float)group_invstd(m2, count, epsilon);
+        double total_count = 0.0, total_mean = 0.0, total_m2 = 0.0;
+        chan_combine(&total_count, &total_mean, &total_m2, count, mean[ch], m2);
+        if (batch_mean != NULL) batch_mean[ch] = (float)total_mean;
+        if (batch_var != NULL) batch_var[ch] = unbiased_variance(total_count, total_m2);
+    }
+}
+
+static void group_normalize_channel(size_t ch, void *context) {
+    const bn_channels *b = context;
+    channel_normalize(b->y, b->xhat, b->x, 0, b->n, b->c, ch, b->hw, b->saved_mean[ch],
+                      b->invstd_in[ch], b->gamma[ch], b->beta[ch]);
+}
+
+void lca_batchnorm_group_normalize(float *y, float *xhat, const float *x, const float *saved_mean,
+                                   const float *saved_invstd, const float *gamma,
+                                   const float *beta, size_t n, size_t c, size_t hw) {
+    bn_channels b = {.y = y, .xhat = xhat, .x = x, .saved_mean = (float *)saved_mean,
+                     .invstd_in = saved_invstd, .gamma = gamma, .beta = beta, .n = n, .c = c,
+                     .hw = hw};
+    if (hw == 0) return;
+    lca_parallel_for(c, group_normalize_channel, &b);
+}
+
+static void group_backward_sums_channel(size_t ch, void *context) {
+    const bn_channels *b = context;
+    channel_backward_sums(&b->sum_dy[ch], &b->sum_dy_xhat[ch], b->dy, b->xhat_in, 0, b->n, b->c,
+                          ch, b->hw);
+}
+
+void lca_batchnorm_group_backward_sums(lca_bn_sum *sum_dy, lca_bn_sum *sum_dy_xhat,
+                                       const float *dy, const float *xhat, size_t n, size_t c,
+                                       size_t hw) {
+    bn_channels b = {.sum_dy = sum_dy, .sum_dy_xhat = sum_dy_xhat, .dy = dy, .xhat_in = xhat,
+                     .n = n, .c = c, .hw = hw};
+    lca_parallel_for(c, group_backward_sums_channel, &b);
+}
+
+static void group_dx_channel(size_t ch, void *context) {
+    const bn_channels *b = context;
+    if (b->dx != NULL)
+        channel_dx(b->dx, b->dy, b->xhat_in, 0, b->n, b->c, ch, b->hw, b->gamma[ch],
+                   b->invstd_in[ch], lane_total(&b->sum_dy_in[ch]),
+                   lane_total(&b->sum_dy_xhat_in[ch]), b->count);
+    if (b->dgamma != NULL) b->dgamma[ch] = (float)(0.0 + lane_total(&b->sum_dy_xhat_in[ch]));
+    if (b->dbeta != NULL) b->dbeta[ch] = (float)(0.0 + lane_total(&b->sum_dy_in[ch]));
+}
+
+void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                  const float *xhat, const float *saved_invstd,
+                                  const float *gamma, const lca_bn_sum *sum_dy,
+                                  const lca_bn_sum *sum_dy_xhat, double count, size_t n, size_t c,
+                                  size_t hw) {
+    bn_channels b = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .xhat_in = xhat,
+                     .invstd_in = saved_invstd, .gamma = gamma, .sum_dy_in = sum_dy,
+                     .sum_dy_xhat_in = sum_dy_xhat, .count = count, .n = n, .c = c, .hw = hw};
+    lca_parallel_for(c, group_dx_channel, &b);
 }
 
 /* ---------------------------------------------------- running statistics */

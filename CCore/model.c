@@ -305,6 +305,8 @@ lca_status lca_model_new_worker(const lca_model *m, lca_model **out) {
         L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
         L->argmax = NULL;
         L->mask = NULL;
+        L->group_sums = NULL;
+        L->group_mean = NULL;
     }
     w->layers = layers;
     w->worker = true;
@@ -495,6 +497,22 @@ static size_t conv_workspace(const lca_model *m, size_t n) {
     return ROUND16(most);
 }
 
+/* Floats of a batch-norm layer's group state (model.h: group_sums, four
+ * lca_bn_sum a channel, then group_mean), rounded to 16. */
+static size_t group_state_floats(const lca_layer *L) {
+    size_t bytes = L->out_c * (4 * sizeof(lca_bn_sum) + sizeof(double));
+    return ROUND16((bytes + sizeof(float) - 1) / sizeof(float));
+}
+
+/* The part of the workspace that does not grow with the examples: every
+ * batch-norm layer's group state. */
+static size_t fixed_floats(const lca_model *m) {
+    size_t floats = 0;
+    for (size_t l = 0; l < m->layer_count; l++)
+        if (m->layers[l].kind == LCA_LAYER_BATCHNORM) floats += group_state_floats(&m->layers[l]);
+    return floats;
+}
+
 static double workspace_floats_bound(const lca_model *m, size_t rows);
 
 size_t lca_model_example_bytes(const lca_model *m) {
@@ -514,7 +532,7 @@ static double workspace_floats_bound(const lca_model *m, size_t rows) {
     double floats = 3 * (n * (double)m->max_gradient + 16) + n * (double)m->max_skip + 2 * n + 64;
     for (size_t l = 0; l < m->layer_count; l++) {
         const lca_layer *L = &m->layers[l];
-        floats += 3 * n * (double)L->out_size + 2 * n * (double)L->out_c + 64;
+        floats += 3 * n * (double)L->out_size + 2 * n * (double)L->out_c + 80 * (double)L->out_c + 64;
         const lca_conv2d_shape *c = L->kind == LCA_LAYER_CONV2D ? &L->conv
                                     : L->kind == LCA_LAYER_BLOCK_ADD && L->projection
                                         ? &L->projection_shape
@@ -531,7 +549,7 @@ size_t lca_model_workspace_need(const lca_model *m, size_t max_batch) {
     if (workspace_floats_bound(m, rows) * sizeof(float) >= 0x1p60) return SIZE_MAX;
     size_t floats = 2 * ROUND16(rows * m->max_gradient) + ROUND16(rows * m->max_skip);
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
-    floats += conv_workspace(m, rows);
+    floats += conv_workspace(m, rows) + fixed_floats(m);
     return floats * sizeof(float) + ROUND16(rows) * sizeof(double);
 }
 
@@ -551,7 +569,7 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     size_t floats = 2 * gradient_floats + skip_floats;
     for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
     size_t conv_floats = conv_workspace(m, rows);
-    floats += conv_floats;
+    floats += conv_floats + fixed_floats(m);
     size_t bytes = floats * sizeof(float) + ROUND16(rows) * sizeof(double);
     void *w = aligned_alloc(64, bytes);
     if (!w)
@@ -576,6 +594,13 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
         L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
         L->argmax = NULL;
         L->mask = NULL;
+        L->group_sums = NULL;
+        L->group_mean = NULL;
+        if (L->kind == LCA_LAYER_BATCHNORM) {
+            L->group_sums = (lca_bn_sum *)(void *)f; /* 4 × C */
+            L->group_mean = (double *)(void *)(L->group_sums + 4 * L->out_c); /* C */
+            f += group_state_floats(L);
+        }
         if (layer_floats(m, l, rows) == 0) continue;
         L->output = f; /* rows × out_size */
         f += out;
@@ -619,26 +644,73 @@ size_t lca_model_accumulation_unit(const lca_model *m, size_t bn_group) {
     return LCA_ACCUMULATION_UNIT;
 }
 
+size_t lca_model_chunk_bytes(const lca_model *m, size_t chunk) {
+    size_t bytes = lca_model_workspace_need(m, chunk);
+    size_t rows = lca_model_input_rows(m, chunk);
+    bytes = lca_size_mul_add(rows, lca_size_mul_add(lca_model_input_size(m), sizeof(float), 0),
+                             bytes);
+    return lca_size_mul_add(chunk, sizeof(int32_t), bytes);
+}
+
+/* The most examples, at most cap, whose lca_model_chunk_bytes fit budget
+ * (0: not even one). The bytes grow with the chunk: a binary search. */
+static size_t fit_chunk(const lca_model *m, size_t budget, size_t cap) {
+    size_t low = 0, high = cap; /* low fits (or is 0), high + 1 does not */
+    if (cap == 0 || lca_model_chunk_bytes(m, 1) > budget) return 0;
+    while (low < high) {
+        size_t middle = low + (high - low + 1) / 2;
+        if (lca_model_chunk_bytes(m, middle) <= budget) low = middle;
+        else high = middle - 1;
+    }
+    return low;
+}
+
+/* passes of equal size over n examples (500 of 512 would leave a pass of
+ * 12): the fewest passes of at most chunk, shared evenly */
+static size_t even_chunk(size_t n, size_t chunk) {
+    size_t passes = (n + chunk - 1) / chunk;
+    return (n + passes - 1) / passes;
+}
+
+size_t lca_model_min_chunk(const lca_model *m, size_t unit) {
+    if (lca_model_streams_input(m)) return unit < LCA_INPUT_ROWS ? unit : LCA_INPUT_ROWS;
+    return 1;
+}
+
+lca_status lca_model_check_budget(const lca_model *m, size_t unit, size_t memory_budget) {
+    size_t chunk = lca_model_min_chunk(m, unit);
+    size_t need = lca_model_chunk_bytes(m, chunk);
+    if (memory_budget >= need) return LCA_OK;
+    return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                    "a memory budget of %zu bytes cannot hold %zu example%s of model \"%.100s%s\": "
+                    "the workspace of %s needs %zu bytes (%.1f MB); give --memory-budget at "
+                    "least %zu",
+                    memory_budget, chunk, chunk == 1 ? "" : "s", m->spec,
+                    strlen(m->spec) > 100 ? "…" : "",
+                    chunk == 1 ? "one example" : "one block of rows", need, (double)need / 1e6,
+                    need);
+}
+
 size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_group,
                                size_t memory_budget) {
     size_t unit = lca_model_accumulation_unit(m, bn_group);
-    /* batch norm: a group at a time (its statistics are the group's) */
-    if (lca_model_batchnorm_count(m) > 0) return unit;
     size_t chunk = requested;
-    if (chunk == 0) {
-        size_t fit = memory_budget / lca_model_example_bytes(m);
-        chunk = fit < LCA_MAX_AUTO_CHUNK ? fit : LCA_MAX_AUTO_CHUNK;
-    }
+    if (chunk == 0)
+        chunk = fit_chunk(m, memory_budget, unit < LCA_MAX_AUTO_CHUNK ? unit : LCA_MAX_AUTO_CHUNK);
     if (chunk == 0) chunk = 1;
     if (chunk > unit) chunk = unit;
-    /* passes of equal size inside a unit (500 of 512 would leave a pass of
-     * 12): the fewest passes of at most chunk, shared evenly */
-    size_t passes = (unit + chunk - 1) / chunk;
-    chunk = (unit + passes - 1) / passes;
+    chunk = even_chunk(unit, chunk);
     /* an MLP's passes keep its blocks of rows (pass.c) */
     if (lca_model_streams_input(m) && chunk % LCA_INPUT_ROWS)
         chunk += LCA_INPUT_ROWS - chunk % LCA_INPUT_ROWS;
     return chunk < unit ? chunk : unit;
+}
+
+size_t lca_model_train_chunk(const lca_model *m, size_t batch, size_t memory_budget) {
+    /* an MLP's pass goes a block of rows at a time whatever the batch */
+    if (lca_model_streams_input(m) || batch == 0) return batch;
+    size_t chunk = fit_chunk(m, memory_budget, batch);
+    return even_chunk(batch, chunk ? chunk : 1);
 }
 
 /* ------------------------------------------------------------ spec-level layers

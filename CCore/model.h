@@ -111,6 +111,11 @@ typedef struct lca_layer {
     float *output;                         /* N × out_size (aliases for identity layers) */
     float *saved;                          /* BN: x̂ (N × out_size); add: projection output */
     float *saved_mean, *saved_invstd;      /* BN: groups × C */
+    /* BN, a group cut into sub-chunks (pass.c, group_pass): the group's
+     * sums (Σx, Σ(x − μ)², Σdy, Σdy·x̂; C each) and its mean (C), a fixed
+     * part of the workspace whatever its N */
+    lca_bn_sum *group_sums;
+    double *group_mean;
     uint32_t *argmax;                      /* maxpool: N × out_size */
     uint8_t *mask;                         /* dropout: N × out_size */
 } lca_layer;
@@ -222,11 +227,43 @@ lca_status lca_model_forward_backward_input(lca_model *model, const float *param
                                             const float *targets, size_t n, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
                                             float *gradient, bool accumulate);
+/* The input of a group pass: floats x (n × input), or, when x is NULL,
+ * examples indices[0 … n) of data gathered a sub-chunk at a time into
+ * x_rows (chunk × input); labels or targets for all n, or, when both are
+ * NULL, gathered with the rows into label_rows or target_rows (chunk each;
+ * target_rows only for regression data). */
+typedef struct lca_group_input {
+    const float *x;
+    const int32_t *labels;
+    const float *targets;
+    const lca_dataset *data;
+    const uint32_t *indices;
+    float *x_rows;
+    int32_t *label_rows;
+    float *target_rows;
+} lca_group_input;
+/* lca_model_forward_backward on one batch-norm group of n examples (n ≤
+ * bn_group; or any n for a net without batch norm) holding at most chunk
+ * examples at once (chunk ≤ the workspace's max_batch): one pass when n ≤
+ * chunk, else the group in sub-chunks, recomputed (pass.c, "group pass"),
+ * with the bytes of the one pass. */
+lca_status lca_model_forward_backward_group(lca_model *model, const float *parameters,
+                                            const lca_group_input *input, size_t n,
+                                            size_t chunk, size_t bn_group,
+                                            double gradient_scale, double *loss_sum,
+                                            float *gradient);
 /* The same in training mode at the model's parameters: dropout from rng,
  * batch norm over the n examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng);
+
+/* lca_model_train_gradient on a minibatch of n examples in sub-chunks of
+ * chunk (lca_model_train_chunk; not for an MLP, which streams its rows),
+ * the bytes of one pass: the group pass (pass.c). */
+lca_status lca_model_train_gradient_group(lca_model *model, const lca_group_input *input,
+                                          size_t n, size_t chunk, double *loss_sum,
+                                          float *gradient, lca_rng *rng);
 
 /* ---- model.c: workspace and workers */
 
@@ -243,17 +280,33 @@ size_t lca_model_example_bytes(const lca_model *model);
 /* The accumulation unit: bn_group for a net with batch norm, else
  * LCA_ACCUMULATION_UNIT. */
 size_t lca_model_accumulation_unit(const lca_model *model, size_t bn_group);
+/* The bytes a pass of chunk examples holds: the workspace
+ * (lca_model_workspace_need), its input rows and labels. SIZE_MAX when
+ * they overflow. What --memory-budget counts for a worker (beside its
+ * O(parameters) vectors, docs/memory.md). */
+size_t lca_model_chunk_bytes(const lca_model *model, size_t chunk);
+/* The smallest chunk a pass can take: 1 example, or an MLP's block of
+ * LCA_INPUT_ROWS rows (at most the unit). */
+size_t lca_model_min_chunk(const lca_model *model, size_t unit);
+/* A memory budget that cannot hold the smallest chunk is refused, with the
+ * bytes it would need (LCA_ERR_INVALID_ARGUMENT). */
+lca_status lca_model_check_budget(const lca_model *model, size_t unit, size_t memory_budget);
 /* The evaluation chunk (examples a worker holds at once, its passes inside
- * a unit): requested, or (0) the most examples whose workspace fits
- * memory_budget, at most LCA_MAX_AUTO_CHUNK; never more than the unit, and
- * lowered so that the passes of a unit are of equal size (300 of 512: two
- * of 256); for
- * an MLP a multiple of LCA_INPUT_ROWS (rounded up: its workspace holds one
- * block of rows whatever the chunk); with batch norm the whole group. A
- * pure function of its arguments; the bytes of the results do not depend
- * on it. */
+ * a unit): requested, or (0) the most examples whose lca_model_chunk_bytes
+ * fit memory_budget, at most LCA_MAX_AUTO_CHUNK; never more than the unit,
+ * and lowered so that the passes of a unit are of equal size (300 of 512:
+ * two of 256); for an MLP a multiple of LCA_INPUT_ROWS (rounded up: its
+ * workspace holds one block of rows whatever the chunk). A batch-norm net's
+ * chunk may be less than its group: the group is then evaluated in
+ * sub-chunks (pass.c, lca_model_forward_backward_group). A pure function
+ * of its arguments; the bytes of the results do not depend on it. */
 size_t lca_model_resolve_chunk(const lca_model *model, size_t requested, size_t bn_group,
                                size_t memory_budget);
+/* The examples of a training minibatch of batch examples that one pass
+ * holds under memory_budget (the batch in sub-chunks of equal size when it
+ * does not fit; at least 1); the batch itself for an MLP, which streams
+ * its rows. The bytes of the step do not depend on it. */
+size_t lca_model_train_chunk(const lca_model *model, size_t batch, size_t memory_budget);
 /* Number of batch-norm layers (their running statistics live in the model). */
 size_t lca_model_batchnorm_count(const lca_model *model);
 

@@ -22,10 +22,26 @@ typedef struct pass {
     bool feature_major;    /* an MLP's layers: outputs O × n (lca_dense_forward_fm) */
     size_t bn_group;       /* examples per batch-norm group in this pass */
     lca_rng *rng;          /* dropout, training only */
+    /* a group cut into sub-chunks (group_pass): batch norm applies the
+     * group's statistics from its group state; forward stops at layer stop
+     * (a batch-norm layer, whose statistics its input adds to: phase),
+     * backward at layer stop_back (a batch-norm layer, whose backward sums
+     * its output gradient adds to); without parameters, the partial
+     * backward sweeps skip the convolutions' and batch norm's parameter
+     * gradients */
+    bool grouped;
+    size_t group_n;        /* examples in the whole group */
+    size_t stop, stop_back;
+    int phase;             /* PHASE_SUM or PHASE_SQUARES */
+    bool parameters;
+    lca_rng *layer_rng;    /* per layer: its dropout stream (group_pass), or NULL */
 } pass;
 
-/* Forward through every layer; returns the logits (N × outputs). Identity
- * layers pass their input pointer on; ReLU works in place. */
+enum { PHASE_SUM = 0, PHASE_SQUARES = 1 };
+
+/* Forward through every layer; returns the logits (N × outputs), or NULL
+ * when it stopped at ps->stop. Identity layers pass their input pointer on;
+ * ReLU works in place. */
 static const float *forward(lca_model *m, const float *params, const pass *ps,
                             const float **inputs) {
     const float *input = ps->x;
@@ -75,6 +91,20 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
         case LCA_LAYER_BATCHNORM: {
             size_t hw = L->in_h * L->in_w;
             bool train = ps->mode == LCA_PASS_TRAIN;
+            if (ps->grouped) {
+                size_t c = L->out_c;
+                if (l == ps->stop) {
+                    if (ps->phase == PHASE_SUM)
+                        lca_batchnorm_group_sum(L->group_sums, input, n, c, hw);
+                    else
+                        lca_batchnorm_group_squares(L->group_sums + c, input, L->group_mean, n, c,
+                                                    hw);
+                    return NULL;
+                }
+                lca_batchnorm_group_normalize(L->output, L->saved, input, L->saved_mean,
+                                              L->saved_invstd, w, b, n, c, hw);
+                break;
+            }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
@@ -90,7 +120,8 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
         }
         case LCA_LAYER_DROPOUT:
             if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
-                lca_dropout_forward(L->output, L->mask, input, n * L->out_size, L->p, ps->rng);
+                lca_dropout_forward(L->output, L->mask, input, n * L->out_size, L->p,
+                                    ps->layer_rng ? &ps->layer_rng[l] : ps->rng);
             else
                 output = input;
             break;
@@ -135,6 +166,10 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         const float *w = L->weight != LCA_NO_TENSOR ? params + m->tensors[L->weight].offset : NULL;
         float *dw = L->weight != LCA_NO_TENSOR ? gradient + m->tensors[L->weight].offset : NULL;
         float *db = L->bias != LCA_NO_TENSOR ? gradient + m->tensors[L->bias].offset : NULL;
+        /* a partial sweep (group_pass) needs only the input gradients: the
+         * dense layers' (which need somewhere to write) go to gradient,
+         * which the last sweep overwrites */
+        if (!ps->parameters && L->kind != LCA_LAYER_DENSE) dw = db = NULL;
         /* the input gradient goes to the other buffer; none for the first layer */
         float *other = dy == m->grad_a ? m->grad_b : m->grad_a;
         float *dx = l > 0 ? other : NULL;
@@ -175,10 +210,23 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
         case LCA_LAYER_AVGPOOL:
             if (dx) lca_avgpool_backward(dx, dy, n, L->in_c, L->in_h, L->in_w, L->k, L->stride);
             break;
-        case LCA_LAYER_BATCHNORM:
-            lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd,
-                                         w, n, L->out_c, L->in_h * L->in_w, ps->bn_group);
+        case LCA_LAYER_BATCHNORM: {
+            size_t c = L->out_c, hw = L->in_h * L->in_w;
+            if (!ps->grouped) {
+                lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd, w, n, c,
+                                             hw, ps->bn_group);
+                break;
+            }
+            const lca_bn_sum *sum_dy = L->group_sums + 2 * c, *sum_dy_xhat = sum_dy + c;
+            if (l == ps->stop_back) {
+                lca_batchnorm_group_backward_sums(L->group_sums + 2 * c, L->group_sums + 3 * c, dy,
+                                                  L->saved, n, c, hw);
+                return;
+            }
+            lca_batchnorm_group_backward(dx, dw, db, dy, L->saved, L->saved_invstd, w, sum_dy,
+                                         sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw);
             break;
+        }
         case LCA_LAYER_DROPOUT:
             if (ps->mode == LCA_PASS_TRAIN && L->p > 0.0f)
                 lca_dropout_backward(dy, dy, L->mask, n * L->out_size, L->p);
@@ -239,13 +287,38 @@ static const float *input_rows(const lca_model_input *input, size_t first, size_
     return input->rows;
 }
 
-static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
+/* first: the number of the pass's first example (a sub-chunk's in its
+ * group), for the message */
+static lca_status check_labels_from(const int32_t *labels, size_t n, size_t outputs,
+                                    size_t first) {
     for (size_t r = 0; r < n; r++)
         if (labels[r] < 0 || (size_t)labels[r] >= outputs)
             return lca_fail(LCA_ERR_MISMATCH,
                             "label %d of example %zu is outside the model's %zu outputs",
-                            labels[r], r, outputs);
+                            labels[r], first + r, outputs);
     return LCA_OK;
+}
+
+static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) {
+    return check_labels_from(labels, n, outputs, 0);
+}
+
+/* The loss of a pass's n examples (their logits), each added to sum in
+ * order; with dlogits, its gradient (times gradient_scale) into m->grad_a. */
+static double add_loss(lca_model *m, const pass *ps, const float *logits, const int32_t *labels,
+                       const float *targets, double gradient_scale, double sum, bool dlogits) {
+    size_t outputs = lca_model_output_size(m);
+    lca_logit_layout at = ps->feature_major ? (lca_logit_layout){1, ps->n}
+                                            : (lca_logit_layout){outputs, 1};
+    float *dz = dlogits ? m->grad_a : NULL;
+    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY)
+        lca_softmax_cross_entropy(m->example_loss, dz, logits, labels, ps->n, outputs, at,
+                                  gradient_scale);
+    else
+        lca_squared_error(m->example_loss, dz, logits, labels, targets, ps->n, outputs, at,
+                          gradient_scale);
+    for (size_t r = 0; r < ps->n; r++) sum += m->example_loss[r];
+    return sum;
 }
 
 /* Forward, loss and backward on blocks of lca_model_input_rows rows, in
@@ -287,17 +360,9 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         ps.x = input_rows(input, first, ps.n, features);
         const float *inputs[LCA_MAX_LAYERS];
         const float *logits = forward(m, parameters, &ps, inputs);
-        float *dlogits = gradient ? m->grad_a : NULL;
-        lca_logit_layout at = ps.feature_major ? (lca_logit_layout){1, ps.n}
-                                                : (lca_logit_layout){outputs, 1};
-        if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY)
-            lca_softmax_cross_entropy(m->example_loss, dlogits, logits, labels + first, ps.n, outputs,
-                                  at, gradient_scale);
-        else
-            lca_squared_error(m->example_loss, dlogits, logits, labels ? labels + first : NULL,
-                          targets ? targets + first * outputs : NULL, ps.n, outputs, at,
-                          gradient_scale);
-        for (size_t r = 0; r < ps.n; r++) sum += m->example_loss[r];
+        sum = add_loss(m, &ps, logits, labels ? labels + first : NULL,
+                       targets ? targets + first * outputs : NULL, gradient_scale, sum,
+                       gradient != NULL);
         /* a sum that is not finite stays so, whatever is added later */
         if (!isfinite(sum))
             return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
@@ -313,7 +378,8 @@ lca_status lca_model_forward_backward_input(lca_model *m, const float *parameter
                                             const float *targets, size_t n, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
                                             float *gradient, bool accumulate) {
-    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group};
+    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true};
     return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient,
                accumulate);
 }
@@ -327,12 +393,207 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
                                             gradient_scale, loss_sum, gradient, false);
 }
 
+/* ---------------------------------------------------------- group pass
+ *
+ * One batch-norm group (or a training minibatch) of n examples in
+ * sub-chunks of at most chunk, when the workspace cannot hold the whole
+ * group (docs/memory.md). What one pass over the group would compute,
+ * recomputed sub-chunk by sub-chunk:
+ *   1. statistics, batch-norm layer by layer in model order: a forward
+ *      sweep up to the layer's input adds Σx (per channel, in example
+ *      order: the lanes carried over sub-chunks), then a second sweep adds
+ *      Σ(x − μ)² around the group's mean μ; the layers before it apply the
+ *      group statistics already found;
+ *   2. backward sums, batch-norm layer by layer from the top: a full
+ *      forward, the loss gradient, and the backward down to the layer's
+ *      output gradient (the layers above use their sums already found) add
+ *      Σdy and Σdy·x̂;
+ *   3. a last sweep: forward, loss, and the whole backward, the parameter
+ *      gradients continuing from sub-chunk to sub-chunk (the layers'
+ *      sequential accumulation), dγ and dβ the group's sums.
+ * Cost, for B batch-norm layers: 2B partial forward sweeps, B sweeps of
+ * forward and partial input-gradient backward, and one whole pass. Each
+ * value is computed by the same kernels in the same order as in one pass
+ * over the group, so the bytes are the same (test_batchnorm_budget).
+ * Dropout (training) draws from one stream per layer, each starting where
+ * the whole pass's layer would start (the generator advanced past the
+ * layers before), so that the masks are the whole pass's. */
+
+/* Rows [first, first + count) of a group's input into x, labels, targets. */
+static void group_rows(const lca_group_input *in, size_t first, size_t count, size_t features,
+                       size_t outputs, const float **x, const int32_t **labels,
+                       const float **targets) {
+    const lca_dataset *data = in->data;
+    bool whole = in->x || in->labels || in->targets; /* labels, targets given for all n */
+    if (in->x) {
+        *x = in->x + first * features;
+    } else {
+        lca_dataset_gather(data, in->indices + first, count, in->x_rows,
+                           !whole && data->labels ? in->label_rows : NULL,
+                           !whole && data->targets ? in->target_rows : NULL);
+        *x = in->x_rows;
+    }
+    if (whole) {
+        *labels = in->labels ? in->labels + first : NULL;
+        *targets = in->targets ? in->targets + first * outputs : NULL;
+    } else {
+        *labels = data->labels ? in->label_rows : NULL;
+        *targets = data->targets ? in->target_rows : NULL;
+    }
+}
+
+/* One sweep over the group's sub-chunks with the settings in ps: forward
+ * (to ps->stop), and unless it stopped the loss (into *loss_sum when
+ * given) and, with gradient, the backward (to ps->stop_back). */
+static lca_status sweep(lca_model *m, const float *parameters, const lca_group_input *in,
+                        pass *ps, size_t n, size_t chunk, const lca_rng *streams,
+                        double gradient_scale, double *loss_sum, float *gradient) {
+    size_t features = lca_model_input_size(m), outputs = lca_model_output_size(m);
+    if (streams) memcpy(ps->layer_rng, streams, m->layer_count * sizeof *streams);
+    double sum = 0.0;
+    for (size_t first = 0; first < n; first += chunk) {
+        size_t count = n - first < chunk ? n - first : chunk;
+        const int32_t *labels;
+        const float *targets;
+        group_rows(in, first, count, features, outputs, &ps->x, &labels, &targets);
+        ps->n = count;
+        if (!targets) {
+            lca_status status = check_labels_from(labels, count, outputs, first);
+            if (status != LCA_OK) return status;
+        }
+        const float *inputs[LCA_MAX_LAYERS];
+        const float *logits = forward(m, parameters, ps, inputs);
+        if (!logits) continue;
+        sum = add_loss(m, ps, logits, labels, targets, gradient_scale, sum, gradient != NULL);
+        if (loss_sum && !isfinite(sum))
+            return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                             "try a smaller learning rate", sum);
+        if (gradient) backward(m, parameters, ps, inputs, logits, gradient, first > 0);
+    }
+    if (loss_sum) *loss_sum = sum;
+    return LCA_OK;
+}
+
+static lca_status group_pass(lca_model *m, const float *parameters, const lca_group_input *in,
+                             pass ps, size_t n, size_t chunk, double gradient_scale,
+                             double *loss_sum, float *gradient) {
+    if (n == 0 || chunk == 0 || chunk > m->max_batch)
+        return lca_fail(LCA_ERR_STATE, "model: sub-chunks of %zu examples but workspace "
+                                       "reserved for %zu", chunk, m->max_batch);
+    bool whole = in->x || in->labels || in->targets;
+    if (!in->x && !(in->data && in->x_rows))
+        return lca_fail(LCA_ERR_STATE, "model: no input for a group pass");
+    if (!whole && (in->data->labels ? !in->label_rows : !in->target_rows))
+        return lca_fail(LCA_ERR_STATE, "model: no label or target rows for a group pass");
+    if (!whole ? !in->data->labels && !in->data->targets : !in->labels && !in->targets)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
+    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && (whole ? !in->labels : !in->data->labels))
+        return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
+                                          "but the data set has float targets");
+    ps.grouped = true;
+    ps.group_n = n;
+    ps.stop = ps.stop_back = SIZE_MAX;
+    ps.feature_major = false;
+    bool train = ps.mode == LCA_PASS_TRAIN;
+    /* dropout: each layer's stream where the whole pass would start it */
+    lca_rng streams[LCA_MAX_LAYERS], layer_rng[LCA_MAX_LAYERS];
+    bool dropout = false;
+    if (train && ps.rng) {
+        lca_rng next = *ps.rng;
+        for (size_t l = 0; l < m->layer_count; l++) {
+            const lca_layer *L = &m->layers[l];
+            streams[l] = next;
+            if (L->kind != LCA_LAYER_DROPOUT || !(L->p > 0.0f)) continue;
+            dropout = true;
+            for (size_t i = 0, draws = n * L->out_size; i < draws; i++) lca_rng_next(&next);
+        }
+        *ps.rng = next; /* where the whole pass leaves it */
+        ps.layer_rng = layer_rng;
+    }
+    const lca_rng *from = dropout ? streams : NULL;
+    lca_status status = LCA_OK;
+    /* 1. statistics, layer by layer */
+    for (size_t l = 0; l < m->layer_count && status == LCA_OK; l++) {
+        lca_layer *L = &m->layers[l];
+        if (L->kind != LCA_LAYER_BATCHNORM) continue;
+        size_t c = L->out_c;
+        double count = (double)(n * L->in_h * L->in_w);
+        memset(L->group_sums, 0, 4 * c * sizeof *L->group_sums);
+        ps.stop = l;
+        ps.phase = PHASE_SUM;
+        status = sweep(m, parameters, in, &ps, n, chunk, from, gradient_scale, NULL, NULL);
+        if (status != LCA_OK) break;
+        lca_batchnorm_group_mean(L->group_mean, L->group_sums, c, count);
+        ps.phase = PHASE_SQUARES;
+        status = sweep(m, parameters, in, &ps, n, chunk, from, gradient_scale, NULL, NULL);
+        if (status != LCA_OK) break;
+        float *batch_mean = L->running_mean + 2 * c, *batch_var = batch_mean + c;
+        lca_batchnorm_group_statistics(L->saved_mean, L->saved_invstd, train ? batch_mean : NULL,
+                                       train ? batch_var : NULL, L->group_mean, L->group_sums + c,
+                                       c, count, m->bn_epsilon);
+        if (train) {
+            float mo = m->bn_momentum;
+            for (size_t i = 0; i < c; i++) {
+                L->running_mean[i] = (1.0f - mo) * L->running_mean[i] + mo * batch_mean[i];
+                L->running_var[i] = (1.0f - mo) * L->running_var[i] + mo * batch_var[i];
+            }
+        }
+    }
+    ps.stop = SIZE_MAX;
+    /* 2. backward sums, from the top */
+    ps.parameters = false;
+    for (size_t l = m->layer_count; gradient && status == LCA_OK && l-- > 0;) {
+        if (m->layers[l].kind != LCA_LAYER_BATCHNORM) continue;
+        ps.stop_back = l;
+        status = sweep(m, parameters, in, &ps, n, chunk, from, gradient_scale, NULL, gradient);
+    }
+    /* 3. the pass itself */
+    ps.stop_back = SIZE_MAX;
+    ps.parameters = true;
+    if (status == LCA_OK)
+        status = sweep(m, parameters, in, &ps, n, chunk, from, gradient_scale, loss_sum,
+                       gradient);
+    return status;
+}
+
+lca_status lca_model_forward_backward_group(lca_model *m, const float *parameters,
+                                            const lca_group_input *input, size_t n,
+                                            size_t chunk, size_t bn_group,
+                                            double gradient_scale, double *loss_sum,
+                                            float *gradient) {
+    if (bn_group != 0 && n > bn_group && lca_model_batchnorm_count(m) > 0)
+        return lca_fail(LCA_ERR_STATE, "model: a group pass of %zu examples, groups of %zu", n,
+                        bn_group);
+    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true};
+    if (n > chunk)
+        return group_pass(m, parameters, input, ps, n, chunk, gradient_scale, loss_sum, gradient);
+    /* the whole group fits: one pass */
+    const float *x;
+    const int32_t *labels;
+    const float *targets;
+    group_rows(input, 0, n, lca_model_input_size(m), lca_model_output_size(m), &x, &labels,
+               &targets);
+    lca_model_input whole = {.x = x};
+    return run(m, parameters, labels, targets, &whole, ps, gradient_scale, loss_sum, gradient,
+               false);
+}
+
 lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng) {
-    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng};
+    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true};
     return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient,
                false);
+}
+
+lca_status lca_model_train_gradient_group(lca_model *m, const lca_group_input *input, size_t n,
+                                          size_t chunk, double *loss_sum, float *gradient,
+                                          lca_rng *rng) {
+    pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true};
+    return group_pass(m, m->parameters, input, ps, n, chunk, 1.0 / (double)n, loss_sum, gradient);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

@@ -198,11 +198,13 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     per_parameter += state; /* saving or resuming the state stages a copy of it */
     size_t in = lca_model_input_size(model);
     size_t bytes = lca_size_mul_add(k, per_parameter, 0);
-    bytes = lca_size_mul_add(lca_model_input_rows(model, batch), in * sizeof(float), bytes);
+    size_t train_chunk = lca_model_train_chunk(model, batch, c->memory_budget);
+    bytes = lca_size_mul_add(lca_model_input_rows(model, train_chunk), in * sizeof(float), bytes);
     /* the batch's labels and (regression) targets */
     size_t outs = tr->data->targets ? lca_model_output_size(model) : 0;
     bytes = lca_size_mul_add(batch, lca_size_mul_add(outs, sizeof(float), sizeof(int32_t)), bytes);
-    size_t workspace = lca_model_workspace_need(model, batch);
+    /* the minibatch's pass: in sub-chunks that fit the memory budget */
+    size_t workspace = lca_model_workspace_need(model, train_chunk);
     if (!lca_size_add(bytes, workspace, &bytes)) bytes = SIZE_MAX;
     if (c->lca && c->eval_chunk > batch) {
         size_t chunk = lca_model_workspace_need(model, c->eval_chunk);
@@ -229,6 +231,16 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     tr->model = model;
     tr->data = data;
     tr->config = *config;
+    /* a budget that holds no evaluation chunk is refused (the integrator
+     * sees the resolved chunk below) */
+    if (config->lca && config->eval_chunk == 0) {
+        status = lca_model_check_budget(model, lca_model_accumulation_unit(model, config->bn_group),
+                                        config->memory_budget);
+        if (status != LCA_OK) {
+            free(tr);
+            return status;
+        }
+    }
     /* the resolved chunk is part of the run's configuration (and its log) */
     tr->config.eval_chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                                     config->memory_budget);
@@ -245,12 +257,17 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     size_t in = lca_model_input_size(model), outs = lca_model_output_size(model);
     size_t batch = config->batch_size < tr->train_count ? config->batch_size : tr->train_count;
     tr->batch_capacity = batch;
+    /* the minibatch in sub-chunks when its workspace would exceed the
+     * budget (pass.c, the group pass): the same bytes */
+    status = lca_model_check_budget(model, batch, config->memory_budget);
+    if (status != LCA_OK) goto fail;
+    tr->train_chunk = lca_model_train_chunk(model, batch, config->memory_budget);
     status = check_memory(tr, batch);
     if (status != LCA_OK) goto fail;
     tr->gradient = allocate(tr, k * sizeof(float));
     tr->before = allocate(tr, k * sizeof(float));
     tr->lr_scale = allocate(tr, t * sizeof(double));
-    tr->x = allocate(tr, lca_model_input_rows(model, batch) * in * sizeof(float));
+    tr->x = allocate(tr, lca_model_input_rows(model, tr->train_chunk) * in * sizeof(float));
     tr->labels = allocate(tr, batch * sizeof(int32_t));
     tr->targets = data->targets ? allocate(tr, batch * outs * sizeof(float)) : NULL;
     if (config->optimizer == LCA_OPTIMIZER_MOMENTUM) tr->velocity = allocate(tr, k * sizeof(float));
@@ -266,7 +283,7 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
         goto fail;
     }
     for (size_t i = 0; i < t; i++) tr->lr_scale[i] = 1.0;
-    status = lca_model_reserve(model, batch);
+    status = lca_model_reserve(model, tr->train_chunk);
     if (status != LCA_OK) goto fail;
 
     if (config->lca) {
@@ -422,8 +439,11 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     size_t n = tr->train_count - tr->position;
     if (n > tr->batch_capacity) n = tr->batch_capacity;
     bool streams = lca_model_streams_input(m);
-    lca_dataset_gather(tr->data, tr->order + tr->position, n, streams ? NULL : tr->x, tr->labels,
-                       tr->targets);
+    /* a minibatch beyond the memory budget goes in sub-chunks, each
+     * gathered when its pass needs it */
+    bool chunked = !streams && n > tr->train_chunk;
+    lca_dataset_gather(tr->data, tr->order + tr->position, n, streams || chunked ? NULL : tr->x,
+                       tr->labels, tr->targets);
 
     /* parameters changed outside the trainer since the last step (a loaded
      * checkpoint, a user's edit): the LCA start point must be recomputed */
@@ -440,9 +460,15 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     double batch_loss_sum;
     lca_model_input input = {.x = streams ? NULL : tr->x, .data = tr->data,
                              .indices = tr->order + tr->position, .rows = tr->x};
-    lca_status status = lca_model_train_gradient(m, &input, tr->data->labels ? tr->labels : NULL,
-                                                 tr->data->targets ? tr->targets : NULL, n,
-                                                 &batch_loss_sum, tr->gradient, &dropout);
+    lca_group_input group = {.data = tr->data, .indices = tr->order + tr->position,
+                             .x_rows = tr->x, .labels = tr->data->labels ? tr->labels : NULL,
+                             .targets = tr->data->targets ? tr->targets : NULL};
+    lca_status status =
+        chunked ? lca_model_train_gradient_group(m, &group, n, tr->train_chunk, &batch_loss_sum,
+                                                 tr->gradient, &dropout)
+                : lca_model_train_gradient(m, &input, tr->data->labels ? tr->labels : NULL,
+                                           tr->data->targets ? tr->targets : NULL, n,
+                                           &batch_loss_sum, tr->gradient, &dropout);
     if (status == LCA_ERR_NUMERIC)
         return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the minibatch loss is not finite: "
                         "training diverged", (unsigned long long)tr->iteration + 1);
@@ -511,6 +537,42 @@ const uint32_t *lca_trainer_helped_counts(const lca_trainer *tr) { return tr->he
 size_t lca_trainer_memory_bytes(const lca_trainer *tr) {
     return tr->bytes + tr->integrator.bytes + tr->model->parameter_count * sizeof(float) +
            lca_model_workspace_bytes(tr->model);
+}
+
+void lca_trainer_memory_use(const lca_trainer *tr, lca_memory_use *out) {
+    const lca_model *m = tr->model;
+    const lca_dataset *d = tr->data;
+    const lca_integrator *g = &tr->integrator;
+    memset(out, 0, sizeof *out);
+    size_t k = m->parameter_count, in = lca_model_input_size(m), outs = lca_model_output_size(m);
+    size_t batch = tr->batch_capacity;
+    /* the trainer's copy of the minibatch (its rows for a pass, its
+     * labels) goes with the data: the budget bounds the workers' */
+    size_t minibatch = lca_model_input_rows(m, tr->train_chunk) * in * sizeof(float) +
+                       batch * sizeof(int32_t) + (d->targets ? batch * outs * sizeof(float) : 0);
+    size_t workspace = lca_model_workspace_bytes(m);
+    for (size_t i = 0; i < g->worker_count; i++) {
+        const lca_eval_worker *w = &g->workers[i];
+        if (i > 0) workspace += lca_model_workspace_bytes(w->model);
+        workspace += lca_model_input_rows(m, g->chunk) * in * sizeof(float) +
+                     g->chunk * sizeof(int32_t) + (d->targets ? g->chunk * outs * sizeof(float) : 0);
+    }
+    size_t accumulator = g->worker_count * k * (sizeof(float) + 2 * sizeof(int64_t));
+    size_t indices = (2 * tr->train_count + tr->validation_count +
+                      (tr->owns_evaluation_indices ? tr->evaluation_count : 0)) * sizeof(uint32_t);
+    size_t total = lca_trainer_memory_bytes(tr);
+    size_t arrays = d->count * d->features * (d->pixels ? 1 : sizeof(float)) +
+                    (d->labels ? d->count * sizeof(int32_t) : 0) +
+                    (d->targets ? d->count * d->outputs * sizeof(float) : 0);
+    out->data_bytes = arrays + indices + minibatch;
+    out->accumulator_bytes = accumulator;
+    out->workspace_bytes = workspace;
+    size_t rest = workspace + accumulator + indices + minibatch;
+    out->parameter_bytes = total > rest ? total - rest : 0;
+    out->workers = g->worker_count;
+    out->eval_chunk = tr->config.lca ? g->chunk : 0;
+    out->train_chunk = tr->train_chunk;
+    out->memory_budget = tr->config.memory_budget;
 }
 
 lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *tr, const char *name, double scale) {

@@ -21,7 +21,10 @@ struct lca_trainer {
     uint32_t epoch;
     uint64_t iteration;             /* steps taken */
     size_t batch_capacity;
-    float *x;                       /* batch × input */
+    size_t train_chunk;             /* examples of a minibatch one pass holds (the memory
+                                       budget; lca_model_train_chunk): batch_capacity, or
+                                       less, the batch then in sub-chunks */
+    float *x;                       /* train_chunk × input (an MLP: its block of rows) */
     int32_t *labels;                /* batch */
     float *targets;                 /* batch × outputs, regression data only */
     /* K-sized, in the parameter layout */

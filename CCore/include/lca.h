@@ -414,9 +414,12 @@ typedef struct lca_config {
     /* Batch norm under LCA: the evaluation set is normalised in consecutive
      * groups of this many examples, each with its own batch statistics, so
      * the allocated loss is a fixed function of the parameters; a group is
-     * then the accumulation unit and the chunk. Default 250. */
+     * then the accumulation unit, evaluated in sub-chunks (recomputed, the
+     * same bytes) when it does not fit memory_budget. Default 250. */
     size_t bn_group;
-    /* bytes of workspace the automatic evaluation chunk may use; 1 GiB (the
+    /* bytes of activations a worker may hold (the automatic evaluation
+     * chunk, the training minibatch's chunk, a batch-norm group in
+     * sub-chunks; docs/memory.md), at least one example's; 1 GiB (the
      * results do not depend on it) */
     size_t memory_budget;
     /* 1 (default) = the |LCA| histogram in each record (log field
@@ -515,6 +518,29 @@ size_t lca_trainer_validation_count(const lca_trainer *trainer);
 size_t lca_trainer_evaluation_count(const lca_trainer *trainer); /* LCA evaluation set */
 /* Bytes the trainer allocated (parameters, state, LCA vectors, workspace). */
 size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
+/* Where the memory goes (docs/memory.md): the data set's arrays (not the
+ * trainer's: allocated when it was opened) with the split's indices and the
+ * trainer's copy of a minibatch (a pass's rows, the batch's labels); the
+ * per-parameter vectors (the
+ * parameters, gradient, θ_t, optimizer state, LCA totals and help counts,
+ * the integrator's probe and each view's four float64 Simpson vectors and
+ * per-tensor sums); the exact accumulator (each evaluation worker's float32
+ * unit gradient and two int64 limbs per parameter); and the workspace that
+ * --memory-budget bounds: each worker's activations for its chunk, input
+ * rows and labels (worker 0 also takes the training step, in chunks of
+ * train_chunk). The four parts add up to lca_trainer_memory_bytes plus
+ * the data set's arrays. */
+typedef struct lca_memory_use {
+    size_t data_bytes;
+    size_t parameter_bytes;
+    size_t accumulator_bytes;
+    size_t workspace_bytes;
+    size_t workers;       /* evaluation workers (0 without LCA) */
+    size_t eval_chunk;    /* examples a worker holds at once */
+    size_t train_chunk;   /* examples of a minibatch a training pass holds at once */
+    size_t memory_budget;
+} lca_memory_use;
+void lca_trainer_memory_use(const lca_trainer *trainer, lca_memory_use *out);
 /* Learning-rate multiplier for one tensor (0 freezes it). Takes effect at
  * the next step. */
 lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *trainer, const char *tensor_name,

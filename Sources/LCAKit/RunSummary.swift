@@ -193,6 +193,8 @@ public struct RunSummary: Sendable, Codable, Hashable {
     public var evalChunk: Int = 0
     /// Examples per accumulation unit (0 when LCA is off or unknown).
     public var accumulationUnit: Int = 0
+    /// Where the core's memory goes (nil when unknown: a summary from a log).
+    public var memoryUse: MemoryUse?
     private var finished: Bool
     /// Made from a log (`init(header:)`): the table leaves out wall time,
     /// memory and threads, which a log does not record.
@@ -228,6 +230,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         threadBackend = Core.threadBackend
         evalChunk = configuration.lca ? trainer.evaluationChunk : 0
         accumulationUnit = configuration.lca ? trainer.accumulationUnit : 0
+        memoryUse = trainer.memoryUse
         finished = false
     }
 
@@ -318,6 +321,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
             + (iterations > 0 ? String(format: " (%.1f ms per iteration)", perIteration * 1000) : "") + "\n"
         text += label("memory") + "peak \(Format.bytes(summary.peakMemoryBytes)) (process), "
             + "\(Format.bytes(coreMemoryBytes)) allocated by the core\n"
+        if let use = memoryUse { text += label("memory use") + use.description + "\n" }
         text += label("threads") + "\(threads) (\(threadBackend))"
             + ", matrix kernel \(Core.gemmKernelName)\n"
         if evalChunk > 0 {
@@ -339,6 +343,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         case model, loss, parameters, data, lca, firstIteration, lastIteration, iterations
         case batchLossFirst, batchLossLast, train, validation, lcaThreshold, wallSeconds
         case peakMemoryBytes, coreMemoryBytes, threads, threadBackend, evalChunk, accumulationUnit
+        case memoryUse
     }
 
     /// Decodes a finished summary.
@@ -364,6 +369,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         threadBackend = try c.decode(String.self, forKey: .threadBackend)
         evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? 0
         accumulationUnit = try c.decodeIfPresent(Int.self, forKey: .accumulationUnit) ?? 0
+        memoryUse = try c.decodeIfPresent(MemoryUse.self, forKey: .memoryUse)
         finished = true
     }
 
@@ -390,6 +396,31 @@ public struct RunSummary: Sendable, Codable, Hashable {
         try c.encode(threadBackend, forKey: .threadBackend)
         try c.encode(evalChunk, forKey: .evalChunk)
         try c.encode(accumulationUnit, forKey: .accumulationUnit)
+        try c.encodeIfPresent(memoryUse, forKey: .memoryUse)
+    }
+}
+
+/// Where a trainer's memory goes (`lca_trainer_memory_use`, docs/memory.md):
+/// the data set with the split's indices, the per-parameter vectors, the
+/// exact accumulator, and the workspace that `--memory-budget` bounds.
+public struct MemoryUse: Codable, Hashable, Sendable {
+    public var dataBytes: Int
+    public var parameterBytes: Int
+    public var accumulatorBytes: Int
+    public var workspaceBytes: Int
+    public var workers: Int
+    public var evalChunk: Int
+    public var trainChunk: Int
+    public var memoryBudget: Int
+
+    /// "data 1.2 MiB, parameter vectors 3.4 MiB, exact sums 1.0 MiB (1
+    /// worker), workspace 60.1 MiB of the 64.0 MiB budget (chunks:
+    /// evaluation 21, training 21)"
+    public var description: String {
+        "data \(Format.bytes(dataBytes)), parameter vectors \(Format.bytes(parameterBytes)), "
+            + "exact sums \(Format.bytes(accumulatorBytes)) (\(workers) worker\(workers == 1 ? "" : "s")), "
+            + "workspace \(Format.bytes(workspaceBytes)) of the \(Format.bytes(memoryBudget)) budget "
+            + "(chunks: " + (evalChunk > 0 ? "evaluation \(evalChunk), " : "") + "training \(trainChunk))"
     }
 }
 

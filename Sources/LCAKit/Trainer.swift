@@ -104,6 +104,16 @@ public final class Trainer {
     /// Bytes the core allocated for this trainer (parameters, optimizer
     /// state, LCA vectors, workspace).
     public var memoryBytes: Int { Int(lca_trainer_memory_bytes(handle)) }
+    /// Where the memory goes (docs/memory.md).
+    public var memoryUse: MemoryUse {
+        var use = lca_memory_use()
+        lca_trainer_memory_use(handle, &use)
+        return MemoryUse(dataBytes: Int(use.data_bytes), parameterBytes: Int(use.parameter_bytes),
+                         accumulatorBytes: Int(use.accumulator_bytes),
+                         workspaceBytes: Int(use.workspace_bytes), workers: Int(use.workers),
+                         evalChunk: Int(use.eval_chunk), trainChunk: Int(use.train_chunk),
+                         memoryBudget: Int(use.memory_budget))
+    }
     /// Iterations in one pass over the training split: ⌈training / batch⌉.
     public var iterationsPerEpoch: Int {
         let batch = max(configuration.batchSize, 1)

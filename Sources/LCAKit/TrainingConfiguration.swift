@@ -146,14 +146,18 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     public var lcaMaxSubintervals: Int
     /// Examples an evaluation worker holds at once; 0 (the default) picks
     /// the most that fit `memoryBudget`, at most 512; never more than the
-    /// accumulation unit (`Trainer.accumulationUnit`); with batch norm one
-    /// `bnGroup`. Memory and speed only: the results are the same bytes
+    /// accumulation unit (`Trainer.accumulationUnit`, one `bnGroup` with
+    /// batch norm: a group larger than the chunk is recomputed in
+    /// sub-chunks). Memory and speed only: the results are the same bytes
     /// whatever it is.
     public var evalChunk: Int
     /// Batch norm under LCA: the evaluation set is normalised in consecutive
     /// groups of this many examples (default 250; docs/models.md).
     public var bnGroup: Int
-    /// Bytes of workspace the automatic evaluation chunk may use (1 GiB).
+    /// Bytes of activations a worker may hold: the automatic evaluation
+    /// chunk, the training minibatch's chunk, a batch-norm group in
+    /// sub-chunks (1 GiB; at least one example's; docs/memory.md). The
+    /// results do not depend on it.
     public var memoryBudget: Int
     /// Per-unit views: each record also carries the LCA of every output
     /// unit (neuron or channel: incoming weights plus bias), in
