@@ -135,6 +135,45 @@ __attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const
     }
 }
 
+/* lca_lanes_avx2 (internal.h): the 8 float64 lanes in two ymm (lanes 0-3,
+ * 4-7), widened with vcvtps2pd; no FMA (the terms round as the C loops). */
+__attribute__((target("avx2"), always_inline)) static inline void
+lanes_run(double lane[8], const float *a, const float *v, size_t count, double mean,
+          const lca_lanes_op op) {
+    __m256d acc[2] = {_mm256_loadu_pd(lane), _mm256_loadu_pd(lane + 4)};
+    __m256d m = _mm256_set1_pd(mean);
+    for (size_t i = 0; i < count; i += 8) {
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++) {
+            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v + i + 4 * h)), t;
+            if (op == LCA_LANES_SUM) {
+                t = x;
+            } else if (op == LCA_LANES_SQ) {
+                __m256d d = _mm256_sub_pd(x, m);
+                t = _mm256_mul_pd(d, d);
+            } else if (op == LCA_LANES_DEV) {
+                t = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4 * h)),
+                                  _mm256_sub_pd(x, m));
+            } else {
+                t = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4 * h)), x);
+            }
+            acc[h] = _mm256_add_pd(acc[h], t);
+        }
+    }
+    _mm256_storeu_pd(lane, acc[0]);
+    _mm256_storeu_pd(lane + 4, acc[1]);
+}
+
+__attribute__((target("avx2"))) void lca_lanes_avx2(double lane[8], lca_lanes_op op,
+                                                   const float *a, const float *v,
+                                                   size_t count, double mean) {
+    switch (op) {
+    case LCA_LANES_SUM: lanes_run(lane, a, v, count, mean, LCA_LANES_SUM); break;
+    case LCA_LANES_SQ: lanes_run(lane, a, v, count, mean, LCA_LANES_SQ); break;
+    case LCA_LANES_DEV: lanes_run(lane, a, v, count, mean, LCA_LANES_DEV); break;
+    default: lanes_run(lane, a, v, count, mean, LCA_LANES_PROD); break;
+    }
+}
+
 #else
 
 void lca_conv_direct_avx2(const lca_conv_direct *d) { (void)d; } /* never chosen */
@@ -142,6 +181,10 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
                          bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
     (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
         (void)cols; /* never chosen */
+}
+void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                    size_t count, double mean) {
+    (void)lane, (void)op, (void)a, (void)v, (void)count, (void)mean; /* never chosen */
 }
 
 #endif

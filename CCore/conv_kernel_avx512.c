@@ -160,6 +160,40 @@ __attribute__((target("avx512f"))) void lca_conv_wgrad_avx512(size_t depth, cons
     else wgrad_tile(depth, a, b, nr, load_c, c, ldc, rows, cols, 1);
 }
 
+/* lca_lanes_avx512 (internal.h): the 8 float64 lanes in one zmm, 16 floats
+ * (two steps of the lanes) per iteration, widened with vcvtps2pd. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+lanes_run(double lane[8], const float *a, const float *v, size_t count, double mean,
+          const lca_lanes_op op) {
+    __m512d acc = _mm512_loadu_pd(lane), m = _mm512_set1_pd(mean);
+    for (size_t i = 0; i < count; i += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(v + i)), t;
+        if (op == LCA_LANES_SUM) {
+            t = x;
+        } else if (op == LCA_LANES_SQ) {
+            __m512d d = _mm512_sub_pd(x, m);
+            t = _mm512_mul_pd(d, d);
+        } else if (op == LCA_LANES_DEV) {
+            t = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), _mm512_sub_pd(x, m));
+        } else {
+            t = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), x);
+        }
+        acc = _mm512_add_pd(acc, t);
+    }
+    _mm512_storeu_pd(lane, acc);
+}
+
+__attribute__((target("avx512f"))) void lca_lanes_avx512(double lane[8], lca_lanes_op op,
+                                                        const float *a, const float *v,
+                                                        size_t count, double mean) {
+    switch (op) {
+    case LCA_LANES_SUM: lanes_run(lane, a, v, count, mean, LCA_LANES_SUM); break;
+    case LCA_LANES_SQ: lanes_run(lane, a, v, count, mean, LCA_LANES_SQ); break;
+    case LCA_LANES_DEV: lanes_run(lane, a, v, count, mean, LCA_LANES_DEV); break;
+    default: lanes_run(lane, a, v, count, mean, LCA_LANES_PROD); break;
+    }
+}
+
 #else
 
 void lca_conv_direct_avx512(const lca_conv_direct *d) { (void)d; } /* never chosen */
@@ -167,6 +201,10 @@ void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, 
                            bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
     (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
         (void)cols; /* never chosen */
+}
+void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                      size_t count, double mean) {
+    (void)lane, (void)op, (void)a, (void)v, (void)count, (void)mean; /* never chosen */
 }
 
 #endif

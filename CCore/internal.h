@@ -202,6 +202,25 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
                          bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
 void lca_conv_direct_avx512(const lca_conv_direct *d);
 void lca_conv_direct_avx2(const lca_conv_direct *d);
+/* Float64 sums over 8 lanes of float32 data (batch norm statistics, bias
+ * sums): for i < count (a multiple of 8), lane[i mod 8] += term(i), the
+ * terms added to each lane in index order, with
+ *   LCA_LANES_SUM  (double)v[i]
+ *   LCA_LANES_SQ   ((double)v[i] − mean)²            (a subtraction, a product, an add)
+ *   LCA_LANES_DEV  (double)a[i] · ((double)v[i] − mean)
+ *   LCA_LANES_PROD (double)a[i] · (double)b[i]        (b passed as v)
+ * each term rounded as the C expression rounds it without contraction (no
+ * FMA): the same bytes as the scalar loops, whichever family runs. */
+typedef enum lca_lanes_op { LCA_LANES_SUM, LCA_LANES_SQ, LCA_LANES_DEV, LCA_LANES_PROD } lca_lanes_op;
+void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                      size_t count, double mean);
+void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                    size_t count, double mean);
+/* The vector kernel of the process's family (lca_kernel_current), or NULL
+ * for the portable family (then the scalar loops run: same bytes). */
+typedef void (*lca_lanes_fn)(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                             size_t count, double mean);
+lca_lanes_fn lca_lanes_kernel(void);
 
 /* ---- data.c */
 struct lca_dataset {

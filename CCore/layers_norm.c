@@ -38,15 +38,28 @@ static double lane_total(const lane_sum *s) {
 }
 
 /* Adds the expression term (of the index i) for i in [0, count): values up
- * to lane 0, whole runs of 8 (eight independent additions the compiler
- * keeps in registers), then the rest. */
-#define LANE_SUM(s, count, term)                                                   \
+ * to lane 0, whole runs of 8, then the rest. The whole runs go to the
+ * vector kernel of the FMA families (lca_lanes_*, internal.h: the 8 lanes
+ * in one zmm or two ymm, the floats widened in registers, each term rounded
+ * as the C expression rounds it) or, for the portable family, to eight
+ * independent additions the compiler keeps in registers: the same
+ * operations on the same lanes in the same order, so the same bytes
+ * whichever runs. */
+#define LANE_SUM(s, count, term, op, a_, v_, mean_)                                \
     do {                                                                           \
         double lanes_[LANES];                                                      \
         memcpy(lanes_, (s)->lane, sizeof lanes_);                                  \
         size_t lane_ = (s)->next, i = 0;                                           \
         for (; i < (count) && lane_ != 0; i++, lane_ = (lane_ + 1) % LANES)        \
             lanes_[lane_] += (term);                                               \
+        size_t whole_ = ((count) - i) / LANES * LANES;                             \
+        lca_lanes_fn vector_ = whole_ > 0 ? lca_lanes_kernel() : NULL;             \
+        if (vector_ != NULL) {                                                     \
+            const float *a_at_ = (a_);                                             \
+            vector_(lanes_, (op), a_at_ != NULL ? a_at_ + i : NULL, (v_) + i, whole_, \
+                    (mean_));                                                      \
+            i += whole_;                                                           \
+        }                                                                          \
         while (i + LANES <= (count))                                               \
             for (size_t run_ = 0; run_ < LANES; run_++, i++) lanes_[run_] += (term); \
         for (; i < (count); i++, lane_ = (lane_ + 1) % LANES) lanes_[lane_] += (term); \
@@ -56,23 +69,24 @@ static double lane_total(const lane_sum *s) {
 
 /* Σ v */
 static void lane_add(lane_sum *s, const float *v, size_t count) {
-    LANE_SUM(s, count, (double)v[i]);
+    LANE_SUM(s, count, (double)v[i], LCA_LANES_SUM, (const float *)NULL, v, 0.0);
 }
 
 /* Σ (v − mean)² */
 static void lane_add_squared_deviation(lane_sum *s, const float *v, size_t count, double mean) {
-    LANE_SUM(s, count, (v[i] - mean) * (v[i] - mean));
+    LANE_SUM(s, count, (v[i] - mean) * (v[i] - mean), LCA_LANES_SQ, (const float *)NULL, v,
+             mean);
 }
 
 /* Σ a·(v − mean) */
 static void lane_add_product_deviation(lane_sum *s, const float *a, const float *v,
                                        size_t count, double mean) {
-    LANE_SUM(s, count, a[i] * (v[i] - mean));
+    LANE_SUM(s, count, a[i] * (v[i] - mean), LCA_LANES_DEV, a, v, mean);
 }
 
 /* Σ a·b */
 static void lane_add_product(lane_sum *s, const float *a, const float *b, size_t count) {
-    LANE_SUM(s, count, (double)a[i] * b[i]);
+    LANE_SUM(s, count, (double)a[i] * b[i], LCA_LANES_PROD, a, b, 0.0);
 }
 
 typedef struct bn_channels {

@@ -898,6 +898,62 @@ static void test_conv_families_bitwise(void) {
     lca_gemm_select_kernel(NULL);
 }
 
+/* The float64 sums of batch norm and of the convolution's bias gradient run
+ * in vectors in the FMA families (lca_lanes_*, internal.h) and in scalar
+ * lanes in the portable one: the same additions on the same lanes, so every
+ * family gives the same bytes. Odd plane sizes (13, 37, 5·7) start
+ * examples on every lane; groups of 3 examples of 7. */
+static void test_bn_families_bitwise(void) {
+    static const char *const families[] = {"avx512", "avx2", "portable"};
+    static const size_t hws[] = {13, 37, 64, 1};
+    bool same = true;
+    int compared = 0;
+    for (size_t h = 0; h < sizeof hws / sizeof hws[0]; h++) {
+        size_t n = 7, c = 5, hw = hws[h], count = n * c * hw, group = 3;
+        size_t groups = lca_batchnorm_groups(n, group);
+        float *x = new_floats(count), *dy = new_floats(count), *gamma = new_floats(c),
+              *beta = new_floats(c), *rmean = new_floats(c), *rvar = new_floats(c);
+        fill_uniform(x, count, -1, 3);
+        fill_uniform(dy, count, -1, 1);
+        fill_uniform(gamma, c, 0.5, 1.5);
+        fill_uniform(beta, c, -0.5, 0.5);
+        fill_uniform(rmean, c, 0.5, 1.5);
+        fill_uniform(rvar, c, 0.5, 2.0);
+        /* per family: y, xhat, dx, dx running, then saved mean, invstd,
+         * batch mean, var, dgamma, dbeta, dgamma, dbeta running, conv dbias */
+        size_t per = 4 * count + 2 * groups * c + 6 * c + c;
+        float *first = NULL;
+        for (int f = 0; f < 3; f++) {
+            if (!lca_gemm_select_kernel(families[f])) continue;
+            float *o = new_floats(per);
+            float *y = o, *xhat = y + count, *dx = xhat + count, *dxr = dx + count;
+            float *sm = dxr + count, *si = sm + groups * c, *bm = si + groups * c, *bv = bm + c;
+            float *dg = bv + c, *db = dg + c, *dgr = db + c, *dbr = dgr + c, *cb = dbr + c;
+            lca_batchnorm_forward_batch(y, xhat, sm, si, bm, bv, x, gamma, beta, n, c, hw, group,
+                                        BN_EPSILON);
+            lca_batchnorm_backward_batch(dx, dg, db, dy, xhat, si, gamma, n, c, hw, group);
+            lca_batchnorm_backward_running(dxr, dgr, dbr, dy, x, gamma, rmean, rvar, n, c, hw,
+                                           BN_EPSILON);
+            /* the conv's dbias: dy as n × c planes of hw pixels (1 × hw, 1 × 1 kernel) */
+            lca_conv2d_shape s = conv_shape(n, 1, 1, hw, c, 1, 1, false);
+            float *w = new_floats(c), *ws = new_floats(lca_conv2d_workspace_floats(&s) + 1);
+            lca_conv2d_backward(NULL, NULL, cb, dy, NULL, w, &s, ws, false);
+            free(w); free(ws);
+            if (first == NULL) {
+                first = o;
+            } else {
+                same = same && memcmp(first, o, per * sizeof(float)) == 0;
+                compared++;
+                free(o);
+            }
+        }
+        free(first); free(x); free(dy); free(gamma); free(beta); free(rmean); free(rvar);
+    }
+    lca_gemm_select_kernel(NULL);
+    check_true(same, "batch norm and bias sums: the same bytes in every family",
+               "%d family pairs compared over 4 plane sizes (13, 37, 64, 1)", compared);
+}
+
 static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t chunk) {
     size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
     float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc), *dy = new_floats(yc);
@@ -1138,6 +1194,7 @@ int main(void) {
     }
     lca_gemm_select_kernel(NULL);
     test_conv_families_bitwise();
+    test_bn_families_bitwise();
 
     test_conv_determinism("determinism LeNet conv1 N=100", conv_shape(100, 1, 28, 28, 20, 5, 1, true), 7);
     test_conv_determinism("determinism LeNet conv2 N=100", conv_shape(100, 20, 14, 14, 40, 5, 1, true), 7);
