@@ -25,7 +25,7 @@ static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 
  * when all of them exist with 16 lanes: no masks. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
-    size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t ohw = d->oh * d->ow, steps = d->in_c * d->kh_n * d->kw_n;
     size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
                                                                      : d->oh * per_row;
     size_t in_off[VECS], out_off[VECS];
@@ -52,9 +52,9 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
             _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                 acc[r][v] = _mm256_setzero_ps();
         for (size_t i = 0; i < d->in_c; i++) {
-            for (size_t kh = 0; kh < k; kh++) {
-                const float *x = d->xs + i * d->plane + kh * d->row;
-                for (size_t kw = 0; kw < k; kw++, w += ROWS, x += d->kw_step) {
+            for (size_t kh = 0; kh < d->kh_n; kh++) {
+                const float *x = d->xs + i * d->plane + d->kh_off[kh];
+                for (size_t kw = 0; kw < d->kw_n; kw++, w += ROWS, x += d->kw_step) {
                     __m256 b[VECS];
                     _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                         b[v] = whole ? _mm256_loadu_ps(x + in_off[v])
@@ -135,6 +135,25 @@ __attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const
     }
 }
 
+/* lca_gather2_avx2 (internal.h): to[o] = from[2·o], 8 at a time from two
+ * loads (the second masked) and a shuffle; reads nothing past
+ * from[2·count − 2]. */
+__attribute__((target("avx2"))) void lca_gather2_avx2(float *to, const float *from,
+                                                     size_t count) {
+    static const int32_t seven[8] = {-1, -1, -1, -1, -1, -1, -1, 0};
+    __m256i mask = _mm256_loadu_si256((const __m256i *)seven);
+    size_t o = 0;
+    for (; o + 8 <= count; o += 8) {
+        /* from[2o + 15] is not needed and may be past the end */
+        __m256 a = _mm256_loadu_ps(from + 2 * o), b = _mm256_maskload_ps(from + 2 * o + 8, mask);
+        /* [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6] */
+        __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        _mm256_storeu_ps(to + o, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                     _mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (; o < count; o++) to[o] = from[2 * o];
+}
+
 /* lca_lanes_avx2 (internal.h): the 8 float64 lanes in two ymm (lanes 0-3,
  * 4-7), widened with vcvtps2pd; no FMA (the terms round as the C loops). */
 __attribute__((target("avx2"), always_inline)) static inline void
@@ -181,6 +200,9 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
                          bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
     (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
         (void)cols; /* never chosen */
+}
+void lca_gather2_avx2(float *to, const float *from, size_t count) {
+    for (size_t o = 0; o < count; o++) to[o] = from[2 * o];
 }
 void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
                     size_t count, double mean) {

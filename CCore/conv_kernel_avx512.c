@@ -28,7 +28,7 @@ enum { ROWS = 4, LANES = 16 };
  * when all of them exist with 16 lanes: no masks. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const int VECS) {
-    size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t ohw = d->oh * d->ow, steps = d->in_c * d->kh_n * d->kw_n;
     size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
                                                                      : d->oh * per_row;
     size_t in_off[6], out_off[6];
@@ -55,9 +55,9 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const int VEC
             _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                 acc[r][v] = _mm512_setzero_ps();
         for (size_t i = 0; i < d->in_c; i++) {
-            for (size_t kh = 0; kh < k; kh++) {
-                const float *x = d->xs + i * d->plane + kh * d->row;
-                for (size_t kw = 0; kw < k; kw++, w += ROWS, x += d->kw_step) {
+            for (size_t kh = 0; kh < d->kh_n; kh++) {
+                const float *x = d->xs + i * d->plane + d->kh_off[kh];
+                for (size_t kw = 0; kw < d->kw_n; kw++, w += ROWS, x += d->kw_step) {
                     __m512 a[ROWS];
                     _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
                         a[r] = _mm512_set1_ps(w[r]);

@@ -179,9 +179,17 @@ void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size
  *                  narrow planes (8 × 8, 14 × 14) fill every lane.
  * wp: the weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
  * tile o/4, lane o%4; lanes past out_c zero); y: out_c × OH × OW. */
+/* General form (the stride-2 and 1 × 1 layouts of layers_conv.c use it):
+ *   y[o][p] = Σ over (i, a < kh_n, b < kw_n), in that order, of
+ *             wp(o, i, a, b) · xs[i·plane + kh_off[a] + b·kw_step + in(p)]
+ * with in(p) = p (span) or the padded layout's oh·row + ow; the layouts
+ * above are kh_n = kw_n = K, kh_off[a] = a·row. wp: [⌈out_c/4⌉][in_c][kh_n]
+ * [kw_n][4]. */
+#define LCA_CONV_TAPS 8
 typedef struct lca_conv_direct {
     size_t in_c, out_c, oh, ow, k;
     size_t row, plane, kw_step;
+    size_t kh_n, kw_n, kh_off[LCA_CONV_TAPS];
     bool span;
     const float *xs, *wp, *bias;
     float *y;
@@ -202,6 +210,9 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
                          bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
 void lca_conv_direct_avx512(const lca_conv_direct *d);
 void lca_conv_direct_avx2(const lca_conv_direct *d);
+/* to[o] = from[2·o] for o < count (the stride-2 layouts; AVX2, so both FMA
+ * families run it) */
+void lca_gather2_avx2(float *to, const float *from, size_t count);
 /* Float64 sums over 8 lanes of float32 data (batch norm statistics, bias
  * sums): for i < count (a multiple of 8), lane[i mod 8] += term(i), the
  * terms added to each lane in index order, with
