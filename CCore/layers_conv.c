@@ -13,9 +13,11 @@
  *             the input planes padded (or as K shifted copies) in the
  *             example's slot and the direct kernel (conv_kernel_*.c:
  *             4 output channels × 4-6 vectors of pixels in registers, the
- *             input read in place), + b. Otherwise (strides, 1 × 1,
- *             portable C): im2col into the slot (CKK × OHW), y_n =
- *             W[OC][CKK] · col_n straight into y, + b.
+ *             input read in place), + b. Strides of 2 or more (the
+ *             3 × 3 stride-2 layers), FMA families: the same kernels on
+ *             a phase layout of the input (the strided path below).
+ *             Otherwise (1 × 1, portable C): im2col into the slot (CKK ×
+ *             OHW), y_n = W[OC][CKK] · col_n straight into y, + b.
  *   dweight   dWᵀ[CKK][OC] (+)= Σ_n col_n · dy_nᵀ, the rows of CKK split
  *             over the threads; each thread walks every example: im2col of
  *             its rows, then one product with beta 1 after the first (and
@@ -26,8 +28,9 @@
  *             sequential accumulation).
  *   dx        each example on one thread. Direct shapes: the direct kernel
  *             on dy_n (laid out as the forward input) with the weights
- *             flipped and transposed; otherwise dcol_n = Wᵀ · dy_n into its
- *             slot of col, then col2im into dx_n.
+ *             flipped and transposed; strided shapes: one direct kernel
+ *             per output phase of dx on shifted copies of dy_n; otherwise
+ *             dcol_n = Wᵀ · dy_n into its slot of col, then col2im.
  *   dbias     db[oc] (+)= Σ_n (Σ_p dy[n][oc][p] in float64, rounded), added
  *             example by example in float; threads over channels.
  *
@@ -668,11 +671,17 @@ static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t r
         /* bp[t][q][j] = dy_n[t·nr + j][oh][ow] at q = oh·(W + K − 1) + ow */
         memset(bp, 0, packed * sizeof(float));
         const float *dy = w->dy + n * s->oc * ohw;
-        for (size_t oc = 0; oc < s->oc; oc++) {
-            float *out = bp + oc / nr * nr * depth + oc % nr;
+        /* pixel by pixel, nr channels each: the writes run in order (the
+         * reads are nr streams) */
+        for (size_t t = 0; t < tiles; t++) {
+            size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
+            const float *from = dy + t * nr * ohw;
             for (size_t oh = 0; oh < s->oh; oh++)
-                for (size_t ow = 0; ow < s->ow; ow++)
-                    out[(oh * wp + ow) * nr] = dy[oc * ohw + oh * s->ow + ow];
+                for (size_t ow = 0; ow < s->ow; ow++) {
+                    float *restrict to = bp + (t * depth + oh * wp + ow) * nr;
+                    const float *at = from + oh * s->ow + ow;
+                    for (size_t j = 0; j < cols; j++) to[j] = at[j * ohw];
+                }
         }
         bool load_c = n > 0 || w->accumulate;
         for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
@@ -721,14 +730,12 @@ static void weight_part_phase(const weight_parts *w, size_t index, size_t row_be
         const float *dy = w->dy + n * s->oc * ohw;
         for (size_t t = 0; t < tiles; t++) {
             float *tile = bp + t * nr * ohw;
-            for (size_t j = 0; j < nr; j++) {
-                size_t oc = t * nr + j;
-                if (oc >= s->oc) {
-                    for (size_t q = 0; q < ohw; q++) tile[q * nr + j] = 0.0f;
-                    continue;
-                }
-                const float *from = dy + oc * ohw;
-                for (size_t q = 0; q < ohw; q++) tile[q * nr + j] = from[q];
+            size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
+            const float *from = dy + t * nr * ohw;
+            for (size_t q = 0; q < ohw; q++) {
+                float *restrict to = tile + q * nr;
+                for (size_t j = 0; j < cols; j++) to[j] = from[j * ohw + q];
+                for (size_t j = cols; j < nr; j++) to[j] = 0.0f;
             }
         }
         bool load_c = n > 0 || w->accumulate;
