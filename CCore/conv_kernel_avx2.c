@@ -154,6 +154,40 @@ __attribute__((target("avx2"))) void lca_gather2_avx2(float *to, const float *fr
     for (; o < count; o++) to[o] = from[2 * o];
 }
 
+/* lca_bn_apply_avx2, lca_bn_dx_avx2 (internal.h): 8 floats a step, the
+ * tail in scalar C with the same operations; no FMA (target avx2 alone). */
+__attribute__((target("avx2"))) void lca_bn_apply_avx2(float *xhat, float *out, const float *in,
+                                                      size_t count, float mean, float invstd,
+                                                      float gamma, float beta) {
+    __m256 m = _mm256_set1_ps(mean), s = _mm256_set1_ps(invstd), g = _mm256_set1_ps(gamma),
+           b = _mm256_set1_ps(beta);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 x = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(in + i), m), s);
+        if (xhat != NULL) _mm256_storeu_ps(xhat + i, x);
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_mul_ps(g, x), b));
+    }
+    for (; i < count; i++) { /* target avx2 without fma: nothing contracts */
+        float x = (in[i] - mean) * invstd;
+        if (xhat != NULL) xhat[i] = x;
+        out[i] = gamma * x + beta;
+    }
+}
+
+__attribute__((target("avx2"))) void lca_bn_dx_avx2(float *dx, const float *dy,
+                                                   const float *xhat, size_t count, float scale,
+                                                   float mean_dy, float mean_dy_xhat) {
+    __m256 sc = _mm256_set1_ps(scale), m = _mm256_set1_ps(mean_dy),
+           mx = _mm256_set1_ps(mean_dy_xhat);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(dy + i), m);
+        d = _mm256_sub_ps(d, _mm256_mul_ps(_mm256_loadu_ps(xhat + i), mx));
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(sc, d));
+    }
+    for (; i < count; i++) dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
+}
+
 /* lca_lanes_avx2 (internal.h): the 8 float64 lanes in two ymm (lanes 0-3,
  * 4-7), widened with vcvtps2pd; no FMA (the terms round as the C loops). */
 __attribute__((target("avx2"), always_inline)) static inline void
@@ -203,6 +237,16 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
 }
 void lca_gather2_avx2(float *to, const float *from, size_t count) {
     for (size_t o = 0; o < count; o++) to[o] = from[2 * o];
+}
+void lca_bn_apply_avx2(float *xhat, float *out, const float *in, size_t count, float mean,
+                       float invstd, float gamma, float beta) {
+    (void)xhat, (void)out, (void)in, (void)count, (void)mean, (void)invstd, (void)gamma,
+        (void)beta; /* never chosen */
+}
+void lca_bn_dx_avx2(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                    float mean_dy, float mean_dy_xhat) {
+    (void)dx, (void)dy, (void)xhat, (void)count, (void)scale, (void)mean_dy,
+        (void)mean_dy_xhat; /* never chosen */
 }
 void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
                     size_t count, double mean) {

@@ -160,6 +160,38 @@ __attribute__((target("avx512f"))) void lca_conv_wgrad_avx512(size_t depth, cons
     else wgrad_tile(depth, a, b, nr, load_c, c, ldc, rows, cols, 1);
 }
 
+/* lca_bn_apply_avx512, lca_bn_dx_avx512 (internal.h): 16 floats a step,
+ * the tail masked; a subtraction, products and adds, no FMA. */
+__attribute__((target("avx512f"))) void lca_bn_apply_avx512(float *xhat, float *out,
+                                                           const float *in, size_t count,
+                                                           float mean, float invstd,
+                                                           float gamma, float beta) {
+    __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(invstd), g = _mm512_set1_ps(gamma),
+           b = _mm512_set1_ps(beta);
+    for (size_t i = 0; i < count; i += 16) {
+        size_t left = count - i;
+        __mmask16 k = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in + i), m), s);
+        if (xhat != NULL) _mm512_mask_storeu_ps(xhat + i, k, x);
+        _mm512_mask_storeu_ps(out + i, k, _mm512_add_ps(_mm512_mul_ps(g, x), b));
+    }
+}
+
+__attribute__((target("avx512f"))) void lca_bn_dx_avx512(float *dx, const float *dy,
+                                                        const float *xhat, size_t count,
+                                                        float scale, float mean_dy,
+                                                        float mean_dy_xhat) {
+    __m512 sc = _mm512_set1_ps(scale), m = _mm512_set1_ps(mean_dy),
+           mx = _mm512_set1_ps(mean_dy_xhat);
+    for (size_t i = 0; i < count; i += 16) {
+        size_t left = count - i;
+        __mmask16 k = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dy + i), m);
+        d = _mm512_sub_ps(d, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, xhat + i), mx));
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(sc, d));
+    }
+}
+
 /* lca_lanes_avx512 (internal.h): the 8 float64 lanes in one zmm, 16 floats
  * (two steps of the lanes) per iteration, widened with vcvtps2pd. */
 __attribute__((target("avx512f"), always_inline)) static inline void
@@ -201,6 +233,16 @@ void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, 
                            bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
     (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
         (void)cols; /* never chosen */
+}
+void lca_bn_apply_avx512(float *xhat, float *out, const float *in, size_t count, float mean,
+                         float invstd, float gamma, float beta) {
+    (void)xhat, (void)out, (void)in, (void)count, (void)mean, (void)invstd, (void)gamma,
+        (void)beta; /* never chosen */
+}
+void lca_bn_dx_avx512(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                      float mean_dy, float mean_dy_xhat) {
+    (void)dx, (void)dy, (void)xhat, (void)count, (void)scale, (void)mean_dy,
+        (void)mean_dy_xhat; /* never chosen */
 }
 void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
                       size_t count, double mean) {

@@ -232,6 +232,19 @@ void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float
 typedef void (*lca_lanes_fn)(double lane[8], lca_lanes_op op, const float *a, const float *v,
                              size_t count, double mean);
 lca_lanes_fn lca_lanes_kernel(void);
+/* Batch norm's element-wise maps in vectors, each value rounded as the
+ * scalar C of layers_norm.c rounds it (no FMA), so the same bytes:
+ *   apply: x̂ = (in − mean)·invstd (stored when xhat is not NULL),
+ *          out = γ·x̂ + β;
+ *   dx:    dx = scale·((dy − mean_dy) − x̂·mean_dy_xhat). */
+void lca_bn_apply_avx512(float *xhat, float *out, const float *in, size_t count, float mean,
+                         float invstd, float gamma, float beta);
+void lca_bn_apply_avx2(float *xhat, float *out, const float *in, size_t count, float mean,
+                       float invstd, float gamma, float beta);
+void lca_bn_dx_avx512(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                      float mean_dy, float mean_dy_xhat);
+void lca_bn_dx_avx2(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                    float mean_dy, float mean_dy_xhat);
 
 /* ---- data.c */
 struct lca_dataset {

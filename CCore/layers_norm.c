@@ -130,10 +130,18 @@ static void bn_forward_channel(size_t ch, void *context) {
          * memory-bound, and float runs twice as wide. */
         float mean_f = (float)mean, invstd_f = (float)invstd;
         float gamma_f = b->gamma[ch], beta_f = b->beta[ch];
+        lca_kernel_family family = lca_kernel_current();
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
             const float *restrict in = b->x + at;
             float *restrict out = b->y + at;
+            /* the FMA families: the same operations in vectors (internal.h) */
+            if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) {
+                (family == LCA_KERNEL_AVX512 ? lca_bn_apply_avx512 : lca_bn_apply_avx2)(
+                    b->xhat != NULL ? b->xhat + at : NULL, out, in, hw, mean_f, invstd_f,
+                    gamma_f, beta_f);
+                continue;
+            }
             if (b->xhat != NULL) {
                 float *restrict xhat = b->xhat + at;
                 for (size_t i = 0; i < hw; i++) {
@@ -188,10 +196,17 @@ static void bn_backward_channel(size_t ch, void *context) {
          * dy, so dx may be dy. */
         float scale = (float)((double)b->gamma[ch] * b->invstd_in[g * c + ch]);
         float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
+        lca_kernel_family family = lca_kernel_current();
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
             const float *dy = b->dy + at, *xhat = b->xhat_in + at;
             float *dx = b->dx + at;
+            /* the FMA families: the same operations in vectors (internal.h) */
+            if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) {
+                (family == LCA_KERNEL_AVX512 ? lca_bn_dx_avx512 : lca_bn_dx_avx2)(
+                    dx, dy, xhat, hw, scale, mean_dy, mean_dy_xhat);
+                continue;
+            }
             for (size_t i = 0; i < hw; i++)
                 dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
         }
