@@ -594,6 +594,42 @@ static void test_relu(void) {
 /* lca_exp_nonpositive (the exp of softmax cross-entropy) against libm's exp:
  * a grid over [-708, 0], random points where softmax's terms matter
  * (-40, 0], and the edges. Tolerance 2 ulp; prints the worst. */
+/* Large activations run ReLU in blocks over the threads: the same bytes as
+ * element by element, in place or not, NaN and −0 included. */
+static void test_relu_blocks(void) {
+    size_t count = 3 * ((size_t)1 << 16) + 5;
+    float *x = new_floats(count), *dy = new_floats(count), *y = new_floats(count),
+          *dx = new_floats(count), *inplace = new_floats(count);
+    fill_uniform(x, count, -1, 1);
+    fill_uniform(dy, count, -1, 1);
+    x[7] = NAN, x[70000] = -0.0f, x[count - 1] = NAN;
+    bool same = true;
+    for (int threads = 1; threads <= 2; threads++) {
+        lca_set_threads(threads);
+        lca_relu_forward(y, x, count);
+        memcpy(inplace, x, count * sizeof(float));
+        lca_relu_forward(inplace, inplace, count);
+        for (size_t i = 0; i < count; i++) {
+            float want = x[i] < 0.0f ? 0.0f : x[i];
+            same = same && memcmp(&y[i], &want, sizeof want) == 0 &&
+                   memcmp(&inplace[i], &want, sizeof want) == 0;
+        }
+        lca_relu_backward(dx, dy, y, count);
+        memcpy(inplace, dy, count * sizeof(float));
+        lca_relu_backward(inplace, inplace, y, count);
+        for (size_t i = 0; i < count; i++) {
+            float want = y[i] > 0.0f ? dy[i] : 0.0f;
+            same = same && memcmp(&dx[i], &want, sizeof want) == 0 &&
+                   memcmp(&inplace[i], &want, sizeof want) == 0;
+        }
+    }
+    lca_set_threads(0);
+    check_true(same, "relu in blocks over the threads",
+               "forward and backward, in place or not, at 1 and 2 threads: the bytes of the "
+               "element-wise rule on %zu values", count);
+    free(x); free(dy); free(y); free(dx); free(inplace);
+}
+
 static void test_exp_nonpositive(void) {
     double worst = 0.0, worst_x = 0.0;
     size_t count = 0;
@@ -1234,6 +1270,7 @@ int main(void) {
 
     test_dropout();
     test_relu();
+    test_relu_blocks();
     test_exp_nonpositive();
 
     test_residual_block(3, 4, 7, 7, 6, 3);
