@@ -188,6 +188,25 @@ __attribute__((target("avx2"))) void lca_bn_dx_avx2(float *dx, const float *dy,
     for (; i < count; i++) dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
 }
 
+/* lca_lanes2_avx2 (internal.h): Σa and Σa·b in one pass over a. */
+__attribute__((target("avx2"))) void lca_lanes2_avx2(double sum[8], double product[8],
+                                                    const float *a, const float *b,
+                                                    size_t count) {
+    __m256d s[2] = {_mm256_loadu_pd(sum), _mm256_loadu_pd(sum + 4)};
+    __m256d p[2] = {_mm256_loadu_pd(product), _mm256_loadu_pd(product + 4)};
+    for (size_t i = 0; i < count; i += 8) {
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++) {
+            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(a + i + 4 * h));
+            s[h] = _mm256_add_pd(s[h], x);
+            p[h] = _mm256_add_pd(p[h], _mm256_mul_pd(x, _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4 * h))));
+        }
+    }
+    _mm256_storeu_pd(sum, s[0]);
+    _mm256_storeu_pd(sum + 4, s[1]);
+    _mm256_storeu_pd(product, p[0]);
+    _mm256_storeu_pd(product + 4, p[1]);
+}
+
 /* lca_lanes_avx2 (internal.h): the 8 float64 lanes in two ymm (lanes 0-3,
  * 4-7), widened with vcvtps2pd; no FMA (the terms round as the C loops). */
 __attribute__((target("avx2"), always_inline)) static inline void
@@ -247,6 +266,10 @@ void lca_bn_dx_avx2(float *dx, const float *dy, const float *xhat, size_t count,
                     float mean_dy, float mean_dy_xhat) {
     (void)dx, (void)dy, (void)xhat, (void)count, (void)scale, (void)mean_dy,
         (void)mean_dy_xhat; /* never chosen */
+}
+void lca_lanes2_avx2(double sum[8], double product[8], const float *a, const float *b,
+                     size_t count) {
+    (void)sum, (void)product, (void)a, (void)b, (void)count; /* never chosen */
 }
 void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
                     size_t count, double mean) {

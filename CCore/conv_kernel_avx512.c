@@ -192,6 +192,20 @@ __attribute__((target("avx512f"))) void lca_bn_dx_avx512(float *dx, const float 
     }
 }
 
+/* lca_lanes2_avx512 (internal.h): Σa and Σa·b in one pass over a. */
+__attribute__((target("avx512f"))) void lca_lanes2_avx512(double sum[8], double product[8],
+                                                         const float *a, const float *b,
+                                                         size_t count) {
+    __m512d s = _mm512_loadu_pd(sum), p = _mm512_loadu_pd(product);
+    for (size_t i = 0; i < count; i += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(a + i));
+        s = _mm512_add_pd(s, x);
+        p = _mm512_add_pd(p, _mm512_mul_pd(x, _mm512_cvtps_pd(_mm256_loadu_ps(b + i))));
+    }
+    _mm512_storeu_pd(sum, s);
+    _mm512_storeu_pd(product, p);
+}
+
 /* lca_lanes_avx512 (internal.h): the 8 float64 lanes in one zmm, 16 floats
  * (two steps of the lanes) per iteration, widened with vcvtps2pd. */
 __attribute__((target("avx512f"), always_inline)) static inline void
@@ -243,6 +257,10 @@ void lca_bn_dx_avx512(float *dx, const float *dy, const float *xhat, size_t coun
                       float mean_dy, float mean_dy_xhat) {
     (void)dx, (void)dy, (void)xhat, (void)count, (void)scale, (void)mean_dy,
         (void)mean_dy_xhat; /* never chosen */
+}
+void lca_lanes2_avx512(double sum[8], double product[8], const float *a, const float *b,
+                       size_t count) {
+    (void)sum, (void)product, (void)a, (void)b, (void)count; /* never chosen */
 }
 void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
                       size_t count, double mean) {

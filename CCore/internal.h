@@ -232,6 +232,14 @@ void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float
 typedef void (*lca_lanes_fn)(double lane[8], lca_lanes_op op, const float *a, const float *v,
                              size_t count, double mean);
 lca_lanes_fn lca_lanes_kernel(void);
+/* Two sums in one pass (batch norm's backward): for i < count (a multiple
+ * of 8), sum[i mod 8] += (double)a[i] and product[i mod 8] += (double)a[i] ·
+ * (double)b[i], the terms rounded as LCA_LANES_SUM and LCA_LANES_PROD: the
+ * bytes of the two lca_lanes calls. */
+void lca_lanes2_avx512(double sum[8], double product[8], const float *a, const float *b,
+                       size_t count);
+void lca_lanes2_avx2(double sum[8], double product[8], const float *a, const float *b,
+                     size_t count);
 /* Batch norm's element-wise maps in vectors, each value rounded as the
  * scalar C of layers_norm.c rounds it (no FMA), so the same bytes:
  *   apply: x̂ = (in − mean)·invstd (stored when xhat is not NULL),

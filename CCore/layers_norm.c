@@ -89,6 +89,30 @@ static void lane_add_product(lane_sum *s, const float *a, const float *b, size_t
     LANE_SUM(s, count, (double)a[i] * b[i], LCA_LANES_PROD, a, b, 0.0);
 }
 
+/* Σ a and Σ a·b together (the two sums of the backward pass over dy and
+ * dy·x̂), reading a once: the bytes of lane_add and lane_add_product, with
+ * the whole runs in one vector pass in the FMA families. The two sums have
+ * seen the same counts (the same next lane). */
+static void lane_add_and_product(lane_sum *sum, lane_sum *product, const float *a,
+                                 const float *b, size_t count) {
+    lca_kernel_family family = lca_kernel_current();
+    if ((family != LCA_KERNEL_AVX512 && family != LCA_KERNEL_AVX2) || sum->next != product->next) {
+        lane_add(sum, a, count);
+        lane_add_product(product, a, b, count);
+        return;
+    }
+    size_t head = (LANES - sum->next) % LANES;
+    if (head > count) head = count;
+    lane_add(sum, a, head);
+    lane_add_product(product, a, b, head);
+    size_t whole = sum->next == 0 ? (count - head) / LANES * LANES : 0;
+    if (whole > 0)
+        (family == LCA_KERNEL_AVX512 ? lca_lanes2_avx512 : lca_lanes2_avx2)(
+            sum->lane, product->lane, a + head, b + head, whole);
+    lane_add(sum, a + head + whole, count - head - whole);
+    lane_add_product(product, a + head + whole, b + head + whole, count - head - whole);
+}
+
 typedef struct bn_channels {
     float *y, *xhat, *saved_mean, *saved_invstd, *batch_mean, *batch_var;
     float *dx, *dgamma, *dbeta;
@@ -185,8 +209,7 @@ static void bn_backward_channel(size_t ch, void *context) {
         lane_sum lanes_dy = {{0}, 0}, lanes_dy_xhat = {{0}, 0};
         for (size_t n = first; n < last; n++) {
             size_t at = (n * c + ch) * hw;
-            lane_add(&lanes_dy, b->dy + at, hw);
-            lane_add_product(&lanes_dy_xhat, b->dy + at, b->xhat_in + at, hw);
+            lane_add_and_product(&lanes_dy, &lanes_dy_xhat, b->dy + at, b->xhat_in + at, hw);
         }
         double sum_dy = lane_total(&lanes_dy), sum_dy_xhat = lane_total(&lanes_dy_xhat);
         dbeta += sum_dy;
