@@ -135,6 +135,38 @@ __attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const
     }
 }
 
+/* lca_conv_transpose_8_avx2 (internal.h): 8 × 8 blocks transposed in
+ * registers (unpack, shuffle, lane permute); the edges in scalar C. */
+__attribute__((target("avx2"))) void lca_conv_transpose_8_avx2(const float *in, size_t in_step,
+                                                              float *out, size_t out_step,
+                                                              size_t depth, size_t rows) {
+    size_t q = 0;
+    if (rows == 8) {
+        for (; q + 8 <= depth; q += 8) {
+            __m256 r[8], t[8], u[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(in + (size_t)j * in_step + q);
+            for (int j = 0; j < 8; j += 2) {
+                t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+                t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+            }
+            for (int j = 0; j < 8; j += 4) {
+                u[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                u[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                u[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                u[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int j = 0; j < 4; j++) {
+                _mm256_storeu_ps(out + (q + (size_t)j) * out_step,
+                                 _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+                _mm256_storeu_ps(out + (q + (size_t)j + 4) * out_step,
+                                 _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+            }
+        }
+    }
+    for (; q < depth; q++)
+        for (size_t j = 0; j < 8; j++) out[q * out_step + j] = j < rows ? in[j * in_step + q] : 0.0f;
+}
+
 /* lca_gather2_avx2 (internal.h): to[o] = from[2·o], 8 at a time from two
  * loads (the second masked) and a shuffle; reads nothing past
  * from[2·count − 2]. */
@@ -256,6 +288,11 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
 }
 void lca_gather2_avx2(float *to, const float *from, size_t count) {
     for (size_t o = 0; o < count; o++) to[o] = from[2 * o];
+}
+void lca_conv_transpose_8_avx2(const float *in, size_t in_step, float *out, size_t out_step,
+                               size_t depth, size_t rows) {
+    for (size_t q = 0; q < depth; q++)
+        for (size_t j = 0; j < 8; j++) out[q * out_step + j] = j < rows ? in[j * in_step + q] : 0.0f;
 }
 void lca_bn_apply_avx2(float *xhat, float *out, const float *in, size_t count, float mean,
                        float invstd, float gamma, float beta) {

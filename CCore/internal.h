@@ -213,6 +213,11 @@ void lca_conv_direct_avx2(const lca_conv_direct *d);
 /* to[o] = from[2·o] for o < count (the stride-2 layouts; AVX2, so both FMA
  * families run it) */
 void lca_gather2_avx2(float *to, const float *from, size_t count);
+/* out[q·out_step + j] = in[j·in_step + q] for q < depth and j < 8, zero
+ * for j ≥ rows ≤ 8 (packing dy for the AVX2 weight-gradient tiles; reads
+ * nothing past depth or rows) */
+void lca_conv_transpose_8_avx2(const float *in, size_t in_step, float *out, size_t out_step,
+                               size_t depth, size_t rows);
 /* Float64 sums over 8 lanes of float32 data (batch norm statistics, bias
  * sums): for i < count (a multiple of 8), lane[i mod 8] += term(i), the
  * terms added to each lane in index order, with

@@ -631,6 +631,21 @@ typedef struct weight_parts {
     size_t share;
 } weight_parts;
 
+/* out[q·nr + j] = in[j·in_step + q] for q < depth and j < nr, zero for j ≥
+ * cols: dy packed for the weight-gradient tiles, 16 × 16 (AVX-512) or 8 × 8
+ * (AVX2) blocks transposed in registers. */
+static void pack_columns(float *out, size_t nr, const float *in, size_t in_step, size_t depth,
+                         size_t cols) {
+    bool wide = lca_kernel_current() == LCA_KERNEL_AVX512;
+    size_t block = wide ? 16 : 8;
+    for (size_t j0 = 0; j0 < nr; j0 += block) {
+        size_t rows = cols > j0 ? (cols - j0 < block ? cols - j0 : block) : 0;
+        const float *from = rows > 0 ? in + j0 * in_step : in;
+        if (wide) lca_gemm_transpose_16_avx512(from, in_step, out + j0, nr, depth, rows);
+        else lca_conv_transpose_8_avx2(from, in_step, out + j0, nr, depth, rows);
+    }
+}
+
 /* Rows of part `index`: even shares, at multiples of the GEMM tile's rows
  * (10 for AVX-512, 6 otherwise) where there are enough rows (the shares
  * change no byte, only the balance: 144 rows split 70 + 74). */
@@ -671,17 +686,14 @@ static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t r
         /* bp[t][q][j] = dy_n[t·nr + j][oh][ow] at q = oh·(W + K − 1) + ow */
         memset(bp, 0, packed * sizeof(float));
         const float *dy = w->dy + n * s->oc * ohw;
-        /* pixel by pixel, nr channels each: the writes run in order (the
-         * reads are nr streams) */
+        /* row by row of the outputs, blocks of channels × pixels
+         * transposed in registers */
         for (size_t t = 0; t < tiles; t++) {
             size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
             const float *from = dy + t * nr * ohw;
             for (size_t oh = 0; oh < s->oh; oh++)
-                for (size_t ow = 0; ow < s->ow; ow++) {
-                    float *restrict to = bp + (t * depth + oh * wp + ow) * nr;
-                    const float *at = from + oh * s->ow + ow;
-                    for (size_t j = 0; j < cols; j++) to[j] = at[j * ohw];
-                }
+                pack_columns(bp + (t * depth + oh * wp) * nr, nr, from + oh * s->ow, ohw, s->ow,
+                             cols);
         }
         bool load_c = n > 0 || w->accumulate;
         for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
@@ -729,14 +741,8 @@ static void weight_part_phase(const weight_parts *w, size_t index, size_t row_be
         /* bp[t][q][j] = dy_n[t·nr + j][q], zero past OC */
         const float *dy = w->dy + n * s->oc * ohw;
         for (size_t t = 0; t < tiles; t++) {
-            float *tile = bp + t * nr * ohw;
             size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
-            const float *from = dy + t * nr * ohw;
-            for (size_t q = 0; q < ohw; q++) {
-                float *restrict to = tile + q * nr;
-                for (size_t j = 0; j < cols; j++) to[j] = from[j * ohw + q];
-                for (size_t j = cols; j < nr; j++) to[j] = 0.0f;
-            }
+            pack_columns(bp + t * nr * ohw, nr, dy + t * nr * ohw, ohw, ohw, cols);
         }
         bool load_c = n > 0 || w->accumulate;
         for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
