@@ -19,13 +19,17 @@
  *             Otherwise (1 × 1, portable C): im2col into the slot (CKK ×
  *             OHW), y_n = W[OC][CKK] · col_n straight into y, + b.
  *   dweight   dWᵀ[CKK][OC] (+)= Σ_n col_n · dy_nᵀ, the rows of CKK split
- *             over the threads; each thread walks every example: im2col of
- *             its rows, then one product with beta 1 after the first (and
- *             throughout with accumulate), reading col in place and packing
- *             only dy_n; dWᵀ is transposed into dweight at the end (and
- *             from it first, with accumulate). One chain of FMAs per
+ *             over the threads; each thread walks every example. Direct and
+ *             strided shapes (FMA families): its channels laid out as the
+ *             forward kernels read them (padded planes, or the phase
+ *             layout), dy_n packed, and weight-gradient tiles whose rows
+ *             read the layout in place (lca_conv_wgrad). Otherwise: im2col
+ *             of its rows, then one product with beta 1 after the first
+ *             (and throughout with accumulate), reading col in place and
+ *             packing only dy_n. dWᵀ is transposed into dweight at the end
+ *             (and from it first, with accumulate). One chain of FMAs per
  *             weight, example by example, pixel by pixel (the GEMM's
- *             sequential accumulation).
+ *             sequential accumulation), on every path: the same bytes.
  *   dx        each example on one thread. Direct shapes: the direct kernel
  *             on dy_n (laid out as the forward input) with the weights
  *             flipped and transposed; strided shapes: one direct kernel
@@ -39,11 +43,11 @@
  * and the product, and needs no synchronisation between them.
  *
  * Determinism. Each item writes its own memory and sums in a fixed order.
- * y is one chain over (c, kh, kw) from 0 (+ b) on every path, direct or
- * GEMM; dx one chain over (oc, kh, kw) (direct) or over oc then the kernel
- * offsets (col2im); which path a shape takes depends on the shape and the
- * kernel family only, and the two FMA families take the same paths, so they
- * give the same bytes. y and dx are the same bytes however examples are
+ * y is one chain over (c, kh, kw) from 0 (+ b) on every path, direct,
+ * strided or GEMM; dx one chain over (oc, kh, kw) (direct; strided: of the
+ * taps that reach it) or over oc then the kernel offsets (col2im); which
+ * path a shape takes depends on the shape and the kernel family only, and
+ * the two FMA families take the same paths, so they give the same bytes. y and dx are the same bytes however examples are
  * spread over threads, passes or chunks of a batch. dweight and dbias add
  * their terms into the output example by example (the GEMM's sequential
  * accumulation, internal.h), so they do not depend on the passes (G) or
