@@ -28,7 +28,7 @@ enum { ROWS = 4, LANES = 16 };
  * when all of them exist with 16 lanes: no masks. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const int VECS) {
-    size_t k = d->k, ohw = d->oh * d->ow, steps = d->in_c * k * k;
+    size_t ohw = d->oh * d->ow, steps = d->in_c * d->kh_n * d->kw_n;
     size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
                                                                      : d->oh * per_row;
     size_t in_off[6], out_off[6];
@@ -55,9 +55,9 @@ direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const int VEC
             _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
                 acc[r][v] = _mm512_setzero_ps();
         for (size_t i = 0; i < d->in_c; i++) {
-            for (size_t kh = 0; kh < k; kh++) {
-                const float *x = d->xs + i * d->plane + kh * d->row;
-                for (size_t kw = 0; kw < k; kw++, w += ROWS, x += d->kw_step) {
+            for (size_t kh = 0; kh < d->kh_n; kh++) {
+                const float *x = d->xs + i * d->plane + d->kh_off[kh];
+                for (size_t kw = 0; kw < d->kw_n; kw++, w += ROWS, x += d->kw_step) {
                     __m512 a[ROWS];
                     _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
                         a[r] = _mm512_set1_ps(w[r]);
@@ -160,6 +160,86 @@ __attribute__((target("avx512f"))) void lca_conv_wgrad_avx512(size_t depth, cons
     else wgrad_tile(depth, a, b, nr, load_c, c, ldc, rows, cols, 1);
 }
 
+/* lca_bn_apply_avx512, lca_bn_dx_avx512 (internal.h): 16 floats a step,
+ * the tail masked; a subtraction, products and adds, no FMA. */
+__attribute__((target("avx512f"))) void lca_bn_apply_avx512(float *xhat, float *out,
+                                                           const float *in, size_t count,
+                                                           float mean, float invstd,
+                                                           float gamma, float beta) {
+    __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(invstd), g = _mm512_set1_ps(gamma),
+           b = _mm512_set1_ps(beta);
+    for (size_t i = 0; i < count; i += 16) {
+        size_t left = count - i;
+        __mmask16 k = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in + i), m), s);
+        if (xhat != NULL) _mm512_mask_storeu_ps(xhat + i, k, x);
+        _mm512_mask_storeu_ps(out + i, k, _mm512_add_ps(_mm512_mul_ps(g, x), b));
+    }
+}
+
+__attribute__((target("avx512f"))) void lca_bn_dx_avx512(float *dx, const float *dy,
+                                                        const float *xhat, size_t count,
+                                                        float scale, float mean_dy,
+                                                        float mean_dy_xhat) {
+    __m512 sc = _mm512_set1_ps(scale), m = _mm512_set1_ps(mean_dy),
+           mx = _mm512_set1_ps(mean_dy_xhat);
+    for (size_t i = 0; i < count; i += 16) {
+        size_t left = count - i;
+        __mmask16 k = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dy + i), m);
+        d = _mm512_sub_ps(d, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, xhat + i), mx));
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(sc, d));
+    }
+}
+
+/* lca_lanes2_avx512 (internal.h): Σa and Σa·b in one pass over a. */
+__attribute__((target("avx512f"))) void lca_lanes2_avx512(double sum[8], double product[8],
+                                                         const float *a, const float *b,
+                                                         size_t count) {
+    __m512d s = _mm512_loadu_pd(sum), p = _mm512_loadu_pd(product);
+    for (size_t i = 0; i < count; i += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(a + i));
+        s = _mm512_add_pd(s, x);
+        p = _mm512_add_pd(p, _mm512_mul_pd(x, _mm512_cvtps_pd(_mm256_loadu_ps(b + i))));
+    }
+    _mm512_storeu_pd(sum, s);
+    _mm512_storeu_pd(product, p);
+}
+
+/* lca_lanes_avx512 (internal.h): the 8 float64 lanes in one zmm, 16 floats
+ * (two steps of the lanes) per iteration, widened with vcvtps2pd. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+lanes_run(double lane[8], const float *a, const float *v, size_t count, double mean,
+          const lca_lanes_op op) {
+    __m512d acc = _mm512_loadu_pd(lane), m = _mm512_set1_pd(mean);
+    for (size_t i = 0; i < count; i += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(v + i)), t;
+        if (op == LCA_LANES_SUM) {
+            t = x;
+        } else if (op == LCA_LANES_SQ) {
+            __m512d d = _mm512_sub_pd(x, m);
+            t = _mm512_mul_pd(d, d);
+        } else if (op == LCA_LANES_DEV) {
+            t = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), _mm512_sub_pd(x, m));
+        } else {
+            t = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), x);
+        }
+        acc = _mm512_add_pd(acc, t);
+    }
+    _mm512_storeu_pd(lane, acc);
+}
+
+__attribute__((target("avx512f"))) void lca_lanes_avx512(double lane[8], lca_lanes_op op,
+                                                        const float *a, const float *v,
+                                                        size_t count, double mean) {
+    switch (op) {
+    case LCA_LANES_SUM: lanes_run(lane, a, v, count, mean, LCA_LANES_SUM); break;
+    case LCA_LANES_SQ: lanes_run(lane, a, v, count, mean, LCA_LANES_SQ); break;
+    case LCA_LANES_DEV: lanes_run(lane, a, v, count, mean, LCA_LANES_DEV); break;
+    default: lanes_run(lane, a, v, count, mean, LCA_LANES_PROD); break;
+    }
+}
+
 #else
 
 void lca_conv_direct_avx512(const lca_conv_direct *d) { (void)d; } /* never chosen */
@@ -167,6 +247,24 @@ void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, 
                            bool load_c, float *c, size_t ldc, size_t rows, size_t cols) {
     (void)depth, (void)a, (void)b, (void)nr, (void)load_c, (void)c, (void)ldc, (void)rows,
         (void)cols; /* never chosen */
+}
+void lca_bn_apply_avx512(float *xhat, float *out, const float *in, size_t count, float mean,
+                         float invstd, float gamma, float beta) {
+    (void)xhat, (void)out, (void)in, (void)count, (void)mean, (void)invstd, (void)gamma,
+        (void)beta; /* never chosen */
+}
+void lca_bn_dx_avx512(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                      float mean_dy, float mean_dy_xhat) {
+    (void)dx, (void)dy, (void)xhat, (void)count, (void)scale, (void)mean_dy,
+        (void)mean_dy_xhat; /* never chosen */
+}
+void lca_lanes2_avx512(double sum[8], double product[8], const float *a, const float *b,
+                       size_t count) {
+    (void)sum, (void)product, (void)a, (void)b, (void)count; /* never chosen */
+}
+void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                      size_t count, double mean) {
+    (void)lane, (void)op, (void)a, (void)v, (void)count, (void)mean; /* never chosen */
 }
 
 #endif

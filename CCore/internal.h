@@ -179,9 +179,17 @@ void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size
  *                  narrow planes (8 × 8, 14 × 14) fill every lane.
  * wp: the weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
  * tile o/4, lane o%4; lanes past out_c zero); y: out_c × OH × OW. */
+/* General form (the stride-2 and 1 × 1 layouts of layers_conv.c use it):
+ *   y[o][p] = Σ over (i, a < kh_n, b < kw_n), in that order, of
+ *             wp(o, i, a, b) · xs[i·plane + kh_off[a] + b·kw_step + in(p)]
+ * with in(p) = p (span) or the padded layout's oh·row + ow; the layouts
+ * above are kh_n = kw_n = K, kh_off[a] = a·row. wp: [⌈out_c/4⌉][in_c][kh_n]
+ * [kw_n][4]. */
+#define LCA_CONV_TAPS 8
 typedef struct lca_conv_direct {
     size_t in_c, out_c, oh, ow, k;
     size_t row, plane, kw_step;
+    size_t kh_n, kw_n, kh_off[LCA_CONV_TAPS];
     bool span;
     const float *xs, *wp, *bias;
     float *y;
@@ -202,6 +210,54 @@ void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, si
                          bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
 void lca_conv_direct_avx512(const lca_conv_direct *d);
 void lca_conv_direct_avx2(const lca_conv_direct *d);
+/* to[o] = from[2·o] for o < count (the stride-2 layouts; AVX2, so both FMA
+ * families run it) */
+void lca_gather2_avx2(float *to, const float *from, size_t count);
+/* out[q·out_step + j] = in[j·in_step + q] for q < depth and j < 8, zero
+ * for j ≥ rows ≤ 8 (packing dy for the AVX2 weight-gradient tiles; reads
+ * nothing past depth or rows) */
+void lca_conv_transpose_8_avx2(const float *in, size_t in_step, float *out, size_t out_step,
+                               size_t depth, size_t rows);
+/* Float64 sums over 8 lanes of float32 data (batch norm statistics, bias
+ * sums): for i < count (a multiple of 8), lane[i mod 8] += term(i), the
+ * terms added to each lane in index order, with
+ *   LCA_LANES_SUM  (double)v[i]
+ *   LCA_LANES_SQ   ((double)v[i] − mean)²            (a subtraction, a product, an add)
+ *   LCA_LANES_DEV  (double)a[i] · ((double)v[i] − mean)
+ *   LCA_LANES_PROD (double)a[i] · (double)b[i]        (b passed as v)
+ * each term rounded as the C expression rounds it without contraction (no
+ * FMA): the same bytes as the scalar loops, whichever family runs. */
+typedef enum lca_lanes_op { LCA_LANES_SUM, LCA_LANES_SQ, LCA_LANES_DEV, LCA_LANES_PROD } lca_lanes_op;
+void lca_lanes_avx512(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                      size_t count, double mean);
+void lca_lanes_avx2(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                    size_t count, double mean);
+/* The vector kernel of the process's family (lca_kernel_current), or NULL
+ * for the portable family (then the scalar loops run: same bytes). */
+typedef void (*lca_lanes_fn)(double lane[8], lca_lanes_op op, const float *a, const float *v,
+                             size_t count, double mean);
+lca_lanes_fn lca_lanes_kernel(void);
+/* Two sums in one pass (batch norm's backward): for i < count (a multiple
+ * of 8), sum[i mod 8] += (double)a[i] and product[i mod 8] += (double)a[i] ·
+ * (double)b[i], the terms rounded as LCA_LANES_SUM and LCA_LANES_PROD: the
+ * bytes of the two lca_lanes calls. */
+void lca_lanes2_avx512(double sum[8], double product[8], const float *a, const float *b,
+                       size_t count);
+void lca_lanes2_avx2(double sum[8], double product[8], const float *a, const float *b,
+                     size_t count);
+/* Batch norm's element-wise maps in vectors, each value rounded as the
+ * scalar C of layers_norm.c rounds it (no FMA), so the same bytes:
+ *   apply: x̂ = (in − mean)·invstd (stored when xhat is not NULL),
+ *          out = γ·x̂ + β;
+ *   dx:    dx = scale·((dy − mean_dy) − x̂·mean_dy_xhat). */
+void lca_bn_apply_avx512(float *xhat, float *out, const float *in, size_t count, float mean,
+                         float invstd, float gamma, float beta);
+void lca_bn_apply_avx2(float *xhat, float *out, const float *in, size_t count, float mean,
+                       float invstd, float gamma, float beta);
+void lca_bn_dx_avx512(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                      float mean_dy, float mean_dy_xhat);
+void lca_bn_dx_avx2(float *dx, const float *dy, const float *xhat, size_t count, float scale,
+                    float mean_dy, float mean_dy_xhat);
 
 /* ---- data.c */
 struct lca_dataset {

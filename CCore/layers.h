@@ -92,6 +92,9 @@ void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *d
  * and dweight are the same bytes as the direct kernels'). Not for use
  * while a convolution runs. */
 extern bool lca_conv_direct_disabled;
+/* Tests and benchmarks: the 1 × 1 convolutions on the strided direct path
+ * too (by default they keep im2col + GEMM, measured faster). */
+extern bool lca_conv_phase_1x1;
 /* References: direct loops, float64 accumulation, no workspace. */
 void lca_conv2d_forward_naive(float *y, const float *x, const float *weight, const float *bias,
                               const lca_conv2d_shape *s);

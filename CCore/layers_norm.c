@@ -37,15 +37,28 @@ static double lane_total(const lane_sum *s) {
 double lca_bn_sum_total(const lca_bn_sum *s) { return lane_total(s); }
 
 /* Adds the expression term (of the index i) for i in [0, count): values up
- * to lane 0, whole runs of 8 (eight independent additions the compiler
- * keeps in registers), then the rest. */
-#define LANE_SUM(s, count, term)                                                   \
+ * to lane 0, whole runs of 8, then the rest. The whole runs go to the
+ * vector kernel of the FMA families (lca_lanes_*, internal.h: the 8 lanes
+ * in one zmm or two ymm, the floats widened in registers, each term rounded
+ * as the C expression rounds it) or, for the portable family, to eight
+ * independent additions the compiler keeps in registers: the same
+ * operations on the same lanes in the same order, so the same bytes
+ * whichever runs. */
+#define LANE_SUM(s, count, term, op, a_, v_, mean_)                                \
     do {                                                                           \
         double lanes_[LANES];                                                      \
         memcpy(lanes_, (s)->lane, sizeof lanes_);                                  \
         size_t lane_ = (s)->next, i = 0;                                           \
         for (; i < (count) && lane_ != 0; i++, lane_ = (lane_ + 1) % LANES)        \
             lanes_[lane_] += (term);                                               \
+        size_t whole_ = ((count) - i) / LANES * LANES;                             \
+        lca_lanes_fn vector_ = whole_ > 0 ? lca_lanes_kernel() : NULL;             \
+        if (vector_ != NULL) {                                                     \
+            const float *a_at_ = (a_);                                             \
+            vector_(lanes_, (op), a_at_ != NULL ? a_at_ + i : NULL, (v_) + i, whole_, \
+                    (mean_));                                                      \
+            i += whole_;                                                           \
+        }                                                                          \
         while (i + LANES <= (count))                                               \
             for (size_t run_ = 0; run_ < LANES; run_++, i++) lanes_[run_] += (term); \
         for (; i < (count); i++, lane_ = (lane_ + 1) % LANES) lanes_[lane_] += (term); \
@@ -55,23 +68,48 @@ double lca_bn_sum_total(const lca_bn_sum *s) { return lane_total(s); }
 
 /* Σ v */
 static void lane_add(lane_sum *s, const float *v, size_t count) {
-    LANE_SUM(s, count, (double)v[i]);
+    LANE_SUM(s, count, (double)v[i], LCA_LANES_SUM, (const float *)NULL, v, 0.0);
 }
 
 /* Σ (v − mean)² */
 static void lane_add_squared_deviation(lane_sum *s, const float *v, size_t count, double mean) {
-    LANE_SUM(s, count, (v[i] - mean) * (v[i] - mean));
+    LANE_SUM(s, count, (v[i] - mean) * (v[i] - mean), LCA_LANES_SQ, (const float *)NULL, v,
+             mean);
 }
 
 /* Σ a·(v − mean) */
 static void lane_add_product_deviation(lane_sum *s, const float *a, const float *v,
                                        size_t count, double mean) {
-    LANE_SUM(s, count, a[i] * (v[i] - mean));
+    LANE_SUM(s, count, a[i] * (v[i] - mean), LCA_LANES_DEV, a, v, mean);
 }
 
 /* Σ a·b */
 static void lane_add_product(lane_sum *s, const float *a, const float *b, size_t count) {
-    LANE_SUM(s, count, (double)a[i] * b[i]);
+    LANE_SUM(s, count, (double)a[i] * b[i], LCA_LANES_PROD, a, b, 0.0);
+}
+
+/* Σ a and Σ a·b together (the two sums of the backward pass over dy and
+ * dy·x̂), reading a once: the bytes of lane_add and lane_add_product, with
+ * the whole runs in one vector pass in the FMA families. The two sums have
+ * seen the same counts (the same next lane). */
+static void lane_add_and_product(lane_sum *sum, lane_sum *product, const float *a,
+                                 const float *b, size_t count) {
+    lca_kernel_family family = lca_kernel_current();
+    if ((family != LCA_KERNEL_AVX512 && family != LCA_KERNEL_AVX2) || sum->next != product->next) {
+        lane_add(sum, a, count);
+        lane_add_product(product, a, b, count);
+        return;
+    }
+    size_t head = (LANES - sum->next) % LANES;
+    if (head > count) head = count;
+    lane_add(sum, a, head);
+    lane_add_product(product, a, b, head);
+    size_t whole = sum->next == 0 ? (count - head) / LANES * LANES : 0;
+    if (whole > 0)
+        (family == LCA_KERNEL_AVX512 ? lca_lanes2_avx512 : lca_lanes2_avx2)(
+            sum->lane, product->lane, a + head, b + head, whole);
+    lane_add(sum, a + head + whole, count - head - whole);
+    lane_add_product(product, a + head + whole, b + head + whole, count - head - whole);
 }
 
 typedef struct bn_channels {
@@ -127,10 +165,18 @@ static double group_invstd(double m2, double count, double epsilon) {
 static void channel_normalize(float *y, float *xhat_out, const float *x, size_t first,
                               size_t last, size_t c, size_t ch, size_t hw, float mean_f,
                               float invstd_f, float gamma_f, float beta_f) {
+    lca_kernel_family family = lca_kernel_current();
     for (size_t n = first; n < last; n++) {
         size_t at = (n * c + ch) * hw;
         const float *restrict in = x + at;
         float *restrict out = y + at;
+        /* the FMA families: the same operations in vectors (internal.h) */
+        if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) {
+            (family == LCA_KERNEL_AVX512 ? lca_bn_apply_avx512 : lca_bn_apply_avx2)(
+                xhat_out != NULL ? xhat_out + at : NULL, out, in, hw, mean_f, invstd_f, gamma_f,
+                beta_f);
+            continue;
+        }
         if (xhat_out != NULL) {
             float *restrict xhat = xhat_out + at;
             for (size_t i = 0; i < hw; i++) {
@@ -162,8 +208,7 @@ static void channel_backward_sums(lane_sum *sum_dy, lane_sum *sum_dy_xhat, const
                                   size_t ch, size_t hw) {
     for (size_t n = first; n < last; n++) {
         size_t at = (n * c + ch) * hw;
-        lane_add(sum_dy, dy + at, hw);
-        lane_add_product(sum_dy_xhat, dy + at, xhat + at, hw);
+        lane_add_and_product(sum_dy, sum_dy_xhat, dy + at, xhat + at, hw);
     }
 }
 
@@ -174,10 +219,17 @@ static void channel_dx(float *dx_out, const float *dy_in, const float *xhat_in, 
                        double sum_dy, double sum_dy_xhat, double count) {
     float scale = (float)((double)gamma * invstd);
     float mean_dy = (float)(sum_dy / count), mean_dy_xhat = (float)(sum_dy_xhat / count);
+    lca_kernel_family family = lca_kernel_current();
     for (size_t n = first; n < last; n++) {
         size_t at = (n * c + ch) * hw;
         const float *dy = dy_in + at, *xhat = xhat_in + at;
         float *dx = dx_out + at;
+        /* the FMA families: the same operations in vectors (internal.h) */
+        if (family == LCA_KERNEL_AVX512 || family == LCA_KERNEL_AVX2) {
+            (family == LCA_KERNEL_AVX512 ? lca_bn_dx_avx512 : lca_bn_dx_avx2)(
+                dx, dy, xhat, hw, scale, mean_dy, mean_dy_xhat);
+            continue;
+        }
         for (size_t i = 0; i < hw; i++) dx[i] = scale * (dy[i] - mean_dy - xhat[i] * mean_dy_xhat);
     }
 }

@@ -594,6 +594,42 @@ static void test_relu(void) {
 /* lca_exp_nonpositive (the exp of softmax cross-entropy) against libm's exp:
  * a grid over [-708, 0], random points where softmax's terms matter
  * (-40, 0], and the edges. Tolerance 2 ulp; prints the worst. */
+/* Large activations run ReLU in blocks over the threads: the same bytes as
+ * element by element, in place or not, NaN and −0 included. */
+static void test_relu_blocks(void) {
+    size_t count = 3 * ((size_t)1 << 16) + 5;
+    float *x = new_floats(count), *dy = new_floats(count), *y = new_floats(count),
+          *dx = new_floats(count), *inplace = new_floats(count);
+    fill_uniform(x, count, -1, 1);
+    fill_uniform(dy, count, -1, 1);
+    x[7] = NAN, x[70000] = -0.0f, x[count - 1] = NAN;
+    bool same = true;
+    for (int threads = 1; threads <= 2; threads++) {
+        lca_set_threads(threads);
+        lca_relu_forward(y, x, count);
+        memcpy(inplace, x, count * sizeof(float));
+        lca_relu_forward(inplace, inplace, count);
+        for (size_t i = 0; i < count; i++) {
+            float want = x[i] < 0.0f ? 0.0f : x[i];
+            same = same && memcmp(&y[i], &want, sizeof want) == 0 &&
+                   memcmp(&inplace[i], &want, sizeof want) == 0;
+        }
+        lca_relu_backward(dx, dy, y, count);
+        memcpy(inplace, dy, count * sizeof(float));
+        lca_relu_backward(inplace, inplace, y, count);
+        for (size_t i = 0; i < count; i++) {
+            float want = y[i] > 0.0f ? dy[i] : 0.0f;
+            same = same && memcmp(&dx[i], &want, sizeof want) == 0 &&
+                   memcmp(&inplace[i], &want, sizeof want) == 0;
+        }
+    }
+    lca_set_threads(0);
+    check_true(same, "relu in blocks over the threads",
+               "forward and backward, in place or not, at 1 and 2 threads: the bytes of the "
+               "element-wise rule on %zu values", count);
+    free(x); free(dy); free(y); free(dx); free(inplace);
+}
+
 static void test_exp_nonpositive(void) {
     double worst = 0.0, worst_x = 0.0;
     size_t count = 0;
@@ -898,6 +934,150 @@ static void test_conv_families_bitwise(void) {
     lca_gemm_select_kernel(NULL);
 }
 
+/* The strided direct path (layers_conv.c, phase layouts): every family this
+ * CPU runs against the float64 reference on odd shapes (odd planes, so
+ * that phases have different sizes; no padding; 5 × 5; stride 3; channel
+ * counts not multiples of 4, 8 or 16), and, for the FMA families, y,
+ * dweight and dbias the same bytes as im2col + GEMM, and all four the
+ * same bytes in avx512 and avx2. The 1 × 1 shapes run on the phase path
+ * (lca_conv_phase_1x1) and on im2col + GEMM. */
+static void test_conv_strided(void) {
+    static const char *const families[] = {"avx512", "avx2", "portable"};
+    struct { const char *label; lca_conv2d_shape s; bool one; } cases[] = {
+        {"N=3 5x9x7 -> 6 3x3 s2 same (odd planes)", conv_shape(3, 5, 9, 7, 6, 3, 2, true), false},
+        {"N=2 3x8x10 -> 5 3x3 s2 valid", conv_shape(2, 3, 8, 10, 5, 3, 2, false), false},
+        {"N=2 3x11x13 -> 9 3x3 s2 valid (odd)", conv_shape(2, 3, 11, 13, 9, 3, 2, false), false},
+        {"N=2 4x11x9 -> 9 5x5 s2 same", conv_shape(2, 4, 11, 9, 9, 5, 2, true), false},
+        {"N=2 3x10x7 -> 6 3x3 s3 same", conv_shape(2, 3, 10, 7, 6, 3, 3, true), false},
+        {"N=3 17x16x16 -> 33 3x3 s2 same (17, 33 channels)",
+         conv_shape(3, 17, 16, 16, 33, 3, 2, true), false},
+        {"N=2 3x2x3 -> 5 3x3 s2 same (tiny)", conv_shape(2, 3, 2, 3, 5, 3, 2, true), false},
+        {"N=5 16x32x32 -> 32 3x3 s2 (ResNet-20)", conv_shape(5, 16, 32, 32, 32, 3, 2, true), false},
+        {"N=3 32x16x16 -> 64 3x3 s2 (ResNet-20)", conv_shape(3, 32, 16, 16, 64, 3, 2, true), false},
+        {"N=3 7x5x6 -> 10 1x1 s2", conv_shape(3, 7, 5, 6, 10, 1, 2, false), true},
+        {"N=3 7x5x6 -> 10 1x1 s1", conv_shape(3, 7, 5, 6, 10, 1, 1, false), true},
+        {"N=3 16x32x32 -> 32 1x1 s2 (ResNet-20)", conv_shape(3, 16, 32, 32, 32, 1, 2, false), true},
+    };
+    size_t count = sizeof cases / sizeof cases[0];
+    for (int f = 0; f < 3; f++) {
+        if (!lca_gemm_select_kernel(families[f])) continue;
+        for (size_t i = 0; i < count; i++)
+            for (int phase_1x1 = 0; phase_1x1 <= (cases[i].one ? 1 : 0); phase_1x1++) {
+                char label[200];
+                snprintf(label, sizeof label, "[%s] %s%s", families[f], cases[i].label,
+                         phase_1x1 ? " (1x1 phase path)" : "");
+                lca_conv_phase_1x1 = phase_1x1;
+                test_conv_fast_vs_naive(label, cases[i].s);
+                lca_conv_phase_1x1 = false;
+            }
+    }
+    bool both = lca_gemm_select_kernel("avx512") && lca_gemm_select_kernel("avx2");
+    bool same_path = true, same_family = true;
+    int shapes = 0;
+    for (size_t i = 0; i < count; i++)
+        for (int phase_1x1 = 0; phase_1x1 <= (cases[i].one ? 1 : 0); phase_1x1++) {
+            lca_conv2d_shape s = cases[i].s;
+            size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
+            float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc),
+                  *dy = new_floats(yc);
+            fill_uniform(x, xc, -1, 1);
+            fill_uniform(w, wc, -1, 1);
+            fill_uniform(b, s.oc, -1, 1);
+            fill_uniform(dy, yc, -1, 1);
+            lca_conv_phase_1x1 = phase_1x1;
+            conv_outputs first = {0};
+            for (int f = 0; f < 2; f++) {
+                if (!lca_gemm_select_kernel(families[f])) continue;
+                conv_outputs direct = conv_run(&s, x, w, b, dy);
+                lca_conv_direct_disabled = true;
+                conv_outputs gemm = conv_run(&s, x, w, b, dy);
+                lca_conv_direct_disabled = false;
+                same_path = same_path && memcmp(direct.y, gemm.y, yc * sizeof(float)) == 0 &&
+                            memcmp(direct.dw, gemm.dw, wc * sizeof(float)) == 0 &&
+                            memcmp(direct.db, gemm.db, s.oc * sizeof(float)) == 0;
+                conv_outputs_free(gemm);
+                if (first.y == NULL) {
+                    first = direct;
+                } else {
+                    same_family = same_family &&
+                                  memcmp(direct.y, first.y, yc * sizeof(float)) == 0 &&
+                                  memcmp(direct.dx, first.dx, xc * sizeof(float)) == 0 &&
+                                  memcmp(direct.dw, first.dw, wc * sizeof(float)) == 0 &&
+                                  memcmp(direct.db, first.db, s.oc * sizeof(float)) == 0;
+                    conv_outputs_free(direct);
+                }
+            }
+            lca_conv_phase_1x1 = false;
+            if (first.y != NULL) conv_outputs_free(first);
+            free(x); free(w); free(b); free(dy);
+            shapes++;
+        }
+    lca_gemm_select_kernel(NULL);
+    check_true(same_path, "strided direct path vs im2col + GEMM",
+               "y, dweight, dbias the same bytes on %d shapes, each FMA family", shapes);
+    if (both)
+        check_true(same_family, "strided direct path avx512 vs avx2",
+                   "y, dx, dweight, dbias the same bytes on %d shapes", shapes);
+    else
+        printf("skip strided avx512 vs avx2 bytes: needs both families on this CPU\n");
+}
+
+/* The float64 sums of batch norm and of the convolution's bias gradient run
+ * in vectors in the FMA families (lca_lanes_*, internal.h) and in scalar
+ * lanes in the portable one: the same additions on the same lanes, so every
+ * family gives the same bytes. Odd plane sizes (13, 37, 5·7) start
+ * examples on every lane; groups of 3 examples of 7. */
+static void test_bn_families_bitwise(void) {
+    static const char *const families[] = {"avx512", "avx2", "portable"};
+    static const size_t hws[] = {13, 37, 64, 1};
+    bool same = true;
+    int compared = 0;
+    for (size_t h = 0; h < sizeof hws / sizeof hws[0]; h++) {
+        size_t n = 7, c = 5, hw = hws[h], count = n * c * hw, group = 3;
+        size_t groups = lca_batchnorm_groups(n, group);
+        float *x = new_floats(count), *dy = new_floats(count), *gamma = new_floats(c),
+              *beta = new_floats(c), *rmean = new_floats(c), *rvar = new_floats(c);
+        fill_uniform(x, count, -1, 3);
+        fill_uniform(dy, count, -1, 1);
+        fill_uniform(gamma, c, 0.5, 1.5);
+        fill_uniform(beta, c, -0.5, 0.5);
+        fill_uniform(rmean, c, 0.5, 1.5);
+        fill_uniform(rvar, c, 0.5, 2.0);
+        /* per family: y, xhat, dx, dx running, then saved mean, invstd,
+         * batch mean, var, dgamma, dbeta, dgamma, dbeta running, conv dbias */
+        size_t per = 4 * count + 2 * groups * c + 6 * c + c;
+        float *first = NULL;
+        for (int f = 0; f < 3; f++) {
+            if (!lca_gemm_select_kernel(families[f])) continue;
+            float *o = new_floats(per);
+            float *y = o, *xhat = y + count, *dx = xhat + count, *dxr = dx + count;
+            float *sm = dxr + count, *si = sm + groups * c, *bm = si + groups * c, *bv = bm + c;
+            float *dg = bv + c, *db = dg + c, *dgr = db + c, *dbr = dgr + c, *cb = dbr + c;
+            lca_batchnorm_forward_batch(y, xhat, sm, si, bm, bv, x, gamma, beta, n, c, hw, group,
+                                        BN_EPSILON);
+            lca_batchnorm_backward_batch(dx, dg, db, dy, xhat, si, gamma, n, c, hw, group);
+            lca_batchnorm_backward_running(dxr, dgr, dbr, dy, x, gamma, rmean, rvar, n, c, hw,
+                                           BN_EPSILON);
+            /* the conv's dbias: dy as n × c planes of hw pixels (1 × hw, 1 × 1 kernel) */
+            lca_conv2d_shape s = conv_shape(n, 1, 1, hw, c, 1, 1, false);
+            float *w = new_floats(c), *ws = new_floats(lca_conv2d_workspace_floats(&s) + 1);
+            lca_conv2d_backward(NULL, NULL, cb, dy, NULL, w, &s, ws, false);
+            free(w); free(ws);
+            if (first == NULL) {
+                first = o;
+            } else {
+                same = same && memcmp(first, o, per * sizeof(float)) == 0;
+                compared++;
+                free(o);
+            }
+        }
+        free(first); free(x); free(dy); free(gamma); free(beta); free(rmean); free(rvar);
+    }
+    lca_gemm_select_kernel(NULL);
+    check_true(same, "batch norm and bias sums: the same bytes in every family",
+               "%d family pairs compared over 4 plane sizes (13, 37, 64, 1)", compared);
+}
+
 static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t chunk) {
     size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
     float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc), *dy = new_floats(yc);
@@ -1090,6 +1270,7 @@ int main(void) {
 
     test_dropout();
     test_relu();
+    test_relu_blocks();
     test_exp_nonpositive();
 
     test_residual_block(3, 4, 7, 7, 6, 3);
@@ -1138,12 +1319,19 @@ int main(void) {
     }
     lca_gemm_select_kernel(NULL);
     test_conv_families_bitwise();
+    test_bn_families_bitwise();
+    test_conv_strided();
 
     test_conv_determinism("determinism LeNet conv1 N=100", conv_shape(100, 1, 28, 28, 20, 5, 1, true), 7);
     test_conv_determinism("determinism LeNet conv2 N=100", conv_shape(100, 20, 14, 14, 40, 5, 1, true), 7);
     test_conv_determinism("determinism ResNet 16->16 3x3 s1 N=40", conv_shape(40, 16, 32, 32, 16, 3, 1, true), 9);
     test_conv_determinism("determinism ResNet 16->32 3x3 s2 N=40", conv_shape(40, 16, 32, 32, 32, 3, 2, true), 9);
     test_conv_determinism("determinism ResNet 16->32 1x1 s2 N=40", conv_shape(40, 16, 32, 32, 32, 1, 2, false), 9);
+    test_conv_determinism("determinism ResNet 32->64 3x3 s2 N=30", conv_shape(30, 32, 16, 16, 64, 3, 2, true), 7);
+    test_conv_determinism("determinism odd 5x9x7 -> 6 3x3 s2 N=13", conv_shape(13, 5, 9, 7, 6, 3, 2, true), 4);
+    lca_conv_phase_1x1 = true;
+    test_conv_determinism("determinism 1x1 s2 phase path N=21", conv_shape(21, 7, 9, 8, 10, 1, 2, false), 5);
+    lca_conv_phase_1x1 = false;
     test_other_determinism();
     test_workspace_bound();
     lca_set_threads(0);

@@ -14,7 +14,9 @@
  *   clang -std=c11 -O2 -ICCore/include -ICCore -D_GNU_SOURCE \
  *       -c tools/bench/conv_bench.c -o build/conv_bench.o
  *   clang build/conv_bench.o build/liblca.a $(make -s ldlibs) -o build/conv_bench
- *   ./build/conv_bench [N]            # N examples, default 250
+ *   ./build/conv_bench [N] [NAME] [T] # N examples, default 250; only the
+ *                                       shapes whose name contains NAME (""
+ *                                       all), only T threads (1 or 2)
  *   ./build/conv_bench pass MODEL [N] [repeats] [threads]
  *       the whole forward + backward pass of MODEL (lenet, resnet20) on N
  *       random examples (default 1000; batch norm in groups of 250), as
@@ -23,6 +25,8 @@
  *       input gradients 2·MACs except for the first layer (pooling, batch
  *       norm, ReLU, loss not counted); at 1 and 2 threads, best of repeats.
  *   LCA_KERNEL=avx2 ./build/conv_bench ...   the same with the AVX2 family
+ *   CONV_BENCH_1X1=phase ./build/conv_bench 128 1x1   1 × 1 layers on the
+ *       strided direct path instead of im2col + GEMM (per-layer mode)
  *
  * On a shared machine the numbers move by 10-20% from run to run (far more
  * when other jobs hold the cores); each cell is the best of repeated runs.
@@ -217,12 +221,21 @@ int main(int argc, char **argv) {
         {"ResNet 32x16x16 -> 32 3x3 s1", shape(n, 32, 16, 16, 32, 3, 1, true)},
         {"ResNet 64x8x8 -> 64 3x3 s1", shape(n, 64, 8, 8, 64, 3, 1, true)},
         {"ResNet 16x32x32 -> 32 1x1 s2", shape(n, 16, 32, 32, 32, 1, 2, false)},
+        {"ResNet 32x16x16 -> 64 3x3 s2", shape(n, 32, 16, 16, 64, 3, 2, true)},
+        {"ResNet 32x16x16 -> 64 1x1 s2", shape(n, 32, 16, 16, 64, 1, 2, false)},
     };
+    const char *only = argc > 2 ? argv[2] : NULL; /* a part of the shape names to run */
+    int only_threads = argc > 3 ? atoi(argv[3]) : 0; /* 1 or 2: only that thread count */
+    /* CONV_BENCH_1X1=phase: the 1 × 1 layers on the strided direct path
+     * (by default im2col + GEMM), to compare the two */
+    const char *one = getenv("CONV_BENCH_1X1");
+    if (one != NULL && strcmp(one, "phase") == 0) lca_conv_phase_1x1 = true;
     printf("conv GFLOP/s, N = %zu, GEMM kernel %s (best of repeated runs)\n", n,
            lca_gemm_kernel_name());
     printf("%-38s %3s %8s %8s %8s %8s %8s %8s\n", "shape", "thr", "forward", "GEMMs",
            "of GEMM", "backward", "GEMMs", "of GEMM");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (only != NULL && strstr(cases[i].name, only) == NULL) continue;
         const lca_conv2d_shape *s = &cases[i].s;
         size_t xc = s->n * s->c * s->h * s->w, yc = s->n * s->oc * s->oh * s->ow;
         size_t ckk = s->c * s->kh * s->kw, wc = s->oc * ckk, ohw = s->oh * s->ow;
@@ -237,6 +250,7 @@ int main(int argc, char **argv) {
         gemm_peer peer = {s, ckk, ohw, group, w, col, cat, y, y_peer, dcol, dw};
         double flops = 2.0 * (double)yc * (double)ckk;
         for (int threads = 1; threads <= 2; threads++) {
+            if (only_threads != 0 && threads != only_threads) continue;
             lca_set_threads(threads);
             double t[RUNS];
             for (int what = 0; what < RUNS; what++)
