@@ -251,7 +251,11 @@ struct Train: ParsableCommand {
     private func makeRun() throws -> TrainingRun {
         let run: TrainingRun
         if let resume {
-            run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync)
+            run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync,
+                                  writes: Ranks.writes)
+        } else if !Ranks.writes {
+            // MPI: a rank other than 0 trains the same steps and writes nothing (docs/mpi.md)
+            run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs())
         } else if output == "-" {
             run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
                                                                         log: "-", tensorBoard: tensorboard, logSync: fsync))
@@ -265,17 +269,22 @@ struct Train: ParsableCommand {
     private func train(_ run: TrainingRun) throws {
         let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
         let summary: RunSummary
-        if interruptRequested != 0 { run.control.stop() }
+        // under MPI every rank stops after the same iteration: anyRank is a collective
+        if Core.anyRank(interruptRequested != 0) { run.control.stop() }
         do {
             summary = try run.run { record, control in
                 progress.update(record)
-                if interruptRequested != 0 { control.stop() }
+                if Core.anyRank(interruptRequested != 0) { control.stop() }
             }
         } catch {
             progress.finish()
             throw error
         }
         progress.finish()
+        if Core.rankCount > 1, !quiet {
+            Output.stderr(String(format: "lca: %d ranks: evaluation passes %.3f s on the slowest rank of each, %.3f s on rank 0\n",
+                                 Core.rankCount, Core.slowestRankSeconds, Core.ownRankSeconds))
+        }
         let text = json ? try summary.jsonString() + "\n" : summary.table
         if run.logPath == "-" {
             if !quiet { Output.stderr(text) }

@@ -1,0 +1,55 @@
+/* ranks.h: data-parallel ranks over MPI (ranks.c, docs/mpi.md). Not part
+ * of the public API (lca.h has lca_rank, lca_rank_count and
+ * lca_rank_slowest_seconds).
+ *
+ * Built with LCA_MPI (SwiftPM trait MPI, make MPI=1) the core splits every
+ * evaluation pass over the ranks of MPI_COMM_WORLD once the caller has
+ * called MPI_Init (the library never initialises or finalises MPI, nor
+ * calls MPI_Abort); built without it, or before MPI_Init, there is one rank
+ * and these calls cost nothing.
+ *
+ * Ownership: accumulation unit u of a pass belongs to rank u mod R. The
+ * units are the integrator's fixed ones (integrator.c), so which rank takes
+ * a unit changes nothing but the time: every rank's exact sums are merged
+ * by integer addition (lca_ranks_combine). Round robin rather than
+ * contiguous blocks because the last unit of a view may be short and a
+ * batch-norm view may have few units: round robin spreads both evenly
+ * (the busiest rank holds ⌈U/R⌉ units either way, but a block split would
+ * also give one rank the short tail). */
+#ifndef LCA_RANKS_H
+#define LCA_RANKS_H
+
+#include "exact_sum.h"
+#include "internal.h"
+
+#include <stddef.h>
+
+/* At most this many ranks: the carried lo limbs (< 2^52 each) of 2^10
+ * ranks add to less than 2^62, and the top digits of the split hi limbs
+ * (|hi >> 52| ≤ 2^10 for |hi| < 2^62) to less than 2^20 (ranks.c). */
+#define LCA_MAX_RANKS 1024
+
+/* This process's rank (0 … size − 1) and the number of ranks. */
+int lca_ranks_rank(void);
+int lca_ranks_size(void);
+
+/* The end of one evaluation pass on every rank, a collective: every rank
+ * calls it once per pass, in the same order, whatever happened locally.
+ *
+ * failed_unit: this rank's first failed unit (SIZE_MAX: none), with its
+ * status and message; a local failure after the units (a merge out of
+ * range) is given as unit `units`. sum (NULL for a loss-only pass) and loss
+ * are this rank's merged exact sums; seconds the time its units took.
+ *
+ * On every rank, the same result: when any rank failed, the status and
+ * message of the lowest failed unit (the lowest rank's for a tie), set as
+ * lca_last_error; else LCA_OK with sum and loss replaced by the sums over
+ * all ranks, bit for bit those one process would have made. A sum whose
+ * total leaves the exact range is reported through *bad (the element;
+ * status LCA_ERR_NUMERIC is returned after *bad is set and the caller
+ * names it), else *bad = sum->count. */
+lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
+                             lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
+                             size_t *bad);
+
+#endif
