@@ -33,21 +33,28 @@
 int lca_ranks_rank(void);
 int lca_ranks_size(void);
 
+/* 0: this process is one rank of its own from now on (its passes are not
+ * split, nor combined), 1 (the default): the ranks of MPI_COMM_WORLD. For
+ * tests, which compare the two within one job. */
+void lca_ranks_set_split(int on);
+
 /* The end of one evaluation pass on every rank, a collective: every rank
  * calls it once per pass, in the same order, whatever happened locally.
  *
  * failed_unit: this rank's first failed unit (SIZE_MAX: none), with its
  * status and message; a local failure after the units (a merge out of
  * range) is given as unit `units`. sum (NULL for a loss-only pass) and loss
- * are this rank's merged exact sums; seconds the time its units took.
+ * are this rank's merged exact sums, carried (lca_exact_carry); seconds the
+ * time its units took.
  *
  * On every rank, the same result: when any rank failed, the status and
  * message of the lowest failed unit (the lowest rank's for a tie), set as
  * lca_last_error; else LCA_OK with sum and loss replaced by the sums over
- * all ranks, bit for bit those one process would have made. A sum whose
- * total leaves the exact range is reported through *bad (the element;
- * status LCA_ERR_NUMERIC is returned after *bad is set and the caller
- * names it), else *bad = sum->count. */
+ * all ranks, bit for bit those one process would have made. A total that
+ * leaves the exact range (found only when the ranks' hi limbs are so large
+ * that they are summed in three parts, ranks.c) returns LCA_ERR_NUMERIC
+ * with *bad the first such element for the caller to name; otherwise *bad
+ * = sum->count. */
 lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
                              size_t *bad);
