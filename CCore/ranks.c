@@ -38,6 +38,9 @@
 static double slowest_seconds; /* Σ over passes of the slowest rank's time */
 static double own_seconds;     /* Σ over passes of this rank's time */
 static int split = 1;          /* lca_ranks_set_split */
+static uint64_t passes;        /* evaluation passes combined so far */
+
+uint64_t lca_rank_passes(void) { return passes; }
 
 void lca_ranks_set_split(int on) { split = on != 0; }
 
@@ -117,6 +120,7 @@ static lca_status combine(int size, int rank, size_t failed_unit, lca_status sta
         return mpi_failed("MPI_Allreduce of the pass's state");
     slowest_seconds += (double)local[2] * 1e-9;
     own_seconds += seconds;
+    passes++;
     if (local[0] != INT64_MIN) {
         int64_t key = -local[0];
         int root = (int)(key % size);
@@ -193,6 +197,7 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
     if (size <= 1) {
         own_seconds += seconds;
         slowest_seconds += seconds;
+        passes++;
         if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
         return LCA_OK;
     }
@@ -213,6 +218,7 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
     if (sum) *bad = sum->count;
     own_seconds += seconds;
     slowest_seconds += seconds;
+    passes++;
     if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
     return LCA_OK;
 }

@@ -16,6 +16,8 @@ extension Core {
     public static var slowestRankSeconds: Double { lca_rank_slowest_seconds() }
     /// The evaluation passes' time so far on this rank.
     public static var ownRankSeconds: Double { lca_rank_own_seconds() }
+    /// The evaluation passes so far (the two times above are over these).
+    public static var rankPasses: UInt64 { lca_rank_passes() }
     /// Whether `flag` holds on any rank: a collective, every rank calls it
     /// at the same point (a run's stop decision); `flag` itself on one rank.
     public static func anyRank(_ flag: Bool) -> Bool { lca_rank_any(flag ? 1 : 0) != 0 }

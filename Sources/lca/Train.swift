@@ -281,9 +281,9 @@ struct Train: ParsableCommand {
             throw error
         }
         progress.finish()
-        if Core.rankCount > 1, !quiet {
-            Output.stderr(String(format: "lca: %d ranks: evaluation passes %.3f s on the slowest rank of each, %.3f s on rank 0\n",
-                                 Core.rankCount, Core.slowestRankSeconds, Core.ownRankSeconds))
+        if Ranks.launched, !quiet {
+            Output.stderr(String(format: "lca: %d ranks: %llu evaluation passes, %.3f s on the slowest rank of each, %.3f s on rank 0\n",
+                                 Core.rankCount, Core.rankPasses, Core.slowestRankSeconds, Core.ownRankSeconds))
         }
         let text = json ? try summary.jsonString() + "\n" : summary.table
         if run.logPath == "-" {
