@@ -25,8 +25,9 @@ LCA over MPI"):
     α, β    10 Gb/s: α = 25 µs (TCP over Ethernet), β = 1.25 GB/s;
             100 Gb/s: α = 2 µs (RDMA), β = 12.5 GB/s
 
-Scaling "stops" at the largest R whose parallel efficiency T(1) / (R · T(R))
-is still at least 50 %, and for good at R = U (one unit a rank).
+Scaling "stops" at the largest R ≤ U whose parallel efficiency
+T(1) / (R · T(R)) is still at least 50 %, and for good at R = U (one unit
+a rank: more ranks have nothing to do).
 
     tools/bench/mpi_scaling.py [--quick] [--json build/bench/mpi_scaling.json]
     tools/bench/mpi_scaling.py --model-only build/bench/mpi_scaling.json
@@ -56,8 +57,8 @@ NETS = [
 # measurement: evaluation subset, iterations, batch-norm group (units of
 # the subset: at least 4, so that 4 ranks each have work)
 MEASURE = {
-    "FC": (2048, 3, None),
-    "LeNet": (2048, 2, None),
+    "FC": (2048, 20, None),
+    "LeNet": (2048, 3, None),
     "ResNet-20": (128, 1, 32),
 }
 NETWORKS = [("10 Gb/s", 25e-6, 1.25e9), ("100 Gb/s", 2e-6, 12.5e9)]
@@ -113,7 +114,8 @@ def model_rows(measured):
                 comm = 0.0 if r == 1 else 4 * 2 * math.log2(r) * alpha + 2 * (r - 1) / r * b / beta
                 return s + 2 * (c * a * math.ceil(units / r) + comm)
             t1 = t(1)
-            stop = max(r for r in range(1, 4097) if t1 / (r * t(r)) >= 0.5)
+            # ranks past U have no unit: only R ≤ U count
+            stop = max(r for r in range(1, units + 1) if t1 / (r * t(r)) >= 0.5)
             rows.append({"net": name, "network": network, "K": k, "bytes": b, "units": units,
                          "c_us": c * 1e6, "s": s, "t1": t1,
                          "t": {r: t(r) for r in (16, 64, 256)}, "stop": stop,
@@ -132,12 +134,12 @@ def print_tables(measured, rows):
               f"{m['slowest'] / m['iterations']:.3f} | {base['slowest'] / m['slowest']:.2f}× |")
     print("\nModel for the full evaluation set (one core a rank, P = 2 passes an iteration; seconds per iteration):\n")
     print("| net | network | K | bytes a pass | units | c µs/example·pass | step s | 1 rank | 16 | 64 | 256 | "
-          "at 256: compute / comm a it | efficiency ≥ 50 % up to |")
+          "at 256: compute / comm a it | efficiency ≥ 50 % up to (of U useful) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['net']} | {r['network']} | {r['K']:,} | {r['bytes']:,} | {r['units']} | {r['c_us']:.1f} | "
               f"{r['s']:.3f} | {r['t1']:.2f} | {r['t'][16]:.3f} | {r['t'][64]:.3f} | {r['t'][256]:.3f} | "
-              f"{r['compute_256'] * 1e3:.1f} ms / {r['comm_256'] * 1e3:.2f} ms | {r['stop']} ranks |")
+              f"{r['compute_256'] * 1e3:.1f} ms / {r['comm_256'] * 1e3:.2f} ms | {r['stop']} ranks (of {r['units']}) |")
 
 
 def main():
