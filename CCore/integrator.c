@@ -21,8 +21,8 @@
  * exact integer sums (exact_sum.h), whose result does not depend on their
  * order. So the evaluation-set loss and gradient depend neither on the
  * chunk (the memory a worker holds), nor on the thread count, nor on which
- * thread took which unit; data-parallel ranks holding some units each will
- * add their integer sums the same way. */
+ * thread took which unit; data-parallel ranks holding some units each add
+ * their integer sums the same way (ranks.c, docs/mpi.md). */
 #include "integrator.h"
 #include "ranks.h"
 

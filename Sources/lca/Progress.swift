@@ -46,7 +46,8 @@ final class Progress {
             evalLoss: hasLCA ? view.lossAfter : nil, lca: hasLCA ? view.lcaTotal : nil,
             residual: hasLCA ? view.residual : nil,
             helpingPercent: hasLCA ? Double(view.helpedCount) / Double(max(parameters, 1)) * 100 : nil,
-            secondsLeft: Double(max(total - Int(record.iteration), 0)) * elapsed / done)
+            secondsLeft: Double(max(total - Int(record.iteration), 0)) * elapsed / done,
+            ranks: Core.rankCount > 1 ? (Core.rankCount, Core.slowestRankSeconds / done) : nil)
         let width = ProgressLine.terminalWidth()
         let line = ProgressLine.render(state, width: width)
         Output.stderr(ProgressLine.redraw(line, previousWidth: drawnWidth, terminalWidth: width))
@@ -81,6 +82,9 @@ enum ProgressLine {
         var residual: Double?
         var helpingPercent: Double?
         var secondsLeft: Double
+        /// Under MPI with several ranks: "4 ranks" and the evaluation time
+        /// per iteration of the slowest rank (docs/mpi.md); nil otherwise.
+        var ranks: (count: Int, slowestSeconds: Double)? = nil
     }
 
     /// One field of the line, in display order; lower priority numbers are
@@ -109,6 +113,10 @@ enum ProgressLine {
         if let helping = s.helpingPercent {
             fields.append(Field(priority: 5, long: "helping \(String(format: "%.1f", helping))%",
                                 short: "help \(String(format: "%.0f", helping))%"))
+        }
+        if let ranks = s.ranks {
+            fields.append(Field(priority: 7, long: "\(ranks.count) ranks, slowest \(String(format: "%.2f", ranks.slowestSeconds)) s/it",
+                                short: "slowest \(String(format: "%.1f", ranks.slowestSeconds))s"))
         }
         let left = s.secondsLeft
         fields.append(Field(priority: 1, long: "left \(String(format: left < 60 ? "%.1f s" : "%.0f s", left))",
