@@ -86,12 +86,12 @@ static int sum_int64(int64_t *values, size_t count) {
     return 1;
 }
 
-int lca_rank_any(int flag) {
-    if (lca_ranks_size() <= 1) return flag != 0;
-    int any = flag != 0;
-    if (MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
-        return 1; /* cannot agree: stop */
-    return any;
+int lca_rank_max(int value) {
+    if (lca_ranks_size() <= 1) return value;
+    int largest = value;
+    if (MPI_Allreduce(MPI_IN_PLACE, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return value > 0 ? value : 1; /* cannot agree: non-zero, a stop */
+    return largest;
 }
 
 static lca_status mpi_failed(const char *what) {
@@ -209,7 +209,7 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
 int lca_ranks_rank(void) { return 0; }
 int lca_ranks_size(void) { return 1; }
 const char *lca_rank_backend(void) { return "none"; }
-int lca_rank_any(int flag) { return flag != 0; }
+int lca_rank_max(int value) { return value; }
 
 lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,

@@ -143,15 +143,15 @@ int lca_threads(void);
  * make the same calls in the same order (the training step is replicated).
  * Without MPI: rank 0 of 1. lca_rank_slowest_seconds: Σ over the passes so
  * far of the slowest rank's time in its units; lca_rank_own_seconds: this
- * rank's; lca_rank_passes: the passes counted. lca_rank_any: whether flag is non-zero on any rank, a collective
- * (every rank calls it at the same point; flag itself without MPI). */
+ * rank's; lca_rank_passes: the passes counted. lca_rank_max: the largest value over the ranks, a collective (every
+ * rank calls it at the same point; value itself without MPI). */
 const char *lca_rank_backend(void);
 int lca_rank(void);
 int lca_rank_count(void);
 double lca_rank_slowest_seconds(void);
 double lca_rank_own_seconds(void);
 uint64_t lca_rank_passes(void);
-int lca_rank_any(int flag);
+int lca_rank_max(int value);
 /* The kernel family (matrix product and convolution) this process uses:
  * "avx512", "avx2" or "portable". By default the best this CPU runs; the
  * environment variable LCA_KERNEL=avx512|avx2|portable, read once per

@@ -18,7 +18,7 @@ extension Core {
     public static var ownRankSeconds: Double { lca_rank_own_seconds() }
     /// The evaluation passes so far (the two times above are over these).
     public static var rankPasses: UInt64 { lca_rank_passes() }
-    /// Whether `flag` holds on any rank: a collective, every rank calls it
-    /// at the same point (a run's stop decision); `flag` itself on one rank.
-    public static func anyRank(_ flag: Bool) -> Bool { lca_rank_any(flag ? 1 : 0) != 0 }
+    /// The largest `value` over the ranks: a collective, every rank calls
+    /// it at the same point (a run's stop decision); `value` itself on one rank.
+    public static func maxOverRanks(_ value: Int32) -> Int32 { lca_rank_max(value) }
 }

@@ -269,12 +269,15 @@ struct Train: ParsableCommand {
     private func train(_ run: TrainingRun) throws {
         let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
         let summary: RunSummary
-        // under MPI every rank stops after the same iteration: anyRank is a collective
-        if Core.anyRank(interruptRequested != 0) { run.control.stop() }
+        // under MPI every rank stops after the same iteration, with the same
+        // signal (the largest any rank received): maxOverRanks is a collective
+        interruptRequested = Core.maxOverRanks(interruptRequested)
+        if interruptRequested != 0 { run.control.stop() }
         do {
             summary = try run.run { record, control in
                 progress.update(record)
-                if Core.anyRank(interruptRequested != 0) { control.stop() }
+                interruptRequested = Core.maxOverRanks(interruptRequested)
+                if interruptRequested != 0 { control.stop() }
             }
         } catch {
             progress.finish()

@@ -2,7 +2,7 @@
  * test_ranks: the rank layer (ranks.c, docs/mpi.md).
  *
  * In every build: one process is rank 0 of 1 (without MPI, or built with
- * it but not started by mpirun), lca_rank_any is its flag, and a pass's
+ * it but not started by mpirun), lca_rank_max is its value, and a pass's
  * failure comes back with its own message.
  *
  * Built with make MPI=1 and started by mpirun (tools/mpi-test runs it at
@@ -16,7 +16,7 @@
  *     rank, whichever rank holds it; sums whose hi limbs are so large that
  *     they cannot be added as they are (the three-part path) still add up
  *     exactly, and a total beyond the range is found at its element;
- *   - lca_rank_any is true on every rank when one rank's flag is.
+ *   - lca_rank_max gives every rank the largest value.
  */
 #include "exact_sum.h"
 #include "ranks.h"
@@ -149,9 +149,9 @@ int main(void) {
     if (!launched)
         check_true(lca_rank() == 0 && lca_rank_count() == 1, "one process: rank 0 of 1", "%d of %d",
                    lca_rank(), lca_rank_count());
-    check_true(lca_rank_any(lca_rank() == lca_rank_count() - 1) == 1,
-               "lca_rank_any: the last rank's flag seen by all", "");
-    check_true(lca_rank_any(0) == 0, "lca_rank_any: no flag anywhere", "");
+    check_true(lca_rank_max(lca_rank() == lca_rank_count() - 1 ? 15 : 0) == 15,
+               "lca_rank_max: the last rank's value seen by all", "");
+    check_true(lca_rank_max(0) == 0, "lca_rank_max: zero everywhere", "");
     lca_dataset *data;
     REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
     same_as_unsplit("64-32-10", 250, data);
@@ -164,7 +164,7 @@ int main(void) {
 #ifdef LCA_MPI
     if (launched) {
         /* a failed check on any rank fails every rank's exit status */
-        int any = lca_rank_any(status != 0);
+        int any = lca_rank_max(status != 0);
         MPI_Finalize();
         return any;
     }
