@@ -59,5 +59,7 @@ final class RanksTests: XCTestCase {
         let line = ProgressLine.render(state, width: 300)
         XCTAssertTrue(line.contains("4 ranks, slowest 1.23 s/it"), line)
         XCTAssertLessThanOrEqual(ProgressLine.render(state, width: 40).count, 39)
+        state.ranks = (2, 0.00172)
+        XCTAssertTrue(ProgressLine.render(state, width: 300).contains("2 ranks, slowest 1.7 ms/it"))
     }
 }
