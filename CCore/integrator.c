@@ -369,8 +369,9 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         w->failed_unit = SIZE_MAX;
         w->status = LCA_OK;
     }
-    struct timespec began, ended;
+    struct timespec began, ended, cpu_began, cpu_ended;
     clock_gettime(CLOCK_MONOTONIC, &began);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu_began);
     if (threads == 1) {
         /* one unit at a time, the threads (if any) inside its layers */
         evaluate_units(&p, &g->workers[0]);
@@ -408,12 +409,15 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &ended);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu_ended);
     double seconds = (double)(ended.tv_sec - began.tv_sec) + 1e-9 * (double)(ended.tv_nsec - began.tv_nsec);
+    double cpu = (double)(cpu_ended.tv_sec - cpu_began.tv_sec) +
+                 1e-9 * (double)(cpu_ended.tv_nsec - cpu_began.tv_nsec);
     /* every rank's sums into every rank's: integer additions (ranks.c) */
     size_t bad = 0;
     lca_status combined = lca_ranks_combine(failed_unit, failed_status, failed_message,
                                             gradient ? &total->sum : NULL, &total->loss, seconds,
-                                            &bad);
+                                            cpu, &bad);
     if (combined != LCA_OK) {
         if (gradient && bad != total->sum.count) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
         return combined;

@@ -3,8 +3,9 @@
  * One evaluation pass ends with lca_ranks_combine on every rank: two or
  * three collectives, none of them a floating-point reduction.
  *
- * 1. MPI_Allreduce(MAX) of three int64: −(the failure key), the largest
- *    |hi| limb of this rank's carried sum, and the pass's nanoseconds. The
+ * 1. MPI_Allreduce(MAX) of four int64: −(the failure key), the largest
+ *    |hi| limb of this rank's carried sum, and the pass's nanoseconds of
+ *    wall and of CPU time. The
  *    failure key is failed_unit·R + rank (INT64_MAX: none), so its minimum
  *    names the lowest failed unit and the rank that holds its message,
  *    which MPI_Bcast sends to all (unit u is owned by rank u mod R, but a
@@ -36,6 +37,7 @@
 
 static double slowest_seconds; /* Σ over passes of the slowest rank's time */
 static double own_seconds;     /* Σ over passes of this rank's time */
+static double slowest_cpu;     /* Σ over passes of the largest CPU time of a rank */
 static int split = 1;          /* lca_ranks_set_split */
 static uint64_t passes;        /* evaluation passes combined so far */
 
@@ -45,6 +47,7 @@ void lca_ranks_set_split(int on) { split = on != 0; }
 
 double lca_rank_slowest_seconds(void) { return slowest_seconds; }
 double lca_rank_own_seconds(void) { return own_seconds; }
+double lca_rank_slowest_cpu_seconds(void) { return slowest_cpu; }
 
 #ifdef LCA_MPI
 #include <mpi.h>
@@ -99,12 +102,12 @@ static lca_status mpi_failed(const char *what) {
 
 static lca_status combine(int size, int rank, size_t failed_unit, lca_status status,
                           const char *message, lca_exact_vector *sum, lca_exact_scalar *loss,
-                          double seconds, size_t *bad) {
+                          double seconds, double cpu, size_t *bad) {
     if (size > LCA_MAX_RANKS)
         return lca_fail(LCA_ERR_UNSUPPORTED, "%d MPI ranks: at most %d are supported (the exact "
                         "sums' carry bounds, docs/mpi.md)", size, LCA_MAX_RANKS);
     /* −key, so that MPI_MAX finds the lowest key; none: the lowest value */
-    int64_t local[3] = {INT64_MIN, 0, (int64_t)(seconds * 1e9)};
+    int64_t local[4] = {INT64_MIN, 0, (int64_t)(seconds * 1e9), (int64_t)(cpu * 1e9)};
     if (failed_unit != SIZE_MAX) local[0] = -((int64_t)failed_unit * size + rank);
     size_t k = sum ? sum->count : 0;
     if (sum && failed_unit == SIZE_MAX) {
@@ -115,9 +118,10 @@ static lca_status combine(int size, int rank, size_t failed_unit, lca_status sta
         }
         local[1] = largest;
     }
-    if (MPI_Allreduce(MPI_IN_PLACE, local, 3, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+    if (MPI_Allreduce(MPI_IN_PLACE, local, 4, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
         return mpi_failed("MPI_Allreduce of the pass's state");
     slowest_seconds += (double)local[2] * 1e-9;
+    slowest_cpu += (double)local[3] * 1e-9;
     own_seconds += seconds;
     passes++;
     if (local[0] != INT64_MIN) {
@@ -190,17 +194,19 @@ static lca_status combine(int size, int rank, size_t failed_unit, lca_status sta
 
 lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
-                             size_t *bad) {
+                             double cpu, size_t *bad) {
     if (sum) *bad = sum->count;
     int size = lca_ranks_size();
     if (size <= 1) {
         own_seconds += seconds;
         slowest_seconds += seconds;
+        slowest_cpu += cpu;
         passes++;
         if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
         return LCA_OK;
     }
-    return combine(size, lca_ranks_rank(), failed_unit, status, message, sum, loss, seconds, bad);
+    return combine(size, lca_ranks_rank(), failed_unit, status, message, sum, loss, seconds, cpu,
+                   bad);
 }
 
 #else /* one rank */
@@ -212,11 +218,12 @@ int lca_rank_max(int value) { return value; }
 
 lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
-                             size_t *bad) {
+                             double cpu, size_t *bad) {
     (void)loss;
     if (sum) *bad = sum->count;
     own_seconds += seconds;
     slowest_seconds += seconds;
+    slowest_cpu += cpu;
     passes++;
     if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
     return LCA_OK;

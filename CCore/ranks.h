@@ -45,7 +45,7 @@ void lca_ranks_set_split(int on);
  * status and message; a local failure after the units (a merge out of
  * range) is given as unit `units`. sum (NULL for a loss-only pass) and loss
  * are this rank's merged exact sums, carried (lca_exact_carry); seconds the
- * time its units took.
+ * time its units took, cpu the process's CPU time meanwhile.
  *
  * On every rank, the same result: when any rank failed, the status and
  * message of the lowest failed unit (the lowest rank's for a tie), set as
@@ -57,6 +57,6 @@ void lca_ranks_set_split(int on);
  * = sum->count. */
 lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *message,
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
-                             size_t *bad);
+                             double cpu, size_t *bad);
 
 #endif

@@ -14,6 +14,9 @@ extension Core {
     public static var rankCount: Int { Int(lca_rank_count()) }
     /// The evaluation passes' time so far on the slowest rank of each pass.
     public static var slowestRankSeconds: Double { lca_rank_slowest_seconds() }
+    /// The largest CPU time a rank's process spent in each pass, summed:
+    /// the work of the busiest rank, whatever else shares the cores.
+    public static var slowestRankCPUSeconds: Double { lca_rank_slowest_cpu_seconds() }
     /// The evaluation passes' time so far on this rank.
     public static var ownRankSeconds: Double { lca_rank_own_seconds() }
     /// The evaluation passes so far (the two times above are over these).

@@ -287,8 +287,9 @@ struct Train: ParsableCommand {
         }
         progress.finish()
         if Ranks.launched, !quiet {
-            Output.stderr(String(format: "lca: %d ranks: %llu evaluation passes, %.3f s on the slowest rank of each, %.3f s on rank 0\n",
-                                 Core.rankCount, Core.rankPasses, Core.slowestRankSeconds, Core.ownRankSeconds))
+            Output.stderr(String(format: "lca: %d ranks: %llu evaluation passes, %.3f s on the slowest rank of each, %.3f s on rank 0, %.3f s of CPU on the busiest\n",
+                                 Core.rankCount, Core.rankPasses, Core.slowestRankSeconds, Core.ownRankSeconds,
+                                 Core.slowestRankCPUSeconds))
         }
         let text = json ? try summary.jsonString() + "\n" : summary.table
         if run.logPath == "-" {

@@ -85,7 +85,7 @@ static void wide_sums(void) {
     lca_exact_scalar_clear(&loss);
     lca_exact_scalar_add(&loss, 0.25 * (rank + 1));
     size_t bad = 0;
-    lca_status status = lca_ranks_combine(SIZE_MAX, LCA_OK, "", &v, &loss, 0.0, &bad);
+    lca_status status = lca_ranks_combine(SIZE_MAX, LCA_OK, "", &v, &loss, 0.0, 0.0, &bad);
     int64_t hi = (ranks % 2) * B + ranks / 2, lo = (int64_t)ranks * (ranks - 1) / 2;
     check_true(status == LCA_OK && bad == 3 && v.hi[0] == hi && v.hi[1] == -hi && v.hi[2] == 3 &&
                    v.lo[0] == lo && v.lo[2] == lo,
@@ -100,7 +100,7 @@ static void wide_sums(void) {
         lca_exact_clear(&v);
         v.hi[1] = (INT64_C(1) << 62) - 1;
         lca_exact_scalar_clear(&loss);
-        status = lca_ranks_combine(SIZE_MAX, LCA_OK, "", &v, &loss, 0.0, &bad);
+        status = lca_ranks_combine(SIZE_MAX, LCA_OK, "", &v, &loss, 0.0, 0.0, &bad);
         check_true(status == LCA_ERR_NUMERIC && bad == 1, "a total beyond the range is found",
                    "status %d, element %zu", (int)status, bad);
     }
@@ -119,10 +119,10 @@ static void failures(void) {
     size_t bad = 0;
     lca_status status = lca_ranks_combine(ranks == 1 ? SIZE_MAX : unit,
                                           rank == 2 ? LCA_ERR_NUMERIC : LCA_ERR_FORMAT, message,
-                                          NULL, &loss, 0.0, &bad);
+                                          NULL, &loss, 0.0, 0.0, &bad);
     if (ranks == 1) {
         check_true(status == LCA_OK, "one rank, no failure: ok", "status %d", (int)status);
-        status = lca_ranks_combine(3, LCA_ERR_NUMERIC, "unit 3 failed", NULL, &loss, 0.0, &bad);
+        status = lca_ranks_combine(3, LCA_ERR_NUMERIC, "unit 3 failed", NULL, &loss, 0.0, 0.0, &bad);
         check_true(status == LCA_ERR_NUMERIC && strcmp(lca_last_error(), "unit 3 failed") == 0,
                    "one rank: its failure, with its message", "%d: %s", (int)status,
                    lca_last_error());

@@ -12,9 +12,12 @@ LCA over MPI"):
     T(R) = s + P · ( c · A · ⌈U / R⌉  +  t_comm(R) )
 
     s       the replicated training step and the rest of the iteration
-            (measured at one rank: wall − evaluation, per iteration)
+            (measured at one rank: the CPU time of the whole command minus
+            the evaluation's, per iteration; an upper bound, since start-up,
+            data loading and saves are in it)
     P       evaluation passes per iteration (2 without refinement)
-    c       seconds per example per pass on one core (measured at one rank)
+    c       seconds per example per pass on one core (measured at one rank,
+            as CPU time: the work, not what a loaded machine gave it)
     A, U    examples per accumulation unit (512 for an MLP, the batch-norm
             group, 250, for a net with batch norm; LeNet: 512) and units in
             the evaluation set: U = ⌈E / A⌉; a rank evaluates ⌈U / R⌉ units
@@ -41,6 +44,7 @@ import json
 import math
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -86,16 +90,20 @@ def measure(lca, ranks, name, spec, data, subset, iterations, bn_group):
             command += ["--labels", labels]
         if bn_group:
             command += ["--bn-group", str(bn_group)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(command, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU of mpirun and every rank (start-up, data, saves included)
+        cpu_all = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    line = re.search(r"(\d+) ranks: (\d+) evaluation passes, ([\d.]+) s on the slowest rank of each, ([\d.]+) s on rank 0",
-                     done.stderr)
+    line = re.search(r"(\d+) ranks: (\d+) evaluation passes, ([\d.]+) s on the slowest rank of each, ([\d.]+) s on rank 0, "
+                     r"([\d.]+) s of CPU on the busiest", done.stderr)
     wall = re.search(r"wall time\s+([\d.]+) s", done.stdout)
     if not line or not wall:
         raise SystemExit(f"no rank line or wall time in the output of {' '.join(command)}:\n{done.stderr}\n{done.stdout}")
     return {"net": name, "ranks": ranks, "passes": int(line.group(2)), "slowest": float(line.group(3)),
-            "own": float(line.group(4)), "wall": float(wall.group(1)), "iterations": iterations,
+            "own": float(line.group(4)), "cpu": float(line.group(5)), "cpu_all": cpu_all, "wall": float(wall.group(1)), "iterations": iterations,
             "examples": subset}
 
 
@@ -105,8 +113,14 @@ def model_rows(measured):
         one = next((m for m in measured if m["net"] == name and m["ranks"] == 1), None)
         if not one:
             continue
-        c = one["slowest"] / (one["passes"] * one["examples"])
-        s = max(one["wall"] - one["slowest"], 0.0) / one["iterations"]
+        # CPU time: the work, whatever else shares this machine's cores
+        c = one.get("cpu", one["slowest"]) / (one["passes"] * one["examples"])
+        # the rest of an iteration, from CPU time too (an upper bound: the
+        # process's start-up, data loading and saves are in it)
+        if "cpu_all" in one:
+            s = max(one["cpu_all"] - one["cpu"], 0.0) / one["iterations"]
+        else:
+            s = max(one["wall"] - one["slowest"], 0.0) / one["iterations"]
         units = math.ceil(e / a)
         b = 16 * k + 536
         for network, alpha, beta in NETWORKS:
@@ -126,12 +140,14 @@ def model_rows(measured):
 
 def print_tables(measured, rows):
     print("Measured on this machine (ranks × 1 thread, oversubscribed past the cores; time per iteration):\n")
-    print("| net | examples | ranks | wall s/it | evaluation s/it, slowest rank | speed-up of the evaluation |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| net | examples | ranks | wall s/it | evaluation s/it, slowest rank | its speed-up | "
+          "evaluation CPU s/it, busiest rank | its speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for m in measured:
         base = next(x for x in measured if x["net"] == m["net"] and x["ranks"] == 1)
         print(f"| {m['net']} | {m['examples']} | {m['ranks']} | {m['wall'] / m['iterations']:.3f} | "
-              f"{m['slowest'] / m['iterations']:.3f} | {base['slowest'] / m['slowest']:.2f}× |")
+              f"{m['slowest'] / m['iterations']:.3f} | {base['slowest'] / m['slowest']:.2f}× | "
+              f"{m['cpu'] / m['iterations']:.3f} | {base['cpu'] / m['cpu']:.2f}× |")
     print("\nModel for the full evaluation set (one core a rank, P = 2 passes an iteration; seconds per iteration):\n")
     print("| net | network | K | bytes a pass | units | c µs/example·pass | step s | 1 rank | 16 | 64 | 256 | "
           "at 256: compute / comm a it | efficiency ≥ 50 % up to (of U useful) |")
