@@ -9,9 +9,14 @@
 #   make fuzz                 libFuzzer targets (Tests/fuzz), each for FUZZ_SECONDS
 #   make fuzz-seeds           rewrite the seed corpora Tests/fuzz/corpus/ with the core
 #   make openmp-info          where OpenMP was looked for and what was found
+#   make test MPI=1           the core with MPI (LCA_MPI, mpicc's flags), in build/mpi;
+#                             tools/mpi-test runs its test_ranks under mpirun
 CC ?= clang
 ifeq ($(origin CC),default)
 CC = clang
+endif
+ifeq ($(MPI),1)
+BUILD ?= build/mpi
 endif
 BUILD ?= build
 
@@ -51,6 +56,11 @@ endif
 CFLAGS ?= -O2 -g
 override CFLAGS += -std=c11 -Wall -Wextra -Wno-unused-parameter -ICCore/include -ICCore -D_GNU_SOURCE
 LDLIBS += -lz -lm -pthread
+# MPI=1 (docs/mpi.md): Open MPI's compile and link flags as mpicc gives them
+ifeq ($(MPI),1)
+override CFLAGS += -DLCA_MPI $(shell mpicc --showme:compile)
+LDLIBS += $(shell mpicc --showme:link)
+endif
 ifeq ($(OPENMP),1)
 OMP_CFLAGS = $(OMP_CFLAGS_FOUND)
 LDLIBS += $(OMP_LDLIBS_FOUND)

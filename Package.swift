@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 //
 // lca: trains small neural networks and measures Loss Change Allocation
 // while they train. A C11 core (target CLCA, sources in CCore/) does the numerics; LCAKit is its Swift
@@ -42,17 +42,34 @@ let package = Package(
         .executable(name: "freeze-last-layer", targets: ["freeze-last-layer"]),
         .executable(name: "lr-sweep", targets: ["lr-sweep"]),
     ],
+    // MPI (docs/mpi.md): `swift build -c release --traits MPI` builds the
+    // core against the system's Open MPI (pkg-config ompi-c; apt
+    // libopenmpi-dev) and `mpirun -np N lca train …` splits every
+    // evaluation pass over N ranks, with the same bytes. Not a default: a
+    // build without the trait needs no MPI and links none. The trait's
+    // settings are defines and a target dependency, none of them unsafe.
+    traits: [
+        .trait(name: "MPI", description: "Data-parallel evaluation over MPI ranks (Open MPI, pkg-config ompi-c)"),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"]), .brew(["open-mpi"])]
+        ),
         .target(
             name: "CLCA",
+            dependencies: [.target(name: "CMPI", condition: .when(traits: ["MPI"]))],
             path: "CCore",
             publicHeadersPath: "include",
             cSettings: [
                 .headerSearchPath("."),
                 .define("_GNU_SOURCE"),
+                .define("LCA_MPI", .when(traits: ["MPI"])),
             ],
             linkerSettings: [.linkedLibrary("z"), .linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
@@ -66,9 +83,10 @@ let package = Package(
             dependencies: [
                 "LCAKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .target(name: "CMPI", condition: .when(traits: ["MPI"])),
             ],
             path: "Sources/lca",
-            swiftSettings: staticRuntime,
+            swiftSettings: staticRuntime + [.define("LCA_MPI", .when(traits: ["MPI"]))],
             linkerSettings: staticRuntimeLink
         ),
         // Examples a user would copy; the tests run both on the digits.

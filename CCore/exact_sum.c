@@ -131,6 +131,8 @@ static size_t carry(lca_exact_vector *v) {
     return n;
 }
 
+size_t lca_exact_carry(lca_exact_vector *v) { return carry(v); }
+
 size_t lca_exact_add(lca_exact_vector *v, const float *x) {
     static add_function add; /* a benign race: every thread stores the same pointer */
     if (!add) add = choose_add();

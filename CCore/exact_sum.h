@@ -62,6 +62,9 @@ size_t lca_exact_merge(lca_exact_vector *into, lca_exact_vector *from);
  * even); with add, out[i] += that instead. Carries v first; returns count,
  * or (out untouched) the first element whose sum left the range. */
 size_t lca_exact_read(lca_exact_vector *v, double *out, bool add);
+/* Carries lo into hi (lo in [0, 2^52) after it); returns count, or the
+ * first element whose sum left the range. For the ranks' allreduce. */
+size_t lca_exact_carry(lca_exact_vector *v);
 /* The element's sum rounded once to float64 (carries nothing). */
 double lca_exact_value(int64_t hi, int64_t lo);
 

@@ -21,15 +21,17 @@
  * exact integer sums (exact_sum.h), whose result does not depend on their
  * order. So the evaluation-set loss and gradient depend neither on the
  * chunk (the memory a worker holds), nor on the thread count, nor on which
- * thread took which unit; data-parallel ranks holding some units each will
- * add their integer sums the same way. */
+ * thread took which unit; data-parallel ranks holding some units each add
+ * their integer sums the same way (ranks.c, docs/mpi.md). */
 #include "integrator.h"
+#include "ranks.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* NULL for a size that cannot be rounded up to the alignment (a saturated
  * SIZE_MAX from lca_size_mul_add among them) */
@@ -269,7 +271,8 @@ typedef struct eval_pass {
     double scale;             /* 1/E */
     bool gradient;            /* the gradient too, not the loss alone */
     size_t units;
-    atomic_size_t next;       /* the next unit a thread takes */
+    size_t rank, ranks;       /* this rank owns units rank, rank + ranks, … (ranks.h) */
+    atomic_size_t next;       /* the next of its units a thread takes */
     atomic_bool failed;       /* a unit failed: stop taking units */
 } eval_pass;
 
@@ -367,8 +370,9 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
 static void evaluate_units(eval_pass *p, lca_eval_worker *w) {
     for (;;) {
         if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
-        size_t u = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (u >= p->units) return;
+        size_t j = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (j >= (p->units - p->rank + p->ranks - 1) / p->ranks) return;
+        size_t u = p->rank + j * p->ranks;
         evaluate_unit(p, w, u);
     }
 }
@@ -385,11 +389,17 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
      * so the units add up to the gradient of the mean loss. */
     p.scale = 1.0 / (double)v->count;
     p.units = (v->count + g->unit - 1) / g->unit;
+    /* data-parallel ranks: this rank's units only (ranks.h); one rank
+     * without MPI. A rank with no unit still takes part in the combine. */
+    p.ranks = (size_t)lca_ranks_size();
+    p.rank = (size_t)lca_ranks_rank();
+    size_t owned = p.rank < p.units ? (p.units - p.rank + p.ranks - 1) / p.ranks : 0;
+    if (p.rank >= p.units) p.rank = p.units; /* evaluate_units then takes none */
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, false);
     size_t threads = (size_t)lca_threads();
     if (threads > g->worker_count) threads = g->worker_count;
-    if (threads > p.units) threads = p.units;
+    if (threads > owned) threads = owned;
     if (threads < 1) threads = 1;
     for (size_t i = 0; i < threads; i++) {
         lca_eval_worker *w = &g->workers[i];
@@ -398,6 +408,9 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         w->failed_unit = SIZE_MAX;
         w->status = LCA_OK;
     }
+    struct timespec began, ended, cpu_began, cpu_ended;
+    clock_gettime(CLOCK_MONOTONIC, &began);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu_began);
     if (threads == 1) {
         /* one unit at a time, the threads (if any) inside its layers */
         evaluate_units(&p, &g->workers[0]);
@@ -405,19 +418,48 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         /* the units over the threads, each team member with its own worker */
         lca_parallel_team(threads, evaluate_team_member, &p);
     }
+    /* This rank's result: the first failed unit's message, else the
+     * workers' sums merged into worker 0's (integer additions, in any
+     * order) and carried; a merge out of range counts as a failure after
+     * the last unit. */
+    lca_eval_worker *total = &g->workers[0];
+    size_t failed_unit = SIZE_MAX;
+    lca_status failed_status = LCA_OK;
+    const char *failed_message = "";
     if (atomic_load(&p.failed)) {
         const lca_eval_worker *first = &g->workers[0];
         for (size_t i = 1; i < threads; i++)
             if (g->workers[i].failed_unit < first->failed_unit) first = &g->workers[i];
-        return lca_fail(first->status, "%s", first->message);
+        failed_unit = first->failed_unit;
+        failed_status = first->status;
+        failed_message = first->message;
+    } else {
+        size_t k = total->sum.count, bad = k;
+        for (size_t i = 1; i < threads; i++) {
+            lca_exact_scalar_merge(&total->loss, &g->workers[i].loss);
+            if (gradient && bad == k) bad = lca_exact_merge(&total->sum, &g->workers[i].sum);
+        }
+        if (gradient && bad == k) bad = lca_exact_carry(&total->sum);
+        if (bad != k) {
+            failed_status = out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+            failed_unit = p.units;
+            snprintf(total->message, sizeof total->message, "%s", lca_last_error());
+            failed_message = total->message;
+        }
     }
-    /* the workers' sums into worker 0's: integer additions, in any order */
-    lca_eval_worker *total = &g->workers[0];
-    for (size_t i = 1; i < threads; i++) {
-        lca_exact_scalar_merge(&total->loss, &g->workers[i].loss);
-        if (!gradient) continue;
-        size_t k = total->sum.count, bad = lca_exact_merge(&total->sum, &g->workers[i].sum);
-        if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+    clock_gettime(CLOCK_MONOTONIC, &ended);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu_ended);
+    double seconds = (double)(ended.tv_sec - began.tv_sec) + 1e-9 * (double)(ended.tv_nsec - began.tv_nsec);
+    double cpu = (double)(cpu_ended.tv_sec - cpu_began.tv_sec) +
+                 1e-9 * (double)(cpu_ended.tv_nsec - cpu_began.tv_nsec);
+    /* every rank's sums into every rank's: integer additions (ranks.c) */
+    size_t bad = 0;
+    lca_status combined = lca_ranks_combine(failed_unit, failed_status, failed_message,
+                                            gradient ? &total->sum : NULL, &total->loss, seconds,
+                                            cpu, &bad);
+    if (combined != LCA_OK) {
+        if (gradient && bad != total->sum.count) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+        return combined;
     }
     if (gradient) {
         size_t k = total->sum.count, bad = lca_exact_read(&total->sum, gradient, add);

@@ -134,6 +134,27 @@ const char *lca_thread_backend(void);
  * Results do not depend on it. */
 void lca_set_threads(int threads);
 int lca_threads(void);
+/* Data-parallel ranks (docs/mpi.md). Built with MPI (SwiftPM trait MPI,
+ * make MPI=1; lca_rank_backend "mpi", else "none") and once the caller has
+ * called MPI_Init, every evaluation pass is split over the ranks of
+ * MPI_COMM_WORLD (accumulation unit u on rank u mod lca_rank_count) and
+ * combined exactly: the results do not depend on the rank count. The
+ * library never initialises, finalises or aborts MPI. Every rank must then
+ * make the same calls in the same order (the training step is replicated).
+ * Without MPI: rank 0 of 1. lca_rank_slowest_seconds: Σ over the passes so
+ * far of the slowest rank's time in its units; lca_rank_own_seconds: this
+ * rank's; lca_rank_slowest_cpu_seconds: Σ of the largest CPU time a rank's
+ * process spent in each pass (its work, whatever else shares the cores);
+ * lca_rank_passes: the passes counted. lca_rank_max: the largest value over the ranks, a collective (every
+ * rank calls it at the same point; value itself without MPI). */
+const char *lca_rank_backend(void);
+int lca_rank(void);
+int lca_rank_count(void);
+double lca_rank_slowest_seconds(void);
+double lca_rank_own_seconds(void);
+double lca_rank_slowest_cpu_seconds(void);
+uint64_t lca_rank_passes(void);
+int lca_rank_max(int value);
 /* The kernel family (matrix product and convolution) this process uses:
  * "avx512", "avx2" or "portable". By default the best this CPU runs; the
  * environment variable LCA_KERNEL=avx512|avx2|portable, read once per

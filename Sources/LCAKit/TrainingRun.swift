@@ -392,14 +392,18 @@ public final class TrainingRun {
     /// records up to the state are read first.
     /// - Parameter tensorBoard: also write TensorBoard events of the
     ///   iterations still to run into this folder.
+    /// - Parameter writes: false for a data-parallel rank other than 0
+    ///   (docs/mpi.md): the folder is only read (config, state), neither
+    ///   locked nor written, and the run has no outputs.
     /// - Throws: `LCAError` naming the file and byte offset when the log is
     ///   damaged or holds fewer records than the state's iteration; `.state`
     ///   when another process holds the folder's lock or there is no resume
     ///   state; `.mismatch` naming what changed when the data, the model or
     ///   the options differ from the fingerprint in `config.json`.
-    public init(resuming folder: RunFolder, tensorBoard: String? = nil, logSync: LogSync = .checkpoint) throws {
-        let lock = try RunFolderLock(folder: folder)
-        folder.removeStaleTemporaries()
+    public init(resuming folder: RunFolder, tensorBoard: String? = nil, logSync: LogSync = .checkpoint,
+                writes: Bool = true) throws {
+        let lock = writes ? try RunFolderLock(folder: folder) : nil
+        if writes { folder.removeStaleTemporaries() }
         if FileManager.default.fileExists(atPath: folder.config), !FileManager.default.fileExists(atPath: folder.state) {
             throw LCAError(code: .state, message: "no resume state: the run was stopped before its start was saved, so there is nothing to continue; remove the folder and start the run again", path: folder.state)
         }
@@ -427,7 +431,7 @@ public final class TrainingRun {
         try trainer.loadState(from: folder.state)
         // The records before the state, read before the log is cut back.
         var summary = RunSummary(trainer: trainer)
-        if trainer.iteration > 0 {
+        if trainer.iteration > 0, writes {
             let earlier = try LogStream(path: folder.log)
             while earlier.recordsRead < Int(trainer.iteration), let record = try earlier.next() {
                 summary.add(record)
@@ -438,7 +442,8 @@ public final class TrainingRun {
             }
         }
         self.recipe = recipe
-        self.outputs = RunOutputs(folder: folder, log: folder.log, tensorBoard: tensorBoard, logSync: logSync)
+        self.outputs = writes ? RunOutputs(folder: folder, log: folder.log, tensorBoard: tensorBoard, logSync: logSync)
+                              : RunOutputs()
         self.model = model
         self.data = data
         self.trainer = trainer
@@ -447,7 +452,7 @@ public final class TrainingRun {
         self.initialConversion = nil
         self.resumed = true
         self.lock = lock
-        self.log = try LogWriter(resuming: folder.log, trainer: trainer)
+        self.log = writes ? try LogWriter(resuming: folder.log, trainer: trainer) : nil
         log?.setSyncEveryRecord(logSync == .record)
     }
 

@@ -40,7 +40,28 @@ struct LCACommand: ParsableCommand {
             Output.error(problem)
             Self.exit(withError: ExitCode(64))
         }
-        main(Array(CommandLine.arguments.dropFirst()))
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        Ranks.start()
+        guard Ranks.launched else { return main(arguments) }
+        // Under mpirun (docs/mpi.md): the same parse and run as main(_:),
+        // then MPI_Finalize on success, MPI_Abort on failure (any rank's).
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            let status = exitCode(for: error)
+            // success, or a signal's stop (128 + n): every rank stopped after
+            // the same iteration (Train), so every rank finalises
+            if status.isSuccess || status.rawValue >= 128 {
+                Ranks.finish()
+                exit(withError: error)
+            }
+            let message = fullMessage(for: error)
+            if !message.isEmpty { Output.stderr(Ranks.prefix + message + "\n", always: true) }
+            Ranks.abort(status.rawValue)
+        }
+        Ranks.finish()
+        exit()
     }
 }
 
@@ -74,6 +95,7 @@ enum Output {
     /// other failure (a full disk, /dev/full) is an error: `stdout: <reason>`,
     /// exit 1, so that no output is lost silently.
     static func stdout(_ text: String) throws {
+        guard Ranks.writes else { return } // MPI: rank 0 speaks for the job
         if !write(text, to: STDOUT_FILENO) {
             let saved = errno
             if saved == EPIPE { throw ExitCode.success }
@@ -82,13 +104,17 @@ enum Output {
     }
 
     /// Writes text to stderr (failures are ignored: nowhere left to report).
-    static func stderr(_ text: String) {
+    /// Under MPI only rank 0 writes (the others' notices are the same),
+    /// except errors (`always`), which name the rank.
+    static func stderr(_ text: String, always: Bool = false) {
+        guard Ranks.writes || always else { return }
         _ = write(text, to: STDERR_FILENO)
     }
 
-    /// `lca: error: <message>` on stderr.
+    /// `lca: error: <message>` on stderr (`lca: rank N: error: …` on a
+    /// rank other than 0 of an MPI job).
     static func error(_ message: String) {
-        stderr("lca: \(colored("error:", .red, stream: .stderr)) \(message)\n")
+        stderr("lca: \(Ranks.prefix)\(colored("error:", .red, stream: .stderr)) \(message)\n", always: true)
     }
 
     enum Color: String {

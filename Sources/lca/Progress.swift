@@ -12,7 +12,9 @@ import Darwin
 /// The progress line of `lca train` on stderr: rewritten in place with \r,
 /// at most ten times a second, only when stderr is a terminal, and never
 /// wider than the terminal (a line that wraps leaves a stale row behind
-/// at every redraw).
+/// at every redraw). Under mpirun with several ranks, where stderr is a
+/// pipe to the launcher, rank 0 writes one plain line every `lineEvery`
+/// instead (docs/mpi.md), naming the slowest rank's time.
 final class Progress {
     private let total: Int
     private let parameters: Int
@@ -22,35 +24,50 @@ final class Progress {
     private var lastDrawn: ContinuousClock.Instant?
     private var firstIteration: UInt64?
     private var drawnWidth = 0
+    /// Plain lines (no redraw) at this interval, or nil.
+    private let lineEvery: Duration?
 
-    init(total: Int, parameters: Int, enabled: Bool) {
+    init(total: Int, parameters: Int, enabled: Bool, lineEvery: Duration? = nil) {
         self.total = total
         self.parameters = parameters
         self.enabled = enabled
+        self.lineEvery = enabled ? nil : lineEvery
         started = clock.now
     }
 
     func update(_ record: RecordView) {
-        guard enabled else { return }
+        guard enabled || lineEvery != nil else { return }
         if firstIteration == nil { firstIteration = record.iteration }
         let now = clock.now
         let isLast = record.iteration >= UInt64(total)
+        if let lineEvery {
+            if let lastDrawn, !isLast, lastDrawn.duration(to: now) < lineEvery { return }
+            if lastDrawn == nil, !isLast, started.duration(to: now) < lineEvery { return }
+            lastDrawn = now
+            Output.stderr("lca: " + ProgressLine.render(state(record, now: now), width: 1000) + "\n")
+            return
+        }
         if let lastDrawn, !isLast, lastDrawn.duration(to: now) < .milliseconds(100) { return }
         lastDrawn = now
-        let elapsed = seconds(started.duration(to: now))
-        let done = Double(record.iteration - firstIteration! + 1)
-        let view = record.train
-        let hasLCA = view.subintervals > 0
-        let state = ProgressLine.State(
-            iteration: record.iteration, total: total, batchLoss: record.batchLoss,
-            evalLoss: hasLCA ? view.lossAfter : nil, lca: hasLCA ? view.lcaTotal : nil,
-            residual: hasLCA ? view.residual : nil,
-            helpingPercent: hasLCA ? Double(view.helpedCount) / Double(max(parameters, 1)) * 100 : nil,
-            secondsLeft: Double(max(total - Int(record.iteration), 0)) * elapsed / done)
+        let state = state(record, now: now)
         let width = ProgressLine.terminalWidth()
         let line = ProgressLine.render(state, width: width)
         Output.stderr(ProgressLine.redraw(line, previousWidth: drawnWidth, terminalWidth: width))
         drawnWidth = line.count
+    }
+
+    private func state(_ record: RecordView, now: ContinuousClock.Instant) -> ProgressLine.State {
+        let elapsed = seconds(started.duration(to: now))
+        let done = Double(record.iteration - firstIteration! + 1)
+        let view = record.train
+        let hasLCA = view.subintervals > 0
+        return ProgressLine.State(
+            iteration: record.iteration, total: total, batchLoss: record.batchLoss,
+            evalLoss: hasLCA ? view.lossAfter : nil, lca: hasLCA ? view.lcaTotal : nil,
+            residual: hasLCA ? view.residual : nil,
+            helpingPercent: hasLCA ? Double(view.helpedCount) / Double(max(parameters, 1)) * 100 : nil,
+            secondsLeft: Double(max(total - Int(record.iteration), 0)) * elapsed / done,
+            ranks: Core.rankCount > 1 ? (Core.rankCount, Core.slowestRankSeconds / done) : nil)
     }
 
     func finish() {
@@ -81,6 +98,9 @@ enum ProgressLine {
         var residual: Double?
         var helpingPercent: Double?
         var secondsLeft: Double
+        /// Under MPI with several ranks: "4 ranks" and the evaluation time
+        /// per iteration of the slowest rank (docs/mpi.md); nil otherwise.
+        var ranks: (count: Int, slowestSeconds: Double)? = nil
     }
 
     /// One field of the line, in display order; lower priority numbers are
@@ -109,6 +129,12 @@ enum ProgressLine {
         if let helping = s.helpingPercent {
             fields.append(Field(priority: 5, long: "helping \(String(format: "%.1f", helping))%",
                                 short: "help \(String(format: "%.0f", helping))%"))
+        }
+        if let ranks = s.ranks {
+            let t = ranks.slowestSeconds
+            let long = t < 1 ? String(format: "%.1f ms/it", t * 1e3) : String(format: "%.2f s/it", t)
+            fields.append(Field(priority: 7, long: "\(ranks.count) ranks, slowest \(long)",
+                                short: t < 1 ? String(format: "slowest %.0fms", t * 1e3) : String(format: "slowest %.1fs", t)))
         }
         let left = s.secondsLeft
         fields.append(Field(priority: 1, long: "left \(String(format: left < 60 ? "%.1f s" : "%.0f s", left))",

@@ -255,7 +255,11 @@ struct Train: ParsableCommand {
     private func makeRun() throws -> TrainingRun {
         let run: TrainingRun
         if let resume {
-            run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync)
+            run = try TrainingRun(resuming: RunFolder(path: resume), tensorBoard: tensorboard, logSync: fsync,
+                                  writes: Ranks.writes)
+        } else if !Ranks.writes {
+            // MPI: a rank other than 0 trains the same steps and writes nothing (docs/mpi.md)
+            run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs())
         } else if output == "-" {
             run = try TrainingRun(recipe: initialRecipe(), outputs: RunOutputs(folder: runDir.map(RunFolder.init(path:)),
                                                                         log: "-", tensorBoard: tensorboard, logSync: fsync))
@@ -267,12 +271,18 @@ struct Train: ParsableCommand {
     }
 
     private func train(_ run: TrainingRun) throws {
-        let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal)
+        // under mpirun stderr is a pipe: with several ranks, a plain line every 10 s instead
+        let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal,
+                                lineEvery: !quiet && Core.rankCount > 1 ? .seconds(10) : nil)
         let summary: RunSummary
+        // under MPI every rank stops after the same iteration, with the same
+        // signal (the largest any rank received): maxOverRanks is a collective
+        interruptRequested = Core.maxOverRanks(interruptRequested)
         if interruptRequested != 0 { run.control.stop() }
         do {
             summary = try run.run { record, control in
                 progress.update(record)
+                interruptRequested = Core.maxOverRanks(interruptRequested)
                 if interruptRequested != 0 { control.stop() }
             }
         } catch {
@@ -280,6 +290,11 @@ struct Train: ParsableCommand {
             throw error
         }
         progress.finish()
+        if Ranks.launched, !quiet {
+            Output.stderr(String(format: "lca: %d ranks: %llu evaluation passes, %.3f s on the slowest rank of each, %.3f s on rank 0, %.3f s of CPU on the busiest\n",
+                                 Core.rankCount, Core.rankPasses, Core.slowestRankSeconds, Core.ownRankSeconds,
+                                 Core.slowestRankCPUSeconds))
+        }
         let text = json ? try summary.jsonString() + "\n" : summary.table
         if run.logPath == "-" {
             if !quiet { Output.stderr(text) }
