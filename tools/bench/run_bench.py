@@ -148,7 +148,7 @@ def build(args):
     cc = shutil.which("clang") or shutil.which("cc")
     # what the Makefile links (libomp when it found OpenMP, docs/threads.md)
     omp_libs = run(["make", "-s", "BUILD=build/bench", "ldlibs"]).stdout.split()
-    run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-ICCore/include", "-c",
+    run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-ICCore/include", "-ICCore", "-c",
          "tools/bench/eval_pass_bench.c", "-o", f"{BUILD}/eval_pass_bench.o"])
     run([cc, f"{BUILD}/eval_pass_bench.o", f"{BUILD}/liblca.a", "-lz", "-lm", *omp_libs,
          "-o", f"{BUILD}/eval_pass_bench"])
