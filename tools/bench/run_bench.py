@@ -219,7 +219,7 @@ def forced(label, requested, ran):
     forced (the core ignored LCA_KERNEL), never passing one off as the other."""
     if requested is None:
         return "default"
-    return "forced" if ran == requested else f"not yet forced (asked {requested}, ran {ran})"
+    return "forced" if ran.startswith(requested) else f"not yet forced (asked {requested}, ran {ran})"
 
 
 def run_lca_train(args, model, iterations, workdir, tag, kernel=None, extra=()):
@@ -370,9 +370,10 @@ def pass_round(args, results, workdir):
     the FMA ceiling. Kept in results['rounds']."""
     row = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "lca": {}, "sweep": {}, "peer": {}, "fma": {}}
-    for t in args.threads:
+    for t in sorted(set(args.threads) | {1}):  # 1 thread always: T × it bounds a disturbed T-thread run
         log(f"round {len(results['rounds']) + 1}, {t} threads: FMA ceiling")
         row["fma"][t] = fma_peak(t, args.pass_repeats)
+    for t in args.threads:
         for model in args.models:
             for label, kernel in KERNELS:
                 r = lca_pass(args, model, t, kernel)
@@ -396,7 +397,7 @@ def best_of_rounds(results, args):
     any round, and never below T × the 1-thread figure."""
     rounds = results["rounds"]
     out = {"lca": {}, "sweep": {}, "peer": {}, "fma": {}}
-    for t in args.threads:
+    for t in sorted(set(args.threads) | {1}):
         fma = {"avx2": None, "avx512": None, "others": 0.0}
         for r in rounds:
             for isa in ("avx2", "avx512"):
@@ -439,9 +440,9 @@ def best_of_rounds(results, args):
 
 def ceiling_for(fma, kernel):
     """The FMA ceiling of the ISA a kernel runs on."""
-    if kernel == "avx2":
+    if kernel and kernel.startswith("avx2"):  # "avx2" ("avx2-fma" before issue 13)
         return fma["avx2"], "AVX2"
-    if kernel == "avx512":
+    if kernel and kernel.startswith("avx512"):
         return fma["avx512"], "AVX-512"
     wide = fma["avx512"] or fma["avx2"]
     return wide, "AVX-512" if fma["avx512"] else "AVX2"
@@ -702,12 +703,12 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     add("### FMA ceilings\n")
     add("| threads | AVX2+FMA GFLOP/s | AVX-512 GFLOP/s | others |")
     add("|---|---|---|---|")
-    for t in args.threads:
+    for t in sorted(best["fma"]):
         f = best["fma"][t]
         add(f"| {t} | {f['avx2'] or float('nan'):.1f} | "
             f"{f['avx512'] if f['avx512'] else float('nan'):.1f} | {f['others']:.2f} |")
-    add("\n(best of every round; at T threads never below T × the 1-thread figure when 1 thread is "
-        "measured too, so that a disturbed run does not lower the bar)\n")
+    add("\n(best of every round; at T threads never below T × the 1-thread figure, measured in every "
+        "round, so that a run disturbed by other processes does not lower the bar)\n")
 
     if len(results["rounds"]) > 1:
         add("### Each round (lca pass seconds, PyTorch best seconds)\n")
@@ -753,6 +754,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
             "groups of 250; PyTorch the same at its fastest configuration of the sweep, from lca's "
             "initial weights. Peak memory = maximum resident set size (`/usr/bin/time -v`), the "
             "whole process (PyTorch's includes about 220 MB for `import torch`).\n")
+        add("'log records' = the SHA-256 of the log after its header (the header records the budget "
+            "itself, so it differs by design).\n")
         add("| program | budget | chunk | peak RSS MB | core allocations MB | s / iteration | passes | "
             "log records (SHA-256, first 12) |")
         add("|---|---|---|---|---|---|---|---|")
