@@ -16,14 +16,22 @@
  * nets), copying it costs more than it saves, and the kernel reads A, Aᵀ or
  * B in place instead (see DIRECT_A_MAX_COLS).
  *
- * Determinism: an element of C is C = beta·C + alpha·(sum over the first k
- * block), then C += alpha·(sum over each later block), each block summed by
- * the micro-kernel in k order with one FMA (or multiply-add) per term. The
- * k blocks depend only on k (not on the kernel), and every tile, edge tiles
- * and tiles read in place too, goes through the same arithmetic, so the
- * bytes of C do not depend on the thread count or on where the region
- * boundaries fall; and the FMA kernels (AVX-512 and AVX2) give the same
- * bytes as each other, whatever their tiles.
+ * Sequential accumulation (the determinism of the whole core rests on it):
+ * an element of C starts from beta·C (C itself for beta = 1, zero for beta =
+ * 0; lca_sgemm scales C first otherwise) and each term of k is fused into
+ * it in k order, c ← fma(a_ip, b_pj, c): the micro-kernel loads the tile of
+ * C into its accumulators, adds its k block and stores it back, and the
+ * next k block loads it again. No block sum is ever added afterwards, so
+ * the k blocks (KC) do not change the bits, and a product split anywhere in
+ * k into consecutive calls with beta = 1 gives the same bytes as one call
+ * (the weight gradients of the layers rely on this to add example after
+ * example into one chain, however the examples are cut into calls). alpha
+ * ≠ 1 scales the packed panels of A (alpha·a rounded once; those products
+ * never read A in place). Every tile, edge tiles and tiles read in place
+ * too, goes through the same arithmetic, so the bytes of C do not depend on
+ * the thread count or on where the region boundaries fall; and the FMA
+ * kernels (AVX-512 and AVX2) give the same bytes as each other, whatever
+ * their tiles.
  *
  * Dimension letters as in internal.h (the key): C[M×Nc] = op(A)[M×Kc] · op(B)[Kc×Nc].
  */
@@ -257,15 +265,16 @@ typedef struct gemm_kernel {
 static bool always_supported(void) { return true; }
 
 /* In order of preference. The AVX-512 tile, 10×32, divides the layer sizes
- * of the nets (see gemm_kernel_avx512.c). */
-enum { KERNEL_AVX512, KERNEL_AVX2_FMA, KERNEL_PORTABLE, KERNEL_COUNT };
-static const gemm_kernel kernels[KERNEL_COUNT] = {
-    [KERNEL_AVX512] = {"avx512", 10, 32, 200, 1024, true, lca_gemm_micro_avx512_10x32,
-                       pack_a_10, pack_b_32_avx512, lca_gemm_avx512_supported},
-    [KERNEL_AVX2_FMA] = {"avx2-fma", 6, 16, 144, 512, false, lca_gemm_micro_avx2_6x16,
+ * of the nets (see gemm_kernel_avx512.c). The names are the kernel
+ * families of LCA_KERNEL (one name per family: the GEMM micro-kernel and the
+ * convolution kernels of a family are used together). */
+static const gemm_kernel kernels[LCA_KERNEL_FAMILIES] = {
+    [LCA_KERNEL_AVX512] = {"avx512", 10, 32, 200, 1024, true, lca_gemm_micro_avx512_10x32,
+                           pack_a_10, pack_b_32_avx512, lca_gemm_avx512_supported},
+    [LCA_KERNEL_AVX2] = {"avx2", 6, 16, 144, 512, false, lca_gemm_micro_avx2_6x16,
                          pack_a_6, pack_b_16, lca_gemm_avx2_supported},
-    [KERNEL_PORTABLE] = {"portable", 6, 16, 144, 512, false, lca_gemm_micro_portable_6x16,
-                         pack_a_6, pack_b_16, always_supported},
+    [LCA_KERNEL_PORTABLE] = {"portable", 6, 16, 144, 512, false, lca_gemm_micro_portable_6x16,
+                             pack_a_6, pack_b_16, always_supported},
 };
 
 /* Chosen on first use: an index into kernels, + 1 (0 = not yet chosen).
@@ -279,10 +288,33 @@ static int automatic_kernel(void) {
     return kernel;
 }
 
+/* The family a name means, or -1. */
+static int kernel_named(const char *name) {
+    for (int kernel = 0; kernel < LCA_KERNEL_FAMILIES; kernel++)
+        if (strcmp(name, kernels[kernel].name) == 0) return kernel;
+    return -1;
+}
+
+/* LCA_KERNEL, read once per process (the first product or the first
+ * lca_kernel_check): the family it names when this CPU runs it, else
+ * (unset, empty, unknown or unsupported: lca_kernel_check says which) the
+ * automatic choice. */
+static atomic_int process_kernel; /* index + 1, 0 = not read yet */
+
+static int process_default_kernel(void) {
+    int known = atomic_load_explicit(&process_kernel, memory_order_acquire);
+    if (known != 0) return known - 1;
+    const char *value = getenv("LCA_KERNEL");
+    int kernel = value != NULL && value[0] != '\0' ? kernel_named(value) : -1;
+    if (kernel < 0 || !kernels[kernel].supported()) kernel = automatic_kernel();
+    atomic_store_explicit(&process_kernel, kernel + 1, memory_order_release);
+    return kernel;
+}
+
 static const gemm_kernel *current_kernel(void) {
     int chosen = atomic_load_explicit(&chosen_kernel, memory_order_acquire);
     if (chosen == 0) {
-        chosen = automatic_kernel() + 1;
+        chosen = process_default_kernel() + 1;
         atomic_store_explicit(&chosen_kernel, chosen, memory_order_release);
     }
     return &kernels[chosen - 1];
@@ -290,12 +322,48 @@ static const gemm_kernel *current_kernel(void) {
 
 const char *lca_gemm_kernel_name(void) { return current_kernel()->name; }
 
+lca_kernel_family lca_kernel_current(void) {
+    return (lca_kernel_family)(current_kernel() - kernels);
+}
+
+lca_status lca_kernel_parse(const char *value, lca_kernel_family *family) {
+    if (value == NULL || value[0] == '\0') {
+        *family = (lca_kernel_family)automatic_kernel();
+        return LCA_OK;
+    }
+    int kernel = kernel_named(value);
+    if (kernel < 0)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "LCA_KERNEL=%.40s%s is not a kernel family: expected avx512, avx2 or "
+                        "portable (or unset: the best this CPU runs, here %s)",
+                        value, strlen(value) > 40 ? "…" : "", kernels[automatic_kernel()].name);
+    if (!kernels[kernel].supported()) {
+        char runs[64] = "";
+        for (int other = automatic_kernel(); other < LCA_KERNEL_FAMILIES; other++) {
+            if (!kernels[other].supported()) continue;
+            if (runs[0] != '\0') strcat(runs, other + 1 == LCA_KERNEL_FAMILIES ? " or " : ", ");
+            strcat(runs, kernels[other].name);
+        }
+        return lca_fail(LCA_ERR_UNSUPPORTED,
+                        "LCA_KERNEL=%s: this CPU cannot run the %s kernels (it has no %s); use "
+                        "%s, or leave LCA_KERNEL unset for the best it runs",
+                        value, value, kernel == LCA_KERNEL_AVX512 ? "AVX-512F" : "AVX2 and FMA",
+                        runs);
+    }
+    *family = (lca_kernel_family)kernel;
+    return LCA_OK;
+}
+
+lca_status lca_kernel_check(void) {
+    lca_kernel_family family;
+    return lca_kernel_parse(getenv("LCA_KERNEL"), &family);
+}
+
 bool lca_gemm_select_kernel(const char *name) {
-    int kernel = automatic_kernel();
+    int kernel = process_default_kernel();
     if (name != NULL) {
-        for (kernel = 0; kernel < KERNEL_COUNT; kernel++)
-            if (strcmp(name, kernels[kernel].name) == 0) break;
-        if (kernel == KERNEL_COUNT || !kernels[kernel].supported()) return false;
+        kernel = kernel_named(name);
+        if (kernel < 0 || !kernels[kernel].supported()) return false;
     }
     atomic_store_explicit(&chosen_kernel, kernel + 1, memory_order_release);
     return true;
@@ -435,7 +503,7 @@ static void pack_block(const gemm_problem *g, const gemm_block *block, bool a_si
 
 /* The tile at (row, col) of a block: operands from the packed panels or,
  * for full panels of an operand read in place, from A or B. */
-static void block_tile(const gemm_problem *g, const gemm_block *block, float beta, size_t row,
+static void block_tile(const gemm_problem *g, const gemm_block *block, bool load_c, size_t row,
                        size_t col) {
     size_t mr = g->kernel->mr, nr = g->kernel->nr;
     size_t rows = min_size(mr, block->mc - row), cols = min_size(nr, block->nc - col);
@@ -455,7 +523,7 @@ static void block_tile(const gemm_problem *g, const gemm_block *block, float bet
         b_k_step = g->ldb;
         if (!block->direct_b) b_copy = b_panel;
     }
-    g->kernel->tile(block->depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, g->alpha, beta,
+    g->kernel->tile(block->depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, load_c,
                     g->c + (block->row0 + row) * g->ldc + block->col0 + col, g->ldc, rows, cols);
 }
 
@@ -463,10 +531,10 @@ static void block_tile(const gemm_problem *g, const gemm_block *block, float bet
  * column of tiles stays in L1 while the A panels stream from L2, and the
  * first tile of a column comes first (fuse_b). (Rows of tiles first, for A
  * read in place, measured no faster.) */
-static void macro_kernel(const gemm_problem *g, const gemm_block *block, float beta) {
+static void macro_kernel(const gemm_problem *g, const gemm_block *block, bool load_c) {
     size_t mr = g->kernel->mr, nr = g->kernel->nr;
     for (size_t col = 0; col < block->nc; col += nr)
-        for (size_t row = 0; row < block->mc; row += mr) block_tile(g, block, beta, row, col);
+        for (size_t row = 0; row < block->mc; row += mr) block_tile(g, block, load_c, row, col);
 }
 
 /* Rows [row_begin, row_end) × columns [col_begin, col_end) of C, all of k. */
@@ -480,7 +548,9 @@ static void gemm_region(const gemm_problem *g, size_t row_begin, size_t row_end,
     size_t nc_max = round_up((cols + col_blocks - 1) / col_blocks, g->kernel->nr);
 
     gemm_block block = {
-        .direct_a = cols <= (g->trans_a ? DIRECT_A_MAX_COLS : DIRECT_A_ROWS_MAX_COLS),
+        /* alpha ≠ 1 is applied to the packed panels, so A is then packed */
+        .direct_a = g->alpha == 1.0f &&
+                    cols <= (g->trans_a ? DIRECT_A_MAX_COLS : DIRECT_A_ROWS_MAX_COLS),
         .direct_b = !g->trans_b && rows <= DIRECT_B_MAX_PANELS * g->kernel->mr,
         .a_block = work->a_block,
         .b_block = work->b_block,
@@ -491,13 +561,20 @@ static void gemm_region(const gemm_problem *g, size_t row_begin, size_t row_end,
         block.nc = min_size(nc_max, col_end - block.col0);
         for (block.p0 = 0; block.p0 < g->k; block.p0 += g->k_block) {
             block.depth = min_size(g->k_block, g->k - block.p0);
-            float beta = block.p0 == 0 ? g->beta : 1.0f; /* later k blocks accumulate */
+            /* the first k block starts from C unless beta = 0 (lca_sgemm
+             * scaled it already); later blocks continue the chain in C */
+            bool load_c = block.p0 > 0 || g->beta != 0.0f;
             pack_block(g, &block, false, work);
             for (block.row0 = row_begin; block.row0 < row_end; block.row0 += mc_max) {
                 block.mc = min_size(mc_max, row_end - block.row0);
                 block.b_unpacked = block.row0 == row_begin;
                 pack_block(g, &block, true, work);
-                macro_kernel(g, &block, beta);
+                if (g->alpha != 1.0f) {
+                    float *packed = work->a_block;
+                    size_t count = round_up(block.mc, g->kernel->mr) * block.depth;
+                    for (size_t i = 0; i < count; i++) packed[i] *= g->alpha;
+                }
+                macro_kernel(g, &block, load_c);
             }
         }
     }
@@ -583,6 +660,9 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
         scale_c(m, n, beta, c, ldc);
         return;
     }
+    /* C ← beta·C once, then the terms accumulate into C (beta = 0: the
+     * first k block does not read C; beta = 1: nothing to do) */
+    if (beta != 0.0f && beta != 1.0f) scale_c(m, n, beta, c, ldc);
     size_t k_blocks = (k + KC - 1) / KC;
     gemm_problem problem = {
         .trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,

@@ -27,46 +27,39 @@ bool lca_gemm_avx2_supported(void) {
         acc_##r##1 = _mm256_fmadd_ps(a_r, b_1, acc_##r##1); \
     } while (0)
 
-/* C = alpha·acc + beta·C for one row: the product alpha·acc is rounded
- * first and beta·C is fused into the add. Edge tiles go through the same
- * instructions, with masks, so an element's arithmetic does not depend on
- * where it sits. beta == 0 never reads C (it may hold NaN). */
-#define LCA_ROW_STORE(r)                                                            \
-    do {                                                                            \
-        float *c_r = c + (r) * ldc;                                                 \
-        __m256 scaled_0 = _mm256_mul_ps(alpha_v, acc_##r##0);                       \
-        __m256 scaled_1 = _mm256_mul_ps(alpha_v, acc_##r##1);                       \
-        if (beta != 0.0f) {                                                         \
-            scaled_0 = _mm256_fmadd_ps(beta_v, _mm256_loadu_ps(c_r), scaled_0);     \
-            scaled_1 = _mm256_fmadd_ps(beta_v, _mm256_loadu_ps(c_r + 8), scaled_1); \
-        }                                                                           \
-        _mm256_storeu_ps(c_r, scaled_0);                                            \
-        _mm256_storeu_ps(c_r + 8, scaled_1);                                        \
+/* The tile of C into the accumulators (load_c) and back: whole rows, or,
+ * at an edge, the rows and columns that exist, with masks (lanes outside
+ * are neither read nor written; they start at zero). */
+#define LCA_ROW_LOAD(r)                                            \
+    do {                                                           \
+        acc_##r##0 = _mm256_loadu_ps(c + (r) * ldc);               \
+        acc_##r##1 = _mm256_loadu_ps(c + (r) * ldc + 8);           \
     } while (0)
-
-#define LCA_ROW_STORE_MASKED(r)                                                     \
-    do {                                                                            \
-        if ((r) >= rows) break;                                                     \
-        float *c_r = c + (r) * ldc;                                                 \
-        __m256 scaled_0 = _mm256_mul_ps(alpha_v, acc_##r##0);                       \
-        __m256 scaled_1 = _mm256_mul_ps(alpha_v, acc_##r##1);                       \
-        if (beta != 0.0f) {                                                         \
-            __m256 c_0 = _mm256_maskload_ps(c_r, mask_0);                           \
-            __m256 c_1 = _mm256_maskload_ps(c_r + 8, mask_1);                       \
-            scaled_0 = _mm256_fmadd_ps(beta_v, c_0, scaled_0);                      \
-            scaled_1 = _mm256_fmadd_ps(beta_v, c_1, scaled_1);                      \
-        }                                                                           \
-        _mm256_maskstore_ps(c_r, mask_0, scaled_0);                                 \
-        _mm256_maskstore_ps(c_r + 8, mask_1, scaled_1);                             \
+#define LCA_ROW_LOAD_MASKED(r)                                     \
+    do {                                                           \
+        if ((r) >= rows) break;                                    \
+        acc_##r##0 = _mm256_maskload_ps(c + (r) * ldc, mask_0);     \
+        acc_##r##1 = _mm256_maskload_ps(c + (r) * ldc + 8, mask_1); \
+    } while (0)
+#define LCA_ROW_STORE(r)                                           \
+    do {                                                           \
+        _mm256_storeu_ps(c + (r) * ldc, acc_##r##0);               \
+        _mm256_storeu_ps(c + (r) * ldc + 8, acc_##r##1);           \
+    } while (0)
+#define LCA_ROW_STORE_MASKED(r)                                              \
+    do {                                                                     \
+        if ((r) >= rows) break;                                              \
+        _mm256_maskstore_ps(c + (r) * ldc, mask_0, acc_##r##0);              \
+        _mm256_maskstore_ps(c + (r) * ldc + 8, mask_1, acc_##r##1);          \
     } while (0)
 
 /* Lanes [8 − n, 16 − n) of this table, loaded as 8 ints, are a mask of the
  * first n lanes (0 ≤ n ≤ 8). */
 static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* C[rows×cols] = alpha · op(A)[6×depth] · op(B)[depth×16] + beta · C for
+/* C[rows×cols] ← (load_c ? C : 0) + op(A)[6×depth] · op(B)[depth×16] for
  * rows ≤ 6, cols ≤ 16: the full 6×16 product is computed and only
- * rows × cols of it stored.
+ * rows × cols of C read and stored.
  * op(A)[r][p] = a[r·a_row_step + p·a_k_step]: a packed panel (steps 1, 6)
  *   or rows of A or Aᵀ read in place (then all 6 rows must exist);
  * op(B)[p][j] = b[p·b_k_step + j]: a packed panel (step 16) or rows of B,
@@ -74,8 +67,8 @@ static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 
 __attribute__((target("avx2,fma")))
 void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
                               const float *b, size_t b_k_step, float *restrict b_copy,
-                              float alpha, float beta, float *restrict c, size_t ldc,
-                              size_t rows, size_t cols) {
+                              bool load_c, float *restrict c, size_t ldc, size_t rows,
+                              size_t cols) {
     /* gemm.c packs B separately for this kernel; copying here only keeps
      * the contract. */
     if (b_copy != NULL)
@@ -88,11 +81,25 @@ void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, s
     __m256 acc_40 = _mm256_setzero_ps(), acc_41 = _mm256_setzero_ps();
     __m256 acc_50 = _mm256_setzero_ps(), acc_51 = _mm256_setzero_ps();
 
-    /* The tile of C is needed only at the end; ask for it now so the loads
-     * overlap with the loop. */
-    for (size_t r = 0; r < rows; r++) {
-        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + cols - 1), _MM_HINT_T0);
+    bool full = rows == 6 && cols == 16;
+    size_t cols_0 = cols < 8 ? cols : 8, cols_1 = cols - cols_0;
+    __m256i mask_0 = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_0));
+    __m256i mask_1 = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_1));
+    /* Sequential accumulation: the k terms go into the tile of C itself. */
+    if (load_c && full) {
+        LCA_ROW_LOAD(0);
+        LCA_ROW_LOAD(1);
+        LCA_ROW_LOAD(2);
+        LCA_ROW_LOAD(3);
+        LCA_ROW_LOAD(4);
+        LCA_ROW_LOAD(5);
+    } else if (load_c) {
+        LCA_ROW_LOAD_MASKED(0);
+        LCA_ROW_LOAD_MASKED(1);
+        LCA_ROW_LOAD_MASKED(2);
+        LCA_ROW_LOAD_MASKED(3);
+        LCA_ROW_LOAD_MASKED(4);
+        LCA_ROW_LOAD_MASKED(5);
     }
 
     if (a_row_step == 1) {
@@ -128,9 +135,7 @@ void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, s
         }
     }
 
-    __m256 alpha_v = _mm256_set1_ps(alpha);
-    __m256 beta_v = _mm256_set1_ps(beta);
-    if (rows == 6 && cols == 16) {
+    if (full) {
         LCA_ROW_STORE(0);
         LCA_ROW_STORE(1);
         LCA_ROW_STORE(2);
@@ -139,9 +144,6 @@ void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, s
         LCA_ROW_STORE(5);
         return;
     }
-    size_t cols_0 = cols < 8 ? cols : 8, cols_1 = cols - cols_0;
-    __m256i mask_0 = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_0));
-    __m256i mask_1 = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_1));
     LCA_ROW_STORE_MASKED(0);
     LCA_ROW_STORE_MASKED(1);
     LCA_ROW_STORE_MASKED(2);
@@ -151,6 +153,8 @@ void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, s
 }
 
 #undef LCA_ROW_FMA
+#undef LCA_ROW_LOAD
+#undef LCA_ROW_LOAD_MASKED
 #undef LCA_ROW_STORE
 #undef LCA_ROW_STORE_MASKED
 
@@ -160,10 +164,10 @@ bool lca_gemm_avx2_supported(void) { return false; }
 
 void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
                               const float *b, size_t b_k_step, float *restrict b_copy,
-                              float alpha, float beta, float *restrict c, size_t ldc,
-                              size_t rows, size_t cols) {
-    lca_gemm_micro_portable_6x16(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, alpha,
-                                 beta, c, ldc, rows, cols);
+                              bool load_c, float *restrict c, size_t ldc, size_t rows,
+                              size_t cols) {
+    lca_gemm_micro_portable_6x16(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, load_c,
+                                 c, ldc, rows, cols);
 }
 
 #endif

@@ -13,9 +13,9 @@
  * other CPUs (arm64) the file compiles to a plain-C stand-in that is never
  * chosen. The contract of the kernels is in internal.h (lca_micro_kernel).
  *
- * The arithmetic per element is that of the AVX2 kernel: acc = fma(a, b,
- * acc) from acc = 0 in k order, then C = fma(beta, C, alpha·acc) (or alpha·acc
- * when beta == 0), so both give the same bits. */
+ * The arithmetic per element is that of the AVX2 kernel: acc = C (load_c)
+ * or 0, then acc = fma(a, b, acc) in k order, stored back to C, so both give
+ * the same bits. */
 #include "internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -105,20 +105,25 @@ bool lca_gemm_avx512_supported(void) {
                 "+r"(row_9));                                                    \
     } while (0)
 
-/* C = alpha·acc + beta·C for one row, masked to the tile's columns: the
- * product alpha·acc is rounded first and beta·C fused into the add, as in
- * the AVX2 kernel. beta == 0 never reads C (it may hold NaN); masked lanes
- * are neither read nor written. */
-#define LCA_ROW_STORE(r, half, mask)                                                \
-    do {                                                                            \
-        float *c_rh = c + (r) * ldc + 16 * (half);                                  \
-        __m512 scaled = _mm512_mul_ps(alpha_v, acc_##r##half);                      \
-        if (beta != 0.0f)                                                           \
-            scaled = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask, c_rh),     \
-                                     scaled);                                       \
-        _mm512_mask_storeu_ps(c_rh, mask, scaled);                                  \
-    } while (0)
+/* The tile of C into the accumulators (load_c) and back, masked to the
+ * tile's rows and columns: masked lanes are neither read nor written (they
+ * start at zero). */
+#define LCA_ROW_LOAD(r, half, mask) \
+    acc_##r##half = _mm512_maskz_loadu_ps(mask, c + (r) * ldc + 16 * (half))
+#define LCA_ROW_STORE(r, half, mask) \
+    _mm512_mask_storeu_ps(c + (r) * ldc + 16 * (half), mask, acc_##r##half)
 
+#define LCA_ROW_LOAD2(r)                           \
+    do {                                           \
+        if ((r) >= rows) break;                    \
+        LCA_ROW_LOAD(r, 0, mask_0);                \
+        LCA_ROW_LOAD(r, 1, mask_1);                \
+    } while (0)
+#define LCA_ROW_LOAD1(r)                           \
+    do {                                           \
+        if ((r) >= rows) break;                    \
+        LCA_ROW_LOAD(r, 0, mask_0);                \
+    } while (0)
 #define LCA_ROW_STORE2(r)                          \
     do {                                           \
         if ((r) >= rows) break;                    \
@@ -180,7 +185,7 @@ bool lca_gemm_avx512_supported(void) {
  * no trace of it. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 micro_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, const float *b,
-            size_t b_k_step, float *restrict b_copy, const bool copy, float alpha, float beta,
+            size_t b_k_step, float *restrict b_copy, const bool copy, bool load_c,
             float *restrict c, size_t ldc, size_t rows, size_t cols) {
     __m512 acc_00 = _mm512_setzero_ps(), acc_01 = _mm512_setzero_ps();
     __m512 acc_10 = _mm512_setzero_ps(), acc_11 = _mm512_setzero_ps();
@@ -193,18 +198,15 @@ micro_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, co
     __m512 acc_80 = _mm512_setzero_ps(), acc_81 = _mm512_setzero_ps();
     __m512 acc_90 = _mm512_setzero_ps(), acc_91 = _mm512_setzero_ps();
 
-    /* The tile of C is needed only at the end; ask for it now so the loads
-     * overlap with the loop. */
-    for (size_t r = 0; r < rows; r++) {
-        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + cols - 1), _MM_HINT_T0);
+    __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    __mmask16 mask_1 = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    /* Sequential accumulation: the k terms go into the tile of C itself. */
+    if (load_c) {
+        LCA_FOR_ROWS(LCA_ROW_LOAD2);
     }
 
     LCA_TILE_LOOPS(LCA_LOAD_B2, LCA_ROW_FMA2);
 
-    __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-    __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-    __mmask16 mask_1 = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0);
     LCA_FOR_ROWS(LCA_ROW_STORE2);
 }
 
@@ -212,40 +214,41 @@ micro_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, co
  * the 4 of 100, the 10 outputs): one vector per row, half the FMAs. */
 __attribute__((target("avx512f"))) static void
 micro_10x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step, const float *b,
-            size_t b_k_step, float alpha, float beta, float *restrict c, size_t ldc,
-            size_t rows, size_t cols) {
+            size_t b_k_step, bool load_c, float *restrict c, size_t ldc, size_t rows,
+            size_t cols) {
     __m512 acc_00 = _mm512_setzero_ps(), acc_10 = _mm512_setzero_ps();
     __m512 acc_20 = _mm512_setzero_ps(), acc_30 = _mm512_setzero_ps();
     __m512 acc_40 = _mm512_setzero_ps(), acc_50 = _mm512_setzero_ps();
     __m512 acc_60 = _mm512_setzero_ps(), acc_70 = _mm512_setzero_ps();
     __m512 acc_80 = _mm512_setzero_ps(), acc_90 = _mm512_setzero_ps();
 
-    for (size_t r = 0; r < rows; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    __mmask16 mask_0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    if (load_c) {
+        LCA_FOR_ROWS(LCA_ROW_LOAD1);
+    }
 
     LCA_TILE_LOOPS(LCA_LOAD_B1, LCA_ROW_FMA1);
 
-    __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-    __mmask16 mask_0 = (__mmask16)((1u << cols) - 1);
     LCA_FOR_ROWS(LCA_ROW_STORE1);
 }
 
-/* C[rows×cols] = alpha · op(A)[10×depth] · op(B)[depth×32] + beta · C for
- * rows ≤ 10, cols ≤ 32: all ten rows are computed and `rows` stored; the
- * columns are computed in whole vectors of 16 and `cols` stored. */
+/* C[rows×cols] ← (load_c ? C : 0) + op(A)[10×depth] · op(B)[depth×32] for
+ * rows ≤ 10, cols ≤ 32: all ten rows are computed and `rows` loaded and
+ * stored; the columns are computed in whole vectors of 16 and `cols`
+ * loaded and stored. */
 __attribute__((target("avx512f"))) void
 lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
                             const float *b, size_t b_k_step, float *restrict b_copy,
-                            float alpha, float beta, float *restrict c, size_t ldc, size_t rows,
+                            bool load_c, float *restrict c, size_t ldc, size_t rows,
                             size_t cols) {
     if (b_copy != NULL)
-        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, true, alpha, beta, c,
-                    ldc, rows, cols);
+        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, b_copy, true, load_c, c, ldc,
+                    rows, cols);
     else if (cols > 16)
-        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, NULL, false, alpha, beta, c,
-                    ldc, rows, cols);
+        micro_10x32(depth, a, a_row_step, a_k_step, b, b_k_step, NULL, false, load_c, c, ldc,
+                    rows, cols);
     else
-        micro_10x16(depth, a, a_row_step, a_k_step, b, b_k_step, alpha, beta, c, ldc, rows,
-                    cols);
+        micro_10x16(depth, a, a_row_step, a_k_step, b, b_k_step, load_c, c, ldc, rows, cols);
 }
 
 /* 16 rows in registers transposed: four rounds of shuffles (32-bit, 64-bit,
@@ -336,6 +339,9 @@ __attribute__((target("avx512f"))) void lca_gemm_copy_edge_avx512(const float *i
 #undef LCA_DIRECT_ROWS
 #undef LCA_DIRECT_STEP
 #undef LCA_DIRECT_ADVANCE
+#undef LCA_ROW_LOAD
+#undef LCA_ROW_LOAD2
+#undef LCA_ROW_LOAD1
 #undef LCA_ROW_STORE
 #undef LCA_ROW_STORE2
 #undef LCA_ROW_STORE1
@@ -352,18 +358,17 @@ bool lca_gemm_avx512_supported(void) { return false; }
  * portable kernel cannot stand in: it would read rows past a 10-row panel). */
 void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step,
                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                 float *restrict b_copy, float alpha, float beta,
-                                 float *restrict c, size_t ldc, size_t rows, size_t cols) {
+                                 float *restrict b_copy, bool load_c, float *restrict c,
+                                 size_t ldc, size_t rows, size_t cols) {
     if (b_copy != NULL)
         for (size_t p = 0; p < depth; p++)
             for (size_t j = 0; j < 32; j++) b_copy[p * 32 + j] = b[p * b_k_step + j];
     for (size_t r = 0; r < rows; r++) {
         for (size_t j = 0; j < cols; j++) {
-            float acc = 0.0f;
+            float acc = load_c ? c[r * ldc + j] : 0.0f;
             for (size_t p = 0; p < depth; p++)
                 acc = fmaf(a[r * a_row_step + p * a_k_step], b[p * b_k_step + j], acc);
-            float scaled = alpha * acc;
-            c[r * ldc + j] = beta != 0.0f ? fmaf(beta, c[r * ldc + j], scaled) : scaled;
+            c[r * ldc + j] = acc;
         }
     }
 }

@@ -6,22 +6,27 @@
 
 enum { PORTABLE_MR = 6, PORTABLE_NR = 16 };
 
-/* C[rows×cols] = alpha · op(A)[6×depth] · op(B)[depth×16] + beta · C for
- * rows ≤ 6, cols ≤ 16, with op(A)[r][p] = a[r·a_row_step + p·a_k_step] and
- * op(B)[p][j] = b[p·b_k_step + j] (packed panels or rows read in place; see
- * lca_micro_kernel in internal.h), copied to b_copy when it is not NULL.
- * c: row stride ldc; not read when beta == 0. */
+/* C[rows×cols] ← (load_c ? C : 0) + op(A)[6×depth] · op(B)[depth×16] for
+ * rows ≤ 6, cols ≤ 16, in k order, with op(A)[r][p] = a[r·a_row_step +
+ * p·a_k_step] and op(B)[p][j] = b[p·b_k_step + j] (packed panels or rows
+ * read in place; see lca_micro_kernel in internal.h), copied to b_copy when
+ * it is not NULL. c: row stride ldc; not read unless load_c. */
 void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
                                   size_t a_k_step, const float *b, size_t b_k_step,
-                                  float *restrict b_copy, float alpha, float beta,
-                                  float *restrict c, size_t ldc, size_t rows, size_t cols) {
+                                  float *restrict b_copy, bool load_c, float *restrict c,
+                                  size_t ldc, size_t rows, size_t cols) {
     /* gemm.c packs B separately for this kernel; copying here only keeps
      * the contract. */
     if (b_copy != NULL)
         for (size_t p = 0; p < depth; p++)
             for (size_t j = 0; j < PORTABLE_NR; j++)
                 b_copy[p * PORTABLE_NR + j] = b[p * b_k_step + j];
-    float acc[PORTABLE_MR][PORTABLE_NR] = {{0}}; /* the tile, summed over k */
+    /* The tile starts from C (the rows × cols that exist) or zero, and
+     * every step of k adds into it: one chain per element, in k order. */
+    float acc[PORTABLE_MR][PORTABLE_NR] = {{0}};
+    if (load_c)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < cols; j++) acc[r][j] = c[r * ldc + j];
     for (size_t p = 0; p < depth; p++) {
         float b_p[PORTABLE_NR]; /* op(B)[p][0..16) */
         for (size_t j = 0; j < PORTABLE_NR; j++) b_p[j] = b[j];
@@ -32,30 +37,6 @@ void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_ste
         a += a_k_step;
         b += b_k_step;
     }
-
-    /* An edge tile is updated in a full local tile and copied out, so that
-     * one loop below does the arithmetic of every element of C. */
-    bool edge = rows < PORTABLE_MR || cols < PORTABLE_NR;
-    float edge_tile[PORTABLE_MR][PORTABLE_NR];
-    float *target = c;
-    size_t target_ld = ldc;
-    if (edge) {
-        target = &edge_tile[0][0];
-        target_ld = PORTABLE_NR;
-        for (size_t r = 0; r < PORTABLE_MR; r++)
-            for (size_t j = 0; j < PORTABLE_NR; j++)
-                edge_tile[r][j] = beta != 0.0f && r < rows && j < cols ? c[r * ldc + j] : 0.0f;
-    }
-    for (size_t r = 0; r < PORTABLE_MR; r++) {
-        float *target_r = target + r * target_ld;
-        if (beta == 0.0f) {
-            for (size_t j = 0; j < PORTABLE_NR; j++) target_r[j] = alpha * acc[r][j];
-        } else {
-            for (size_t j = 0; j < PORTABLE_NR; j++)
-                target_r[j] = beta * target_r[j] + alpha * acc[r][j];
-        }
-    }
-    if (edge)
-        for (size_t r = 0; r < rows; r++)
-            for (size_t j = 0; j < cols; j++) c[r * ldc + j] = edge_tile[r][j];
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++) c[r * ldc + j] = acc[r][j];
 }

@@ -9,11 +9,23 @@
  * Doubling n turns every old point into an even point and adds the new odd
  * points, so only the new points are evaluated: sum_even += sum_odd, then
  * sum_odd = Σ of the new points. g_n is the next iteration's g_0: base cost
- * two evaluation-set gradient passes per iteration (midpoint and end). */
+ * two evaluation-set gradient passes per iteration (midpoint and end).
+ *
+ * Accumulation units. A view's examples (in view order) are cut into fixed
+ * units of A consecutive examples (lca_model_accumulation_unit: the
+ * batch-norm group, else LCA_ACCUMULATION_UNIT; the last unit may be
+ * shorter), a function of the model and bn_group only. A unit's gradient
+ * is its examples' sum in float32, computed in passes of at most chunk
+ * examples that continue each other (the layers' sequential accumulation,
+ * so the passes give the bytes of one); the units are then added into
+ * exact integer sums (exact_sum.h), whose result does not depend on their
+ * order. So the evaluation-set loss and gradient depend neither on the
+ * chunk (the memory a worker holds), nor on the thread count, nor on which
+ * thread took which unit; data-parallel ranks holding some units each will
+ * add their integer sums the same way. */
 #include "integrator.h"
 
 #include <math.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +45,8 @@ static void release_worker(const lca_integrator *g, lca_eval_worker *w) {
     free(w->x);
     free(w->labels);
     free(w->targets);
+    free(w->gradient);
+    lca_exact_vector_release(&w->sum);
     memset(w, 0, sizeof *w);
 }
 
@@ -49,14 +63,19 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
      * and lca_model_reserve refuses what cannot fit in memory) */
     size_t example = lca_size_mul_add(out, regression ? sizeof(float) : 0,
                                       lca_size_mul_add(lca_model_example_bytes(model), 1, sizeof(int32_t)));
+    /* per parameter: the unit's float32 gradient and the two limbs */
     size_t per_worker = lca_size_mul_add(g->chunk, example,
                                          lca_size_mul_add(x_rows, in * sizeof(float),
-                                                          lca_size_mul_add(k, sizeof(float), 0)));
+                                                          lca_size_mul_add(k, sizeof(float) + 2 * sizeof(int64_t), 0)));
     /* the one worker that is needed must fit in memory: refused before
      * anything is allocated, with the bytes (lca_memory_check) */
     char what[96];
     snprintf(what, sizeof what, "the buffers of an evaluation chunk of %zu examples", g->chunk);
-    lca_status fits = lca_memory_check(per_worker, what, "try a smaller --eval-chunk");
+    lca_status fits = lca_memory_check(per_worker, what,
+                                       lca_model_batchnorm_count(model) > 0
+                                           ? "try a smaller --bn-group (a batch-norm net "
+                                             "evaluates a group at a time)"
+                                           : "try a smaller --eval-chunk");
     if (fits != LCA_OK) return fits;
     size_t wanted = (size_t)lca_threads();
     size_t fit = config->memory_budget / (per_worker ? per_worker : 1);
@@ -76,7 +95,10 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
         w->targets = regression
                          ? allocate(g, lca_size_mul_add(g->chunk, lca_size_mul_add(out, sizeof(float), 0), 0))
                          : NULL;
-        if (!w->x || !w->labels || (regression && !w->targets)) {
+        w->gradient = allocate(g, lca_size_mul_add(k, sizeof(float), 0));
+        bool summed = lca_exact_vector_init(&w->sum, k);
+        if (summed) g->bytes += 2 * k * sizeof(int64_t);
+        if (!w->x || !w->labels || (regression && !w->targets) || !w->gradient || !summed) {
             /* one worker is needed; further ones are only speed */
             if (i == 0)
                 return lca_fail(LCA_ERR_OUT_OF_MEMORY,
@@ -100,23 +122,6 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     if (!last->model || last->model->max_batch < g->chunk) {
         release_worker(g, last);
         g->worker_count--;
-    }
-    /* chunks are added in order, so a thread may run ahead of the oldest
-     * chunk still being evaluated by at most slots − 1 chunks: twice the
-     * workers, plus one, so that a thread whose core is shared (a virtual
-     * machine's neighbour, another process) holds the others back only when
-     * it falls more than about two chunks behind (with one slot more than
-     * workers, a 2-thread FC pass beside a process pinned to one of the two
-     * cores took 20–30% longer than with these five) */
-    size_t slots = g->worker_count > 1 ? 2 * g->worker_count + 1 : 1;
-    g->slots = calloc(slots, sizeof *g->slots);
-    if (!g->slots) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
-    g->bytes += slots * sizeof *g->slots;
-    for (size_t i = 0; i < slots; i++) {
-        g->slots[i].gradient = allocate(g, k * sizeof(float));
-        if (!g->slots[i].gradient)
-            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA integrator: out of memory");
-        g->slot_count = i + 1;
     }
     return LCA_OK;
 }
@@ -146,7 +151,9 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     g->model = model;
     g->threshold = config->lca_threshold;
     g->max_subintervals = cap;
-    /* the chunk as asked, or (0) from the memory budget; whole BN groups */
+    /* the unit from the model; the chunk as asked, or (0) from the memory
+     * budget, at most a unit (a whole BN group for batch-norm nets) */
+    g->unit = lca_model_accumulation_unit(model, config->bn_group);
     g->chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                        config->memory_budget);
     g->bn_group = config->bn_group;
@@ -164,8 +171,6 @@ void lca_integrator_release(lca_integrator *g) {
     free(g->probe);
     for (size_t i = 0; i < g->worker_count; i++) release_worker(g, &g->workers[i]);
     free(g->workers);
-    for (size_t i = 0; i < g->slot_count; i++) free(g->slots[i].gradient);
-    free(g->slots);
     memset(g, 0, sizeof *g);
 }
 
@@ -238,116 +243,148 @@ typedef struct eval_pass {
     const lca_view *v;
     const float *parameters;
     double scale;             /* 1/E */
-    double *gradient;         /* K float64 sums, or NULL for the loss alone */
-    size_t chunks;
-    atomic_size_t next;       /* the next chunk a thread takes */
-    atomic_size_t added;      /* chunks added to the sums so far, in order */
-    atomic_flag adding;       /* held by the thread that adds */
-    atomic_bool failed;       /* a chunk failed: stop taking chunks */
-    size_t failed_slot;       /* the first failed chunk's slot (valid when failed) */
-    double loss_sum;          /* changed only by the thread that adds */
+    bool gradient;            /* the gradient too, not the loss alone */
+    size_t units;
+    atomic_size_t next;       /* the next unit a thread takes */
+    atomic_bool failed;       /* a unit failed: stop taking units */
 } eval_pass;
 
-/* Chunk c on one worker into its slot; a failure keeps its message in the
- * slot, since lca_last_error belongs to the thread that ran it. */
-static void evaluate_chunk(eval_pass *p, lca_eval_worker *w, size_t c) {
+/* The tensor that holds parameter i, for messages. */
+static const lca_tensor *tensor_of(const lca_model *m, size_t i) {
+    for (size_t t = 0; t < m->tensor_count; t++)
+        if (i >= m->tensors[t].offset && i - m->tensors[t].offset < m->tensors[t].count)
+            return &m->tensors[t];
+    return &m->tensors[0];
+}
+
+static lca_status out_of_range(const lca_model *m, size_t i, double value, size_t unit,
+                               size_t first, size_t n) {
+    const lca_tensor *t = tensor_of(m, i);
+    if (unit == SIZE_MAX)
+        return lca_fail(LCA_ERR_NUMERIC,
+                        "the evaluation-set gradient of %s element %zu left the exact sum's "
+                        "range (|sum| < 2^42): training diverged; try a smaller learning rate",
+                        t->name, i - t->offset);
+    return lca_fail(LCA_ERR_NUMERIC,
+                    "the gradient of %s element %zu over examples %zu-%zu of the evaluation set "
+                    "(accumulation unit %zu) is %g, beyond the exact sum's range (|x| < 2^24 a "
+                    "unit, |sum| < 2^42): training diverged; try a smaller learning rate",
+                    t->name, i - t->offset, first, first + n - 1, unit, value);
+}
+
+/* Unit u on one worker: its passes, then its gradient and loss into the
+ * worker's exact sums. A failure is kept in the worker (lca_last_error
+ * belongs to the thread that ran it) if it is the worker's first. */
+static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
     const lca_integrator *g = p->g;
     const lca_view *v = p->v;
-    lca_eval_slot *slot = &g->slots[c % g->slot_count];
-    size_t first = c * g->chunk;
-    size_t n = v->count - first < g->chunk ? v->count - first : g->chunk;
+    size_t first = u * g->unit;
+    size_t n = v->count - first < g->unit ? v->count - first : g->unit;
     /* an MLP converts its rows as it goes (into w->x) */
     bool streams = lca_model_streams_input(w->model);
-    lca_dataset_gather(v->data, v->indices + first, n, streams ? NULL : w->x, w->labels,
-                       w->targets);
-    lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data,
-                             .indices = v->indices + first, .rows = w->x};
-    slot->status = lca_model_forward_backward_input(w->model, p->parameters, &input,
-                                                    v->data->labels ? w->labels : NULL,
-                                                    v->data->targets ? w->targets : NULL, n,
-                                                    g->bn_group, p->scale, &slot->loss,
-                                                    p->gradient ? slot->gradient : NULL);
-    if (slot->status != LCA_OK) snprintf(slot->message, sizeof slot->message, "%s", lca_last_error());
-    atomic_store_explicit(&slot->finished, c + 1, memory_order_release);
-}
-
-/* Add every finished chunk whose turn has come, unless another thread is
- * adding (it or a later caller will add them). */
-static void add_finished_chunks(eval_pass *p) {
-    if (atomic_flag_test_and_set_explicit(&p->adding, memory_order_acquire)) return;
-    const lca_integrator *g = p->g;
-    size_t k = g->model->parameter_count;
-    for (;;) {
-        size_t c = atomic_load_explicit(&p->added, memory_order_relaxed);
-        if (c >= p->chunks || atomic_load_explicit(&p->failed, memory_order_relaxed)) break;
-        lca_eval_slot *slot = &g->slots[c % g->slot_count];
-        if (atomic_load_explicit(&slot->finished, memory_order_acquire) != c + 1) break;
-        if (slot->status != LCA_OK) {
-            p->failed_slot = c % g->slot_count;
-            atomic_store_explicit(&p->failed, true, memory_order_relaxed);
-            break;
+    double loss = 0.0;
+    lca_status status = LCA_OK;
+    for (size_t done = 0; done < n && status == LCA_OK; done += g->chunk) {
+        size_t count = n - done < g->chunk ? n - done : g->chunk;
+        const uint32_t *indices = v->indices + first + done;
+        lca_dataset_gather(v->data, indices, count, streams ? NULL : w->x, w->labels, w->targets);
+        lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data, .indices = indices,
+                                 .rows = w->x};
+        status = lca_model_forward_backward_input(w->model, p->parameters, &input,
+                                                  v->data->labels ? w->labels : NULL,
+                                                  v->data->targets ? w->targets : NULL, count,
+                                                  g->bn_group, p->scale, &loss,
+                                                  p->gradient ? w->gradient : NULL, done > 0);
+        if (status != LCA_OK) {
+            /* the pass numbers its own examples: say which they are */
+            char message[1900];
+            snprintf(message, sizeof message, "%s", lca_last_error());
+            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first + done,
+                              first + done + count - 1, message);
         }
-        p->loss_sum += slot->loss;
-        if (p->gradient)
-            for (size_t i = 0; i < k; i++) p->gradient[i] += (double)slot->gradient[i];
-        atomic_store_explicit(&p->added, c + 1, memory_order_release);
     }
-    atomic_flag_clear_explicit(&p->adding, memory_order_release);
+    if (status == LCA_OK && p->gradient) {
+        size_t k = w->sum.count, bad = lca_exact_add(&w->sum, w->gradient);
+        if (bad != k)
+            status = out_of_range(g->model, bad, w->gradient[bad], u, first, n);
+    }
+    if (status == LCA_OK && !lca_exact_scalar_add(&w->loss, loss))
+        status = lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                           "try a smaller learning rate", loss);
+    if (status != LCA_OK) {
+        if (u < w->failed_unit) {
+            w->failed_unit = u;
+            w->status = status;
+            snprintf(w->message, sizeof w->message, "%s", lca_last_error());
+        }
+        atomic_store_explicit(&p->failed, true, memory_order_relaxed);
+    }
 }
 
-/* One thread's share: take the next chunk, wait until its slot's previous
- * chunk has been added, evaluate it, add what is ready; until none are left. */
-static void evaluate_chunks(eval_pass *p, lca_eval_worker *w) {
-    size_t slots = p->g->slot_count;
+/* One thread's share: the next unit, until none are left or one failed.
+ * Units are taken in increasing order and a taken unit is finished, so
+ * every unit before the first that failed has been evaluated: the error
+ * reported (the lowest failed unit's) does not depend on the threads. */
+static void evaluate_units(eval_pass *p, lca_eval_worker *w) {
     for (;;) {
         if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
-        size_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (c >= p->chunks) return;
-        while (c >= slots && atomic_load_explicit(&p->added, memory_order_acquire) + slots <= c) {
-            if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
-            add_finished_chunks(p);
-            sched_yield();
-        }
-        evaluate_chunk(p, w, c);
-        add_finished_chunks(p);
+        size_t u = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (u >= p->units) return;
+        evaluate_unit(p, w, u);
     }
 }
 
 static void evaluate_team_member(size_t member, void *context) {
     eval_pass *p = context;
-    evaluate_chunks(p, &p->g->workers[member]);
+    evaluate_units(p, &p->g->workers[member]);
 }
 
 lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
                              double *loss, double *gradient, bool add) {
-    size_t k = g->model->parameter_count;
-    if (gradient && !add) memset(gradient, 0, k * sizeof(double));
-    eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient};
-    /* Every chunk's gradient is scaled by 1/E (E = examples in the view),
-     * so the chunks add up to the gradient of the mean loss. */
+    eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient != NULL};
+    /* Every unit's gradient is scaled by 1/E (E = examples in the view),
+     * so the units add up to the gradient of the mean loss. */
     p.scale = 1.0 / (double)v->count;
-    p.chunks = (v->count + g->chunk - 1) / g->chunk;
+    p.units = (v->count + g->unit - 1) / g->unit;
     atomic_init(&p.next, 0);
-    atomic_init(&p.added, 0);
-    atomic_flag_clear(&p.adding);
     atomic_init(&p.failed, false);
-    for (size_t i = 0; i < g->slot_count; i++) atomic_store(&g->slots[i].finished, 0);
     size_t threads = (size_t)lca_threads();
     if (threads > g->worker_count) threads = g->worker_count;
-    if (threads > p.chunks) threads = p.chunks;
-    if (threads <= 1) {
-        /* one chunk at a time, the threads (if any) inside its layers */
-        evaluate_chunks(&p, &g->workers[0]);
+    if (threads > p.units) threads = p.units;
+    if (threads < 1) threads = 1;
+    for (size_t i = 0; i < threads; i++) {
+        lca_eval_worker *w = &g->workers[i];
+        if (gradient) lca_exact_clear(&w->sum);
+        lca_exact_scalar_clear(&w->loss);
+        w->failed_unit = SIZE_MAX;
+        w->status = LCA_OK;
+    }
+    if (threads == 1) {
+        /* one unit at a time, the threads (if any) inside its layers */
+        evaluate_units(&p, &g->workers[0]);
     } else {
-        /* the chunks over the threads, each team member with its own worker */
+        /* the units over the threads, each team member with its own worker */
         lca_parallel_team(threads, evaluate_team_member, &p);
     }
-    add_finished_chunks(&p); /* the last ones, if their threads found the adder busy */
     if (atomic_load(&p.failed)) {
-        const lca_eval_slot *slot = &g->slots[p.failed_slot];
-        return lca_fail(slot->status, "%s", slot->message);
+        const lca_eval_worker *first = &g->workers[0];
+        for (size_t i = 1; i < threads; i++)
+            if (g->workers[i].failed_unit < first->failed_unit) first = &g->workers[i];
+        return lca_fail(first->status, "%s", first->message);
     }
-    *loss = p.loss_sum / (double)v->count;
+    /* the workers' sums into worker 0's: integer additions, in any order */
+    lca_eval_worker *total = &g->workers[0];
+    for (size_t i = 1; i < threads; i++) {
+        lca_exact_scalar_merge(&total->loss, &g->workers[i].loss);
+        if (!gradient) continue;
+        size_t k = total->sum.count, bad = lca_exact_merge(&total->sum, &g->workers[i].sum);
+        if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+    }
+    if (gradient) {
+        size_t k = total->sum.count, bad = lca_exact_read(&total->sum, gradient, add);
+        if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+    }
+    *loss = lca_exact_scalar_value(&total->loss) / (double)v->count;
     return LCA_OK;
 }
 

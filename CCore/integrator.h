@@ -5,6 +5,7 @@
 #ifndef LCA_INTEGRATOR_H
 #define LCA_INTEGRATOR_H
 
+#include "exact_sum.h"
 #include "model.h"
 
 /* One evaluation set along the trajectory, with its own gradients. */
@@ -25,47 +26,44 @@ typedef struct lca_view {
     double *unit_lca;
 } lca_view;
 
-/* What one thread needs to evaluate a chunk. */
+/* What one thread needs to evaluate accumulation units (integrator.c,
+ * "Accumulation units"): its model's workspace and input buffers for a
+ * pass of chunk examples, the float32 gradient of the unit it is on, and
+ * its exact sums of the units it has finished. */
 typedef struct lca_eval_worker {
     lca_model *model;         /* worker 0: the integrator's model; others: lca_model_new_worker */
     float *x;                 /* chunk × input; LCA_INPUT_ROWS × input rows when the
                                  model streams its input (an MLP) */
     int32_t *labels;          /* chunk */
     float *targets;           /* chunk × outputs (regression data), or NULL */
+    float *gradient;          /* K: the current unit's gradient, float32 */
+    lca_exact_vector sum;     /* K: Σ of its finished units' gradients, exact */
+    lca_exact_scalar loss;    /* Σ of their loss sums, exact */
+    size_t failed_unit;       /* the first unit of this pass that failed, or SIZE_MAX */
+    lca_status status;        /* its status and message (lca_last_error of this thread;
+                                 a longer one is cut) */
+    char message[2048];
 } lca_eval_worker;
-
-/* Where a finished chunk waits until it is its turn to be added: the
- * threads take chunks in order as they become free and may run ahead of
- * the additions, which happen strictly in chunk order, so the bytes do not
- * depend on how many threads ran or which took which chunk. */
-typedef struct lca_eval_slot {
-    float *gradient;          /* K: the chunk's gradient */
-    double loss;              /* the chunk's loss sum */
-    lca_status status;
-    char message[2048];       /* lca_last_error of the thread that ran it, on failure (a longer one is cut) */
-    _Atomic size_t finished;  /* 1 + the chunk it holds once computed; 0 before */
-} lca_eval_slot;
 
 typedef struct lca_integrator {
     lca_model *model;
     double threshold;
     unsigned max_subintervals;
-    size_t chunk;             /* examples per evaluation chunk */
+    size_t unit;              /* examples per accumulation unit (lca_model_accumulation_unit) */
+    size_t chunk;             /* examples per pass of a worker: at most unit */
     size_t bn_group;          /* examples per batch-norm group of every evaluation pass */
     bool units;               /* per-unit views (config lca_units) */
     float *probe;             /* K: θ_t + s·Δθ */
     const float *before, *after; /* K each: θ_t and θ_{t+1} of the step being allocated */
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
     size_t worker_count;
-    lca_eval_slot *slots;     /* worker_count + 1 (one if there is one worker) */
-    size_t slot_count;
     size_t bytes;             /* allocated by the integrator and its views */
 } lca_integrator;
 
 /* The integrator's settings come from config: threshold, cap, units,
- * bn_group and the chunk (eval_chunk, or 0 for the most that fit
- * memory_budget; whole bn_group groups for batch-norm nets). The model is
- * only read (its workspace aside): the group size goes to each pass. */
+ * bn_group, the accumulation unit (bn_group for batch-norm nets, else
+ * LCA_ACCUMULATION_UNIT) and the chunk (lca_model_resolve_chunk). The model
+ * is only read (its workspace aside): the group size goes to each pass. */
 lca_status lca_integrator_init(lca_integrator *integrator, lca_model *model,
                                const lca_config *config, bool regression);
 /* config->bn_group is at least 1 example (the trainer checks it too: it
@@ -85,9 +83,11 @@ lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
                              const uint32_t **indices, size_t *count, uint32_t **all,
                              const char *who);
 
-/* L(θ) and ∇L(θ) (mean over the view's examples) at parameters, in fixed
- * chunks; the gradient is accumulated in float64 into gradient (K; zeroed
- * first unless add), or skipped when gradient is NULL. */
+/* L(θ) and ∇L(θ) (mean over the view's examples) at parameters: the sum
+ * over the view's accumulation units, exact, rounded once to float64 (so
+ * independent of the chunk, the thread count and who took which unit);
+ * written into gradient (K), or added to it with add, or skipped when
+ * gradient is NULL. */
 lca_status lca_view_evaluate(lca_integrator *integrator, const lca_view *view,
                              const float *parameters, double *loss, double *gradient, bool add);
 

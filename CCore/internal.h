@@ -84,8 +84,16 @@ lca_status lca_memory_check(size_t bytes, const char *what, const char *hint);
  *   C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C
  * op(A) = A (stored m×k, leading dimension lda) or Aᵀ (A stored k×m) when
  * trans_a; likewise B. beta = 0 overwrites C (C may hold garbage/NaN).
- * Deterministic: each element of C is reduced over k in the same order
- * whatever the thread count; threads split only the m and n dimensions. */
+ * Sequential accumulation: each element of C is
+ *   c ← beta·c (0 when beta = 0, c itself when beta = 1, else one rounding),
+ *   then for p = 0, 1, …, k−1 in order: c ← fma(alpha·a_ip, b_pj, c)
+ * (alpha·a_ip rounded once, exact for alpha = 1). The terms go straight into
+ * C, with no block sum added afterwards, so a product split anywhere in k
+ * into consecutive calls with beta = 1 gives the same bytes as one call
+ * (the float stored between two calls is the accumulator itself); threads
+ * split only the m and n dimensions, so the bytes are the same at any
+ * thread count. (The portable kernel rounds a·b and the add separately
+ * where the compiler has no FMA instruction, but the order is the same.) */
 void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
                const float *a, size_t lda, const float *b, size_t ldb, float beta,
                float *c, size_t ldc);
@@ -94,21 +102,34 @@ void lca_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float a
 void lca_sgemm_naive(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
                      float *c, size_t ldc);
-/* For tests and benchmarks: use the named micro-kernel ("avx512",
- * "avx2-fma", "portable") or, with NULL, the automatic choice. Returns false
- * if this CPU cannot run it. Not for use while another thread multiplies. */
+/* Kernel families (gemm.c): the GEMM micro-kernel and the convolution
+ * kernels of one instruction set, used together. The process uses the one
+ * LCA_KERNEL names (read once), else the best this CPU runs. */
+typedef enum lca_kernel_family {
+    LCA_KERNEL_AVX512, LCA_KERNEL_AVX2, LCA_KERNEL_PORTABLE, LCA_KERNEL_FAMILIES
+} lca_kernel_family;
+lca_kernel_family lca_kernel_current(void);
+/* What an LCA_KERNEL value means: NULL or "" the automatic choice, else
+ * "avx512", "avx2" or "portable" if this CPU runs it; LCA_ERR_INVALID_ARGUMENT
+ * (unknown) or LCA_ERR_UNSUPPORTED (this CPU cannot) with a message. */
+lca_status lca_kernel_parse(const char *value, lca_kernel_family *family);
+/* For tests and benchmarks: use the named family ("avx512", "avx2",
+ * "portable") or, with NULL, the process's (LCA_KERNEL, else automatic).
+ * Returns false if this CPU cannot run it. Not for use while another thread
+ * multiplies. */
 bool lca_gemm_select_kernel(const char *name);
 
 /* Micro-kernels (gemm_kernel_*.c), MR × NR register tiles:
- *   C[rows×cols] = alpha · op(A)[MR×depth] · op(B)[depth×NR] + beta · C
- * for rows ≤ MR, cols ≤ NR: edge tiles go through the arithmetic of full
- * ones, and only the rows × cols corner is stored. Each element is
- * fma(a, b, acc) summed from 0 in
- * k order, then C = fma(beta, C, alpha·acc), or alpha·acc when beta == 0
- * (C is then not read), so the two FMA kernels give the same bits whatever
- * their tiles. (The portable kernel writes acc += a·b, which rounds twice
- * where the compiler has no FMA instruction, as on baseline x86-64.) The
- * operands are
+ *   C[rows×cols] ← (load_c ? C : 0) + op(A)[MR×depth] · op(B)[depth×NR]
+ * for rows ≤ MR, cols ≤ NR: the accumulators start from the tile of C
+ * (load_c; masked at the edges, zero elsewhere) or from zero (C is then not
+ * read), and each step of k adds acc = fma(a, b, acc) in k order; only the
+ * rows × cols corner is read and stored. alpha and beta are gemm.c's (it
+ * scales C and packed A first), so every element of C is one chain of FMAs
+ * in k order, and the two FMA kernels give the same bits whatever their
+ * tiles. (The portable kernel writes acc += a·b, which rounds twice where
+ * the compiler has no FMA instruction, as on baseline x86-64.) The operands
+ * are
  *   op(A)[r][p] = a[r·a_row_step + p·a_k_step]   (packed panel: steps 1, MR)
  *   op(B)[p][j] = b[p·b_k_step + j]              (packed panel: step NR)
  * so a kernel can also read rows of A, Aᵀ or B in place; all MR rows and
@@ -118,22 +139,22 @@ bool lca_gemm_select_kernel(const char *name);
  * its FMAs hide the loads. c has row stride ldc. */
 typedef void (*lca_micro_kernel)(size_t depth, const float *a, size_t a_row_step,
                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                 float *restrict b_copy, float alpha, float beta,
-                                 float *restrict c, size_t ldc, size_t rows, size_t cols);
+                                 float *restrict b_copy, bool load_c, float *restrict c,
+                                 size_t ldc, size_t rows, size_t cols);
 void lca_gemm_micro_portable_6x16(size_t depth, const float *a, size_t a_row_step,
                                   size_t a_k_step, const float *b, size_t b_k_step,
-                                  float *restrict b_copy, float alpha, float beta,
-                                  float *restrict c, size_t ldc, size_t rows, size_t cols);
+                                  float *restrict b_copy, bool load_c, float *restrict c,
+                                  size_t ldc, size_t rows, size_t cols);
 bool lca_gemm_avx2_supported(void);
 void lca_gemm_micro_avx2_6x16(size_t depth, const float *a, size_t a_row_step, size_t a_k_step,
                               const float *b, size_t b_k_step, float *restrict b_copy,
-                              float alpha, float beta, float *restrict c, size_t ldc,
-                              size_t rows, size_t cols);
+                              bool load_c, float *restrict c, size_t ldc, size_t rows,
+                              size_t cols);
 bool lca_gemm_avx512_supported(void);
 void lca_gemm_micro_avx512_10x32(size_t depth, const float *a, size_t a_row_step,
                                  size_t a_k_step, const float *b, size_t b_k_step,
-                                 float *restrict b_copy, float alpha, float beta,
-                                 float *restrict c, size_t ldc, size_t rows, size_t cols);
+                                 float *restrict b_copy, bool load_c, float *restrict c,
+                                 size_t ldc, size_t rows, size_t cols);
 /* out[q·out_step + j] = in[j·in_step + q] for q < depth and j < 16, zero for
  * j ≥ rows ≤ 16 (AVX-512 packing of Bᵀ; reads nothing past depth or rows) */
 void lca_gemm_transpose_16_avx512(const float *in, size_t in_step, float *out, size_t out_step,
@@ -142,6 +163,45 @@ void lca_gemm_transpose_16_avx512(const float *in, size_t in_step, float *out, s
  * panel of op(B) = B for the AVX-512 kernel) */
 void lca_gemm_copy_edge_avx512(const float *in, size_t in_step, float *out, size_t depth,
                                size_t cols);
+
+/* ---- conv_kernel_*.c: direct convolution of one example, stride 1, an
+ * odd K × K kernel with "same" padding P = (K − 1)/2:
+ *   y[o][oh][ow] = Σ over (i, kh, kw), in that order, of
+ *                  w[o][i][kh][kw] · xpad[i][oh + kh][ow + kw]   (+ bias[o])
+ * each output a chain of FMAs from 0 (then one add of the bias): the order
+ * of the im2col product. xpad[i][r][c] (the input padded by P) is read at
+ * xs[i·plane + r·row + c] with the kw-th column shift at + kw·kw_step:
+ *   padded layout: row = OW + K − 1, kw_step = 1, plane = (OH + K − 1)·row;
+ *                  vectors of pixels within output rows (span false);
+ *   shifted layout (span): K copies xs[kw][i][r][ow] = xpad[i][r][ow + kw],
+ *                  row = OW, plane = (OH + K − 1)·OW, kw_step = in_c·plane;
+ *                  vectors run over the flat output plane across rows, so
+ *                  narrow planes (8 × 8, 14 × 14) fill every lane.
+ * wp: the weights packed as [⌈out_c/4⌉][in_c][K][K][4] (output channel o at
+ * tile o/4, lane o%4; lanes past out_c zero); y: out_c × OH × OW. */
+typedef struct lca_conv_direct {
+    size_t in_c, out_c, oh, ow, k;
+    size_t row, plane, kw_step;
+    bool span;
+    const float *xs, *wp, *bias;
+    float *y;
+} lca_conv_direct;
+/* The weight gradient of a direct shape, one tile: for r < rows (≤ MR: 10
+ * for AVX-512, 6 for AVX2) and j < cols (≤ nr),
+ *   c[r·ldc + j] ← (load_c ? c : 0), then fma(a[r][q], b[q·nr + j], c) for
+ *   q = 0 … depth−1 in order
+ * a: MR row pointers (rows past `rows` may repeat a valid one: not stored);
+ * b: packed, depth × nr (AVX-512: nr 16 or 32; AVX2: 16). The rows are the
+ * padded input planes shifted by (kh, kw) and q runs over the padded pixel
+ * grid, where the packed dy is zero off the outputs: those terms add
+ * x·0 = ±0 to the chain and leave its bits as they are, so the result is the
+ * im2col product's, without the im2col. */
+void lca_conv_wgrad_avx512(size_t depth, const float *const *a, const float *b, size_t nr,
+                           bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
+void lca_conv_wgrad_avx2(size_t depth, const float *const *a, const float *b, size_t nr,
+                         bool load_c, float *c, size_t ldc, size_t rows, size_t cols);
+void lca_conv_direct_avx512(const lca_conv_direct *d);
+void lca_conv_direct_avx2(const lca_conv_direct *d);
 
 /* ---- data.c */
 struct lca_dataset {

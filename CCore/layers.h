@@ -12,7 +12,8 @@
  * Conventions (as llm.c): outputs first, then inputs, weights, bias, sizes.
  * Forward overwrites its outputs. Backward takes d-prefixed gradients:
  * parameter gradients (dweight, dbias) are OVERWRITTEN with the gradient of
- * this call's batch (the caller never needs to zero them); dinput is
+ * this call's batch (the caller never needs to zero them), or, where a
+ * kernel takes accumulate, added to; dinput is
  * OVERWRITTEN too, and may be NULL (first layer: not needed).
  * Every fast kernel is deterministic at any thread count: threads split
  * independent outputs, never a reduction. No kernel allocates, prints or
@@ -30,10 +31,12 @@
  * y (the bytes of a separate ReLU layer). */
 void lca_dense_forward(float *y, const float *x, const float *w, const float *b, size_t n,
                        size_t in, size_t out, bool relu);
-/* dw[O×I] = dyᵀ · x, db[O] = Σ_n dy (float64 sums in example order),
- * dx[N×I] = dy · w (skipped if dx is NULL); all overwritten. */
+/* dw[O×I] = dyᵀ · x, db[O] = Σ_n dy (float32, examples in order),
+ * dx[N×I] = dy · w (skipped if dx is NULL); dx is overwritten, dw and db
+ * too, or, with accumulate, added to (continuing the examples before:
+ * split calls give the bytes of one). */
 void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, size_t n, size_t in, size_t out);
+                        const float *w, size_t n, size_t in, size_t out, bool accumulate);
 /* Feature-major, for an MLP's pass: yᵀ[O×N] = w · xᵀ + b (then the ReLU
  * with relu); x is the block's input rows (N × I) with x_rows, else the
  * previous layer's output xᵀ (I × N). */
@@ -54,14 +57,18 @@ void lca_dense_backward_fm(float *dxt, float *dw, float *db, float *dyt,
  * for odd kernels). The caller computes OH, OW, P and passes them.
  * workspace: at least lca_conv2d_workspace_floats(...) floats: the im2col
  * (C·KH·KW × OH·OW) plus one output (OC × OH·OW) of each of G examples,
- * where G, the examples per pass, is min(N, as many as fit 4 MiB rounded
- * down to a multiple of 4, at least 1): a function of the shape only, that
+ * then about the weights' size again (the weight gradient transposed, or
+ * the weights packed for the direct kernels), where G, the examples per
+ * pass, is min(N, as many as fit 4 MiB rounded down to a multiple of 4, at
+ * least 1): a function of the shape only, that
  * grows with s->n only up to the budget, so a workspace sized for the
  * largest N serves every smaller N of the same layer. Its contents on entry
  * do not matter. bias may be NULL (no bias).
  * Forward y and backward dx do not depend on how the examples are chunked
- * (each element is one fixed-order dot product); dweight sums the examples
- * in passes of G, in order. */
+ * (each element is one fixed-order dot product). dweight and dbias add the
+ * examples' terms into the output one example after the other (sequential
+ * accumulation, internal.h), so a call over examples [0, n) gives the same
+ * bytes as calls over [0, a) and [a, n) with accumulate on the second. */
 typedef struct lca_conv2d_shape {
     size_t n, c, h, w;     /* input */
     size_t oc, oh, ow;     /* output */
@@ -74,11 +81,17 @@ size_t lca_conv2d_workspace_floats(const lca_conv2d_shape *s);
 /* y (N·OC·OH·OW) is overwritten. */
 void lca_conv2d_forward(float *y, const float *x, const float *weight, const float *bias,
                         const lca_conv2d_shape *s, float *workspace);
-/* dx (N·C·H·W, may be NULL), dweight (OC·C·KH·KW, may be NULL) and dbias
- * (OC, may be NULL) are overwritten; x is needed only for dweight. */
+/* dx (N·C·H·W, may be NULL) is overwritten; dweight (OC·C·KH·KW, may be
+ * NULL) and dbias (OC, may be NULL) are overwritten, or, with accumulate,
+ * added to (continuing the sequence of examples before); x is needed only
+ * for dweight. */
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
-                         float *workspace);
+                         float *workspace, bool accumulate);
+/* For tests: true sends every shape down the im2col + GEMM path (whose y
+ * and dweight are the same bytes as the direct kernels'). Not for use
+ * while a convolution runs. */
+extern bool lca_conv_direct_disabled;
 /* References: direct loops, float64 accumulation, no workspace. */
 void lca_conv2d_forward_naive(float *y, const float *x, const float *weight, const float *bias,
                               const lca_conv2d_shape *s);

@@ -1,34 +1,51 @@
-/* layers_conv.c: 2-D convolution as im2col feeding lca_sgemm, and its
- * naive reference.
+/* layers_conv.c: 2-D convolution, direct kernels and im2col feeding
+ * lca_sgemm, and the naive reference. docs/kernels.md has the design and
+ * the measurements.
  *
  * The examples of a call are taken in passes of G consecutive examples, G a
  * pure function of the shape (conv_sizes_of): as many as fit a fixed budget
  * of workspace, rounded down to a multiple of 4, at least one, at most N.
- * The workspace of a pass is col (CKK × G·OHW floats) and out (OC × G·OHW).
+ * The workspace of a pass is col (CKK × G·OHW floats) and out (OC × G·OHW),
+ * then an area of about the weights' size (dWᵀ or packed weights).
  *
- *   forward   each example on one thread: im2col into its own slot of col
- *             (CKK × OHW), y_n = W[OC][CKK] · col_n straight into y, + b.
- *   dweight   each example on one thread: im2col into its columns of
- *             col[CKK][G·OHW] and dy_n into the same columns of
- *             out[OC][G·OHW]; then one product for the pass,
- *             dW[OC][CKK] (+)= out · colᵀ, split over the threads by the GEMM
- *             (beta 0 on the first pass, 1 after: examples in order).
- *   dx        each example on one thread: dcol_n = Wᵀ · dy_n into its slot
- *             of col, then col2im into dx_n.
- *   dbias     db[oc] = Σ_n Σ_p dy[n][oc][p], float64, threads over channels.
+ *   forward   each example on one thread. Stride 1, odd K, "same" (the
+ *             3 × 3 and 5 × 5 layers of ResNet-20 and LeNet), FMA families:
+ *             the input planes padded (or as K shifted copies) in the
+ *             example's slot and the direct kernel (conv_kernel_*.c:
+ *             4 output channels × 4-6 vectors of pixels in registers, the
+ *             input read in place), + b. Otherwise (strides, 1 × 1,
+ *             portable C): im2col into the slot (CKK × OHW), y_n =
+ *             W[OC][CKK] · col_n straight into y, + b.
+ *   dweight   dWᵀ[CKK][OC] (+)= Σ_n col_n · dy_nᵀ, the rows of CKK split
+ *             over the threads; each thread walks every example: im2col of
+ *             its rows, then one product with beta 1 after the first (and
+ *             throughout with accumulate), reading col in place and packing
+ *             only dy_n; dWᵀ is transposed into dweight at the end (and
+ *             from it first, with accumulate). One chain of FMAs per
+ *             weight, example by example, pixel by pixel (the GEMM's
+ *             sequential accumulation).
+ *   dx        each example on one thread. Direct shapes: the direct kernel
+ *             on dy_n (laid out as the forward input) with the weights
+ *             flipped and transposed; otherwise dcol_n = Wᵀ · dy_n into its
+ *             slot of col, then col2im into dx_n.
+ *   dbias     db[oc] (+)= Σ_n (Σ_p dy[n][oc][p] in float64, rounded), added
+ *             example by example in float; threads over channels.
  *
- * Working one example per thread keeps its im2col (at most a few hundred
- * KB for the nets) in that core's cache between the copy and the product,
- * and needs no synchronisation between them; with one example, or one
- * thread, the GEMM splits itself over the threads instead.
+ * Working one example per thread keeps its im2col or padded planes (at
+ * most a few hundred KB for the nets) in that core's cache between the copy
+ * and the product, and needs no synchronisation between them.
  *
- * Determinism. Each item writes its own memory and sums in a fixed order
- * (col2im: kernel offsets, then pixels). lca_sgemm's bytes do not depend on
- * the thread count or on the width of the product, so y and dx are the same
- * bytes however examples are spread over threads, passes or chunks of a
- * batch (each element is one dot product over CKK, or OC, terms). G depends
- * only on the shape, so the passes, and with them the order in which dweight
- * sums the examples, are the same at any thread count.
+ * Determinism. Each item writes its own memory and sums in a fixed order.
+ * y is one chain over (c, kh, kw) from 0 (+ b) on every path, direct or
+ * GEMM; dx one chain over (oc, kh, kw) (direct) or over oc then the kernel
+ * offsets (col2im); which path a shape takes depends on the shape and the
+ * kernel family only, and the two FMA families take the same paths, so they
+ * give the same bytes. y and dx are the same bytes however examples are
+ * spread over threads, passes or chunks of a batch. dweight and dbias add
+ * their terms into the output example by example (the GEMM's sequential
+ * accumulation, internal.h), so they do not depend on the passes (G) or
+ * the threads' rows either: a call over examples [0, n) gives the bytes of
+ * calls over [0, a) and [a, n), the second with accumulate.
  *
  * Dimension letters as in internal.h (the key); CKK = C·KH·KW (the GEMM depth of the
  * forward pass), OHW = OH·OW.
@@ -49,6 +66,7 @@
 #define CONV_PASS_MULTIPLE 4
 
 typedef struct conv_sizes {
+    size_t extra;      /* floats after the passes: dWᵀ or packed weights */
     size_t ckk;        /* C·KH·KW: rows of col */
     size_t ohw;        /* OH·OW: columns per example */
     size_t hw;         /* H·W: input plane */
@@ -62,17 +80,25 @@ static conv_sizes conv_sizes_of(const lca_conv2d_shape *s) {
     z.ckk = s->c * s->kh * s->kw;
     z.ohw = s->oh * s->ow;
     z.hw = s->h * s->w;
+    /* dWᵀ (CKK × OC), or the weights packed for the direct kernels:
+     * forward ⌈OC/4⌉·4 × CKK, input gradient ⌈C/4⌉·4 × OC·KH·KW */
+    size_t kk = s->kh * s->kw, oc4 = (s->oc + 3) / 4 * 4, c4 = (s->c + 3) / 4 * 4;
+    z.extra = z.ckk * s->oc;
+    if (oc4 * z.ckk > z.extra) z.extra = oc4 * z.ckk;
+    if (c4 * s->oc * kk > z.extra) z.extra = c4 * s->oc * kk;
     size_t per_example = (z.ckk + s->oc) * z.ohw;
-    size_t group = per_example == 0 ? s->n : CONV_PASS_BUDGET_FLOATS / per_example;
+    size_t budget = CONV_PASS_BUDGET_FLOATS > z.extra ? CONV_PASS_BUDGET_FLOATS - z.extra : 0;
+    size_t group = per_example == 0 ? s->n : budget / per_example;
     if (group >= CONV_PASS_MULTIPLE) group = group / CONV_PASS_MULTIPLE * CONV_PASS_MULTIPLE;
     if (group < 1) group = 1;
     z.group = min_size(group, s->n);
     return z;
 }
 
+/* The passes (G examples of col and out), then dWᵀ or the packed weights. */
 size_t lca_conv2d_workspace_floats(const lca_conv2d_shape *s) {
     conv_sizes z = conv_sizes_of(s);
-    return z.group * (z.ckk + s->oc) * z.ohw;
+    return z.group * (z.ckk + s->oc) * z.ohw + z.extra;
 }
 
 /* Outputs o in [0, out) whose input coordinate o·S + k − P falls inside
@@ -88,6 +114,8 @@ static void inside_range(size_t k, size_t pad, size_t stride, size_t size, size_
 
 /* ------------------------------------------------------------ pass items */
 
+typedef void (*lca_conv_direct_fn)(const lca_conv_direct *d);
+
 typedef struct conv_pass {
     const lca_conv2d_shape *s;
     conv_sizes z;
@@ -102,41 +130,133 @@ typedef struct conv_pass {
     float *y;             /* y[N][OC][OHW] */
     float *dx;            /* dx[N][C][H][W] */
     const float *dy;      /* dy[N][OC][OHW] */
+    const float *packed;  /* weights packed for the direct kernel, or NULL */
+    lca_conv_direct_fn direct;
 } conv_pass;
 
-/* im2col of example `first + n`, channel c: KH·KW rows (c, kh, kw) of the
- * example's OHW columns, at cols + row · ld. Each row is the input plane shifted by
- * (kh − P, kw − P) and subsampled by S: a rectangle of input rows copied
- * into place, zeros around it (written first, in one memset, when the
- * rectangle does not cover the row). */
-static void im2col_channel(const conv_pass *p, size_t n, size_t c, float *cols, size_t ld) {
-    const lca_conv2d_shape *s = p->s;
-    const float *plane = p->x + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
-    for (size_t kh = 0; kh < s->kh; kh++) {
-        size_t oh_begin, oh_end;
-        inside_range(kh, s->pad_h, s->stride, s->h, s->oh, &oh_begin, &oh_end);
-        for (size_t kw = 0; kw < s->kw; kw++) {
-            size_t ow_begin, ow_end;
-            inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
-            float *row = cols + ((c * s->kh + kh) * s->kw + kw) * ld;
-            size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
-            if (rows < s->oh || inside < s->ow) memset(row, 0, p->z.ohw * sizeof(float));
-            if (rows == 0 || inside == 0) continue;
-            /* output (oh_begin, ow_begin) reads input row oh_begin·S + kh − P,
-             * column ow_begin·S + kw − P */
-            const float *in = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
-                              (ow_begin * s->stride + kw - s->pad_w);
-            float *out = row + oh_begin * s->ow + ow_begin;
-            size_t in_step = s->stride * s->w;
-            if (s->stride == 1) {
-                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
-                    memcpy(out, in, inside * sizeof(float));
-            } else {
-                for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
-                    for (size_t i = 0; i < inside; i++) out[i] = in[i * s->stride];
+/* ---------------------------------------------------------- direct path */
+
+/* The direct kernel (conv_kernel_*.c) of the process's FMA family for a
+ * shape: stride 1, an odd square kernel with "same" padding, and shifted
+ * input planes that fit in an example's im2col slot (they are K/(K·K) of
+ * it, plus the padding rows); else NULL: im2col and the GEMM (and always
+ * for the portable family). Which shapes go direct depends on the shape
+ * only, so that the two FMA families compute the same chains and give the
+ * same bytes. */
+bool lca_conv_direct_disabled;
+
+static lca_conv_direct_fn direct_kernel(const lca_conv2d_shape *s, size_t in_c) {
+    if (lca_conv_direct_disabled) return NULL;
+    if (s->stride != 1 || s->kh != s->kw || s->kh % 2 == 0 || s->kh < 3 ||
+        s->pad_h != (s->kh - 1) / 2 || s->pad_w != s->pad_h || s->oh != s->h || s->ow != s->w)
+        return NULL;
+    size_t shifted = s->kw * in_c * (s->h + s->kh - 1) * s->w;
+    if (shifted > s->c * s->kh * s->kw * s->oh * s->ow) return NULL;
+    lca_kernel_family family = lca_kernel_current();
+    if (family == LCA_KERNEL_AVX512) return lca_conv_direct_avx512;
+    if (family == LCA_KERNEL_AVX2) return lca_conv_direct_avx2;
+    return NULL;
+}
+
+/* The input of a direct kernel (lca_conv_direct's layouts) from a plane
+ * stack (channels × H × W, output H × W, padding P = (K − 1)/2) into out:
+ * with span, the K shifted copies out[kw][c][r][ow] = in[c][r − P][ow + kw −
+ * P]; else the padded planes out[c][r][col] = in[c][r − P][col − P]; zero
+ * outside the input. Fills d's layout fields. */
+static void direct_input(lca_conv_direct *d, float *out, const float *in, size_t channels,
+                         size_t h, size_t w, size_t k, bool span) {
+    size_t pad = (k - 1) / 2, rows = h + k - 1, copies = span ? k : 1;
+    size_t width = span ? w : w + k - 1;
+    d->span = span;
+    d->row = width;
+    d->plane = rows * width;
+    d->kw_step = span ? channels * rows * width : 1;
+    d->xs = out;
+    for (size_t kw = 0; kw < copies; kw++)
+        for (size_t c = 0; c < channels; c++) {
+            float *plane = out + (kw * channels + c) * rows * width;
+            /* output columns col with 0 ≤ col + shift < w, shift = kw − P
+             * (span) or −P (padded) */
+            size_t lead = span ? kw : 0; /* col + lead − P is the input column */
+            size_t begin = lead >= pad ? 0 : pad - lead;
+            size_t end = w + pad <= lead ? 0 : w + pad - lead < width ? w + pad - lead : width;
+            for (size_t r = 0; r < rows; r++) {
+                float *row = plane + r * width;
+                if (r < pad || r >= h + pad || begin >= end) {
+                    memset(row, 0, width * sizeof(float));
+                    continue;
+                }
+                const float *source = in + (c * h + r - pad) * w;
+                for (size_t i = 0; i < begin; i++) row[i] = 0.0f;
+                memcpy(row + begin, source + begin + lead - pad, (end - begin) * sizeof(float));
+                for (size_t i = end; i < width; i++) row[i] = 0.0f;
             }
         }
+}
+
+/* The layout for a plane width: padded when the rows are whole vectors of
+ * the kernel's lanes, else shifted copies, whose vectors span rows. */
+static bool direct_span(const lca_conv_direct_fn kernel, size_t w) {
+    size_t lanes = kernel == lca_conv_direct_avx512 ? 16 : 8;
+    return w % lanes != 0;
+}
+
+/* wp[o/4][i][kh][kw][o%4] = w(o, i, kh, kw), zero for o ≥ outs. With flip
+ * (the input gradient as a convolution of dy): o = c, i = oc, w(c, oc, kh,
+ * kw) = W[oc][c][K−1−kh][K−1−kw]; else W[o][i][kh][kw]. */
+static void pack_direct(float *wp, const float *weight, const lca_conv2d_shape *s, bool flip) {
+    size_t k = s->kh, kk = k * k;
+    size_t outs = flip ? s->c : s->oc, ins = flip ? s->oc : s->c;
+    size_t outs4 = (outs + 3) / 4 * 4;
+    for (size_t o = 0; o < outs4; o++)
+        for (size_t i = 0; i < ins; i++)
+            for (size_t kh = 0; kh < k; kh++)
+                for (size_t kw = 0; kw < k; kw++) {
+                    float v = 0.0f;
+                    if (o < outs)
+                        v = flip ? weight[((i * s->c + o) * k + (k - 1 - kh)) * k + (k - 1 - kw)]
+                                 : weight[((o * s->c + i) * k + kh) * k + kw];
+                    wp[((o / 4 * ins + i) * kk + kh * k + kw) * 4 + o % 4] = v;
+                }
+}
+
+/* One row (c, kh, kw) of the im2col of example `first + n`: the input
+ * plane shifted by (kh − P, kw − P) and subsampled by S, OHW floats at
+ * row: a rectangle of input rows copied into place, zeros around it
+ * (written first, in one memset, when the rectangle does not cover the
+ * row). */
+static void im2col_row(const conv_pass *p, size_t n, size_t c, size_t kh, size_t kw,
+                       float *row) {
+    const lca_conv2d_shape *s = p->s;
+    const float *plane = p->x + ((p->first + n) * s->c + c) * p->z.hw; /* H × W */
+    size_t oh_begin, oh_end, ow_begin, ow_end;
+    inside_range(kh, s->pad_h, s->stride, s->h, s->oh, &oh_begin, &oh_end);
+    inside_range(kw, s->pad_w, s->stride, s->w, s->ow, &ow_begin, &ow_end);
+    size_t rows = oh_end - oh_begin, inside = ow_end - ow_begin;
+    if (rows < s->oh || inside < s->ow) memset(row, 0, p->z.ohw * sizeof(float));
+    if (rows == 0 || inside == 0) return;
+    /* output (oh_begin, ow_begin) reads input row oh_begin·S + kh − P,
+     * column ow_begin·S + kw − P */
+    const float *in = plane + (oh_begin * s->stride + kh - s->pad_h) * s->w +
+                      (ow_begin * s->stride + kw - s->pad_w);
+    float *out = row + oh_begin * s->ow + ow_begin;
+    size_t in_step = s->stride * s->w;
+    if (s->stride == 1) {
+        for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+            memcpy(out, in, inside * sizeof(float));
+    } else {
+        for (size_t r = 0; r < rows; r++, in += in_step, out += s->ow)
+            for (size_t i = 0; i < inside; i++) out[i] = in[i * s->stride];
     }
+}
+
+/* im2col of example `first + n`, channel c: its KH·KW rows (c, kh, kw) of
+ * the example's OHW columns, at cols + row · ld. */
+static void im2col_channel(const conv_pass *p, size_t n, size_t c, float *cols, size_t ld) {
+    const lca_conv2d_shape *s = p->s;
+    for (size_t kh = 0; kh < s->kh; kh++)
+        for (size_t kw = 0; kw < s->kw; kw++)
+            im2col_row(p, n, c, kh, kw, cols + ((c * s->kh + kh) * s->kw + kw) * ld);
 }
 
 /* col2im: dx[first + n][c] = Σ over (kh, kw) of its im2col rows (at
@@ -179,8 +299,17 @@ static void forward_example(size_t n, void *context) {
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
     float *col = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
-    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, col, ohw);
     float *y = p->y + (p->first + n) * s->oc * ohw; /* OC × OHW */
+    if (p->direct != NULL) {
+        /* the input planes laid out in the example's slot, then the kernel */
+        lca_conv_direct d = {.in_c = s->c, .out_c = s->oc, .oh = s->oh, .ow = s->ow, .k = s->kh,
+                             .wp = p->packed, .bias = p->bias, .y = y};
+        direct_input(&d, col, p->x + (p->first + n) * s->c * p->z.hw, s->c, s->h, s->w, s->kh,
+                     direct_span(p->direct, s->w));
+        p->direct(&d);
+        return;
+    }
+    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, col, ohw);
     /* y_n[OC][OHW] = W[OC][CKK] · col_n[CKK][OHW] */
     lca_sgemm(false, false, s->oc, ohw, p->z.ckk, 1.0f, p->weight, p->z.ckk, col, ohw, 0.0f, y,
               ohw);
@@ -191,16 +320,133 @@ static void forward_example(size_t n, void *context) {
         }
 }
 
-/* For dweight: im2col of example n into its columns of col[CKK][cols],
- * and its dy into the same columns of out[OC][cols]. */
-static void weight_operands_example(size_t n, void *context) {
-    const conv_pass *p = context;
-    const lca_conv2d_shape *s = p->s;
-    size_t ohw = p->z.ohw;
-    for (size_t c = 0; c < s->c; c++) im2col_channel(p, n, c, p->col + n * ohw, p->cols);
+/* dweight, transposed: dWᵀ[CKK][OC] (+)= Σ_n col_n[CKK][OHW] · dy_nᵀ, rows
+ * of CKK split over the threads. Each part owns rows [row_begin, row_end)
+ * of dWᵀ and walks every example itself: the im2col of its rows of the
+ * example into its own buffer, then one product (rows × OC × OHW) with
+ * beta 1 after the first example. No thread waits for another between
+ * examples, the big operand (col) is read in place, and only dy_n (OC ×
+ * OHW) is packed. Every element is one chain of FMAs over (n, pixel) in
+ * order (sequential accumulation): the bytes of the product over the
+ * concatenated examples, whatever the parts. */
+typedef struct weight_parts {
+    conv_pass pass;        /* s, z, x; first = 0 */
+    const float *dy;
+    float *dwt;            /* CKK × OC */
+    float *col;            /* CKK × OHW: part p's rows at its row_begin */
+    size_t parts;
+    bool accumulate;
+    /* the direct path (weight_part_direct): its tile, rows and columns */
+    void (*wgrad)(size_t depth, const float *const *a, const float *b, size_t nr, bool load_c,
+                  float *c, size_t ldc, size_t rows, size_t cols);
+    size_t mr, nr;
+} weight_parts;
+
+/* Rows of part `index`: even shares, at multiples of the GEMM tile's rows
+ * (10 for AVX-512, 6 otherwise) where there are enough rows (the shares
+ * change no byte, only the balance: 144 rows split 70 + 74). */
+static void weight_part_rows(const weight_parts *w, size_t index, size_t *begin, size_t *end) {
+    size_t tile = lca_kernel_current() == LCA_KERNEL_AVX512 ? 10 : 6;
+    size_t ckk = w->pass.z.ckk, unit = ckk >= tile * w->parts ? tile : 1;
+    size_t units = (ckk + unit - 1) / unit;
+    *begin = min_size(ckk, index * units / w->parts * unit);
+    *end = min_size(ckk, (index + 1) * units / w->parts * unit);
+}
+
+/* The rows [row_begin, row_end) of dWᵀ on the direct path, when its
+ * buffers fit the part's share of col: for each example, the padded planes
+ * of the part's channels and dy_n packed over the padded pixel grid (zero
+ * off the outputs, nr columns per tile), then lca_conv_wgrad tiles whose
+ * rows read the planes in place, shifted by (kh, kw). The chains are those
+ * of the im2col product (internal.h, lca_conv_wgrad): the same bytes. */
+static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t row_end) {
+    const lca_conv2d_shape *s = w->pass.s;
+    if (w->wgrad == NULL) return false;
+    size_t k = s->kh, kk = k * k, ohw = w->pass.z.ohw;
+    size_t wp = s->w + k - 1, plane = (s->h + k - 1) * wp;
+    size_t depth = (s->oh - 1) * wp + s->ow; /* the padded grid up to the last output */
+    size_t nr = w->nr, mr = w->mr, tiles = (s->oc + nr - 1) / nr;
+    size_t c_lo = row_begin / kk, c_hi = (row_end - 1) / kk + 1;
+    size_t planes = (c_hi - c_lo) * plane, packed = tiles * nr * depth;
+    if (planes + packed > (row_end - row_begin) * ohw) return false;
+    float *xpad = w->col + row_begin * ohw, *bp = xpad + planes;
+    for (size_t n = 0; n < s->n; n++) {
+        /* the part's channels, padded (rows H + K − 1, width W + K − 1) */
+        const float *x = w->pass.x + (n * s->c + c_lo) * w->pass.z.hw;
+        size_t pad = (k - 1) / 2;
+        memset(xpad, 0, planes * sizeof(float));
+        for (size_t c = 0; c < c_hi - c_lo; c++)
+            for (size_t r = 0; r < s->h; r++)
+                memcpy(xpad + c * plane + (r + pad) * wp + pad, x + (c * s->h + r) * s->w,
+                       s->w * sizeof(float));
+        /* bp[t][q][j] = dy_n[t·nr + j][oh][ow] at q = oh·(W + K − 1) + ow */
+        memset(bp, 0, packed * sizeof(float));
+        const float *dy = w->dy + n * s->oc * ohw;
+        for (size_t oc = 0; oc < s->oc; oc++) {
+            float *out = bp + oc / nr * nr * depth + oc % nr;
+            for (size_t oh = 0; oh < s->oh; oh++)
+                for (size_t ow = 0; ow < s->ow; ow++)
+                    out[(oh * wp + ow) * nr] = dy[oc * ohw + oh * s->ow + ow];
+        }
+        bool load_c = n > 0 || w->accumulate;
+        for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
+            size_t rows = row_end - r0 < mr ? row_end - r0 : mr;
+            const float *a[10];
+            for (size_t r = 0; r < mr; r++) {
+                size_t row = r0 + (r < rows ? r : rows - 1);
+                size_t c = row / kk, kh = row % kk / k, kw = row % k;
+                a[r] = xpad + (c - c_lo) * plane + kh * wp + kw;
+            }
+            for (size_t t = 0; t < tiles; t++) {
+                size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
+                w->wgrad(depth, a, bp + t * nr * depth, nr, load_c, w->dwt + r0 * s->oc + t * nr,
+                         s->oc, rows, cols);
+            }
+        }
+    }
+    return true;
+}
+
+static void weight_part(size_t index, void *context) {
+    const weight_parts *w = context;
+    const lca_conv2d_shape *s = w->pass.s;
+    size_t row_begin, row_end, ohw = w->pass.z.ohw, kk = s->kh * s->kw;
+    weight_part_rows(w, index, &row_begin, &row_end);
+    if (row_begin >= row_end) return;
+    if (weight_part_direct(w, row_begin, row_end)) return;
+    float *col = w->col + row_begin * ohw; /* (row_end − row_begin) × OHW */
+    for (size_t n = 0; n < s->n; n++) {
+        for (size_t row = row_begin; row < row_end; row++) {
+            size_t c = row / kk, kh = row % kk / s->kw, kw = row % s->kw;
+            im2col_row(&w->pass, n, c, kh, kw, col + (row - row_begin) * ohw);
+        }
+        /* dWᵀ[rows][OC] (+)= col_n[rows][OHW] · dy_n[OC][OHW]ᵀ */
+        lca_sgemm(false, true, row_end - row_begin, s->oc, ohw, 1.0f, col, ohw,
+                  w->dy + n * s->oc * ohw, ohw, n == 0 && !w->accumulate ? 0.0f : 1.0f,
+                  w->dwt + row_begin * s->oc, s->oc);
+    }
+}
+
+static void weight_gradient(float *dweight, const float *dy, const float *x,
+                            const lca_conv2d_shape *s, conv_sizes z, float *workspace,
+                            bool accumulate) {
+    weight_parts w = {.pass = {.s = s, .z = z, .x = x}, .dy = dy,
+                      .col = workspace, .dwt = workspace + z.group * (z.ckk + s->oc) * z.ohw,
+                      .accumulate = accumulate};
+    size_t threads = (size_t)lca_parallel_threads();
+    w.parts = min_size(threads < 1 ? 1 : threads, z.ckk);
+    if (direct_kernel(s, s->c) != NULL) {
+        bool wide = lca_kernel_current() == LCA_KERNEL_AVX512;
+        w.wgrad = wide ? lca_conv_wgrad_avx512 : lca_conv_wgrad_avx2;
+        w.mr = wide ? 10 : 6;
+        w.nr = wide && s->oc >= 32 ? 32 : 16;
+    }
+    if (accumulate) /* dWᵀ = dWᵀ: the chain continues from what dweight holds */
+        for (size_t oc = 0; oc < s->oc; oc++)
+            for (size_t r = 0; r < z.ckk; r++) w.dwt[r * s->oc + oc] = dweight[oc * z.ckk + r];
+    lca_parallel_for(w.parts, weight_part, &w);
     for (size_t oc = 0; oc < s->oc; oc++)
-        memcpy(p->out + oc * p->cols + n * ohw, p->dy + ((p->first + n) * s->oc + oc) * ohw,
-               ohw * sizeof(float));
+        for (size_t r = 0; r < z.ckk; r++) dweight[oc * z.ckk + r] = w.dwt[r * s->oc + oc];
 }
 
 /* dx of example n, on one thread: dcol_n = Wᵀ · dy_n into its own slot
@@ -210,6 +456,17 @@ static void input_gradient_example(size_t n, void *context) {
     const lca_conv2d_shape *s = p->s;
     size_t ohw = p->z.ohw;
     float *dcol = p->col + n * p->z.ckk * ohw; /* CKK × OHW */
+    if (p->direct != NULL) {
+        /* dx_n = the convolution of dy_n (padded) with the flipped,
+         * transposed weights: dx[c][ih][iw] = Σ over (oc, kh, kw) of
+         * W[oc][c][K−1−kh][K−1−kw] · dypad[oc][ih + kh][iw + kw] (OH = H) */
+        lca_conv_direct d = {.in_c = s->oc, .out_c = s->c, .oh = s->h, .ow = s->w, .k = s->kh,
+                             .wp = p->packed, .y = p->dx + (p->first + n) * s->c * p->z.hw};
+        direct_input(&d, dcol, p->dy + (p->first + n) * s->oc * ohw, s->oc, s->oh, s->ow, s->kh,
+                     direct_span(p->direct, s->ow));
+        p->direct(&d);
+        return;
+    }
     /* dcol_n[CKK][OHW] = Wᵀ[CKK][OC] · dy_n[OC][OHW] */
     lca_sgemm(true, false, p->z.ckk, ohw, s->oc, 1.0f, p->weight, p->z.ckk,
               p->dy + (p->first + n) * s->oc * ohw, ohw, 0.0f, dcol, ohw);
@@ -232,12 +489,17 @@ void lca_conv2d_forward(float *y, const float *x, const float *weight, const flo
                         const lca_conv2d_shape *s, float *workspace) {
     conv_sizes z = conv_sizes_of(s);
     if (z.ohw == 0 || s->oc == 0) return;
+    lca_conv_direct_fn direct = direct_kernel(s, s->c);
+    float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
+    if (direct != NULL) pack_direct(packed, weight, s, false);
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
         p.x = x;
         p.weight = weight;
         p.bias = bias;
         p.y = y;
+        p.direct = direct;
+        p.packed = packed;
         /* One example per item: its im2col stays in the cache of the
          * thread that multiplies it. (With one example, or one thread,
          * the GEMM splits itself over the threads instead.) */
@@ -251,54 +513,60 @@ typedef struct bias_sum {
     float *dbias;
     const float *dy;
     size_t n, oc, ohw;
+    bool accumulate;
 } bias_sum;
 
-/* dbias[oc] = Σ_n Σ_p dy[n][oc][p] in float64, over 8 lanes (pixel p of
- * each row goes to lane p mod 8; lanes combined in a fixed order): eight
- * independent chains of additions, the same bytes at any thread count. */
+/* dbias[oc] (+)= Σ_n Σ_p dy[n][oc][p], example by example: each example's
+ * pixels summed in float64 over 8 lanes (pixel p to lane p mod 8, lanes
+ * combined in a fixed order), rounded to float, and added to the float sum
+ * of the examples before. So calls over consecutive examples with
+ * accumulate give the bytes of one call (the sum between examples is the
+ * float held in dbias), and the same bytes at any thread count. */
 static void bias_item(size_t oc, void *context) {
     const bias_sum *b = context;
-    double lane[8] = {0};
+    float sum = b->accumulate ? b->dbias[oc] : 0.0f;
     for (size_t n = 0; n < b->n; n++) {
         const float *row = b->dy + (n * b->oc + oc) * b->ohw;
+        double lane[8] = {0};
         size_t i = 0;
         for (; i + 8 <= b->ohw; i += 8)
             for (size_t j = 0; j < 8; j++) lane[j] += row[i + j];
         for (size_t j = 0; i < b->ohw; i++, j++) lane[j] += row[i];
+        double example = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                         ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        sum += (float)example;
     }
-    double sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    b->dbias[oc] = (float)sum;
+    b->dbias[oc] = sum;
 }
 
 void lca_conv2d_backward(float *dx, float *dweight, float *dbias, const float *dy,
                          const float *x, const float *weight, const lca_conv2d_shape *s,
-                         float *workspace) {
+                         float *workspace, bool accumulate) {
     conv_sizes z = conv_sizes_of(s);
     if (dbias != NULL) {
-        bias_sum b = {dbias, dy, s->n, s->oc, z.ohw};
+        bias_sum b = {dbias, dy, s->n, s->oc, z.ohw, accumulate};
         lca_parallel_for(s->oc, bias_item, &b);
     }
     if (z.ohw == 0 || s->n == 0 || s->oc == 0) {
-        /* Nothing flows: every gradient is zero (overwrite semantics). */
-        if (dweight != NULL) memset(dweight, 0, s->oc * z.ckk * sizeof(float));
+        /* Nothing flows: every gradient is zero (overwrite semantics), or
+         * nothing is added (accumulate). */
+        if (dweight != NULL && !accumulate) memset(dweight, 0, s->oc * z.ckk * sizeof(float));
         if (dx != NULL) memset(dx, 0, s->n * s->c * z.hw * sizeof(float));
         return;
     }
+    if (dweight != NULL) weight_gradient(dweight, dy, x, s, z, workspace, accumulate);
+    if (dx == NULL) return;
+    lca_conv_direct_fn direct = direct_kernel(s, s->oc);
+    float *packed = workspace + z.group * (z.ckk + s->oc) * z.ohw;
+    if (direct != NULL) pack_direct(packed, weight, s, true);
     for (size_t first = 0; first < s->n; first += z.group) {
         conv_pass p = conv_pass_begin(s, z, first, workspace);
-        p.x = x;
         p.weight = weight;
         p.dx = dx;
         p.dy = dy;
-        if (dweight != NULL) {
-            lca_parallel_for(p.examples, weight_operands_example, &p);
-            /* dW[OC][CKK] (+)= dy_cat[OC][cols] · col[CKK][cols]ᵀ: one product
-             * over the pass, threads splitting dW; passes in order */
-            lca_sgemm(false, true, s->oc, z.ckk, p.cols, 1.0f, p.out, p.cols, p.col, p.cols,
-                      first == 0 ? 0.0f : 1.0f, dweight, z.ckk);
-        }
-        if (dx != NULL) lca_parallel_for(p.examples, input_gradient_example, &p);
+        p.direct = direct;
+        p.packed = packed;
+        lca_parallel_for(p.examples, input_gradient_example, &p);
     }
 }
 

@@ -30,22 +30,22 @@ void lca_dense_forward(float *y, const float *x, const float *w, const float *b,
 }
 
 /* Backward of lca_dense_forward:
- *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL) */
+ *   dw[O×I] = dyᵀ · x, db[O] = Σ_n dy, dx[N×I] = dy · w (skipped if dx is NULL);
+ * with accumulate, dw and db add to what they hold. Both sums take the
+ * examples one after the other into the float32 output (dw by the GEMM's
+ * sequential accumulation, db row by row), so calls over examples [0, a)
+ * and [a, n) with accumulate on the second give the bytes of one call
+ * (sub-unit passes of the evaluation sum, integrator.c). */
 void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, size_t n, size_t in, size_t out) {
-    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
-    /* bias: column sums accumulated in double, each column's rows in
-     * order, walked row by row so that the columns vectorise (a few hundred
-     * columns: one thread, the strided per-column walk was slower) */
-    enum { COLUMNS = 128 };
-    for (size_t o0 = 0; o0 < out; o0 += COLUMNS) {
-        size_t width = out - o0 < COLUMNS ? out - o0 : COLUMNS;
-        double sum[COLUMNS] = {0};
-        for (size_t r = 0; r < n; r++) {
-            const float *row = dy + r * out + o0;
-            for (size_t o = 0; o < width; o++) sum[o] += row[o];
-        }
-        for (size_t o = 0; o < width; o++) db[o0 + o] = (float)sum[o];
+                        const float *w, size_t n, size_t in, size_t out, bool accumulate) {
+    lca_sgemm(true, false, out, in, n, 1.0f, dy, out, x, in, accumulate ? 1.0f : 0.0f, dw, in);
+    /* bias: walked row by row so that the columns vectorise (a few hundred
+     * columns: one thread) */
+    if (!accumulate)
+        for (size_t o = 0; o < out; o++) db[o] = 0.0f;
+    for (size_t r = 0; r < n; r++) {
+        const float *row = dy + r * out;
+        for (size_t o = 0; o < out; o++) db[o] += row[o];
     }
     if (dx) lca_sgemm(false, false, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }

@@ -217,11 +217,14 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
     text_append(json, "\"lca_subset\": %zu, \"lca_validation_view\": %s, \"lca_threshold\": ",
                 c->lca_subset, c->lca_validation_view ? "true" : "false");
     text_append_double(json, c->lca_threshold);
+    /* the accumulation unit decides the bytes; the chunk (memory, speed)
+     * does not, so it is not in the header: logs written at any chunk or
+     * memory budget are the same bytes, and a run resumes at another */
     text_append(json,
-                ", \"lca_max_subintervals\": %u, \"eval_chunk\": %zu, \"lca_units\": %s, "
-                "\"bn_group\": %zu},\n",
-                c->lca_max_subintervals, c->eval_chunk, c->lca_units ? "true" : "false",
-                c->bn_group);
+                ", \"lca_max_subintervals\": %u, \"lca_units\": %s, \"bn_group\": %zu, "
+                "\"accumulation_unit\": %zu},\n",
+                c->lca_max_subintervals, c->lca_units ? "true" : "false", c->bn_group,
+                lca_model_accumulation_unit(m, c->bn_group));
     if (c->lca_units) {
         /* per-unit fields: unit_lca[offset + u] is unit u of the group */
         text_append(json, "  \"units\": [");

@@ -614,19 +614,32 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
 
 size_t lca_model_workspace_bytes(const lca_model *m) { return m->workspace_bytes; }
 
+size_t lca_model_accumulation_unit(const lca_model *m, size_t bn_group) {
+    if (lca_model_batchnorm_count(m) > 0) return bn_group > 0 ? bn_group : 1;
+    return LCA_ACCUMULATION_UNIT;
+}
+
 size_t lca_model_resolve_chunk(const lca_model *m, size_t requested, size_t bn_group,
                                size_t memory_budget) {
+    size_t unit = lca_model_accumulation_unit(m, bn_group);
+    /* batch norm: a group at a time (its statistics are the group's) */
+    if (lca_model_batchnorm_count(m) > 0) return unit;
     size_t chunk = requested;
     if (chunk == 0) {
         size_t fit = memory_budget / lca_model_example_bytes(m);
         chunk = fit < LCA_MAX_AUTO_CHUNK ? fit : LCA_MAX_AUTO_CHUNK;
     }
     if (chunk == 0) chunk = 1;
-    /* batch-norm groups never straddle chunks */
-    if (lca_model_batchnorm_count(m) > 0) chunk = chunk < bn_group ? bn_group : chunk - chunk % bn_group;
-    return chunk;
+    if (chunk > unit) chunk = unit;
+    /* passes of equal size inside a unit (500 of 512 would leave a pass of
+     * 12): the fewest passes of at most chunk, shared evenly */
+    size_t passes = (unit + chunk - 1) / chunk;
+    chunk = (unit + passes - 1) / passes;
+    /* an MLP's passes keep its blocks of rows (pass.c) */
+    if (lca_model_streams_input(m) && chunk % LCA_INPUT_ROWS)
+        chunk += LCA_INPUT_ROWS - chunk % LCA_INPUT_ROWS;
+    return chunk < unit ? chunk : unit;
 }
-
 
 /* ------------------------------------------------------------ spec-level layers
  * lca_model_layer_count and lca_model_layer describe the model's layers as

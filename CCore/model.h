@@ -156,12 +156,19 @@ struct lca_model {
 /* The automatic evaluation chunk's upper bound: large enough that the
  * layers' products run at full speed, small enough that a conv net's chunk
  * (its activations) stays in a core's 2 MB L2 between the forward and
- * backward passes, and that the threads share the chunks of a small
- * evaluation set evenly (the chunk cannot follow the thread count: it sets
- * the bytes): 5,000 examples make 10 chunks. For an MLP, whose activations
- * go by blocks of rows, 1000 would halve the float64 chunk adds, but
- * measured within 2% of 500 on the 55,000-example FC pass. */
-#define LCA_MAX_AUTO_CHUNK 500
+ * backward passes. The chunk no longer sets the bytes (the accumulation
+ * unit does, below): it is the examples a worker holds at once. */
+#define LCA_MAX_AUTO_CHUNK 512
+
+/* Examples per accumulation unit of a net without batch norm (a net with
+ * batch norm: its bn_group): the evaluation set is summed unit by unit,
+ * each unit's gradient in float32, the units exactly (integrator.c). A
+ * constant of the core, so the bytes depend on nothing a run chooses but
+ * bn_group. Each unit costs one exact addition of K values (about 0.2 ns
+ * each); measured on the 55,000-example FC pass at 2 threads
+ * (docs/method.md, "Determinism"). A multiple of LCA_INPUT_ROWS, so that an
+ * MLP's passes inside a unit keep its blocks of rows. */
+#define LCA_ACCUMULATION_UNIT 512
 
 /* The evaluation-mode batch-norm group of lca_config_default and of
  * lca_model_loss_and_gradient, which takes no config. */
@@ -203,12 +210,18 @@ lca_status lca_model_forward_backward(lca_model *model, const float *parameters,
                                       const int32_t *labels, const float *targets, size_t n,
                                       size_t bn_group, double gradient_scale, double *loss_sum,
                                       float *gradient);
-/* The same with the input described by input. */
+/* The same with the input described by input; with accumulate the pass
+ * continues an earlier one on the examples just before these (not for
+ * batch-norm nets): gradient is added to and *loss_sum continued, term by
+ * term in example order, so that passes over [0, a) and [a, n) give the
+ * bytes of one pass over [0, n) when a is a multiple of LCA_INPUT_ROWS for
+ * an MLP (its blocks of rows), anywhere for other nets (the layers'
+ * sequential accumulation, layers.h). */
 lca_status lca_model_forward_backward_input(lca_model *model, const float *parameters,
                                             const lca_model_input *input, const int32_t *labels,
                                             const float *targets, size_t n, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
-                                            float *gradient);
+                                            float *gradient, bool accumulate);
 /* The same in training mode at the model's parameters: dropout from rng,
  * batch norm over the n examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,
@@ -227,9 +240,18 @@ lca_status lca_model_new_worker(const lca_model *model, lca_model **out);
 size_t lca_model_workspace_need(const lca_model *model, size_t max_batch);
 /* Workspace bytes per example of a forward/backward pass. */
 size_t lca_model_example_bytes(const lca_model *model);
-/* The evaluation chunk: requested, or (0) the most examples whose
- * workspace fits memory_budget, at most LCA_MAX_AUTO_CHUNK; with batch norm, a multiple
- * of bn_group (and at least one group). A pure function of its arguments. */
+/* The accumulation unit: bn_group for a net with batch norm, else
+ * LCA_ACCUMULATION_UNIT. */
+size_t lca_model_accumulation_unit(const lca_model *model, size_t bn_group);
+/* The evaluation chunk (examples a worker holds at once, its passes inside
+ * a unit): requested, or (0) the most examples whose workspace fits
+ * memory_budget, at most LCA_MAX_AUTO_CHUNK; never more than the unit, and
+ * lowered so that the passes of a unit are of equal size (300 of 512: two
+ * of 256); for
+ * an MLP a multiple of LCA_INPUT_ROWS (rounded up: its workspace holds one
+ * block of rows whatever the chunk); with batch norm the whole group. A
+ * pure function of its arguments; the bytes of the results do not depend
+ * on it. */
 size_t lca_model_resolve_chunk(const lca_model *model, size_t requested, size_t bn_group,
                                size_t memory_budget);
 /* Number of batch-norm layers (their running statistics live in the model). */

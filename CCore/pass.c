@@ -117,9 +117,9 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
 }
 
 /* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run; only the
- * feature-major dense layers of an MLP take it), the gradients add to what
- * gradient holds. */
+ * accumulate (a later block of rows of an MLP's pass, see run; the
+ * feature-major dense layers of an MLP and the convolutions take it), the
+ * gradients add to what gradient holds. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     size_t n = ps->n;
@@ -144,13 +144,14 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
                 lca_dense_backward_fm(dx, dw, db, dy, relu_after, input, l == 0, w, n, L->in_size,
                                   L->out_size, accumulate);
             else
-                lca_dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size);
+                lca_dense_backward(dx, dw, db, dy, input, w, n, L->in_size, L->out_size,
+                                   accumulate);
             relu_after = NULL;
             break;
         case LCA_LAYER_CONV2D: {
             lca_conv2d_shape s = L->conv;
             s.n = n;
-            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch);
+            lca_conv2d_backward(dx, dw, db, dy, input, w, &s, m->conv_scratch, accumulate);
             break;
         }
         case LCA_LAYER_RELU:
@@ -193,7 +194,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
                 lca_conv2d_shape s = L->projection_shape;
                 s.n = n;
                 lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
-                                    m->conv_scratch);
+                                    m->conv_scratch, accumulate);
             } else {
                 memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
             }
@@ -255,7 +256,7 @@ static lca_status check_labels(const int32_t *labels, size_t n, size_t outputs) 
  * set, and whatever the caller's chunk around the blocks). */
 static lca_status run(lca_model *m, const float *parameters, const int32_t *labels,
                       const float *targets, const lca_model_input *input, pass ps,
-                      double gradient_scale, double *loss_sum, float *gradient) {
+                      double gradient_scale, double *loss_sum, float *gradient, bool accumulate) {
     size_t n = ps.n;
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
@@ -274,9 +275,13 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         lca_status status = check_labels(labels, n, outputs);
         if (status != LCA_OK) return status;
     }
+    /* batch norm mixes the examples of a group: a pass is whole groups,
+     * and its layers never continue an earlier pass */
+    if (accumulate && lca_model_batchnorm_count(m) > 0)
+        return lca_fail(LCA_ERR_STATE, "model: a batch-norm net cannot continue a pass");
     size_t block = lca_model_input_rows(m, n);
     ps.feature_major = mlp;
-    double sum = 0.0;
+    double sum = accumulate ? *loss_sum : 0.0;
     for (size_t first = 0; first < n; first += block) {
         ps.n = n - first < block ? n - first : block;
         ps.x = input_rows(input, first, ps.n, features);
@@ -297,7 +302,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         if (!isfinite(sum))
             return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
                                              "try a smaller learning rate", sum);
-        if (gradient) backward(m, parameters, &ps, inputs, logits, gradient, first > 0);
+        if (gradient) backward(m, parameters, &ps, inputs, logits, gradient, accumulate || first > 0);
     }
     *loss_sum = sum;
     return LCA_OK;
@@ -307,9 +312,10 @@ lca_status lca_model_forward_backward_input(lca_model *m, const float *parameter
                                             const lca_model_input *input, const int32_t *labels,
                                             const float *targets, size_t n, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
-                                            float *gradient) {
+                                            float *gradient, bool accumulate) {
     pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group};
-    return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient);
+    return run(m, parameters, labels, targets, input, ps, gradient_scale, loss_sum, gradient,
+               accumulate);
 }
 
 lca_status lca_model_forward_backward(lca_model *m, const float *parameters, const float *x,
@@ -318,14 +324,15 @@ lca_status lca_model_forward_backward(lca_model *m, const float *parameters, con
                                       float *gradient) {
     lca_model_input input = {.x = x};
     return lca_model_forward_backward_input(m, parameters, &input, labels, targets, n, bn_group,
-                                            gradient_scale, loss_sum, gradient);
+                                            gradient_scale, loss_sum, gradient, false);
 }
 
 lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng) {
     pass ps = {.mode = LCA_PASS_TRAIN, .n = n, .bn_group = n, .rng = rng};
-    return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient);
+    return run(m, m->parameters, labels, targets, input, ps, 1.0 / (double)n, loss_sum, gradient,
+               false);
 }
 
 lca_status lca_model_loss_and_gradient(lca_model *m, const float *parameters, const float *x,

@@ -176,7 +176,7 @@ static lca_status make_splits(lca_trainer *tr) {
 /* What a trainer needs at least, before it allocates any of it: per
  * parameter the gradient, the parameters before the step, the optimizer's
  * state, and with LCA the totals, help counts, the probe, one evaluation
- * slot and each view's four float64 vectors; the batch's input and
+ * worker's unit gradient and exact sum and each view's four float64 vectors; the batch's input and
  * workspace, and one evaluation chunk's. Compared with the machine's
  * memory (lca_memory_check): a model that cannot fit is refused with the
  * bytes it would need rather than killed by the kernel part-way. (The
@@ -192,7 +192,7 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     if (c->optimizer == LCA_OPTIMIZER_ADAM) per_parameter += 8;
     size_t state = 4 + (per_parameter - 12); /* parameters and optimizer state */
     if (c->lca) per_parameter += 8 /* totals */ + 4 /* helped */ + 4 /* probe */ +
-                                 4 /* a slot */ + 32 * (c->lca_validation_view ? 2 : 1);
+                                 20 /* a worker's unit gradient, exact sum */ + 32 * (c->lca_validation_view ? 2 : 1);
     if (c->lca) state += 12; /* totals and help counts */
     per_parameter += state; /* saving or resuming the state stages a copy of it */
     size_t in = lca_model_input_size(model);
@@ -391,6 +391,21 @@ static lca_status check_view(const lca_trainer *tr, const lca_view_record *v, co
     return LCA_OK;
 }
 
+/* A view's evaluation diverged: its loss is not finite, or a gradient left
+ * the exact sum's range (integrator.c), whose message names the tensor. */
+static lca_status view_diverged(const lca_trainer *tr, const char *view) {
+    const char *message = lca_last_error();
+    if (strstr(message, "loss is not finite"))
+        return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the %s loss is not finite: training "
+                        "diverged", (unsigned long long)tr->iteration, view);
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", message);
+    char *cut = strstr(copy, ": training diverged");
+    if (cut) *cut = '\0'; /* said once, below */
+    return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: %s view: %s: training diverged",
+                    (unsigned long long)tr->iteration, view, copy);
+}
+
 lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     lca_model *m = tr->model;
     size_t k = m->parameter_count;
@@ -456,17 +471,13 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     if (tr->config.lca) {
         status = lca_view_step(&tr->integrator, &tr->train_view, tr->before, m->parameters,
                                &record->train, tr->lca_totals, tr->helped_counts);
-        if (status == LCA_ERR_NUMERIC)
-            return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the training-split loss is not "
-                            "finite: training diverged", (unsigned long long)tr->iteration);
+        if (status == LCA_ERR_NUMERIC) return view_diverged(tr, "training-split");
         if (status == LCA_OK) status = check_view(tr, &record->train, "training-split");
         if (status != LCA_OK) return status;
         if (tr->config.lca_validation_view) {
             status = lca_view_step(&tr->integrator, &tr->validation_view, tr->before,
                                    m->parameters, &record->validation, NULL, NULL);
-            if (status == LCA_ERR_NUMERIC)
-                return lca_fail(LCA_ERR_NUMERIC, "iteration %llu: the validation loss is not "
-                                "finite: training diverged", (unsigned long long)tr->iteration);
+            if (status == LCA_ERR_NUMERIC) return view_diverged(tr, "validation");
             if (status == LCA_OK) status = check_view(tr, &record->validation, "validation");
             if (status != LCA_OK) return status;
             record->has_validation = 1;
@@ -485,6 +496,10 @@ lca_status lca_trainer_set_log(lca_trainer *tr, lca_log *log) {
 }
 
 const lca_config *lca_trainer_config(const lca_trainer *tr) { return &tr->config; }
+
+size_t lca_trainer_accumulation_unit(const lca_trainer *tr) {
+    return lca_model_accumulation_unit(tr->model, tr->config.bn_group);
+}
 uint64_t lca_trainer_iteration(const lca_trainer *tr) { return tr->iteration; }
 size_t lca_trainer_training_count(const lca_trainer *tr) { return tr->train_count; }
 size_t lca_trainer_validation_count(const lca_trainer *tr) { return tr->validation_count; }

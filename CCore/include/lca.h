@@ -134,9 +134,20 @@ const char *lca_thread_backend(void);
  * Results do not depend on it. */
 void lca_set_threads(int threads);
 int lca_threads(void);
-/* Name of the GEMM micro-kernel chosen at run time ("avx512", "avx2-fma" or
- * "portable"); all FMA kernels give the same bits. */
+/* The kernel family (matrix product and convolution) this process uses:
+ * "avx512", "avx2" or "portable". By default the best this CPU runs; the
+ * environment variable LCA_KERNEL=avx512|avx2|portable, read once per
+ * process (at the first product), forces one (to measure or compare the
+ * instruction sets on one machine). The two FMA families give the same
+ * bits; portable C the same order of operations with separate roundings
+ * where the compiler has no FMA. */
 const char *lca_gemm_kernel_name(void);
+/* LCA_OK when LCA_KERNEL is unset, empty or names a family this CPU runs;
+ * else LCA_ERR_INVALID_ARGUMENT (not a family) or LCA_ERR_UNSUPPORTED (this
+ * CPU cannot run it), with the reason in lca_last_error(). The core itself
+ * then uses the automatic choice; programs call this first and refuse to
+ * run (the lca CLI does), so that a mistyped value is never ignored. */
+lca_status lca_kernel_check(void);
 
 /* ---------------------------------------------------------------- random */
 
@@ -394,15 +405,19 @@ typedef struct lca_config {
     int lca_validation_view;          /* 1 = also allocate the validation loss */
     double lca_threshold;             /* nats, default 0.001 */
     unsigned lca_max_subintervals;    /* 2, 4, 8, 16 or 32; default 32 */
-    size_t eval_chunk;                /* examples per evaluation chunk; 0 (default) = the
-                                         most that fit memory_budget, at most 500 */
+    size_t eval_chunk;                /* examples an evaluation worker holds at once; 0
+                                         (default) = the most that fit memory_budget, at
+                                         most 512; never more than the accumulation unit
+                                         (lca_trainer_accumulation_unit). Memory and speed
+                                         only: the results do not depend on it */
     int lca_units;                    /* 1 = per-unit LCA in each record (neurons, channels) */
     /* Batch norm under LCA: the evaluation set is normalised in consecutive
      * groups of this many examples, each with its own batch statistics, so
-     * the allocated loss is a fixed function of the parameters (the chunk
-     * size is rounded down to a multiple of it). Default 250. */
+     * the allocated loss is a fixed function of the parameters; a group is
+     * then the accumulation unit and the chunk. Default 250. */
     size_t bn_group;
-    /* bytes of workspace the automatic evaluation chunk may use; 1 GiB */
+    /* bytes of workspace the automatic evaluation chunk may use; 1 GiB (the
+     * results do not depend on it) */
     size_t memory_budget;
 } lca_config;
 
@@ -464,6 +479,12 @@ void lca_trainer_free(lca_trainer *trainer);
 /* One iteration: minibatch step, then LCA of the step. */
 lca_status lca_trainer_step(lca_trainer *trainer, lca_record *record);
 const lca_config *lca_trainer_config(const lca_trainer *trainer);
+/* Examples per accumulation unit: the evaluation set is summed in fixed
+ * units of this many consecutive examples, each unit's gradient in
+ * float32, the units exactly (order-independent), so the results depend on
+ * it but not on eval_chunk, memory_budget or the threads. bn_group for a
+ * net with batch norm, else a constant of the core (512). */
+size_t lca_trainer_accumulation_unit(const lca_trainer *trainer);
 uint64_t lca_trainer_iteration(const lca_trainer *trainer);
 size_t lca_trainer_training_count(const lca_trainer *trainer);   /* training split size */
 size_t lca_trainer_validation_count(const lca_trainer *trainer);

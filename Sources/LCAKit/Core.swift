@@ -19,9 +19,18 @@ public enum Core {
         set { lca_set_threads(Int32(clamping: newValue)) }
     }
 
-    /// Name of the matrix-product micro-kernel chosen at run time for this
-    /// CPU: "avx512", "avx2-fma" or "portable".
+    /// The kernel family (matrix product and convolution) this process
+    /// uses: "avx512", "avx2" or "portable"; the best this CPU runs unless
+    /// the environment variable `LCA_KERNEL` names another.
     public static var gemmKernelName: String { String(cString: lca_gemm_kernel_name()) }
+
+    /// Nil when `LCA_KERNEL` is unset, empty or names a kernel family this
+    /// CPU runs (avx512, avx2, portable); otherwise why it cannot be used.
+    /// (The core would fall back to the automatic choice: a program that
+    /// honours `LCA_KERNEL` refuses to run instead, as the CLI does.)
+    public static var kernelRequestError: String? {
+        lca_kernel_check() == LCA_OK ? nil : String(cString: lca_last_error())
+    }
 
     /// The largest number of Simpson sub-intervals the integrator refines to
     /// (`LCA_MAX_SUBINTERVALS`).

@@ -191,6 +191,8 @@ public struct RunSummary: Sendable, Codable, Hashable {
     public var threadBackend: String
     /// Examples per evaluation chunk (0 when LCA is off or unknown).
     public var evalChunk: Int = 0
+    /// Examples per accumulation unit (0 when LCA is off or unknown).
+    public var accumulationUnit: Int = 0
     private var finished: Bool
     /// Made from a log (`init(header:)`): the table leaves out wall time,
     /// memory and threads, which a log does not record.
@@ -225,6 +227,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         threads = Core.threads
         threadBackend = Core.threadBackend
         evalChunk = configuration.lca ? trainer.evaluationChunk : 0
+        accumulationUnit = configuration.lca ? trainer.accumulationUnit : 0
         finished = false
     }
 
@@ -317,7 +320,10 @@ public struct RunSummary: Sendable, Codable, Hashable {
             + "\(Format.bytes(coreMemoryBytes)) allocated by the core\n"
         text += label("threads") + "\(threads) (\(threadBackend))"
             + ", matrix kernel \(Core.gemmKernelName)\n"
-        if evalChunk > 0 { text += label("evaluation chunk") + "\(evalChunk) examples\n" }
+        if evalChunk > 0 {
+            text += label("evaluation chunk") + "\(evalChunk) examples"
+                + (accumulationUnit > 0 ? ", summed exactly in units of \(accumulationUnit)" : "") + "\n"
+        }
         return text
     }
 
@@ -332,7 +338,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
     private enum CodingKeys: String, CodingKey {
         case model, loss, parameters, data, lca, firstIteration, lastIteration, iterations
         case batchLossFirst, batchLossLast, train, validation, lcaThreshold, wallSeconds
-        case peakMemoryBytes, coreMemoryBytes, threads, threadBackend, evalChunk
+        case peakMemoryBytes, coreMemoryBytes, threads, threadBackend, evalChunk, accumulationUnit
     }
 
     /// Decodes a finished summary.
@@ -357,6 +363,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         threads = try c.decode(Int.self, forKey: .threads)
         threadBackend = try c.decode(String.self, forKey: .threadBackend)
         evalChunk = try c.decodeIfPresent(Int.self, forKey: .evalChunk) ?? 0
+        accumulationUnit = try c.decodeIfPresent(Int.self, forKey: .accumulationUnit) ?? 0
         finished = true
     }
 
@@ -382,6 +389,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         try c.encode(threads, forKey: .threads)
         try c.encode(threadBackend, forKey: .threadBackend)
         try c.encode(evalChunk, forKey: .evalChunk)
+        try c.encode(accumulationUnit, forKey: .accumulationUnit)
     }
 }
 

@@ -34,6 +34,9 @@ public final class TensorBoardWriter {
     /// The event file's path.
     public let path: String
     private var fd: Int32
+    /// Where the events go until `close` when the file is written whole
+    /// (an export): no "tfevents" in its name, so TensorBoard ignores it.
+    private let temporary: String?
     private let tensors: [TensorInfo]
     private var cumulative: [Double]
     private var cumulativeTotal = 0.0
@@ -42,8 +45,16 @@ public final class TensorBoardWriter {
 
     /// Creates `directory` (and its parents) and a new event file in it,
     /// named `events.out.tfevents.<seconds>.<host>.lca`, starting with the
-    /// file-version event.
-    public init(directory: String, tensors: [TensorInfo], wallTime: Double = Date().timeIntervalSince1970) throws {
+    /// file-version event. An existing file is never written over.
+    ///
+    /// With `whole` (an export, where nobody watches the file grow), the
+    /// events go to a hidden temporary file in the folder that `close`
+    /// syncs and moves to `path`: an export that fails or is interrupted
+    /// leaves no partial event file behind. Without it (a training run),
+    /// every event reaches `path` as it is written, for a running
+    /// TensorBoard.
+    public init(directory: String, tensors: [TensorInfo], wallTime: Double = Date().timeIntervalSince1970,
+                whole: Bool = false) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -59,9 +70,11 @@ public final class TensorBoardWriter {
             suffix += 1
         }
         path = candidate
-        fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        temporary = whole ? "\(directory)/.lca-export.tmp-\(getpid())" : nil
+        fd = open(temporary ?? candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw LCAError(code: .io, message: "\(candidate): cannot create: \(String(cString: strerror(errno)))", systemError: errno)
+            let saved = errno
+            throw LCAError(code: .io, message: "\(temporary ?? candidate): cannot create: \(String(cString: strerror(saved)))", systemError: saved)
         }
         self.tensors = tensors
         cumulative = [Double](repeating: 0, count: tensors.count)
@@ -72,7 +85,11 @@ public final class TensorBoardWriter {
         try writeRecord(event.bytes)
     }
 
-    deinit { if fd >= 0 { _ = POSIX.close(fd) } }
+    deinit {
+        if fd >= 0 { _ = POSIX.close(fd) }
+        if let temporary, !finished { unlink(temporary) }
+    }
+    private var finished = false
 
     /// Appends the event of one iteration (step = the record's iteration).
     public func write(_ record: IterationRecord, wallTime: Double = Date().timeIntervalSince1970) throws {
@@ -109,13 +126,31 @@ public final class TensorBoardWriter {
         try writeRecord(event.bytes)
     }
 
-    /// Closes the file.
+    /// Closes the file; when written whole, syncs it and moves it to
+    /// `path` (refusing to replace a file that appeared there meanwhile).
     public func close() throws {
         guard fd >= 0 else { return }
-        let result = POSIX.close(fd)
+        let descriptor = fd
         fd = -1
-        if result != 0 {
-            throw LCAError(code: .io, message: "\(path): close failed: \(String(cString: strerror(errno)))", systemError: errno)
+        func failure(_ file: String, _ what: String) -> LCAError {
+            let saved = errno
+            return LCAError(code: .io, message: "\(file): \(what): \(String(cString: strerror(saved)))", systemError: saved)
+        }
+        if let temporary, fsync(descriptor) != 0, errno != EINVAL {
+            let error = failure(temporary, "write failed")
+            _ = POSIX.close(descriptor)
+            throw error
+        }
+        if POSIX.close(descriptor) != 0 { throw failure(temporary ?? path, "close failed") }
+        if let temporary {
+            // link fails where a file exists: nothing is ever replaced (a
+            // file system without hard links gets a rename onto a free name)
+            if link(temporary, path) == 0 {
+                unlink(temporary)
+            } else if errno == EEXIST || access(path, F_OK) == 0 || rename(temporary, path) != 0 {
+                throw failure(path, "cannot create")
+            }
+            finished = true
         }
     }
 
@@ -155,7 +190,8 @@ public final class TensorBoardWriter {
             let n = bytes.withUnsafeBytes { POSIX.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw LCAError(code: .io, message: "\(path): write failed: \(String(cString: strerror(errno)))", systemError: errno)
+                let saved = errno
+                throw LCAError(code: .io, message: "\(temporary ?? path): write failed: \(String(cString: strerror(saved)))", systemError: saved)
             }
             offset += n
         }

@@ -85,8 +85,12 @@ public final class Trainer {
     }
 
     /// Examples per evaluation chunk, as the core resolved it (from
-    /// `memoryBudget` when `evalChunk` is 0).
+    /// `memoryBudget` when `evalChunk` is 0; at most `accumulationUnit`).
     public var evaluationChunk: Int { Int(lca_trainer_config(handle).pointee.eval_chunk) }
+
+    /// Examples per accumulation unit: what the results' bytes depend on
+    /// (`bnGroup` for batch-norm nets, else 512), unlike the chunk.
+    public var accumulationUnit: Int { Int(lca_trainer_accumulation_unit(handle)) }
 
     /// Iterations completed so far (also after `loadState(from:)`).
     public var iteration: UInt64 { lca_trainer_iteration(handle) }

@@ -144,10 +144,11 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     public var lcaThreshold: Double
     /// Cap on Simpson sub-intervals: 2, 4, 8, 16 or 32 (default 32).
     public var lcaMaxSubintervals: Int
-    /// Examples per evaluation chunk; 0 (the default) picks the most that
-    /// fit `memoryBudget`, at most 500. Results do not depend on it beyond
-    /// float rounding; with batch norm it is rounded to a multiple of
-    /// `bnGroup`.
+    /// Examples an evaluation worker holds at once; 0 (the default) picks
+    /// the most that fit `memoryBudget`, at most 512; never more than the
+    /// accumulation unit (`Trainer.accumulationUnit`); with batch norm one
+    /// `bnGroup`. Memory and speed only: the results are the same bytes
+    /// whatever it is.
     public var evalChunk: Int
     /// Batch norm under LCA: the evaluation set is normalised in consecutive
     /// groups of this many examples (default 250; docs/models.md).

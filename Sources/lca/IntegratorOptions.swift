@@ -9,13 +9,13 @@ struct IntegratorOptions: ParsableArguments {
     @Option(name: .customLong("lca-max-subintervals"), help: ArgumentHelp("Cap on Simpson sub-intervals: \(Core.subintervalChoices); an iteration still above the threshold at the cap is flagged. \(Defaults.note(Defaults.configuration.lcaMaxSubintervals))", valueName: "n"))
     var lcaMaxSubintervals: Int?
 
-    @Option(help: ArgumentHelp("Examples per evaluation chunk; results agree to float rounding whatever it is. (default: the most that fit --memory-budget, at most 500; a multiple of --bn-group for nets with batch norm)", valueName: "n"))
+    @Option(help: ArgumentHelp("Examples an evaluation worker holds at once (memory and speed only: the results are the same bytes whatever it is). (default: the most that fit --memory-budget; at most the accumulation unit of 512, shared evenly between the passes of a unit, rounded up to 128s for an MLP; one --bn-group for nets with batch norm)", valueName: "n"))
     var evalChunk: Int?
 
     @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in fixed groups of this many examples. \(Defaults.note(Defaults.configuration.bnGroup))", valueName: "n"))
     var bnGroup: Int?
 
-    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix. \(Defaults.note(Defaults.bytes(Defaults.configuration.memoryBudget)))", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Workspace the automatic evaluation chunk may use, in bytes or with a K, M or G suffix (the results do not depend on it). \(Defaults.note(Defaults.bytes(Defaults.configuration.memoryBudget)))", valueName: "bytes"))
     var memoryBudget: String?
 
     /// The flags that were given, for commands that refuse them in some mode.

@@ -22,10 +22,11 @@ struct LCACommand: ParsableCommand {
             into one term per parameter at every iteration. Negative LCA: the parameter helped.
             Exit status: 0 success, 1 failure, 64 usage error. Data goes to stdout, progress to \
             stderr only when it is a terminal; NO_COLOR turns colour off; a closed output pipe \
-            ends a command quietly.
+            ends a command quietly. LCA_KERNEL=avx512|avx2|portable forces a kernel family \
+            (default: the best this CPU runs); the summary names the one used.
             """,
         version: Core.version,
-        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self],
+        subcommands: [Train.self, Show.self, Export.self, Verify.self, Attribute.self, ReportCommand.self, PlotCommand.self],
         defaultSubcommand: Train.self
     )
 
@@ -33,6 +34,12 @@ struct LCACommand: ParsableCommand {
     /// write error, which the commands treat as a quiet stop.
     static func main() {
         signal(SIGPIPE, SIG_IGN)
+        // LCA_KERNEL=avx512|avx2|portable forces a kernel family; a value the
+        // core cannot use is a usage error, never silently ignored.
+        if let problem = Core.kernelRequestError {
+            Output.error(problem)
+            Self.exit(withError: ExitCode(64))
+        }
         main(Array(CommandLine.arguments.dropFirst()))
     }
 }

@@ -16,7 +16,8 @@ struct Show: ParsableCommand {
         abstract: "Print the summary of an LCA log (the table lca train prints).",
         discussion: """
             Reads LOG (a file, or - for standard input) record by record in constant memory; a \
-            partial last record (a run still writing, or killed) is left out. With --follow, one \
+            partial last record (a run still writing, or killed) is left out; a record that cannot belong to \
+            the run (garbage appended, logs concatenated) ends the summary there, with an error (exit 1). With --follow, one \
             line per iteration is printed as the run writes it, until the run's configured number \
             of iterations, the end of a pipe, or Ctrl-C; then the summary. With --json the summary \
             is one JSON object (with --follow: one JSON line per iteration, named columns as in \
@@ -46,7 +47,16 @@ struct Show: ParsableCommand {
                 try out.write("iteration  epoch   batch loss    eval loss      LCA total     residual  helped\n")
             }
             let parameters = max(stream.header.model.parameters, 1)
-            while let raw = try stream.nextRawRecord() {
+            // A record that cannot be part of the run (garbage appended, two
+            // logs concatenated) ends the reading: the records before it are
+            // still summarised, then the error (exit 1).
+            var readError: Error?
+            var records = 0
+            while true {
+                let next: ArraySlice<UInt8>?
+                do { next = try stream.nextRawRecord() } catch { readError = error; break }
+                guard let raw = next else { break }
+                records += 1
                 let record = stream.decode(raw)
                 summary.add(record)
                 guard follow else { continue }
@@ -59,7 +69,8 @@ struct Show: ParsableCommand {
                                          v.residual, 100 * Double(v.helpedCount) / Double(parameters)))
                 }
             }
-            notePartialRecord(stream)
+            if let readError, records == 0 { throw readError }
+            if readError == nil { notePartialRecord(stream) }
             summary.finish(wallSeconds: 0)
             if json {
                 let text = try summary.jsonString()
@@ -68,6 +79,12 @@ struct Show: ParsableCommand {
                 try out.write((follow ? "\n" : "") + summary.table)
             }
             try out.flush()
+            if let readError {
+                let covered = "; the summary above covers the \(records) record\(records == 1 ? "" : "s") before it"
+                guard let error = readError as? LCAError else { throw readError }
+                throw LCAError(code: error.code, kind: error.kind, message: error.message + covered, path: error.path,
+                               offset: error.offset, systemError: error.systemError)
+            }
         }
     }
 }
@@ -124,7 +141,7 @@ struct Export: ParsableCommand {
                 while let raw = try stream.nextRawRecord() { try writer.write(raw) }
                 try writer.close()
             case .tensorboard:
-                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors)
+                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors, whole: true)
                 while let raw = try stream.nextRawRecord() { try board.write(stream.decode(raw)) }
                 try board.close()
                 if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output ?? "")\n") }

@@ -70,6 +70,31 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// LCA_KERNEL forces a kernel family, which the summary names; a value
+    /// the core cannot use is a usage error (exit 64) naming it, never
+    /// ignored. The FMA families give the same bytes.
+    func testKernelEnvironmentVariable() throws {
+        let folder = try temporaryFolder("kernel", testCase: self)
+        let wrong = try CLI.run(["train", "--iterations", "1", "-o", "wrong", "--quiet"], in: folder,
+                                environment: ["LCA_KERNEL": "avx3"])
+        XCTAssertEqual(wrong.status, 64, wrong.stderr)
+        XCTAssert(wrong.stderr.contains("LCA_KERNEL=avx3"), wrong.stderr)
+        XCTAssert(wrong.stderr.contains("avx512, avx2 or portable"), wrong.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("wrong").path))
+        var logs: [String: Data] = [:]
+        for family in ["portable", "avx2", "avx512"] {
+            let run = try CLI.run(["train", "--iterations", "2", "-o", family], in: folder,
+                                  environment: ["LCA_KERNEL": family])
+            if family == "avx512" && run.status == 64 && run.stderr.contains("cannot run") { continue }
+            XCTAssertEqual(run.status, 0, run.stderr)
+            XCTAssert(run.stdoutText.contains("matrix kernel \(family)"), run.stdoutText)
+            logs[family] = try contents(folder.appendingPathComponent(family + "/lca.log"))
+        }
+        if let avx512 = logs["avx512"], let avx2 = logs["avx2"] {
+            XCTAssertEqual(avx512, avx2, "the avx512 and avx2 families give the same bytes")
+        }
+    }
+
     /// `lca attribute --json` prints one parseable object with the
     /// documented keys; its per-tensor LCA adds up to lca_total.
     func testAttributeJSONParses() throws {

@@ -16,7 +16,7 @@ final class HelpTests: XCTestCase {
     static let columns = "100"
 
     /// Every command, as the words after `lca`.
-    static let commands: [[String]] = [[], ["train"], ["attribute"], ["show"], ["export"], ["verify"]]
+    static let commands: [[String]] = [[], ["train"], ["attribute"], ["show"], ["export"], ["verify"], ["report"], ["plot"]]
 
     static var root: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -145,7 +145,7 @@ final class HelpTests: XCTestCase {
     func testReadmeTablesListEveryFlag() throws {
         let commands = try Self.commandFlags()
         let readme = try Self.readmeFlags()
-        XCTAssertEqual(Set(commands.keys), ["train", "attribute", "show", "export", "verify"])
+        XCTAssertEqual(Set(commands.keys), ["train", "attribute", "show", "export", "verify", "report", "plot"])
         for (command, flags) in commands.sorted(by: { $0.key < $1.key }) {
             guard let documented = readme[command] else {
                 XCTFail("README.md has no table marked <!-- flags: \(command) -->")

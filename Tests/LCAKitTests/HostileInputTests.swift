@@ -32,13 +32,13 @@ final class HostileInputTests: XCTestCase {
         return out + text + records
     }
 
-    /// Runs `arguments` for each of show, show --json, verify, export --to csv
+    /// Runs `arguments` for each of show, show --json, verify, export, report, plot
     /// on `log` and asserts exit 1, no signal, `lca: error:` with the path,
     /// the byte offset and `words`, and the log unchanged.
     private func expectRefused(_ log: URL, _ words: [String], in folder: URL,
                                file: StaticString = #filePath, line: UInt = #line) throws {
         let before = try contents(log)
-        for command in [["show"], ["show", "--json"], ["verify"], ["export", "--to", "csv"], ["export", "--to", "jsonl"]] {
+        for command in [["show"], ["show", "--json"], ["verify"], ["export", "--to", "csv"], ["export", "--to", "jsonl"], ["report", "-o", "-"], ["plot", "--figure", "helping", "-o", "refused.svg"]] {
             let result = try CLI.run(command + [log.path], in: folder)
             let what = "\(command.joined(separator: " ")) \(log.lastPathComponent)"
             XCTAssertFalse(result.signaled, "\(what) died of a signal: \(result.stderr)", file: file, line: line)
@@ -217,6 +217,33 @@ final class HostileInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("-").path))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".tmp-") }
         XCTAssertEqual(leftovers, [])
+    }
+
+    /// A TensorBoard export is written whole: a log that fails part-way
+    /// leaves no partial event file (and no temporary one) in the folder; a
+    /// good export leaves one event file; the log itself, exported into its
+    /// own folder, is never touched (a new file is created beside it).
+    func testTensorBoardExportIsWholeOrNothing() throws {
+        let folder = try temporaryFolder("export-tensorboard", testCase: self)
+        let log = try goodLog(folder)
+        let good = try contents(log)
+        try (good + good).write(to: folder.appendingPathComponent("concat.log"))
+        let failed = try CLI.run(["export", "concat.log", "--to", "tensorboard", "-o", "tb"], in: folder)
+        XCTAssertFalse(failed.signaled)
+        XCTAssertEqual(failed.status, 1, failed.stderr)
+        XCTAssert(failed.stderr.contains("concat.log: byte \(good.count): record 7 is numbered"), failed.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("tb").path), [])
+        // show summarises the records before the one that cannot belong to the run, then fails
+        let shown = try CLI.run(["show", "concat.log"], in: folder)
+        XCTAssertEqual(shown.status, 1, shown.stderr)
+        XCTAssert(shown.stdoutText.contains("iterations 1–7"), shown.stdoutText)
+        XCTAssert(shown.stderr.hasSuffix("the summary above covers the 7 records before it\n"), shown.stderr)
+        let fine = try CLI.run(["export", "run/lca.log", "--to", "tensorboard", "-o", "run"], in: folder)
+        XCTAssertEqual(fine.status, 0, fine.stderr)
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("run").path)
+        XCTAssertEqual(names.filter { $0.contains("tfevents") }.count, 1, "\(names)")
+        XCTAssertEqual(names.filter { $0.contains(".tmp-") }, [])
+        XCTAssertEqual(try contents(log), good)
     }
 
     /// Writes to a full stdout exited 0 with the output lost: now

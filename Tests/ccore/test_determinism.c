@@ -6,6 +6,12 @@
  * fixed reduction order and fixed chunking make the bytes independent of
  * the thread count (style.md, lca.h), with either thread back end
  * (OpenMP or pthreads, docs/threads.md).
+ *
+ * And the evaluation chunk (the memory a worker holds) does not change a
+ * byte either: the sum goes by fixed accumulation units, exactly
+ * (integrator.c). An MLP, a LeNet-like conv net and a batch-norm conv net,
+ * each with per-unit views and the validation view, write the same log at
+ * chunks below, at and above the unit and of odd sizes, at 1 and 2 threads.
  */
 #include "support.h"
 
@@ -94,6 +100,69 @@ static void compare_files(const char *what, const char *a_path, const char *b_pa
     free(b);
 }
 
+/* 6 iterations of spec at the given chunk, bn_group and threads, to log_path. */
+static void train_chunked(const char *spec, size_t chunk, size_t bn_group, int threads,
+                          const char *log_path, const lca_dataset *data) {
+    lca_set_threads(threads);
+    lca_model *model;
+    REQUIRE_OK(lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    lca_model_initialize(model, SEED);
+    lca_config config = lca_config_default();
+    config.seed = SEED;
+    config.iterations = 6;
+    config.batch_size = 64;
+    config.lca_threshold = REFINING_THRESHOLD;
+    config.lca_validation_view = 1;
+    config.lca_units = 1;
+    config.eval_chunk = chunk;
+    config.bn_group = bn_group;
+    lca_trainer *trainer;
+    REQUIRE_OK(lca_trainer_new(&trainer, model, data, &config));
+    lca_log *log;
+    REQUIRE_OK(lca_log_open(&log, log_path, trainer));
+    lca_record record;
+    for (int t = 0; t < 6; t++) {
+        REQUIRE_OK(lca_trainer_step(trainer, &record));
+        REQUIRE_OK(lca_log_write(log, &record));
+    }
+    REQUIRE_OK(lca_log_close(log));
+    printf("     %-52s chunk %5zu (resolved %4zu, unit %3zu), %d thread(s): lca %+.9e\n", spec,
+           chunk, lca_trainer_config(trainer)->eval_chunk, lca_trainer_accumulation_unit(trainer),
+           threads, record.train.lca_total);
+    lca_trainer_free(trainer);
+    lca_model_free(model);
+}
+
+static void test_chunks(const char *directory, const lca_dataset *data) {
+    static const struct {
+        const char *spec;
+        size_t bn_group;
+        size_t chunks[5];
+    } nets[] = {
+        {"64-32-10", 250, {0, 1, 300, 512, 5000}},
+        {"input(1,8,8) conv(6,3) relu maxpool(2) dense(10)", 250, {0, 1, 7, 300, 5000}},
+        {"input(1,8,8) conv(6,3) bn relu maxpool(2) dense(10)", 50, {0, 1, 50, 120, 5000}},
+    };
+    for (size_t n = 0; n < sizeof nets / sizeof nets[0]; n++) {
+        char reference[600], other[600];
+        snprintf(reference, sizeof reference, "%s/chunks%zu-reference.lcalog", directory, n);
+        train_chunked(nets[n].spec, nets[n].chunks[0], nets[n].bn_group, 1, reference, data);
+        for (int c = 0; c < 5; c++)
+            for (int threads = 1; threads <= 2; threads++) {
+                if (c == 0 && threads == 1) continue;
+                snprintf(other, sizeof other, "%s/chunks%zu-%d-%d.lcalog", directory, n, c, threads);
+                train_chunked(nets[n].spec, nets[n].chunks[c], nets[n].bn_group, threads, other,
+                              data);
+                char what[200];
+                snprintf(what, sizeof what, "%.40s: log at chunk %zu vs chunk %zu,", nets[n].spec,
+                         nets[n].chunks[c], nets[n].chunks[0]);
+                compare_files(what, reference, other, 1, threads);
+                remove(other);
+            }
+        remove(reference);
+    }
+}
+
 int main(void) {
     test_begin("test_determinism");
     printf("     thread back end: %s\n", lca_thread_backend());
@@ -114,6 +183,7 @@ int main(void) {
                  thread_counts[r]);
         train(thread_counts[r], logs[r], checkpoints[r], data);
     }
+    test_chunks(directory, data);
     lca_set_threads(0);
     for (int r = 1; r < RUNS; r++) {
         compare_files("log", logs[0], logs[r], thread_counts[0], thread_counts[r]);

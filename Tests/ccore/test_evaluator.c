@@ -1,25 +1,29 @@
 /*
- * test_evaluator: the evaluation-set pass of the integrator (chunks side by
- * side over the threads, float64 sum in chunk order), through the public
- * lca_evaluator, on the embedded digits (1,797 examples) with "64-32-16-10":
+ * test_evaluator: the evaluation-set pass of the integrator (accumulation
+ * units side by side over the threads, each unit's float32 gradient added
+ * into exact sums), through the public lca_evaluator, on the embedded
+ * digits (1,797 examples) with "64-32-16-10":
  *   - loss and gradient against the float64 reference MLP of support.c
  *     (independent code): relative 2e-5 of the largest |gradient|, 1e-6 on
  *     the loss;
- *   - the same bytes as the chunks evaluated one at a time from gathered
- *     float inputs (lca_model_forward_backward, scale 1/E) and added in
- *     order: the evaluator converts the dense first layer's input 128 rows
- *     at a time instead, and runs chunks side by side; chunk 300 gives 6
- *     chunks, the last one short, and blocks of 128 + 128 + 44 rows, so rounds of
- *     4 threads end unevenly;
- *   - the same bytes at 1, 2, 3 and 4 threads, and a batch-norm conv net
- *     (chunk = 2 groups of 50) at 1 and 3 threads;
+ *   - the same bytes as the units (LCA_ACCUMULATION_UNIT = 512: 3 whole and
+ *     one of 261) evaluated one at a time from gathered float inputs
+ *     (lca_model_forward_backward, scale 1/E) and added with exact_sum.h:
+ *     the evaluator converts the dense first layer's input 128 rows at a
+ *     time instead, runs units side by side, and goes through each unit in
+ *     passes of the chunk;
+ *   - the same bytes at chunks 0 (automatic), 1 (rounded up to 128), 300
+ *     (two passes of 256), 512 and 10,000 (the unit) × 1, 2, 3 and 4 threads, and for a
+ *     batch-norm conv net (a group of 50 a pass whatever the chunk) at 1
+ *     and 3 threads and chunks 50, 100 and 0;
  *   - the batch-norm group is the evaluator's own: a trainer with another
  *     group on the same model, and its step, leave its bytes unchanged;
  *     bn_group 0 is refused;
  *   - a NULL gradient gives the same loss; bad indices are refused;
- *   - a chunk that fails ends the pass with its own message at 1 and 3
- *     threads (no thread left waiting).
+ *   - a unit that fails ends the pass with its own message, which names its
+ *     examples, at 1 and 3 threads (no thread left waiting).
  */
+#include "exact_sum.h"
 #include "model.h"
 #include "support.h"
 
@@ -28,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 300 /* two blocks of LCA_INPUT_ROWS = 128 and a partial one */
 
 static bool same_bytes(const double *a, const double *b, size_t count) {
     return memcmp(a, b, count * sizeof(double)) == 0;
@@ -50,44 +53,53 @@ static void test_mlp(const lca_dataset *data) {
     size_t k = lca_model_parameter_count(model), count = lca_dataset_count(data);
     const float *p = lca_model_parameters_const(model);
     lca_config config = lca_config_default();
-    config.eval_chunk = CHUNK;
 
-    double loss[4];
-    double *gradient[4];
-    for (int t = 0; t < 4; t++) {
-        gradient[t] = test_alloc(k * sizeof(double));
-        run_at(model, data, &config, t + 1, p, &loss[t], gradient[t]);
-    }
+    static const size_t chunks[] = {0, 1, 300, 512, 10000};
+    enum { CHUNKS = sizeof chunks / sizeof chunks[0], RUNS = CHUNKS * 4 };
+    double loss[RUNS];
+    double *gradient[RUNS];
     bool same = true;
-    for (int t = 1; t < 4; t++)
-        same = same && loss[t] == loss[0] && same_bytes(gradient[t], gradient[0], k);
-    check_true(same, "MLP: loss and gradient bytes at 1, 2, 3, 4 threads", "%s",
-               same ? "identical" : "differ");
+    for (int c = 0; c < CHUNKS; c++)
+        for (int t = 0; t < 4; t++) {
+            int r = c * 4 + t;
+            config.eval_chunk = chunks[c];
+            gradient[r] = test_alloc(k * sizeof(double));
+            run_at(model, data, &config, t + 1, p, &loss[r], gradient[r]);
+            same = same && loss[r] == loss[0] && same_bytes(gradient[r], gradient[0], k);
+        }
+    check_true(same, "MLP: loss and gradient bytes at chunks 0, 1, 300, 512, 10000 × 1-4 threads",
+               "%s", same ? "identical" : "differ");
+    config.eval_chunk = 0;
 
-    /* chunks one at a time from gathered floats, added in order */
+    /* units one at a time from gathered floats, added exactly */
     float *x;
     int32_t *labels;
     float *targets;
     test_gather_all(data, 0, &x, &labels, &targets);
-    REQUIRE_OK(lca_model_reserve(model, CHUNK));
-    float *chunk_gradient = test_alloc(k * sizeof(float));
+    REQUIRE_OK(lca_model_reserve(model, LCA_ACCUMULATION_UNIT));
+    float *unit_gradient = test_alloc(k * sizeof(float));
     double *sequential = test_alloc(k * sizeof(double));
-    memset(sequential, 0, k * sizeof(double));
-    double loss_sum = 0.0;
+    lca_exact_vector sum;
+    lca_exact_scalar loss_sum;
+    lca_exact_scalar_clear(&loss_sum);
+    check_true(lca_exact_vector_init(&sum, k), "MLP: an exact sum allocates", "%zu", k);
     size_t in = lca_model_input_size(model);
-    for (size_t first = 0; first < count; first += CHUNK) {
-        size_t n = count - first < CHUNK ? count - first : CHUNK;
-        double chunk_loss;
+    for (size_t first = 0; first < count; first += LCA_ACCUMULATION_UNIT) {
+        size_t n = count - first < LCA_ACCUMULATION_UNIT ? count - first : LCA_ACCUMULATION_UNIT;
+        double unit_loss;
         REQUIRE_OK(lca_model_forward_backward(model, p, x + first * in, labels + first, NULL, n,
                                               LCA_BN_GROUP_DEFAULT, 1.0 / (double)count,
-                                              &chunk_loss, chunk_gradient));
-        loss_sum += chunk_loss;
-        for (size_t i = 0; i < k; i++) sequential[i] += (double)chunk_gradient[i];
+                                              &unit_loss, unit_gradient));
+        lca_exact_scalar_add(&loss_sum, unit_loss);
+        lca_exact_add(&sum, unit_gradient);
     }
-    bool exact = same_bytes(gradient[0], sequential, k) && loss[0] == loss_sum / (double)count;
-    check_true(exact, "MLP: same bytes as gathered chunks one at a time",
+    lca_exact_read(&sum, sequential, false);
+    double sequential_loss = lca_exact_scalar_value(&loss_sum) / (double)count;
+    bool exact = same_bytes(gradient[0], sequential, k) && loss[0] == sequential_loss;
+    check_true(exact, "MLP: same bytes as gathered units one at a time, summed exactly",
                "worst gradient difference %.3g, loss %.17g vs %.17g",
-               test_max_abs_diff(gradient[0], sequential, k), loss[0], loss_sum / (double)count);
+               test_max_abs_diff(gradient[0], sequential, k), loss[0], sequential_loss);
+    lca_exact_vector_release(&sum);
 
     /* independent float64 reference */
     ref_mlp ref;
@@ -114,10 +126,10 @@ static void test_mlp(const lca_dataset *data) {
                "an index past the data set is refused", "status %d: %s", (int)status,
                lca_last_error());
 
-    for (int t = 0; t < 4; t++) free(gradient[t]);
+    for (int r = 0; r < RUNS; r++) free(gradient[r]);
     free(x);
     free(labels);
-    free(chunk_gradient);
+    free(unit_gradient);
     free(sequential);
     lca_model_free(model);
 }
@@ -134,10 +146,16 @@ static void test_batchnorm_net(const lca_dataset *data) {
     double loss_1, loss_3;
     double *g_1 = test_alloc(k * sizeof(double)), *g_3 = test_alloc(k * sizeof(double));
     run_at(model, data, &config, 1, lca_model_parameters_const(model), &loss_1, g_1);
-    run_at(model, data, &config, 3, lca_model_parameters_const(model), &loss_3, g_3);
-    bool same = loss_1 == loss_3 && same_bytes(g_1, g_3, k);
-    check_true(same, "conv+BN net: loss and gradient bytes at 1 and 3 threads", "%s",
-               same ? "identical" : "differ");
+    bool same = true;
+    static const size_t bn_chunks[] = {50, 100, 0};
+    for (int c = 0; c < 3; c++) {
+        lca_config at = config;
+        at.eval_chunk = bn_chunks[c];
+        run_at(model, data, &at, 3, lca_model_parameters_const(model), &loss_3, g_3);
+        same = same && loss_1 == loss_3 && same_bytes(g_1, g_3, k);
+    }
+    check_true(same, "conv+BN net: loss and gradient bytes at chunk 100 × 1 thread and chunks "
+                     "50, 100, 0 × 3 threads", "%s", same ? "identical" : "differ");
     check_true(isfinite(loss_1) && test_max_abs(g_1, k) > 0.0, "conv+BN net: a real gradient",
                "loss %g, max |g| %g", loss_1, test_max_abs(g_1, k));
 
@@ -183,9 +201,10 @@ static void test_batchnorm_net(const lca_dataset *data) {
     lca_model_free(model);
 }
 
-/* A chunk that fails (a label the model has no output for, in chunk 7 of
- * 10) stops the pass with that chunk's message, at 1 and at 3 threads,
- * without hanging the threads that ran ahead. */
+/* A unit that fails (a label the model has no output for, example 745: in
+ * unit 1, its pass of 640-767 at chunk 100, rounded up to 128 for an MLP)
+ * stops the pass with that unit's message, at 1 and at 3 threads, without
+ * hanging the threads that ran ahead. */
 static void test_failing_chunk(void) {
     enum { COUNT = 1000, FEATURES = 16, CHUNK_SIZE = 100 };
     uint8_t *pixels = test_alloc(COUNT * FEATURES);
@@ -213,9 +232,10 @@ static void test_failing_chunk(void) {
         double loss;
         lca_status status = lca_evaluator_run(e, lca_model_parameters_const(model), &loss, gradient);
         char what[96];
-        snprintf(what, sizeof what, "a failing chunk at %d thread(s) stops the pass with its message",
+        snprintf(what, sizeof what, "a failing unit at %d thread(s) stops the pass with its message",
                  threads);
-        check_true(status == LCA_ERR_MISMATCH && strstr(lca_last_error(), "label 12 of example 45"),
+        check_true(status == LCA_ERR_MISMATCH && strstr(lca_last_error(), "label 12 of example 105") &&
+                       strstr(lca_last_error(), "examples 640-767"),
                    what, "status %d: %s", (int)status, lca_last_error());
         lca_evaluator_free(e);
         data->labels[745] = 745 % 4;

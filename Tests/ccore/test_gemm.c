@@ -2,11 +2,11 @@
  *
  * Tolerance: for every element, |fast − reference| ≤ 1e-5 · scale, where
  * scale = |alpha|·Σ_p |op(A)[i][p]|·|op(B)[p][j]| + |beta|·|C_before[i][j]|.
- * Float32 sums of at most KC = 256 terms, a few blocks of them, stay well
- * inside that (about 1e-6 on random data); an indexing or packing mistake
+ * Float32 chains of k FMAs (sequential accumulation, k ≤ 1960 here) stay
+ * well inside that (below 1e-6 on random data); an indexing or packing mistake
  * gives differences of order 1. When scale is 0 the results must be equal.
  *
- * Also checked: every available micro-kernel (portable, avx2-fma 6×16,
+ * Also checked: every available micro-kernel (portable, avx2 6×16,
  * avx512 10×32; a kernel this CPU cannot run is reported as skipped); all
  * four trans combinations; alpha, beta in {0, 1, 0.5}; leading dimensions
  * larger than the rows; sizes of 1, odd sizes, every m in 1..21 and n in
@@ -14,8 +14,12 @@
  * KC = 256 (k = 255, 256, 257, 513, 1000), MC, NC; k = 0; the layer shapes
  * of the 784-100-50-10 net and LeNet; beta = 0 over NaN; bitwise equal
  * results at 1, 2 and 3 threads; bitwise equal results from the two FMA
- * kernels (avx512 and avx2-fma), whose tiles differ but whose arithmetic per
- * element does not; and that lca_parallel_for runs every index once.
+ * kernels (avx512 and avx2), whose tiles differ but whose arithmetic per
+ * element does not; sequential accumulation: a product split at random
+ * points of k into consecutive calls with beta = 1 (and, at the same time,
+ * into random regions of m and n, at 1 and 2 threads) gives the bytes of
+ * one call, for every kernel; and that lca_parallel_for runs every index
+ * once.
  * (The portable kernel multiplies and adds in two roundings where the
  * compiler has no FMA instruction, as on baseline x86-64, so it is held only
  * to the tolerance; the test reports whether it matched bit for bit.)
@@ -110,7 +114,7 @@ static const float coefficients[] = {0.0f, 1.0f, 0.5f};
  * compare every 7th row (row_checked). */
 static const float big_shape_pairs[3][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.5f, 0.5f}};
 
-static const char *const kernels[] = {"portable", "avx2-fma", "avx512"};
+static const char *const kernels[] = {"portable", "avx2", "avx512"};
 enum { KERNELS = 3, PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
 static bool kernel_available[KERNELS];
 
@@ -313,13 +317,13 @@ static double check_edge_sizes(void) {
     return worst_of_all;
 }
 
-/* The FMA kernels must give the same bits: avx512 (10×32) against avx2-fma
+/* The FMA kernels must give the same bits: avx512 (10×32) against avx2
  * (6×16), on shapes with edges in every dimension, every k regime, all
  * trans combinations, alpha ≠ 1 and beta in {0, 1, 0.5}. The portable
  * kernel is compared too, and reported, but not required to match. */
 static void check_kernels_bitwise(void) {
     if (!kernel_available[AVX512] || !kernel_available[AVX2]) {
-        printf("  FMA kernels bitwise: skipped (needs avx512 and avx2-fma on this CPU)\n");
+        printf("  FMA kernels bitwise: skipped (needs avx512 and avx2 on this CPU)\n");
         return;
     }
     static const shape cases[] = {
@@ -357,7 +361,7 @@ static void check_kernels_bitwise(void) {
                 if (memcmp(results[AVX512], results[AVX2], m * ldc * sizeof(float))) {
                     fma_differ++;
                     failures++;
-                    printf("FAIL  avx512 and avx2-fma differ: %zu×%zu×%zu %c%c alpha %.2f "
+                    printf("FAIL  avx512 and avx2 differ: %zu×%zu×%zu %c%c alpha %.2f "
                            "beta %.1f\n", m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N',
                            (double)pairs[pair][0], (double)pairs[pair][1]);
                 }
@@ -372,10 +376,90 @@ static void check_kernels_bitwise(void) {
         free(a); free(b); free(c_before);
     }
     lca_gemm_select_kernel(NULL);
-    printf("  avx512 vs avx2-fma bitwise: %zu of %zu products identical%s\n",
+    printf("  avx512 vs avx2 bitwise: %zu of %zu products identical%s\n",
            compared - fma_differ, compared, fma_differ ? "  FAIL" : "");
-    printf("  portable vs avx2-fma bitwise (information): %zu of %zu identical\n",
+    printf("  portable vs avx2 bitwise (information): %zu of %zu identical\n",
            portable_compared - portable_differ, portable_compared);
+}
+
+/* Sequential accumulation (internal.h): C ← beta·C, then every term of k
+ * fused into C in k order. So one call over k must give the same bytes as
+ * consecutive calls over [0, k1), [k1, k2), … with beta on the first and
+ * 1 after, whatever the cut points, the split of C into regions and the
+ * thread count. Random cuts, including cuts of one term and cuts at KC
+ * multiples, every kernel. */
+static size_t random_below(size_t bound) {
+    random_float();
+    return (size_t)(random_state % bound);
+}
+
+static void check_k_splits(void) {
+    static const shape cases[] = {
+        {1, 1, 9, ""},     {7, 13, 40, ""},    {21, 65, 300, ""},  {16, 144, 1024, ""},
+        {10, 32, 600, ""}, {37, 100, 513, ""}, {16, 400, 2100, ""}, {64, 576, 700, ""},
+    };
+    static const float pairs[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.75f, 0.5f}, {0.5f, 0.0f}};
+    int saved = lca_threads();
+    size_t compared = 0, differ = 0;
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        if (!kernel_available[kernel]) continue;
+        lca_gemm_select_kernel(kernels[kernel]);
+        for (size_t index = 0; index < sizeof cases / sizeof cases[0]; index++) {
+            size_t m = cases[index].m, n = cases[index].n, k = cases[index].k, pad = 3;
+            size_t ldc = n + pad;
+            float *a = new_floats((m + pad) * (k + pad)), *b = new_floats((k + pad) * (n + pad));
+            float *c_before = new_floats(m * ldc), *whole = new_floats(m * ldc);
+            float *split = new_floats(m * ldc);
+            fill_random(a, (m + pad) * (k + pad));
+            fill_random(b, (k + pad) * (n + pad));
+            fill_random(c_before, m * ldc);
+            for (int t = 0; t < 4; t++) {
+                bool trans_a = t & 1, trans_b = t & 2;
+                size_t lda = (trans_a ? m : k) + pad, ldb = (trans_b ? k : n) + pad;
+                for (size_t pair = 0; pair < sizeof pairs / sizeof pairs[0]; pair++) {
+                    float alpha = pairs[pair][0], beta = pairs[pair][1];
+                    lca_set_threads(1 + (int)random_below(2));
+                    memcpy(whole, c_before, m * ldc * sizeof(float));
+                    lca_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, whole, ldc);
+                    /* C in up to 2 × 2 regions, each region's k in random cuts */
+                    memcpy(split, c_before, m * ldc * sizeof(float));
+                    size_t row_cut = m > 1 ? random_below(m) : 0, col_cut = random_below(n);
+                    size_t row_begin[2] = {0, row_cut}, row_end[2] = {row_cut, m};
+                    size_t col_begin[2] = {0, col_cut}, col_end[2] = {col_cut, n};
+                    for (int region = 0; region < 4; region++) {
+                        size_t r0 = row_begin[region / 2], r1 = row_end[region / 2];
+                        size_t c0 = col_begin[region % 2], c1 = col_end[region % 2];
+                        if (r0 >= r1 || c0 >= c1) continue;
+                        for (size_t p0 = 0; p0 < k;) {
+                            size_t left = k - p0;
+                            size_t take = random_below(4) == 0 ? 1 + random_below(left < 3 ? left : 3)
+                                                               : 1 + random_below(left);
+                            lca_set_threads(1 + (int)random_below(2));
+                            const float *a_at = trans_a ? a + p0 * lda + r0 : a + r0 * lda + p0;
+                            const float *b_at = trans_b ? b + c0 * ldb + p0 : b + p0 * ldb + c0;
+                            lca_sgemm(trans_a, trans_b, r1 - r0, c1 - c0, take, alpha, a_at, lda,
+                                      b_at, ldb, p0 == 0 ? beta : 1.0f, split + r0 * ldc + c0,
+                                      ldc);
+                            p0 += take;
+                        }
+                    }
+                    compared++;
+                    if (memcmp(whole, split, m * ldc * sizeof(float))) {
+                        differ++;
+                        failures++;
+                        printf("FAIL  %-9s k split differs: %zu×%zu×%zu %c%c alpha %.2f "
+                               "beta %.1f\n", kernels[kernel], m, n, k, trans_a ? 'T' : 'N',
+                               trans_b ? 'T' : 'N', (double)alpha, (double)beta);
+                    }
+                }
+            }
+            free(a); free(b); free(c_before); free(whole); free(split);
+        }
+    }
+    lca_set_threads(saved);
+    lca_gemm_select_kernel(NULL);
+    printf("  k split at random points, C in random regions, 1/2 threads: %zu of %zu products "
+           "byte-identical to one call%s\n", compared - differ, compared, differ ? "  FAIL" : "");
 }
 
 /* beta = 0 must overwrite C, even NaN, on every path: full tiles, edge
@@ -441,6 +525,41 @@ static void check_thread_determinism(void) {
     lca_set_threads(saved);
 }
 
+/* LCA_KERNEL's values (lca_kernel_parse, what lca_kernel_check applies to
+ * the environment): unset or empty is the automatic choice, each family
+ * name is that family when this CPU runs it, anything else an error naming
+ * the value; the process's family is the one lca_gemm_kernel_name names. */
+static void check_kernel_names(void) {
+    lca_kernel_family family;
+    bool ok = lca_kernel_parse(NULL, &family) == LCA_OK &&
+              lca_kernel_parse("", &family) == LCA_OK;
+    for (int kernel = 0; kernel < KERNELS; kernel++) {
+        lca_status status = lca_kernel_parse(kernels[kernel], &family);
+        bool expected = kernel_available[kernel] ? status == LCA_OK
+                                                 : status == LCA_ERR_UNSUPPORTED &&
+                                                       strstr(lca_last_error(), kernels[kernel]);
+        printf("  LCA_KERNEL=%s: %s\n", kernels[kernel],
+               status == LCA_OK ? "accepted" : lca_last_error());
+        ok = ok && expected;
+    }
+    static const char *const wrong[] = {"avx", "AVX2", "avx2-fma", "sse", " avx2", "neon"};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        bool refused = lca_kernel_parse(wrong[i], &family) == LCA_ERR_INVALID_ARGUMENT &&
+                       strstr(lca_last_error(), wrong[i]) != NULL &&
+                       strstr(lca_last_error(), "avx512, avx2 or portable") != NULL;
+        if (i == 0) printf("  LCA_KERNEL=%s: %s\n", wrong[i], lca_last_error());
+        ok = ok && refused;
+    }
+    const char *env = getenv("LCA_KERNEL");
+    ok = ok && (lca_kernel_check() == LCA_OK) == (lca_kernel_parse(env, &family) == LCA_OK);
+    ok = ok && strcmp(lca_gemm_kernel_name(), kernels[lca_kernel_current() == LCA_KERNEL_AVX512 ? AVX512
+                                                      : lca_kernel_current() == LCA_KERNEL_AVX2 ? AVX2
+                                                      : PORTABLE]) == 0;
+    printf("  LCA_KERNEL values (this process: %s%s%s): %s\n", env ? "LCA_KERNEL=" : "unset",
+           env ? env : "", env ? "" : "", ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
 /* lca_parallel_for (threads.c) must run every index exactly once, at any
  * thread count, and calls from inside a body must still run. */
 typedef struct parallel_check {
@@ -480,7 +599,7 @@ static void check_parallel_for(void) {
 }
 
 int main(void) {
-    printf("automatic kernel: %s; thread back end: %s, %d threads\n", lca_gemm_kernel_name(),
+    printf("process kernel family: %s; thread back end: %s, %d threads\n", lca_gemm_kernel_name(),
            lca_thread_backend(), lca_threads());
     for (int kernel = 0; kernel < KERNELS; kernel++) {
         kernel_available[kernel] = lca_gemm_select_kernel(kernels[kernel]);
@@ -506,6 +625,8 @@ int main(void) {
     }
     lca_gemm_select_kernel(NULL);
     check_kernels_bitwise();
+    check_k_splits();
+    check_kernel_names();
     check_parallel_for();
     printf("worst relative difference over all cases: %.3e (tolerance %.0e)\n", worst,
            TOLERANCE);

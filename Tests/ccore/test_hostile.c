@@ -5,6 +5,7 @@
  * checkpoint, and data files whose headers lie. Each case asserts the
  * status and what the message says. */
 #include "internal.h"
+#include "model.h" /* LCA_ACCUMULATION_UNIT */
 #include "support.h"
 
 #include <errno.h>
@@ -82,30 +83,48 @@ static void test_zero_outputs(void) {
 }
 
 /* An evaluation chunk far beyond memory (2^40 examples, or 2^63, whose
- * buffer sizes used to wrap to a few bytes and crash the pass): refused by
- * the trainer and the evaluator, naming the chunk. */
+ * buffer sizes used to wrap to a few bytes and crash the pass): for a net
+ * without batch norm a chunk is at most the accumulation unit, so it is
+ * taken as the unit; for a batch-norm net the chunk is the group, and a
+ * group that large is refused by the trainer (with its bytes) and the
+ * evaluator (naming the chunk and --bn-group). */
 static void test_huge_eval_chunk(void) {
-    lca_model *m;
+    lca_model *m, *bn;
     lca_dataset *d;
     REQUIRE_OK(lca_model_new(&m, "64-32-10", LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
+    REQUIRE_OK(lca_model_new(&bn, "input(1,8,8) conv(4,3) bn relu dense(10)",
+                             LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
     REQUIRE_OK(lca_dataset_open(&d, "digits", NULL));
     lca_model_initialize(m, 1);
+    lca_model_initialize(bn, 1);
     const size_t chunks[] = {(size_t)1 << 40, (size_t)INT64_MAX};
     for (size_t i = 0; i < 2; i++) {
         lca_config c = lca_config_default();
         c.iterations = 2;
         c.eval_chunk = chunks[i];
+        lca_trainer *t = NULL;
+        lca_status status = lca_trainer_new(&t, m, d, &c);
+        size_t resolved = status == LCA_OK ? lca_trainer_config(t)->eval_chunk : 0;
+        check_true(status == LCA_OK && resolved == LCA_ACCUMULATION_UNIT,
+                   "MLP: an evaluation chunk beyond memory is taken as the accumulation unit",
+                   "chunk %zu: status %d, resolved to %zu (%s)", chunks[i], (int)status, resolved,
+                   status == LCA_OK ? "" : lca_last_error());
+        lca_trainer_free(t);
         char chunk[64];
         snprintf(chunk, sizeof chunk, "chunk of %zu examples", chunks[i]);
-        lca_trainer *t = NULL;
-        expect_failure("trainer with an evaluation chunk beyond memory", lca_trainer_new(&t, m, d, &c),
-                       LCA_ERR_OUT_OF_MEMORY, chunk, "--eval-chunk", NULL);
+        c.eval_chunk = 0;
+        c.bn_group = chunks[i];
+        /* the trainer's own check (check_memory) sees the group's workspace */
+        expect_failure("BN net: trainer with a group beyond memory", lca_trainer_new(&t, bn, d, &c),
+                       LCA_ERR_OUT_OF_MEMORY, "training model \"input(1,8,8)", "of memory", NULL);
         lca_evaluator *e = NULL;
-        expect_failure("evaluator with an evaluation chunk beyond memory",
-                       lca_evaluator_new(&e, m, d, NULL, 0, &c), LCA_ERR_OUT_OF_MEMORY, chunk, NULL);
+        expect_failure("BN net: evaluator with a group beyond memory",
+                       lca_evaluator_new(&e, bn, d, NULL, 0, &c), LCA_ERR_OUT_OF_MEMORY, chunk,
+                       "--bn-group", NULL);
     }
     lca_dataset_free(d);
     lca_model_free(m);
+    lca_model_free(bn);
 }
 
 static void test_overflow(void) {
@@ -126,7 +145,8 @@ static void test_overflow(void) {
 
 static void test_trainer_memory(void) {
     /* a model whose parameters fit but whose trainer (gradient, optimizer,
-     * LCA vectors: 88 bytes a parameter) cannot: refused by lca_trainer_new
+     * LCA vectors, an evaluation worker's unit gradient and exact sum: 104
+     * bytes a parameter) cannot: refused by lca_trainer_new
      * before it allocates, with the bytes; under a 200 MB limit (the
      * machine's would need a model of gigabytes) */
     lca_memory_set_limit(200000000);
@@ -143,8 +163,8 @@ static void test_trainer_memory(void) {
     lca_trainer *tr = NULL;
     expect_failure("trainer beyond memory", lca_trainer_new(&tr, m, data, &config),
                    LCA_ERR_OUT_OF_MEMORY,
-                   "training model \"64-100000-10\" (7500010 parameters, 88 bytes a parameter "
-                   "with LCA) would need 813673560 bytes (0.8 GB) of memory",
+                   "training model \"64-100000-10\" (7500010 parameters, 104 bytes a parameter "
+                   "with LCA) would need 933673720 bytes (0.9 GB) of memory",
                    "but 200000000 bytes (0.2 GB) are available", NULL);
     check_true(tr == NULL, "no trainer on failure", "%p", (void *)tr);
     /* without LCA and with SGD: 16 bytes a parameter, and a small batch */

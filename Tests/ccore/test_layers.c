@@ -20,7 +20,10 @@
  *    (at most 3e-7 observed: float32 sums of up to a few thousand terms).
  * 3. Determinism: conv forward/backward, batch norm, pooling give the
  *    same bytes at lca_set_threads(1) and (2); conv y and dx are the same
- *    bytes when the batch is split into chunks.
+ *    bytes when the batch is split into chunks and one example per call;
+ *    conv dweight and dbias are the same bytes when the examples are cut
+ *    into random consecutive calls with accumulate (sequential
+ *    accumulation), one example per call included.
  * Outputs are filled with NaN before every call (kernels overwrite) and
  * workspaces are allocated at exactly lca_conv2d_workspace_floats (run
  * under ASan to catch an overrun). Exit status 0 only if every check passes.
@@ -249,7 +252,7 @@ static void test_conv_gradients(const char *label, lca_conv2d_shape s, bool with
     fill_nan(db_naive, s.oc);
     const float *bias = with_bias ? b : NULL;
     lca_conv2d_forward(y, x, w, bias, &s, workspace);
-    lca_conv2d_backward(dx, dw, db, r, x, w, &s, workspace);
+    lca_conv2d_backward(dx, dw, db, r, x, w, &s, workspace, false);
     lca_conv2d_forward_naive(y_naive, x, w, bias, &s);
     lca_conv2d_backward_naive(dx_naive, dw_naive, db_naive, r, x, w, &s);
 
@@ -699,12 +702,12 @@ static void test_residual_block(size_t n, size_t c, size_t h, size_t w, size_t o
           *dbp = new_floats(oc), *dg1 = new_floats(oc), *db1 = new_floats(oc),
           *dg2 = new_floats(oc), *db2 = new_floats(oc);
     lca_relu_backward(dsum, r, out, count);                       /* out = relu(a4 + ap) */
-    lca_conv2d_backward(dx_proj, dwp, dbp, dsum, x, wp, &proj, workspace);
+    lca_conv2d_backward(dx_proj, dwp, dbp, dsum, x, wp, &proj, workspace, false);
     lca_batchnorm_backward_batch(d3, dg2, db2, dsum, xhat2, inv2, g2, n, oc, hw, group);
-    lca_conv2d_backward(d2, dw2, NULL, d3, a2, w2, &c2, workspace);
+    lca_conv2d_backward(d2, dw2, NULL, d3, a2, w2, &c2, workspace, false);
     lca_relu_backward(d2, d2, a2, count);                         /* a2 = relu(bn1) */
     lca_batchnorm_backward_batch(d1, dg1, db1, d2, xhat1, inv1, g1, n, oc, hw, group);
-    lca_conv2d_backward(dx, dw1, NULL, d1, x, w1, &c1, workspace);
+    lca_conv2d_backward(dx, dw1, NULL, d1, x, w1, &c1, workspace, false);
     for (size_t i = 0; i < xc; i++) dx[i] += dx_proj[i];
 
     block_case k = {c1, c2, proj, group, doubles_of(x, xc), doubles_of(w1, w1c),
@@ -779,7 +782,7 @@ static void test_conv_fast_vs_naive(const char *label, lca_conv2d_shape s) {
     fill_nan(dw, wc);
     fill_nan(db, s.oc);
     lca_conv2d_forward(y, x, w, b, &s, workspace);
-    lca_conv2d_backward(dx, dw, db, dy, x, w, &s, workspace);
+    lca_conv2d_backward(dx, dw, db, dy, x, w, &s, workspace, false);
     lca_conv2d_forward_naive(yn, x, w, b, &s);
     lca_conv2d_backward_naive(dxn, dwn, dbn, dy, x, w, &s);
     /* scales: the same sums over absolute values */
@@ -813,13 +816,86 @@ static conv_outputs conv_run(const lca_conv2d_shape *s, const float *x, const fl
                       new_floats(conv_w_count(s)), new_floats(s->oc)};
     float *workspace = new_floats(lca_conv2d_workspace_floats(s));
     lca_conv2d_forward(o.y, x, w, b, s, workspace);
-    lca_conv2d_backward(o.dx, o.dw, o.db, dy, x, w, s, workspace);
+    lca_conv2d_backward(o.dx, o.dw, o.db, dy, x, w, s, workspace, false);
     free(workspace);
     return o;
 }
 
 static void conv_outputs_free(conv_outputs o) {
     free(o.y); free(o.dx); free(o.dw); free(o.db);
+}
+
+/* The two FMA families give the same bytes for y, dx, dweight and dbias
+ * (direct kernels and GEMMs alike compute the same chains), on the
+ * shapes of the nets and odd ones. */
+static void test_conv_families_bitwise(void) {
+    if (!lca_gemm_select_kernel("avx512") || !lca_gemm_select_kernel("avx2")) {
+        printf("skip conv avx512 vs avx2 bytes: needs both families on this CPU\n");
+        lca_gemm_select_kernel(NULL);
+        return;
+    }
+    lca_conv2d_shape shapes[] = {
+        conv_shape(6, 1, 28, 28, 20, 5, 1, true),  conv_shape(6, 20, 14, 14, 40, 5, 1, true),
+        conv_shape(6, 16, 32, 32, 16, 3, 1, true), conv_shape(6, 32, 16, 16, 32, 3, 1, true),
+        conv_shape(6, 64, 8, 8, 64, 3, 1, true),   conv_shape(6, 16, 32, 32, 32, 3, 2, true),
+        conv_shape(3, 6, 13, 11, 10, 3, 1, true),  conv_shape(2, 5, 9, 30, 7, 5, 1, true),
+    };
+    bool same = true;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        lca_conv2d_shape s = shapes[i];
+        size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
+        float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc), *dy = new_floats(yc);
+        fill_uniform(x, xc, -1, 1);
+        fill_uniform(w, wc, -1, 1);
+        fill_uniform(b, s.oc, -1, 1);
+        fill_uniform(dy, yc, -1, 1);
+        lca_gemm_select_kernel("avx512");
+        conv_outputs wide = conv_run(&s, x, w, b, dy);
+        lca_gemm_select_kernel("avx2");
+        conv_outputs narrow = conv_run(&s, x, w, b, dy);
+        same = same && memcmp(wide.y, narrow.y, yc * sizeof(float)) == 0 &&
+               memcmp(wide.dx, narrow.dx, xc * sizeof(float)) == 0 &&
+               memcmp(wide.dw, narrow.dw, wc * sizeof(float)) == 0 &&
+               memcmp(wide.db, narrow.db, s.oc * sizeof(float)) == 0;
+        conv_outputs_free(wide);
+        conv_outputs_free(narrow);
+        free(x); free(w); free(b); free(dy);
+    }
+    lca_gemm_select_kernel(NULL);
+    check_true(same, "conv avx512 vs avx2 families", "y, dx, dweight, dbias the same bytes on "
+               "%zu shapes (LeNet, ResNet-20, odd)", sizeof shapes / sizeof shapes[0]);
+    /* the direct kernels sum in the order of the im2col product: y,
+     * dweight and dbias are its bytes (dx is a different order by design) */
+    static const char *const fma_families[] = {"avx512", "avx2"};
+    for (int f = 0; f < 2; f++) {
+        bool same_path = true;
+        lca_gemm_select_kernel(fma_families[f]);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            lca_conv2d_shape s = shapes[i];
+            size_t xc = conv_x_count(&s), yc = conv_y_count(&s), wc = conv_w_count(&s);
+            float *x = new_floats(xc), *w = new_floats(wc), *b = new_floats(s.oc),
+                  *dy = new_floats(yc);
+            fill_uniform(x, xc, -1, 1);
+            fill_uniform(w, wc, -1, 1);
+            fill_uniform(b, s.oc, -1, 1);
+            fill_uniform(dy, yc, -1, 1);
+            conv_outputs direct = conv_run(&s, x, w, b, dy);
+            lca_conv_direct_disabled = true;
+            conv_outputs gemm = conv_run(&s, x, w, b, dy);
+            lca_conv_direct_disabled = false;
+            same_path = same_path && memcmp(direct.y, gemm.y, yc * sizeof(float)) == 0 &&
+                        memcmp(direct.dw, gemm.dw, wc * sizeof(float)) == 0 &&
+                        memcmp(direct.db, gemm.db, s.oc * sizeof(float)) == 0;
+            conv_outputs_free(direct);
+            conv_outputs_free(gemm);
+            free(x); free(w); free(b); free(dy);
+        }
+        char name[100];
+        snprintf(name, sizeof name, "conv [%s] direct kernels vs im2col + GEMM", fma_families[f]);
+        check_true(same_path, name, "y, dweight, dbias the same bytes on %zu shapes",
+                   sizeof shapes / sizeof shapes[0]);
+    }
+    lca_gemm_select_kernel(NULL);
 }
 
 static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t chunk) {
@@ -854,6 +930,48 @@ static void test_conv_determinism(const char *label, lca_conv2d_shape s, size_t 
     char name[200];
     snprintf(name, sizeof name, "%s: y, dx in chunks of %zu", label, chunk);
     check_true(chunk_same, name, "same bytes as the whole batch");
+    /* one example per call: y and dx the same bytes too */
+    bool single_same = true;
+    for (size_t first = 0; first < s.n; first++) {
+        lca_conv2d_shape part = s;
+        part.n = 1;
+        conv_outputs o = conv_run(&part, x + first * x1, w, b, dy + first * y1);
+        single_same = single_same && memcmp(o.y, two.y + first * y1, y1 * sizeof(float)) == 0 &&
+                      memcmp(o.dx, two.dx + first * x1, x1 * sizeof(float)) == 0;
+        conv_outputs_free(o);
+    }
+    snprintf(name, sizeof name, "%s: y, dx one example per call", label);
+    check_true(single_same, name, "same bytes as the whole batch");
+    /* Sequential accumulation: dweight and dbias over random consecutive
+     * calls (some of one example), the later ones with accumulate, at a
+     * thread count drawn per call, give the bytes of the whole call. The
+     * workspace is sized for the whole batch, as the pass sizes it. */
+    float *workspace = new_floats(lca_conv2d_workspace_floats(&s));
+    float *dw = new_floats(wc), *db = new_floats(s.oc);
+    bool split_same = true;
+    size_t calls = 0;
+    for (int trial = 0; trial < 3; trial++) {
+        fill_nan(dw, wc);
+        fill_nan(db, s.oc);
+        for (size_t first = 0; first < s.n;) {
+            size_t left = s.n - first;
+            size_t take = trial == 0 ? 1 : 1 + (size_t)test_rng_below(&rng, left < 13 ? left : 13);
+            lca_conv2d_shape part = s;
+            part.n = take;
+            lca_set_threads(1 + (int)test_rng_below(&rng, 2));
+            lca_conv2d_backward(NULL, dw, db, dy + first * y1, x + first * x1, w, &part,
+                                workspace, first > 0);
+            first += take;
+            calls++;
+        }
+        split_same = split_same && memcmp(dw, two.dw, wc * sizeof(float)) == 0 &&
+                     memcmp(db, two.db, s.oc * sizeof(float)) == 0;
+    }
+    lca_set_threads(2);
+    snprintf(name, sizeof name, "%s: dweight, dbias accumulated over random splits", label);
+    check_true(split_same, name, "same bytes as one call (3 trials, %zu calls, one of them "
+               "example by example)", calls);
+    free(workspace); free(dw); free(db);
     conv_outputs_free(one);
     conv_outputs_free(two);
     free(x); free(w); free(b); free(dy);
@@ -910,7 +1028,12 @@ static void test_workspace_bound(void) {
     bool ok = true;
     for (size_t i = 0; i < 3; i++) {
         lca_conv2d_shape s = shapes[i];
-        size_t one = (s.c * s.kh * s.kw + s.oc) * s.oh * s.ow;
+        /* one example's passes, plus dWᵀ or the packed weights (about the
+         * size of the weights, not of the examples) */
+        size_t kk = s.kh * s.kw, extra = s.c * kk * s.oc;
+        if ((s.oc + 3) / 4 * 4 * s.c * kk > extra) extra = (s.oc + 3) / 4 * 4 * s.c * kk;
+        if ((s.c + 3) / 4 * 4 * s.oc * kk > extra) extra = (s.c + 3) / 4 * 4 * s.oc * kk;
+        size_t one = (s.c * kk + s.oc) * s.oh * s.ow + extra;
         size_t bound = one > ((size_t)1 << 20) ? one : ((size_t)1 << 20); /* 4 MiB */
         size_t previous = 0;
         for (size_t n = 1; n <= 1000; n += 37) {
@@ -920,7 +1043,8 @@ static void test_workspace_bound(void) {
             previous = floats;
         }
     }
-    check_true(ok, "conv workspace", "≤ max(4 MiB, one example), ≥ one example, monotone in N");
+    check_true(ok, "conv workspace", "≤ max(4 MiB, one example + the weights' size), ≥ that, "
+               "monotone in N");
 }
 
 /* ----------------------------------------------------------------- main */
@@ -971,20 +1095,49 @@ int main(void) {
     test_residual_block(3, 4, 7, 7, 6, 3);
     test_residual_block(3, 3, 8, 8, 5, 2);
 
-    for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++)
-        test_conv_fast_vs_naive(fd_cases[i].label, fd_cases[i].s);
-    test_conv_fast_vs_naive("LeNet conv1 N=16 1x28x28 -> 20 5x5 same",
-                            conv_shape(16, 1, 28, 28, 20, 5, 1, true));
-    test_conv_fast_vs_naive("LeNet conv2 N=16 20x14x14 -> 40 5x5 same",
-                            conv_shape(16, 20, 14, 14, 40, 5, 1, true));
-    test_conv_fast_vs_naive("ResNet N=18 16x32x32 -> 16 3x3 s1 (passes of 4, last 2)",
-                            conv_shape(18, 16, 32, 32, 16, 3, 1, true));
-    test_conv_fast_vs_naive("ResNet N=16 16x32x32 -> 32 3x3 s2",
-                            conv_shape(16, 16, 32, 32, 32, 3, 2, true));
-    test_conv_fast_vs_naive("ResNet N=16 16x32x32 -> 32 1x1 s2 projection",
-                            conv_shape(16, 16, 32, 32, 32, 1, 2, false));
-    test_conv_fast_vs_naive("ResNet N=16 64x8x8 -> 64 3x3 s1",
-                            conv_shape(16, 64, 8, 8, 64, 3, 1, true));
+    /* every kernel family this CPU runs (LCA_KERNEL-style selection):
+     * direct kernels (stride 1, same: AVX-512 16 lanes, AVX2 8 lanes) and
+     * im2col + GEMM (strides, 1x1, portable) */
+    static const char *const families[] = {"avx512", "avx2", "portable"};
+    for (int f = 0; f < 3; f++) {
+        if (!lca_gemm_select_kernel(families[f])) {
+            printf("skip conv kernel family %s: not available on this CPU\n", families[f]);
+            continue;
+        }
+        char label[200];
+#define FAST_VS_NAIVE(text, shape)                                                     \
+        do {                                                                           \
+            snprintf(label, sizeof label, "[%s] %s", families[f], text);               \
+            test_conv_fast_vs_naive(label, shape);                                     \
+        } while (0)
+        for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++)
+            FAST_VS_NAIVE(fd_cases[i].label, fd_cases[i].s);
+        FAST_VS_NAIVE("LeNet conv1 N=16 1x28x28 -> 20 5x5 same",
+                      conv_shape(16, 1, 28, 28, 20, 5, 1, true));
+        FAST_VS_NAIVE("LeNet conv2 N=16 20x14x14 -> 40 5x5 same",
+                      conv_shape(16, 20, 14, 14, 40, 5, 1, true));
+        FAST_VS_NAIVE("ResNet N=18 16x32x32 -> 16 3x3 s1 (passes of 4, last 2)",
+                      conv_shape(18, 16, 32, 32, 16, 3, 1, true));
+        FAST_VS_NAIVE("ResNet N=16 16x32x32 -> 32 3x3 s2",
+                      conv_shape(16, 16, 32, 32, 32, 3, 2, true));
+        FAST_VS_NAIVE("ResNet N=16 16x32x32 -> 32 1x1 s2 projection",
+                      conv_shape(16, 16, 32, 32, 32, 1, 2, false));
+        FAST_VS_NAIVE("ResNet N=16 64x8x8 -> 64 3x3 s1",
+                      conv_shape(16, 64, 8, 8, 64, 3, 1, true));
+        FAST_VS_NAIVE("ResNet N=5 3x32x32 -> 16 3x3 s1 (first layer)",
+                      conv_shape(5, 3, 32, 32, 16, 3, 1, true));
+        FAST_VS_NAIVE("odd N=3 6x13x11 -> 10 3x3 s1 (edges of every tile)",
+                      conv_shape(3, 6, 13, 11, 10, 3, 1, true));
+        FAST_VS_NAIVE("odd N=2 5x9x30 -> 7 5x5 s1 (30 = 16 + 14 lanes)",
+                      conv_shape(2, 5, 9, 30, 7, 5, 1, true));
+        FAST_VS_NAIVE("tiny N=3 2x1x2 -> 5 5x5 s1 (plane smaller than the padding)",
+                      conv_shape(3, 2, 1, 2, 5, 5, 1, true));
+        FAST_VS_NAIVE("N=2 3x7x5 -> 6 3x3 s1 (35 pixels: a partial last vector)",
+                      conv_shape(2, 3, 7, 5, 6, 3, 1, true));
+#undef FAST_VS_NAIVE
+    }
+    lca_gemm_select_kernel(NULL);
+    test_conv_families_bitwise();
 
     test_conv_determinism("determinism LeNet conv1 N=100", conv_shape(100, 1, 28, 28, 20, 5, 1, true), 7);
     test_conv_determinism("determinism LeNet conv2 N=100", conv_shape(100, 20, 14, 14, 40, 5, 1, true), 7);

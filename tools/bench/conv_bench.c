@@ -15,12 +15,20 @@
  *       -c tools/bench/conv_bench.c -o build/conv_bench.o
  *   clang build/conv_bench.o build/liblca.a $(make -s ldlibs) -o build/conv_bench
  *   ./build/conv_bench [N]            # N examples, default 250
+ *   ./build/conv_bench pass MODEL [N] [repeats] [threads]
+ *       the whole forward + backward pass of MODEL (lenet, resnet20) on N
+ *       random examples (default 1000; batch norm in groups of 250), as
+ *       lca_model_loss_and_gradient runs it, in GFLOP/s of the needed
+ *       arithmetic: conv and dense forward 2·MACs, weight gradients 2·MACs,
+ *       input gradients 2·MACs except for the first layer (pooling, batch
+ *       norm, ReLU, loss not counted); at 1 and 2 threads, best of repeats.
+ *   LCA_KERNEL=avx2 ./build/conv_bench ...   the same with the AVX2 family
  *
  * On a shared machine the numbers move by 10-20% from run to run (far more
  * when other jobs hold the cores); each cell is the best of repeated runs.
  */
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
-#include "layers.h"
+#include "model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +37,15 @@
 static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* CPU seconds of the process: on a machine shared with other jobs, the
+ * time a one-thread run was actually on a core (wall time also counts the
+ * time the scheduler gave to others). */
+static double cpu_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -103,8 +120,8 @@ static double time_best(int what, const lca_conv2d_shape *s, const float *x, con
         double start = now_seconds();
         switch (what) {
         case RUN_FORWARD: lca_conv2d_forward(y, x, w, b, s, workspace); break;
-        case RUN_BACKWARD: lca_conv2d_backward(dx, dw, db, y, x, w, s, workspace); break;
-        case RUN_BACKWARD_WEIGHT: lca_conv2d_backward(NULL, dw, db, y, x, w, s, workspace); break;
+        case RUN_BACKWARD: lca_conv2d_backward(dx, dw, db, y, x, w, s, workspace, false); break;
+        case RUN_BACKWARD_WEIGHT: lca_conv2d_backward(NULL, dw, db, y, x, w, s, workspace, false); break;
         case RUN_GEMMS_FORWARD:
             lca_parallel_for(s->n, peer_forward_example, peer);
             break;
@@ -123,7 +140,74 @@ static double time_best(int what, const lca_conv2d_shape *s, const float *x, con
     return best;
 }
 
+/* Needed flops of one forward + backward pass over n examples. */
+static double pass_flops(const lca_model *m, size_t n) {
+    double flops = 0.0;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        double macs = 0.0;
+        if (L->kind == LCA_LAYER_CONV2D) {
+            const lca_conv2d_shape *c = &L->conv;
+            macs = (double)c->oc * (double)(c->oh * c->ow) * (double)(c->c * c->kh * c->kw);
+        } else if (L->kind == LCA_LAYER_DENSE) {
+            macs = (double)L->in_size * (double)L->out_size;
+        } else if (L->kind == LCA_LAYER_BLOCK_ADD && L->projection) {
+            const lca_conv2d_shape *c = &L->projection_shape;
+            macs = (double)c->oc * (double)(c->oh * c->ow) * (double)(c->c * c->kh * c->kw);
+        }
+        /* forward, weight gradient, and the input gradient but for layer 0 */
+        flops += 2.0 * macs * (double)n * (l == 0 ? 2.0 : 3.0);
+    }
+    return flops;
+}
+
+static int pass_main(const char *spec, size_t n, int repeats, int only_threads) {
+    lca_model *model;
+    if (lca_model_new(&model, spec, LCA_LOSS_SOFTMAX_CROSS_ENTROPY) != LCA_OK ||
+        lca_model_reserve(model, n) != LCA_OK) {
+        fprintf(stderr, "conv_bench: %s\n", lca_last_error());
+        return 1;
+    }
+    lca_model_initialize(model, 1);
+    size_t in = lca_model_input_size(model), classes = lca_model_output_size(model);
+    float *x = random_floats(n * in);
+    float *gradient = malloc(lca_model_parameter_count(model) * sizeof(float));
+    int32_t *labels = malloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) labels[i] = (int32_t)((i * 7919u) % classes);
+    double flops = pass_flops(model, n);
+    printf("{\"model\": \"%s\", \"examples\": %zu, \"kernel\": \"%s\", \"gflop\": %.3f",
+           spec, n, lca_gemm_kernel_name(), flops * 1e-9);
+    for (int threads = 1; threads <= 2; threads++) {
+        if (only_threads != 0 && threads != only_threads) continue;
+        lca_set_threads(threads);
+        double best = 1e30, best_cpu = 1e30, loss = 0.0;
+        for (int r = 0; r < repeats; r++) {
+            double start = now_seconds(), start_cpu = cpu_seconds();
+            if (lca_model_loss_and_gradient(model, NULL, x, labels, NULL, n, &loss, gradient) !=
+                LCA_OK) {
+                fprintf(stderr, "conv_bench: %s\n", lca_last_error());
+                return 1;
+            }
+            double elapsed = now_seconds() - start, cpu = cpu_seconds() - start_cpu;
+            if (elapsed < best) best = elapsed;
+            if (cpu < best_cpu) best_cpu = cpu;
+        }
+        printf(", \"seconds_%dt\": %.4f, \"gflops_%dt\": %.1f", threads, best, threads,
+               flops / best * 1e-9);
+        if (threads == 1)
+            printf(", \"cpu_seconds_1t\": %.4f, \"gflops_cpu_1t\": %.1f", best_cpu,
+                   flops / best_cpu * 1e-9);
+    }
+    printf("}\n");
+    free(x); free(gradient); free(labels);
+    lca_model_free(model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "pass") == 0)
+        return pass_main(argv[2], argc > 3 ? (size_t)atol(argv[3]) : 1000,
+                         argc > 4 ? atoi(argv[4]) : 3, argc > 5 ? atoi(argv[5]) : 0);
     size_t n = argc > 1 ? (size_t)atol(argv[1]) : 250;
     bench_case cases[] = {
         {"LeNet conv1 1x28x28 -> 20 5x5 same", shape(n, 1, 28, 28, 20, 5, 1, true)},

@@ -1,4 +1,4 @@
-/* gemm_bench.c: GFLOP/s of lca_sgemm per micro-kernel (portable, avx2-fma,
+/* gemm_bench.c: GFLOP/s of lca_sgemm per micro-kernel (portable, avx2,
  * avx512) on the GEMM shapes of the evaluation pass (the 784-100-50-10 net
  * on chunks of 1000 examples, LeNet's im2col convolutions and fc1), at 1 and
  * 2 threads, against the peer measured in the same run: the FMA peak of one
@@ -10,7 +10,7 @@
  *       -c tools/bench/gemm_bench.c -o build/gemm_bench.o
  *   clang build/gemm_bench.o build/liblca.a $(make -s ldlibs) -o build/gemm_bench
  *   ./build/gemm_bench [kernel ...] [--rounds N]
- *       kernels: portable, avx2-fma, avx512 (default: every one this CPU runs)
+ *       kernels: portable, avx2, avx512 (default: every one this CPU runs)
  *
  * On a shared
  * machine the numbers move by 10-40% from run to run: each cell is the best
@@ -104,7 +104,7 @@ static const bench_shape shapes[] = {
     {false, true, 1000, 400, 1960, "LeNet fc1 forward"},
 };
 
-static const char *const kernel_names[] = {"portable", "avx2-fma", "avx512"};
+static const char *const kernel_names[] = {"portable", "avx2", "avx512"};
 enum { KERNELS = 3 };
 
 /* Best-of GFLOP/s over at least 7 calls filling about `budget` seconds:

@@ -1,0 +1,293 @@
+import Foundation
+
+/// The figures of `lca report` / `lca plot`, numbered as in the issue.
+public enum ReportFigure: String, CaseIterable, Sendable {
+    case conservation, cumulative, totals, helping
+    case iterationsHelped = "iterations-helped"
+    case lcaHistogram = "lca-histogram"
+    case heatmap, units
+    case synchronisation
+    case top
+
+    public var number: Int {
+        switch self {
+        case .conservation: 1
+        case .cumulative: 2
+        case .totals: 3
+        case .helping: 4
+        case .iterationsHelped: 5
+        case .lcaHistogram: 6
+        case .heatmap, .units: 7
+        case .synchronisation: 8
+        case .top: 9
+        }
+    }
+
+    public var title: String {
+        switch self {
+        case .conservation: "Evaluation loss vs L₀ + Σ LCA, and the residual"
+        case .cumulative: "Cumulative LCA per tensor"
+        case .totals: "Total LCA per tensor"
+        case .helping: "Share of parameters helping per iteration"
+        case .iterationsHelped: "Iterations helped, per parameter"
+        case .lcaHistogram: "Distribution of per-parameter LCA"
+        case .heatmap: "Per-iteration LCA, tensors × iterations"
+        case .units: "Per-iteration LCA, units × iterations"
+        case .synchronisation: "Synchronisation of learning peaks"
+        case .top: "Most helping and most hurting parameters"
+        }
+    }
+}
+
+/// Builds the figures and the self-contained HTML page of a run from its
+/// `ReportData` (and, for a run folder, its `RunTotals`).
+public struct ReportBuilder {
+    public let data: ReportData
+    public let totals: RunTotals?
+    /// Scale each heat-map row to its own largest |LCA|.
+    public var perRowScaling = false
+
+    public init(data: ReportData, totals: RunTotals?, perRowScaling: Bool = false) {
+        self.data = data
+        self.totals = totals
+        self.perRowScaling = perRowScaling
+    }
+
+    var names: [String] { data.header.tensors.map(\.name) }
+    func color(_ i: Int) -> String { SVGPlot.palette[i % SVGPlot.palette.count] }
+
+    /// Why a figure cannot be drawn from this input (nil: it can).
+    public func unavailable(_ figure: ReportFigure) -> String? {
+        switch figure {
+        case .lcaHistogram: return "needs log version 2 (a per-tensor histogram of |LCA| by sign in every record); this log is version \(data.header.version)"
+        case .synchronisation: return "not yet: the peak-synchronisation statistic comes with a later change"
+        case .iterationsHelped, .top:
+            return totals == nil ? "needs the run folder's per-parameter totals (lca-total.safetensors, lca-helped.safetensors): give the run folder instead of the log alone" : nil
+        case .units: return data.header.units?.isEmpty ?? true ? "the log has no per-unit fields (train with --units)" : nil
+        default: return data.records == 0 ? "the log has no records" : nil
+        }
+    }
+
+    /// The figure alone as SVG (a placeholder saying why when unavailable).
+    public func svg(_ figure: ReportFigure, width: Int = 900, height: Int? = nil) -> String {
+        let h = height ?? defaultHeight(figure)
+        if let why = unavailable(figure) { return SVGPlot.note(title: "\(figure.number). \(figure.title)", text: why, width: width, height: min(h, 120)) }
+        let t = "\(figure.number). \(figure.title)"
+        switch figure {
+        case .conservation:
+            let top = SVGPlot.lines(title: t, series: [
+                .init(name: "evaluation loss L(θ_t)", color: "#000000", envelope: data.evalLoss),
+                .init(name: "L₀ + Σ LCA", color: "#d62728", envelope: data.rebuiltLoss, dashed: true)],
+                width: width, height: h * 6 / 10, yLabel: "loss (nats)")
+            let th = data.threshold
+            let bottom = SVGPlot.lines(title: "residual per iteration (band: ± threshold \(SVGPlot.label(th)))", series: [
+                .init(name: "residual = ΔL − Σ LCA", color: "#1f77b4", envelope: data.residual)],
+                width: width, height: h - h * 6 / 10, yLabel: "nats", band: th > 0 ? (-th, th) : nil, marks: [0])
+            return stack([top, bottom], width: width, heights: [h * 6 / 10, h - h * 6 / 10])
+        case .cumulative:
+            var series = data.cumulative.enumerated().map { SVGPlot.Series(name: names[$0.offset], color: color($0.offset), envelope: $0.element) }
+            series += data.validationCumulative.enumerated().map { SVGPlot.Series(name: names[$0.offset] + " (validation)", color: color($0.offset), envelope: $0.element, dashed: true) }
+            return SVGPlot.lines(title: t, series: series, width: width, height: h, yLabel: "Σ LCA (nats)", marks: [0])
+        case .totals:
+            let perParameter = data.totals.enumerated().map { $0.element / Double(max(1, data.header.tensors[$0.offset].count)) }
+            // Hook: with a record field for the helping part (log version 2),
+            // pass split: [(helping, hurting)] to draw the two parts.
+            let a = SVGPlot.bars(title: t + " (net; raw)", labels: names, values: data.totals, width: width, height: h / 2, xLabel: "Σ LCA (nats); negative = helped")
+            let b = SVGPlot.bars(title: "per parameter (net)", labels: names, values: perParameter, width: width, height: h - h / 2, xLabel: "Σ LCA / parameters (nats)")
+            return stack([a, b], width: width, heights: [h / 2, h - h / 2])
+        case .helping:
+            let n = names.count
+            func rows(_ e: [Envelope]) -> [SVGPlot.Series] {
+                e.enumerated().map { SVGPlot.Series(name: $0.offset == n ? "overall" : names[$0.offset], color: $0.offset == n ? "#000000" : color($0.offset), envelope: $0.element) }
+            }
+            let hh = h / 3
+            let a = SVGPlot.lines(title: t + ": of all parameters", series: rows(data.shareAll), width: width, height: hh, yLabel: "helped / all", marks: [0.5], yRange: (0, 1))
+            let b = SVGPlot.lines(title: "of the non-zero ones: helped / (helped + hurt)", series: rows(data.shareNonZero), width: width, height: hh, yLabel: "helped / non-zero", marks: [0.5], yRange: (0, 1))
+            let c = SVGPlot.lines(title: "share with LCA exactly zero", series: rows(data.shareZero), width: width, height: h - 2 * hh, yLabel: "zero / all", yRange: (0, 1))
+            return stack([a, b, c], width: width, heights: [hh, hh, h - 2 * hh])
+        case .iterationsHelped:
+            let r = totals!
+            return SVGPlot.histogram(title: t + " (\(r.parameters) parameters, \(r.iterations) iterations)", counts: r.histogram, binWidth: r.binWidth, width: width, height: h, xLabel: "iterations in which the parameter helped (LCA < 0), bins of \(r.binWidth)")
+        case .heatmap:
+            return SVGPlot.heatMap(title: t, rows: Array(zip(names, data.perIteration)), columns: 300, width: width, height: h, perRow: perRowScaling)
+        case .units:
+            let groups = data.header.units ?? []
+            let heights = groups.map { _ in h / max(1, groups.count) }
+            let maps = groups.map { g in
+                SVGPlot.heatMap(title: "\(t): \(g.group) (\(g.units) units)", rows: (0..<g.units).map { ("\(g.group)[\($0)]", data.units[g.offset + $0]) },
+                                columns: 200, width: width, height: h / max(1, groups.count), perRow: perRowScaling)
+            }
+            return stack(maps, width: width, heights: heights)
+        case .top:
+            let r = totals!
+            let rows = r.mostHelping.count + r.mostHurting.count + 3
+            var s = SVGPlot.note(title: t, text: "", width: width, height: 40 + rows * 16).replacingOccurrences(of: "</svg>", with: "")
+            var y = 44
+            func line(_ text: String, bold: Bool = false) {
+                s += "<text x=\"20\" y=\"\(y)\" font-size=\"12\" font-family=\"monospace\"\(bold ? " font-weight=\"bold\"" : "")>\(SVGPlot.esc(text))</text>"
+                y += 16
+            }
+            line("most helping (Σ LCA < 0)", bold: true)
+            if r.mostHelping.isEmpty { line("(none)") }
+            for p in r.mostHelping { line(String(format: "%@ %@  %+.6e", p.tensor, "[" + p.index.map(String.init).joined(separator: ", ") + "]", p.total)) }
+            line("most hurting (Σ LCA > 0)", bold: true)
+            if r.mostHurting.isEmpty { line("(none: no parameter's total is above zero)") }
+            for p in r.mostHurting { line(String(format: "%@ %@  %+.6e", p.tensor, "[" + p.index.map(String.init).joined(separator: ", ") + "]", p.total)) }
+            return s + "</svg>"
+        case .lcaHistogram, .synchronisation:
+            return ""
+        }
+    }
+
+    func defaultHeight(_ figure: ReportFigure) -> Int {
+        switch figure {
+        case .conservation: 520
+        case .helping: 720
+        case .totals: max(300, 120 + 2 * 24 * names.count)
+        case .heatmap: max(160, 80 + 18 * names.count)
+        case .units: max(200, (data.header.units ?? []).reduce(0) { $0 + 70 + min(400, 3 * $1.units) })
+        case .top: 40 + 16 * (3 + (totals.map { $0.mostHelping.count + $0.mostHurting.count } ?? 0))
+        default: 360
+        }
+    }
+
+    func stack(_ parts: [String], width: Int, heights: [Int]) -> String {
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(heights.reduce(0, +))\" viewBox=\"0 0 \(width) \(heights.reduce(0, +))\">"
+        var y = 0
+        for (p, h) in zip(parts, heights) {
+            s += p.replacingOccurrences(of: "<svg xmlns=\"http://www.w3.org/2000/svg\"", with: "<svg y=\"\(y)\"", options: .anchored)
+            y += h
+        }
+        return s + "</svg>"
+    }
+
+    /// The numbers a figure plots, as JSON-ready values (the page embeds
+    /// them; the tests compare them with the log).
+    public func figureData(_ figure: ReportFigure, columns: Int = 836) -> [String: Any] {
+        let x0 = data.firstIteration, x1 = max(data.lastIteration, data.firstIteration + 1)
+        func cols(_ e: Envelope) -> [[Double]] { e.columns(columns, xMin: x0, xMax: x1).map { [$0.x0, $0.x1, $0.min, $0.max, $0.last] } }
+        var d: [String: Any] = ["figure": figure.rawValue, "number": figure.number]
+        if let why = unavailable(figure) { d["unavailable"] = why; return d }
+        switch figure {
+        case .conservation:
+            d["initial_loss"] = data.initialLoss ?? 0
+            d["final_loss"] = data.finalLoss ?? 0
+            d["lca_sum"] = data.lcaSum
+            d["conservation_error"] = data.conservationError ?? 0
+            d["threshold"] = data.threshold
+            d["series"] = ["eval_loss": cols(data.evalLoss), "rebuilt_loss": cols(data.rebuiltLoss), "residual": cols(data.residual)]
+        case .cumulative:
+            d["series"] = Dictionary(uniqueKeysWithValues: zip(names, data.cumulative.map(cols)))
+            if !data.validationCumulative.isEmpty { d["validation"] = Dictionary(uniqueKeysWithValues: zip(names, data.validationCumulative.map(cols))) }
+        case .totals:
+            d["tensors"] = names
+            d["total"] = data.totals
+            d["per_parameter"] = data.totals.enumerated().map { $0.element / Double(max(1, data.header.tensors[$0.offset].count)) }
+            d["helping_part"] = "needs log version 2"
+        case .helping:
+            let keys = names + ["overall"]
+            d["all"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareAll.map(cols)))
+            d["non_zero"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareNonZero.map(cols)))
+            d["zero"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareZero.map(cols)))
+        case .iterationsHelped:
+            d["histogram"] = totals!.histogram
+            d["bin_width"] = totals!.binWidth
+        case .heatmap:
+            d["rows"] = Dictionary(uniqueKeysWithValues: zip(names, data.perIteration.map(cols)))
+        case .units:
+            d["groups"] = (data.header.units ?? []).map { g in ["group": g.group, "units": g.units] as [String: Any] }
+            d["extreme"] = data.units.map { $0.buckets.map(\.extreme) }
+        case .top:
+            func rows(_ ps: [RunTotals.Parameter]) -> [[String: Any]] { ps.map { ["tensor": $0.tensor, "index": $0.index, "total": $0.total] } }
+            d["most_helping"] = rows(totals!.mostHelping)
+            d["most_hurting"] = rows(totals!.mostHurting)
+        case .lcaHistogram, .synchronisation: break
+        }
+        return d
+    }
+
+    /// JSON text of `value` (dictionaries with sorted keys, arrays, strings,
+    /// numbers) with doubles in the shortest text that reads back to the
+    /// same bits, infinities and NaN as "inf", "-inf", "nan" (JSONFormat's
+    /// convention); "</" escaped so that the text can sit in a script block.
+    static func json(_ value: Any) -> String {
+        var out = ""
+        func write(_ v: Any) {
+            switch v {
+            case let d as [String: Any]:
+                out += "{"
+                for (i, k) in d.keys.sorted().enumerated() {
+                    if i > 0 { out += "," }
+                    write(k); out += ":"; write(d[k]!)
+                }
+                out += "}"
+            case let a as [Any]:
+                out += "["
+                for (i, x) in a.enumerated() { if i > 0 { out += "," }; write(x) }
+                out += "]"
+            case let s as String:
+                out += "\""
+                for u in s.unicodeScalars {
+                    switch u {
+                    case "\"": out += "\\\""
+                    case "\\": out += "\\\\"
+                    case "/": out += "\\/"
+                    case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+                    default: out.unicodeScalars.append(u)
+                    }
+                }
+                out += "\""
+            case let b as Bool: out += b ? "true" : "false"
+            case let i as Int: out += String(i)
+            case let d as Double:
+                out += d.isNaN ? "\"nan\"" : d.isInfinite ? (d > 0 ? "\"inf\"" : "\"-inf\"") : "\(d)"
+            default: out += "null"
+            }
+        }
+        write(value)
+        return out
+    }
+
+    /// The whole page: one self-contained HTML file.
+    public func html(source: String) -> String {
+        let h = data.header
+        let esc = SVGPlot.esc
+        var page = """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><title>lca report: \(esc(source))</title>
+            <style>
+            body{font-family:sans-serif;max-width:960px;margin:1em auto;padding:0 1em;color:#222}
+            section.figure{margin:1.5em 0;padding:.5em;border:1px solid #ddd;border-radius:4px}
+            section.figure svg{display:block;max-width:100%;height:auto}
+            .missing{color:#777}
+            table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
+            p.note{font-size:90%;color:#555}
+            </style></head><body>
+            <h1>lca report</h1>
+            <table>
+            <tr><th>source</th><td>\(esc(source))</td></tr>
+            <tr><th>model</th><td>\(esc(h.model.spec)) (\(h.model.parameters) parameters, \(h.tensors.count) tensors, \(esc(h.model.loss)))</td></tr>
+            <tr><th>data</th><td>\(esc(h.data?.source ?? "?")): \(h.data?.training ?? 0) training, \(h.data?.validation ?? 0) validation, LCA on \(h.data?.evaluation ?? 0)</td></tr>
+            <tr><th>iterations</th><td>\(data.records) records (\(Int(data.firstIteration))–\(Int(data.lastIteration))), log version \(h.version)</td></tr>
+            <tr><th>conservation</th><td>L₀ = \(String(format: "%.6f", data.initialLoss ?? 0)), L_end = \(String(format: "%.6f", data.finalLoss ?? 0)), Σ LCA = \(String(format: "%+.6e", data.lcaSum)); whole-run conservation error (L_end − L₀) − Σ LCA = <b>\(String(format: "%+.3e", data.conservationError ?? 0))</b> (\(String(format: "%.3g", 100 * abs(data.conservationError ?? 0) / max(abs((data.finalLoss ?? 0) - (data.initialLoss ?? 0)), 1e-300)))% of the loss change); largest |residual| \(String(format: "%.3e", data.maxAbsResidual)), threshold \(SVGPlot.label(data.threshold)), \(data.residualsAboveThreshold) iteration(s) above it at the sub-interval cap</td></tr>
+            </table>
+            <p class="note">Long series are reduced to the plot's pixel width by a min/max envelope per pixel column (each column is drawn from the smallest to the largest value of the iterations it covers), so peaks are never lost. Heat-map cells show the value of largest magnitude in their column. Hover over a series, bar or bin for its name and value.</p>
+
+            """
+        for figure in ReportFigure.allCases {
+            let id = "fig-\(figure.rawValue)"
+            page += "<section class=\"figure\" id=\"\(id)\" data-figure=\"\(figure.rawValue)\">\n"
+            if let why = unavailable(figure) {
+                page += "<h2>\(figure.number). \(esc(figure.title))</h2><p class=\"missing\">Not shown: \(esc(why)).</p>\n"
+            } else {
+                page += svg(figure) + "\n"
+                if figure == .totals {
+                    page += "<p class=\"note\">Net bars only: the split into the helping and the hurting part needs a record field of log version 2.</p>\n"
+                }
+            }
+            page += "<script type=\"application/json\" class=\"figure-data\" id=\"data-\(figure.rawValue)\">\(Self.json(figureData(figure)))</script>\n</section>\n"
+        }
+        page += "</body></html>\n"
+        return page
+    }
+}
