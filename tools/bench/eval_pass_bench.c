@@ -1,16 +1,22 @@
 /* eval_pass_bench.c: the evaluation-set gradient pass of `lca train` alone,
  * timed and converted into GFLOP/s.
  *
- * The pass that LCA runs twice per iteration: the mean softmax cross-entropy
- * over the whole training split of Fashion-MNIST (55,000 examples after the
- * 5,000-example validation split of seed 1, as `lca train --validation 5000`)
- * and its gradient, in chunks of 1,000 examples (55 chunks), through
- * lca_evaluator, the integrator's own code: chunks side by side, one per
- * thread, each gathered from the uint8 pixels, forward and backward, and
- * added into a float64 sum in chunk order. A second figure, "kernels",
+ * The pass that LCA runs two to 32 times per iteration: the mean softmax
+ * cross-entropy over the evaluation set (by default the whole training
+ * split of Fashion-MNIST, 55,000 examples after the 5,000-example
+ * validation split of seed 1, as `lca train`) and its gradient, through
+ * lca_evaluator, the integrator's own code (CCore/integrator.c): the
+ * examples cut into fixed accumulation units (512 consecutive examples, or
+ * the batch-norm group for a net with batch norm), each unit's gradient
+ * summed in float32 in passes of at most CHUNK examples that continue each
+ * other, the units spread over the threads (each gathered from the uint8
+ * pixels, forward and backward) and added into the exact, order-independent
+ * accumulator (CCore/exact_sum.c), so the result has the same bytes at any
+ * chunk and thread count. "accumulation_unit" in the output is that unit,
+ * "chunk" the examples a worker holds at once. A second figure, "kernels",
  * times forward and backward alone (lca_model_loss_and_gradient) on chunks
  * gathered beforehand, one chunk at a time with the threads inside the
- * layers.
+ * layers, without the exact sums.
  *
  * GFLOP counts only the arithmetic the pass needs, for an MLP spec: forward
  * 2·Σ(in·out)·N, weight gradients 2·Σ(in·out)·N, input gradients for every
@@ -30,12 +36,14 @@
  *   ./build/bench/eval_pass_bench T R MODEL CHUNK [--data SRC] [--examples N]
  *       [--bn-group G] [--no-kernels]
  * SRC as `lca train --data` (default fashion-mnist); N = the first N examples
- * of the training split (0 = all of it); CHUNK 0 = the chunk lca resolves
- * from its default memory budget (what `lca train` uses); G = the batch-norm
+ * of the training split (0 = all of it); CHUNK 0 (the default) = the chunk
+ * lca resolves from its default memory budget (what `lca train` uses; any
+ * CHUNK is resolved as lca train resolves --eval-chunk: at most the unit,
+ * the unit's passes of equal size, "chunk" prints it); G = the batch-norm
  * group (default 250); --no-kernels skips the kernel-only variant. "gflop"
  * is printed for MLPs only (0 otherwise: run_bench.py counts conv nets with
  * tools/bench/flops.py). "kernel" is lca_gemm_kernel_name(), the kernel
- * family that ran (LCA_KERNEL=avx2 forces one where the core has it).
+ * family that ran (LCA_KERNEL=avx512|avx2|portable forces one, lca.h).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <lca.h>
@@ -76,7 +84,7 @@ int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     int repeats = argc > 2 ? atoi(argv[2]) : 5;
     const char *spec = argc > 3 ? argv[3] : "fc";
-    size_t chunk = argc > 4 ? (size_t)atol(argv[4]) : 1000;
+    size_t chunk = argc > 4 ? (size_t)atol(argv[4]) : 0;
     const char *source = "fashion-mnist";
     size_t examples = 0, bn_group = 250;
     int kernels = 1;
@@ -132,9 +140,9 @@ int main(int argc, char **argv) {
     config.bn_group = bn_group;
     lca_evaluator *evaluator;
     CHECK(lca_evaluator_new(&evaluator, model, data, training, count, &config));
-    if (chunk == 0) { /* what the evaluator resolved: read it back as lca train reports it */
-        chunk = lca_model_resolve_chunk(model, 0, config.bn_group, config.memory_budget);
-    }
+    /* the chunk the evaluator resolved (0 = from the memory budget; never
+     * above the unit), as lca train reports it */
+    chunk = lca_model_resolve_chunk(model, chunk, config.bn_group, config.memory_budget);
     size_t chunks = (count + chunk - 1) / chunk;
     if (kernels) CHECK(lca_model_reserve(model, chunk));
     float *gradient = malloc(k * sizeof *gradient);
@@ -171,13 +179,13 @@ int main(int argc, char **argv) {
     const char *kernel_family = lca_gemm_kernel_name();
     double pass_median = median(pass, repeats), kernel_median = median(kernel, repeats);
     printf("{\"model\": \"%s\", \"threads\": %d, \"backend\": \"%s\", \"kernel\": \"%s\", \"examples\": %zu, "
-           "\"data\": \"%s\", \"bn_group\": %zu, \"chunk\": %zu, \"chunks\": %zu, \"gflop\": %.4f, \"repeats\": %d, \"loss\": %.6f, "
+           "\"data\": \"%s\", \"bn_group\": %zu, \"accumulation_unit\": %zu, \"chunk\": %zu, \"chunks\": %zu, \"gflop\": %.4f, \"repeats\": %d, \"loss\": %.6f, "
            "\"pass_best_s\": %.5f, \"pass_median_s\": %.5f, "
            "\"pass_gflops_best\": %.2f, \"pass_gflops_median\": %.2f, "
            "\"kernel_best_s\": %.5f, \"kernel_median_s\": %.5f, "
            "\"kernel_gflops_best\": %.2f, \"kernel_gflops_median\": %.2f}\n",
            lca_model_spec(model), lca_threads(), lca_thread_backend(), kernel_family, count,
-           source, bn_group, chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
+           source, bn_group, lca_model_accumulation_unit(model, bn_group), chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
            gflop / pass_median, kernel_best, kernel_median,
            kernel_best > 0 ? gflop / kernel_best : 0.0, kernel_median > 0 ? gflop / kernel_median : 0.0);
     free(pass); free(kernel); free(all_x); free(all_labels);

@@ -4,7 +4,8 @@
 verdicts (a target is never met by rounding or lowered), the kernel checks
 ("not yet forced" when LCA_KERNEL did not take effect), the ceiling rule
 (never below T × the 1-thread figure), PyTorch's best row across rounds,
-and the report's targets table on made-up measurements.
+and the report's targets table on made-up measurements, and that the page keeps
+everything outside its generated block.
 
     python3 tools/bench/test_bench.py      # exit 0 when every check passes
 
@@ -94,6 +95,16 @@ def test_rounds_and_report():
                                   fc_iterations=1, small_budget="64M", cifar_records=1,
                                   resnet_lca_examples=1, resnet_iterations=1)
     results["machine"] = {}
+
+    def lca_run(rss, log_sha, records_sha, chunk):
+        return {"kernel": "avx512", "peak_rss": rss, "evaluation": 1000, "eval_chunk": chunk,
+                "accumulation_unit": 250, "core_memory": rss // 2, "seconds_per_iteration": 1.0,
+                "passes": 3, "log_sha": log_sha, "records_sha": records_sha, "loop_seconds": 1.0,
+                "process_seconds": 2.0, "load": "0 0 0", "others": 0.0}
+    torch_run = dict(lca_run(1000 * 2**20, "", "", 250), format="channels_last")
+    results["resnet_memory"] = {"lca_default": lca_run(300 * 2**20, "a" * 64, "b" * 64, 250),
+                                "lca_budget": lca_run(100 * 2**20, "a" * 64, "b" * 64, 250),
+                                "torch": torch_run}
     import datetime
     now = datetime.datetime(2026, 1, 1)
     report = rb.write_report(rargs, results, "0 0 0", "0 0 0", now, now, None)
@@ -102,10 +113,36 @@ def test_rounds_and_report():
     check("**missed** by 1.58× (need ≥ 2×, got 1.27×)" in report, "AVX2 speed missed by 1.58×")
     check("68% (271.1 of 400.0 GFLOP/s) | **met** (68%)" in report, "AVX-512 ceiling share")
     check("77% (162.7 of 210.0 GFLOP/s) | **met** (77%)" in report, "AVX2 ceiling share")
+    check("| 0.30× (300 MB vs 1000 MB) | **met** (0.30×) |" in report, "memory 0.3× exactly is met")
+    check("whole log identical" in report and "| **met** |" in report, "same log bytes at 64M")
+    results["resnet_memory"]["lca_budget"]["log_sha"] = "c" * 64
+    report = rb.write_report(rargs, results, "0 0 0", "0 0 0", now, now, None)
+    check("records identical, header differs" in report and "| **missed** |" in report,
+          "a header that differs misses the same-bytes target")
+
+
+def test_page():
+    new = rb.splice(None, "block 1\n")
+    check(new.startswith("# Performance") and "<!-- bench:begin -->\nblock 1\n<!-- bench:end -->\n" in new,
+          "a new page: title, note, block")
+    page = new + "\n## Memory (by hand)\n\nkept\n"
+    again = rb.splice(page, "block 2")
+    check(again == page.replace("block 1", "block 2"), "only the block is replaced, hand-written text kept")
+    check(rb.splice(again, "block 2") == again, "replacing with the same block changes nothing")
+    for bad in ("# no markers\n", "<!-- bench:end -->\n<!-- bench:begin -->\n",
+                "<!-- bench:begin -->\n<!-- bench:end -->\n<!-- bench:begin -->\n<!-- bench:end -->\n"):
+        try:
+            rb.splice(bad, "x")
+            check(False, f"refused: {bad!r}")
+        except ValueError:
+            pass
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "performance.md")) as f:
+        text = f.read()
+    check(text.count(rb.BEGIN) == 1 and text.count(rb.END) == 1, "docs/performance.md has one generated block")
 
 
 def main():
-    for test in (test_flops, test_verdicts, test_kernels, test_rounds_and_report):
+    for test in (test_flops, test_verdicts, test_kernels, test_rounds_and_report, test_page):
         test()
     if failures:
         print(f"test_bench: {len(failures)} check(s) failed")
