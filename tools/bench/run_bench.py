@@ -108,14 +108,26 @@ def busy_cores(seconds=1.0):
 WAIT_IDLE = {"seconds": 60.0, "max_busy": 0.3}
 
 
+# where the run's time goes: seconds inside the measured programs per stage,
+# and seconds spent waiting for a quiet machine (reported, and what the
+# duration of a full run on a quiet machine is estimated from)
+SPENT = {"stage": "other", "measuring": {}, "waiting": 0.0}
+
+
+def stage(name):
+    SPENT["stage"] = name
+
+
 def wait_for_quiet():
     """Before a measurement: wait (up to WAIT_IDLE seconds) until other processes
     keep fewer than max_busy cores busy, so that fewer runs are disturbed.
     Returns the busy cores seen last."""
-    deadline = time.monotonic() + WAIT_IDLE["seconds"]
+    started = time.monotonic()
+    deadline = started + WAIT_IDLE["seconds"]
     while True:
         busy = busy_cores(1.0)
         if busy <= WAIT_IDLE["max_busy"] or time.monotonic() >= deadline:
+            SPENT["waiting"] += time.monotonic() - started
             return busy
 
 
@@ -175,6 +187,7 @@ def time_v(command, env=None):
     for part in elapsed.group(1).split(":"):
         seconds = seconds * 60 + float(part)
     others = max(0.0, (b1 - b0) - user - system) / seconds if seconds > 0 else 0.0
+    SPENT["measuring"][SPENT["stage"]] = SPENT["measuring"].get(SPENT["stage"], 0.0) + seconds
     return result.stdout, int(rss.group(1)) * 1024, seconds, others
 
 
@@ -371,18 +384,22 @@ def pass_round(args, results, workdir):
            "lca": {}, "sweep": {}, "peer": {}, "fma": {}}
     for t in sorted(set(args.threads) | {1}):  # 1 thread always: T × it bounds a disturbed T-thread run
         log(f"round {len(results['rounds']) + 1}, {t} threads: FMA ceiling")
+        stage("FMA ceilings")
         row["fma"][t] = fma_peak(t, args.pass_repeats)
     for t in args.threads:
         for model in args.models:
+            stage(f"lca {model} passes")
             for label, kernel in KERNELS:
                 r = lca_pass(args, model, t, kernel)
                 row["lca"].setdefault(model, {}).setdefault(t, {})[label] = r
                 log(f"  lca {model} ({label}: {r['kernel']}) {r['pass_best_s']:.3f} s, "
                     f"{r['gflops_best']:.1f} GFLOP/s")
+            stage(f"PyTorch {model} sweep")
             sw = torch_sweep(args, model, t, workdir)
             row["sweep"].setdefault(model, {})[t] = sw
             b = sw["best"]
             log(f"  PyTorch {model} best: chunk {b['chunk']} {b['format']} {b['best_s']:.3f} s")
+            stage(f"{model} products alone")
             peer = product_peer(args, model, t, b["chunk"])
             row["peer"].setdefault(model, {})[t] = peer
             log(f"  {peer['library']} {peer['gflops_best']:.1f} GFLOP/s")
@@ -553,6 +570,14 @@ def write_report(args, results, started_load, finished_load, started, finished, 
     add(f"- Software: torch {results.get('torch_version', '?')} (oneDNN), numpy "
         f"{results.get('numpy_version', '?')} with {results.get('openblas', '?')}, lca built with "
         "`swift build -c release` (`lca train`) and `make` (`liblca.a` for the pass bench)")
+    spent = results.get("spent")
+    if spent:
+        measuring = sum(spent["measuring"].values())
+        add(f"- Time: {spent['total'] / 60:.1f} min in all, {measuring / 60:.1f} min inside the measured "
+            f"programs (" + ", ".join(f"{n} {v / 60:.1f}" for n, v in
+                                     sorted(spent["measuring"].items(), key=lambda kv: -kv[1])) +
+            f"), {spent['waiting'] / 60:.1f} min waiting for a quiet machine, the rest building and "
+            "generating data")
     add(f"- Load average (1, 5, 15 min) before: {started_load}; after: {finished_load} "
         "(the machine may be shared: other processes' load is recorded per measurement as 'others')")
     add(f"- Threads: {', '.join(map(str, args.threads))}; targets at {t_hi}. Passes, sweeps, product "
@@ -561,7 +586,7 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         f"{args.fc_repeats}× interleaved (lca default kernel, lca AVX2, PyTorch), **medians** (min "
         f"in brackets). Before each measurement the script waits (up to {args.wait_idle:.0f} s) "
         f"until other processes keep at most {args.max_busy} cores busy.")
-    add(f"- Kernels: every lca measurement twice, with the default kernel and with "
+    add(f"- Kernels: every lca pass and FC end-to-end measurement twice, with the default kernel and with "
         "`LCA_KERNEL=avx2`; the kernel that ran is read back (the pass bench prints "
         "`lca_gemm_kernel_name()`, `lca train` names it in summary.txt). A row whose request did not "
         "take effect says **not yet forced** and its target is not judged.\n")
@@ -886,9 +911,10 @@ def main():
                     help="smoke run: 1 round, 2 repeats, chunks 250,1000,all, FC 2 iterations once, "
                          "LeNet 1,000 and ResNet-20 500 examples, no perf (writes nothing unless -o)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release build")
-    ap.add_argument("--wait-idle", type=float, default=30.0,
+    ap.add_argument("--wait-idle", type=float, default=None,
                     help="before each measurement, wait up to this many seconds for other processes "
-                         "to keep at most --max-busy cores busy (0 = do not wait)")
+                         "to keep at most --max-busy cores busy (0 = do not wait; default 30, 5 "
+                         "with --quick)")
     ap.add_argument("--max-busy", type=float, default=0.3)
     ap.add_argument("--build-attempts", type=int, default=3)
     ap.add_argument("--report-only", metavar="RESULTS_JSON",
@@ -905,6 +931,8 @@ def main():
         args.lenet_examples, args.resnet_examples, args.resnet_lca_examples = 1000, 500, 500
         args.cifar_records = 1000
         args.no_perf = True
+    if args.wait_idle is None:
+        args.wait_idle = 5.0 if args.quick else 30.0
     WAIT_IDLE.update(seconds=args.wait_idle, max_busy=args.max_busy)
     output = args.output or (None if args.quick else os.path.join(ROOT, "docs", "performance.md"))
     if not os.path.exists("/usr/bin/time") and os.geteuid() == 0 and shutil.which("apt-get"):
@@ -958,6 +986,7 @@ def main():
             fc_chunk = results["best"]["sweep"]["fc"][max(args.threads)]["best"]["chunk"] \
                 if "fc" in results["best"]["sweep"] else 2500
             fc = {"lca": {label: [] for label, _ in KERNELS}, "torch": []}
+            stage("FC end to end")
             for rep in range(args.fc_repeats):
                 init = None
                 for label, kernel in KERNELS:
@@ -972,6 +1001,7 @@ def main():
                 log(f"  {r['seconds_per_iteration']:.3f} s/iteration")
             results["fc_e2e"] = fc
             log(f"ResNet-20 LCA on {args.resnet_lca_examples} images: lca at the default budget")
+            stage("ResNet-20 memory")
             mem = {"lca_default": run_lca_train(args, "resnet20", args.resnet_iterations, workdir, "default")}
             log(f"  {mem['lca_default']['peak_rss'] / 2**20:.0f} MB; lca --memory-budget {args.small_budget}")
             mem["lca_budget"] = run_lca_train(args, "resnet20", args.resnet_iterations, workdir, "budget",
@@ -1001,6 +1031,12 @@ def main():
     finished = datetime.datetime.now(datetime.timezone.utc)
     finished_load = loadavg()
     log(f"load average {finished_load}")
+    results["spent"] = {"measuring": dict(SPENT["measuring"]), "waiting": SPENT["waiting"],
+                        "total": (finished - started).total_seconds()}
+    for name, seconds in sorted(SPENT["measuring"].items(), key=lambda kv: -kv[1]):
+        log(f"  {seconds:7.1f} s  {name}")
+    log(f"  {sum(SPENT['measuring'].values()):7.1f} s measuring, {SPENT['waiting']:.1f} s waiting for "
+        f"quiet, {(finished - started).total_seconds():.1f} s in all")
     with open(os.path.join(BUILD, "results.json"), "w") as f:
         json.dump({"command_line": args.command_line, "args": {k: getattr(args, k) for k in SAVED_ARGS},
                    "started": started.isoformat(), "finished": finished.isoformat(),
