@@ -37,7 +37,15 @@ What it measures, at each thread count (default 2, the issue's):
 Pass measurements go in rounds (--rounds); each figure is the best run of all
 rounds (the least disturbed on a shared machine), the end-to-end FC runs are
 interleaved and their medians reported. Other processes' load is recorded
-beside every measurement.
+beside every measurement, and the time spent per stage.
+
+Duration: the defaults (2 rounds, 5 runs per pass, 2 timed passes per
+PyTorch configuration after a warm-up) are chosen to take about 16 minutes on
+a quiet 2-core machine, about 10 of them in the two rounds, most of it
+PyTorch's LeNet and ResNet-20 sweeps (estimated from the per-stage times; a
+loaded machine takes longer, and the script waits up to --wait-idle seconds
+for quiet before each measurement). --rounds 3 --sweep-repeats 3 gives
+steadier figures in about 23 minutes.
 """
 
 import argparse
@@ -890,11 +898,12 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="2", help="thread counts, e.g. 1,2 (default 2; targets at the highest)")
     ap.add_argument("--models", default="fc,lenet,resnet20", help="passes of these models")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the pass measurements (best of all)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the pass measurements (best of all)")
     ap.add_argument("--pass-repeats", type=int, default=5, help="runs of each pass / peer / ceiling per round")
     ap.add_argument("--sweep-chunks", default="250,500,1000,2500,5000,11000,all",
                     help="PyTorch's evaluation chunks ('all' = the whole set)")
-    ap.add_argument("--sweep-repeats", type=int, default=3)
+    ap.add_argument("--sweep-repeats", type=int, default=2,
+                    help="timed passes per PyTorch configuration and round, after a warm-up pass")
     ap.add_argument("--fc-repeats", type=int, default=5, help="end-to-end FC runs (median)")
     ap.add_argument("--fc-iterations", type=int, default=20)
     ap.add_argument("--fc-examples", type=int, default=55000, help="FC pass: examples (the training split)")
