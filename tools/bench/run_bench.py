@@ -39,13 +39,16 @@ rounds (the least disturbed on a shared machine), the end-to-end FC runs are
 interleaved and their medians reported. Other processes' load is recorded
 beside every measurement, and the time spent per stage.
 
-Duration: the defaults (2 rounds, 5 runs per pass, 2 timed passes per
-PyTorch configuration after a warm-up) are chosen to take about 16 minutes on
-a quiet 2-core machine, about 10 of them in the two rounds, most of it
-PyTorch's LeNet and ResNet-20 sweeps (estimated from the per-stage times; a
-loaded machine takes longer, and the script waits up to --wait-idle seconds
-for quiet before each measurement). --rounds 3 --sweep-repeats 3 gives
-steadier figures in about 23 minutes.
+Duration: the defaults are chosen to take about 15 minutes (an estimate:
+14-18) on a quiet 2-core machine: 2 rounds, 5 runs per lca pass, 2 timed
+passes per PyTorch configuration after a warm-up, the second round
+re-measuring only PyTorch's configurations within 1.5x of its fastest
+(--resweep-within; 0 = all), 3 rounds per layer in the product peers, 3
+interleaved end-to-end FC runs. Most of it is PyTorch's LeNet and ResNet-20
+sweeps. The log and the report give the time spent per stage; a loaded
+machine takes longer, and the script waits up to --wait-idle seconds for
+quiet before each measurement. --rounds 3 --sweep-repeats 3
+--resweep-within 0 --fc-repeats 5 gives steadier figures in about 30 minutes.
 """
 
 import argparse
@@ -329,12 +332,30 @@ def lca_pass(args, model, threads, kernel):
                 kernel_asked=kernel, command=command)
 
 
-def torch_sweep(args, model, threads, workdir):
+def contenders(rounds, model, threads, within):
+    """The configurations of PyTorch's sweep worth measuring again: those
+    whose best so far is within `within` × the fastest of any configuration
+    (None = all of them: no round yet, or within 0)."""
+    if not rounds or not within:
+        return None
+    best = {}
+    for r in rounds:
+        for row in r["sweep"][model][threads]["rows"]:
+            if "best_s" in row:
+                key = (row["chunk"], row["format"])
+                best[key] = min(best.get(key, row["best_s"]), row["best_s"])
+    fastest = min(best.values())
+    return sorted(key for key, s in best.items() if s <= within * fastest)
+
+
+def torch_sweep(args, model, threads, workdir, only=None):
     data, examples = pass_sets(args)[model]
     out = os.path.join(workdir, f"sweep-{model}-{threads}.json")
     command = [PYTHON, os.path.join(BENCH, "torch_lca.py"), "--model", model, "--threads", str(threads),
                "--sweep-chunks", args.sweep_chunks, "--sweep-repeats", str(args.sweep_repeats),
                "--json", out, "--quiet"]
+    if only:
+        command += ["--sweep-only", ",".join(f"{c}:{f}" for c, f in only)]
     if model == "resnet20":
         command += ["--data", data, "--lca-subset", str(examples)]
     else:
@@ -362,7 +383,7 @@ def product_peer(args, model, threads, chunk):
         env.pop("OPENBLAS_CORETYPE", None)  # for this measurement only: see .library/env README
         env.pop("OPENBLAS_L2_SIZE", None)
         command = [PYTHON, os.path.join(BENCH, "numpy_sgemm.py"), "--threads", str(threads),
-                   "--repeats", str(args.pass_repeats), "--examples", str(examples), "--chunk", str(chunk)]
+                   "--repeats", str(args.peer_repeats), "--examples", str(examples), "--chunk", str(chunk)]
         stdout, _, _, others = time_v(command, env=env)
         r = json.loads(stdout)
         arch = r["blas"][0]["architecture"] if r["blas"] else "?"
@@ -370,7 +391,7 @@ def product_peer(args, model, threads, chunk):
                 "seconds": r["best_s"], "chunk": chunk, "others": others, "raw": r}
     command = [PYTHON, os.path.join(BENCH, "torch_conv_shapes.py"), "--model", model, "--examples",
                str(examples), "--chunk", str(chunk), "--threads", str(threads),
-               "--repeats", str(args.pass_repeats)]
+               "--repeats", str(args.peer_repeats)]
     stdout, _, _, others = time_v(command, env=torch_env(threads))
     r = json.loads(stdout)
     return {"library": f"oneDNN via torch ({r['best_format']})", "gflops_best": r["best_gflops"],
@@ -403,7 +424,9 @@ def pass_round(args, results, workdir):
                 log(f"  lca {model} ({label}: {r['kernel']}) {r['pass_best_s']:.3f} s, "
                     f"{r['gflops_best']:.1f} GFLOP/s")
             stage(f"PyTorch {model} sweep")
-            sw = torch_sweep(args, model, t, workdir)
+            only = contenders(results["rounds"], model, t, args.resweep_within)
+            sw = torch_sweep(args, model, t, workdir, only)
+            sw["only"] = only
             row["sweep"].setdefault(model, {})[t] = sw
             b = sw["best"]
             log(f"  PyTorch {model} best: chunk {b['chunk']} {b['format']} {b['best_s']:.3f} s")
@@ -444,14 +467,17 @@ def best_of_rounds(results, args):
                 out["lca"].setdefault(model, {}).setdefault(t, {})[label] = dict(
                     best, others=max(x["others"] for x in runs), rounds=[x["pass_best_s"] for x in runs])
             sweeps = [r["sweep"][model][t] for r in rounds]
-            rows = {}
+            rows, counts = {}, {}
             for sw in sweeps:
                 for row in sw["rows"]:
                     key = (row["chunk"], row["format"])
                     if "best_s" not in row:
                         rows.setdefault(key, row)
-                    elif key not in rows or "best_s" not in rows[key] or row["best_s"] < rows[key]["best_s"]:
+                        continue
+                    counts[key] = counts.get(key, 0) + 1
+                    if key not in rows or "best_s" not in rows[key] or row["best_s"] < rows[key]["best_s"]:
                         rows[key] = row
+            rows = {k: dict(r, rounds_measured=counts[k]) if k in counts else r for k, r in rows.items()}
             measured = [r for r in rows.values() if "best_s" in r]
             best = min(measured, key=lambda r: r["best_s"])
             out["sweep"].setdefault(model, {})[t] = dict(
@@ -590,7 +616,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         "(the machine may be shared: other processes' load is recorded per measurement as 'others')")
     add(f"- Threads: {', '.join(map(str, args.threads))}; targets at {t_hi}. Passes, sweeps, product "
         f"peers and FMA ceilings in {len(results['rounds'])} round(s), each figure the **best** of "
-        f"{args.pass_repeats} runs (sweep: {args.sweep_repeats}) of all rounds; end-to-end FC runs "
+        f"{args.pass_repeats} runs (PyTorch's sweep: {args.sweep_repeats} after a warm-up pass, product "
+        f"peers: {args.peer_repeats}) of all rounds; end-to-end FC runs "
         f"{args.fc_repeats}× interleaved (lca default kernel, lca AVX2, PyTorch), **medians** (min "
         f"in brackets). Before each measurement the script waits (up to {args.wait_idle:.0f} s) "
         f"until other processes keep at most {args.max_busy} cores busy.")
@@ -713,8 +740,12 @@ def write_report(args, results, started_load, finished_load, started, finished, 
             add(f"| {t} | products alone | {p['library']}, chunk {p['chunk']} | {p['seconds']:.3f} | "
                 f"{p['gflops_best']:.1f} | {p['gflops_best'] / wide:.0%} ({isa}) | — | {p['others']:.2f} |")
         add("")
+        resweep = getattr(args, "resweep_within", 0)
         add(f"PyTorch's sweep ({name}; seconds per pass, best of {args.sweep_repeats} per round, best "
-            "of all rounds; **bold** = its best):\n")
+            "of all rounds; **bold** = its best" +
+            (f"; rounds after the first measure again only the configurations within {resweep:g}× of "
+             "the fastest so far, the others (marked ¹) were measured in round 1 only"
+             if resweep and len(results["rounds"]) > 1 else "") + "):\n")
         for t in args.threads:
             sw = best["sweep"][model][t]
             formats = sorted({r["format"] for r in sw["rows"]})
@@ -729,7 +760,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
                     elif "best_s" not in row:
                         cells.append(f"skipped ({row['skipped']})")
                     else:
-                        cell = f"{row['best_s']:.3f} s ({row['gflops']:.0f} GFLOP/s)"
+                        once = len(results["rounds"]) > 1 and row.get("rounds_measured", 0) == 1
+                        cell = f"{row['best_s']:.3f} s ({row['gflops']:.0f} GFLOP/s)" + ("¹" if once else "")
                         cells.append(f"**{cell}**" if row is sw["best"] or (row["chunk"], row["format"]) ==
                                      (sw["best"]["chunk"], sw["best"]["format"]) else cell)
                 label = f"{chunk:,}" + (" (whole set)" if chunk == sw["examples"] else "")
@@ -888,7 +920,8 @@ def int_keys(value):
     return value
 
 
-SAVED_ARGS = ("threads", "models", "rounds", "pass_repeats", "sweep_repeats", "sweep_chunks", "fc_repeats",
+SAVED_ARGS = ("threads", "models", "rounds", "pass_repeats", "sweep_repeats", "sweep_chunks", "resweep_within",
+              "peer_repeats", "fc_repeats",
               "fc_iterations", "fc_examples", "lenet_examples", "resnet_examples", "resnet_lca_examples",
               "resnet_iterations", "cifar_records", "small_budget", "wait_idle", "max_busy")
 
@@ -898,13 +931,20 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="2", help="thread counts, e.g. 1,2 (default 2; targets at the highest)")
     ap.add_argument("--models", default="fc,lenet,resnet20", help="passes of these models")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of the pass measurements (best of all)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the pass measurements (best of all; default 2, 1 with --quick)")
     ap.add_argument("--pass-repeats", type=int, default=5, help="runs of each pass / peer / ceiling per round")
+    ap.add_argument("--peer-repeats", type=int, default=3,
+                    help="rounds of each layer's products in the oneDNN / OpenBLAS peers (best kept)")
     ap.add_argument("--sweep-chunks", default="250,500,1000,2500,5000,11000,all",
                     help="PyTorch's evaluation chunks ('all' = the whole set)")
     ap.add_argument("--sweep-repeats", type=int, default=2,
                     help="timed passes per PyTorch configuration and round, after a warm-up pass")
-    ap.add_argument("--fc-repeats", type=int, default=5, help="end-to-end FC runs (median)")
+    ap.add_argument("--resweep-within", type=float, default=1.5,
+                    help="rounds after the first measure again only PyTorch's configurations whose "
+                         "best so far is within this factor of its fastest (0 = every configuration "
+                         "in every round)")
+    ap.add_argument("--fc-repeats", type=int, default=3, help="end-to-end FC runs (median)")
     ap.add_argument("--fc-iterations", type=int, default=20)
     ap.add_argument("--fc-examples", type=int, default=55000, help="FC pass: examples (the training split)")
     ap.add_argument("--lenet-examples", type=int, default=5000)
@@ -917,7 +957,7 @@ def main():
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end FC and ResNet-20 LCA runs")
     ap.add_argument("--no-perf", action="store_true", help="skip the perf profile")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 round, 2 repeats, chunks 250,1000,all, FC 2 iterations once, "
+                    help="smoke run: 1 round (unless --rounds), 2 repeats, chunks 250,1000,all, FC 2 iterations once, "
                          "LeNet 1,000 and ResNet-20 500 examples, no perf (writes nothing unless -o)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release build")
     ap.add_argument("--wait-idle", type=float, default=None,
@@ -934,12 +974,14 @@ def main():
     args.threads = sorted({int(t) for t in args.threads.split(",")})
     args.models = [m for m in args.models.split(",") if m]
     if args.quick:
-        args.rounds, args.pass_repeats, args.sweep_repeats = 1, 2, 1
+        args.rounds = args.rounds or 1
+        args.pass_repeats, args.sweep_repeats, args.peer_repeats = 2, 1, 2
         args.sweep_chunks = "250,1000,all"
         args.fc_repeats, args.fc_iterations = 1, 2
         args.lenet_examples, args.resnet_examples, args.resnet_lca_examples = 1000, 500, 500
         args.cifar_records = 1000
         args.no_perf = True
+    args.rounds = args.rounds or 2
     if args.wait_idle is None:
         args.wait_idle = 5.0 if args.quick else 30.0
     WAIT_IDLE.update(seconds=args.wait_idle, max_busy=args.max_busy)
@@ -955,8 +997,8 @@ def main():
             saved = json.load(f)
         results = int_keys(saved["results"])
         args.command_line = saved["command_line"]
-        for key in SAVED_ARGS:
-            setattr(args, key, saved["args"][key])
+        for key in SAVED_ARGS:  # a file from before an argument existed keeps its default
+            setattr(args, key, saved["args"].get(key, getattr(args, key, None)))
         report = write_report(args, results, saved["started_load"], saved["finished_load"],
                               datetime.datetime.fromisoformat(saved["started"]),
                               datetime.datetime.fromisoformat(saved["finished"]), saved["profile"])

@@ -86,12 +86,18 @@ def test_rounds_and_report():
     check(best["lca"]["resnet20"][2]["avx2"]["pass_best_s"] == 1.5, "lca avx2: fastest round")
     check(best["sweep"]["resnet20"][2]["best"]["best_s"] == 1.9, "PyTorch: fastest row of any round")
     check(any("skipped" in r for r in best["sweep"]["resnet20"][2]["rows"]), "skipped rows kept")
+    # round 2 would re-measure only the configurations within 1.5× of the fastest so far
+    check(rb.contenders([], "resnet20", 2, 1.5) is None, "round 1 sweeps everything")
+    check(rb.contenders(results["rounds"][:1], "resnet20", 2, 1.5) == [(250, "channels_last"), (250, "contiguous")],
+          "3.0 s is within 1.5 × 2.2 s")
+    check(rb.contenders(results["rounds"], "resnet20", 2, 1.1) == [(250, "contiguous")], "1.9 s; 2.2 s > 1.1 × 1.9 s")
+    check(rb.contenders(results["rounds"], "resnet20", 2, 0) is None, "0 = every configuration every round")
     check(best["fma"][2]["avx512"] == 400.0, "2-thread ceiling ≥ 2 × the best 1-thread figure")
     check(best["fma"][2]["avx2"] == 210.0, "2-thread ceiling when higher than 2 × 1 thread")
     # the targets table on these figures: 1.9 / 0.9 = 2.11× (met), 244/0.9 = 271 of 400 = 68% (met);
     # the AVX2 kernel: 1.9 / 1.5 = 1.27× (missed by 1.58×), 163 of 210 = 77% (met)
     rargs = types.SimpleNamespace(threads=[2], models=["resnet20"], command_line="test", pass_repeats=1,
-                                  sweep_repeats=1, fc_repeats=1, wait_idle=0, max_busy=0.3,
+                                  sweep_repeats=1, peer_repeats=1, resweep_within=1.5, fc_repeats=1, wait_idle=0, max_busy=0.3,
                                   fc_iterations=1, small_budget="64M", cifar_records=1,
                                   resnet_lca_examples=1, resnet_iterations=1)
     results["machine"] = {}

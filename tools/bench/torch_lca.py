@@ -425,11 +425,16 @@ def sweep(args, model, images_t, labels_t, evaluation):
             chunks.append(c)
     chunks.sort()
     formats = args.sweep_formats.split(",") if args.model != "fc" else ["contiguous"]
+    only = None
+    if args.sweep_only:  # CHUNK:FORMAT pairs (a later round re-measuring the contenders)
+        only = {(int(c), f) for c, f in (pair.split(":") for pair in args.sweep_only.split(","))}
     limit = args.sweep_max_bytes or 0.6 * mem_available()
     theta = model.initial(args.seed, args.init)
     rows, per_example, base = [], None, peak_rss()
     for chunk in chunks:
         for fmt in formats:
+            if only is not None and (chunk, fmt) not in only:
+                continue
             CHANNELS_LAST = fmt == "channels_last"
             estimate = base + per_example * chunk if per_example else None
             if estimate and estimate > limit:
@@ -498,6 +503,10 @@ def main(argv=None):
     ap.add_argument("--sweep-formats", default="contiguous,channels_last",
                     help="memory formats of the sweep (conv nets; FC has none)")
     ap.add_argument("--sweep-repeats", type=int, default=3, help="timed passes per configuration (best kept)")
+    ap.add_argument("--sweep-only", metavar="PAIRS",
+                    help="sweep only these configurations of the chunks × formats, as CHUNK:FORMAT "
+                         "pairs (the chunk as resolved: the whole set's size for 'all'), e.g. "
+                         "500:channels_last,1000:contiguous")
     ap.add_argument("--sweep-max-bytes", type=float, default=0,
                     help="skip a configuration whose estimated peak resident memory exceeds this "
                          "(0 = 60%% of MemAvailable at the start)")
