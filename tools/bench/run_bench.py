@@ -374,8 +374,9 @@ def torch_sweep(args, model, threads, workdir, only=None):
                 process_peak_rss=rss, command=command)
 
 
-def product_peer(args, model, threads, chunk):
-    """oneDNN (conv nets) or OpenBLAS (FC) on the pass's products alone."""
+def product_peer(args, model, threads, chunk, formats=None):
+    """oneDNN (conv nets) or OpenBLAS (FC) on the pass's products alone
+    (conv nets: in both memory formats, or in `formats` only)."""
     data, examples = pass_sets(args)[model]
     wait_for_quiet()
     if model == "fc":
@@ -392,9 +393,12 @@ def product_peer(args, model, threads, chunk):
     command = [PYTHON, os.path.join(BENCH, "torch_conv_shapes.py"), "--model", model, "--examples",
                str(examples), "--chunk", str(chunk), "--threads", str(threads),
                "--repeats", str(args.peer_repeats)]
+    if formats:
+        command += ["--formats", formats]
     stdout, _, _, others = time_v(command, env=torch_env(threads))
     r = json.loads(stdout)
-    return {"library": f"oneDNN via torch ({r['best_format']})", "gflops_best": r["best_gflops"],
+    return {"library": f"oneDNN via torch ({r['best_format']})", "best_format": r["best_format"],
+            "gflops_best": r["best_gflops"],
             "seconds": r["best_seconds"], "chunk": r["chunk"], "others": others,
             "formats": {f: v["gflops"] for f, v in r["formats"].items()}}
 
@@ -431,7 +435,9 @@ def pass_round(args, results, workdir):
             b = sw["best"]
             log(f"  PyTorch {model} best: chunk {b['chunk']} {b['format']} {b['best_s']:.3f} s")
             stage(f"{model} products alone")
-            peer = product_peer(args, model, t, b["chunk"])
+            # later rounds: the memory format that was faster in round 1 only
+            first = results["rounds"][0]["peer"][model][t] if results["rounds"] else None
+            peer = product_peer(args, model, t, b["chunk"], first.get("best_format") if first else None)
             row["peer"].setdefault(model, {})[t] = peer
             log(f"  {peer['library']} {peer['gflops_best']:.1f} GFLOP/s")
     results["rounds"].append(row)
@@ -534,6 +540,8 @@ def display(command):
             word = ".build/release/lca"
         elif word.startswith(tempfile.gettempdir() + "/"):
             word = "<tmp>"
+        elif word.startswith(ROOT + "/"):
+            word = os.path.relpath(word, ROOT)
         out.append(word)
     return shlex.join(out)
 
@@ -709,7 +717,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         "training-mode statistics) at every chunk × memory format; its **best** row is the peer.")
     add("- Products alone: oneDNN through torch (`tools/bench/torch_conv_shapes.py`: the pass's "
         "convolutions and dense products, forward, weight and input gradients, operands in place, "
-        "at PyTorch's best chunk, the faster memory format) or OpenBLAS SGEMM through numpy "
+        "at PyTorch's best chunk, the faster memory format of round 1, which later rounds measure "
+        "again) or OpenBLAS SGEMM through numpy "
         "(`numpy_sgemm.py`) for FC: what the library's kernels give on these shapes, a bar for the "
         "kernels rather than a peer program.")
     add("- FMA ceiling: `fma_peak.c`, independent FMA chains on every thread, AVX2 and AVX-512.\n")
