@@ -39,16 +39,19 @@ rounds (the least disturbed on a shared machine), the end-to-end FC runs are
 interleaved and their medians reported. Other processes' load is recorded
 beside every measurement, and the time spent per stage.
 
-Duration: the defaults are chosen to take about 15 minutes (an estimate:
-14-18) on a quiet 2-core machine: 2 rounds, 5 runs per lca pass, 2 timed
-passes per PyTorch configuration after a warm-up, the second round
-re-measuring only PyTorch's configurations within 1.5x of its fastest
-(--resweep-within; 0 = all), 3 rounds per layer in the product peers, 3
-interleaved end-to-end FC runs. Most of it is PyTorch's LeNet and ResNet-20
-sweeps. The log and the report give the time spent per stage; a loaded
-machine takes longer, and the script waits up to --wait-idle seconds for
-quiet before each measurement. --rounds 3 --sweep-repeats 3
---resweep-within 0 --fc-repeats 5 gives steadier figures in about 30 minutes.
+Duration: the defaults are chosen for a full run of about 12-16 minutes on
+a quiet 2-core machine (an estimate from the per-stage times of --quick runs
+and the pass times in docs/kernels.md and issue 13), plus a release build if
+.build has none: 2 rounds, 5 runs per lca pass, 2 timed passes per PyTorch
+configuration after a warm-up, the second round re-measuring only PyTorch's
+configurations within 2x of its fastest so far (--resweep-within; 0 = all)
+and the product peers in their faster memory format, 3 rounds per layer in
+the product peers, 3 interleaved end-to-end FC runs. Most of it is PyTorch's
+LeNet and ResNet-20 sweeps. The log and the report give the time spent per
+stage; a loaded machine takes longer, and the script waits up to
+--wait-idle seconds for quiet before each measurement. --rounds 3
+--sweep-repeats 3 --resweep-within 0 --fc-repeats 5 gives steadier figures
+in about twice the time.
 """
 
 import argparse
@@ -949,7 +952,7 @@ def main():
                     help="PyTorch's evaluation chunks ('all' = the whole set)")
     ap.add_argument("--sweep-repeats", type=int, default=2,
                     help="timed passes per PyTorch configuration and round, after a warm-up pass")
-    ap.add_argument("--resweep-within", type=float, default=1.5,
+    ap.add_argument("--resweep-within", type=float, default=2.0,
                     help="rounds after the first measure again only PyTorch's configurations whose "
                          "best so far is within this factor of its fastest (0 = every configuration "
                          "in every round)")

@@ -89,7 +89,7 @@ def test_rounds_and_report():
     # round 2 would re-measure only the configurations within 1.5× of the fastest so far
     check(rb.contenders([], "resnet20", 2, 1.5) is None, "round 1 sweeps everything")
     check(rb.contenders(results["rounds"][:1], "resnet20", 2, 1.5) == [(250, "channels_last"), (250, "contiguous")],
-          "3.0 s is within 1.5 × 2.2 s")
+          "3.0 s is within 1.5 × 2.2 s (1.5 given)")
     check(rb.contenders(results["rounds"], "resnet20", 2, 1.1) == [(250, "contiguous")], "1.9 s; 2.2 s > 1.1 × 1.9 s")
     check(rb.contenders(results["rounds"], "resnet20", 2, 0) is None, "0 = every configuration every round")
     check(best["fma"][2]["avx512"] == 400.0, "2-thread ceiling ≥ 2 × the best 1-thread figure")
