@@ -684,10 +684,12 @@ def write_report(args, results, started_load, finished_load, started, finished, 
                 f"{fc['torch'][0]['eval_chunk']}) | {v} |")
     mem = results.get("resnet_memory")
     if mem:
-        a, b = mem["lca_default"]["peak_rss"], mem["torch"]["peak_rss"]
+        # PyTorch's least peak of its runs (its fastest configuration, and chunk 250 when that differs)
+        peer = min((mem[k] for k in ("torch", "torch_small") if k in mem), key=lambda r: r["peak_rss"])
+        a, b = mem["lca_default"]["peak_rss"], peer["peak_rss"]
         add(f"| ResNet-20, LCA on {mem['lca_default']['evaluation']:,} images, default budget: peak memory "
             f"≤ 0.3× PyTorch's | {mem['lca_default']['kernel']} | {a / b:.2f}× ({a / 2**20:.0f} MB vs "
-            f"{b / 2**20:.0f} MB) | {verdict(a / b, 0.3)} |")
+            f"{b / 2**20:.0f} MB, PyTorch at chunk {peer['eval_chunk']}) | {verdict(a / b, 0.3)} |")
         same_log = mem["lca_default"]["log_sha"] == mem["lca_budget"]["log_sha"]
         same = mem["lca_default"]["records_sha"] == mem["lca_budget"]["records_sha"]
         what = "whole log identical" if same_log else (
@@ -831,8 +833,9 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         add(f"`lca train --model resnet20` on CIFAR-format data from `tools/make_cifar_like.py` "
             f"({args.cifar_records:,} records, lca's default validation split), `--lca-subset "
             f"{args.resnet_lca_examples}`, batch 250, {args.resnet_iterations} iteration(s), batch norm "
-            "groups of 250; PyTorch the same at its fastest configuration of the sweep, from lca's "
-            "initial weights. Peak memory = maximum resident set size (`/usr/bin/time -v`), the "
+            "groups of 250; PyTorch the same at its fastest configuration of the sweep and, when that "
+            "chunk is larger, at chunk 250 (its least memory; the target is judged against the lower "
+            "peak), from lca's initial weights. Peak memory = maximum resident set size (`/usr/bin/time -v`), the "
             "whole process (PyTorch's includes about 220 MB for `import torch`).\n")
         add("'log' = the SHA-256 of the whole log file, 'records' of the records after its header "
             "(since the exact sum the header names the accumulation unit, not the chunk or the "
@@ -846,9 +849,12 @@ def write_report(args, results, started_load, finished_load, started, finished, 
                 f"{r['peak_rss'] / 2**20:.0f} | {(r['core_memory'] or 0) / 2**20:.0f} | "
                 f"{r['seconds_per_iteration']:.2f} | {r['passes']} | "
                 f"`{r.get('log_sha', '?')[:12]}` / `{r['records_sha'][:12]}` |")
-        r = mem["torch"]
-        add(f"| PyTorch | — | {r['eval_chunk']} {r['format']} | {r['peak_rss'] / 2**20:.0f} | — | "
-            f"{r['seconds_per_iteration']:.2f} | {r['passes']} | — |")
+        for key in ("torch", "torch_small"):
+            if key in mem:
+                r = mem[key]
+                add(f"| PyTorch{' (its fastest)' if key == 'torch' else ' (one BN group per chunk)'} | — | "
+                    f"{r['eval_chunk']} {r['format']} | {r['peak_rss'] / 2**20:.0f} | — | "
+                    f"{r['seconds_per_iteration']:.2f} | {r['passes']} | — |")
         add("")
 
     if profile and profile.get("rows"):
@@ -871,7 +877,8 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         raw += [("PyTorch fc", r) for r in fc["torch"]]
     if mem:
         raw += [(f"lca resnet20 ({k})", mem[k]) for k in ("lca_default", "lca_budget")]
-        raw += [("PyTorch resnet20", mem["torch"])]
+        raw += [(f"PyTorch resnet20 (chunk {mem[k]['eval_chunk']})", mem[k]) for k in ("torch", "torch_small")
+                if k in mem]
     for name, r in raw:
         add(f"| {name} | {r.get('kernel', '—')} | {r['seconds_per_iteration']:.3f} | {r['loop_seconds']:.2f} | "
             f"{r['process_seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} | {r['passes']} | "
@@ -1079,6 +1086,11 @@ def main():
             mem["torch"] = run_torch_lca(args, "resnet20", args.resnet_iterations, chunk, fmt,
                                          mem["lca_default"]["init"], workdir)
             log(f"  {mem['torch']['peak_rss'] / 2**20:.0f} MB")
+            if chunk != 250:  # PyTorch at its best for memory too: its smallest chunk, one BN group
+                log(f"  PyTorch, chunk 250 {fmt} (its least memory)")
+                mem["torch_small"] = run_torch_lca(args, "resnet20", args.resnet_iterations, 250, fmt,
+                                                   mem["lca_default"]["init"], workdir)
+                log(f"  {mem['torch_small']['peak_rss'] / 2**20:.0f} MB")
             results["resnet_memory"] = mem
         s = results["best"]["peer"].get("fc", {}).get(args.threads[0])
         if s:

@@ -119,8 +119,15 @@ def test_rounds_and_report():
     check("**missed** by 1.58× (need ≥ 2×, got 1.27×)" in report, "AVX2 speed missed by 1.58×")
     check("68% (271.1 of 400.0 GFLOP/s) | **met** (68%)" in report, "AVX-512 ceiling share")
     check("77% (162.7 of 210.0 GFLOP/s) | **met** (77%)" in report, "AVX2 ceiling share")
-    check("| 0.30× (300 MB vs 1000 MB) | **met** (0.30×) |" in report, "memory 0.3× exactly is met")
+    check("| 0.30× (300 MB vs 1000 MB, PyTorch at chunk 250) | **met** (0.30×) |" in report,
+          "memory 0.3× exactly is met")
     check("whole log identical" in report and "| **met** |" in report, "same log bytes at 64M")
+    # PyTorch's lower peak of its two runs is the bar (never its higher one)
+    results["resnet_memory"]["torch_small"] = dict(torch_run, peak_rss=900 * 2**20, eval_chunk=250)
+    results["resnet_memory"]["torch"] = dict(torch_run, eval_chunk=500)
+    report = rb.write_report(rargs, results, "0 0 0", "0 0 0", now, now, None)
+    check("| 0.33× (300 MB vs 900 MB, PyTorch at chunk 250) | **missed** by 1.11×" in report,
+          "memory judged against PyTorch's least peak")
     results["resnet_memory"]["lca_budget"]["log_sha"] = "c" * 64
     report = rb.write_report(rargs, results, "0 0 0", "0 0 0", now, now, None)
     check("records identical, header differs" in report and "| **missed** |" in report,
