@@ -35,7 +35,11 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
         record->train.tensor_helped = tensor_counts;
         record->train.tensor_hurt = tensor_counts + t;
         record->train.tensor_zero = tensor_counts + 2 * t;
-        record->train.unit_lca = NULL; /* units are not copied out */
+        record->train.unit_lca = NULL; /* units are not copied out, nor the version-2 */
+        record->train.tensor_helping = NULL; /* arrays (lca_floor is a value: kept) */
+        record->train.tensor_hurting = NULL;
+        record->train.tensor_unmoved = NULL;
+        record->train.tensor_histogram = NULL;
     }
     lca_view_release(&view);
     lca_integrator_release(&integrator);

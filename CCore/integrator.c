@@ -158,6 +158,7 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
                                        config->memory_budget);
     g->bn_group = config->bn_group;
     g->units = config->lca_units != 0;
+    g->histogram = config->lca_histogram != 0;
     size_t k = model->parameter_count;
     g->probe = allocate(g, k * sizeof(float));
     lca_status status = !g->probe
@@ -192,6 +193,16 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
     v->tensor_helped = allocate(g, t * sizeof(uint64_t));
     v->tensor_hurt = allocate(g, t * sizeof(uint64_t));
     v->tensor_zero = allocate(g, t * sizeof(uint64_t));
+    v->tensor_helping = allocate(g, t * sizeof(double));
+    v->tensor_hurting = allocate(g, t * sizeof(double));
+    v->tensor_unmoved = allocate(g, t * sizeof(uint64_t));
+    if (g->histogram) {
+        v->tensor_histogram = allocate(g, t * 2 * LCA_HISTOGRAM_BINS * sizeof(uint32_t));
+        if (!v->tensor_histogram) {
+            lca_view_release(v);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory for the histogram");
+        }
+    }
     size_t u = g->model->unit_count;
     if (g->units) {
         v->unit_lca = allocate(g, (u ? u : 1) * sizeof(double));
@@ -201,7 +212,8 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
         }
     }
     if (!v->g_start || !v->g_end || !v->sum_odd || !v->sum_even || !v->tensor_lca ||
-        !v->tensor_first_order || !v->tensor_helped || !v->tensor_hurt || !v->tensor_zero) {
+        !v->tensor_first_order || !v->tensor_helped || !v->tensor_hurt || !v->tensor_zero ||
+        !v->tensor_helping || !v->tensor_hurting || !v->tensor_unmoved) {
         lca_view_release(v);
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory");
     }
@@ -233,6 +245,10 @@ void lca_view_release(lca_view *v) {
     free(v->tensor_helped);
     free(v->tensor_hurt);
     free(v->tensor_zero);
+    free(v->tensor_helping);
+    free(v->tensor_hurting);
+    free(v->tensor_unmoved);
+    free(v->tensor_histogram);
     free(v->unit_lca);
     memset(v, 0, sizeof *v);
 }
@@ -460,10 +476,12 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
         total = allocated_total(g, v, n);
     }
 
-    /* Per-parameter LCA, per-tensor sums and counts, in the same order as
+    /* Per-parameter LCA and per-tensor sums, in the same order as
      * allocated_total so that the record's total equals the sum of its
-     * tensors exactly. */
-    double weight = 1.0 / (3.0 * n), first_order_total = 0.0;
+     * tensors exactly. Every LCA_{t,i} is kept in sum_even (dead once the
+     * last sub-interval count is fixed; cleared at the next step) for the
+     * second pass, which needs the floor, i.e. the largest |LCA| of all. */
+    double weight = 1.0 / (3.0 * n), first_order_total = 0.0, largest = 0.0;
     total = 0.0;
     if (v->unit_lca) memset(v->unit_lca, 0, m->unit_count * sizeof(double));
     for (size_t t = 0; t < m->tensor_count; t++) {
@@ -481,7 +499,7 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
                 units = per_unit > 0 ? v->unit_lca + group->offset : NULL;
             }
         }
-        uint64_t helped_count = 0, hurt_count = 0, zero_count = 0;
+        uint64_t unmoved = 0;
         for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
             double mean_gradient = (v->g_start[i] + v->g_end[i] + 4.0 * v->sum_odd[i] +
                                     2.0 * v->sum_even[i]) * weight;
@@ -490,23 +508,64 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
             tensor_sum += lca;
             tensor_first += step * v->g_start[i];
             if (units) units[(i - tensor->offset) / per_unit] += lca;
-            if (lca < 0.0) {
-                helped_count++;
-                if (helped) helped[i]++;
-            } else if (lca > 0.0) {
-                hurt_count++;
-            } else {
-                zero_count++;
-            }
             if (totals) totals[i] += lca;
+            if (step == 0.0) unmoved++;
+            double size = fabs(lca);
+            if (size > largest) largest = size;
+            v->sum_even[i] = lca;
         }
         v->tensor_lca[t] = tensor_sum;
         v->tensor_first_order[t] = tensor_first;
-        v->tensor_helped[t] = helped_count;
-        v->tensor_hurt[t] = hurt_count;
-        v->tensor_zero[t] = zero_count;
+        v->tensor_unmoved[t] = unmoved;
         total += tensor_sum;
         first_order_total += tensor_first;
+    }
+
+    /* The zero floor f = 2^-30 · max |LCA| (docs/log-format.md, version 2):
+     * helped LCA < −f, hurt LCA > f, else zero (a NaN too, so the three
+     * always add up to the count); the helping and hurting sums in float64
+     * in index order; the histogram of |LCA| beyond the floor. */
+    double zero_floor = LCA_ZERO_FLOOR_RATIO * largest;
+    v->lca_floor = zero_floor;
+    const double *edges = lca_histogram_edges();
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        uint64_t helped_count = 0, hurt_count = 0;
+        double helping = 0.0, hurting = 0.0;
+        uint32_t *bins = v->tensor_histogram ? v->tensor_histogram + t * 2 * LCA_HISTOGRAM_BINS : NULL;
+        if (bins) memset(bins, 0, 2 * LCA_HISTOGRAM_BINS * sizeof(uint32_t));
+        for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++) {
+            double lca = v->sum_even[i];
+            uint32_t *side;
+            if (lca < -zero_floor) {
+                helped_count++;
+                helping += lca;
+                if (helped) helped[i]++; /* the run totals count the same way */
+                side = bins;
+            } else if (lca > zero_floor) {
+                hurt_count++;
+                hurting += lca;
+                side = bins ? bins + LCA_HISTOGRAM_BINS : NULL;
+            } else {
+                continue;
+            }
+            if (side) {
+                /* the bin is the number of edges <= |LCA| (0 … 29) */
+                double size = fabs(lca);
+                unsigned lo = 0, hi = LCA_HISTOGRAM_BINS - 1;
+                while (lo < hi) {
+                    unsigned mid = (lo + hi) / 2;
+                    if (edges[mid] <= size) lo = mid + 1;
+                    else hi = mid;
+                }
+                side[lo]++;
+            }
+        }
+        v->tensor_helped[t] = helped_count;
+        v->tensor_hurt[t] = hurt_count;
+        v->tensor_zero[t] = tensor->count - helped_count - hurt_count;
+        v->tensor_helping[t] = helping;
+        v->tensor_hurting[t] = hurting;
     }
 
     record->loss_before = v->loss_start;
@@ -522,6 +581,11 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
     record->tensor_hurt = v->tensor_hurt;
     record->tensor_zero = v->tensor_zero;
     record->unit_lca = v->unit_lca;
+    record->lca_floor = v->lca_floor;
+    record->tensor_helping = v->tensor_helping;
+    record->tensor_hurting = v->tensor_hurting;
+    record->tensor_unmoved = v->tensor_unmoved;
+    record->tensor_histogram = v->tensor_histogram;
 
     /* the end point is the next iteration's start point */
     double *swap = v->g_start;

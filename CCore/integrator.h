@@ -21,6 +21,13 @@ typedef struct lca_view {
     /* T-sized per-tensor results, pointed to by the view record */
     double *tensor_lca, *tensor_first_order;
     uint64_t *tensor_helped, *tensor_hurt, *tensor_zero;
+    /* version-2 bookkeeping (docs/log-format.md): the zero floor, helping
+     * and hurting sums, unmoved counts, and the |LCA| histogram
+     * (T · 2 · LCA_HISTOGRAM_BINS, NULL unless integrator->histogram) */
+    double lca_floor;
+    double *tensor_helping, *tensor_hurting;
+    uint64_t *tensor_unmoved;
+    uint32_t *tensor_histogram;
     /* U-sized per-unit LCA (integrator->units only, else NULL): unit u of
      * group g sums its slice of every tensor of g; groups in model order */
     double *unit_lca;
@@ -53,6 +60,7 @@ typedef struct lca_integrator {
     size_t chunk;             /* examples per pass of a worker: at most unit */
     size_t bn_group;          /* examples per batch-norm group of every evaluation pass */
     bool units;               /* per-unit views (config lca_units) */
+    bool histogram;           /* |LCA| histogram per view (config lca_histogram) */
     float *probe;             /* K: θ_t + s·Δθ */
     const float *before, *after; /* K each: θ_t and θ_{t+1} of the step being allocated */
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
@@ -94,7 +102,7 @@ lca_status lca_view_evaluate(lca_integrator *integrator, const lca_view *view,
 /* LCA of the step from before to after on the view. Uses (and, if needed,
  * first computes) the start gradient; afterwards the end gradient becomes
  * the next start. totals/helped (K, may be NULL) accumulate the
- * per-parameter LCA and the count of iterations with LCA < 0. */
+ * per-parameter LCA and the count of iterations with LCA < −floor (the helped count). */
 lca_status lca_view_step(lca_integrator *integrator, lca_view *view, const float *before,
                          const float *after, lca_view_record *record, double *totals,
                          uint32_t *helped);

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 static const uint8_t LOG_MAGIC[8] = {0x89, 'L', 'C', 'A', '\r', '\n', 0x1A, '\n'};
-enum { LOG_VERSION = 1, LOG_PREAMBLE = 24 };
+enum { LOG_VERSION = 2, LOG_PREAMBLE = 24 };
 
 struct lca_log {
     int fd;
@@ -23,7 +23,7 @@ struct lca_log {
     char *path;
     size_t tensor_count;
     size_t unit_count;    /* per-unit fields, 0 unless lca_units */
-    bool has_validation, has_units;
+    bool has_validation, has_units, has_histogram;
     size_t record_size;
     uint8_t *record;      /* record_size bytes, reused */
     bool sync_records;    /* fsync after every record (lca_log_set_sync) */
@@ -85,8 +85,26 @@ static const char *optimizer_name(lca_optimizer_kind kind) {
     return "unknown";
 }
 
+/* ---- the |LCA| histogram's edges 10^(-14 + k/2), k = 0 … 28: the doubles
+ * nearest to them, and their shortest text for the header */
+#define LCA_EDGES(X)                                                                             \
+    X(1e-14) X(3.1622776601683796e-14) X(1e-13) X(3.162277660168379e-13) X(1e-12)                \
+    X(3.1622776601683794e-12) X(1e-11) X(3.1622776601683794e-11) X(1e-10)                        \
+    X(3.1622776601683795e-10) X(1e-09) X(3.1622776601683795e-09) X(1e-08)                        \
+    X(3.162277660168379e-08) X(1e-07) X(3.162277660168379e-07) X(1e-06) X(3.162277660168379e-06) \
+    X(1e-05) X(3.1622776601683795e-05) X(0.0001) X(0.00031622776601683794) X(0.001)              \
+    X(0.0031622776601683794) X(0.01) X(0.03162277660168379) X(0.1) X(0.31622776601683794) X(1)
+#define LOG_STRINGIFY_(x) #x
+#define LOG_STRINGIFY(x) LOG_STRINGIFY_(x) /* the shortest text of a literal */
+#define EDGE_VALUE(x) x,
+#define EDGE_TEXT(x) #x,
+static const double HISTOGRAM_EDGES[LCA_HISTOGRAM_BINS - 1] = {LCA_EDGES(EDGE_VALUE)};
+static const char *const HISTOGRAM_EDGE_TEXT[LCA_HISTOGRAM_BINS - 1] = {LCA_EDGES(EDGE_TEXT)};
+
+const double *lca_histogram_edges(void) { return HISTOGRAM_EDGES; }
+
 /* ---- record layout: every field 8-byte aligned, in this order */
-enum { SCALAR = 0, PER_TENSOR = 1, PER_UNIT = 2 };
+enum { SCALAR = 0, PER_TENSOR = 1, PER_UNIT = 2, PER_BIN = 3 /* T · 2 · bins */ };
 typedef struct field {
     const char *name;
     const char *type;   /* numpy type string */
@@ -112,6 +130,21 @@ static const field TRAIN_FIELDS[] = {
     {"hurt", "<u8", 8, PER_TENSOR},
     {"zero", "<u8", 8, PER_TENSOR},
 };
+/* version 2, after each view's version-1 fields (and its units) */
+static const field V2_FIELDS[] = {
+    {"lca_floor", "<f8", 8, SCALAR},
+    {"lca_helping", "<f8", 8, PER_TENSOR},
+    {"lca_hurting", "<f8", 8, PER_TENSOR},
+    {"unmoved", "<u8", 8, PER_TENSOR},
+};
+static const field HISTOGRAM_FIELDS[] = {{"lca_histogram", "<u4", 4, PER_BIN}};
+static const field VALIDATION_V2_FIELDS[] = {
+    {"val_lca_floor", "<f8", 8, SCALAR},
+    {"val_lca_helping", "<f8", 8, PER_TENSOR},
+    {"val_lca_hurting", "<f8", 8, PER_TENSOR},
+    {"val_unmoved", "<u8", 8, PER_TENSOR},
+};
+static const field VALIDATION_HISTOGRAM_FIELDS[] = {{"val_lca_histogram", "<u4", 4, PER_BIN}};
 static const field VALIDATION_FIELDS[] = {
     {"val_loss_before", "<f8", 8, SCALAR},
     {"val_loss_after", "<f8", 8, SCALAR},
@@ -132,7 +165,35 @@ static const field VALIDATION_UNIT_FIELDS[] = {{"val_unit_lca", "<f8", 8, PER_UN
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static size_t elements(const field *f, size_t tensors, size_t units) {
-    return f->shape == PER_TENSOR ? tensors : f->shape == PER_UNIT ? units : 1;
+    switch (f->shape) {
+    case PER_TENSOR: return tensors;
+    case PER_UNIT: return units;
+    case PER_BIN: return tensors * 2 * LCA_HISTOGRAM_BINS;
+    default: return 1;
+    }
+}
+
+/* The record's field groups in order, for the size, the header and the
+ * writer alike. */
+typedef struct field_group {
+    const field *fields;
+    size_t count;
+} field_group;
+
+static size_t record_groups(const lca_config *c, field_group groups[8]) {
+    size_t n = 0;
+    bool units = c->lca_units != 0, histogram = c->lca_histogram != 0;
+    groups[n++] = (field_group){TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS)};
+    if (units) groups[n++] = (field_group){UNIT_FIELDS, 1};
+    groups[n++] = (field_group){V2_FIELDS, COUNT_OF(V2_FIELDS)};
+    if (histogram) groups[n++] = (field_group){HISTOGRAM_FIELDS, 1};
+    if (c->lca_validation_view) {
+        groups[n++] = (field_group){VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS)};
+        if (units) groups[n++] = (field_group){VALIDATION_UNIT_FIELDS, 1};
+        groups[n++] = (field_group){VALIDATION_V2_FIELDS, COUNT_OF(VALIDATION_V2_FIELDS)};
+        if (histogram) groups[n++] = (field_group){VALIDATION_HISTOGRAM_FIELDS, 1};
+    }
+    return n;
 }
 
 static size_t fields_size(const field *fields, size_t count, size_t tensors, size_t units) {
@@ -143,13 +204,9 @@ static size_t fields_size(const field *fields, size_t count, size_t tensors, siz
 
 size_t lca_log_record_size(const lca_trainer *tr) {
     size_t t = tr->model->tensor_count, u = tr->model->unit_count;
-    bool units = tr->config.lca_units != 0;
-    size_t size = fields_size(TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t, u);
-    if (units) size += fields_size(UNIT_FIELDS, 1, t, u);
-    if (tr->config.lca_validation_view) {
-        size += fields_size(VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t, u);
-        if (units) size += fields_size(VALIDATION_UNIT_FIELDS, 1, t, u);
-    }
+    field_group groups[8];
+    size_t n = record_groups(&tr->config, groups), size = 0;
+    for (size_t g = 0; g < n; g++) size += fields_size(groups[g].fields, groups[g].count, t, u);
     return size;
 }
 
@@ -244,20 +301,28 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
         }
         text_append(json, "\n  ],\n");
     }
+    /* version 2: the zero floor of helped/hurt/zero and the histogram's
+     * bins (absolute, the same for every run) */
+    text_append(json, "  \"zero_floor\": {\"ratio\": %s", LOG_STRINGIFY(LCA_ZERO_FLOOR_RATIO));
+    text_append(json, ", \"relative_to\": \"the largest |LCA| of the iteration and view\"},\n");
+    if (c->lca_histogram) {
+        text_append(json, "  \"lca_histogram\": {\"bins\": %d, \"edges\": [", LCA_HISTOGRAM_BINS);
+        for (int k = 0; k < LCA_HISTOGRAM_BINS - 1; k++)
+            text_append(json, "%s%s", k ? ", " : "", HISTOGRAM_EDGE_TEXT[k]);
+        text_append(json, "]},\n");
+    } else {
+        text_append(json, "  \"lca_histogram\": null,\n");
+    }
 
     text dtype = {0}, list = {0};
     size_t offset = 0;
     bool first = true;
     text_append(&dtype, "[");
     size_t t = m->tensor_count, u = m->unit_count;
-    append_fields(&dtype, &list, TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS), t, u, &offset, &first);
-    if (c->lca_units) append_fields(&dtype, &list, UNIT_FIELDS, 1, t, u, &offset, &first);
-    if (c->lca_validation_view) {
-        append_fields(&dtype, &list, VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS), t, u,
-                      &offset, &first);
-        if (c->lca_units)
-            append_fields(&dtype, &list, VALIDATION_UNIT_FIELDS, 1, t, u, &offset, &first);
-    }
+    field_group groups[8];
+    size_t n = record_groups(c, groups);
+    for (size_t g = 0; g < n; g++)
+        append_fields(&dtype, &list, groups[g].fields, groups[g].count, t, u, &offset, &first);
     text_append(&dtype, "]");
     if (!dtype.failed && !list.failed) {
         text_append(json, "  \"record_size\": %zu,\n  \"record_dtype\": ", offset);
@@ -334,6 +399,7 @@ static lca_status new_log(lca_log **out, const char *path, const lca_trainer *tr
     log->tensor_count = tr->model->tensor_count;
     log->has_validation = tr->config.lca_validation_view != 0;
     log->has_units = tr->config.lca_units != 0;
+    log->has_histogram = tr->config.lca_histogram != 0;
     log->unit_count = tr->model->unit_count;
     log->record_size = size;
     *out = log;
@@ -409,6 +475,14 @@ lca_status lca_log_resume(lca_log **out, const char *path, const lca_trainer *tr
     } else if ((size_t)info.st_size < header || pread(fd, existing, header, 0) != (ssize_t)header) {
         status = lca_fail(LCA_ERR_FORMAT, "%s: byte 0: expected a %zu-byte log header of this run",
                           path, header);
+    } else if (memcmp(existing, LOG_MAGIC, 8) == 0 && memcmp(existing + 8, preamble + 8, 4) != 0) {
+        uint32_t version = (uint32_t)existing[8] | (uint32_t)existing[9] << 8 |
+                           (uint32_t)existing[10] << 16 | (uint32_t)existing[11] << 24;
+        status = lca_fail(LCA_ERR_MISMATCH,
+                          "%s: byte 8: the log is version %u, this lca writes version %d: a run "
+                          "cannot be continued across log versions (start a new run, or resume "
+                          "with the lca that began it)",
+                          path, version, LOG_VERSION);
     } else if (memcmp(existing, preamble, LOG_PREAMBLE) != 0 ||
                memcmp(existing + LOG_PREAMBLE, json.bytes, json.length) != 0) {
         size_t at = 0;
@@ -457,6 +531,21 @@ static uint8_t *put_units(uint8_t *p, const lca_view_record *v, size_t u) {
     return p;
 }
 
+/* the version-2 fields of a view (docs/log-format.md) */
+static uint8_t *put_v2(uint8_t *p, const lca_view_record *v, size_t t, bool histogram) {
+    put_f64(p, v->lca_floor);
+    p += 8;
+    for (size_t i = 0; i < t; i++, p += 8) put_f64(p, v->tensor_helping ? v->tensor_helping[i] : 0.0);
+    for (size_t i = 0; i < t; i++, p += 8) put_f64(p, v->tensor_hurting ? v->tensor_hurting[i] : 0.0);
+    for (size_t i = 0; i < t; i++, p += 8) put_u64(p, v->tensor_unmoved ? v->tensor_unmoved[i] : 0);
+    if (histogram) {
+        size_t bins = t * 2 * LCA_HISTOGRAM_BINS;
+        for (size_t i = 0; i < bins; i++, p += 4)
+            put_u32(p, v->tensor_histogram ? v->tensor_histogram[i] : 0);
+    }
+    return p;
+}
+
 lca_status lca_log_write(lca_log *log, const lca_record *r) {
     uint8_t *p = log->record;
     size_t t = log->tensor_count;
@@ -473,6 +562,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
     put_f64(p + 64, r->train.residual);
     p = put_view(p + 72, &r->train, t);
     if (log->has_units) p = put_units(p, &r->train, log->unit_count);
+    p = put_v2(p, &r->train, t, log->has_histogram);
     if (log->has_validation) {
         const lca_view_record *v = &r->validation;
         put_f64(p, v->loss_before);
@@ -485,6 +575,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
         put_u32(p + 4, v->flags);
         p += 8;
         if (log->has_units) p = put_units(p, v, log->unit_count);
+        p = put_v2(p, v, t, log->has_histogram);
     }
     lca_status status = write_all(log->fd, log->path, log->record, log->record_size);
     if (status == LCA_OK && log->sync_records) status = lca_log_sync(log);

@@ -30,6 +30,7 @@ lca_config lca_config_default(void) {
     c.lca_units = 0;
     c.bn_group = LCA_BN_GROUP_DEFAULT;
     c.memory_budget = (size_t)1 << 30;
+    c.lca_histogram = 1;
     return c;
 }
 

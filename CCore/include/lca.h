@@ -419,6 +419,9 @@ typedef struct lca_config {
     /* bytes of workspace the automatic evaluation chunk may use; 1 GiB (the
      * results do not depend on it) */
     size_t memory_budget;
+    /* 1 (default) = the |LCA| histogram in each record (log field
+     * lca_histogram, 240 bytes per tensor and view); 0 leaves it out */
+    int lca_histogram;
 } lca_config;
 
 lca_config lca_config_default(void);
@@ -426,6 +429,16 @@ lca_config lca_config_default(void);
 /* --------------------------------------------------------------- trainer */
 
 typedef struct lca_trainer lca_trainer;
+
+/* The zero floor's ratio, 2^-30: values within f = ratio · max |LCA| of
+ * zero are neither helped nor hurt (rounding). */
+#define LCA_ZERO_FLOOR_RATIO 9.313225746154785e-10
+/* |LCA| histogram bins (absolute): bin 0 is (f, 1e-14), bin k in 1 … 28 is
+ * [10^(-14 + (k-1)/2), 10^(-14 + k/2)), bin 29 is [1, inf). */
+enum { LCA_HISTOGRAM_BINS = 30 };
+/* The LCA_HISTOGRAM_BINS − 1 finite edges 1e-14, 10^-13.5, …, 1, as the
+ * doubles the core compares with. */
+const double *lca_histogram_edges(void);
 
 /* Flags of an lca_view_record. */
 enum {
@@ -446,9 +459,20 @@ typedef struct lca_view_record {
     uint32_t flags;            /* LCA_FLAG_* */
     const double *tensor_lca;
     const double *tensor_first_order;
-    const uint64_t *tensor_helped;   /* parameters with LCA < 0 */
-    const uint64_t *tensor_hurt;     /* LCA > 0 */
-    const uint64_t *tensor_zero;     /* LCA == 0 */
+    /* helped/hurt/zero count against the zero floor (log version 2,
+     * docs/log-format.md): f = LCA_ZERO_FLOOR_RATIO · max_i |LCA_{t,i}|
+     * over the view's parameters; |LCA| <= f is zero (exact zeros too) */
+    const uint64_t *tensor_helped;   /* parameters with LCA < −lca_floor */
+    const uint64_t *tensor_hurt;     /* LCA > lca_floor */
+    const uint64_t *tensor_zero;     /* |LCA| <= lca_floor */
+    double lca_floor;                /* f of this iteration and view */
+    const double *tensor_helping;    /* Σ of the LCA < −f, per tensor (<= 0) */
+    const double *tensor_hurting;    /* Σ of the LCA > f, per tensor (>= 0) */
+    const uint64_t *tensor_unmoved;  /* parameters with Δθ_i == 0 exactly */
+    /* With config.lca_histogram: T · 2 · LCA_HISTOGRAM_BINS counts, tensor
+     * by tensor, the helping bins then the hurting bins of |LCA| beyond the
+     * floor (bins: lca_histogram_edges). Else NULL. */
+    const uint32_t *tensor_histogram;
     /* With config.lca_units: per-unit LCA (lca_model_unit_count entries,
      * groups in lca_model_unit_group order; unit u of a group sums its slice
      * of every tensor of the group: incoming weights plus bias). Else NULL. */
@@ -496,7 +520,8 @@ size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
 lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *trainer, const char *tensor_name,
                                            double scale);
 /* Per-parameter run totals (length parameter_count): Σ_t LCA_{t,i} and the
- * number of iterations in which parameter i helped (LCA < 0). */
+ * number of iterations in which parameter i helped (LCA < −floor, as the
+ * records' tensor_helped count). */
 const double *lca_trainer_lca_totals(const lca_trainer *trainer);
 const uint32_t *lca_trainer_helped_counts(const lca_trainer *trainer);
 

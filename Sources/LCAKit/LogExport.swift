@@ -8,7 +8,12 @@ import Foundation
 /// Column names: a scalar field keeps its name (`iteration`, `lca_total`,
 /// `val_residual`); a per-tensor field becomes `<tensor>.<field>`
 /// (`fc1.weight.lca`, `fc1.weight.val_helped`); a per-unit field becomes
-/// `<group>.unit<u>.lca` or `<group>.unit<u>.val_lca`.
+/// `<group>.unit<u>.lca` or `<group>.unit<u>.val_lca`. Version 2: the
+/// histogram becomes two array columns per tensor,
+/// `<tensor>.lca_histogram.helping` and `<tensor>.lca_histogram.hurting`
+/// (B counts each), in JSON Lines only (CSV leaves them out); the group
+/// fields of issue 15 become `<group>.<tensor>.group_lca` and
+/// `<group>.group_loss_before`, ….
 public struct LogColumns: Sendable {
     /// One column: its name and where its value sits in a record.
     public struct Column: Sendable, Hashable {
@@ -18,6 +23,9 @@ public struct LogColumns: Sendable {
         public var type: String
         /// Byte offset inside the record.
         public var offset: Int
+        /// Elements: 1 for a value, more for an array column (JSON Lines
+        /// only).
+        public var count: Int = 1
     }
 
     /// The columns, in record order.
@@ -26,10 +34,24 @@ public struct LogColumns: Sendable {
     public let header: LogHeader
 
     /// Field names whose elements are per tensor.
-    static let perTensor: Set<String> = ["lca", "first_order", "helped", "hurt", "zero",
-                                          "val_lca", "val_first_order", "val_helped", "val_hurt", "val_zero"]
+    static let perTensor: Set<String> = {
+        let names = ["lca", "first_order", "helped", "hurt", "zero", "lca_helping", "lca_hurting", "unmoved"]
+        return Set(names + names.map { "val_" + $0 })
+    }()
     /// Field names whose elements are per unit.
     static let perUnit: Set<String> = ["unit_lca", "val_unit_lca"]
+    /// Per tensor, 2 × B histogram bins (version 2).
+    static let perBin: Set<String> = ["lca_histogram", "val_lca_histogram"]
+    /// Per group (issue 15).
+    static let perGroup: Set<String> = {
+        let names = ["group_loss_before", "group_loss_after", "group_residual", "group_flags"]
+        return Set(names + names.map { "val_" + $0 })
+    }()
+    /// Per group and tensor, group-major (issue 15).
+    static let perGroupTensor: Set<String> = ["group_lca", "val_group_lca"]
+
+    /// The scalar columns (CSV's; JSON Lines adds the array columns).
+    public var scalarColumns: [Column] { columns.filter { $0.count == 1 } }
 
     /// The columns of a log.
     public init(header: LogHeader) {
@@ -38,14 +60,32 @@ public struct LogColumns: Sendable {
         let unitNames: [String] = (header.units ?? []).flatMap { group in
             (0..<group.units).map { "\(group.group).unit\($0)" }
         }
+        let tensorNames = header.tensors.map(\.name)
+        let groupNames = header.groups?.names ?? []
+        let bins = header.lcaHistogram?.bins ?? ViewRecord.histogramBins
         for field in header.fields {
             let width = field.width
+            if Self.perBin.contains(field.name), field.count == tensorNames.count * 2 * bins {
+                let suffix = field.name == "lca_histogram" ? "lca_histogram" : "val_lca_histogram"
+                for (t, tensor) in tensorNames.enumerated() {
+                    for (side, sign) in ["helping", "hurting"].enumerated() {
+                        columns.append(Column(name: "\(tensor).\(suffix).\(sign)", type: field.type,
+                                              offset: field.offset + ((2 * t + side) * bins) * width, count: bins))
+                    }
+                }
+                continue
+            }
             for index in 0..<field.count {
                 let name: String
                 if Self.perTensor.contains(field.name), index < header.tensors.count {
                     name = header.tensors[index].name + "." + field.name
                 } else if Self.perUnit.contains(field.name), index < unitNames.count {
                     name = unitNames[index] + "." + (field.name == "unit_lca" ? "lca" : "val_lca")
+                } else if Self.perGroup.contains(field.name), index < groupNames.count {
+                    name = groupNames[index] + "." + field.name
+                } else if Self.perGroupTensor.contains(field.name), !tensorNames.isEmpty,
+                          index < groupNames.count * tensorNames.count {
+                    name = groupNames[index / tensorNames.count] + "." + tensorNames[index % tensorNames.count] + "." + field.name
                 } else if field.count == 1 {
                     name = field.name
                 } else {
@@ -61,8 +101,18 @@ public struct LogColumns: Sendable {
     /// decimal, floats in the shortest form that reads back to the same
     /// double (so a correctly rounding parser recovers every bit);
     /// non-finite floats as `nan`, `inf`, `-inf` (or `null` when `json`).
+    /// An array column is a JSON array of its elements.
     public func text(_ column: Column, in record: ArraySlice<UInt8>, json: Bool = false) -> String {
-        record.withUnsafeBytes { raw in
+        if column.count != 1 {
+            let width = Int(column.type.dropFirst(2)) ?? 8
+            return "[" + (0..<column.count).map { index in
+                var element = column
+                element.offset += index * width
+                element.count = 1
+                return text(element, in: record, json: true)
+            }.joined(separator: ", ") + "]"
+        }
+        return record.withUnsafeBytes { raw in
             switch column.type {
             case "<f8", "<f4":
                 let value = column.type == "<f8"
@@ -79,12 +129,12 @@ public struct LogColumns: Sendable {
         }
     }
 
-    /// The CSV header line (with a newline).
-    public var csvHeader: String { columns.map { Self.csvQuoted($0.name) }.joined(separator: ",") + "\n" }
+    /// The CSV header line (with a newline): the scalar columns.
+    public var csvHeader: String { scalarColumns.map { Self.csvQuoted($0.name) }.joined(separator: ",") + "\n" }
 
     /// One CSV line (with a newline) for a record's bytes.
     public func csvLine(_ record: ArraySlice<UInt8>) -> String {
-        columns.map { text($0, in: record) }.joined(separator: ",") + "\n"
+        scalarColumns.map { text($0, in: record) }.joined(separator: ",") + "\n"
     }
 
     /// One JSON object on one line (with a newline) for a record's bytes,
@@ -101,9 +151,20 @@ public struct LogColumns: Sendable {
     /// The numpy dtype description of a record, as the `.npy` header
     /// writes it: `[('iteration', '<u8'), …, ('lca', '<f8', (4,)), …]`.
     /// Per-tensor and per-unit fields are arrays even with one element.
+    /// The histogram is `(T, 2, B)` (tensor, helping/hurting, bin) and
+    /// `group_lca` `(G, T)`.
     public var numpyDescription: String {
-        "[" + header.fields.map { field in
+        let t = header.tensors.count, g = header.groups?.names.count ?? 0
+        let bins = header.lcaHistogram?.bins ?? ViewRecord.histogramBins
+        return "[" + header.fields.map { field in
+            if Self.perBin.contains(field.name), t > 0, field.count == t * 2 * bins {
+                return "('\(field.name)', '\(field.type)', (\(t), 2, \(bins)))"
+            }
+            if Self.perGroupTensor.contains(field.name), t > 0, g > 0, field.count == g * t {
+                return "('\(field.name)', '\(field.type)', (\(g), \(t)))"
+            }
             let array = field.count != 1 || Self.perTensor.contains(field.name) || Self.perUnit.contains(field.name)
+                || Self.perGroup.contains(field.name)
             return array ? "('\(field.name)', '\(field.type)', (\(field.count),))" : "('\(field.name)', '\(field.type)')"
         }.joined(separator: ", ") + "]"
     }

@@ -30,6 +30,53 @@ public struct LogHeader: Sendable, Decodable, Hashable {
     public var recordSize: Int
     /// Record layout.
     public var fields: [Field]
+    /// The zero floor of `helped`/`hurt`/`zero` (version 2); nil in a
+    /// version-1 log.
+    public var zeroFloor: ZeroFloor?
+    /// The |LCA| histogram's bins (version 2); nil in a version-1 log or
+    /// when the run left the histogram out (`"lca_histogram": null`).
+    public var lcaHistogram: HistogramDescription?
+    /// The loss groups of the `group_*` fields (issue 15, `--groups`); nil
+    /// when the run had none.
+    public var groups: GroupsDescription?
+
+    /// The header's `zero_floor`: f_t = ratio · max_i |LCA_{t,i}|.
+    public struct ZeroFloor: Sendable, Decodable, Hashable {
+        /// 2⁻³⁰.
+        public var ratio: Double
+        /// What the ratio multiplies.
+        public var relativeTo: String?
+
+        enum CodingKeys: String, CodingKey {
+            case ratio
+            case relativeTo = "relative_to"
+        }
+    }
+
+    /// The header's `lca_histogram`: B bins, B − 1 finite edges.
+    public struct HistogramDescription: Sendable, Decodable, Hashable {
+        /// Bins per tensor and sign (30).
+        public var bins: Int
+        /// The finite edges, ascending (1e-14 … 1).
+        public var edges: [Double]
+    }
+
+    /// The header's `groups` (issue 15).
+    public struct GroupsDescription: Sendable, Decodable, Hashable {
+        /// "class" or "file:PATH".
+        public var source: String?
+        /// One name per group; G = names.count.
+        public var names: [String]
+        /// Evaluation examples per group.
+        public var examples: [Int]?
+        /// Validation examples per group.
+        public var validationExamples: [Int]?
+
+        enum CodingKeys: String, CodingKey {
+            case source, names, examples
+            case validationExamples = "validation_examples"
+        }
+    }
 
     /// The model part of the header.
     public struct ModelDescription: Sendable, Decodable, Hashable {
@@ -98,8 +145,10 @@ public struct LogHeader: Sendable, Decodable, Hashable {
     public var hasValidation: Bool { fields.contains { $0.name == "val_lca_total" } }
 
     enum CodingKeys: String, CodingKey {
-        case format, version, model, tensors, units, data, config, fields
+        case format, version, model, tensors, units, data, config, fields, groups
         case recordSize = "record_size"
+        case zeroFloor = "zero_floor"
+        case lcaHistogram = "lca_histogram"
     }
 }
 
@@ -125,6 +174,10 @@ public final class LogStream {
     public let headerText: String
     /// The preamble and header as they are in the file (24 + H bytes).
     public let headerBytes: [UInt8]
+    /// The format version of the preamble: 1 or 2.
+    public let formatVersion: Int
+    /// The versions a reader accepts.
+    public static let supportedVersions: ClosedRange<UInt32> = 1...2
     /// Records returned so far.
     public private(set) var recordsRead = 0
     /// Bytes of an incomplete record left at the end of the stream (0 when
@@ -204,7 +257,9 @@ public final class LogStream {
         }
         let version = Self.u32(preamble, 8), jsonLength = Int(Self.u32(preamble, 12))
         let recordSize = Int(Self.u32(preamble, 16))
-        guard version == 1 else { throw fail(.unsupportedVersion, 8, "expected log version 1, found \(version)") }
+        guard Self.supportedVersions.contains(version) else {
+            throw fail(.unsupportedVersion, 8, "expected log version 1 or 2, found \(version)")
+        }
         guard jsonLength > 0, jsonLength < 1 << 26 else {
             throw fail(.badHeader, 12, "header length \(jsonLength) is not between 1 byte and 64 MB")
         }
@@ -222,6 +277,9 @@ public final class LogStream {
         }
         guard decoded.format == "lca-log" else {
             throw fail(.badHeader, Self.preambleSize, "header \"format\" is \"\(decoded.format)\", expected \"lca-log\"")
+        }
+        guard decoded.version == Int(version) else {
+            throw fail(.badHeader, Self.preambleSize, "header \"version\" is \(decoded.version), the preamble says \(version)")
         }
         guard recordSize <= Self.maximumRecordSize else {
             throw fail(.recordSizeMismatch, 16, "record size \(recordSize) is more than the \(Self.maximumRecordSize) bytes a reader accepts "
@@ -248,6 +306,7 @@ public final class LogStream {
         header = decoded
         headerText = String(decoding: json, as: UTF8.self)
         headerBytes = preamble + json
+        formatVersion = Int(version)
         position = Self.preambleSize + jsonLength
         if buffer.count < 2 * recordSize { buffer = [UInt8](repeating: 0, count: 2 * recordSize) }
     }
@@ -307,6 +366,21 @@ public final class LogStream {
                     + "outside the \(units) units of the header"
             }
         }
+        if let histogram = header.lcaHistogram {
+            guard histogram.bins >= 2, histogram.bins <= recordSize, histogram.edges.count == histogram.bins - 1 else {
+                return "lca_histogram has \(histogram.bins) bins and \(histogram.edges.count) edges, expected 2 or more bins and one edge fewer"
+            }
+            guard histogram.edges.allSatisfy({ $0.isFinite && $0 > 0 }),
+                  zip(histogram.edges, histogram.edges.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                return "lca_histogram's edges are not positive, finite and ascending"
+            }
+        }
+        if let floor = header.zeroFloor, !(floor.ratio >= 0 && floor.ratio < 1) {
+            return "zero_floor.ratio is \(floor.ratio), expected a number in [0, 1)"
+        }
+        if let groups = header.groups, groups.names.count > recordSize {
+            return "the header lists \(groups.names.count) groups, more than a \(recordSize)-byte record can hold"
+        }
         if let config = header.config, config.iterations < 0 {
             return "config.iterations is \(config.iterations), expected >= 0"
         }
@@ -343,6 +417,10 @@ public final class LogStream {
                                + ": records after this point are not part of this run")
         }
         expectedIteration = expected == UInt64.max ? nil : expected + 1
+        if let problem = buffer.withUnsafeBytes({ plan.problem(UnsafeRawPointer($0.baseAddress.unsafelyUnwrapped) + start) }) {
+            throw LCAError.log(.badRecord, path: path, offset: position + problem.offset,
+                               "record \(recordsRead): \(problem.message)")
+        }
     }
 
     /// The next complete record's bytes, exactly as in the file, or nil at
@@ -451,10 +529,16 @@ private struct RecordPlan {
     let unitCount: Int
     let slots: [String: Slot]
     let hasValidation: Bool
+    let bins: Int
+    /// Per view prefix: the slots a record's consistency check reads (all
+    /// present, or the view has no histogram).
+    let checked: [(helped: Slot, hurt: Slot, histogram: Slot)]
 
     init(header: LogHeader) throws {
         tensorCount = header.tensors.count
         unitCount = header.unitCount
+        bins = header.lcaHistogram?.bins ?? ViewRecord.histogramBins
+        let groupCount = header.groups?.names.count ?? 0
         var slots: [String: Slot] = [:]
         for field in header.fields {
             guard ["<f8", "<u8", "<u4", "<f4"].contains(field.type) else {
@@ -475,8 +559,86 @@ private struct RecordPlan {
                 throw PlanError(text: "field \(name) has \(slot.count) elements, the header's units add up to \(unitCount)")
             }
         }
+        // version 2: what each field must hold follows from the header
+        // (tensors, histogram bins, groups); a field a header does not
+        // explain is refused
+        var expected: [String: (count: Int, why: String)] = [
+            "lca_floor": (1, "a scalar"),
+            "lca_helping": (tensorCount, "one per tensor"), "lca_hurting": (tensorCount, "one per tensor"),
+            "unmoved": (tensorCount, "one per tensor"),
+        ]
+        let tensorBins = tensorCount.multipliedReportingOverflow(by: 2 * bins)
+        if slots["lca_histogram"] != nil || slots["val_lca_histogram"] != nil {
+            guard header.lcaHistogram != nil else {
+                throw PlanError(text: "the record has an lca_histogram field but the header's lca_histogram is absent or null")
+            }
+            guard !tensorBins.overflow else { throw PlanError(text: "lca_histogram: \(tensorCount) tensors × 2 × \(bins) bins overflow") }
+            expected["lca_histogram"] = (tensorBins.partialValue, "tensors × 2 × \(bins) bins")
+        }
+        let hasGroupFields = slots.keys.contains { $0.hasPrefix("group_") || $0.hasPrefix("val_group_") }
+        if hasGroupFields {
+            guard groupCount > 0 else { throw PlanError(text: "the record has group fields but the header lists no groups") }
+            let groupTensors = groupCount.multipliedReportingOverflow(by: tensorCount)
+            guard !groupTensors.overflow else { throw PlanError(text: "group_lca: \(groupCount) groups × \(tensorCount) tensors overflow") }
+            expected["group_lca"] = (groupTensors.partialValue, "groups × tensors")
+            for name in ["group_loss_before", "group_loss_after", "group_residual", "group_flags"] {
+                expected[name] = (groupCount, "one per group")
+            }
+            expected["group_reserved"] = (1, "a u32 after an odd number of group flags")
+        }
+        for (name, rule) in expected {
+            for prefix in ["", "val_"] {
+                if let slot = slots[prefix + name], slot.count != rule.count {
+                    throw PlanError(text: "field \(prefix + name) has \(slot.count) elements, expected \(rule.count) (\(rule.why))")
+                }
+            }
+        }
         self.slots = slots
         hasValidation = slots["val_lca_total"] != nil
+        var checked: [(helped: Slot, hurt: Slot, histogram: Slot)] = []
+        for prefix in ["", "val_"] {
+            if let helped = slots[prefix + "helped"], let hurt = slots[prefix + "hurt"],
+               let histogram = slots[prefix + "lca_histogram"] {
+                checked.append((helped, hurt, histogram))
+            }
+        }
+        self.checked = checked
+    }
+
+    /// A record's first inconsistency (its byte offset inside the record and
+    /// what is wrong), or nil: each tensor's helping bins add up to its
+    /// `helped` count and its hurting bins to `hurt`.
+    func problem(_ base: UnsafeRawPointer) -> (offset: Int, message: String)? {
+        func integer(_ slot: Slot, _ index: Int) -> UInt64 {
+            switch slot.type {
+            case "<u4": return UInt64(UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 4 * index, as: UInt32.self)))
+            case "<u8": return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 8 * index, as: UInt64.self))
+            case "<f8":
+                let value = Double(bitPattern: UInt64(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 8 * index, as: UInt64.self)))
+                return value >= 0 && value < 1.8e19 ? UInt64(value) : UInt64.max
+            default:
+                let value = Double(Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: slot.offset + 4 * index, as: UInt32.self))))
+                return value >= 0 && value < 1.8e19 ? UInt64(value) : UInt64.max
+            }
+        }
+        for (helped, hurt, histogram) in checked {
+            let width = histogram.type == "<u4" || histogram.type == "<f4" ? 4 : 8
+            for t in 0..<tensorCount {
+                for (sign, counts) in [(0, helped), (1, hurt)] {
+                    let first = (2 * t + sign) * bins
+                    var sum: UInt64 = 0
+                    for b in 0..<bins { sum &+= integer(histogram, first + b) }
+                    let expected = integer(counts, t)
+                    if sum != expected {
+                        let name = histogram.offset == slots["lca_histogram"]?.offset ? "lca_histogram" : "val_lca_histogram"
+                        return (histogram.offset + width * first,
+                                "\(name) of tensor \(t): the \(sign == 0 ? "helping" : "hurting") bins add up to \(sum), "
+                                + "expected the record's \(sign == 0 ? "helped" : "hurt") count \(expected)")
+                    }
+                }
+            }
+        }
+        return nil
     }
 
     /// The record's iteration counter.
@@ -523,6 +685,11 @@ private struct RecordPlan {
             guard let slot = slots[name] else { return [UInt64](repeating: 0, count: tensorCount) }
             return (0..<slot.count).map { load(slot, $0).integer }
         }
+        func counts32(_ name: String) -> [UInt32] {
+            guard let slot = slots[name] else { return [] }
+            return (0..<slot.count).map { UInt32(clamping: load(slot, $0).integer) }
+        }
+        func present(_ name: String) -> [Double] { slots[name] != nil ? doubles(name, tensorCount) : [] }
         func view(_ prefix: String) -> ViewRecord {
             ViewRecord(lossBefore: scalar(prefix + "loss_before"), lossAfter: scalar(prefix + "loss_after"),
                        lcaTotal: scalar(prefix + "lca_total"), firstOrderTotal: scalar(prefix + "first_order_total"),
@@ -532,7 +699,11 @@ private struct RecordPlan {
                        tensorFirstOrder: doubles(prefix + "first_order", tensorCount),
                        tensorHelped: integers(prefix + "helped"), tensorHurt: integers(prefix + "hurt"),
                        tensorZero: integers(prefix + "zero"),
-                       unitLCA: slots[prefix + "unit_lca"] != nil ? doubles(prefix + "unit_lca", unitCount) : [])
+                       unitLCA: slots[prefix + "unit_lca"] != nil ? doubles(prefix + "unit_lca", unitCount) : [],
+                       lcaFloor: slots[prefix + "lca_floor"] != nil ? scalar(prefix + "lca_floor") : nil,
+                       tensorHelping: present(prefix + "lca_helping"), tensorHurting: present(prefix + "lca_hurting"),
+                       tensorUnmoved: slots[prefix + "unmoved"] != nil ? integers(prefix + "unmoved") : [],
+                       tensorHistogram: counts32(prefix + "lca_histogram"))
         }
         return IterationRecord(iteration: integer("iteration"), epoch: Int(clamping: integer("epoch")),
                                batchLoss: scalar("batch_loss"), train: view(""),
@@ -557,6 +728,12 @@ public struct LogReader: Sendable {
     public let headerText: String
     /// Every complete record, in order.
     public let records: [IterationRecord]
+    /// The log's format version (1 or 2).
+    public let formatVersion: Int
+
+    /// The |LCA| histogram's finite edges (29 for the 30 bins), or nil when
+    /// the log has no histogram (version 1, or `--no-lca-histogram`).
+    public var histogramEdges: [Double]? { header.lcaHistogram?.edges }
 
     /// Reads and validates a whole log. Errors are `LCAError`s with code
     /// `.format` (or `.io`), a `kind`, the file and the byte offset.
@@ -565,6 +742,7 @@ public struct LogReader: Sendable {
         let stream = try LogStream(path: path)
         header = stream.header
         headerText = stream.headerText
+        formatVersion = stream.formatVersion
         var records: [IterationRecord] = []
         while let record = try stream.next() { records.append(record) }
         self.records = records

@@ -12,6 +12,13 @@ import Foundation
 /// sub-interval count one of 2, 4, 8, 16, 32; per-unit sums of each group
 /// equal to its tensors' sum within rounding (relative 1e-9); and, when
 /// `maxResidual` is given, `|residual| ≤ maxResidual` for every record.
+/// Version 2 adds (`checkVersion2`): `lca_floor` finite and ≥ 0;
+/// `lca_helping` ≤ 0 and `lca_hurting` ≥ 0 (0 when nothing helped or
+/// hurt); the within-floor rest `lca − lca_helping − lca_hurting` at most
+/// `zero · lca_floor` plus the rounding of the three float64 sums;
+/// `unmoved ≤ zero`; each tensor's helping (hurting) bins add up to its
+/// `helped` (`hurt`) count, bins wholly inside the floor are empty, and
+/// the sums lie within what the bins' edges allow.
 ///
 /// ```swift
 /// let report = try LogVerifier.verify(try LogStream(path: "run/lca.log"))
@@ -116,6 +123,7 @@ public enum LogVerifier {
                         }
                     }
                 }
+                if let message = checkVersion2(v, header: header) { return fail(name + message) }
                 if name.isEmpty {
                     report.maxAbsResidual = max(report.maxAbsResidual, abs(v.residual))
                     if v.residualAboveThreshold { report.flagged += 1 }
@@ -127,5 +135,75 @@ public enum LogVerifier {
         }
         report.partialBytes = stream.partialBytes
         return report
+    }
+
+    /// The version-2 invariants of one view, or nil (also nil for a
+    /// version-1 record, which has none of these fields).
+    static func checkVersion2(_ v: ViewRecord, header: LogHeader) -> String? {
+        guard let floor = v.lcaFloor else { return nil }
+        guard floor.isFinite, floor >= 0 else { return "lca_floor \(floor) is not a finite number >= 0" }
+        let t = header.tensors.count
+        guard v.tensorHelping.count == t, v.tensorHurting.count == t, v.tensorUnmoved.count == t else {
+            return "a version-2 record without lca_helping, lca_hurting or unmoved for each tensor"
+        }
+        let epsilon = Double.ulpOfOne / 2
+        let bins = header.lcaHistogram?.bins ?? ViewRecord.histogramBins
+        let edges = header.lcaHistogram?.edges ?? []
+        for (index, tensor) in header.tensors.enumerated() {
+            let helping = v.tensorHelping[index], hurting = v.tensorHurting[index]
+            let helped = v.tensorHelped[index], hurt = v.tensorHurt[index], zero = v.tensorZero[index]
+            guard helping <= 0, hurting >= 0 else {
+                return "\(tensor.name): lca_helping \(helping) must be <= 0 and lca_hurting \(hurting) >= 0"
+            }
+            // a sum of negative doubles is negative: 0 exactly when none helped
+            if (helped == 0) != (helping == 0) {
+                return "\(tensor.name): lca_helping \(helping) with \(helped) parameters helped"
+            }
+            if (hurt == 0) != (hurting == 0) {
+                return "\(tensor.name): lca_hurting \(hurting) with \(hurt) parameters hurt"
+            }
+            // |rest| ≤ zero·f, plus the rounding of three sums of at most
+            // count terms each (n·ε of their absolute sums)
+            let rest = v.tensorLCA[index] - helping - hurting
+            let inside = Double(zero) * floor
+            let absolute = hurting - helping + inside
+            let allowed = inside + 3 * (Double(tensor.count) + 2) * epsilon * absolute
+            if !(abs(rest) <= allowed) {
+                return "\(tensor.name): lca − lca_helping − lca_hurting = \(rest), more than the \(zero) parameters within the floor \(floor) can hold (\(allowed) with rounding)"
+            }
+            if v.tensorUnmoved[index] > zero {
+                return "\(tensor.name): unmoved \(v.tensorUnmoved[index]) > zero \(zero) (an unmoved parameter has LCA 0)"
+            }
+            guard !v.tensorHistogram.isEmpty else { continue }
+            guard v.tensorHistogram.count == t * 2 * bins, edges.count == bins - 1 else {
+                return "lca_histogram has \(v.tensorHistogram.count) counts, expected \(t * 2 * bins)"
+            }
+            for (side, count, sum) in [(0, helped, -helping), (1, hurt, hurting)] {
+                let first = (2 * index + side) * bins
+                let counts = v.tensorHistogram[first..<(first + bins)]
+                let total = counts.reduce(UInt64(0)) { $0 + UInt64($1) }
+                let what = side == 0 ? "helping" : "hurting"
+                if total != count {
+                    return "\(tensor.name): the \(what) histogram bins add up to \(total), expected \(side == 0 ? "helped" : "hurt") \(count)"
+                }
+                // bin b holds values in [lower_b, upper_b): lower_0 is the
+                // floor (exclusive), upper_{B-1} is infinite
+                var low = 0.0, high = 0.0
+                for (b, n) in counts.enumerated() where n > 0 {
+                    let lower = b == 0 ? floor : edges[b - 1]
+                    let upper = b == bins - 1 ? Double.infinity : edges[b]
+                    if upper <= floor {
+                        return "\(tensor.name): \(what) histogram bin \(b) (below \(upper)) holds \(n) parameters, inside the floor \(floor)"
+                    }
+                    low += Double(n) * max(lower, floor)
+                    high += Double(n) * upper
+                }
+                let slack = (Double(tensor.count) + 2) * epsilon * max(sum, low)
+                if !(sum >= low - slack && sum <= high + slack) {
+                    return "\(tensor.name): |lca_\(what)| \(sum) is outside [\(low), \(high)], what its histogram bins allow"
+                }
+            }
+        }
+        return nil
     }
 }

@@ -23,12 +23,33 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     public var tensorLCA: [Double]
     /// First-order LCA summed per tensor.
     public var tensorFirstOrder: [Double]
-    /// Parameters with LCA < 0, per tensor.
+    /// Parameters that helped, per tensor: LCA < −`lcaFloor` (log version
+    /// 2), LCA < 0 in a version-1 log.
     public var tensorHelped: [UInt64]
-    /// Parameters with LCA > 0, per tensor.
+    /// Parameters that hurt, per tensor: LCA > `lcaFloor` (LCA > 0 in
+    /// version 1).
     public var tensorHurt: [UInt64]
-    /// Parameters with LCA == 0, per tensor.
+    /// Parameters within the floor, per tensor: |LCA| ≤ `lcaFloor`, exact
+    /// zeros included (LCA == 0 in version 1).
     public var tensorZero: [UInt64]
+    /// The zero floor f_t = 2⁻³⁰ · max_i |LCA_{t,i}| of the iteration and
+    /// view (docs/log-format.md, version 2); nil for a version-1 log.
+    public var lcaFloor: Double?
+    /// Per tensor: Σ of the LCA_{t,i} < −f_t (≤ 0), the helping part of
+    /// `tensorLCA`; empty when absent (a version-1 log).
+    public var tensorHelping: [Double]
+    /// Per tensor: Σ of the LCA_{t,i} > f_t (≥ 0); `tensorLCA −
+    /// tensorHelping − tensorHurting` is the within-floor rest. Empty when
+    /// absent.
+    public var tensorHurting: [Double]
+    /// Per tensor: parameters with Δθ_i = 0 exactly (a subset of
+    /// `tensorZero`); empty when absent.
+    public var tensorUnmoved: [UInt64]
+    /// Counts of |LCA_{t,i}| beyond the floor in the 30 absolute bins of
+    /// `LogReader.histogramEdges`: T · 2 · 30 values, tensor-major, each
+    /// tensor's 30 helping bins then its 30 hurting bins. Empty when absent
+    /// (a version-1 log, or `TrainingConfiguration.lcaHistogram` false).
+    public var tensorHistogram: [UInt32]
     /// Per-unit LCA (neurons, channels: incoming weights plus bias), indexed
     /// like `Model.unitGroups` (group `g`'s unit `u` at `offset + u`), when
     /// the run has per-unit views on (`TrainingConfiguration.lcaUnits`);
@@ -38,7 +59,7 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     /// lossAfter − lossBefore.
     public var lossChange: Double { lossAfter - lossBefore }
 
-    /// Number of parameters with LCA < 0, over all tensors.
+    /// Number of parameters that helped (`tensorHelped`), over all tensors.
     public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
 
     init(_ v: lca_view_record, tensorCount: Int, unitCount: Int = 0) {
@@ -58,6 +79,19 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         tensorHelped = copy(v.tensor_helped)
         tensorHurt = copy(v.tensor_hurt)
         tensorZero = copy(v.tensor_zero)
+        lcaFloor = v.lca_floor
+        // version-2 arrays: empty when the core gave none (lca_attribute)
+        func present<T: Numeric>(_ pointer: UnsafePointer<T>?) -> [T] {
+            pointer.map { Array(UnsafeBufferPointer(start: $0, count: tensorCount)) } ?? []
+        }
+        tensorHelping = present(v.tensor_helping)
+        tensorHurting = present(v.tensor_hurting)
+        tensorUnmoved = present(v.tensor_unmoved)
+        if let histogram = v.tensor_histogram {
+            tensorHistogram = Array(UnsafeBufferPointer(start: histogram, count: tensorCount * 2 * ViewRecord.histogramBins))
+        } else {
+            tensorHistogram = []
+        }
         if let units = v.unit_lca, unitCount > 0 {
             unitLCA = Array(UnsafeBufferPointer(start: units, count: unitCount))
         } else {
@@ -69,7 +103,9 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     public init(lossBefore: Double, lossAfter: Double, lcaTotal: Double, firstOrderTotal: Double,
                 residual: Double, subintervals: Int, residualAboveThreshold: Bool,
                 tensorLCA: [Double], tensorFirstOrder: [Double], tensorHelped: [UInt64],
-                tensorHurt: [UInt64], tensorZero: [UInt64], unitLCA: [Double] = []) {
+                tensorHurt: [UInt64], tensorZero: [UInt64], unitLCA: [Double] = [],
+                lcaFloor: Double? = nil, tensorHelping: [Double] = [], tensorHurting: [Double] = [],
+                tensorUnmoved: [UInt64] = [], tensorHistogram: [UInt32] = []) {
         self.lossBefore = lossBefore
         self.lossAfter = lossAfter
         self.lcaTotal = lcaTotal
@@ -83,6 +119,27 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         self.tensorHurt = tensorHurt
         self.tensorZero = tensorZero
         self.unitLCA = unitLCA
+        self.lcaFloor = lcaFloor
+        self.tensorHelping = tensorHelping
+        self.tensorHurting = tensorHurting
+        self.tensorUnmoved = tensorUnmoved
+        self.tensorHistogram = tensorHistogram
+    }
+
+    /// Bins per tensor and sign of `tensorHistogram` (30).
+    public static let histogramBins = Int(LCA_HISTOGRAM_BINS)
+    /// The core's 29 finite bin edges, 1e-14, 10^-13.5, …, 1 (the same
+    /// doubles as a version-2 header's `lca_histogram.edges`): bin 0 is
+    /// (floor, 1e-14), bin k is [edges[k-1], edges[k]), bin 29 is [1, ∞).
+    public static let histogramEdges: [Double] = Array(UnsafeBufferPointer(start: lca_histogram_edges(), count: histogramBins - 1))
+
+    /// Tensor `t`'s 30 helping bins (`hurting` false) or hurting bins, or
+    /// nil without a histogram.
+    public func histogram(tensor t: Int, hurting: Bool) -> ArraySlice<UInt32>? {
+        let b = ViewRecord.histogramBins
+        let start = (2 * t + (hurting ? 1 : 0)) * b
+        guard t >= 0, start + b <= tensorHistogram.count else { return nil }
+        return tensorHistogram[start..<(start + b)]
     }
 }
 
@@ -195,15 +252,29 @@ public struct RecordView {
         public var tensorLCA: UnsafeBufferPointer<Double> { buffer(v.tensor_lca, tensorCount) }
         /// First-order LCA per tensor.
         public var tensorFirstOrder: UnsafeBufferPointer<Double> { buffer(v.tensor_first_order, tensorCount) }
-        /// Parameters with LCA < 0, per tensor.
+        /// Parameters with LCA < −`lcaFloor`, per tensor.
         public var tensorHelped: UnsafeBufferPointer<UInt64> { buffer(v.tensor_helped, tensorCount) }
-        /// Parameters with LCA > 0, per tensor.
+        /// Parameters with LCA > `lcaFloor`, per tensor.
         public var tensorHurt: UnsafeBufferPointer<UInt64> { buffer(v.tensor_hurt, tensorCount) }
-        /// Parameters with LCA == 0, per tensor.
+        /// Parameters with |LCA| ≤ `lcaFloor`, per tensor.
         public var tensorZero: UnsafeBufferPointer<UInt64> { buffer(v.tensor_zero, tensorCount) }
+        /// The zero floor f_t of the iteration and view (the core always
+        /// writes version 2).
+        public var lcaFloor: Double? { v.lca_floor }
+        /// Σ of the LCA < −f_t per tensor (count 0 when absent).
+        public var tensorHelping: UnsafeBufferPointer<Double> { buffer(v.tensor_helping, tensorCount) }
+        /// Σ of the LCA > f_t per tensor (count 0 when absent).
+        public var tensorHurting: UnsafeBufferPointer<Double> { buffer(v.tensor_hurting, tensorCount) }
+        /// Parameters with Δθ_i = 0 exactly, per tensor (count 0 when absent).
+        public var tensorUnmoved: UnsafeBufferPointer<UInt64> { buffer(v.tensor_unmoved, tensorCount) }
+        /// The |LCA| histogram, T · 2 · 30 counts as in
+        /// `ViewRecord.tensorHistogram` (count 0 when off).
+        public var tensorHistogram: UnsafeBufferPointer<UInt32> {
+            buffer(v.tensor_histogram, tensorCount * 2 * ViewRecord.histogramBins)
+        }
         /// Per-unit LCA (empty without per-unit views).
         public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
-        /// Number of parameters with LCA < 0, over all tensors.
+        /// Number of parameters that helped (`tensorHelped`), over all tensors.
         public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
 
         private func buffer<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> UnsafeBufferPointer<T> {
@@ -221,6 +292,7 @@ public struct RecordView {
 protocol ViewValues {
     associatedtype Doubles: RandomAccessCollection<Double> where Doubles.Index == Int
     associatedtype Counts: RandomAccessCollection<UInt64> where Counts.Index == Int
+    associatedtype Bins: RandomAccessCollection<UInt32> where Bins.Index == Int
     var lossBefore: Double { get }
     var lossAfter: Double { get }
     var lcaTotal: Double { get }
@@ -231,6 +303,12 @@ protocol ViewValues {
     var tensorLCA: Doubles { get }
     var tensorFirstOrder: Doubles { get }
     var tensorHelped: Counts { get }
+    var tensorHelping: Doubles { get }
+    var tensorHurting: Doubles { get }
+    var tensorUnmoved: Counts { get }
+    var tensorZero: Counts { get }
+    var tensorHistogram: Bins { get }
+    var lcaFloor: Double? { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

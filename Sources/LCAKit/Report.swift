@@ -46,21 +46,46 @@ public struct ReportBuilder {
     public let totals: RunTotals?
     /// Scale each heat-map row to its own largest |LCA|.
     public var perRowScaling = false
+    public let syncOptions: PeakSynchronisation.Options
+    /// Figure 8: the weight tensors with an effect (indices into the
+    /// header's tensors) and the statistic (nil when fewer than two).
+    public let syncTensors: [Int]
+    public let sync: PeakSynchronisation.Result?
 
-    public init(data: ReportData, totals: RunTotals?, perRowScaling: Bool = false) {
+    /// - Parameter analyseSync: compute figure 8's statistic (false: `lca
+    ///   plot` of another figure, which need not pay for it).
+    public init(data: ReportData, totals: RunTotals?, perRowScaling: Bool = false,
+                sync options: PeakSynchronisation.Options = .init(), analyseSync: Bool = true) {
         self.data = data
         self.totals = totals
         self.perRowScaling = perRowScaling
+        syncOptions = options
+        let kept = data.syncTensors.indices.filter { data.hasEffect[data.syncTensors[$0]] }
+        syncTensors = kept.map { data.syncTensors[$0] }
+        if analyseSync && kept.count >= 2 && data.records >= 3 {
+            sync = PeakSynchronisation.analyse(names: syncTensors.map { data.header.tensors[$0].name },
+                                               series: kept.map { data.syncSeries[$0] }, options: options)
+        } else {
+            sync = nil
+        }
     }
 
     var names: [String] { data.header.tensors.map(\.name) }
+    /// Names with " (no effect)" for tensors whose LCA was zero (or within
+    /// the floor) throughout.
+    var markedNames: [String] { names.enumerated().map { data.hasEffect[$0.offset] ? $0.element : $0.element + " (no effect)" } }
+    var noEffect: [String] { names.enumerated().filter { !data.hasEffect[$0.offset] }.map(\.element) }
     func color(_ i: Int) -> String { SVGPlot.palette[i % SVGPlot.palette.count] }
 
     /// Why a figure cannot be drawn from this input (nil: it can).
     public func unavailable(_ figure: ReportFigure) -> String? {
         switch figure {
-        case .lcaHistogram: return "needs log version 2 (a per-tensor histogram of |LCA| by sign in every record); this log is version \(data.header.version)"
-        case .synchronisation: return "not yet: the peak-synchronisation statistic comes with a later change"
+        case .lcaHistogram:
+            if !data.isVersion2 { return "needs log version 2 (a per-tensor histogram of |LCA| by sign in every record); this log is version \(data.header.version)" }
+            return data.histogram.records == 0 ? "the log's records carry no |LCA| histogram" : nil
+        case .synchronisation:
+            if data.records < 3 { return "needs at least 3 records (a peak is a strict local minimum between two iterations); this log has \(data.records)" }
+            return sync == nil ? "needs two or more weight tensors (rank 2 or more) with an effect; this model has \(syncTensors.count)" : nil
         case .iterationsHelped, .top:
             return totals == nil ? "needs the run folder's per-parameter totals (lca-total.safetensors, lca-helped.safetensors): give the run folder instead of the log alone" : nil
         case .units: return data.header.units?.isEmpty ?? true ? "the log has no per-unit fields (train with --units)" : nil
@@ -89,11 +114,17 @@ public struct ReportBuilder {
             series += data.validationCumulative.enumerated().map { SVGPlot.Series(name: names[$0.offset] + " (validation)", color: color($0.offset), envelope: $0.element, dashed: true) }
             return SVGPlot.lines(title: t, series: series, width: width, height: h, yLabel: "Σ LCA (nats)", marks: [0])
         case .totals:
-            let perParameter = data.totals.enumerated().map { $0.element / Double(max(1, data.header.tensors[$0.offset].count)) }
-            // Hook: with a record field for the helping part (log version 2),
-            // pass split: [(helping, hurting)] to draw the two parts.
-            let a = SVGPlot.bars(title: t + " (net; raw)", labels: names, values: data.totals, width: width, height: h / 2, xLabel: "Σ LCA (nats); negative = helped")
-            let b = SVGPlot.bars(title: "per parameter (net)", labels: names, values: perParameter, width: width, height: h - h / 2, xLabel: "Σ LCA / parameters (nats)")
+            let count = data.header.tensors.map { Double(max(1, $0.count)) }
+            let perParameter = data.totals.enumerated().map { $0.element / count[$0.offset] }
+            if data.isVersion2 {
+                let split = Array(zip(data.helpingTotals, data.hurtingTotals))
+                let perSplit = split.enumerated().map { ($0.element.0 / count[$0.offset], $0.element.1 / count[$0.offset]) }
+                let a = SVGPlot.bars(title: t + ": helping (blue) and hurting (red) parts, net (black tick), raw", labels: markedNames, values: data.totals, split: split, width: width, height: h / 2, xLabel: "Σ LCA (nats): Σ of the negative part, Σ of the positive part")
+                let b = SVGPlot.bars(title: "per parameter", labels: markedNames, values: perParameter, split: perSplit, width: width, height: h - h / 2, xLabel: "Σ LCA / parameters (nats)")
+                return stack([a, b], width: width, heights: [h / 2, h - h / 2])
+            }
+            let a = SVGPlot.bars(title: t + " (net; raw)", labels: markedNames, values: data.totals, width: width, height: h / 2, xLabel: "Σ LCA (nats); negative = helped")
+            let b = SVGPlot.bars(title: "per parameter (net)", labels: markedNames, values: perParameter, width: width, height: h - h / 2, xLabel: "Σ LCA / parameters (nats)")
             return stack([a, b], width: width, heights: [h / 2, h - h / 2])
         case .helping:
             let n = names.count
@@ -103,13 +134,30 @@ public struct ReportBuilder {
             let hh = h / 3
             let a = SVGPlot.lines(title: t + ": of all parameters", series: rows(data.shareAll), width: width, height: hh, yLabel: "helped / all", marks: [0.5], yRange: (0, 1))
             let b = SVGPlot.lines(title: "of the non-zero ones: helped / (helped + hurt)", series: rows(data.shareNonZero), width: width, height: hh, yLabel: "helped / non-zero", marks: [0.5], yRange: (0, 1))
-            let c = SVGPlot.lines(title: "share with LCA exactly zero", series: rows(data.shareZero), width: width, height: h - 2 * hh, yLabel: "zero / all", yRange: (0, 1))
+            var zeroRows = rows(data.shareZero)
+            if data.sawUnmoved {
+                zeroRows += data.shareUnmoved.enumerated().map {
+                    SVGPlot.Series(name: ($0.offset == n ? "overall" : names[$0.offset]) + " unmoved", color: $0.offset == n ? "#000000" : color($0.offset), envelope: $0.element, dashed: true)
+                }
+            }
+            let zeroTitle = data.isVersion2 ? "share with |LCA| within the floor (solid) and share that did not move (dashed)" : "share with LCA exactly zero"
+            let c = SVGPlot.lines(title: zeroTitle, series: zeroRows, width: width, height: h - 2 * hh, yLabel: "zero / all", yRange: (0, 1))
             return stack([a, b, c], width: width, heights: [hh, hh, h - 2 * hh])
         case .iterationsHelped:
             let r = totals!
-            return SVGPlot.histogram(title: t + " (\(r.parameters) parameters, \(r.iterations) iterations)", counts: r.histogram, binWidth: r.binWidth, width: width, height: h, xLabel: "iterations in which the parameter helped (LCA < 0), bins of \(r.binWidth)")
+            return SVGPlot.histogram(title: t + " (\(r.parameters) parameters, \(r.iterations) iterations)", counts: r.histogram, binWidth: r.binWidth, width: width, height: h, xLabel: "iterations in which the parameter helped (LCA below minus the zero floor), bins of \(r.binWidth)")
         case .heatmap:
-            return SVGPlot.heatMap(title: t, rows: Array(zip(names, data.perIteration)), columns: 300, width: width, height: h, perRow: perRowScaling)
+            return SVGPlot.heatMap(title: t, rows: Array(zip(markedNames, data.perIteration)), columns: 300, width: width, height: h, perRow: perRowScaling)
+        case .lcaHistogram:
+            let hist = data.histogram
+            let labels = (0..<LCAHistogram.bins).map(LCAHistogram.binLabel)
+            let effect = names.indices.filter { data.hasEffect[$0] }
+            let per = effect.map { (name: names[$0], color: color($0), helping: hist.helping($0), hurting: hist.hurting($0)) }
+            return SVGPlot.signedHistogram(title: t + " (all tensors: bars; per tensor: lines)",
+                                           overall: (hist.helping(of: names.indices.map { $0 }), hist.hurting(of: names.indices.map { $0 })),
+                                           perTensor: per, binLabels: labels, width: width, height: h)
+        case .synchronisation:
+            return synchronisationSVG(title: t, width: width, height: h)
         case .units:
             let groups = data.header.units ?? []
             let heights = groups.map { _ in h / max(1, groups.count) }
@@ -134,9 +182,68 @@ public struct ReportBuilder {
             if r.mostHurting.isEmpty { line("(none: no parameter's total is above zero)") }
             for p in r.mostHurting { line(String(format: "%@ %@  %+.6e", p.tensor, "[" + p.index.map(String.init).joined(separator: ", ") + "]", p.total)) }
             return s + "</svg>"
-        case .lcaHistogram, .synchronisation:
-            return ""
         }
+    }
+
+    /// The pairs matrix (colour: −log10 of the hypergeometric p, text: the
+    /// coincidences), the definitions and a small table of the pairs.
+    func synchronisationSVG(title: String, width: Int, height: Int) -> String {
+        guard let r = sync else { return "" }
+        let m = r.names.count
+        var strength = [[Double?]](repeating: [Double?](repeating: nil, count: m), count: m)
+        var text = [[String]](repeating: [String](repeating: "", count: m), count: m)
+        var tips = text
+        for i in 0..<m {
+            text[i][i] = "\(r.peaks[i].count)"
+            tips[i][i] = "\(r.names[i]): \(r.peaks[i].count) peaks in \(r.iterations) iterations"
+        }
+        for p in r.pairs {
+            for (i, j) in [(p.a, p.b), (p.b, p.a)] {
+                strength[i][j] = min(1, -p.log10PHypergeometric / 10)
+                text[i][j] = "\(p.coincidences)"
+                tips[i][j] = "\(r.names[p.a]) × \(r.names[p.b]): \(p.coincidences) coinciding peaks (expected \(String(format: "%.1f", p.expected))), p shift \(p.pShift.map { String(format: "%.3g", $0) } ?? "not computed"), p hypergeometric \(Self.pText(p.pHypergeometric, p.log10PHypergeometric))"
+            }
+        }
+        let legend = "cell: coinciding peaks of the row's tensor with the column's (diagonal: peaks); colour: −log10 p (hypergeometric), white 0, darkest ≥ 10"
+        let matrixHeight = Self.matrixHeight(m, width: width)
+        let matrix = SVGPlot.matrix(title: title, labels: r.names, strength: strength, text: text, tips: tips, width: width, height: matrixHeight, legend: legend)
+        var lines: [(String, Bool)] = []
+        lines.append(("T = \(r.iterations) iterations; a peak: a strict local minimum of the tensor's per-iteration LCA below its median", false))
+        lines.append(("(iterations 2 … T−1); coincidence: a peak of A with a peak of B within ±\(r.window) iteration(s), positions mod T.", false))
+        if let w = r.wholeSet {
+            lines.append((String(format: "whole set (%d tensors): S = Σ over ordered pairs of coincidences = %d, null mean %.1f;", m, w.statistic, w.nullMean), true))
+            lines.append((String(format: "  p = %.3g (independent uniform circular shifts of every tensor, %d draws, SplitMix64 seed %llu; floor 1/%d)", w.p, w.shifts, w.seed, w.shifts + 1), true))
+        } else {
+            lines.append(("whole set: needs three or more weight tensors (this model has \(m)); the pairs below stand alone.", false))
+        }
+        lines.append(("p shift: exact, all T circular shifts of A (floor 1/T = \(String(format: "%.3g", 1 / Double(max(1, r.iterations))))); p hyper: hypergeometric tail, A's peaks as draws,", false))
+        lines.append(("B's covered iterations as successes (ignores that peaks are never adjacent). \(r.pairs.count) pairs: no correction for multiple tests.", false))
+        if r.pairsWithoutExact > 0 { lines.append(("\(r.pairsWithoutExact) pair(s) without an exact p (T × T/64 word operations over the budget).", false)) }
+        lines.append((Self.row("A", "B", "peaks A", "peaks B", "coincide", "expected", "p shift", "p hyper"), true))
+        let shown = r.pairs.sorted { $0.log10PHypergeometric < $1.log10PHypergeometric }.prefix(12)
+        for p in shown {
+            lines.append((Self.row(r.names[p.a], r.names[p.b], "\(p.peaksA)", "\(p.peaksB)", "\(p.coincidences)", String(format: "%.1f", p.expected),
+                                   p.pShift.map { String(format: "%.3g", $0) } ?? "—", Self.pText(p.pHypergeometric, p.log10PHypergeometric)), false))
+        }
+        if r.pairs.count > shown.count { lines.append(("… \(r.pairs.count - shown.count) more pairs (smallest p hyper first; all in the figure's JSON)", false)) }
+        let tableHeight = 40 + 16 * lines.count
+        let table = SVGPlot.textBlock(title: "", lines: lines, width: width, height: tableHeight)
+        return stack([matrix, table], width: width, heights: [matrixHeight, tableHeight])
+    }
+
+    static func matrixHeight(_ m: Int, width: Int) -> Int { Int(min(Double(width - 150), 56.0 * Double(m))) + 150 }
+
+    static func row(_ cells: String...) -> String {
+        let widths = [16, 16, 8, 8, 9, 9, 10, 12]
+        return zip(cells, widths).map { c, w in c.count >= w ? String(c.prefix(w - 1)) + " " : c + String(repeating: " ", count: w - c.count) }.joined()
+    }
+
+    /// A p-value as text, from its log when it is below the smallest double.
+    static func pText(_ p: Double, _ log10P: Double) -> String {
+        if p > 0 { return String(format: "%.3g", p) }
+        if !log10P.isFinite { return "0" }
+        let e = log10P.rounded(.down)
+        return String(format: "%.2fe%d", pow(10, log10P - e), Int(e))
     }
 
     func defaultHeight(_ figure: ReportFigure) -> Int {
@@ -144,6 +251,13 @@ public struct ReportBuilder {
         case .conservation: 520
         case .helping: 720
         case .totals: max(300, 120 + 2 * 24 * names.count)
+        case .lcaHistogram: 420 + 14 * (names.count / 5)
+        case .synchronisation:
+            sync.map { r in
+                let m = r.names.count
+                let rows = 8 + min(12, r.pairs.count) + (r.pairs.count > 12 ? 1 : 0) + (r.pairsWithoutExact > 0 ? 1 : 0)
+                return Self.matrixHeight(m, width: 900) + 40 + 16 * rows
+            } ?? 360
         case .heatmap: max(160, 80 + 18 * names.count)
         case .units: max(200, (data.header.units ?? []).reduce(0) { $0 + 70 + min(400, 3 * $1.units) })
         case .top: 40 + 16 * (3 + (totals.map { $0.mostHelping.count + $0.mostHurting.count } ?? 0))
@@ -183,12 +297,19 @@ public struct ReportBuilder {
             d["tensors"] = names
             d["total"] = data.totals
             d["per_parameter"] = data.totals.enumerated().map { $0.element / Double(max(1, data.header.tensors[$0.offset].count)) }
-            d["helping_part"] = "needs log version 2"
+            d["no_effect"] = noEffect
+            if data.isVersion2 {
+                d["helping"] = data.helpingTotals
+                d["hurting"] = data.hurtingTotals
+            } else {
+                d["helping_part"] = "needs log version 2"
+            }
         case .helping:
             let keys = names + ["overall"]
             d["all"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareAll.map(cols)))
             d["non_zero"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareNonZero.map(cols)))
             d["zero"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareZero.map(cols)))
+            if data.sawUnmoved { d["unmoved"] = Dictionary(uniqueKeysWithValues: zip(keys, data.shareUnmoved.map(cols))) }
         case .iterationsHelped:
             d["histogram"] = totals!.histogram
             d["bin_width"] = totals!.binWidth
@@ -201,7 +322,35 @@ public struct ReportBuilder {
             func rows(_ ps: [RunTotals.Parameter]) -> [[String: Any]] { ps.map { ["tensor": $0.tensor, "index": $0.index, "total": $0.total] } }
             d["most_helping"] = rows(totals!.mostHelping)
             d["most_hurting"] = rows(totals!.mostHurting)
-        case .lcaHistogram, .synchronisation: break
+        case .lcaHistogram:
+            d["edges"] = LCAHistogram.edges
+            d["records"] = data.histogram.records
+            d["helping"] = Dictionary(uniqueKeysWithValues: names.indices.map { (names[$0], data.histogram.helping($0).map(Int.init)) })
+            d["hurting"] = Dictionary(uniqueKeysWithValues: names.indices.map { (names[$0], data.histogram.hurting($0).map(Int.init)) })
+            d["no_effect"] = noEffect
+            if let f = data.floorRange { d["floor"] = [f.min, f.max] }
+        case .synchronisation:
+            let r = sync!
+            d["tensors"] = r.names
+            d["iterations"] = r.iterations
+            d["window"] = r.window
+            d["peak_counts"] = r.peaks.map(\.count)
+            if r.peaks.reduce(0, { $0 + $1.count }) <= 20_000 {
+                let first = Int(data.firstIteration)
+                d["peak_iterations"] = r.peaks.map { $0.map { $0 + first } }
+            }
+            d["pairs"] = r.pairs.map { p -> [String: Any] in
+                var e: [String: Any] = ["a": r.names[p.a], "b": r.names[p.b], "peaks_a": p.peaksA, "peaks_b": p.peaksB,
+                                        "covered_b": p.coveredB, "coincidences": p.coincidences, "expected": p.expected,
+                                        "p_hypergeometric": p.pHypergeometric, "log10_p_hypergeometric": p.log10PHypergeometric]
+                if let q = p.pShift { e["p_shift_exact"] = q }
+                return e
+            }
+            if let w = r.wholeSet {
+                d["whole_set"] = ["statistic": w.statistic, "null_mean": w.nullMean, "p_random_shifts": w.p,
+                                  "shifts": w.shifts, "seed": Int(w.seed)] as [String: Any]
+            }
+            d["no_effect_excluded"] = data.syncTensors.filter { !data.hasEffect[$0] }.map { names[$0] }
         }
         return d
     }
@@ -248,6 +397,23 @@ public struct ReportBuilder {
         return out
     }
 
+    /// One paragraph: the figures this input cannot give, and why; the
+    /// tensors with no effect.
+    func missingSummary() -> String {
+        var parts: [String] = []
+        let missing = ReportFigure.allCases.compactMap { f in unavailable(f).map { "\(f.number) (\(f.rawValue)): \($0)" } }
+        if !missing.isEmpty {
+            parts.append("<p class=\"note\" id=\"missing-figures\"><b>Figures missing for this input</b>: " + missing.map(SVGPlot.esc).joined(separator: "; ") + ".</p>")
+        }
+        if !noEffect.isEmpty {
+            parts.append("<p class=\"note\" id=\"no-effect\"><b>No effect</b> (LCA zero\(data.isVersion2 ? " or within the floor" : "") at every iteration, marked on the figures): " + noEffect.map(SVGPlot.esc).joined(separator: ", ") + ".</p>")
+        }
+        if let f = data.floorRange {
+            parts.append("<p class=\"note\">Helped and hurt counts leave out |LCA| within the record's floor (relative to the iteration's largest |LCA|): \(SVGPlot.label(f.min)) to \(SVGPlot.label(f.max)) nats in this log.</p>")
+        }
+        return parts.joined(separator: "\n")
+    }
+
     /// The whole page: one self-contained HTML file.
     public func html(source: String) -> String {
         let h = data.header
@@ -271,6 +437,7 @@ public struct ReportBuilder {
             <tr><th>iterations</th><td>\(data.records) records (\(Int(data.firstIteration))–\(Int(data.lastIteration))), log version \(h.version)</td></tr>
             <tr><th>conservation</th><td>L₀ = \(String(format: "%.6f", data.initialLoss ?? 0)), L_end = \(String(format: "%.6f", data.finalLoss ?? 0)), Σ LCA = \(String(format: "%+.6e", data.lcaSum)); whole-run conservation error (L_end − L₀) − Σ LCA = <b>\(String(format: "%+.3e", data.conservationError ?? 0))</b> (\(String(format: "%.3g", 100 * abs(data.conservationError ?? 0) / max(abs((data.finalLoss ?? 0) - (data.initialLoss ?? 0)), 1e-300)))% of the loss change); largest |residual| \(String(format: "%.3e", data.maxAbsResidual)), threshold \(SVGPlot.label(data.threshold)), \(data.residualsAboveThreshold) iteration(s) above it at the sub-interval cap</td></tr>
             </table>
+            \(missingSummary())
             <p class="note">Long series are reduced to the plot's pixel width by a min/max envelope per pixel column (each column is drawn from the smallest to the largest value of the iterations it covers), so peaks are never lost. Heat-map cells show the value of largest magnitude in their column. Hover over a series, bar or bin for its name and value.</p>
 
             """
@@ -281,8 +448,11 @@ public struct ReportBuilder {
                 page += "<h2>\(figure.number). \(esc(figure.title))</h2><p class=\"missing\">Not shown: \(esc(why)).</p>\n"
             } else {
                 page += svg(figure) + "\n"
-                if figure == .totals {
+                if figure == .totals && !data.isVersion2 {
                     page += "<p class=\"note\">Net bars only: the split into the helping and the hurting part needs a record field of log version 2.</p>\n"
+                }
+                if figure == .synchronisation {
+                    page += "<p class=\"note\">Which p is which: <b>p shift</b> is exact (every one of the T circular shifts of the first tensor's peaks, so it cannot be below 1/T); <b>p hyper</b> is analytic (hypergeometric upper tail, computed in log space; an approximation: it treats peaks as a random subset of iterations); the <b>whole-set p</b> is from independent random circular shifts of every weight tensor (its floor is 1/(draws + 1)). Only weight tensors (rank 2 or more) with an effect take part; biases and batch-norm vectors are left out.</p>\n"
                 }
             }
             page += "<script type=\"application/json\" class=\"figure-data\" id=\"data-\(figure.rawValue)\">\(Self.json(figureData(figure)))</script>\n</section>\n"

@@ -103,6 +103,31 @@ public final class ReportData {
     public var units: [Envelope]
     private var runningCumulative: [Double], runningValidation: [Double]
 
+    /// Per tensor: whether any record counted a parameter of it as helped or
+    /// hurt (false: its LCA was zero, or within the v2 floor, throughout:
+    /// "no effect").
+    public private(set) var hasEffect: [Bool]
+    /// The weight tensors (rank ≥ 2) of figure 8, and their whole
+    /// per-iteration LCA series (T doubles each: the one part of the report
+    /// that grows with the run, 8 bytes × iterations × weight tensors, e.g.
+    /// 17.6 MB for 100,000 iterations of ResNet-20's 22 weight tensors).
+    public let syncTensors: [Int]
+    public private(set) var syncSeries: [[Double]]
+
+    // Log version 2 (nil / empty for a v1 log).
+    /// Records that carried the v2 fields.
+    public private(set) var version2Records = 0
+    /// Smallest and largest per-record floor seen.
+    public private(set) var floorRange: (min: Double, max: Double)?
+    /// Per tensor: Σ over records of the helping (negative) and the
+    /// hurting (positive) part of its LCA.
+    public private(set) var helpingTotals: [Double], hurtingTotals: [Double]
+    /// Per tensor then overall: share of parameters that did not move.
+    public var shareUnmoved: [Envelope]
+    public private(set) var sawUnmoved = false
+    /// The run's |LCA| histogram by sign, summed over records.
+    public private(set) var histogram: LCAHistogram
+
     /// - Parameter width: the plot width in pixel columns; series keep up to
     ///   2 × width buckets.
     public init(header: LogHeader, width: Int = 800) {
@@ -125,7 +150,17 @@ public final class ReportData {
         validationTotals = header.hasValidation ? totals : []
         runningCumulative = totals
         runningValidation = validationTotals
+        hasEffect = Array(repeating: false, count: t)
+        syncTensors = header.tensors.indices.filter { header.tensors[$0].shape.count >= 2 }
+        syncSeries = Array(repeating: [], count: syncTensors.count)
+        helpingTotals = totals
+        hurtingTotals = totals
+        shareUnmoved = make(t + 1)
+        histogram = LCAHistogram(tensors: t)
     }
+
+    /// Whether the log carried the v2 fields (every record did).
+    public var isVersion2: Bool { records > 0 && version2Records == records }
 
     public var threshold: Double { header.config?.lcaThreshold ?? 0 }
 
@@ -135,7 +170,29 @@ public final class ReportData {
         return (l1 - l0) - lcaSum
     }
 
-    public func add(_ r: IterationRecord) {
+    /// The log-version-2 fields of one record's training view.
+    public struct Version2Fields: Sendable {
+        public var floor: Double
+        public var helping: [Double], hurting: [Double]
+        public var unmoved: [UInt64]
+        public var histogram: [UInt32]
+
+        public init(floor: Double, helping: [Double], hurting: [Double], unmoved: [UInt64], histogram: [UInt32]) {
+            self.floor = floor; self.helping = helping; self.hurting = hurting; self.unmoved = unmoved; self.histogram = histogram
+        }
+
+        /// nil for a v1 record.
+        public init?(_ v: ViewRecord) {
+            guard let floor = v.lcaFloor else { return nil }
+            self.init(floor: floor, helping: v.tensorHelping, hurting: v.tensorHurting, unmoved: v.tensorUnmoved, histogram: v.tensorHistogram)
+        }
+    }
+
+    public func add(_ r: IterationRecord) { add(r, version2: Version2Fields(r.train)) }
+
+    /// Adds a record with its v2 fields given apart (tests feed synthetic
+    /// ones this way).
+    public func add(_ r: IterationRecord, version2: Version2Fields?) {
         let x = Double(r.iteration)
         let v = r.train
         if records == 0 {
@@ -163,7 +220,8 @@ public final class ReportData {
             let h = i < v.tensorHelped.count ? v.tensorHelped[i] : 0
             let u = i < v.tensorHurt.count ? v.tensorHurt[i] : 0
             let z = i < v.tensorZero.count ? v.tensorZero[i] : 0
-            helped += h; hurt += u; zero += z
+            helped &+= h; hurt &+= u; zero &+= z
+            if h + u > 0 { hasEffect[i] = true }
             Self.shares(h, u, z, into: &shareAll[i], &shareNonZero[i], &shareZero[i], x)
         }
         let t = header.tensors.count
@@ -177,6 +235,28 @@ public final class ReportData {
             }
         }
         for u in units.indices where u < v.unitLCA.count { units[u].add(x, v.unitLCA[u]) }
+        for (k, i) in syncTensors.enumerated() { syncSeries[k].append(i < v.tensorLCA.count ? v.tensorLCA[i] : 0) }
+        if let version2 { addVersion2(x: x, version2) }
+    }
+
+    private func addVersion2(x: Double, _ v2: Version2Fields) {
+        let (floor, helping, hurting, unmoved, h) = (v2.floor, v2.helping, v2.hurting, v2.unmoved, v2.histogram)
+        let t = header.tensors.count
+        version2Records += 1
+        floorRange = floorRange.map { (min($0.min, floor), max($0.max, floor)) } ?? (floor, floor)
+        if helping.count == t && hurting.count == t {
+            for i in 0..<t { helpingTotals[i] += helping[i]; hurtingTotals[i] += hurting[i] }
+        }
+        if unmoved.count == t {
+            sawUnmoved = true
+            var all: UInt64 = 0
+            for i in 0..<t {
+                all += unmoved[i]
+                shareUnmoved[i].add(x, Double(unmoved[i]) / Double(max(1, header.tensors[i].count)))
+            }
+            shareUnmoved[t].add(x, Double(all) / Double(max(1, header.model.parameters)))
+        }
+        histogram.add(h)
     }
 
     private static func shares(_ h: UInt64, _ u: UInt64, _ z: UInt64, into all: inout Envelope,
@@ -192,8 +272,72 @@ public final class ReportData {
     public static func read(path: String, width: Int = 800) throws -> ReportData {
         let stream = try LogStream(path: path)
         let data = ReportData(header: stream.header, width: width)
-        while let r = try stream.next() { data.add(r) }
+        let tensors = stream.header.tensors
+        let helpedField = stream.header.fields.first { $0.name == "helped" }?.offset ?? 0
+        var index = 0
+        while let r = try stream.next() {
+            // Counts the figures divide by: a damaged record is refused here,
+            // naming its byte offset (lca verify checks every field).
+            for (i, t) in tensors.enumerated() where i < r.train.tensorHelped.count && i < r.train.tensorHurt.count && i < r.train.tensorZero.count {
+                let (a, o1) = r.train.tensorHelped[i].addingReportingOverflow(r.train.tensorHurt[i])
+                let (b, o2) = a.addingReportingOverflow(r.train.tensorZero[i])
+                if o1 || o2 || b > UInt64(t.count) {
+                    throw LCAError.log(.badRecord, path: path, offset: stream.headerBytes.count + index * stream.header.recordSize + helpedField + 8 * i,
+                                       "record \(index) (iteration \(r.iteration)): tensor \(t.name): helped \(r.train.tensorHelped[i]) + hurt \(r.train.tensorHurt[i]) + zero \(r.train.tensorZero[i]) exceeds its \(t.count) parameters (lca verify checks every field)")
+                }
+            }
+            data.add(r)
+            index += 1
+        }
         return data
+    }
+}
+
+/// The distribution of per-parameter |LCA| by sign (figure 6), summed over
+/// records from each record's fixed log-spaced histogram (log version 2):
+/// per tensor 2 × 30 counts, helping then hurting; bin 0 is (floor, 1e-14),
+/// bins 1 … 28 are [10^(−14 + (k−1)/2), 10^(−14 + k/2)) (two per decade),
+/// bin 29 is [1, ∞).
+public struct LCAHistogram: Sendable, Hashable {
+    public static let bins = 30
+    /// The 29 finite edges 1e-14, 10^-13.5, …, 1.
+    public static let edges: [Double] = (0...28).map { pow(10, -14 + Double($0) / 2) }
+
+    public let tensors: Int
+    /// tensors × 2 × bins counts, tensor-major, helping then hurting.
+    public private(set) var counts: [UInt64]
+    /// Records added (those whose histogram had the right length).
+    public private(set) var records = 0
+
+    public init(tensors: Int) {
+        self.tensors = tensors
+        counts = Array(repeating: 0, count: tensors * 2 * Self.bins)
+    }
+
+    /// Adds one record's histogram (ignored unless it has T × 2 × 30 counts).
+    public mutating func add(_ h: [UInt32]) {
+        guard h.count == counts.count, !h.isEmpty else { return }
+        for k in h.indices { counts[k] += UInt64(h[k]) }
+        records += 1
+    }
+
+    public func helping(_ tensor: Int) -> [UInt64] { Array(counts[(tensor * 2 * Self.bins)..<(tensor * 2 * Self.bins + Self.bins)]) }
+    public func hurting(_ tensor: Int) -> [UInt64] { Array(counts[(tensor * 2 * Self.bins + Self.bins)..<((tensor + 1) * 2 * Self.bins)]) }
+
+    /// Summed over the given tensors.
+    public func helping(of tensors: [Int]) -> [UInt64] {
+        tensors.reduce(into: [UInt64](repeating: 0, count: Self.bins)) { s, i in for (k, c) in helping(i).enumerated() { s[k] += c } }
+    }
+
+    public func hurting(of tensors: [Int]) -> [UInt64] {
+        tensors.reduce(into: [UInt64](repeating: 0, count: Self.bins)) { s, i in for (k, c) in hurting(i).enumerated() { s[k] += c } }
+    }
+
+    /// A bin's range as text.
+    public static func binLabel(_ k: Int) -> String {
+        if k == 0 { return "(floor, 1e-14)" }
+        if k == bins - 1 { return "[1, ∞)" }
+        return String(format: "[%.3g, %.3g)", edges[k - 1], edges[k])
     }
 }
 
@@ -224,6 +368,9 @@ public struct RunTotals: Sendable {
         let totals = try SafeTensorsFile(path: totalPath)
         let helped = try SafeTensorsFile(path: helpedPath)
         let iterations = Int(totals.metadata["lca.iteration"] ?? helped.metadata["lca.iteration"] ?? "") ?? 0
+        guard (0...Int(UInt32.max)).contains(iterations) else {
+            throw LCAError(code: .format, message: "\(totalPath): metadata lca.iteration is \(iterations), expected 0 to \(UInt32.max)")
+        }
         let binWidth = max(1, Int((Double(iterations + 1) / Double(bins)).rounded(.up)))
         var histogram = Array(repeating: 0, count: iterations / binWidth + 1)
         var helping: [Parameter] = [], hurting: [Parameter] = []

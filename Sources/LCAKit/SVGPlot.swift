@@ -140,6 +140,9 @@ public enum SVGPlot {
             if let split {
                 bar(0, split[i].0, "#2c7bb6", "helping")
                 bar(0, split[i].1, "#d7191c", "hurting")
+                // the net value (helping + hurting) as a black tick
+                let xn = f.px(values[i])
+                s += "<line class=\"net\" x1=\"\(num(xn))\" x2=\"\(num(xn))\" y1=\"\(num(y - 2))\" y2=\"\(num(y + bh + 2))\" stroke=\"#000\" stroke-width=\"2\"><title>\(esc(name)): net \(label(values[i]))</title></line>"
             } else {
                 bar(0, values[i], values[i] < 0 ? "#2c7bb6" : "#d7191c", "net")
             }
@@ -210,6 +213,118 @@ public enum SVGPlot {
         for (k, c) in counts.enumerated() where c > 0 {
             let x0 = f.px(Double(k * binWidth)), x1 = f.px(Double((k + 1) * binWidth))
             s += "<rect class=\"bin\" data-count=\"\(c)\" x=\"\(num(x0))\" y=\"\(num(f.py(Double(c))))\" width=\"\(num(max(0.5, x1 - x0 - 0.5)))\" height=\"\(num(f.py(0) - f.py(Double(c))))\" fill=\"#4a7\"><title>\(k * binWidth)–\((k + 1) * binWidth - 1) iterations: \(c)</title></rect>"
+        }
+        return s + "</svg>"
+    }
+
+    /// Sequential colour for a strength in [0, 1]: white to dark purple.
+    public static func sequential(_ t: Double) -> String {
+        let a = max(0, min(1, t.isFinite ? t : 1))
+        let q = (a * 10).rounded() / 10
+        let (r, g, b) = (255 - q * (255 - 63), 255 - q * (255 - 0), 255 - q * (255 - 125))
+        return String(format: "#%02x%02x%02x", Int(r), Int(g), Int(b))
+    }
+
+    /// A square matrix of cells (row i, column j): each cell's colour from
+    /// `strength` in [0, 1] (nil: grey, e.g. the diagonal), its text drawn
+    /// inside when it fits, its tip as a hover title.
+    public static func matrix(title: String, labels: [String], strength: [[Double?]], text: [[String]], tips: [[String]],
+                              width: Int, height: Int, legend: String) -> String {
+        let n = max(1, labels.count)
+        let left = 130.0, top = 30.0
+        let side = max(4, min((Double(width) - left - 20) / Double(n), (Double(height) - top - 110) / Double(n)))
+        var s = open(width, height, title: title)
+        for i in 0..<labels.count {
+            let y = top + Double(i) * side
+            s += "<text x=\"\(num(left - 4))\" y=\"\(num(y + side / 2 + 4))\" text-anchor=\"end\" font-size=\"11\">\(esc(labels[i]))</text>"
+            let x = left + Double(i) * side + side / 2
+            let yl = top + Double(n) * side + 6
+            s += "<text transform=\"translate(\(num(x + 4)),\(num(yl))) rotate(60)\" font-size=\"11\">\(esc(labels[i]))</text>"
+            for j in 0..<labels.count {
+                let x0 = left + Double(j) * side
+                let v = strength[i][j]
+                s += "<rect class=\"cell\" x=\"\(num(x0))\" y=\"\(num(y))\" width=\"\(num(side))\" height=\"\(num(side))\" fill=\"\(v.map(sequential) ?? "#dddddd")\" stroke=\"#fff\"><title>\(esc(tips[i][j]))</title></rect>"
+                if side >= 28 && !text[i][j].isEmpty {
+                    let dark = (v ?? 0) > 0.55
+                    s += "<text x=\"\(num(x0 + side / 2))\" y=\"\(num(y + side / 2 + 4))\" text-anchor=\"middle\" font-size=\"\(side >= 44 ? 11 : 9)\" fill=\"\(dark ? "#fff" : "#222")\">\(esc(text[i][j]))</text>"
+                }
+            }
+        }
+        s += "<text x=\"\(num(left))\" y=\"\(height - 8)\" font-size=\"11\" fill=\"#333\">\(esc(legend))</text>"
+        return s + "</svg>"
+    }
+
+    /// Lines of text (monospace), e.g. a small table.
+    public static func textBlock(title: String, lines: [(String, Bool)], width: Int, height: Int) -> String {
+        var s = open(width, height, title: title)
+        var y = 40
+        for (text, bold) in lines {
+            s += "<text x=\"20\" y=\"\(y)\" font-size=\"12\" font-family=\"monospace\" xml:space=\"preserve\"\(bold ? " font-weight=\"bold\"" : "")>\(esc(text))</text>"
+            y += 16
+        }
+        return s + "</svg>"
+    }
+
+    /// The distribution of |LCA| by sign over fixed log-spaced bins, counts
+    /// on a log scale: helping (LCA < 0) mirrored on the left, from the
+    /// largest |LCA| at the far left to the floor at the centre; hurting on
+    /// the right. `overall` as bars, `perTensor` as step lines.
+    public static func signedHistogram(title: String, overall: (helping: [UInt64], hurting: [UInt64]),
+                                       perTensor: [(name: String, color: String, helping: [UInt64], hurting: [UInt64])],
+                                       binLabels: [String], width: Int, height: Int) -> String {
+        let bins = overall.helping.count
+        let all = overall.helping + overall.hurting + perTensor.flatMap { $0.helping + $0.hurting }
+        let top = log10(Double(max(1, all.max() ?? 1)))
+        let legendRows = (perTensor.count + 4) / 5
+        let f = Frame(x: 64, y: 26, w: Double(width) - 80, h: Double(height) - 80 - Double(legendRows) * 14,
+                      xMin: 0, xMax: Double(2 * bins), yMin: 0, yMax: max(1, (top + 0.3).rounded(.up)))
+        var s = open(width, height, title: title)
+        s += "<rect x=\"\(num(f.x))\" y=\"\(num(f.y))\" width=\"\(num(f.w))\" height=\"\(num(f.h))\" fill=\"none\" stroke=\"#999\"/>"
+        for d in stride(from: 0, through: Int(f.yMax), by: max(1, Int(f.yMax) / 6)) {
+            let y = f.py(Double(d))
+            s += "<line x1=\"\(num(f.x))\" x2=\"\(num(f.x + f.w))\" y1=\"\(num(y))\" y2=\"\(num(y))\" stroke=\"#eee\"/>"
+            s += "<text x=\"\(num(f.x - 4))\" y=\"\(num(y + 4))\" text-anchor=\"end\" font-size=\"11\">1e\(d)</text>"
+        }
+        // slot of bin k: helping at bins − 1 − k, hurting at bins + k
+        func slot(_ k: Int, helping: Bool) -> Double { Double(helping ? bins - 1 - k : bins + k) }
+        let z = f.px(Double(bins))
+        s += "<line x1=\"\(num(z))\" x2=\"\(num(z))\" y1=\"\(num(f.y))\" y2=\"\(num(f.y + f.h))\" stroke=\"#000\"/>"
+        for (k, (h, u)) in zip(overall.helping, overall.hurting).enumerated() {
+            for (c, helping) in [(h, true), (u, false)] where c > 0 {
+                let x0 = f.px(slot(k, helping: helping)), x1 = f.px(slot(k, helping: helping) + 1)
+                let y = f.py(log10(Double(c)))
+                s += "<rect class=\"bin\" data-count=\"\(c)\" x=\"\(num(x0 + 0.5))\" y=\"\(num(y))\" width=\"\(num(max(0.5, x1 - x0 - 1)))\" height=\"\(num(max(0.5, f.py(0) - y)))\" fill=\"\(helping ? "#2c7bb6" : "#d7191c")\" fill-opacity=\"0.55\"><title>\(helping ? "helping, |LCA| in " : "hurting, LCA in ")\(esc(binLabels[k])): \(c)</title></rect>"
+            }
+        }
+        for t in perTensor {
+            var points: [String] = []
+            for slotIndex in 0..<(2 * bins) {
+                let helping = slotIndex < bins
+                let k = helping ? bins - 1 - slotIndex : slotIndex - bins
+                let c = helping ? t.helping[k] : t.hurting[k]
+                let y = c > 0 ? f.py(log10(Double(c))) : f.py(0)
+                points.append("\(num(f.px(Double(slotIndex)))),\(num(y)) \(num(f.px(Double(slotIndex + 1)))),\(num(y))")
+            }
+            s += "<polyline class=\"series\" data-name=\"\(esc(t.name))\" points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"\(t.color)\" stroke-width=\"1.2\"><title>\(esc(t.name))</title></polyline>"
+        }
+        // x labels at bin edges: edge j (|LCA| = 10^(-14 + j/2)) lies at
+        // slot bins − 1 − j on the helping side and bins + 1 + j on the
+        // hurting side; the centre is the floor.
+        for (j, text) in [(28, "1"), (22, "1e-3"), (14, "1e-7"), (6, "1e-11"), (0, "1e-14")] where j < bins - 1 {
+            for helping in [true, false] {
+                let x = f.px(Double(helping ? bins - 1 - j : bins + 1 + j))
+                let anchor = j == 0 ? (helping ? "end" : "start") : "middle"
+                s += "<line x1=\"\(num(x))\" x2=\"\(num(x))\" y1=\"\(num(f.y + f.h))\" y2=\"\(num(f.y + f.h + 4))\" stroke=\"#333\"/>"
+                s += "<text x=\"\(num(x))\" y=\"\(num(f.y + f.h + 14))\" text-anchor=\"\(anchor)\" font-size=\"11\">\(helping ? "−" : "")\(text)</text>"
+            }
+        }
+        s += "<text x=\"\(num(f.x + f.w / 2))\" y=\"\(num(f.y + f.h + 30))\" text-anchor=\"middle\" font-size=\"11\">per-parameter, per-iteration LCA (log |LCA|, two bins per decade; left, blue: helped; right, red: hurt; values within the floor not counted)</text>"
+        s += "<text transform=\"translate(\(num(f.x - 48)),\(num(f.y + f.h / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"11\">count (log scale)</text>"
+        var lx = f.x, ly = f.y + f.h + 48
+        for (i, t) in perTensor.enumerated() {
+            if i > 0 && i % 5 == 0 { lx = f.x; ly += 14 }
+            s += "<rect x=\"\(num(lx))\" y=\"\(num(ly - 8))\" width=\"10\" height=\"3\" fill=\"\(t.color)\"/><text x=\"\(num(lx + 14))\" y=\"\(num(ly))\" font-size=\"11\">\(esc(t.name))</text>"
+            lx += f.w / 5
         }
         return s + "</svg>"
     }

@@ -22,7 +22,14 @@ import Darwin
 /// Tags: `loss/batch`, `loss/evaluation`, `lca/total`, `lca/first_order`,
 /// `residual`, `subintervals`, `lca/<tensor>`, `lca_cumulative/<tensor>`,
 /// `lca_cumulative/total`, `helped_percent/<tensor>`, `helped_percent/total`,
-/// and `validation/…` for the validation view.
+/// from a version-2 log also `lca_helping/<tensor>`, `lca_hurting/<tensor>`
+/// and `unmoved_percent/<tensor>`, and `validation/…` for the validation
+/// view. With the |LCA| histogram, a TensorBoard histogram per tensor,
+/// `lca_histogram/<tensor>`, of the signed LCA: the 30 helping bins
+/// (negated edges), one bucket (−floor, floor] of the parameters within the
+/// floor, the 30 hurting bins (each bucket's right edge as its limit; the
+/// min, max and sum are the outer edges of the occupied bins and the
+/// tensor's LCA, as the log holds no more).
 ///
 /// ```swift
 /// let board = try TensorBoardWriter(directory: "tb/run1", tensors: model.tensors)
@@ -119,6 +126,10 @@ public final class TensorBoardWriter {
             entry.float(2, Float(value))
             summary.message(1, entry)
         }
+        if v.subintervals > 0 { histograms(v, prefix: "", into: &summary) }
+        if let validation = record.validation, validation.subintervals > 0 {
+            histograms(validation, prefix: "validation/", into: &summary)
+        }
         var event = Protobuf()
         event.double(1, wallTime)
         event.varint(2, record.iteration)
@@ -167,6 +178,14 @@ public final class TensorBoardWriter {
             values.append((prefix + "lca_cumulative/" + tensor.name, cumulative[index]))
             values.append((prefix + "helped_percent/" + tensor.name,
                            tensor.count > 0 ? 100 * Double(v.tensorHelped[index]) / Double(tensor.count) : 0))
+            if index < v.tensorHelping.count, index < v.tensorHurting.count {
+                values.append((prefix + "lca_helping/" + tensor.name, v.tensorHelping[index]))
+                values.append((prefix + "lca_hurting/" + tensor.name, v.tensorHurting[index]))
+            }
+            if index < v.tensorUnmoved.count {
+                values.append((prefix + "unmoved_percent/" + tensor.name,
+                               tensor.count > 0 ? 100 * Double(v.tensorUnmoved[index]) / Double(tensor.count) : 0))
+            }
             helped += v.tensorHelped[index]
             parameters += tensor.count
         }
@@ -174,6 +193,39 @@ public final class TensorBoardWriter {
         values.append((prefix + "lca_cumulative/total", total))
         values.append((prefix + "helped_percent/total", parameters > 0 ? 100 * Double(helped) / Double(parameters) : 0))
         return values
+    }
+
+    /// `lca_histogram/<tensor>` as `HistogramProto`s (Summary.Value field 5).
+    private func histograms<View: ViewValues>(_ v: View, prefix: String, into summary: inout Protobuf) {
+        let bins = ViewRecord.histogramBins, edges = ViewRecord.histogramEdges
+        guard let floor = v.lcaFloor, v.tensorHistogram.count == tensors.count * 2 * bins, v.tensorZero.count == tensors.count else { return }
+        // ascending right edges: helping bins 29 … 0, the floor bucket, hurting bins 0 … 29
+        // (bins wholly inside the floor are empty: their limits collapse
+        // onto ±floor, so that the limits stay ascending)
+        var limits: [Double] = []
+        for b in stride(from: bins - 1, through: 0, by: -1) { limits.append(b == 0 ? -floor : -max(edges[b - 1], floor)) }
+        limits.append(floor)
+        for b in 0..<bins { limits.append(b == bins - 1 ? Double.greatestFiniteMagnitude : max(edges[b], floor)) }
+        for (index, tensor) in tensors.enumerated() {
+            let first = index * 2 * bins
+            var counts: [Double] = []
+            for b in stride(from: bins - 1, through: 0, by: -1) { counts.append(Double(v.tensorHistogram[first + b])) }
+            counts.append(Double(v.tensorZero[index]))
+            for b in 0..<bins { counts.append(Double(v.tensorHistogram[first + bins + b])) }
+            guard let low = counts.firstIndex(where: { $0 > 0 }), let high = counts.lastIndex(where: { $0 > 0 }) else { continue }
+            var histogram = Protobuf()
+            histogram.double(1, low == 0 ? limits[0] : limits[low - 1])
+            histogram.double(2, high == limits.count - 1 ? limits[high - 1] : limits[high])
+            histogram.double(3, counts.reduce(0, +))
+            histogram.double(4, v.tensorLCA[index])
+            histogram.double(5, 0)
+            histogram.packedDoubles(6, limits)
+            histogram.packedDoubles(7, counts)
+            var entry = Protobuf()
+            entry.string(1, prefix + "lca_histogram/" + tensor.name)
+            entry.message(5, histogram)
+            summary.message(1, entry)
+        }
     }
 
     /// One TFRecord, written with a single write call.
@@ -255,6 +307,15 @@ struct Protobuf {
         key(field, 5)
         let bits = value.bitPattern
         for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt32(i)))) }
+    }
+
+    mutating func packedDoubles(_ field: Int, _ values: [Double]) {
+        key(field, 2)
+        raw(UInt64(8 * values.count))
+        for value in values {
+            let bits = value.bitPattern
+            for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i)))) }
+        }
     }
 
     mutating func string(_ field: Int, _ text: String) {

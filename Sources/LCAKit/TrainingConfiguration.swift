@@ -159,6 +159,10 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     /// unit (neuron or channel: incoming weights plus bias), in
     /// `ViewRecord.unitLCA` and the log's `unit_lca` field (default false).
     public var lcaUnits: Bool
+    /// The |LCA| histogram in every record (`ViewRecord.tensorHistogram`,
+    /// the log's `lca_histogram` field, 240 bytes per tensor and view;
+    /// default true). False leaves it out (`lca train --no-lca-histogram`).
+    public var lcaHistogram: Bool
 
     /// The core's defaults (`lca_config_default()`).
     public init() {
@@ -186,6 +190,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaUnits = c.lca_units != 0
         bnGroup = Int(c.bn_group)
         memoryBudget = Int(c.memory_budget)
+        lcaHistogram = c.lca_histogram != 0
     }
 
     /// The C config, with the validation size resolved for a set of
@@ -222,13 +227,14 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         c.bn_group = bnGroup
         guard memoryBudget >= 1 else { throw LCAError.invalid("memory budget must be at least 1 byte (got \(memoryBudget))") }
         c.memory_budget = memoryBudget
+        c.lca_histogram = lcaHistogram ? 1 : 0
         return c
     }
 
     private enum CodingKeys: String, CodingKey {
         case seed, optimizer, learningRate, momentum, adamBeta1, adamBeta2, adamEpsilon, weightDecay
         case batchSize, iterations, validation, lca, lcaSubset, lcaValidationView, lcaThreshold
-        case lcaMaxSubintervals, evalChunk, lcaUnits, bnGroup, memoryBudget
+        case lcaMaxSubintervals, evalChunk, lcaUnits, bnGroup, memoryBudget, lcaHistogram
     }
 
     /// Decodes a configuration; keys that are missing keep the core's
@@ -256,6 +262,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         lcaUnits = try c.decodeIfPresent(Bool.self, forKey: .lcaUnits) ?? lcaUnits
         bnGroup = try c.decodeIfPresent(Int.self, forKey: .bnGroup) ?? bnGroup
         memoryBudget = try c.decodeIfPresent(Int.self, forKey: .memoryBudget) ?? memoryBudget
+        lcaHistogram = try c.decodeIfPresent(Bool.self, forKey: .lcaHistogram) ?? lcaHistogram
     }
 
     /// Encodes every field.
@@ -281,6 +288,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         try c.encode(lcaUnits, forKey: .lcaUnits)
         try c.encode(bnGroup, forKey: .bnGroup)
         try c.encode(memoryBudget, forKey: .memoryBudget)
+        try c.encode(lcaHistogram, forKey: .lcaHistogram)
     }
 
     /// Iterations for `epochs` passes over `trainingCount` examples:

@@ -21,7 +21,9 @@ struct Show: ParsableCommand {
             line per iteration is printed as the run writes it, until the run's configured number \
             of iterations, the end of a pipe, or Ctrl-C; then the summary. With --json the summary \
             is one JSON object (with --follow: one JSON line per iteration, named columns as in \
-            lca export --to jsonl, then a last line {"summary": …}).
+            lca export --to jsonl, then a last line {"summary": …}). For a version-2 log the \
+            summary ends with each tensor's Σ helping, Σ hurting, the rest within the zero floor \
+            and the share of unmoved parameters ("log" in the JSON).
             Examples: lca show runs/x/lca.log; lca train -o - | lca show -
             """
     )
@@ -41,6 +43,7 @@ struct Show: ParsableCommand {
             let stream = try LogStream(path: log, follow: follow)
             stream.shouldStop = { interruptRequested != 0 }
             var summary = RunSummary(header: stream.header)
+            var version2 = LogVersionSummary(header: stream.header, version: stream.formatVersion)
             let columns = LogColumns(header: stream.header)
             let out = BufferedOutput(flushEachLine: follow)
             if follow && !json {
@@ -59,6 +62,7 @@ struct Show: ParsableCommand {
                 records += 1
                 let record = stream.decode(raw)
                 summary.add(record)
+                version2.add(record)
                 guard follow else { continue }
                 if json {
                     try out.write(columns.jsonLine(raw))
@@ -72,11 +76,13 @@ struct Show: ParsableCommand {
             if let readError, records == 0 { throw readError }
             if readError == nil { notePartialRecord(stream) }
             summary.finish(wallSeconds: 0)
+            let logSummary = version2.finished()
             if json {
-                let text = try summary.jsonString()
+                let encoder = JSONFormat.encoder()
+                let text = String(decoding: try encoder.encode(ShowJSON(summary: summary, log: logSummary)), as: UTF8.self)
                 try out.write(follow ? "{\"summary\": " + text.replacingOccurrences(of: "\n", with: " ") + "}\n" : text + "\n")
             } else {
-                try out.write((follow ? "\n" : "") + summary.table)
+                try out.write((follow ? "\n" : "") + summary.table + logSummary.table)
             }
             try out.flush()
             if let readError {
@@ -100,12 +106,17 @@ struct Export: ParsableCommand {
         discussion: """
             csv, jsonl: one row per iteration with named columns (iteration, …, lca_total, \
             residual, <tensor>.lca, <tensor>.first_order, <tensor>.helped, …; <group>.unit<u>.lca \
-            with per-unit views; val_… and <tensor>.val_lca with the validation view); doubles in \
-            the shortest text that reads back to the same bits. Written to stdout unless -o.
+            with per-unit views; val_… and <tensor>.val_lca with the validation view; lca_floor, \
+            <tensor>.lca_helping, .lca_hurting, .unmoved from a version-2 log, and in jsonl only \
+            the |LCA| histogram as <tensor>.lca_histogram.helping and .hurting, arrays of 30 \
+            counts); doubles in the shortest text that reads back to the same bits. Written to \
+            stdout unless -o.
             npy: a structured array with the log's record layout (numpy.load reads it; every \
             record's bytes copied unchanged); needs -o FILE.
             tensorboard: an event file in -o DIR with per-tensor LCA, cumulative LCA, % helped, \
-            losses and residual at every iteration (no down-sampling); tensorboard --logdir DIR.
+            losses and residual at every iteration (no down-sampling), and from a version-2 log \
+            helping and hurting sums, % unmoved and an |LCA| histogram per tensor; tensorboard \
+            --logdir DIR.
             """
     )
 
@@ -159,8 +170,10 @@ struct Verify: ParsableCommand {
             For every record: per-tensor LCA adds up to lca_total (bit for bit), residual = \
             loss_after − loss_before − lca_total, losses chain from record to record, help/hurt/zero \
             counts cover each tensor, |residual| within the run's threshold unless flagged, \
-            per-unit sums match their layer, and with --max-residual X, |residual| ≤ X. Exit \
-            status 1 names the first failing iteration.
+            per-unit sums match their layer, and with --max-residual X, |residual| ≤ X; in a \
+            version-2 log also helping + hurting + the within-floor rest = each tensor's LCA, \
+            unmoved ≤ zero, and the histogram's bins add up to helped and hurt. Exit status 1 \
+            names the first failing iteration.
             """
     )
 
@@ -232,4 +245,109 @@ final class BufferedOutput {
         try flush()
         try file?.commit()
     }
+}
+
+/// What `lca show` adds for a version-2 log (docs/log-format.md): per view
+/// and tensor, the run's Σ helping, Σ hurting and the within-floor rest
+/// (lca − helping − hurting), the mean share of unmoved parameters, and
+/// the floor's range. Nothing for a version-1 log, which has none of it.
+struct LogVersionSummary: Encodable {
+    struct Tensor: Encodable {
+        var name: String
+        var helping = 0.0
+        var hurting = 0.0
+        var withinFloor = 0.0
+        var unmovedPercent = 0.0
+    }
+    struct View: Encodable {
+        var tensors: [Tensor]
+        var floorMin = Double.infinity
+        var floorMax = 0.0
+        var iterations = 0
+    }
+    let version: Int
+    var train: View?
+    var validation: View?
+    private let counts: [Int]
+
+    init(header: LogHeader, version: Int) {
+        self.version = version
+        counts = header.tensors.map(\.count)
+        guard version >= 2, header.config?.lca != false else { return }
+        let empty = View(tensors: header.tensors.map { Tensor(name: $0.name) })
+        train = empty
+        if header.hasValidation { validation = empty }
+    }
+
+    mutating func add(_ record: IterationRecord) {
+        if var view = train, Self.update(&view, record.train, counts) { train = view }
+        if let v = record.validation, var view = validation, Self.update(&view, v, counts) { validation = view }
+    }
+
+    private static func update(_ view: inout View, _ v: ViewRecord, _ counts: [Int]) -> Bool {
+        let t = view.tensors.count
+        guard let floor = v.lcaFloor, v.tensorHelping.count == t, v.tensorHurting.count == t,
+              v.tensorUnmoved.count == t, v.tensorLCA.count == t, counts.count == t else { return false }
+        for index in view.tensors.indices {
+            view.tensors[index].helping += v.tensorHelping[index]
+            view.tensors[index].hurting += v.tensorHurting[index]
+            view.tensors[index].withinFloor += v.tensorLCA[index] - v.tensorHelping[index] - v.tensorHurting[index]
+            view.tensors[index].unmovedPercent += counts[index] > 0 ? 100 * Double(v.tensorUnmoved[index]) / Double(counts[index]) : 0
+        }
+        view.floorMin = min(view.floorMin, floor)
+        view.floorMax = max(view.floorMax, floor)
+        view.iterations += 1
+        return true
+    }
+
+    /// Means instead of sums for the unmoved share.
+    func finished() -> LogVersionSummary {
+        var copy = self
+        for keyPath in [\LogVersionSummary.train, \LogVersionSummary.validation] {
+            guard var view = copy[keyPath: keyPath], view.iterations > 0 else { continue }
+            for index in view.tensors.indices { view.tensors[index].unmovedPercent /= Double(view.iterations) }
+            copy[keyPath: keyPath] = view
+        }
+        return copy
+    }
+
+    /// The section under the summary table (empty for version 1).
+    var table: String {
+        var text = ""
+        for (title, view) in [("training split", train), ("validation split", validation)] {
+            guard let view, view.iterations > 0 else { continue }
+            text += "\nhelping and hurting on the \(title) (log version 2: |LCA| within the zero floor, 2⁻³⁰ of the "
+                + "iteration's largest, is neither; floor \(String(format: "%.2e", view.floorMin)) … \(String(format: "%.2e", view.floorMax)))\n"
+            let width = max(10, view.tensors.map(\.name.count).max() ?? 0)
+            func pad(_ s: String) -> String { s.padding(toLength: width, withPad: " ", startingAt: 0) }
+            text += pad("tensor") + "  \("Σ helping".leftPadded(13))  \("Σ hurting".leftPadded(13))  \("within floor".leftPadded(13))  unmoved\n"
+            text += String(repeating: "-", count: width) + "  -------------  -------------  -------------  -------\n"
+            for tensor in view.tensors {
+                text += pad(tensor.name) + "  " + String(format: "%13.6e  %13.6e  %13.6e  %6.2f%%", tensor.helping, tensor.hurting,
+                                                         tensor.withinFloor, tensor.unmovedPercent) + "\n"
+            }
+        }
+        return text
+    }
+
+    enum CodingKeys: String, CodingKey { case version, train, validation }
+}
+
+private extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
+
+/// `lca show --json`: the run summary's keys plus `"log"`.
+struct ShowJSON: Encodable {
+    let summary: RunSummary
+    let log: LogVersionSummary
+
+    func encode(to encoder: any Encoder) throws {
+        try summary.encode(to: encoder)
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(log, forKey: .log)
+    }
+    enum Key: String, CodingKey { case log }
 }

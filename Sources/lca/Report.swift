@@ -24,10 +24,10 @@ struct ReportInput {
         }
     }
 
-    func builder(width: Int, perRow: Bool) throws -> ReportBuilder {
+    func builder(width: Int, perRow: Bool, syncWindow: Int, analyseSync: Bool = true) throws -> ReportBuilder {
         let data = try ReportData.read(path: log, width: width)
         let totals = try folder.flatMap { try RunTotals.read(folder: $0, tensors: data.header.tensors) }
-        return ReportBuilder(data: data, totals: totals, perRowScaling: perRow)
+        return ReportBuilder(data: data, totals: totals, perRowScaling: perRow, sync: .init(window: syncWindow), analyseSync: analyseSync)
     }
 }
 
@@ -42,8 +42,11 @@ struct ReportCommand: ParsableCommand {
             out, saying so) once, in constant memory, and writes one HTML file with inline SVG and \
             CSS (no network, no script needed): the evaluation loss against L0 + sum of LCA and \
             the residual, cumulative LCA per tensor, total LCA per tensor, the share of parameters \
-            helping, iterations helped per parameter, heat maps of per-iteration LCA, the most \
-            helping and hurting parameters. Long series are reduced to the pixel width by a \
+            helping, iterations helped per parameter, the distribution of per-parameter LCA (log \
+            version 2), heat maps of per-iteration LCA, the synchronisation of learning peaks \
+            across weight tensors (with exact, random-shift and hypergeometric p-values), the most \
+            helping and hurting parameters. Figures a log cannot give are named, with the reason. \
+            Long series are reduced to the pixel width by a \
             min/max envelope per column, so peaks are kept. Each figure's numbers are embedded as \
             JSON (script type application/json, class figure-data).
             Examples: lca report runs/x; lca report runs/x/lca.log -o x.html
@@ -59,10 +62,17 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Scale each heat-map row to its own largest |LCA|.")
     var perRowScaling = false
 
+    @Option(help: ArgumentHelp("Figure 8: peaks of two tensors coincide when at most this many iterations apart.", valueName: "w"))
+    var syncWindow = 0
+
+    func validate() throws {
+        guard (0...1000).contains(syncWindow) else { throw ValidationError("--sync-window must be 0 to 1000 iterations, not \(syncWindow)") }
+    }
+
     func run() throws {
         try Report.failures {
             let source = try ReportInput(input)
-            let builder = try source.builder(width: 836, perRow: perRowScaling)
+            let builder = try source.builder(width: 836, perRow: perRowScaling, syncWindow: syncWindow)
             let out = output == "-" ? BufferedOutput() : try BufferedOutput(path: output, protecting: [source.log])
             try out.write(builder.html(source: input))
             try out.close()
@@ -79,8 +89,8 @@ struct PlotCommand: ParsableCommand {
         discussion: """
             Figures: \(ReportFigure.allCases.map(\.rawValue).joined(separator: ", ")) (those of \
             lca report). iterations-helped and top need a run folder (its per-parameter totals); \
-            units needs a log written with --units; lca-histogram and synchronisation are not \
-            available yet. A FILE ending in .png is rasterised by rsvg-convert (Debian's \
+            units needs a log written with --units; lca-histogram needs log version 2; \
+            synchronisation needs two weight tensors. A FILE ending in .png is rasterised by rsvg-convert (Debian's \
             librsvg2-bin), looked up in PATH when needed.
             Examples: lca plot runs/x --figure cumulative -o cumulative.svg; \
             lca plot runs/x/lca.log --figure helping -o helping.png --width 1200
@@ -105,17 +115,22 @@ struct PlotCommand: ParsableCommand {
     @Flag(help: "Scale each heat-map row to its own largest |LCA|.")
     var perRowScaling = false
 
+    @Option(help: ArgumentHelp("Figure 8: peaks of two tensors coincide when at most this many iterations apart.", valueName: "w"))
+    var syncWindow = 0
+
     func validate() throws {
         let ext = (output as NSString).pathExtension.lowercased()
         guard ext == "svg" || ext == "png" else { throw ValidationError("-o must name a .svg or .png file, not '\(output)'") }
         guard (100...20000).contains(width) else { throw ValidationError("--width must be 100 to 20000 pixels, not \(width)") }
         if let height, !(60...20000).contains(height) { throw ValidationError("--height must be 60 to 20000 pixels, not \(height)") }
+        guard (0...1000).contains(syncWindow) else { throw ValidationError("--sync-window must be 0 to 1000 iterations, not \(syncWindow)") }
     }
 
     func run() throws {
         try Report.failures {
             let source = try ReportInput(input)
-            let builder = try source.builder(width: max(8, width - 64), perRow: perRowScaling)
+            let builder = try source.builder(width: max(8, width - 64), perRow: perRowScaling, syncWindow: syncWindow,
+                                             analyseSync: figure == .synchronisation)
             if let why = builder.unavailable(figure) {
                 throw LCAError(code: .invalidArgument, message: "\(input): figure \(figure.rawValue): \(why)")
             }

@@ -99,6 +99,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Per-unit views: add each output unit's LCA (a neuron's incoming weights plus its bias) to every record (log field unit_lca).")
     var units = false
 
+    @Flag(name: .customLong("no-lca-histogram"), help: "Leave the |LCA| histogram (log field lca_histogram, 240 bytes per tensor and view) out of every record.")
+    var noLCAHistogram = false
+
     // MARK: output
 
     @Option(name: [.short, .long], help: ArgumentHelp("Run folder, or '-' to write the binary log to stdout (and no folder unless --run-dir). (default: runs/<YYYYmmdd-HHMMSS>)", valueName: "path"))
@@ -163,7 +166,7 @@ struct Train: ParsableCommand {
                 ("--seed", seed != nil), ("--validation", validation != nil), ("--freeze", !freeze.isEmpty),
                 ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
                 ("--lca-validation", lcaValidation), ("--output", output != nil),
-                ("--units", units),
+                ("--units", units), ("--no-lca-histogram", noLCAHistogram),
                 ("--save-every", saveEvery != 0),
             ]
             let given = conflicting.filter(\.1).map(\.0) + integrator.given
@@ -195,6 +198,7 @@ struct Train: ParsableCommand {
         configuration.lcaValidationView = lcaValidation
         integrator.apply(to: &configuration)
         configuration.lcaUnits = units
+        configuration.lcaHistogram = !noLCAHistogram
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
         // Default length: 5 epochs of the small embedded digits set, 1 epoch of anything else.

@@ -258,7 +258,13 @@ final class CLITests: XCTestCase {
         let log = folder.appendingPathComponent("run/lca.log").path
         func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0 }
         let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, process.isRunning, size() < 4096 + 30 * 232 { usleep(10_000) }
+        // header and record sizes from the preamble, once it is there
+        func preamble(_ at: Int) -> Int? {
+            guard let handle = FileHandle(forReadingAtPath: log), let bytes = try? handle.read(upToCount: 24), bytes.count == 24 else { return nil }
+            return (0..<4).reduce(0) { $0 | Int(bytes[bytes.startIndex + at + $1]) << (8 * $1) }
+        }
+        func wanted() -> Int { (preamble(12).map { 24 + $0 } ?? 1 << 40) + 30 * (preamble(16) ?? 1 << 20) }
+        while Date() < deadline, process.isRunning, size() < wanted() { usleep(10_000) }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         XCTAssertEqual(process.terminationReason, .uncaughtSignal, "the run ended before it was killed")

@@ -7,10 +7,10 @@ import XCTest
 /// signal, and files that existed unchanged.
 final class HostileInputTests: XCTestCase {
     /// A small good log (digits, 7 iterations) in `folder/run/lca.log`.
-    private func goodLog(_ folder: URL) throws -> URL {
-        let result = try CLI.run(["train", "--epochs", "1", "-o", "run"], in: folder)
+    private func goodLog(_ folder: URL, _ extra: [String] = [], run: String = "run") throws -> URL {
+        let result = try CLI.run(["train", "--epochs", "1", "-o", run] + extra, in: folder)
         XCTAssertEqual(result.status, 0, result.stderr)
-        return folder.appendingPathComponent("run/lca.log")
+        return folder.appendingPathComponent("\(run)/lca.log")
     }
 
     /// The parts of a log: header JSON object and the records' bytes.
@@ -22,11 +22,12 @@ final class HostileInputTests: XCTestCase {
         return (json, log.subdata(in: (24 + length)..<log.count), recordSize)
     }
 
-    /// A log with this header and these records (the preamble recomputed).
+    /// A log with this header and these records (the preamble recomputed,
+    /// its version the header's).
     private func assemble(_ json: [String: Any], _ records: Data, recordSize: Int) throws -> Data {
         let text = try JSONSerialization.data(withJSONObject: json)
         var out = Data([0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A])
-        for value in [1, text.count, recordSize, 0] {
+        for value in [json["version"] as? Int ?? 1, text.count, recordSize, 0] {
             out.append(contentsOf: (0..<4).map { UInt8((value >> (8 * $0)) & 0xFF) })
         }
         return out + text + records
@@ -64,7 +65,7 @@ final class HostileInputTests: XCTestCase {
         }
         // 10¹² units: aborted allocating 16 TB before
         try expectRefused(try variant("units.log") { $0["units"] = [["group": "fc1", "units": 1_000_000_000_000, "offset": 0]] },
-                          ["byte 24:", "unit group fc1 has 1000000000000 units", "232-byte record"], in: folder)
+                          ["byte 24:", "unit group fc1 has 1000000000000 units", "\(recordSize)-byte record"], in: folder)
         // unit counts whose sum overflows
         try expectRefused(try variant("unitsum.log") {
             $0["units"] = [["group": "fc1", "units": 1 << 62, "offset": 0], ["group": "fc2", "units": 1 << 62, "offset": 0]]
@@ -81,7 +82,7 @@ final class HostileInputTests: XCTestCase {
         }
         // a field count whose byte size overflows
         try expectRefused(try variant("fieldcount.log", fields { $0[1]["count"] = 1 << 62 }),
-                          ["byte 24:", "field epoch", "does not fit in the 232-byte record"], in: folder)
+                          ["byte 24:", "field epoch", "does not fit in the \(recordSize)-byte record"], in: folder)
         // a negative offset (loaded before the record's start)
         try expectRefused(try variant("fieldoffset.log", fields { $0[1]["offset"] = -8 }),
                           ["byte 24:", "field epoch has offset -8"], in: folder)
@@ -94,6 +95,64 @@ final class HostileInputTests: XCTestCase {
             tensors[0]["count"] = -5
             header["tensors"] = tensors
         }, ["byte 24:", "tensor fc1.weight has count -5"], in: folder)
+        // version 2: a histogram field of the wrong size, a histogram the
+        // header does not describe, histogram edges out of order
+        try expectRefused(try variant("histogramcount.log", fields { list in
+            let at = list.firstIndex { $0["name"] as? String == "lca_histogram" }!
+            list[at]["count"] = (list[at]["count"] as! Int) - 2
+            list.append(["name": "pad", "type": "<u4", "offset": (list[at]["offset"] as! Int) + 4 * (list[at]["count"] as! Int), "count": 2])
+        }), ["byte 24:", "field lca_histogram has 238 elements, expected 240 (tensors × 2 × 30 bins)"], in: folder)
+        try expectRefused(try variant("histogramnull.log") { $0["lca_histogram"] = NSNull() },
+                          ["byte 24:", "lca_histogram field but the header's lca_histogram is absent or null"], in: folder)
+        try expectRefused(try variant("histogramedges.log") { header in
+            var histogram = header["lca_histogram"] as! [String: Any]
+            var edges = histogram["edges"] as! [Double]
+            edges.swapAt(3, 4)
+            histogram["edges"] = edges
+            header["lca_histogram"] = histogram
+        }, ["byte 24:", "lca_histogram's edges are not positive, finite and ascending"], in: folder)
+        try expectRefused(try variant("helpingcount.log", fields { list in
+            let at = list.firstIndex { $0["name"] as? String == "lca_helping" }!
+            list[at]["type"] = "<u4"
+            list[at]["count"] = 8
+        }), ["byte 24:", "field lca_helping has 8 elements, expected 4 (one per tensor)"], in: folder)
+    }
+
+    /// Version 2: a record whose histogram counts do not add up to its
+    /// helped/hurt counts is refused by every command, naming the byte of
+    /// the tensor's first bin; `lca verify` also checks a record whose
+    /// helping sum lies outside what its bins allow.
+    func testDamagedHistogramRecords() throws {
+        let folder = try temporaryFolder("hostile-histogram", testCase: self)
+        let good = try contents(try goodLog(folder))
+        let (json, records, recordSize) = try split(good)
+        let headerEnd = try assemble(json, Data(), recordSize: recordSize).count
+        let list = try XCTUnwrap(json["fields"] as? [[String: Any]])
+        func offset(_ name: String) throws -> Int { try XCTUnwrap(list.first { $0["name"] as? String == name }?["offset"] as? Int) }
+        let histogram = try offset("lca_histogram")
+        func write(_ name: String, _ data: Data) throws -> URL {
+            let url = folder.appendingPathComponent(name)
+            try data.write(to: url)
+            return url
+        }
+        // record 2, tensor 1 (fc1.bias), a hurting bin one higher
+        var damaged = records
+        let at = 2 * recordSize + histogram + 4 * ((2 * 1 + 1) * 30 + 20)
+        damaged[at] = damaged[at] &+ 1
+        try expectRefused(try write("bins.log", try assemble(json, damaged, recordSize: recordSize)),
+                          ["byte \(headerEnd + 2 * recordSize + histogram + 4 * 3 * 30):", "record 2: lca_histogram of tensor 1: the hurting bins add up to",
+                           "expected the record's hurt count"], in: folder)
+        // the helping sum of fc2.weight in record 0 made 10× larger: bins and counts agree, verify refuses
+        var sums = records
+        let helping = try offset("lca_helping") + 8 * 2
+        let value = Double(bitPattern: sums[helping..<(helping + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let bits = (10 * value).bitPattern
+        sums.replaceSubrange(helping..<(helping + 8), with: (0..<8).map { UInt8((bits >> (8 * UInt64($0))) & 0xFF) })
+        let sumsLog = try write("sums.log", try assemble(json, sums, recordSize: recordSize))
+        let verified = try CLI.run(["verify", sumsLog.path], in: folder)
+        XCTAssertFalse(verified.signaled, verified.stderr)
+        XCTAssertEqual(verified.status, 1, verified.stderr)
+        XCTAssert(verified.stderr.contains("FAILED at iteration 1: fc2.weight: lca − lca_helping − lca_hurting"), verified.stderr)
     }
 
     func testHostileLogRecords() throws {
@@ -124,10 +183,12 @@ final class HostileInputTests: XCTestCase {
         try expectRefused(try write("garbage.log", good + garbage),
                           ["byte \(good.count):", "record 7 is numbered", "expected 8"], in: folder)
         // helped counts near 2⁶⁴ (their sums trapped): show reads them, verify names the overflow
-        var huge = records
-        let helped = try XCTUnwrap((json["fields"] as? [[String: Any]])?.first { $0["name"] as? String == "helped" }?["offset"] as? Int)
+        // (in a log without the histogram, whose bins would no longer add up)
+        let (plain, plainRecords, plainSize) = try split(try contents(try goodLog(folder, ["--no-lca-histogram"], run: "plain")))
+        var huge = plainRecords
+        let helped = try XCTUnwrap((plain["fields"] as? [[String: Any]])?.first { $0["name"] as? String == "helped" }?["offset"] as? Int)
         for index in 0..<2 { huge.replaceSubrange((helped + 8 * index)..<(helped + 8 * index + 8), with: [UInt8](repeating: 0xFF, count: 8)) }
-        let hugeLog = try write("helped.log", try assemble(json, huge, recordSize: recordSize))
+        let hugeLog = try write("helped.log", try assemble(plain, huge, recordSize: plainSize))
         let shown = try CLI.run(["show", hugeLog.path], in: folder)
         XCTAssertFalse(shown.signaled, shown.stderr)
         XCTAssertEqual(shown.status, 0, shown.stderr)

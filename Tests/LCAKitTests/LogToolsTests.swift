@@ -89,8 +89,8 @@ final class LogToolsTests: XCTestCase {
         data[0] = 0x50
         try expect("magic.log", data, .badMagic, "magic")
         data = bytes
-        data[8] = 2
-        try expect("version.log", data, .unsupportedVersion, "version 1, found 2")
+        data[8] = 3
+        try expect("version.log", data, .unsupportedVersion, "version 1 or 2, found 3")
         data = bytes
         data[16] = data[16] &+ 8
         try expect("size.log", data, .recordSizeMismatch, "record size")

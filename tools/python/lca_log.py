@@ -12,6 +12,12 @@ A pipe (lca train -o - | python3 script.py) is read in chunks:
     for chunk in stream:                                      # structured arrays of up to 4096 records
         ...
 
+Versions 1 and 2 are read alike (fields go by name). Version 2 adds, per
+view, lca_floor, the per-tensor lca_helping, lca_hurting and unmoved, and
+lca_histogram as a (T, 2, 30) array (tensor, helping/hurting, bin), with
+the bins' edges in header["lca_histogram"]["edges"] (None when the run left
+it out); histogram_counts(header, records) checks and returns it.
+
 A partial last record (a run still writing, or killed) is left out; a file
 that is not an LCA log raises LogFormatError naming the byte offset and
 what was expected.
@@ -24,9 +30,14 @@ import numpy as np
 
 MAGIC = b"\x89LCA\r\n\x1a\n"
 PREAMBLE = 24
-PER_TENSOR = {"lca", "first_order", "helped", "hurt", "zero",
-              "val_lca", "val_first_order", "val_helped", "val_hurt", "val_zero"}
+VERSIONS = (1, 2)
+_TENSOR_FIELDS = ["lca", "first_order", "helped", "hurt", "zero", "lca_helping", "lca_hurting", "unmoved"]
+PER_TENSOR = set(_TENSOR_FIELDS) | {"val_" + name for name in _TENSOR_FIELDS}
 PER_UNIT = {"unit_lca", "val_unit_lca"}
+PER_BIN = {"lca_histogram", "val_lca_histogram"}           # (T, 2, B)
+_GROUP_FIELDS = ["group_loss_before", "group_loss_after", "group_residual", "group_flags"]
+PER_GROUP = set(_GROUP_FIELDS) | {"val_" + name for name in _GROUP_FIELDS}
+PER_GROUP_TENSOR = {"group_lca", "val_group_lca"}          # (G, T), issue 15
 
 
 class LogFormatError(ValueError):
@@ -57,8 +68,8 @@ def read_header(f, name="log"):
     if len(pre) < PREAMBLE:
         raise LogFormatError(f"{name}: byte {len(pre)}: the file ends inside the 24-byte preamble")
     version, length, record_size = np.frombuffer(pre[8:20], "<u4")
-    if version != 1:
-        raise LogFormatError(f"{name}: byte 8: expected log version 1, found {version}")
+    if version not in VERSIONS:
+        raise LogFormatError(f"{name}: byte 8: expected log version 1 or 2, found {version}")
     raw = _read_exactly(f, int(length))
     if len(raw) < length:
         raise LogFormatError(f"{name}: byte {PREAMBLE + len(raw)}: the file ends inside the {length}-byte JSON header")
@@ -71,7 +82,10 @@ def read_header(f, name="log"):
     if header.get("record_size") != int(record_size):
         raise LogFormatError(f"{name}: byte 16: record size {record_size} in the preamble differs from "
                              f"the header's record_size {header.get('record_size')}")
-    dtype = record_dtype(header)
+    try:
+        dtype = record_dtype(header)
+    except (KeyError, TypeError, ValueError) as error:
+        raise LogFormatError(f"{name}: byte {PREAMBLE}: the header's fields are not a record layout: {error}") from None
     if dtype.itemsize != record_size:
         raise LogFormatError(f"{name}: byte {PREAMBLE}: the header's fields add up to {dtype.itemsize} bytes, "
                              f"records are {record_size}")
@@ -80,14 +94,48 @@ def read_header(f, name="log"):
 
 def record_dtype(header):
     """The numpy structured dtype of one record, from the header's fields
-    (per-tensor and per-unit fields are arrays even with one element)."""
+    (per-tensor and per-unit fields are arrays even with one element; the
+    histogram is (T, 2, B), group_lca (G, T)). A field whose count does not
+    match what the header says it holds raises ValueError."""
+    tensors = len(header.get("tensors", []))
+    histogram = header.get("lca_histogram")
+    bins = histogram["bins"] if isinstance(histogram, dict) else None
+    groups = len((header.get("groups") or {}).get("names", []))
     fields = []
     for f in header["fields"]:
-        if f["count"] != 1 or f["name"] in PER_TENSOR or f["name"] in PER_UNIT:
-            fields.append((f["name"], f["type"], (f["count"],)))
+        name, count = f["name"], f["count"]
+        if name in PER_BIN:
+            if bins is None or count != tensors * 2 * bins:
+                raise ValueError(f"field {name} has {count} elements, expected tensors × 2 × bins "
+                                 f"({tensors} × 2 × {bins})")
+            fields.append((name, f["type"], (tensors, 2, bins)))
+        elif name in PER_GROUP_TENSOR and groups and count == groups * tensors:
+            fields.append((name, f["type"], (groups, tensors)))
+        elif name in PER_TENSOR and count != tensors:
+            raise ValueError(f"field {name} has {count} elements for {tensors} tensors")
+        elif count != 1 or name in PER_TENSOR or name in PER_UNIT or name in PER_GROUP:
+            fields.append((name, f["type"], (count,)))
         else:
-            fields.append((f["name"], f["type"]))
+            fields.append((name, f["type"]))
     return np.dtype(fields)
+
+
+def histogram_counts(header, records, prefix=""):
+    """The |LCA| histogram of a version-2 log as a (records, T, 2, B) array
+    (prefix "val_" for the validation view), after checking that each
+    tensor's helping bins add up to its helped count and its hurting bins to
+    its hurt count; None when the log has no histogram."""
+    name = prefix + "lca_histogram"
+    if name not in records.dtype.names:
+        return None
+    counts = records[name]
+    sums = counts.sum(axis=3, dtype=np.uint64)
+    helped, hurt = records[prefix + "helped"], records[prefix + "hurt"]
+    bad = np.nonzero((sums[:, :, 0] != helped) | (sums[:, :, 1] != hurt))
+    if len(bad[0]):
+        raise LogFormatError(f"record {bad[0][0]}, tensor {bad[1][0]}: the {name} bins do not add up to the "
+                             f"helped and hurt counts")
+    return counts
 
 
 def open_log(path):
@@ -137,7 +185,9 @@ class LogStream:
 def table(header, records):
     """Named columns, one value per iteration, for pandas.DataFrame: the
     scalar fields by name, per-tensor fields as "<tensor>.<field>", per-unit
-    fields as "<group>.unit<u>.lca" / ".val_lca" (the names of lca export)."""
+    fields as "<group>.unit<u>.lca" / ".val_lca" (the names of lca export
+    --to csv, which also leaves the histogram out: use
+    histogram_counts)."""
     tensors = [t["name"] for t in header["tensors"]]
     units = [f"{g['group']}.unit{u}" for g in header.get("units", []) for u in range(g["units"])]
     columns = {}
@@ -147,6 +197,8 @@ def table(header, records):
         if name in PER_TENSOR:
             for i, tensor in enumerate(tensors):
                 columns[f"{tensor}.{name}"] = values[:, i]
+        elif name in PER_BIN:
+            continue  # not a column: records[name] is (records, T, 2, B), as lca export --to csv
         elif name in PER_UNIT:
             suffix = "lca" if name == "unit_lca" else "val_lca"
             for i, unit in enumerate(units):

@@ -96,7 +96,39 @@ def main():
         compare_columns(columns, {n: [r[i] for r in rows] for i, n in enumerate(names)}, "csv export vs numpy reader")
         lines = run(["export", "run/lca.log", "--to", "jsonl"], work, capture_output=True, text=True).stdout.splitlines()
         objects = [json.loads(line, parse_float=str, parse_int=str) for line in lines]
-        compare_columns(columns, {n: [o[n] for o in objects] for n in objects[0]}, "jsonl export vs numpy reader")
+        scalars = [n for n in objects[0] if not isinstance(objects[0][n], list)]
+        compare_columns(columns, {n: [o[n] for o in objects] for n in scalars}, "jsonl export vs numpy reader")
+        # version 2: the histogram, as arrays in JSON Lines and (T, 2, 30) in numpy
+        tensors = [t["name"] for t in header["tensors"]]
+        counts = lca_log.histogram_counts(header, records)
+        check(counts is not None and counts.shape == (12, len(tensors), 2, 30), "histogram_counts: (12, T, 2, 30)",
+              str(None if counts is None else counts.shape))
+        from_json = np.array([[[[int(x) for x in o[f"{t}.lca_histogram.{side}"]] for side in ("helping", "hurting")]
+                               for t in tensors] for o in objects])
+        check(np.array_equal(from_json, counts), "jsonl histogram arrays == the numpy reader's")
+        check(header["version"] == 2 and len(header["lca_histogram"]["edges"]) == 29, "version 2 header with 29 edges")
+        rest = records["lca"] - records["lca_helping"] - records["lca_hurting"]
+        check(np.all(np.abs(rest) <= records["zero"] * records["lca_floor"][:, None] * (1 + 1e-9) + 1e-15 *
+                     (records["lca_hurting"] - records["lca_helping"])), "lca = helping + hurting + a rest within zero · floor")
+        check(np.all(records["unmoved"] <= records["zero"]), "unmoved <= zero")
+        damaged = np.array(records)
+        damaged["lca_histogram"][3, 1, 0, 5] += 1
+        try:
+            lca_log.histogram_counts(header, damaged)
+            check(False, "histogram_counts: a damaged bin is refused", "no error")
+        except lca_log.LogFormatError as error:
+            check("record 3, tensor 1" in str(error), "histogram_counts: a damaged bin is refused", str(error))
+
+        # the version-1 fixture (Tests/fixtures): read as before, no version-2 fields
+        fixture = os.path.join(ROOT, "Tests", "fixtures", "v1-digits-64-16-10.lca.log")
+        h1, r1 = lca_log.open_log(fixture)
+        check(h1["version"] == 1 and len(r1) == 6 and "lca_helping" not in r1.dtype.names
+              and lca_log.histogram_counts(h1, r1) is None, "version-1 fixture: 6 records, no version-2 fields")
+        csv1 = run(["export", fixture, "--to", "csv"], work, capture_output=True, text=True).stdout.splitlines()
+        names1 = csv1[0].split(",")
+        rows1 = [line.split(",") for line in csv1[1:]]
+        compare_columns(lca_log.table(h1, r1), {n: [r[i] for r in rows1] for i, n in enumerate(names1)},
+                        "version-1 fixture: csv export vs numpy reader")
 
         # numpy.load on the .npy export
         run(["export", "run/lca.log", "--to", "npy", "-o", "run.npy"], work)
@@ -147,7 +179,7 @@ def main():
                 check(expected in str(error), f"{name}: rejected naming the problem", str(error))
         version = struct.unpack_from("<I", data, 12)[0]
         corrupt("magic.log", b"PK" + data[2:], "magic")
-        corrupt("version.log", data[:8] + struct.pack("<I", 2) + data[12:], "version 1, found 2")
+        corrupt("version.log", data[:8] + struct.pack("<I", 3) + data[12:], "version 1 or 2, found 3")
         corrupt("size.log", data[:16] + struct.pack("<I", size + 8) + data[20:], "record size")
         corrupt("json.log", data[:24] + b"{not json" + data[33:], "does not parse")
         corrupt("short.log", data[:20], "preamble")
@@ -216,6 +248,25 @@ def tensorboard_check(work, header, records):
     worst = max(worst, float(np.max(np.abs(losses - records["loss_after"].astype(np.float32)))))
     check(worst == 0.0, "TensorBoard reader: values == the log's (as float32), per-tensor, cumulative, loss",
           f"worst difference {worst:.3e}")
+    # version 2: helping/hurting scalars and one histogram per tensor (helping bins reversed, the
+    # within-floor bucket, hurting bins), counts equal to the log's
+    for tag in (f"lca_helping/{tensors[0]}", f"lca_hurting/{tensors[0]}", f"unmoved_percent/{tensors[0]}"):
+        check(tag in tags, f"TensorBoard reader: tag {tag}")
+    accumulator = event_accumulator.EventAccumulator(os.path.join(work, "tb"),
+                                                     size_guidance={event_accumulator.HISTOGRAMS: 0})
+    accumulator.Reload()
+    histogram_tags = set(accumulator.Tags()["histograms"])
+    check({f"lca_histogram/{t}" for t in tensors} <= histogram_tags, "TensorBoard reader: a histogram per tensor",
+          str(sorted(histogram_tags)[:3]))
+    bad = 0
+    for index, tensor in enumerate(tensors):
+        for event, record in zip(accumulator.Histograms(f"lca_histogram/{tensor}"), records):
+            value = event.histogram_value
+            expected = list(record["lca_histogram"][index, 0][::-1]) + [record["zero"][index]] + list(record["lca_histogram"][index, 1])
+            limits = list(value.bucket_limit)
+            if [int(c) for c in value.bucket] != [int(c) for c in expected] or limits != sorted(limits):
+                bad += 1
+    check(bad == 0, "TensorBoard reader: histogram buckets == the log's bins, limits ascending", f"{bad} differ")
 
 
 if __name__ == "__main__":
