@@ -1,44 +1,62 @@
 #!/usr/bin/env python3
-"""The speed and memory benchmark of issue 5: `lca train` against the same
-streaming Simpson LCA in PyTorch (tools/bench/torch_lca.py), in one run, on the
-same data and thread count, at 1 and 2 threads.
+"""The benchmark of issue 13: `lca` against PyTorch at its best, on FC, LeNet
+and ResNet-20, both x86 kernel families in one run.
 
-    python3 tools/bench/run_bench.py                  # the full benchmark, writes docs/performance.md
-    python3 tools/bench/run_bench.py --quick          # a short smoke run (writes nothing unless -o)
+    build/venv/bin/python tools/bench/run_bench.py           # the full run, writes docs/performance.md
+    build/venv/bin/python tools/bench/run_bench.py --quick   # a short smoke run (writes nothing unless -o)
 
-What it measures, per thread count T:
-  1. `lca train` (release build): FC 784-100-50-10 on Fashion-MNIST, batch 250,
-     LCA on the whole 55,000-example training split, 20 iterations; LeNet with
-     LCA on a 5,000-example subset, 5 iterations. Time per LCA iteration =
-     the JSON summary's wall_seconds (the training loop: data loading and setup
-     excluded, the initial evaluation-set gradient included in iteration 1)
-     divided by the iterations.
-  2. tools/bench/torch_lca.py with the same settings, the same evaluation chunk
-     (read from lca's log header) and lca's initial weights (its
-     checkpoint-000000), timed the same way (its loop, initial gradient
-     included).
-  3. Peak resident memory of both processes, from `/usr/bin/time -v`.
-  4. The evaluation-set gradient pass alone for FC (eval_pass_bench.c, linked
-     against the core) in GFLOP/s of needed arithmetic, OpenBLAS SGEMM on the
-     same GEMMs through numpy (numpy_sgemm.py, with OPENBLAS_CORETYPE and
-     OPENBLAS_L2_SIZE unset for that command only), and the FMA ceiling of
-     the CPU at T threads (fma_peak.c: AVX2+FMA and AVX-512).
-The end-to-end runs are repeated (--repeats, --lenet-repeats), interleaved
-(ours, PyTorch, ours, …) so that load from other processes falls on both
-alike, and each figure is the MEDIAN of the repeats (the minimum is shown
-beside it). The micro-benchmarks (eval pass, SGEMM, FMA ceiling) run in
-rounds, one after each end-to-end repeat, so that they sample the same
-stretch of time as the end-to-end runs (the host's other guests come and go
-over minutes); each reports the BEST of all its runs, the least disturbed.
+(tools/python-venv makes build/venv; the script runs the PyTorch peers with
+build/venv/bin/python when it exists, else with the interpreter running it.)
 
-Writes a markdown report (docs/performance.md by default for a full run) with
-the command, the machine, the date, the load average before and after, the
-table of ratios (ours / PyTorch), the targets of issue 5 marked met or missed,
-and, with perf available, the top symbols of `perf record` on `lca train` FC.
+What it measures, at each thread count (default 2, the issue's):
+  1. The evaluation-set gradient pass (what LCA repeats 2-32 times per
+     iteration) of FC on the 55,000-example Fashion-MNIST training split,
+     LeNet on 5,000 of its examples and ResNet-20 (batch-norm groups of 250)
+     on 1,000 CIFAR-format images from tools/make_cifar_like.py:
+       - lca: tools/bench/eval_pass_bench (the integrator's lca_evaluator),
+         once with the default kernel and once with LCA_KERNEL=avx2; the
+         kernel that ran is read back, and a request without effect is
+         reported as "not yet forced", never as the kernel asked for;
+       - PyTorch at its best: tools/bench/torch_lca.py --sweep-chunks, the
+         same pass at every chunk (250 … 11,000 and the whole set, where
+         memory allows) × memory format (contiguous, channels_last), the
+         fastest configuration is the peer (the sweep table is shown);
+       - the products alone in a library: oneDNN through torch on the same
+         convolution/dense shapes (torch_conv_shapes.py), OpenBLAS SGEMM on
+         FC's GEMMs (numpy_sgemm.py);
+       - the FMA ceiling (fma_peak.c, AVX2 and AVX-512);
+     all in GFLOP/s of needed arithmetic (tools/bench/flops.py).
+  2. FC end to end: time per LCA iteration of `lca train` (both kernels)
+     against torch_lca.py at the chunk its sweep found fastest.
+  3. ResNet-20 with LCA on 1,000 images: peak resident memory of `lca train`
+     at the default memory budget and at --memory-budget 64M (and whether the
+     two logs' records are the same bytes) against torch_lca.py at its
+     fastest configuration.
+  4. The targets of issue 13 with verdicts, never lowered; perf's top
+     symbols of the ResNet-20 pass.
+Pass measurements go in rounds (--rounds); each figure is the best run of all
+rounds (the least disturbed on a shared machine), the end-to-end FC runs are
+interleaved and their medians reported. Other processes' load is recorded
+beside every measurement, and the time spent per stage.
+
+Duration: the defaults are chosen for a full run of about 12-16 minutes on
+a quiet 2-core machine (an estimate from the per-stage times of --quick runs
+and the pass times in docs/kernels.md and issue 13), plus a release build if
+.build has none: 2 rounds, 5 runs per lca pass, 2 timed passes per PyTorch
+configuration after a warm-up, the second round re-measuring only PyTorch's
+configurations within 2x of its fastest so far (--resweep-within; 0 = all)
+and the product peers in their faster memory format, 3 rounds per layer in
+the product peers, 3 interleaved end-to-end FC runs. Most of it is PyTorch's
+LeNet and ResNet-20 sweeps. The log and the report give the time spent per
+stage; a loaded machine takes longer, and the script waits up to
+--wait-idle seconds for quiet before each measurement. --rounds 3
+--sweep-repeats 3 --resweep-within 0 --fc-repeats 5 gives steadier figures
+in about twice the time.
 """
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -46,7 +64,6 @@ import re
 import shlex
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,12 +75,12 @@ BUILD = os.path.join(ROOT, "build", "bench")
 LCA = os.path.join(ROOT, ".build", "release", "lca")
 LCA_RUN = LCA  # the copy that is measured (set by build)
 
-# Targets of issue 5 (never lowered here): (key, description, limit, direction)
-TARGET_FC_TIME = 0.5      # ours / PyTorch, time per LCA iteration, FC
-TARGET_FC_MEMORY = 0.2    # ours / PyTorch, peak RSS, FC
-TARGET_LENET_TIME = 1.0   # ours / PyTorch, time per LCA iteration, LeNet
-TARGET_CEILING = 0.60     # FC evaluation pass GFLOP/s / measured FMA ceiling
-TARGET_SCALING = 1.7      # time at 1 thread / time at 2 threads
+sys.path.insert(0, BENCH)
+import flops  # noqa: E402  (tools/bench/flops.py: the needed FLOP per example)
+
+# the Python of the peers: the project's venv (tools/python-venv) when present
+VENV_PYTHON = os.path.join(ROOT, "build", "venv", "bin", "python")
+PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
 
 
 def log(message):
@@ -105,14 +122,26 @@ def busy_cores(seconds=1.0):
 WAIT_IDLE = {"seconds": 60.0, "max_busy": 0.3}
 
 
+# where the run's time goes: seconds inside the measured programs per stage,
+# and seconds spent waiting for a quiet machine (reported, and what the
+# duration of a full run on a quiet machine is estimated from)
+SPENT = {"stage": "other", "measuring": {}, "waiting": 0.0}
+
+
+def stage(name):
+    SPENT["stage"] = name
+
+
 def wait_for_quiet():
     """Before a measurement: wait (up to WAIT_IDLE seconds) until other processes
     keep fewer than max_busy cores busy, so that fewer runs are disturbed.
     Returns the busy cores seen last."""
-    deadline = time.monotonic() + WAIT_IDLE["seconds"]
+    started = time.monotonic()
+    deadline = started + WAIT_IDLE["seconds"]
     while True:
         busy = busy_cores(1.0)
         if busy <= WAIT_IDLE["max_busy"] or time.monotonic() >= deadline:
+            SPENT["waiting"] += time.monotonic() - started
             return busy
 
 
@@ -148,7 +177,7 @@ def build(args):
     cc = shutil.which("clang") or shutil.which("cc")
     # what the Makefile links (libomp when it found OpenMP, docs/threads.md)
     omp_libs = run(["make", "-s", "BUILD=build/bench", "ldlibs"]).stdout.split()
-    run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-ICCore/include", "-c",
+    run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-ICCore/include", "-ICCore", "-c",
          "tools/bench/eval_pass_bench.c", "-o", f"{BUILD}/eval_pass_bench.o"])
     run([cc, f"{BUILD}/eval_pass_bench.o", f"{BUILD}/liblca.a", "-lz", "-lm", *omp_libs,
          "-o", f"{BUILD}/eval_pass_bench"])
@@ -172,105 +201,209 @@ def time_v(command, env=None):
     for part in elapsed.group(1).split(":"):
         seconds = seconds * 60 + float(part)
     others = max(0.0, (b1 - b0) - user - system) / seconds if seconds > 0 else 0.0
+    SPENT["measuring"][SPENT["stage"]] = SPENT["measuring"].get(SPENT["stage"], 0.0) + seconds
     return result.stdout, int(rss.group(1)) * 1024, seconds, others
 
 
 def read_lca_log(path):
+    """(header, records as dicts with subintervals and residual, raw bytes,
+    header end) of an lca log, through the project's numpy reader
+    (tools/python/lca_log.py, which follows the log format's versions)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools", "python"))
+    import lca_log  # noqa: E402  (numpy: imported only where a log is read)
     with open(path, "rb") as f:
         raw = f.read()
-    if raw[:8] != b"\x89LCA\r\n\x1a\n":
-        raise RuntimeError(f"{path}: not an lca log")
-    _, header_length, record_size, _ = struct.unpack("<IIII", raw[8:24])
-    header = json.loads(raw[24:24 + header_length])
-    fields = {f["name"]: f for f in header["fields"]}
-    base = 24 + header_length
-    count = (len(raw) - base) // record_size
-    fmt = {"<u8": "Q", "<u4": "I", "<f8": "d"}
+    with open(path, "rb") as f:
+        header, start = lca_log.read_header(f, path)
+    _, array = lca_log.open_log(path)
+    names = array.dtype.names or ()
 
-    def get(record, name):
-        f = fields[name]
-        values = struct.unpack_from("<" + fmt[f["type"]] * f["count"], raw,
-                                    base + record * record_size + f["offset"])
-        return values if f["count"] > 1 or name in ("lca",) else values[0]
+    def column(word):  # "subintervals" / "residual", or a later version's train_… name
+        name = word if word in names else next((n for n in names if n.endswith(word)), None)
+        return [0] * len(array) if name is None else [x.item() for x in array[name]]
 
-    records = [{"subintervals": get(i, "subintervals"), "residual": get(i, "residual"),
-                "flags": get(i, "flags"), "lca": list(get(i, "lca"))} for i in range(count)]
-    return header, records, raw
+    records = [{"subintervals": int(n), "residual": float(r)}
+               for n, r in zip(column("subintervals"), column("residual"))]
+    return header, records, raw, start
 
 
-def run_lca(model, threads, iterations, workdir):
-    out = os.path.join(workdir, f"lca-{model}-{threads}")
+KERNELS = [("default", None), ("avx2", "avx2")]  # (label, LCA_KERNEL value)
+
+
+def kernel_env(value):
+    env = dict(os.environ)
+    env.pop("LCA_KERNEL", None)
+    if value:
+        env["LCA_KERNEL"] = value
+    return env
+
+
+def forced(label, requested, ran):
+    """How a kernel request turned out: 'default' rows are whatever the CPU
+    picks; a forced row either ran the kernel asked for or says it was not
+    forced (the core ignored LCA_KERNEL), never passing one off as the other."""
+    if requested is None:
+        return "default"
+    return "forced" if ran.startswith(requested) else f"not yet forced (asked {requested}, ran {ran})"
+
+
+def run_lca_train(args, model, iterations, workdir, tag, kernel=None, extra=()):
+    """One `lca train` run under /usr/bin/time -v: the JSON summary, the
+    kernel its summary names, peak RSS, the log's bytes."""
+    out = os.path.join(workdir, f"lca-{model}-{tag}")
     shutil.rmtree(out, ignore_errors=True)
-    command = [LCA_RUN, "train", "--data", "fashion-mnist", "--model", model, "--batch-size", "250",
-               "--iterations", str(iterations), "--threads", str(threads), "--validation", "5000",
-               "-o", out, "--quiet", "--json"]
-    if model == "lenet":
-        command[command.index("--validation"):command.index("--validation")] = ["--lca-subset", "5000"]
+    t = max(args.threads)
+    if model == "fc":
+        command = [LCA_RUN, "train", "--data", "fashion-mnist", "--model", "fc", "--validation", "5000"]
+    else:
+        command = [LCA_RUN, "train", "--data", args.cifar, "--model", model,
+                   "--lca-subset", str(args.resnet_lca_examples)]
+    command += ["--batch-size", "250", "--iterations", str(iterations), "--threads", str(t),
+                "-o", out, "--quiet", "--json", *extra]
     load = loadavg()
     wait_for_quiet()
-    stdout, rss, elapsed, others = time_v(command)
+    stdout, rss, elapsed, others = time_v(command, env=kernel_env(kernel))
     summary = json.loads(stdout)
-    header, records, raw = read_lca_log(os.path.join(out, "lca.log"))
-    passes = 1 + sum(r["subintervals"] for r in records)  # initial gradient + n per iteration
+    with open(os.path.join(out, "summary.txt")) as f:
+        m = re.search(r"matrix kernel (\S+)", f.read())
+    header, records, raw, start = read_lca_log(os.path.join(out, "lca.log"))
     return {
-        "command": command, "seconds_per_iteration": summary["wall_seconds"] / summary["iterations"],
+        "command": command, "kernel_asked": kernel, "kernel": m.group(1) if m else "?",
+        "seconds_per_iteration": summary["wall_seconds"] / summary["iterations"],
         "loop_seconds": summary["wall_seconds"], "process_seconds": elapsed, "peak_rss": rss,
         "self_peak": summary.get("peak_memory_bytes"), "core_memory": summary.get("core_memory_bytes"),
-        "passes": passes, "eval_chunk": header["config"]["eval_chunk"],
+        "passes": 1 + sum(r["subintervals"] for r in records),
+        # the chunk is not in the log header since the exact sum (it no longer sets the bytes)
+        "eval_chunk": summary.get("eval_chunk") or header["config"].get("eval_chunk"),
+        "accumulation_unit": summary.get("accumulation_unit") or header["config"].get("accumulation_unit"),
         "evaluation": header["data"]["evaluation"],
-        "tensors": [t["name"] for t in header["tensors"]],
-        "tensor_lca": [sum(r["lca"][i] for r in records) for i in range(len(header["tensors"]))],
+        "records_sha": hashlib.sha256(raw[start:]).hexdigest(),
+        "log_sha": hashlib.sha256(raw).hexdigest(),
         "max_residual": max(abs(r["residual"]) for r in records),
-        "flagged": sum(r["flags"] & 1 for r in records),
         "subintervals": [r["subintervals"] for r in records],
-        "init": os.path.join(out, "checkpoint-000000.safetensors"),
-        "records_bytes": raw, "load": load, "others": others,
+        "init": os.path.join(out, "checkpoint-000000.safetensors"), "load": load, "others": others,
     }
 
 
-def run_torch(model, threads, iterations, chunk, init, workdir):
-    out = os.path.join(workdir, f"torch-{model}-{threads}.json")
-    command = [sys.executable, os.path.join(BENCH, "torch_lca.py"), "--model", model,
-               "--iterations", str(iterations), "--threads", str(threads), "--batch-size", "250",
-               "--validation", "5000", "--eval-chunk", str(chunk), "--json", out, "--quiet"]
-    if model == "lenet":
-        command += ["--lca-subset", "5000"]
+def run_torch_lca(args, model, iterations, chunk, fmt, init, workdir):
+    out = os.path.join(workdir, f"torch-{model}.json")
+    t = max(args.threads)
+    command = [PYTHON, os.path.join(BENCH, "torch_lca.py"), "--model", model, "--iterations",
+               str(iterations), "--threads", str(t), "--batch-size", "250", "--eval-chunk", str(chunk),
+               "--json", out, "--quiet"]
+    if model == "fc":
+        command += ["--validation", "5000"]
+    else:
+        command += ["--data", args.cifar, "--lca-subset", str(args.resnet_lca_examples),
+                    "--memory-format", fmt]
     if init and os.path.exists(init):
         command += ["--init", init]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     load = loadavg()
     wait_for_quiet()
-    _, rss, elapsed, others = time_v(command, env=env)
+    _, rss, elapsed, others = time_v(command, env=torch_env(t))
     with open(out) as f:
         result = json.load(f)
     return {
         "command": command, "seconds_per_iteration": result["seconds_per_iteration"],
-        "loop_seconds": result["loop_seconds"], "initial_seconds": result["initial_gradient_seconds"],
-        "process_seconds": elapsed, "peak_rss": rss, "passes": result["evaluation_passes"],
-        "tensors": [t["name"] for t in result["tensors"]],
-        "tensor_lca": [t["lca"] for t in result["tensors"]],
+        "loop_seconds": result["loop_seconds"], "process_seconds": elapsed, "peak_rss": rss,
+        "passes": result["evaluation_passes"], "eval_chunk": chunk, "format": fmt,
         "max_residual": max(abs(r["residual"]) for r in result["records"]),
-        "flagged": sum(bool(r["flagged"]) for r in result["records"]),
         "subintervals": [r["subintervals"] for r in result["records"]],
         "torch": result["torch"], "load": load, "others": others,
     }
 
 
-def eval_pass(threads, repeats, chunk):
-    wait_for_quiet()
-    stdout, _, _, others = time_v([f"{BUILD}/eval_pass_bench", str(threads), str(repeats), "fc",
-                                   str(chunk)])
-    return dict(json.loads(stdout), others=others)
+def torch_env(threads):
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
-def numpy_sgemm(threads, repeats):
-    env = dict(os.environ)
-    env.pop("OPENBLAS_CORETYPE", None)  # for this measurement only: see .library/env README
-    env.pop("OPENBLAS_L2_SIZE", None)
+# the evaluation sets of the passes: (model, data, examples) per model
+def pass_sets(args):
+    return {"fc": ("fashion-mnist", args.fc_examples), "lenet": ("fashion-mnist", args.lenet_examples),
+            "resnet20": (args.cifar, args.resnet_examples)}
+
+
+def lca_pass(args, model, threads, kernel):
+    data, examples = pass_sets(args)[model]
+    command = [f"{BUILD}/eval_pass_bench", str(threads), str(args.pass_repeats), model, "0",
+               "--data", data, "--examples", str(examples), "--no-kernels"]
     wait_for_quiet()
-    stdout, _, _, others = time_v([sys.executable, os.path.join(BENCH, "numpy_sgemm.py"), "--threads",
-                                   str(threads), "--repeats", str(repeats)], env=env)
-    return dict(json.loads(stdout), others=others)
+    stdout, _, _, others = time_v(command, env=kernel_env(kernel))
+    r = json.loads(stdout)
+    gflop = flops.pass_flop(model) * r["examples"] * 1e-9
+    return dict(r, gflop=gflop, gflops_best=gflop / r["pass_best_s"], others=others,
+                kernel_asked=kernel, command=command)
+
+
+def contenders(rounds, model, threads, within):
+    """The configurations of PyTorch's sweep worth measuring again: those
+    whose best so far is within `within` × the fastest of any configuration
+    (None = all of them: no round yet, or within 0)."""
+    if not rounds or not within:
+        return None
+    best = {}
+    for r in rounds:
+        for row in r["sweep"][model][threads]["rows"]:
+            if "best_s" in row:
+                key = (row["chunk"], row["format"])
+                best[key] = min(best.get(key, row["best_s"]), row["best_s"])
+    fastest = min(best.values())
+    return sorted(key for key, s in best.items() if s <= within * fastest)
+
+
+def torch_sweep(args, model, threads, workdir, only=None):
+    data, examples = pass_sets(args)[model]
+    out = os.path.join(workdir, f"sweep-{model}-{threads}.json")
+    command = [PYTHON, os.path.join(BENCH, "torch_lca.py"), "--model", model, "--threads", str(threads),
+               "--sweep-chunks", args.sweep_chunks, "--sweep-repeats", str(args.sweep_repeats),
+               "--json", out, "--quiet"]
+    if only:
+        command += ["--sweep-only", ",".join(f"{c}:{f}" for c, f in only)]
+    if model == "resnet20":
+        command += ["--data", data, "--lca-subset", str(examples)]
+    else:
+        command += ["--validation", "5000"]
+        if examples < 55000:
+            command += ["--lca-subset", str(examples)]
+    wait_for_quiet()
+    _, rss, _, others = time_v(command, env=torch_env(threads))
+    with open(out) as f:
+        r = json.load(f)
+    gflop = flops.pass_flop(model) * r["examples"] * 1e-9
+    for row in r["rows"]:
+        if "best_s" in row:
+            row["gflops"] = gflop / row["best_s"]
+    return dict(r, gflop=gflop, gflops_best=gflop / r["best"]["best_s"], others=others,
+                process_peak_rss=rss, command=command)
+
+
+def product_peer(args, model, threads, chunk, formats=None):
+    """oneDNN (conv nets) or OpenBLAS (FC) on the pass's products alone
+    (conv nets: in both memory formats, or in `formats` only)."""
+    data, examples = pass_sets(args)[model]
+    wait_for_quiet()
+    if model == "fc":
+        env = dict(os.environ)
+        env.pop("OPENBLAS_CORETYPE", None)  # for this measurement only: see .library/env README
+        env.pop("OPENBLAS_L2_SIZE", None)
+        command = [PYTHON, os.path.join(BENCH, "numpy_sgemm.py"), "--threads", str(threads),
+                   "--repeats", str(args.peer_repeats), "--examples", str(examples), "--chunk", str(chunk)]
+        stdout, _, _, others = time_v(command, env=env)
+        r = json.loads(stdout)
+        arch = r["blas"][0]["architecture"] if r["blas"] else "?"
+        return {"library": f"OpenBLAS SGEMM ({arch})", "gflops_best": r["gflops_best"],
+                "seconds": r["best_s"], "chunk": chunk, "others": others, "raw": r}
+    command = [PYTHON, os.path.join(BENCH, "torch_conv_shapes.py"), "--model", model, "--examples",
+               str(examples), "--chunk", str(chunk), "--threads", str(threads),
+               "--repeats", str(args.peer_repeats)]
+    if formats:
+        command += ["--formats", formats]
+    stdout, _, _, others = time_v(command, env=torch_env(threads))
+    r = json.loads(stdout)
+    return {"library": f"oneDNN via torch ({r['best_format']})", "best_format": r["best_format"],
+            "gflops_best": r["best_gflops"],
+            "seconds": r["best_seconds"], "chunk": r["chunk"], "others": others,
+            "formats": {f: v["gflops"] for f, v in r["formats"].items()}}
 
 
 def fma_peak(threads, runs):
@@ -279,79 +412,125 @@ def fma_peak(threads, runs):
     return dict(json.loads(stdout), others=others)
 
 
-def micro_round(args, results, fc_chunk):
-    """One round of the micro-benchmarks at every thread count, kept in
-    results["rounds"] with the time it started."""
+def pass_round(args, results, workdir):
+    """One round of every pass measurement at every thread count: lca with
+    each kernel, PyTorch's sweep, the product peer at PyTorch's best chunk,
+    the FMA ceiling. Kept in results['rounds']."""
     row = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "pass": {}, "sgemm": {}, "fma": {}}
+           "lca": {}, "sweep": {}, "peer": {}, "fma": {}}
+    for t in sorted(set(args.threads) | {1}):  # 1 thread always: T × it bounds a disturbed T-thread run
+        log(f"round {len(results['rounds']) + 1}, {t} threads: FMA ceiling")
+        stage("FMA ceilings")
+        row["fma"][t] = fma_peak(t, args.pass_repeats)
     for t in args.threads:
-        log(f"micro-benchmarks, round {len(results['rounds']) + 1}, {t} threads")
-        row["pass"][t] = eval_pass(t, args.micro_repeats, fc_chunk)
-        row["sgemm"][t] = numpy_sgemm(t, args.micro_repeats)
-        row["fma"][t] = fma_peak(t, args.micro_repeats)
-        log(f"  pass {row['pass'][t]['pass_gflops_best']:.1f}, SGEMM "
-            f"{row['sgemm'][t]['gflops_best']:.1f}, ceiling {row['fma'][t]}")
+        for model in args.models:
+            stage(f"lca {model} passes")
+            for label, kernel in KERNELS:
+                r = lca_pass(args, model, t, kernel)
+                row["lca"].setdefault(model, {}).setdefault(t, {})[label] = r
+                log(f"  lca {model} ({label}: {r['kernel']}) {r['pass_best_s']:.3f} s, "
+                    f"{r['gflops_best']:.1f} GFLOP/s")
+            stage(f"PyTorch {model} sweep")
+            only = contenders(results["rounds"], model, t, args.resweep_within)
+            sw = torch_sweep(args, model, t, workdir, only)
+            sw["only"] = only
+            row["sweep"].setdefault(model, {})[t] = sw
+            b = sw["best"]
+            log(f"  PyTorch {model} best: chunk {b['chunk']} {b['format']} {b['best_s']:.3f} s")
+            stage(f"{model} products alone")
+            # later rounds: the memory format that was faster in round 1 only
+            first = results["rounds"][0]["peer"][model][t] if results["rounds"] else None
+            peer = product_peer(args, model, t, b["chunk"], first.get("best_format") if first else None)
+            row["peer"].setdefault(model, {})[t] = peer
+            log(f"  {peer['library']} {peer['gflops_best']:.1f} GFLOP/s")
     results["rounds"].append(row)
 
 
-def best_of_rounds(results, threads):
-    """The best of every round for each micro-benchmark: the pass and SGEMM
-    from their fastest round (the kernel-only pass from its own), the FMA
-    ceiling per ISA the highest of any round."""
+def best_of_rounds(results, args):
+    """Per model, thread count and kernel: lca's fastest pass of all rounds;
+    PyTorch's sweep rows each at their fastest of all rounds (its best = the
+    fastest row); the peer's fastest; the FMA ceiling per ISA the highest of
+    any round, and never below T × the 1-thread figure."""
     rounds = results["rounds"]
-    for t in threads:
-        best = max((r["pass"][t] for r in rounds), key=lambda p: p["pass_gflops_best"])
-        kernel = max((r["pass"][t] for r in rounds), key=lambda p: p["kernel_gflops_best"])
-        results["pass"][t] = dict(best, **{k: kernel[k] for k in kernel if k.startswith("kernel_")},
-                                  others=max(r["pass"][t].get("others", 0) for r in rounds))
-        results["sgemm"][t] = max((r["sgemm"][t] for r in rounds), key=lambda s: s["gflops_best"])
-        fma = dict(rounds[0]["fma"][t])
-        for r in rounds[1:]:
+    out = {"lca": {}, "sweep": {}, "peer": {}, "fma": {}}
+    for t in sorted(set(args.threads) | {1}):
+        fma = {"avx2": None, "avx512": None, "others": 0.0}
+        for r in rounds:
             for isa in ("avx2", "avx512"):
-                if r["fma"][t].get(isa) and (not fma.get(isa) or r["fma"][t][isa] > fma[isa]):
-                    fma[isa] = r["fma"][t][isa]
-        fma["others"] = max(r["fma"][t].get("others", 0) for r in rounds)
-        fma["runs"] = sum(r["fma"][t].get("runs", 0) for r in rounds)
-        results["fma"][t] = fma
+                v = r["fma"][t].get(isa)
+                if v and (fma[isa] is None or v > fma[isa]):
+                    fma[isa] = v
+            fma["others"] = max(fma["others"], r["fma"][t].get("others", 0))
+        out["fma"][t] = fma
+    for t in args.threads:  # a disturbed T-thread ceiling must not lower the bar
+        one = out["fma"].get(1)
+        if one:
+            for isa in ("avx2", "avx512"):
+                if out["fma"][t][isa] and one[isa]:
+                    out["fma"][t][isa] = max(out["fma"][t][isa], t * one[isa])
+    for model in args.models:
+        for t in args.threads:
+            for label, _ in KERNELS:
+                runs = [r["lca"][model][t][label] for r in rounds]
+                best = min(runs, key=lambda x: x["pass_best_s"])
+                out["lca"].setdefault(model, {}).setdefault(t, {})[label] = dict(
+                    best, others=max(x["others"] for x in runs), rounds=[x["pass_best_s"] for x in runs])
+            sweeps = [r["sweep"][model][t] for r in rounds]
+            rows, counts = {}, {}
+            for sw in sweeps:
+                for row in sw["rows"]:
+                    key = (row["chunk"], row["format"])
+                    if "best_s" not in row:
+                        rows.setdefault(key, row)
+                        continue
+                    counts[key] = counts.get(key, 0) + 1
+                    if key not in rows or "best_s" not in rows[key] or row["best_s"] < rows[key]["best_s"]:
+                        rows[key] = row
+            rows = {k: dict(r, rounds_measured=counts[k]) if k in counts else r for k, r in rows.items()}
+            measured = [r for r in rows.values() if "best_s" in r]
+            best = min(measured, key=lambda r: r["best_s"])
+            out["sweep"].setdefault(model, {})[t] = dict(
+                sweeps[0], rows=sorted(rows.values(), key=lambda r: (r["chunk"], r["format"])), best=best,
+                gflops_best=sweeps[0]["gflop"] / best["best_s"], others=max(s["others"] for s in sweeps))
+            peers = [r["peer"][model][t] for r in rounds]
+            out["peer"].setdefault(model, {})[t] = max(peers, key=lambda p: p["gflops_best"])
+    results["best"] = out
 
 
-def perf_profile(iterations, threads):
+def ceiling_for(fma, kernel):
+    """The FMA ceiling of the ISA a kernel runs on."""
+    if kernel and kernel.startswith("avx2"):  # "avx2" ("avx2-fma" before issue 13)
+        return fma["avx2"], "AVX2"
+    if kernel and kernel.startswith("avx512"):
+        return fma["avx512"], "AVX-512"
+    wide = fma["avx512"] or fma["avx2"]
+    return wide, "AVX-512" if fma["avx512"] else "AVX2"
+
+
+def perf_profile(args, workdir):
+    """perf record on the ResNet-20 pass (default kernel): where the time goes."""
     if not shutil.which("perf"):
         return None
+    data_src, examples = pass_sets(args)["resnet20"]
+    t = max(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
-        command = ["perf", "record", "-F", "499", "-o", data, "--", LCA_RUN, "train", "--data",
-                   "fashion-mnist", "--model", "fc", "--batch-size", "250", "--iterations",
-                   str(iterations), "--threads", str(threads), "--validation", "5000", "-o",
-                   os.path.join(tmp, "run"), "--quiet", "--json"]
+        command = ["perf", "record", "-F", "499", "-o", data, "--", f"{BUILD}/eval_pass_bench", str(t),
+                   "3", "resnet20", "0", "--data", data_src, "--examples", str(examples), "--no-kernels"]
         result = run(command, check=False)
         if result.returncode != 0:
             return {"command": command, "error": result.stderr[-500:]}
-        report = run(["perf", "report", "-i", data, "--stdio", "--sort", "pid,dso,symbol",
-                      "--percent-limit", "0.1"], check=False).stdout
-        # pid here is the thread id: the main thread's is the smallest (the process id)
-        totals, main_share = {}, {}
-        parsed = []
+        report = run(["perf", "report", "-i", data, "--stdio", "--sort", "dso,symbol",
+                      "--percent-limit", "0.5"], check=False).stdout
+        rows = []
         for line in report.splitlines():
-            m = re.match(r"\s*([\d.]+)%\s+(\d+):\S+\s+(\S+)\s+\[([.kH])\]\s+(\S+)", line)
-            if not m:
-                continue
-            pct, tid, dso, kind, symbol = (float(m.group(1)), int(m.group(2)), m.group(3),
-                                           m.group(4), m.group(5))
-            if symbol.startswith("0x") or kind == "k":  # no symbols: one row per object
-                symbol = "(kernel)" if kind == "k" else "(no symbols)"
-            parsed.append((pct, tid, dso, symbol))
-        main_tid = min((tid for _, tid, _, _ in parsed), default=0)
-        for pct, tid, dso, symbol in parsed:
-            totals[(dso, symbol)] = totals.get((dso, symbol), 0.0) + pct
-            if tid == main_tid:
-                main_share[(dso, symbol)] = main_share.get((dso, symbol), 0.0) + pct
-        rows = sorted(((pct, dso, symbol, main_share.get((dso, symbol), 0.0))
-                       for (dso, symbol), pct in totals.items() if pct >= 0.5), reverse=True)
-        main_total = sum(pct for pct, tid, _, _ in parsed if tid == main_tid)
+            m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[([.kH])\]\s+(\S+)", line)
+            if m:
+                symbol = "(kernel)" if m.group(3) == "k" else m.group(4)
+                rows.append((float(m.group(1)), m.group(2), symbol))
+        event = re.search(r"of event '([^']+)'", report)
         return {"command": ["perf", "record", "-F", "499", "--"] + command[command.index("--") + 1:],
-                "rows": rows[:15], "main_total": main_total, "threads": threads, "event": re.search(r"of event '([^']+)'", report).group(1)
-                if re.search(r"of event '([^']+)'", report) else "?"}
+                "rows": rows[:15], "event": event.group(1) if event else "?"}
 
 
 # ---------------------------------------------------------------- report
@@ -364,6 +543,8 @@ def display(command):
             word = ".build/release/lca"
         elif word.startswith(tempfile.gettempdir() + "/"):
             word = "<tmp>"
+        elif word.startswith(ROOT + "/"):
+            word = os.path.relpath(word, ROOT)
         out.append(word)
     return shlex.join(out)
 
@@ -415,13 +596,13 @@ def machine():
 
 
 def write_report(args, results, started_load, finished_load, started, finished, profile):
-    threads = args.threads
-    t_hi, t_lo = max(threads), min(threads)
+    t_hi = max(args.threads)
+    best = results["best"]
     lines = []
     add = lines.append
-    add("# Performance: `lca` against PyTorch\n")
-    add("Generated by `tools/bench/run_bench.py` (issue 5); rerun it to refresh this page. "
-        "Everything below comes from one run of that script.\n")
+    add("Generated by `tools/bench/run_bench.py` (issue 13); rerun it to refresh this block. Everything "
+        "in it comes from one run of that script. (The issue-5 page this replaces, FC and LeNet at "
+        "lca's own chunk, is in the git history of this file.)\n")
     add("## Run\n")
     add(f"- Command: `{args.command_line}`")
     add(f"- Date: {started.strftime('%Y-%m-%d %H:%M')} – {finished.strftime('%H:%M')} UTC "
@@ -431,290 +612,377 @@ def write_report(args, results, started_load, finished_load, started, finished, 
         f"({m.get('Core(s) per socket', '?')} cores × {m.get('Thread(s) per core', '?')} thread), "
         f"L2 {m.get('L2 cache', '?')}, L3 {m.get('L3 cache', '?')}, {m.get('Memory')}, "
         f"{m.get('SIMD')}, hypervisor {m.get('Hypervisor vendor', 'none')}, Linux {m.get('Kernel')}")
-    add(f"- Software: torch {results.get('torch_version', '?')}, numpy "
-        f"{results.get('numpy_version', '?')} with OpenBLAS {results.get('openblas', '?')}, "
-        f"core GEMM kernel `{results.get('gemm_kernel', '?')}`, lca built with `swift build -c release`")
+    add(f"- Software: torch {results.get('torch_version', '?')} (oneDNN), numpy "
+        f"{results.get('numpy_version', '?')} with {results.get('openblas', '?')}, lca built with "
+        "`swift build -c release` (`lca train`) and `make` (`liblca.a` for the pass bench)")
+    spent = results.get("spent")
+    if spent:
+        measuring = sum(spent["measuring"].values())
+        add(f"- Time: {spent['total'] / 60:.1f} min in all, {measuring / 60:.1f} min inside the measured "
+            f"programs (" + ", ".join(f"{n} {v / 60:.1f}" for n, v in
+                                     sorted(spent["measuring"].items(), key=lambda kv: -kv[1])) +
+            f"), {spent['waiting'] / 60:.1f} min waiting for a quiet machine, the rest building and "
+            "generating data")
     add(f"- Load average (1, 5, 15 min) before: {started_load}; after: {finished_load} "
-        "(the machine is shared: other engineers' builds and tests run beside the benchmark)")
-    lenet_note = f" and {args.lenet_repeats}× for LeNet" if "lenet" in results["e2e"] else " (LeNet skipped)"
-    add(f"- Repeats: end-to-end runs {args.repeats}× for FC{lenet_note}, "
-        "interleaved ours/PyTorch; figures are **medians** (min in brackets). Micro-benchmarks "
-        f"(evaluation pass, SGEMM and FMA ceiling, {args.micro_repeats} runs each) go in "
-        f"{max(1, len(results.get('rounds', [])))} rounds, one after each end-to-end repeat, and "
-        "report the **best** run of all rounds (the table at the end of the pass section gives "
-        "every round). Before each measurement the script waits (up to "
-        f"{args.wait_idle:.0f} s) until other processes keep at most {args.max_busy} cores busy.")
-    others = [r["others"] for m in results["e2e"].values() for t in m.values() for w in t.values() for r in w]
-    if others:
-        add(f"- Disturbance: during the end-to-end runs other processes kept {min(others):.2f}–"
-            f"{max(others):.2f} cores busy (median {med(others):.2f}) of {os.cpu_count()}; see the "
-            "raw measurements at the end. This counts processes inside this machine only: on a "
-            "virtual machine the host's other guests can slow a core unseen (on the machine of "
-            "issue 5, repeats of the same run differed by up to 30% with 0.00 here), which is why "
-            "the scaling verdicts can change between runs.")
-    add(f"- Settings: Fashion-MNIST training files, 5,000 held out (55,000 training examples), "
-        f"batch 250, SGD momentum 0.9, lr 0.01, Simpson LCA threshold 0.001, cap 32. "
-        f"FC: LCA on the 55,000-example training split, {args.fc_iterations} iterations. "
-        f"LeNet: LCA on a 5,000-example subset, {args.lenet_iterations} iterations. Evaluation "
-        "chunk as lca resolves it (from its log header), the same for PyTorch; PyTorch starts "
-        "from lca's initial weights (checkpoint-000000).")
-    add("- Time per LCA iteration = training-loop wall time / iterations, data loading and setup "
-        "excluded, the initial evaluation-set gradient included (in iteration 1), for both "
-        "programs. Peak memory = maximum resident set size from `/usr/bin/time -v` (whole "
-        "process: PyTorch's includes about 220 MB for `import torch` itself).\n")
+        "(the machine may be shared: other processes' load is recorded per measurement as 'others')")
+    add(f"- Threads: {', '.join(map(str, args.threads))}; targets at {t_hi}. Passes, sweeps, product "
+        f"peers and FMA ceilings in {len(results['rounds'])} round(s), each figure the **best** of "
+        f"{args.pass_repeats} runs (PyTorch's sweep: {args.sweep_repeats} after a warm-up pass, product "
+        f"peers: {args.peer_repeats}) of all rounds; end-to-end FC runs "
+        f"{args.fc_repeats}× interleaved (lca default kernel, lca AVX2, PyTorch), **medians** (min "
+        f"in brackets). Before each measurement the script waits (up to {args.wait_idle:.0f} s) "
+        f"until other processes keep at most {args.max_busy} cores busy.")
+    add(f"- Kernels: every lca pass and FC end-to-end measurement twice, with the default kernel and with "
+        "`LCA_KERNEL=avx2`; the kernel that ran is read back (the pass bench prints "
+        "`lca_gemm_kernel_name()`, `lca train` names it in summary.txt). A row whose request did not "
+        "take effect says **not yet forced** and its target is not judged.\n")
 
-    add("The PyTorch peer (`tools/bench/torch_lca.py`) runs the same algorithm: parameters as one "
-        "flat float32 leaf tensor (per-tensor views made in the graph, so each chunk's backward "
-        "accumulates into one gradient vector), plain autograd per evaluation chunk with "
-        "`reduction='sum'` scaled by 1/N, no gradient for the input, `torch.inference_mode` for "
-        "the Simpson arithmetic, float64 K-sized Simpson sums as in the C core, "
-        "`torch.optim.SGD(momentum=0.9)`, the data set kept as uint8 and each chunk gathered and "
-        "scaled when used (as the core does), channels-last activations for LeNet's convolutions "
-        "(faster with oneDNN), `torch.set_num_threads(T)`. No Python loop over examples.\n")
-    add("## Results\n")
-    add("'others' = cores kept busy by other processes during these runs (median over the lca and "
-        "PyTorch runs of the row; 0 = an undisturbed machine, 2 = every core taken by others). "
-        "Where it is well above 0, the times say more about the load than about the programs.\n")
-    add("| measure | threads | lca | PyTorch | lca / PyTorch | target | verdict | others |")
-    add("|---|---|---|---|---|---|---|---|")
-
-    def others_of(model, t):
-        runs = results["e2e"][model][t]["lca"] + results["e2e"][model][t]["torch"]
-        return f"{med([r['others'] for r in runs]):.2f}" if runs else "—"
-
+    # ---------------------------------------------------------------- targets
+    add("## Targets of issue 13\n")
+    add("| target | kernel | measured | verdict |")
+    add("|---|---|---|---|")
     verdicts = []
-    for model, label, target in (("fc", "FC", TARGET_FC_TIME), ("lenet", "LeNet", TARGET_LENET_TIME)):
-        if model not in results["e2e"]:
+
+    def lca_row(model, label):
+        return best["lca"][model][t_hi][label]
+
+    for model, name in (("resnet20", "ResNet-20"), ("lenet", "LeNet")):
+        if model not in best["lca"]:
             continue
-        for t in threads:
-            ours = results["e2e"][model][t]["lca"]
-            theirs = results["e2e"][model][t]["torch"]
-            if not ours:
-                continue
-            a = med([r["seconds_per_iteration"] for r in ours])
-            b = med([r["seconds_per_iteration"] for r in theirs])
-            amin = min(r["seconds_per_iteration"] for r in ours)
-            bmin = min(r["seconds_per_iteration"] for r in theirs)
-            v = verdict(a / b, target) if t == t_hi else "(reference)"
-            if t == t_hi:
-                verdicts.append((f"{label}: time per iteration ≤ {target}× PyTorch's at {t} threads",
-                                 v + disturbed(results["e2e"][model][t]["lca"] + results["e2e"][model][t]["torch"])))
-            add(f"| {label} time per LCA iteration | {t} | {a:.3f} s ({amin:.3f}) | {b:.3f} s ({bmin:.3f}) "
-                f"| {fmt_ratio(a / b)} | ≤ {target}× | {v} | {others_of(model, t)} |")
-        for t in threads:
-            ours = results["e2e"][model][t]["lca"]
-            theirs = results["e2e"][model][t]["torch"]
-            if not ours:
-                continue
-            a = med([r["peak_rss"] for r in ours]) / 2**20
-            b = med([r["peak_rss"] for r in theirs]) / 2**20
-            target_m = TARGET_FC_MEMORY if model == "fc" else None
-            if target_m is not None and t == t_hi:
-                v = verdict(a / b, target_m)
-                verdicts.append((f"{label}: peak memory ≤ {target_m}× PyTorch's", v))
-            else:
-                v = "(reference)" if target_m is not None else "—"
-            add(f"| {label} peak memory | {t} | {a:.0f} MB | {b:.0f} MB | {fmt_ratio(a / b)} | "
-                f"{'≤ ' + str(target_m) + '×' if target_m else '—'} | {v} | — |")
-        for t in threads:
-            ours = results["e2e"][model][t]["lca"]
-            theirs = results["e2e"][model][t]["torch"]
-            if not ours:
-                continue
-            a = med([r["loop_seconds"] / r["passes"] for r in ours])
-            b = med([r["loop_seconds"] / r["passes"] for r in theirs])
-            add(f"| {label} time per evaluation pass (loop / passes) | {t} | {a:.3f} s | {b:.3f} s | "
-                f"{fmt_ratio(a / b)} | — | — | {others_of(model, t)} |")
-    # scaling
-    if len(threads) >= 2:
-        for model, label in (("fc", "FC"), ("lenet", "LeNet")):
-            e = results["e2e"].get(model)
-            if not e or not e[t_lo]["lca"]:
-                continue
-            s_ours = med([r["seconds_per_iteration"] for r in e[t_lo]["lca"]]) / \
-                med([r["seconds_per_iteration"] for r in e[t_hi]["lca"]])
-            s_torch = med([r["seconds_per_iteration"] for r in e[t_lo]["torch"]]) / \
-                med([r["seconds_per_iteration"] for r in e[t_hi]["torch"]])
-            s_min = min(r["seconds_per_iteration"] for r in e[t_lo]["lca"]) / \
-                min(r["seconds_per_iteration"] for r in e[t_hi]["lca"])
-            v = verdict(s_ours, TARGET_SCALING, higher_is_better=True) + f" (from the minimums: {s_min:.2f}×)"
-            verdicts.append((f"{label}: {t_hi} threads ≥ {TARGET_SCALING}× faster than {t_lo}",
-                             v + disturbed(e[t_lo]["lca"] + e[t_hi]["lca"])))
-            add(f"| {label} speed-up {t_hi} vs {t_lo} threads | — | {s_ours:.2f}× | {s_torch:.2f}× | — | "
-                f"≥ {TARGET_SCALING}× (lca) | {v} | {others_of(model, t_lo)} / {others_of(model, t_hi)} |")
+        sw = best["sweep"][model][t_hi]
+        for label, asked in KERNELS:
+            r = lca_row(model, label)
+            status = forced(label, asked, r["kernel"])
+            kname = f"{r['kernel']} ({status})"
+            speed = sw["best"]["best_s"] / r["pass_best_s"]
+            ceiling, isa = ceiling_for(best["fma"][t_hi], r["kernel"])
+            share = r["gflops_best"] / ceiling if ceiling else float("nan")
+            for target, value, text in (
+                    (f"{name} pass ≥ 2× faster than PyTorch's best", speed,
+                     f"{speed:.2f}× ({r['pass_best_s']:.3f} s vs {sw['best']['best_s']:.3f} s, chunk "
+                     f"{sw['best']['chunk']} {sw['best']['format']})"),
+                    (f"{name} pass ≥ 50% of the {isa} FMA ceiling", share * 100,
+                     f"{share:.0%} ({r['gflops_best']:.1f} of {ceiling:.1f} GFLOP/s)")):
+                if status.startswith("not yet"):
+                    v = "not measured: kernel not forced"
+                elif "2×" in target:
+                    v = verdict(value, 2.0, higher_is_better=True)
+                else:
+                    v = verdict(value, 50, higher_is_better=True, unit="%")
+                add(f"| {target} | {kname} | {text} | {v} |")
+                verdicts.append((target, label, v))
+    fc = results.get("fc_e2e")
+    if fc:
+        b = med([r["seconds_per_iteration"] for r in fc["torch"]])
+        for label, asked in KERNELS:
+            runs = fc["lca"][label]
+            a = med([r["seconds_per_iteration"] for r in runs])
+            status = forced(label, asked, runs[0]["kernel"])
+            v = "not measured: kernel not forced" if status.startswith("not yet") else verdict(a / b, 0.5)
+            add(f"| FC time per LCA iteration ≤ 0.5× PyTorch's best configuration | "
+                f"{runs[0]['kernel']} ({status}) | {a / b:.2f}× ({a:.3f} s vs {b:.3f} s, PyTorch chunk "
+                f"{fc['torch'][0]['eval_chunk']}) | {v} |")
+    mem = results.get("resnet_memory")
+    if mem:
+        # PyTorch's least peak of its runs (its fastest configuration, and chunk 250 when that differs)
+        peer = min((mem[k] for k in ("torch", "torch_small") if k in mem), key=lambda r: r["peak_rss"])
+        a, b = mem["lca_default"]["peak_rss"], peer["peak_rss"]
+        add(f"| ResNet-20, LCA on {mem['lca_default']['evaluation']:,} images, default budget: peak memory "
+            f"≤ 0.3× PyTorch's | {mem['lca_default']['kernel']} | {a / b:.2f}× ({a / 2**20:.0f} MB vs "
+            f"{b / 2**20:.0f} MB, PyTorch at chunk {peer['eval_chunk']}) | {verdict(a / b, 0.3)} |")
+        same_log = mem["lca_default"]["log_sha"] == mem["lca_budget"]["log_sha"]
+        same = mem["lca_default"]["records_sha"] == mem["lca_budget"]["records_sha"]
+        what = "whole log identical" if same_log else (
+            "records identical, header differs" if same else "records DIFFER")
+        add(f"| … with `--memory-budget {args.small_budget}`: the same log bytes as at the default budget | "
+            f"{mem['lca_budget']['kernel']} | {what} (chunk {mem['lca_default']['eval_chunk']} vs "
+            f"{mem['lca_budget']['eval_chunk']}, unit {mem['lca_default']['accumulation_unit']}; peak "
+            f"{mem['lca_budget']['peak_rss'] / 2**20:.0f} MB) | {'**met**' if same_log else '**missed**'} |")
+    add("| Correctness unchanged (tests, JAX reference, thread-count determinism, fast vs naive "
+        "convolution) | all | not measured here | run `tools/test` |")
     add("")
 
-    first_pass = next(iter(results["pass"].values()))
-    add(f"### Evaluation-set gradient pass, FC ({first_pass['chunks']} chunks of "
-        f"{first_pass['chunk']:,} examples)\n")
-    add(f"Needed arithmetic: {first_pass['gflop']:.2f} GFLOP per pass (forward 2·Σ in·out·N, "
-        "weight gradients 2·Σ in·out·N, input gradients of layers 2 and 3 only; N = 55,000). "
-        "`lca` pass = the integrator's own pass through `lca_evaluator` (chunks side by side, one "
-        "per thread, each in blocks of 128 rows: the uint8 rows converted once per block, forward "
-        "and backward; the chunk gradients added into the float64 sum in chunk order); `lca` kernels = forward and backward alone "
-        "(`lca_model_loss_and_gradient`) on chunks gathered beforehand, one chunk at a time with "
-        "the threads inside the layers. OpenBLAS = numpy `np.matmul` float32 on "
-        "the same GEMMs only (no bias, ReLU, softmax). Ceilings: independent FMA chains on all "
-        "T threads at once, or T × the 1-thread figure where that is higher (a disturbed "
-        "multi-thread measurement must not lower the bar). All best of repeats.\n")
-    add("| threads | lca pass | lca kernels only | OpenBLAS SGEMM (kernel) | FMA ceiling AVX2 | "
-        "FMA ceiling AVX-512 | lca pass % of AVX-512 ceiling | % of AVX2 ceiling | OpenBLAS % of AVX-512 | verdict (≥ 60% of the CPU's ceiling) | others (pass / SGEMM / FMA) |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
-    for t in threads:
-        p, s, c = results["pass"][t], results["sgemm"][t], dict(results["fma"][t])
-        one = results["fma"].get(1)
-        if one:  # a disturbed T-thread measurement must not lower the ceiling
-            for isa in ("avx2", "avx512"):
-                if c.get(isa) and one.get(isa):
-                    c[isa] = max(c[isa], t * one[isa])
-        ceiling = c["avx512"] or c["avx2"]
-        share = p["pass_gflops_best"] / ceiling
-        share2 = p["pass_gflops_best"] / c["avx2"] if c["avx2"] else float("nan")
-        v = verdict(share * 100, TARGET_CEILING * 100, higher_is_better=True, unit="%")
-        if t == t_hi:
-            verdicts.append((f"FC evaluation pass ≥ {TARGET_CEILING:.0%} of the measured FMA ceiling "
-                             f"({'AVX-512' if c['avx512'] else 'AVX2'}, {t} threads)", v))
-            if c["avx512"] and c["avx2"]:
-                verdicts.append((f"(for information) the same against the AVX2 ceiling, {t} threads",
-                                 verdict(share2 * 100, TARGET_CEILING * 100, higher_is_better=True, unit="%")))
-        arch = s["blas"][0]["architecture"] if s["blas"] else "?"
-        add(f"| {t} | {p['pass_gflops_best']:.1f} GFLOP/s ({p['pass_best_s']:.3f} s) | "
-            f"{p['kernel_gflops_best']:.1f} GFLOP/s | {s['gflops_best']:.1f} GFLOP/s ({arch}) | "
-            f"{c['avx2']:.1f} | {c['avx512'] or float('nan'):.1f} | {share:.0%} | {share2:.0%} | "
-            f"{s['gflops_best'] / ceiling:.0%} | {v} | {p.get('others', 0):.2f} / {s.get('others', 0):.2f} / "
-            f"{results['fma'][t].get('others', 0):.2f} |")
-    if len(threads) >= 2:
-        sp = results["pass"][t_lo]["pass_best_s"] / results["pass"][t_hi]["pass_best_s"]
-        add(f"\nEvaluation pass speed-up {t_hi} vs {t_lo} threads: {sp:.2f}×.")
-    rounds = results.get("rounds", [])
-    if rounds:
-        add("\nEach round (best of its runs; 'same round' = the pass over the AVX-512 FMA figure "
-            "measured at the same thread count in that round, a view of how much of what the "
-            "cores gave at that moment the pass used):\n")
-        add("| round | started (UTC) | " + " | ".join(
-            f"pass {t} thr | FMA {t} thr | same round" for t in threads) + " |")
-        add("|---|---|" + "---|---|---|" * len(threads))
-        for i, r in enumerate(rounds, 1):
-            cells = []
-            for t in threads:
-                p, f = r["pass"][t]["pass_gflops_best"], r["fma"][t].get("avx512") or r["fma"][t]["avx2"]
-                cells.append(f"{p:.1f} | {f:.1f} | {p / f:.0%}")
+    # ---------------------------------------------------------------- passes
+    add("## Evaluation-set gradient passes\n")
+    add("One pass = the mean loss over the evaluation set and its gradient, what an LCA iteration "
+        "repeats 2 to 32 times. Needed arithmetic per example (`tools/bench/flops.py`: 2 FLOP per "
+        "multiply-add of every dense layer, convolution and projection, once forward, once for the "
+        "weight gradient, once for the input gradient except the first layer's; batch norm, ReLU, "
+        "pooling, softmax not counted): " + ", ".join(
+            f"{n} {flops.pass_flop(m) / 1e6:,.3f} MFLOP" for m, n in
+            (("fc", "FC"), ("lenet", "LeNet"), ("resnet20", "ResNet-20"))) +
+        " (the issue's ≈ 246 for ResNet-20 also counted the first convolution's input gradient, "
+        "which no pass needs).\n")
+    add("- `lca`: `tools/bench/eval_pass_bench` (the integrator's own `lca_evaluator`: the examples in "
+        "fixed accumulation units — 512 examples, or the batch-norm group of 250 for ResNet-20 — each "
+        "unit's float32 gradient added into the exact, order-independent sum; chunk as `lca train` "
+        "resolves it at the default memory budget), on the first N examples of lca's training split.")
+    add("- PyTorch: `tools/bench/torch_lca.py --sweep-chunks` — the same pass (flat parameter leaf, "
+        "autograd per chunk, uint8 data gathered per chunk, ResNet-20 batch norm per group of 250 in "
+        "training-mode statistics) at every chunk × memory format; its **best** row is the peer.")
+    add("- Products alone: oneDNN through torch (`tools/bench/torch_conv_shapes.py`: the pass's "
+        "convolutions and dense products, forward, weight and input gradients, operands in place, "
+        "at PyTorch's best chunk, the faster memory format of round 1, which later rounds measure "
+        "again) or OpenBLAS SGEMM through numpy "
+        "(`numpy_sgemm.py`) for FC: what the library's kernels give on these shapes, a bar for the "
+        "kernels rather than a peer program.")
+    add("- FMA ceiling: `fma_peak.c`, independent FMA chains on every thread, AVX2 and AVX-512.\n")
+    for model, name in (("fc", "FC"), ("lenet", "LeNet"), ("resnet20", "ResNet-20")):
+        if model not in best["lca"]:
+            continue
+        add(f"### {name}\n")
+        add("| threads | program | kernel / configuration | seconds | GFLOP/s | % of the ceiling of its ISA | "
+            "PyTorch best / this | others |")
+        add("|---|---|---|---|---|---|---|---|")
+        for t in args.threads:
+            sw = best["sweep"][model][t]
+            fma = best["fma"][t]
+            for label, asked in KERNELS:
+                r = best["lca"][model][t][label]
+                ceiling, isa = ceiling_for(fma, r["kernel"])
+                add(f"| {t} | lca ({label}) | {r['kernel']}, {forced(label, asked, r['kernel'])}; "
+                    f"chunk {r['chunk']}, unit {r.get('accumulation_unit', '?')}, {r['examples']:,} examples | "
+                    f"{r['pass_best_s']:.3f} | "
+                    f"{r['gflops_best']:.1f} | {r['gflops_best'] / ceiling:.0%} ({isa}) | "
+                    f"{sw['best']['best_s'] / r['pass_best_s']:.2f}× | {r['others']:.2f} |")
+            wide, isa = ceiling_for(fma, None)
+            add(f"| {t} | PyTorch, best of the sweep | chunk {sw['best']['chunk']}, "
+                f"{sw['best']['format']}, {sw['examples']:,} examples | {sw['best']['best_s']:.3f} | "
+                f"{sw['gflops_best']:.1f} | {sw['gflops_best'] / wide:.0%} ({isa}) | 1.00× | "
+                f"{sw['others']:.2f} |")
+            p = best["peer"][model][t]
+            add(f"| {t} | products alone | {p['library']}, chunk {p['chunk']} | {p['seconds']:.3f} | "
+                f"{p['gflops_best']:.1f} | {p['gflops_best'] / wide:.0%} ({isa}) | — | {p['others']:.2f} |")
+        add("")
+        resweep = getattr(args, "resweep_within", 0)
+        add(f"PyTorch's sweep ({name}; seconds per pass, best of {args.sweep_repeats} per round, best "
+            "of all rounds; **bold** = its best" +
+            (f"; rounds after the first measure again only the configurations within {resweep:g}× of "
+             "the fastest so far, the others (marked ¹) were measured in round 1 only"
+             if resweep and len(results["rounds"]) > 1 else "") + "):\n")
+        for t in args.threads:
+            sw = best["sweep"][model][t]
+            formats = sorted({r["format"] for r in sw["rows"]})
+            add(f"| chunk ({t} threads) | " + " | ".join(formats) + " |")
+            add("|---|" + "---|" * len(formats))
+            for chunk in sorted({r["chunk"] for r in sw["rows"]}):
+                cells = []
+                for fmt in formats:
+                    row = next((r for r in sw["rows"] if r["chunk"] == chunk and r["format"] == fmt), None)
+                    if row is None:
+                        cells.append("—")
+                    elif "best_s" not in row:
+                        cells.append(f"skipped ({row['skipped']})")
+                    else:
+                        once = len(results["rounds"]) > 1 and row.get("rounds_measured", 0) == 1
+                        cell = f"{row['best_s']:.3f} s ({row['gflops']:.0f} GFLOP/s)" + ("¹" if once else "")
+                        cells.append(f"**{cell}**" if row is sw["best"] or (row["chunk"], row["format"]) ==
+                                     (sw["best"]["chunk"], sw["best"]["format"]) else cell)
+                label = f"{chunk:,}" + (" (whole set)" if chunk == sw["examples"] else "")
+                add(f"| {label} | " + " | ".join(cells) + " |")
+            add("")
+
+    add("### FMA ceilings\n")
+    add("| threads | AVX2+FMA GFLOP/s | AVX-512 GFLOP/s | others |")
+    add("|---|---|---|---|")
+    for t in sorted(best["fma"]):
+        f = best["fma"][t]
+        add(f"| {t} | {f['avx2'] or float('nan'):.1f} | "
+            f"{f['avx512'] if f['avx512'] else float('nan'):.1f} | {f['others']:.2f} |")
+    add("\n(best of every round; at T threads never below T × the 1-thread figure, measured in every "
+        "round, so that a run disturbed by other processes does not lower the bar)\n")
+
+    if len(results["rounds"]) > 1:
+        add("### Each round (lca pass seconds, PyTorch best seconds)\n")
+        cols = [(m, label) for m in args.models for label, _ in KERNELS]
+        add("| round | started (UTC) | " + " | ".join(f"lca {m} {label}" for m, label in cols) + " | " +
+            " | ".join(f"PyTorch {m}" for m in args.models) + " |")
+        add("|---|---|" + "---|" * (len(cols) + len(args.models)))
+        for i, r in enumerate(results["rounds"], 1):
+            cells = [f"{r['lca'][m][t_hi][label]['pass_best_s']:.3f}" for m, label in cols]
+            cells += [f"{r['sweep'][m][t_hi]['best']['best_s']:.3f}" for m in args.models]
             add(f"| {i} | {r['started'][11:19]} | " + " | ".join(cells) + " |")
-    add("")
+        add("")
 
-    add("## Targets of issue 5\n")
-    add("| target | verdict |")
-    add("|---|---|")
-    for name, v in verdicts:
-        add(f"| {name} | {v} |")
-    add("| Correctness unchanged with the fast kernels (test suite, thread-count determinism) | "
-        "not measured here: `tools/test`; this run's own check: "
-        f"{results.get('determinism', 'n/a')} |")
-    add("")
-
-    add("## Sanity: the two programs compute the same thing\n")
-    add("Per-tensor LCA summed over the run (first repeat at the highest thread count). The runs start "
-        "from the same weights but draw different minibatches (different generators), so the "
-        "figures agree in sign and order of magnitude, not digit for digit.\n")
-    for model, label in (("fc", "FC"), ("lenet", "LeNet")):
-        if model not in results["e2e"]:
-            continue
-        e = results["e2e"][model][t_hi]
-        if not e["lca"]:
-            continue
-        a, b = e["lca"][0], e["torch"][0]
-        add(f"**{label}** ({a['evaluation']:,} evaluation examples, chunk {a['eval_chunk']}):\n")
-        add("| tensor | lca Σ LCA | PyTorch Σ LCA |")
-        add("|---|---|---|")
-        for name, x, y in zip(a["tensors"], a["tensor_lca"], b["tensor_lca"]):
-            add(f"| {name} | {x:+.4e} | {y:+.4e} |")
-        add(f"| total | {sum(a['tensor_lca']):+.4e} | {sum(b['tensor_lca']):+.4e} |")
-        add(f"| max \\|residual\\| | {a['max_residual']:.2e} | {b['max_residual']:.2e} |")
-        add(f"| flagged iterations | {a['flagged']} | {b['flagged']} |")
-        add(f"| sub-intervals per iteration | {' '.join(map(str, a['subintervals']))} | "
-            f"{' '.join(map(str, b['subintervals']))} |")
-        add(f"| evaluation passes (incl. initial) | {a['passes']} | {b['passes']} |")
+    # ---------------------------------------------------------------- end to end
+    if fc:
+        add("## FC end to end: time per LCA iteration\n")
+        add(f"`lca train` FC 784-100-50-10 on Fashion-MNIST (55,000 training examples, LCA on all of "
+            f"them, batch 250, SGD momentum 0.9, lr 0.01, Simpson threshold 0.001, cap 32), "
+            f"{args.fc_iterations} iterations; time per iteration = training-loop wall time / "
+            "iterations (setup excluded, the initial gradient included). PyTorch runs "
+            "`torch_lca.py` at the chunk its sweep found fastest, from lca's initial weights.\n")
+        add("| program | kernel | chunk | s / iteration | peak RSS MB | passes | others |")
+        add("|---|---|---|---|---|---|---|")
+        for label, asked in KERNELS:
+            runs = fc["lca"][label]
+            add(f"| lca ({label}) | {runs[0]['kernel']} ({forced(label, asked, runs[0]['kernel'])}) | "
+                f"{runs[0]['eval_chunk']} | {med([r['seconds_per_iteration'] for r in runs]):.3f} "
+                f"({min(r['seconds_per_iteration'] for r in runs):.3f}) | "
+                f"{med([r['peak_rss'] for r in runs]) / 2**20:.0f} | {runs[0]['passes']} | "
+                f"{med([r['others'] for r in runs]):.2f} |")
+        runs = fc["torch"]
+        add(f"| PyTorch | oneDNN/MKL | {runs[0]['eval_chunk']} | "
+            f"{med([r['seconds_per_iteration'] for r in runs]):.3f} "
+            f"({min(r['seconds_per_iteration'] for r in runs):.3f}) | "
+            f"{med([r['peak_rss'] for r in runs]) / 2**20:.0f} | {runs[0]['passes']} | "
+            f"{med([r['others'] for r in runs]):.2f} |")
+        add("")
+    if mem:
+        add(f"## ResNet-20 with LCA on {mem['lca_default']['evaluation']:,} images: memory\n")
+        add(f"`lca train --model resnet20` on CIFAR-format data from `tools/make_cifar_like.py` "
+            f"({args.cifar_records:,} records, lca's default validation split), `--lca-subset "
+            f"{args.resnet_lca_examples}`, batch 250, {args.resnet_iterations} iteration(s), batch norm "
+            "groups of 250; PyTorch the same at its fastest configuration of the sweep and, when that "
+            "chunk is larger, at chunk 250 (its least memory; the target is judged against the lower "
+            "peak), from lca's initial weights. Peak memory = maximum resident set size (`/usr/bin/time -v`), the "
+            "whole process (PyTorch's includes about 220 MB for `import torch`).\n")
+        add("'log' = the SHA-256 of the whole log file, 'records' of the records after its header "
+            "(since the exact sum the header names the accumulation unit, not the chunk or the "
+            "budget, so the whole files should be equal).\n")
+        add("| program | budget | chunk (unit) | peak RSS MB | core allocations MB | s / iteration | passes | "
+            "log / records (SHA-256, first 12) |")
+        add("|---|---|---|---|---|---|---|---|")
+        for key, budget in (("lca_default", "default"), ("lca_budget", args.small_budget)):
+            r = mem[key]
+            add(f"| lca ({r['kernel']}) | {budget} | {r['eval_chunk']} ({r.get('accumulation_unit', '?')}) | "
+                f"{r['peak_rss'] / 2**20:.0f} | {(r['core_memory'] or 0) / 2**20:.0f} | "
+                f"{r['seconds_per_iteration']:.2f} | {r['passes']} | "
+                f"`{r.get('log_sha', '?')[:12]}` / `{r['records_sha'][:12]}` |")
+        for key in ("torch", "torch_small"):
+            if key in mem:
+                r = mem[key]
+                add(f"| PyTorch{' (its fastest)' if key == 'torch' else ' (one BN group per chunk)'} | — | "
+                    f"{r['eval_chunk']} {r['format']} | {r['peak_rss'] / 2**20:.0f} | — | "
+                    f"{r['seconds_per_iteration']:.2f} | {r['passes']} | — |")
         add("")
 
     if profile and profile.get("rows"):
-        add("## Where `lca train` FC spends its time\n")
-        add(f"`{display(profile['command'])}`, then `perf report --sort pid,dso,symbol` "
-            f"(self time as a share of all samples of all threads, event `{profile.get('event')}`; "
-            "rows of 0.5% and more, objects without symbols summed; 'main thread' = the part of "
-            "it sampled on the main thread, i.e. outside the OpenMP workers; where the lca symbols "
-            "live: `lca_gemm_*`, `gemm_region`, `pack_*` in `CCore/gemm*.c`, `pixels_*` in "
-            "`pixels.c`, `evaluate_chunks` in `integrator.c`, `run`, `forward`, `backward` in "
-            "`pass.c`, `*dense*` in `layers_dense.c`, `*softmax*` in `loss.c`; the run names the "
-            "symbols of the build it measured):\n")
-        add("| self % | on the main thread % | object | symbol |")
-        add("|---|---|---|---|")
-        for row in profile["rows"]:
-            pct, dso, sym = row[0], row[1], row[2]
-            main = row[3] if len(row) > 3 else float("nan")
-            add(f"| {pct:.1f} | {main:.1f} | {dso} | `{sym}` |")
-        omp = [r for r in profile["rows"] if r[1].startswith("libomp") and len(r) > 3]
-        if omp:
-            worker_spin = sum(r[0] - r[3] for r in omp)
-            serial = sum(r[3] for r in profile["rows"] if len(r) > 3 and not r[1].startswith("libomp")
-                         and not r[1].startswith("libz")  # data loading
-                         and not r[2].startswith("lca_gemm") and r[2] not in ("pack_block", "(kernel)"))
-            add(f"\nlibomp samples outside the main thread: {worker_spin:.1f}% of all — OpenMP "
-                "workers spin-waiting, mostly while the main thread runs the code that is not "
-                f"parallel (main-thread samples of the rows above other than GEMM, packing, kernel and "
-                f"data loading — ReLU backward, gather, loss, …: about {serial:.1f}%).")
+        add("## Where the ResNet-20 pass spends its time\n")
+        add(f"`{display(profile['command'])}`, then `perf report --sort dso,symbol` (self time, event "
+            f"`{profile['event']}`, rows of 0.5% and more):\n")
+        add("| self % | object | symbol |")
+        add("|---|---|---|")
+        for pct, dso, sym in profile["rows"]:
+            add(f"| {pct:.1f} | {dso} | `{sym}` |")
         add("")
 
-    add("## Raw measurements\n")
-    add("'others' = cores kept busy by other processes during the run, on average (machine-wide "
-        "busy CPU time from /proc/stat minus the run's own user + system time, over its wall time; "
-        "out of " + str(os.cpu_count()) + ").\n")
-    add("| run | threads | s / iteration | loop s | process s | peak RSS MB | passes | load (1 min) at start | others |")
+    add("## Raw end-to-end runs\n")
+    add("| run | kernel | s / iteration | loop s | process s | peak RSS MB | passes | load (1 min) | others |")
     add("|---|---|---|---|---|---|---|---|---|")
-    for model in results["e2e"]:
-        for t in threads:
-            for who in ("lca", "torch"):
-                for r in results["e2e"][model][t][who]:
-                    add(f"| {who} {model} | {t} | {r['seconds_per_iteration']:.3f} | {r['loop_seconds']:.2f} | "
-                        f"{r['process_seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} | {r['passes']} | "
-                        f"{r['load'].split()[0]} | {r['others']:.2f} |")
+    raw = []
+    if fc:
+        for label, _ in KERNELS:
+            raw += [(f"lca fc ({label})", r) for r in fc["lca"][label]]
+        raw += [("PyTorch fc", r) for r in fc["torch"]]
+    if mem:
+        raw += [(f"lca resnet20 ({k})", mem[k]) for k in ("lca_default", "lca_budget")]
+        raw += [(f"PyTorch resnet20 (chunk {mem[k]['eval_chunk']})", mem[k]) for k in ("torch", "torch_small")
+                if k in mem]
+    for name, r in raw:
+        add(f"| {name} | {r.get('kernel', '—')} | {r['seconds_per_iteration']:.3f} | {r['loop_seconds']:.2f} | "
+            f"{r['process_seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} | {r['passes']} | "
+            f"{r['load'].split()[0]} | {r['others']:.2f} |")
     add("")
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------- the page
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PAGE_TOP = (
+    "# Performance: `lca` against PyTorch at its best\n\n"
+    "The block between the markers `bench:begin` and `bench:end` (the run, the targets of issue 13 "
+    "and the tables) is written by `tools/bench/run_bench.py` and replaced whenever it runs; "
+    "everything outside the block is written by hand and kept as it is.\n\n")
+
+
+def splice(page, block):
+    """The page with its generated block replaced by block; page None = a new
+    page (the title and the note above, then the block). A page without
+    exactly one pair of markers is refused (ValueError) rather than
+    overwritten, so that hand-written sections are never lost."""
+    inner = f"{BEGIN}\n{block.rstrip()}\n{END}\n"
+    if page is None:
+        return PAGE_TOP + inner
+    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+        raise ValueError(f"expected one '{BEGIN}' … '{END}' block")
+    head, rest = page.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    return head + inner + (tail[1:] if tail.startswith("\n") else tail)
+
+
+def write_page(output, block):
+    """Write the generated block into output (docs/performance.md), keeping
+    the rest of the page."""
+    page = None
+    if os.path.exists(output):
+        with open(output) as f:
+            page = f.read()
+    try:
+        text = splice(page, block)
+    except ValueError as e:
+        raise SystemExit(f"run_bench: {output}: {e}; the report was not written "
+                         f"(add the markers around the generated part)") from None
+    with open(output, "w") as f:
+        f.write(text)
+
+
 # ------------------------------------------------------------------ main
 
-def restore_threads(results):
+def int_keys(value):
     """JSON turned the thread-count keys into strings: turn them back."""
-    for key in ("pass", "sgemm", "fma"):
-        results[key] = {int(t): v for t, v in results[key].items()}
-    for row in results.get("rounds", []):
-        for key in ("pass", "sgemm", "fma"):
-            row[key] = {int(t): v for t, v in row[key].items()}
-    for model in results["e2e"]:
-        results["e2e"][model] = {int(t): v for t, v in results["e2e"][model].items()}
-    return results
+    if isinstance(value, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [int_keys(v) for v in value]
+    return value
+
+
+SAVED_ARGS = ("threads", "models", "rounds", "pass_repeats", "sweep_repeats", "sweep_chunks", "resweep_within",
+              "peer_repeats", "fc_repeats",
+              "fc_iterations", "fc_examples", "lenet_examples", "resnet_examples", "resnet_lca_examples",
+              "resnet_iterations", "cifar_records", "small_budget", "wait_idle", "max_busy")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
-    ap.add_argument("--repeats", type=int, default=5, help="end-to-end repeats for FC (median)")
-    ap.add_argument("--lenet-repeats", type=int, default=3, help="end-to-end repeats for LeNet")
-    ap.add_argument("--micro-repeats", type=int, default=10,
-                    help="repeats of the pass, SGEMM and FMA-ceiling benches in each round, one "
-                         "round after each end-to-end repeat (the best of all is reported)")
+    ap.add_argument("--threads", default="2", help="thread counts, e.g. 1,2 (default 2; targets at the highest)")
+    ap.add_argument("--models", default="fc,lenet,resnet20", help="passes of these models")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the pass measurements (best of all; default 2, 1 with --quick)")
+    ap.add_argument("--pass-repeats", type=int, default=5, help="runs of each pass / peer / ceiling per round")
+    ap.add_argument("--peer-repeats", type=int, default=3,
+                    help="rounds of each layer's products in the oneDNN / OpenBLAS peers (best kept)")
+    ap.add_argument("--sweep-chunks", default="250,500,1000,2500,5000,11000,all",
+                    help="PyTorch's evaluation chunks ('all' = the whole set)")
+    ap.add_argument("--sweep-repeats", type=int, default=2,
+                    help="timed passes per PyTorch configuration and round, after a warm-up pass")
+    ap.add_argument("--resweep-within", type=float, default=2.0,
+                    help="rounds after the first measure again only PyTorch's configurations whose "
+                         "best so far is within this factor of its fastest (0 = every configuration "
+                         "in every round)")
+    ap.add_argument("--fc-repeats", type=int, default=3, help="end-to-end FC runs (median)")
     ap.add_argument("--fc-iterations", type=int, default=20)
-    ap.add_argument("--lenet-iterations", type=int, default=5)
-    ap.add_argument("--no-lenet", action="store_true", help="skip LeNet")
+    ap.add_argument("--fc-examples", type=int, default=55000, help="FC pass: examples (the training split)")
+    ap.add_argument("--lenet-examples", type=int, default=5000)
+    ap.add_argument("--resnet-examples", type=int, default=1000, help="ResNet-20 pass: examples")
+    ap.add_argument("--resnet-lca-examples", type=int, default=1000, help="ResNet-20 LCA run: --lca-subset")
+    ap.add_argument("--resnet-iterations", type=int, default=1)
+    ap.add_argument("--cifar-records", type=int, default=2200,
+                    help="records of the generated CIFAR-format set (10%% held out for validation)")
+    ap.add_argument("--small-budget", default="64M", help="the small --memory-budget of the ResNet-20 run")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end FC and ResNet-20 LCA runs")
     ap.add_argument("--no-perf", action="store_true", help="skip the perf profile")
-    ap.add_argument("--perf-iterations", type=int, default=4)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 3 FC and 1 LeNet iterations, 1 repeat, no perf")
+                    help="smoke run: 1 round (unless --rounds), 2 repeats, chunks 250,1000,all, FC 2 iterations once, "
+                         "LeNet 1,000 and ResNet-20 500 examples, no perf (writes nothing unless -o)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release build")
-    ap.add_argument("--wait-idle", type=float, default=30.0,
+    ap.add_argument("--wait-idle", type=float, default=None,
                     help="before each measurement, wait up to this many seconds for other processes "
-                         "to keep at most --max-busy cores busy (0 = do not wait)")
+                         "to keep at most --max-busy cores busy (0 = do not wait; default 30, 5 "
+                         "with --quick)")
     ap.add_argument("--max-busy", type=float, default=0.3)
     ap.add_argument("--build-attempts", type=int, default=3)
     ap.add_argument("--report-only", metavar="RESULTS_JSON",
@@ -723,11 +991,18 @@ def main():
     args = ap.parse_args()
     args.command_line = "python3 tools/bench/run_bench.py" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
     args.threads = sorted({int(t) for t in args.threads.split(",")})
+    args.models = [m for m in args.models.split(",") if m]
     if args.quick:
-        args.repeats = args.lenet_repeats = 1
-        args.micro_repeats = 2
-        args.fc_iterations, args.lenet_iterations = 3, 1
+        args.rounds = args.rounds or 1
+        args.pass_repeats, args.sweep_repeats, args.peer_repeats = 2, 1, 2
+        args.sweep_chunks = "250,1000,all"
+        args.fc_repeats, args.fc_iterations = 1, 2
+        args.lenet_examples, args.resnet_examples, args.resnet_lca_examples = 1000, 500, 500
+        args.cifar_records = 1000
         args.no_perf = True
+    args.rounds = args.rounds or 2
+    if args.wait_idle is None:
+        args.wait_idle = 5.0 if args.quick else 30.0
     WAIT_IDLE.update(seconds=args.wait_idle, max_busy=args.max_busy)
     output = args.output or (None if args.quick else os.path.join(ROOT, "docs", "performance.md"))
     if not os.path.exists("/usr/bin/time") and os.geteuid() == 0 and shutil.which("apt-get"):
@@ -739,95 +1014,114 @@ def main():
     if args.report_only:
         with open(args.report_only) as f:
             saved = json.load(f)
-        results = restore_threads(saved["results"])
+        results = int_keys(saved["results"])
         args.command_line = saved["command_line"]
-        for key in ("threads", "repeats", "lenet_repeats", "micro_repeats", "fc_iterations",
-                    "lenet_iterations", "wait_idle", "max_busy"):
-            setattr(args, key, saved["args"][key])
+        for key in SAVED_ARGS:  # a file from before an argument existed keeps its default
+            setattr(args, key, saved["args"].get(key, getattr(args, key, None)))
         report = write_report(args, results, saved["started_load"], saved["finished_load"],
                               datetime.datetime.fromisoformat(saved["started"]),
                               datetime.datetime.fromisoformat(saved["finished"]), saved["profile"])
         print(report)
         if output:
-            with open(output, "w") as f:
-                f.write(report)
+            write_page(output, report)
         return
 
     missing = [m for m in ("torch", "numpy", "threadpoolctl")
-               if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True).returncode]
+               if subprocess.run([PYTHON, "-c", f"import {m}"], capture_output=True).returncode]
     if missing:
-        raise SystemExit(f"run_bench: missing Python packages {missing}: "
-                         "pip install torch==2.13.0 numpy threadpoolctl")
+        raise SystemExit(f"run_bench: {PYTHON} lacks Python packages {missing}: tools/python-venv, then "
+                         "build/venv/bin/python -m pip install threadpoolctl")
     if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
         raise SystemExit("run_bench: Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
 
     started = datetime.datetime.now(datetime.timezone.utc)
     started_load = loadavg()
-    log(f"load average {started_load}")
+    log(f"load average {started_load}; Python for the peers: {PYTHON}")
     build(args)
+    args.cifar = os.path.join(BUILD, f"cifar-{args.cifar_records}")
+    if not os.path.exists(os.path.join(args.cifar, "data_batch_1.bin")):
+        run([PYTHON, os.path.join(ROOT, "tools", "make_cifar_like.py"), args.cifar, "--batches", "1",
+             "--per-batch", str(args.cifar_records), "--test-records", "0", "--seed", "1"])
 
-    results = {"machine": machine(), "e2e": {}, "pass": {}, "sgemm": {}, "fma": {}, "rounds": []}
+    results = {"machine": machine(), "rounds": []}
     workdir = tempfile.mkdtemp(prefix="lca-bench-")
+    profile = None
     try:
-        models = [("fc", args.fc_iterations, args.repeats)]
-        if not args.no_lenet:
-            models.append(("lenet", args.lenet_iterations, args.lenet_repeats))
-        for model, iterations, repeats in models:
-            results["e2e"][model] = {t: {"lca": [], "torch": []} for t in args.threads}
-            for rep in range(repeats):
-                for t in args.threads:
-                    log(f"{model} repeat {rep + 1}/{repeats}, {t} threads: lca")
-                    ours = run_lca(model, t, iterations, workdir)
-                    log(f"  {ours['seconds_per_iteration']:.3f} s/iteration, "
-                        f"{ours['peak_rss'] / 2**20:.0f} MB; PyTorch")
-                    theirs = run_torch(model, t, iterations, ours["eval_chunk"], ours["init"], workdir)
-                    log(f"  {theirs['seconds_per_iteration']:.3f} s/iteration, "
-                        f"{theirs['peak_rss'] / 2**20:.0f} MB")
-                    results["torch_version"] = theirs["torch"]
-                    results["e2e"][model][t]["lca"].append(ours)
-                    results["e2e"][model][t]["torch"].append(theirs)
-                # the chunk `lca train` chose for FC (from its log header)
-                fc_chunk = results["e2e"]["fc"][args.threads[0]]["lca"][0]["eval_chunk"]
-                micro_round(args, results, fc_chunk)
-        # the same seed gives the same log at any thread count
-        same = []
-        for model in results["e2e"]:
-            logs = [results["e2e"][model][t]["lca"][0]["records_bytes"] for t in args.threads]
-            same.append(f"{model} logs at {'/'.join(map(str, args.threads))} threads "
-                        f"{'byte-identical' if all(x == logs[0] for x in logs) else 'DIFFER'}")
-        results["determinism"] = "; ".join(same)
-        best_of_rounds(results, args.threads)
-        results["gemm_kernel"] = results["pass"][args.threads[0]]["kernel"]
-        s = results["sgemm"][args.threads[0]]
-        results["numpy_version"] = s["numpy"]
-        results["openblas"] = (f"{s['blas'][0]['version']}, kernel {s['blas'][0]['architecture']}"
-                               if s["blas"] else "?")
-        profile = None
-        if not args.no_perf:
-            log("perf record on lca train FC")
-            profile = perf_profile(args.perf_iterations, max(args.threads))
+        for rnd in range(args.rounds):
+            pass_round(args, results, workdir)
+        best_of_rounds(results, args)
+        sw = results["rounds"][0]["sweep"]
+        results["torch_version"] = sw[args.models[0]][args.threads[0]]["torch"]
+        if not args.no_e2e:
+            fc_chunk = results["best"]["sweep"]["fc"][max(args.threads)]["best"]["chunk"] \
+                if "fc" in results["best"]["sweep"] else 2500
+            fc = {"lca": {label: [] for label, _ in KERNELS}, "torch": []}
+            stage("FC end to end")
+            for rep in range(args.fc_repeats):
+                init = None
+                for label, kernel in KERNELS:
+                    log(f"FC end to end, repeat {rep + 1}/{args.fc_repeats}: lca ({label})")
+                    r = run_lca_train(args, "fc", args.fc_iterations, workdir, label, kernel)
+                    init = init or r["init"]
+                    fc["lca"][label].append(r)
+                    log(f"  {r['seconds_per_iteration']:.3f} s/iteration ({r['kernel']})")
+                log(f"  PyTorch, chunk {fc_chunk}")
+                r = run_torch_lca(args, "fc", args.fc_iterations, fc_chunk, "contiguous", init, workdir)
+                fc["torch"].append(r)
+                log(f"  {r['seconds_per_iteration']:.3f} s/iteration")
+            results["fc_e2e"] = fc
+            log(f"ResNet-20 LCA on {args.resnet_lca_examples} images: lca at the default budget")
+            stage("ResNet-20 memory")
+            mem = {"lca_default": run_lca_train(args, "resnet20", args.resnet_iterations, workdir, "default")}
+            log(f"  {mem['lca_default']['peak_rss'] / 2**20:.0f} MB; lca --memory-budget {args.small_budget}")
+            mem["lca_budget"] = run_lca_train(args, "resnet20", args.resnet_iterations, workdir, "budget",
+                                              extra=("--memory-budget", args.small_budget))
+            if "resnet20" in results["best"]["sweep"]:
+                b = results["best"]["sweep"]["resnet20"][max(args.threads)]["best"]
+                chunk, fmt = b["chunk"], b["format"]
+            else:
+                chunk, fmt = 250, "channels_last"
+            chunk = max(250, chunk - chunk % 250)
+            log(f"  {mem['lca_budget']['peak_rss'] / 2**20:.0f} MB; PyTorch, chunk {chunk} {fmt}")
+            mem["torch"] = run_torch_lca(args, "resnet20", args.resnet_iterations, chunk, fmt,
+                                         mem["lca_default"]["init"], workdir)
+            log(f"  {mem['torch']['peak_rss'] / 2**20:.0f} MB")
+            if chunk != 250:  # PyTorch at its best for memory too: its smallest chunk, one BN group
+                log(f"  PyTorch, chunk 250 {fmt} (its least memory)")
+                mem["torch_small"] = run_torch_lca(args, "resnet20", args.resnet_iterations, 250, fmt,
+                                                   mem["lca_default"]["init"], workdir)
+                log(f"  {mem['torch_small']['peak_rss'] / 2**20:.0f} MB")
+            results["resnet_memory"] = mem
+        s = results["best"]["peer"].get("fc", {}).get(args.threads[0])
+        if s:
+            raw = s["raw"]
+            results["numpy_version"] = raw["numpy"]
+            results["openblas"] = (f"OpenBLAS {raw['blas'][0]['version']}, kernel {raw['blas'][0]['architecture']}"
+                                   if raw["blas"] else "?")
+        if not args.no_perf and "resnet20" in args.models:
+            log("perf record on the ResNet-20 pass")
+            profile = perf_profile(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     finished = datetime.datetime.now(datetime.timezone.utc)
     finished_load = loadavg()
     log(f"load average {finished_load}")
-    for model in results["e2e"].values():  # the logs were only needed for the determinism check
-        for runs in model.values():
-            for r in runs["lca"]:
-                r.pop("records_bytes", None)
+    results["spent"] = {"measuring": dict(SPENT["measuring"]), "waiting": SPENT["waiting"],
+                        "total": (finished - started).total_seconds()}
+    for name, seconds in sorted(SPENT["measuring"].items(), key=lambda kv: -kv[1]):
+        log(f"  {seconds:7.1f} s  {name}")
+    log(f"  {sum(SPENT['measuring'].values()):7.1f} s measuring, {SPENT['waiting']:.1f} s waiting for "
+        f"quiet, {(finished - started).total_seconds():.1f} s in all")
     with open(os.path.join(BUILD, "results.json"), "w") as f:
-        json.dump({"command_line": args.command_line, "args": {
-            k: getattr(args, k) for k in ("threads", "repeats", "lenet_repeats", "micro_repeats",
-                                          "fc_iterations", "lenet_iterations", "wait_idle", "max_busy")},
-            "started": started.isoformat(), "finished": finished.isoformat(),
-            "started_load": started_load, "finished_load": finished_load, "profile": profile,
-            "results": results}, f, indent=1)
+        json.dump({"command_line": args.command_line, "args": {k: getattr(args, k) for k in SAVED_ARGS},
+                   "started": started.isoformat(), "finished": finished.isoformat(),
+                   "started_load": started_load, "finished_load": finished_load, "profile": profile,
+                   "results": results}, f, indent=1)
     log(f"raw results in {os.path.relpath(os.path.join(BUILD, 'results.json'), ROOT)}")
     report = write_report(args, results, started_load, finished_load, started, finished, profile)
     print(report)
     if output:
-        with open(output, "w") as f:
-            f.write(report)
+        write_page(output, report)
         log(f"wrote {os.path.relpath(output, ROOT)}")
 
 

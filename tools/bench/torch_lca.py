@@ -29,6 +29,19 @@ evaluation chunk gathered and converted when used, as the C core does
     python3 tools/bench/torch_lca.py --model fc --iterations 20 --threads 2
     python3 tools/bench/torch_lca.py --model lenet --lca-subset 5000 --iterations 5 --threads 2
     python3 tools/bench/torch_lca.py --model fc --init RUN/checkpoint-000000.safetensors
+    python3 tools/bench/torch_lca.py --model resnet20 --data CIFAR_FOLDER --lca-subset 1000 \
+        --eval-chunk 250 --memory-format channels_last --iterations 1 --threads 2
+    python3 tools/bench/torch_lca.py --model resnet20 --data CIFAR_FOLDER --lca-subset 1000 \
+        --sweep-chunks 250,500,1000,all      # evaluation passes alone, every chunk × format
+
+ResNet-20 (docs/models.md, every convolution with a bias, projection
+shortcuts as 1×1 convolutions with bias): the evaluation pass normalises
+consecutive groups of --bn-group examples (default 250, as lca) in
+training-mode statistics (each group's mean and biased variance, the
+gradient through them), PyTorch's fused batch_norm per group; the
+training step normalises its minibatch as one group. Running statistics
+are not kept (LCA never uses them). CIFAR-10 binary batches
+(tools/make_cifar_like.py) are read as lca reads them, pixels / 255.
 
 Prints per-iteration residuals and sub-intervals, per-tensor LCA sums and the
 timing; --json FILE also writes them as JSON (read by run_bench.py). Timing
@@ -84,6 +97,14 @@ def find(folder, name):
 
 
 def load_data(folder):
+    """(images as N × features uint8, labels as int64): IDX training files, or
+    CIFAR-10 binary batches (data_batch_*.bin: a label byte, then 3,072
+    channel-first pixels per record, as CCore/data.c reads them)."""
+    batches = sorted(f for f in os.listdir(folder) if f.startswith("data_batch_") and f.endswith(".bin"))
+    if batches:
+        records = np.concatenate([np.fromfile(os.path.join(folder, f), dtype=np.uint8).reshape(-1, 3073)
+                                  for f in batches])
+        return np.ascontiguousarray(records[:, 1:]), records[:, 0].astype(np.int64)
     images = read_idx(find(folder, "train-images-idx3-ubyte"))
     labels = read_idx(find(folder, "train-labels-idx1-ubyte"))
     return images.reshape(len(images), -1), labels.astype(np.int64)
@@ -122,7 +143,29 @@ def model_tensors(name):
                 ("conv2.weight", (40, 20, 5, 5), 500), ("conv2.bias", (40,), None),
                 ("fc1.weight", (400, 1960), 1960), ("fc1.bias", (400,), None),
                 ("fc2.weight", (10, 400), 400), ("fc2.bias", (10,), None)]
-    raise ValueError(f"unknown model {name!r} (fc or lenet)")
+    if name == "resnet20":
+        tensors = [("conv1.weight", (16, 3, 3, 3), 27), ("conv1.bias", (16,), None),
+                   ("bn1.weight", (16,), "one"), ("bn1.bias", (16,), None)]
+        conv, bn, proj, c = 1, 1, 0, 16
+        for oc, stride in RESNET20_BLOCKS:
+            conv += 1
+            bn += 1
+            tensors += [(f"conv{conv}.weight", (oc, c, 3, 3), c * 9), (f"conv{conv}.bias", (oc,), None),
+                        (f"bn{bn}.weight", (oc,), "one"), (f"bn{bn}.bias", (oc,), None)]
+            conv += 1
+            bn += 1
+            tensors += [(f"conv{conv}.weight", (oc, oc, 3, 3), oc * 9), (f"conv{conv}.bias", (oc,), None),
+                        (f"bn{bn}.weight", (oc,), "one"), (f"bn{bn}.bias", (oc,), None)]
+            if oc != c or stride != 1:
+                proj += 1
+                tensors += [(f"proj{proj}.weight", (oc, c, 1, 1), c), (f"proj{proj}.bias", (oc,), None)]
+            c = oc
+        return tensors + [("fc1.weight", (10, 64), 64), ("fc1.bias", (10,), None)]
+    raise ValueError(f"unknown model {name!r} (fc, lenet or resnet20)")
+
+
+# docs/models.md: resnet20 = conv(16,3) bn relu, nine basic blocks, gap, dense(10)
+RESNET20_BLOCKS = [(16, 1)] * 3 + [(32, 2), (32, 1), (32, 1), (64, 2), (64, 1), (64, 1)]
 
 
 def forward_fc(p, x, train):
@@ -148,7 +191,54 @@ def forward_lenet(p, x, train):
     return F.linear(h, p[6], p[7])
 
 
-FORWARD = {"fc": forward_fc, "lenet": forward_lenet}
+BN_GROUP = 250  # --bn-group: the evaluation pass normalises consecutive groups of this many
+
+
+def ghost_batch_norm(x, gamma, beta, group):
+    """Batch norm in training-mode statistics over consecutive groups of
+    `group` examples (the last group holds the remainder), as lca's
+    evaluation pass (CCore/layers_norm.c: each group's mean and biased
+    variance, ε = 1e-5), the gradient flowing through the statistics:
+    PyTorch's own fused batch_norm on each group (a slice along the batch
+    dimension, contiguous in either memory format), concatenated. Measured
+    faster than one var_mean over a (groups, group, C, H, W) view."""
+    if x.shape[0] <= group:
+        return F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+    return torch.cat([F.batch_norm(part, None, None, gamma, beta, training=True, eps=1e-5)
+                      for part in x.split(group)])
+
+
+def forward_resnet20(p, x, train):
+    """lca's resnet20 (docs/models.md): every convolution with a bias, the
+    projection shortcut a 1×1 convolution with bias (no batch norm). The
+    training step normalises its minibatch as one group; evaluation in
+    groups of BN_GROUP."""
+    group = x.shape[0] if train else BN_GROUP
+    x = x.view(-1, 3, 32, 32)
+    fmt = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    it = iter(p)
+
+    def conv(h, stride=1, padding=1):
+        w, b = next(it), next(it)
+        return F.conv2d(h, w.contiguous(memory_format=fmt), b, stride=stride, padding=padding)
+
+    def bn(h):
+        return ghost_batch_norm(h, next(it), next(it), group)
+
+    h = F.relu(bn(conv(x)))
+    c = 16
+    for oc, stride in RESNET20_BLOCKS:
+        y = F.relu(bn(conv(h, stride)))
+        y = bn(conv(y))
+        shortcut = conv(h, stride, 0) if (oc != c or stride != 1) else h
+        h = F.relu(y + shortcut)
+        c = oc
+    h = h.mean(dim=(2, 3))
+    return F.linear(h, next(it), next(it))
+
+
+FORWARD = {"fc": forward_fc, "lenet": forward_lenet, "resnet20": forward_resnet20}
 
 
 class FlatModel:
@@ -166,14 +256,16 @@ class FlatModel:
     def initial(self, seed, init_path=None):
         if init_path:
             loaded = read_safetensors(init_path)
-            parts = [torch.from_numpy(np.ascontiguousarray(loaded[n], dtype=np.float32)).reshape(-1)
+            parts = [torch.from_numpy(np.array(loaded[n], dtype=np.float32)).reshape(-1)
                      for n in self.names]
             return torch.cat(parts)
         g = torch.Generator().manual_seed(seed)
         parts = []
-        for _, shape, fan_in in self.tensors:  # He-normal weights, zero biases
+        for _, shape, fan_in in self.tensors:  # He-normal weights, zero biases, γ = 1
             if fan_in is None:
                 parts.append(torch.zeros(math.prod(shape)))
+            elif fan_in == "one":
+                parts.append(torch.ones(math.prod(shape)))
             else:
                 parts.append(torch.randn(math.prod(shape), generator=g) * math.sqrt(2.0 / fan_in))
         return torch.cat(parts)
@@ -294,17 +386,106 @@ class StreamingLCA:
         return record
 
 
+# ------------------------------------------------------------------ sweep
+
+def peak_rss():
+    """Peak resident set size of this process so far, in bytes (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def sweep(args, model, images_t, labels_t, evaluation):
+    """Evaluation-set gradient passes alone (what an LCA iteration repeats
+    2-32 times) at every chunk × memory format: one warm-up pass, then the
+    best and median of --sweep-repeats. PyTorch at its best = the fastest
+    row. Chunks run smallest first; the peak-memory growth of a chunk of c
+    examples is extrapolated linearly to the larger ones, and a
+    configuration whose estimate exceeds --sweep-max-bytes is skipped (and
+    listed as skipped)."""
+    global CHANNELS_LAST
+    count = len(evaluation)
+    chunks = []
+    for word in args.sweep_chunks.split(","):
+        c = count if word.strip() == "all" else min(int(word), count)
+        bn = args.model == "resnet20"
+        if bn and c % args.bn_group and c != count:  # groups never straddle chunks (as lca)
+            continue
+        if c not in chunks:
+            chunks.append(c)
+    chunks.sort()
+    formats = args.sweep_formats.split(",") if args.model != "fc" else ["contiguous"]
+    only = None
+    if args.sweep_only:  # CHUNK:FORMAT pairs (a later round re-measuring the contenders)
+        only = {(int(c), f) for c, f in (pair.split(":") for pair in args.sweep_only.split(","))}
+    limit = args.sweep_max_bytes or 0.6 * mem_available()
+    theta = model.initial(args.seed, args.init)
+    rows, per_example, base = [], None, peak_rss()
+    for chunk in chunks:
+        for fmt in formats:
+            if only is not None and (chunk, fmt) not in only:
+                continue
+            CHANNELS_LAST = fmt == "channels_last"
+            estimate = base + per_example * chunk if per_example else None
+            if estimate and estimate > limit:
+                rows.append({"chunk": chunk, "format": fmt, "skipped":
+                             f"estimated peak {estimate / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB"})
+                continue
+            before = peak_rss()
+            evaluate = Evaluator(model, images_t, labels_t, evaluation, chunk, args.preconvert)
+            evaluate(theta)  # warm-up: oneDNN primitives, allocator
+            times = []
+            for _ in range(args.sweep_repeats):
+                started = time.perf_counter()
+                loss, _ = evaluate(theta)
+                times.append(time.perf_counter() - started)
+            grown = peak_rss() - base
+            if grown > 0 and (per_example is None or grown / chunk > per_example):
+                per_example = grown / chunk
+            rows.append({"chunk": chunk, "format": fmt, "best_s": min(times),
+                         "median_s": sorted(times)[len(times) // 2], "loss": loss,
+                         "peak_rss": peak_rss(), "peak_before": before})
+            if not args.quiet:
+                print(f"chunk {chunk:6d} {fmt:<14} best {min(times):.4f} s", file=sys.stderr)
+            del evaluate
+    measured = [r for r in rows if "best_s" in r]
+    best = min(measured, key=lambda r: r["best_s"])
+    result = {"torch": torch.__version__, "model": args.model, "threads": args.threads,
+              "examples": count, "bn_group": args.bn_group, "repeats": args.sweep_repeats,
+              "preconvert": args.preconvert, "rows": rows, "best": best}
+    print(f"PyTorch {torch.__version__} pass sweep, {args.model}, {count} examples, {args.threads} "
+          f"threads: best chunk {best['chunk']} {best['format']} {best['best_s']:.4f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
 # ------------------------------------------------------------------- main
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=["fc", "lenet"], default="fc")
-    ap.add_argument("--data", default=DATA_DIR, help="folder with the IDX training files")
+    ap.add_argument("--model", choices=["fc", "lenet", "resnet20"], default="fc")
+    ap.add_argument("--data", default=DATA_DIR,
+                    help="folder with the IDX training files or CIFAR-10 binary batches (data_batch_*.bin)")
+    ap.add_argument("--bn-group", type=int, default=250,
+                    help="batch-norm group of the evaluation pass (lca's --bn-group, default 250)")
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--validation", type=int, default=5000, help="examples held out")
+    ap.add_argument("--validation", type=int, default=-1,
+                    help="examples held out (default as lca: min(5,000, 10%% of the set))")
     ap.add_argument("--lca-subset", type=int, default=0, help="evaluation set size (0 = training split)")
     ap.add_argument("--lca-threshold", type=float, default=1e-3)
     ap.add_argument("--lca-max-subintervals", type=int, default=32)
@@ -315,13 +496,27 @@ def main(argv=None):
     ap.add_argument("--preconvert", action="store_true",
                     help="keep the evaluation set as float32 (faster, 4x the memory) instead of uint8")
     ap.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
-                    help="activation layout of the convolutions (LeNet)")
+                    help="activation layout of the convolutions (LeNet, ResNet-20)")
+    ap.add_argument("--sweep-chunks", metavar="LIST",
+                    help="instead of training: time evaluation-set gradient passes alone at each of "
+                         "these chunks ('all' = the whole set in one chunk), e.g. 250,500,1000,all")
+    ap.add_argument("--sweep-formats", default="contiguous,channels_last",
+                    help="memory formats of the sweep (conv nets; FC has none)")
+    ap.add_argument("--sweep-repeats", type=int, default=3, help="timed passes per configuration (best kept)")
+    ap.add_argument("--sweep-only", metavar="PAIRS",
+                    help="sweep only these configurations of the chunks × formats, as CHUNK:FORMAT "
+                         "pairs (the chunk as resolved: the whole set's size for 'all'), e.g. "
+                         "500:channels_last,1000:contiguous")
+    ap.add_argument("--sweep-max-bytes", type=float, default=0,
+                    help="skip a configuration whose estimated peak resident memory exceeds this "
+                         "(0 = 60%% of MemAvailable at the start)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
     args = ap.parse_args(argv)
 
-    global CHANNELS_LAST
+    global CHANNELS_LAST, BN_GROUP
     CHANNELS_LAST = args.memory_format == "channels_last"
+    BN_GROUP = args.bn_group
     torch.set_num_threads(args.threads)
     try:
         torch.set_num_interop_threads(1)
@@ -331,6 +526,8 @@ def main(argv=None):
     # ---- data loading and setup (not timed)
     images, labels = load_data(args.data)
     rng = np.random.default_rng(args.seed)
+    if args.validation < 0:
+        args.validation = min(5000, len(labels) // 10)
     permutation = rng.permutation(len(labels))
     training = np.sort(permutation[args.validation:])
     if args.lca_subset:
@@ -342,6 +539,8 @@ def main(argv=None):
     model = FlatModel(args.model)
     evaluate = Evaluator(model, images_t, labels_t, torch.from_numpy(evaluation), args.eval_chunk,
                          args.preconvert)
+    if args.sweep_chunks:
+        return sweep(args, model, images_t, labels_t, torch.from_numpy(evaluation))
     theta = model.initial(args.seed, args.init).requires_grad_(True)
     optimizer = torch.optim.SGD([theta], lr=args.lr, momentum=args.momentum)
     lca = StreamingLCA(model, evaluate, args.lca_threshold, args.lca_max_subintervals)
@@ -402,7 +601,7 @@ def main(argv=None):
         result = {
             "torch": torch.__version__, "model": args.model, "threads": args.threads,
             "iterations": args.iterations, "evaluation_examples": int(len(evaluation)),
-            "eval_chunk": args.eval_chunk, "preconvert": args.preconvert,
+            "eval_chunk": args.eval_chunk, "preconvert": args.preconvert, "bn_group": args.bn_group,
             "memory_format": args.memory_format,
             "loop_seconds": loop_seconds, "seconds_per_iteration": loop_seconds / args.iterations,
             "initial_gradient_seconds": lca.initial_seconds, "iteration_seconds": seconds,
