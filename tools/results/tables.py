@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""The numbers of docs/results.md, from the run folders (numpy + scipy).
+
+    python3 tools/results/tables.py share RUN...          # finding 1: share of parameters helping
+    python3 tools/results/tables.py tensors RUN...        # finding 2: per-tensor totals
+    python3 tools/results/tables.py unmoved RUN IMAGES    # fc1.weight never moving vs blank pixels
+    python3 tools/results/tables.py paired DIR            # last layer frozen / slowed: DIR/fz-{base,freeze,slow}-SEED
+    python3 tools/results/tables.py integrators RUN...    # first order vs Simpson vs adaptive Simpson
+
+Each prints a Markdown table (the rows of docs/results.md). RUN is a run folder of `lca train`
+(its lca.log, and lca-total.safetensors for `unmoved`).
+"""
+import glob
+import gzip
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import lca_log  # noqa: E402
+
+
+def load(run):
+    return lca_log.open_log(os.path.join(run, "lca.log"))
+
+
+def counts(header):
+    return np.array([t["count"] for t in header["tensors"]], dtype=np.float64)
+
+
+def share(runs):
+    print("| run | helped / all, mean over iterations (min–max) | iterations below 50% "
+          "| helped / (helped + hurt) | zero (within the floor) | unmoved |")
+    print("|---|---|---|---|---|---|")
+    notes = []
+    for run in runs:
+        h, r = load(run)
+        total = counts(h).sum()
+        helped = r["helped"].sum(1).astype(np.float64)
+        hurt = r["hurt"].sum(1).astype(np.float64)
+        zero = r["zero"].sum(1).astype(np.float64)
+        unmoved = r["unmoved"].sum(1).astype(np.float64)
+        s = helped / total
+        print(f"| {os.path.basename(run)} ({len(r)} it.) | {100 * s.mean():.1f}% ({100 * s.min():.1f}–{100 * s.max():.1f}%) "
+              f"| {(s < 0.5).sum()} of {len(r)} | {100 * (helped / (helped + hurt)).mean():.1f}% "
+              f"| {100 * (zero / total).mean():.1f}% | {100 * (unmoved / total).mean():.1f}% |")
+        per = r["helped"] / counts(h)
+        notes.append(f"{os.path.basename(run)}, per tensor, helped / all: " + ", ".join(
+            f"{t['name']} {100 * per[:, i].mean():.1f}%" for i, t in enumerate(h["tensors"])))
+    print("\n" + "\n".join(notes))
+
+
+def tensors(runs):
+    for run in runs:
+        h, r = load(run)
+        n = counts(h)
+        print(f"\n{os.path.basename(run)}: L {r['loss_before'][0]:.4f} → {r['loss_after'][-1]:.4f}, "
+              f"Σ LCA {r['lca_total'].sum():.5f}, {len(r)} iterations\n")
+        print("| tensor | Σ LCA | helping part | hurting part | per parameter | iterations with LCA > 0 |")
+        print("|---|---|---|---|---|---|")
+        for i, t in enumerate(h["tensors"]):
+            lca = r["lca"][:, i]
+            print(f"| {t['name']} | {lca.sum():+.4f} | {r['lca_helping'][:, i].sum():.4f} "
+                  f"| {r['lca_hurting'][:, i].sum():+.4f} | {lca.sum() / n[i]:+.1e} | {(lca > 0).sum()} of {len(r)} |")
+
+
+def safetensors(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    head = json.loads(data[8:8 + n])
+    kinds = {"F64": "<f8", "F32": "<f4", "U32": "<u4"}
+    out = {}
+    for name, v in head.items():
+        if name == "__metadata__":
+            continue
+        s, e = v["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + s:8 + n + e], kinds[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def unmoved(run, images):
+    """fc1.weight entries whose total LCA is exactly 0 (never moved, since a weight that moves
+    once has a nonzero LCA in that iteration almost surely), split into blank-pixel columns
+    and dead-unit rows."""
+    h, r = load(run)
+    w = safetensors(os.path.join(run, "lca-total.safetensors"))["fc1.weight"]
+    never = w == 0
+    raw = gzip.open(images).read() if images.endswith(".gz") else open(images, "rb").read()
+    img = np.frombuffer(raw[16:], np.uint8).reshape(-1, w.shape[1])
+    cols = never.all(0)
+    rows = never.all(1)
+    per_it = r["unmoved"][:, 0] / w.size
+    print(f"fc1.weight: {never.mean() * 100:.2f}% of {w.size} never move over {len(r)} iterations "
+          f"({never.sum()} weights; {never.sum() / counts(h).sum() * 100:.2f}% of all parameters); "
+          f"columns (pixels) never moving: {cols.sum()} of {w.shape[1]} ({cols.mean() * 100:.2f}%); "
+          f"rows (units) never moving: {rows.sum()}; "
+          f"pixels 0 in every image of the file: {(img.max(0) == 0).sum()}; "
+          f"unmoved per iteration (fc1.weight): mean {per_it.mean() * 100:.2f}%, "
+          f"min {per_it.min() * 100:.2f}%, max {per_it.max() * 100:.2f}%")
+
+
+def sign_test(d):
+    """Two-sided exact sign test on the nonzero differences."""
+    from scipy.stats import binomtest
+    d = d[d != 0]
+    k = int((d > 0).sum())
+    return k, len(d), binomtest(k, len(d), 0.5).pvalue
+
+
+def paired(folder):
+    from scipy.stats import ttest_rel
+    arms = {}
+    for arm in ("base", "freeze", "slow"):
+        rows = []
+        for run in sorted(glob.glob(os.path.join(folder, f"fz-{arm}-*")), key=lambda p: int(p.rsplit("-", 1)[1])):
+            if not os.path.exists(os.path.join(run, "summary.txt")):
+                continue
+            h, r = load(run)
+            rows.append((int(run.rsplit("-", 1)[1]), r["loss_after"][-1], r["val_loss_after"][-1],
+                         r["lca"][-1:, :].shape[0] and r["lca"][:, -2:].sum()))
+        arms[arm] = {seed: (train, val, last) for seed, train, val, last in rows}
+    seeds = sorted(set(arms["base"]) & set(arms["freeze"]) & set(arms["slow"]))
+    print("| seed | train loss: baseline | frozen | lr × 0.1 | validation loss: baseline | frozen | lr × 0.1 "
+          "| Σ LCA of fc3 (baseline) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in seeds:
+        b, f, w = arms["base"][s], arms["freeze"][s], arms["slow"][s]
+        print(f"| {s} | {b[0]:.4f} | {f[0]:.4f} | {w[0]:.4f} | {b[1]:.4f} | {f[1]:.4f} | {w[1]:.4f} | {b[2]:+.4f} |")
+    print()
+    print("| comparison | loss | mean difference (arm − baseline) | arm lower in | paired t-test p | sign test p |")
+    print("|---|---|---|---|---|---|")
+    for arm, label in (("freeze", "frozen fc3"), ("slow", "fc3 lr × 0.1")):
+        for k, loss in ((0, "train"), (1, "validation")):
+            a = np.array([arms[arm][s][k] for s in seeds])
+            b = np.array([arms["base"][s][k] for s in seeds])
+            d = a - b
+            t = ttest_rel(a, b)
+            up, n, p_sign = sign_test(d)
+            print(f"| {label} | {loss} | {d.mean():+.4f} (sd {d.std(ddof=1):.4f}) | {n - up} of {len(seeds)} "
+                  f"| {t.pvalue:.2g} | {p_sign:.2g} |")
+
+
+def integrators(runs):
+    """Share of the loss change left unexplained, per iteration and over the run, by
+    first-order LCA (first_order_total) and by the run's Simpson LCA (lca_total)."""
+    print("| run | integrator (settings) | whole run: (ΔL − Σ LCA) / ΔL | Σ \\|ΔL_t − LCA_t\\| / Σ \\|ΔL_t\\| "
+          "| largest \\|ΔL_t − LCA_t\\| | iterations refined (> 2 sub-intervals) | sub-intervals max | flagged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        h, r = load(run)
+        cfg = h["config"]
+        dl = r["loss_after"] - r["loss_before"]
+        total = r["loss_after"][-1] - r["loss_before"][0]
+        name = os.path.basename(run)
+        fo = dl - r["first_order_total"]
+        if cfg["lca_max_subintervals"] == 32 and cfg["lca_threshold"] == 0.001:
+            print(f"| {name} | first order (from the same log) | {fo.sum() / total * 100:.2f}% "
+                  f"| {np.abs(fo).sum() / np.abs(dl).sum() * 100:.2f}% | {np.abs(fo).max():.2e} | | | |")
+        res = r["residual"]
+        label = f"Simpson, cap {cfg['lca_max_subintervals']}, threshold {cfg['lca_threshold']:g}"
+        print(f"| {name} | {label} | {res.sum() / total * 100:.4f}% | {np.abs(res).sum() / np.abs(dl).sum() * 100:.4f}% "
+              f"| {np.abs(res).max():.2e} | {(r['subintervals'] > 2).sum()} of {len(r)} | {r['subintervals'].max()} "
+              f"| {(r['flags'] & 1).sum()} |")
+
+
+def main(argv):
+    if len(argv) < 3:
+        sys.exit(__doc__)
+    what, args = argv[1], argv[2:]
+    if what == "share":
+        share(args)
+    elif what == "tensors":
+        tensors(args)
+    elif what == "unmoved":
+        unmoved(*args)
+    elif what == "paired":
+        paired(args[0])
+    elif what == "integrators":
+        integrators(args)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
