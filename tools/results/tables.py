@@ -6,6 +6,7 @@
     python3 tools/results/tables.py unmoved RUN IMAGES    # fc1.weight never moving vs blank pixels
     python3 tools/results/tables.py paired DIR            # last layer frozen / slowed: DIR/fz-{base,freeze,slow}-SEED
     python3 tools/results/tables.py integrators RUN...    # first order vs Simpson vs adaptive Simpson
+    python3 tools/results/tables.py png64 IN.png OUT.png  # a figure reduced to 64 colours for docs/
 
 Each prints a Markdown table (the rows of docs/results.md). RUN is a run folder of `lca train`
 (its lca.log, and lca-total.safetensors for `unmoved`).
@@ -115,12 +116,13 @@ def paired(folder):
     arms = {}
     for arm in ("base", "freeze", "slow"):
         rows = []
-        for run in sorted(glob.glob(os.path.join(folder, f"fz-{arm}-*")), key=lambda p: int(p.rsplit("-", 1)[1])):
+        runs = [p for p in glob.glob(os.path.join(folder, f"fz-{arm}-*")) if os.path.isdir(p)]
+        for run in sorted(runs, key=lambda p: int(p.rsplit("-", 1)[1])):
             if not os.path.exists(os.path.join(run, "summary.txt")):
                 continue
             h, r = load(run)
             rows.append((int(run.rsplit("-", 1)[1]), r["loss_after"][-1], r["val_loss_after"][-1],
-                         r["lca"][-1:, :].shape[0] and r["lca"][:, -2:].sum()))
+                         r["lca"][:, -2:].sum()))  # fc3.weight + fc3.bias
         arms[arm] = {seed: (train, val, last) for seed, train, val, last in rows}
     seeds = sorted(set(arms["base"]) & set(arms["freeze"]) & set(arms["slow"]))
     print("| seed | train loss: baseline | frozen | lr × 0.1 | validation loss: baseline | frozen | lr × 0.1 "
@@ -180,6 +182,9 @@ def main(argv):
         paired(args[0])
     elif what == "integrators":
         integrators(args)
+    elif what == "png64":
+        from PIL import Image
+        Image.open(args[0]).convert("RGB").quantize(64).save(args[1], optimize=True)
     else:
         sys.exit(__doc__)
 
