@@ -66,6 +66,15 @@ def tensors(runs):
             lca = r["lca"][:, i]
             print(f"| {t['name']} | {lca.sum():+.4f} | {r['lca_helping'][:, i].sum():.4f} "
                   f"| {r['lca_hurting'][:, i].sum():+.4f} | {lca.sum() / n[i]:+.1e} | {(lca > 0).sum()} of {len(r)} |")
+        path = os.path.join(run, "lca-total.safetensors")
+        if os.path.exists(path):
+            totals = safetensors(path)
+            helping = min(totals, key=lambda k: totals[k].min())
+            hurting = max(totals, key=lambda k: totals[k].max())
+            for name, pick, label in ((helping, np.argmin, "most helping"), (hurting, np.argmax, "most hurting")):
+                index = np.unravel_index(pick(totals[name]), totals[name].shape)
+                print(f"\n{label} parameter: {name}{list(map(int, index))} at {totals[name][index]:+.4g}", end="")
+            print()
 
 
 def safetensors(path):
