@@ -5,7 +5,7 @@
     python3 tools/results/tables.py tensors RUN...        # finding 2: per-tensor totals
     python3 tools/results/tables.py unmoved RUN IMAGES    # fc1.weight never moving vs blank pixels
     python3 tools/results/tables.py paired DIR            # last layer frozen / slowed: DIR/fz-{base,freeze,slow}-SEED
-    python3 tools/results/tables.py integrators RUN...    # first order vs Simpson vs adaptive Simpson
+    python3 tools/results/tables.py integrators [--first=N] RUN...   # first order vs Simpson vs adaptive Simpson
     python3 tools/results/tables.py png64 IN.png OUT.png  # a figure reduced to 64 colours for docs/
 
 Each prints a Markdown table (the rows of docs/results.md). RUN is a run folder of `lca train`
@@ -154,14 +154,16 @@ def paired(folder):
                   f"| {t.pvalue:.2g} | {p_sign:.2g} |")
 
 
-def integrators(runs):
+def integrators(runs, first=None):
     """Share of the loss change left unexplained, per iteration and over the run, by
-    first-order LCA (first_order_total) and by the run's Simpson LCA (lca_total)."""
+    first-order LCA (first_order_total) and by the run's Simpson LCA (lca_total); with
+    first, over the first iterations only (to compare with a run stopped early)."""
     print("| run | integrator (settings) | whole run: (ΔL − Σ LCA) / ΔL | Σ \\|ΔL_t − LCA_t\\| / Σ \\|ΔL_t\\| "
           "| largest \\|ΔL_t − LCA_t\\| | iterations refined (> 2 sub-intervals) | sub-intervals max | flagged |")
     print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         h, r = load(run)
+        r = r[:first]
         cfg = h["config"]
         dl = r["loss_after"] - r["loss_before"]
         total = r["loss_after"][-1] - r["loss_before"][0]
@@ -190,7 +192,10 @@ def main(argv):
     elif what == "paired":
         paired(args[0])
     elif what == "integrators":
-        integrators(args)
+        first = None
+        if args[0].startswith("--first="):
+            first, args = int(args[0].split("=")[1]), args[1:]
+        integrators(args, first)
     elif what == "png64":
         from PIL import Image
         Image.open(args[0]).convert("RGB").quantize(64).save(args[1], optimize=True)
