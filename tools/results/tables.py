@@ -3,6 +3,7 @@
 
     python3 tools/results/tables.py share RUN...          # finding 1: share of parameters helping
     python3 tools/results/tables.py tensors RUN...        # finding 2: per-tensor totals
+    python3 tools/results/tables.py layers RUN            # Σ LCA per layer (ResNet-20)
     python3 tools/results/tables.py unmoved RUN IMAGES    # fc1.weight never moving vs blank pixels
     python3 tools/results/tables.py paired DIR            # last layer frozen / slowed: DIR/fz-{base,freeze,slow}-SEED
     python3 tools/results/tables.py integrators [--first=N] RUN...   # first order vs Simpson vs adaptive Simpson
@@ -75,6 +76,29 @@ def tensors(runs):
                 index = np.unravel_index(pick(totals[name]), totals[name].shape)
                 print(f"\n{label} parameter: {name}{list(map(int, index))} at {totals[name][index]:+.4g}", end="")
             print()
+
+
+def layers(run):
+    """Σ LCA per layer (the tensors sharing a name before the dot), in model order; the
+    layers whose total is above zero (hurt overall) are listed after the table."""
+    h, r = load(run)
+    names, totals, hurts = [], {}, {}
+    for i, t in enumerate(h["tensors"]):
+        layer = t["name"].split(".")[0]
+        if layer not in totals:
+            names.append(layer)
+            totals[layer], hurts[layer] = 0.0, np.zeros(len(r))
+        totals[layer] += r["lca"][:, i].sum()
+        hurts[layer] = hurts[layer] + r["lca"][:, i]
+    total = r["loss_after"][-1] - r["loss_before"][0]
+    print(f"{os.path.basename(run)}: L {r['loss_before'][0]:.4f} → {r['loss_after'][-1]:.4f} "
+          f"(ΔL {total:+.4f}), Σ LCA {r['lca_total'].sum():+.4f}, {len(r)} iterations, "
+          f"flagged {(r['flags'] & 1).sum()}, largest |residual| {np.abs(r['residual']).max():.3g}\n")
+    print("| layer | Σ LCA | iterations with LCA > 0 |")
+    print("|---|---|---|")
+    for layer in names:
+        print(f"| {layer} | {totals[layer]:+.4f} | {(hurts[layer] > 0).sum()} of {len(r)} |")
+    print("\nhurting overall: " + (", ".join(f"{k} {totals[k]:+.4f}" for k in names if totals[k] > 0) or "none"))
 
 
 def safetensors(path):
@@ -187,6 +211,8 @@ def main(argv):
         share(args)
     elif what == "tensors":
         tensors(args)
+    elif what == "layers":
+        layers(args[0])
     elif what == "unmoved":
         unmoved(*args)
     elif what == "paired":
