@@ -14,19 +14,6 @@ import Darwin
 final class InterruptTests: XCTestCase {
     static let arguments = ["train", "--iterations", "100", "--batch-size", "50", "--save-every", "7", "--quiet"]
 
-    /// A small seeded generator (SplitMix64), so the moments are reproducible.
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform(_ upper: Double) -> Double { Double(next() >> 11) / Double(1 << 53) * upper }
-    }
-
     /// True once the process catches `number` (Linux: SigCgt in /proc), so
     /// that the signal reaches the run's handler, not the default action.
     static func catches(_ pid: Int32, _ number: Int32) -> Bool {
@@ -53,7 +40,7 @@ final class InterruptTests: XCTestCase {
     /// that kills also land inside records and saves.
     func interruptedRun(in folder: URL, signal number: Int32, count: Int, seed: UInt64,
                         header: Int, recordSize: Int, during start: Bool = false) throws -> Outcome {
-        var random = SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         let targets = start ? [Int](repeating: 0, count: count) : (0..<count).map { _ in Int(random.next() % 100) }.sorted()
         let jitter = start ? 0.008 : 0.003
         let lock = folder.appendingPathComponent("part/lca.lock").path
@@ -266,7 +253,7 @@ final class InterruptTests: XCTestCase {
 
     /// IDX files of `count` 8×8 images (seeded bytes) and labels 0…9.
     static func writeIDX(images: URL, labels: URL, count: Int, seed: UInt64) throws {
-        var random = SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         var pixels = Data([0, 0, 8, 3, 0, 0, UInt8(count >> 8), UInt8(count & 255), 0, 0, 0, 8, 0, 0, 0, 8])
         for _ in 0..<(count * 64) { pixels.append(UInt8(random.next() & 255)) }
         var classes = Data([0, 0, 8, 1, 0, 0, UInt8(count >> 8), UInt8(count & 255)])
@@ -377,4 +364,9 @@ final class InterruptTests: XCTestCase {
         XCTAssertEqual(try contents(log), complete, "the partial record was not cut")
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("r/state.safetensors.tmp").path))
     }
+}
+
+extension SplitMix64 {
+    /// Uniform in [0, upper), from the top 53 bits.
+    mutating func uniform(_ upper: Double) -> Double { Double(next() >> 11) / Double(1 << 53) * upper }
 }

@@ -1,22 +1,16 @@
 import Foundation
 import XCTest
-import LCAKit
+@testable import LCAKit
 
 /// `--memory-budget` as a user gives it (docs/memory.md): it changes no byte
 /// of a run, it bounds the process's peak memory, and a budget below one
 /// example is refused with the bytes one example needs.
 final class MemoryBudgetTests: XCTestCase {
-    /// Deterministic bytes (SplitMix64), so the data sets are the same on
-    /// every run.
+    /// Deterministic bytes (SplitMix64's low byte), so the data sets are the same on every run.
     private struct Bytes {
-        var state: UInt64
-        mutating func next() -> UInt8 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return UInt8(truncatingIfNeeded: z ^ (z >> 31))
-        }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(state: state) }
+        mutating func next() -> UInt8 { UInt8(truncatingIfNeeded: generator.next()) }
     }
 
     /// A CIFAR-10-format file (a label byte, then 3,072 pixel bytes, per

@@ -78,7 +78,7 @@ final class SyncTests: XCTestCase {
     }
 
     private func noise(_ t: Int, seed: UInt64) -> [Double] {
-        var rng = S.SplitMix64(state: seed)
+        var rng = SplitMix64(state: seed)
         return (0..<t).map { _ in Double(rng.next() >> 11) / Double(1 << 53) - 0.5 }
     }
 
