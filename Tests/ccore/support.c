@@ -472,3 +472,23 @@ uint8_t *test_read_bytes(const char *path, size_t *n) {
     fclose(f);
     return bytes;
 }
+
+lca_dataset *test_digits_subset(uint32_t n) {
+    lca_dataset *digits;
+    REQUIRE_OK(lca_dataset_open(&digits, "digits", NULL));
+    uint32_t *indices = test_alloc(n * sizeof(uint32_t));
+    for (uint32_t i = 0; i < n; i++) indices[i] = i;
+    float *x = test_alloc((size_t)n * 64 * sizeof(float));
+    int32_t *labels = test_alloc(n * sizeof(int32_t));
+    lca_dataset_gather(digits, indices, n, x, labels, NULL);
+    uint8_t *pixels = test_alloc((size_t)n * 64);
+    for (size_t i = 0; i < (size_t)n * 64; i++) pixels[i] = (uint8_t)lrintf(x[i] * 255.0f);
+    lca_dataset *data;
+    REQUIRE_OK(lca_dataset_from_arrays(&data, pixels, labels, n, 64, 10));
+    lca_dataset_free(digits);
+    free(indices);
+    free(x);
+    free(labels);
+    free(pixels);
+    return data;
+}

@@ -130,6 +130,10 @@ void test_gather_all(const lca_dataset *data, size_t outputs, float **x, int32_t
                      float **targets);
 /* Allocate or end the test. */
 void *test_alloc(size_t bytes);
+/* The first n embedded 8×8 digits as a uint8 data set of their own (pixels
+ * rounded back from the gathered floats; 10 classes); free with
+ * lca_dataset_free. Ends the test on failure. */
+lca_dataset *test_digits_subset(uint32_t n);
 /* in[0 … n) gzip-compressed as one member (test_alloc'ed; *out_n bytes). */
 uint8_t *test_gzip(const uint8_t *in, size_t n, size_t *out_n);
 /* ---- files: one temporary folder per test program. test_temp_dir_make

@@ -29,23 +29,7 @@
 #define BN_DROPOUT "input(1,8,8) conv(6,3) bn relu dropout(0.3) block(6) maxpool(2) dense(10)"
 #define CONV_DROPOUT "input(1,8,8) conv(6,3) relu maxpool(2) dropout(0.25) dense(16) relu dropout(0.5) dense(10)"
 
-static lca_dataset *make_data(void) {
-    lca_dataset *digits;
-    REQUIRE_OK(lca_dataset_open(&digits, "digits", NULL));
-    uint32_t indices[EXAMPLES];
-    for (uint32_t i = 0; i < EXAMPLES; i++) indices[i] = i;
-    float *x = test_alloc(EXAMPLES * 64 * sizeof(float));
-    int32_t labels[EXAMPLES];
-    lca_dataset_gather(digits, indices, EXAMPLES, x, labels, NULL);
-    uint8_t *pixels = test_alloc(EXAMPLES * 64);
-    for (size_t i = 0; i < EXAMPLES * 64; i++) pixels[i] = (uint8_t)lrintf(x[i] * 255.0f);
-    lca_dataset *data;
-    REQUIRE_OK(lca_dataset_from_arrays(&data, pixels, labels, EXAMPLES, 64, 10));
-    lca_dataset_free(digits);
-    free(x);
-    free(pixels);
-    return data;
-}
+static lca_dataset *make_data(void) { return test_digits_subset(EXAMPLES); }
 
 /* Loss and gradient of the evaluator at the model's parameters. */
 static void evaluate(lca_model *model, const lca_dataset *data, size_t chunk, size_t group,

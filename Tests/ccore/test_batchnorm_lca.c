@@ -38,17 +38,7 @@ static void attribute(lca_model *model, const float *from, const float *to, cons
 int main(void) {
     test_begin("test_batchnorm_lca");
     /* structured digits-like data: the embedded 8×8 digits, first 600 */
-    lca_dataset *digits;
-    REQUIRE_OK(lca_dataset_open(&digits, "digits", NULL));
-    uint32_t indices[EXAMPLES];
-    for (uint32_t i = 0; i < EXAMPLES; i++) indices[i] = i;
-    float *x = test_alloc(EXAMPLES * 64 * sizeof(float));
-    int32_t labels[EXAMPLES];
-    lca_dataset_gather(digits, indices, EXAMPLES, x, labels, NULL);
-    uint8_t *pixels = test_alloc(EXAMPLES * 64);
-    for (size_t i = 0; i < EXAMPLES * 64; i++) pixels[i] = (uint8_t)lrintf(x[i] * 255.0f);
-    lca_dataset *data;
-    REQUIRE_OK(lca_dataset_from_arrays(&data, pixels, labels, EXAMPLES, 64, 10));
+    lca_dataset *data = test_digits_subset(EXAMPLES);
 
     lca_model *model;
     REQUIRE_OK(lca_model_new(&model, SPEC, LCA_LOSS_SOFTMAX_CROSS_ENTROPY));
@@ -141,9 +131,6 @@ int main(void) {
 
     lca_model_free(model);
     lca_dataset_free(data);
-    lca_dataset_free(digits);
-    free(x);
-    free(pixels);
     free(from);
     free(to);
     return test_finish();
