@@ -49,6 +49,18 @@ double lca_rank_slowest_seconds(void) { return slowest_seconds; }
 double lca_rank_own_seconds(void) { return own_seconds; }
 double lca_rank_slowest_cpu_seconds(void) { return slowest_cpu; }
 
+/* A pass with no other rank: its time is the slowest's, its failure (if any)
+ * the message as it stands. */
+static lca_status one_rank_combine(size_t failed_unit, lca_status status, const char *message,
+                                   double seconds, double cpu) {
+    own_seconds += seconds;
+    slowest_seconds += seconds;
+    slowest_cpu += cpu;
+    passes++;
+    if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
+    return LCA_OK;
+}
+
 #ifdef LCA_MPI
 #include <mpi.h>
 
@@ -197,14 +209,7 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
                              double cpu, size_t *bad) {
     if (sum) *bad = sum->count;
     int size = lca_ranks_size();
-    if (size <= 1) {
-        own_seconds += seconds;
-        slowest_seconds += seconds;
-        slowest_cpu += cpu;
-        passes++;
-        if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
-        return LCA_OK;
-    }
+    if (size <= 1) return one_rank_combine(failed_unit, status, message, seconds, cpu);
     return combine(size, lca_ranks_rank(), failed_unit, status, message, sum, loss, seconds, cpu,
                    bad);
 }
@@ -221,12 +226,7 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
                              double cpu, size_t *bad) {
     (void)loss;
     if (sum) *bad = sum->count;
-    own_seconds += seconds;
-    slowest_seconds += seconds;
-    slowest_cpu += cpu;
-    passes++;
-    if (failed_unit != SIZE_MAX) return lca_fail(status, "%s", message);
-    return LCA_OK;
+    return one_rank_combine(failed_unit, status, message, seconds, cpu);
 }
 
 #endif
