@@ -82,7 +82,7 @@ public final class Dataset: @unchecked Sendable {
         if length == 0 { return nil }
         var buffer = [CChar](repeating: 0, count: length + 1)
         _ = lca_dataset_class_notice(handle, &buffer, buffer.count)
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
     /// Where the data came from ("digits", a path).
     public var source: String { String(cString: lca_dataset_source(handle)) }
