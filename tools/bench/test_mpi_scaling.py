@@ -5,31 +5,35 @@ hand), the cost model on made-up measurements (against the formula of
 mpi_scaling.py's docstring worked by hand), where scaling stops, and that
 the page keeps everything outside its mpi-scaling block.
 
-    python3 tools/bench/test_mpi_scaling.py      # exit 0 when every check passes
+    python3 tools/bench/test_mpi_scaling.py      # unittest; exit 0 when every check passes
 
 Standard library only.
 """
 import math
 import os
 import sys
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_scaling as ms  # noqa: E402
-
-failures = []
-
-
-def check(condition, what):
-    if not condition:
-        failures.append(what)
-        print("FAILED: " + what)
 
 
 def close(a, b, tolerance=1e-12):
     return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
 
 
-def test_bytes():
+class Checks(unittest.TestCase):
+    def test_bytes(self):
+        test_bytes(self.assertTrue)
+
+    def test_model(self):
+        test_model(self.assertTrue)
+
+    def test_page(self):
+        test_page(self.assertTrue)
+
+
+def test_bytes(check):
     # ranks.c: int64 local[4] (MPI_MAX), then sum_int64 of hi[K], lo[K] and
     # the loss's LCA_EXACT_SCALAR_DIGITS = 67 digits
     check(ms.STATE_BYTES == 32, "the state allreduce is four int64: 32 bytes")
@@ -43,7 +47,7 @@ def one_rank(net, cpu, cpu_all, passes, examples, iterations):
             "cpu_all": cpu_all, "wall": cpu_all, "iterations": iterations, "examples": examples}
 
 
-def test_model():
+def test_model(check):
     # FC: 2 s of evaluation CPU over 40 passes of 1,000 examples: c = 50 µs;
     # 3 s in all over 20 iterations: s = 0.05 s
     rows = ms.model_rows([one_rank("FC", 2.0, 3.0, 40, 1000, 20)])
@@ -74,7 +78,7 @@ def test_model():
     check(rows[0]["t"][256] > rows[1]["t"][256], "10 Gb/s is slower than 100 Gb/s at 256 ranks")
 
 
-def test_page():
+def test_page(check):
     measured = [one_rank("FC", 2.0, 3.0, 40, 1000, 20)]
     for r in (2, 3, 4):
         m = dict(measured[0], ranks=r, cpu=2.0 / r, load=0.1)
@@ -101,16 +105,5 @@ def test_page():
             pass
 
 
-def main():
-    test_bytes()
-    test_model()
-    test_page()
-    if failures:
-        print(f"mpi_scaling arithmetic: {len(failures)} failed")
-        return 1
-    print("mpi_scaling arithmetic: all checks passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main(verbosity=2)
