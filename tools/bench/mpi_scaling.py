@@ -35,7 +35,7 @@ Scaling "stops" at the largest R ≤ U whose parallel efficiency
 T(1) / (R · T(R)) is still at least 50 %, and for good at R = U (one unit
 a rank: more ranks have nothing to do).
 
-    tools/bench/mpi_scaling.py [--quick] [--json build/bench/mpi_scaling.json] [--docs PATH | --no-docs]
+    tools/bench/mpi_scaling.py [--quick] [--rounds 2] [--json build/bench/mpi_scaling.json] [--docs PATH | --no-docs]
     tools/bench/mpi_scaling.py --model-only build/bench/mpi_scaling.json
 
 Needs the MPI build (swift build -c release --traits MPI --build-path
@@ -194,6 +194,9 @@ def block(run, measured, rows):
            "refresh this block (the text outside it is written by hand).", ""]
     out.append(f"- Machine: {run['cpu']}, {run['cpus']} CPUs; release MPI build (`swift build -c release "
                "--traits MPI --build-path .build-mpi`), `--threads 1` a rank, `mpirun --oversubscribe --bind-to none`.")
+    if run.get("rounds", 1) > 1:
+        out.append(f"- {run['rounds']} rounds of 1, 2, 3 and 4 ranks in turn; each row is the round whose busiest "
+                   "rank used the least evaluation CPU (the one least disturbed by other jobs).")
     before, after = run["load_before"], run["load_after"]
     shared = max(before[0], after[0], max(m.get("load", 0.0) for m in measured)) >= 0.5
     out.append(f"- Load average (1, 5, 15 min) before: {' '.join(f'{v:.2f}' for v in before)}; after: "
@@ -250,6 +253,7 @@ def main():
     parser.add_argument("--json", default=os.path.join(ROOT, "build/bench/mpi_scaling.json"))
     parser.add_argument("--model-only", metavar="JSON", help="model from saved measurements")
     parser.add_argument("--quick", action="store_true", help="FC only")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each rank count; the least disturbed is kept (2)")
     parser.add_argument("--lca", default=os.path.join(ROOT, ".build-mpi/release/lca"))
     parser.add_argument("--docs", default=os.path.join(ROOT, "docs/performance.md"),
                         help="the page whose mpi-scaling block is replaced (docs/performance.md)")
@@ -267,18 +271,24 @@ def main():
         utc = datetime.timezone.utc
         run = {"command": " ".join(["tools/bench/mpi_scaling.py"] + sys.argv[1:]),
                "started": datetime.datetime.now(utc).strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
-               "cpus": os.cpu_count(), "load_before": loadavg()}
+               "cpus": os.cpu_count(), "load_before": loadavg(), "rounds": args.rounds}
         measured = []
         for name, spec, data, _, _, _ in NETS:
             if args.quick and name != "FC":
                 continue
             subset, iterations, bn_group = MEASURE[name]
-            for ranks in (1, 2, 3, 4):
-                load = loadavg()[0]
-                m = measure(args.lca, ranks, name, spec, data, subset, iterations, bn_group)
-                m["load"] = load
-                print(f"{name} at {ranks} ranks: {m}", file=sys.stderr)
-                measured.append(m)
+            best = {}
+            # rounds of 1, 2, 3, 4 ranks in turn; each row the round whose
+            # busiest rank used the least CPU (the least disturbed by others)
+            for round_ in range(args.rounds):
+                for ranks in (1, 2, 3, 4):
+                    load = loadavg()[0]
+                    m = measure(args.lca, ranks, name, spec, data, subset, iterations, bn_group)
+                    m["load"] = load
+                    print(f"{name} at {ranks} ranks, round {round_ + 1}: {m}", file=sys.stderr)
+                    if ranks not in best or m["cpu"] < best[ranks]["cpu"]:
+                        best[ranks] = m
+            measured += [best[ranks] for ranks in (1, 2, 3, 4)]
         run["finished"] = datetime.datetime.now(utc).strftime("%H:%M")
         run["load_after"] = loadavg()
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
