@@ -78,6 +78,8 @@ enum Ranks {
     /// Runs the command line: as ArgumentParser's `main` for a plain process;
     /// under a launcher, parsed once here and dispatched by `placement(of:)`.
     static func main(_ arguments: [String]) -> Never {
+        // LCA_KERNEL=avx512|avx2|portable forces a kernel family; a value the
+        // core cannot use is a usage error, never silently ignored
         guard let launcher = environmentLauncher else {
             if let problem = Core.kernelRequestError {
                 Output.error(problem)
