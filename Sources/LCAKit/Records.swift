@@ -55,6 +55,20 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     /// the run has per-unit views on (`TrainingConfiguration.lcaUnits`);
     /// empty otherwise.
     public var unitLCA: [Double]
+    /// Per loss group g and tensor t (issue 15, `--groups`), group-major
+    /// (element g · T + t): the LCA of the group's share (n_g/N)·L_g of the
+    /// loss; Σ over groups is `tensorLCA` within `GroupFields.sumBound`.
+    /// Empty when the log has no groups (see GroupFields.swift for the
+    /// accessors).
+    public var groupLCA: [Double] = []
+    /// Per group: L_g(θ_{t−1}) and L_g(θ_t), the group's own mean loss.
+    public var groupLossBefore: [Double] = []
+    public var groupLossAfter: [Double] = []
+    /// Per group: (n_g/N)·(L_g after − L_g before) − Σ_t groupLCA.
+    public var groupResidual: [Double] = []
+    /// Per group: bit 0 set when that group's |residual| is above the
+    /// threshold.
+    public var groupFlags: [UInt32] = []
 
     /// lossAfter − lossBefore.
     public var lossChange: Double { lossAfter - lossBefore }
@@ -105,7 +119,9 @@ public struct ViewRecord: Sendable, Hashable, Codable {
                 tensorLCA: [Double], tensorFirstOrder: [Double], tensorHelped: [UInt64],
                 tensorHurt: [UInt64], tensorZero: [UInt64], unitLCA: [Double] = [],
                 lcaFloor: Double? = nil, tensorHelping: [Double] = [], tensorHurting: [Double] = [],
-                tensorUnmoved: [UInt64] = [], tensorHistogram: [UInt32] = []) {
+                tensorUnmoved: [UInt64] = [], tensorHistogram: [UInt32] = [],
+                groupLCA: [Double] = [], groupLossBefore: [Double] = [], groupLossAfter: [Double] = [],
+                groupResidual: [Double] = [], groupFlags: [UInt32] = []) {
         self.lossBefore = lossBefore
         self.lossAfter = lossAfter
         self.lcaTotal = lcaTotal
@@ -124,6 +140,11 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         self.tensorHurting = tensorHurting
         self.tensorUnmoved = tensorUnmoved
         self.tensorHistogram = tensorHistogram
+        self.groupLCA = groupLCA
+        self.groupLossBefore = groupLossBefore
+        self.groupLossAfter = groupLossAfter
+        self.groupResidual = groupResidual
+        self.groupFlags = groupFlags
     }
 
     /// Bins per tensor and sign of `tensorHistogram` (30).
@@ -276,6 +297,11 @@ public struct RecordView {
         public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
         /// Number of parameters that helped (`tensorHelped`), over all tensors.
         public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
+        /// The loss groups' fields (issue 15; `ViewRecord.groupLCA`): empty
+        /// while the core's record carries none.
+        public var groupLCA: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
+        public var groupLossAfter: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
+        public var groupResidual: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
 
         private func buffer<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> UnsafeBufferPointer<T> {
             UnsafeBufferPointer(start: pointer, count: pointer == nil ? 0 : count)
@@ -309,6 +335,9 @@ protocol ViewValues {
     var tensorZero: Counts { get }
     var tensorHistogram: Bins { get }
     var lcaFloor: Double? { get }
+    var groupLCA: Doubles { get }
+    var groupLossAfter: Doubles { get }
+    var groupResidual: Doubles { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

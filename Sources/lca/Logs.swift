@@ -152,7 +152,8 @@ struct Export: ParsableCommand {
                 while let raw = try stream.nextRawRecord() { try writer.write(raw) }
                 try writer.close()
             case .tensorboard:
-                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors, whole: true)
+                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors, whole: true,
+                                                  groups: GroupFields.names(stream.header))
                 while let raw = try stream.nextRawRecord() { try board.write(stream.decode(raw)) }
                 try board.close()
                 if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output ?? "")\n") }
@@ -172,8 +173,11 @@ struct Verify: ParsableCommand {
             counts cover each tensor, |residual| within the run's threshold unless flagged, \
             per-unit sums match their layer, and with --max-residual X, |residual| ≤ X; in a \
             version-2 log also helping + hurting + the within-floor rest = each tensor's LCA, \
-            unmoved ≤ zero, and the histogram's bins add up to helped and hurt. Exit status 1 \
-            names the first failing iteration.
+            unmoved ≤ zero, and the histogram's bins add up to helped and hurt; with loss groups \
+            (lca train --groups) the group counts cover the evaluation set, per tensor the groups' \
+            LCA adds up to its LCA within 2⁻³⁰ relative, and each group's residual is recomputed, \
+            within the threshold unless flagged, and its losses chain and add up to the loss. \
+            Exit status 1 names the first failing iteration.
             """
     )
 
@@ -200,6 +204,11 @@ struct Verify: ParsableCommand {
             if let threshold = stream.header.config?.lcaThreshold { text += " (threshold \(String(format: "%.1e", threshold)))" }
             if let maxResidual { text += ", within --max-residual \(String(format: "%.1e", maxResidual))" }
             text += ", \(report.flagged) flagged"
+            if report.groups > 0 {
+                text += "; \(report.groups) groups: Σ group LCA = LCA within \(String(format: "%.1e", report.maxGroupSumError)) relative "
+                    + "(bound \(String(format: "%.1e", GroupFields.sumBound))), max |group residual| \(String(format: "%.3e", report.maxAbsGroupResidual)), "
+                    + "\(report.groupsFlagged) flagged"
+            }
             if report.partialBytes > 0 { text += "; a partial last record of \(report.partialBytes) bytes left out" }
             try Output.stdout(text + "\n")
         }
