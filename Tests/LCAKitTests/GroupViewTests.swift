@@ -85,3 +85,91 @@ final class GroupViewTests: XCTestCase {
         XCTAssert(refused.stderr.contains("the log has no loss groups"), refused.stderr)
     }
 }
+
+extension GroupViewTests {
+    /// The figure JSON of `name` in a report page.
+    static func figureData(_ html: String, _ name: String) throws -> [String: Any] {
+        let start = try XCTUnwrap(html.range(of: "<script type=\"application/json\" class=\"figure-data\" id=\"data-\(name)\">"), name)
+        let end = try XCTUnwrap(html.range(of: "</script>", range: start.upperBound..<html.endIndex))
+        let text = html[start.upperBound..<end.lowerBound].replacingOccurrences(of: "\\/", with: "/")
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    /// Figures 10 and 11 are drawn from a grouped log, with the numbers of
+    /// the reader; per layer with --group-layers; named as missing, with
+    /// the reason, for a log without groups; lca plot draws them alone.
+    func testReportGroupFigures() throws {
+        let folder = try temporaryFolder("group-report", testCase: self)
+        let (grouped, log) = try Self.groupedLog(folder)
+        let result = try CLI.run(["report", grouped.path, "-o", "page.html"], in: folder)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let html = try String(contentsOf: folder.appendingPathComponent("page.html"), encoding: .utf8)
+        for figure in ["group-heatmap", "group-cumulative"] {
+            let section = try XCTUnwrap(html.range(of: "<section class=\"figure\" id=\"fig-\(figure)\""), figure)
+            let next = html.range(of: "</section>", range: section.upperBound..<html.endIndex)!
+            let body = html[section.upperBound..<next.lowerBound]
+            XCTAssert(body.contains("<svg"), "\(figure) has no svg")
+            XCTAssertFalse(body.contains("Not shown"), "\(figure): \(body.prefix(300))")
+        }
+        let t = log.header.tensors.count
+        let heat = try Self.figureData(html, "group-heatmap")
+        XCTAssertEqual(heat["by"] as? String, "tensor")
+        XCTAssertEqual(heat["parts"] as? [String], log.header.tensors.map(\.name))
+        XCTAssertEqual(heat["groups"] as? [String], Self.names)
+        // each heat-map cell is the group's LCA of that tensor at an iteration (8 records: one per cell)
+        // (compared within 1e-15: Foundation's JSON parser on Linux does
+        // not always read the shortest digits back to the same double)
+        func close(_ a: [Double], _ b: [Double]) -> Bool {
+            a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-15 * abs($1) }
+        }
+        let extreme = try XCTUnwrap(heat["extreme"] as? [[[Double]]])
+        XCTAssertEqual(extreme.count, t)
+        for i in 0..<t {
+            for k in 0..<3 {
+                let expected = log.records.map { $0.train.groupLCA(group: k, tensor: i) }
+                XCTAssert(close(extreme[i][k], expected), "\(extreme[i][k]) != \(expected)")
+            }
+        }
+        let cumulative = try Self.figureData(html, "group-cumulative")
+        XCTAssertEqual(cumulative["layers"] as? [String], ["fc1", "fc2"])
+        let totals = try XCTUnwrap(cumulative["totals"] as? [[Double]])
+        var worst = 0.0
+        for (l, members) in [[0, 1], [2, 3]].enumerated() {
+            for k in 0..<3 {
+                let expected = Self.sum(log, group: k, tensors: members)
+                worst = max(worst, abs(totals[l][k] - expected) / abs(expected))
+            }
+        }
+        print("report: worst relative difference of a layer's Σ group LCA from the reader's \(worst)")
+        XCTAssertLessThan(worst, 1e-12)
+        XCTAssert(html.contains("(share of the group"), "the per-layer share table is missing")
+        // per layer
+        let byLayer = try CLI.run(["report", grouped.path, "--group-layers", "-o", "layers.html"], in: folder)
+        XCTAssertEqual(byLayer.status, 0, byLayer.stderr)
+        let layerHTML = try String(contentsOf: folder.appendingPathComponent("layers.html"), encoding: .utf8)
+        let layerHeat = try Self.figureData(layerHTML, "group-heatmap")
+        XCTAssertEqual(layerHeat["by"] as? String, "layer")
+        XCTAssertEqual(layerHeat["parts"] as? [String], ["fc1", "fc2"])
+        let layerExtreme = try XCTUnwrap(layerHeat["extreme"] as? [[[Double]]])
+        XCTAssert(close(layerExtreme[1][2], log.records.map { $0.train.groupLCA(group: 2, tensor: 2) + $0.train.groupLCA(group: 2, tensor: 3) }))
+        XCTAssertFalse(close(layerExtreme[1][2], log.records.map { $0.train.groupLCA(group: 2, tensor: 2) }), "the layer's cells are its weight's alone")
+        // the plain log: named as missing
+        let plain = try CLI.run(["report", folder.appendingPathComponent("run/lca.log").path, "-o", "plain.html"], in: folder)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let plainHTML = try String(contentsOf: folder.appendingPathComponent("plain.html"), encoding: .utf8)
+        XCTAssert(plainHTML.contains("10 (group-heatmap): the log has no loss groups"), "no reason for the missing group figures")
+        // lca plot
+        let keep = ProcessInfo.processInfo.environment["LCA_KEEP_GROUP_REPORT"]
+        if let keep { try? FileManager.default.copyItem(at: folder.appendingPathComponent("page.html"), to: URL(fileURLWithPath: keep + "/page.html")) }
+        for figure in ["group-heatmap", "group-cumulative"] {
+            let plot = try CLI.run(["plot", grouped.path, "--figure", figure, "-o", "\(figure).svg"], in: folder)
+            XCTAssertEqual(plot.status, 0, plot.stderr)
+            let svg = try String(contentsOf: folder.appendingPathComponent("\(figure).svg"), encoding: .utf8)
+            XCTAssert(svg.contains("<polygon") || svg.contains("<rect x="), "\(figure).svg draws nothing")
+            if let keep { try? svg.write(toFile: keep + "/\(figure).svg", atomically: true, encoding: .utf8) }
+            let refused = try CLI.run(["plot", folder.appendingPathComponent("run/lca.log").path, "--figure", figure, "-o", "x.svg"], in: folder)
+            XCTAssertEqual(refused.status, 1)
+            XCTAssert(refused.stderr.contains("the log has no loss groups"), refused.stderr)
+        }
+    }
+}
