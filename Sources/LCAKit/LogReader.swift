@@ -703,7 +703,12 @@ private struct RecordPlan {
                        lcaFloor: slots[prefix + "lca_floor"] != nil ? scalar(prefix + "lca_floor") : nil,
                        tensorHelping: present(prefix + "lca_helping"), tensorHurting: present(prefix + "lca_hurting"),
                        tensorUnmoved: slots[prefix + "unmoved"] != nil ? integers(prefix + "unmoved") : [],
-                       tensorHistogram: counts32(prefix + "lca_histogram"))
+                       tensorHistogram: counts32(prefix + "lca_histogram"),
+                       groupLCA: slots[prefix + "group_lca"] != nil ? doubles(prefix + "group_lca", 0) : [],
+                       groupLossBefore: slots[prefix + "group_loss_before"] != nil ? doubles(prefix + "group_loss_before", 0) : [],
+                       groupLossAfter: slots[prefix + "group_loss_after"] != nil ? doubles(prefix + "group_loss_after", 0) : [],
+                       groupResidual: slots[prefix + "group_residual"] != nil ? doubles(prefix + "group_residual", 0) : [],
+                       groupFlags: counts32(prefix + "group_flags"))
         }
         return IterationRecord(iteration: integer("iteration"), epoch: Int(clamping: integer("epoch")),
                                batchLoss: scalar("batch_loss"), train: view(""),
