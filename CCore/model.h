@@ -241,6 +241,10 @@ typedef struct lca_group_input {
     float *x_rows;
     int32_t *label_rows;
     float *target_rows;
+    /* loss groups on a batch-norm net (integrator.c): mask[i] = 0 gives
+     * example i of the group loss weight 0 (no loss, no gradient from it;
+     * it still shapes the statistics); NULL = every example counts */
+    const uint8_t *mask;
 } lca_group_input;
 /* lca_model_forward_backward on one batch-norm group of n examples (n ≤
  * bn_group; or any n for a net without batch norm) holding at most chunk

@@ -35,6 +35,8 @@ typedef struct pass {
     int phase;             /* PHASE_SUM or PHASE_SQUARES */
     bool parameters;
     lca_rng *layer_rng;    /* per layer: its dropout stream (group_pass), or NULL */
+    const uint8_t *mask;   /* per example of the whole pass (loss groups), or NULL */
+    const uint8_t *rows_mask; /* the part of mask for the rows in hand */
 } pass;
 
 enum { PHASE_SUM = 0, PHASE_SQUARES = 1 };
@@ -317,6 +319,17 @@ static double add_loss(lca_model *m, const pass *ps, const float *logits, const 
     else
         lca_squared_error(m->example_loss, dz, logits, labels, targets, ps->n, outputs, at,
                           gradient_scale);
+    if (ps->rows_mask) {
+        /* loss groups: an example outside the group has weight 0 */
+        for (size_t r = 0; r < ps->n; r++) {
+            if (ps->rows_mask[r]) {
+                sum += m->example_loss[r];
+            } else if (dz) {
+                for (size_t c = 0; c < outputs; c++) dz[r * at.example_step + c * at.class_step] = 0.0f;
+            }
+        }
+        return sum;
+    }
     for (size_t r = 0; r < ps->n; r++) sum += m->example_loss[r];
     return sum;
 }
@@ -358,6 +371,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
     for (size_t first = 0; first < n; first += block) {
         ps.n = n - first < block ? n - first : block;
         ps.x = input_rows(input, first, ps.n, features);
+        ps.rows_mask = ps.mask ? ps.mask + first : NULL;
         const float *inputs[LCA_MAX_LAYERS];
         const float *logits = forward(m, parameters, &ps, inputs);
         sum = add_loss(m, &ps, logits, labels ? labels + first : NULL,
@@ -457,6 +471,7 @@ static lca_status sweep(lca_model *m, const float *parameters, const lca_group_i
         const float *targets;
         group_rows(in, first, count, features, outputs, &ps->x, &labels, &targets);
         ps->n = count;
+        ps->rows_mask = in->mask ? in->mask + first : NULL;
         if (!targets) {
             lca_status status = check_labels_from(labels, count, outputs, first);
             if (status != LCA_OK) return status;
@@ -565,7 +580,7 @@ lca_status lca_model_forward_backward_group(lca_model *m, const float *parameter
         return lca_fail(LCA_ERR_STATE, "model: a group pass of %zu examples, groups of %zu", n,
                         bn_group);
     pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group, .stop = SIZE_MAX,
-               .stop_back = SIZE_MAX, .parameters = true};
+               .stop_back = SIZE_MAX, .parameters = true, .mask = input->mask};
     if (n > chunk)
         return group_pass(m, parameters, input, ps, n, chunk, gradient_scale, loss_sum, gradient);
     /* the whole group fits: one pass */

@@ -95,9 +95,6 @@ public enum GroupFields {
 }
 
 extension ViewRecord {
-    /// Loss groups in this view's record (0 without group fields).
-    public var groupCount: Int { groupLossBefore.count }
-
     /// Group g's LCA per tensor (T values), or an empty slice when the
     /// record has no group fields.
     public func groupTensorLCA(_ g: Int) -> ArraySlice<Double> {

@@ -55,20 +55,29 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     /// the run has per-unit views on (`TrainingConfiguration.lcaUnits`);
     /// empty otherwise.
     public var unitLCA: [Double]
-    /// Per loss group g and tensor t (issue 15, `--groups`), group-major
-    /// (element g · T + t): the LCA of the group's share (n_g/N)·L_g of the
-    /// loss; Σ over groups is `tensorLCA` within `GroupFields.sumBound`.
-    /// Empty when the log has no groups (see GroupFields.swift for the
-    /// accessors).
-    public var groupLCA: [Double] = []
-    /// Per group: L_g(θ_{t−1}) and L_g(θ_t), the group's own mean loss.
-    public var groupLossBefore: [Double] = []
-    public var groupLossAfter: [Double] = []
-    /// Per group: (n_g/N)·(L_g after − L_g before) − Σ_t groupLCA.
-    public var groupResidual: [Double] = []
-    /// Per group: bit 0 set when that group's |residual| is above the
-    /// threshold.
-    public var groupFlags: [UInt32] = []
+    /// Loss groups (issue 15, `TrainingConfiguration.exampleGroups`): per
+    /// group g and tensor t, at `g * T + t` (group-major, G · T values), the
+    /// LCA of the group's share (n_g/N)·L_g of the loss; Σ over groups is
+    /// `tensorLCA` within rounding. Empty without groups.
+    public var groupLCA: [Double]
+    /// Each group's own mean loss L_g before and after the step (0 for a
+    /// group without examples in the view); empty without groups.
+    public var groupLossBefore: [Double]
+    public var groupLossAfter: [Double]
+    /// Per group: (n_g/N)(L_g after − L_g before) − Σ_t group LCA.
+    public var groupResidual: [Double]
+    /// Per group: bit 0 = its |residual| is above the threshold.
+    public var groupFlags: [UInt32]
+
+    /// G: the number of loss groups (0 without).
+    public var groupCount: Int { groupLossBefore.count }
+
+    /// Group g's LCA per tensor (T values), or nil when there is no such group.
+    public func groupLCA(group g: Int) -> ArraySlice<Double>? {
+        let t = tensorLCA.count
+        guard g >= 0, g < groupCount, (g + 1) * t <= groupLCA.count else { return nil }
+        return groupLCA[(g * t)..<((g + 1) * t)]
+    }
 
     /// lossAfter − lossBefore.
     public var lossChange: Double { lossAfter - lossBefore }
@@ -111,6 +120,16 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         } else {
             unitLCA = []
         }
+        let groups = Int(v.group_count)
+        func grouped<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> [T] {
+            guard let pointer, groups > 0 else { return [] }
+            return Array(UnsafeBufferPointer(start: pointer, count: count))
+        }
+        groupLCA = grouped(v.group_lca, groups * tensorCount)
+        groupLossBefore = grouped(v.group_loss_before, groups)
+        groupLossAfter = grouped(v.group_loss_after, groups)
+        groupResidual = grouped(v.group_residual, groups)
+        groupFlags = grouped(v.group_flags, groups)
     }
 
     /// Makes a record from its values (for tests and tools).
@@ -295,13 +314,17 @@ public struct RecordView {
         }
         /// Per-unit LCA (empty without per-unit views).
         public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
+        /// G, the number of loss groups (0 without).
+        public var groupCount: Int { Int(v.group_count) }
+        /// Per group and tensor (G · T, group-major), as `ViewRecord.groupLCA`.
+        public var groupLCA: UnsafeBufferPointer<Double> { buffer(v.group_lca, groupCount * tensorCount) }
+        /// Each group's mean loss before and after, its residual and flags.
+        public var groupLossBefore: UnsafeBufferPointer<Double> { buffer(v.group_loss_before, groupCount) }
+        public var groupLossAfter: UnsafeBufferPointer<Double> { buffer(v.group_loss_after, groupCount) }
+        public var groupResidual: UnsafeBufferPointer<Double> { buffer(v.group_residual, groupCount) }
+        public var groupFlags: UnsafeBufferPointer<UInt32> { buffer(v.group_flags, groupCount) }
         /// Number of parameters that helped (`tensorHelped`), over all tensors.
         public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
-        /// The loss groups' fields (issue 15; `ViewRecord.groupLCA`): empty
-        /// while the core's record carries none.
-        public var groupLCA: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
-        public var groupLossAfter: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
-        public var groupResidual: UnsafeBufferPointer<Double> { UnsafeBufferPointer(start: nil, count: 0) }
 
         private func buffer<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> UnsafeBufferPointer<T> {
             UnsafeBufferPointer(start: pointer, count: pointer == nil ? 0 : count)
