@@ -173,3 +173,36 @@ extension GroupViewTests {
         }
     }
 }
+
+extension GroupViewTests {
+    /// End to end with the writer: `lca train --groups class` gives a log
+    /// that verify accepts (Σ_g group LCA = LCA far inside the bound), whose
+    /// show --groups rows "Σ over groups" and "ungrouped" agree, and whose
+    /// report draws figures 10 and 11.
+    func testTrainedWithGroupsClass() throws {
+        let folder = try temporaryFolder("group-train", testCase: self)
+        let log = try GroupReaderTests.run(folder, ["--groups", "class"])
+        let report = try LogVerifier.verify(try LogStream(path: log.path))
+        XCTAssertNil(report.failure, report.failure?.description ?? "")
+        XCTAssertEqual(report.groups, 10)
+        print("lca train --groups class: Σ_g group_lca vs lca, worst \(report.maxGroupSumError) of the tensor's scale; max |group residual| \(report.maxAbsGroupResidual)")
+        XCTAssertLessThan(report.maxGroupSumError, 1e-12)
+        let verified = try CLI.run(["verify", log.path], in: folder)
+        XCTAssertEqual(verified.status, 0, verified.stderr)
+        XCTAssert(verified.stdoutText.contains("10 groups"), verified.stdoutText)
+        let shown = try CLI.run(["show", "--groups", log.path], in: folder)
+        XCTAssertEqual(shown.status, 0, shown.stderr)
+        let lines = shown.stdoutText.split(separator: "\n")
+        let sums = lines.filter { $0.hasPrefix("Σ over groups") }.map { $0.dropFirst("Σ over groups".count) }
+        let plain = lines.filter { $0.hasPrefix("ungrouped") }.map { $0.dropFirst("ungrouped".count) }
+        XCTAssertEqual(sums.count, 2, "a layer table per view")
+        XCTAssertEqual(sums.map { $0.trimmingCharacters(in: .whitespaces) }, plain.map { $0.trimmingCharacters(in: .whitespaces) })
+        let page = try CLI.run(["report", "run", "-o", "-"], in: folder)
+        XCTAssertEqual(page.status, 0, page.stderr)
+        let html = page.stdoutText
+        XCTAssertFalse(html.contains("10 (group-heatmap):"), "figure 10 named as missing")
+        XCTAssertFalse(html.contains("11 (group-cumulative):"), "figure 11 named as missing")
+        let cumulative = try Self.figureData(html, "group-cumulative")
+        XCTAssertEqual(cumulative["groups"] as? [String], (0..<10).map(String.init))
+    }
+}

@@ -199,8 +199,8 @@ def check_groups(header, records, prefix=""):
     bad = np.argwhere(~(relative <= SUM_BOUND))
     if len(bad):
         r, t = bad[0]
-        raise LogFormatError(f"record {r}, {tensors[t]}: Σ over groups of {prefix}group_lca {ga[r, :, t].sum()!r} "
-                             f"!= lca {lca[r, t]!r} ({relative[r, t]:.3g} of the scale, allowed {SUM_BOUND:.3g})")
+        raise LogFormatError(f"record {r}, {tensors[t]}: Σ over groups of {prefix}group_lca {float(ga[r, :, t].sum())!r} "
+                             f"!= lca {float(lca[r, t])!r} ({relative[r, t]:.3g} of the scale, allowed {SUM_BOUND:.3g})")
     result["max_sum_error"] = float(relative.max())
     before = np.asarray(records[prefix + "group_loss_before"], dtype=np.float64)
     after = np.asarray(records[prefix + "group_loss_after"], dtype=np.float64)
@@ -231,15 +231,15 @@ def check_groups(header, records, prefix=""):
         bad = np.argwhere(~(np.abs(recomputed - residual) <= RESIDUAL_BOUND * magnitude) & present[None, :])
         if len(bad):
             r, g = bad[0]
-            raise LogFormatError(f"record {r}: group {names[g]}: {prefix}group_residual {residual[r, g]!r} != "
-                                 f"(n_g/N)(L_g after − L_g before) − Σ group_lca = {recomputed[r, g]!r}")
+            raise LogFormatError(f"record {r}: group {names[g]}: {prefix}group_residual {float(residual[r, g])!r} != "
+                                 f"(n_g/N)(L_g after − L_g before) − Σ group_lca = {float(recomputed[r, g])!r}")
         for what in ("loss_before", "loss_after"):
             mine = np.where(present[None, :], w * (before if what == "loss_before" else after), 0).sum(axis=1)
             loss = np.asarray(records[prefix + what], dtype=np.float64)
             bad = np.argwhere(~(np.abs(mine - loss) <= LOSS_BOUND * np.maximum(np.abs(loss), np.abs(mine))))
             if len(bad):
                 r = bad[0][0]
-                raise LogFormatError(f"record {r}: Σ_g (n_g/N) {prefix}group_{what} {mine[r]!r} != {prefix}{what} {loss[r]!r}")
+                raise LogFormatError(f"record {r}: Σ_g (n_g/N) {prefix}group_{what} {float(mine[r])!r} != {prefix}{what} {float(loss[r])!r}")
     result["max_abs_residual"] = float(np.abs(residual).max())
     result["flagged"] = int(flags.sum())
     return result
