@@ -251,8 +251,7 @@ public struct ReportBuilder {
         return stack([matrix, table], width: width, heights: [matrixHeight, tableHeight])
     }
 
-    /// Per layer, each group's cumulative LCA (and the layer's, dashed),
-    /// then a table: the share of each group's Σ LCA carried by each layer.
+    /// Per layer, each group's cumulative LCA, then a table: the share of each group's Σ LCA carried by each layer.
     func groupCumulativeSVG(title: String, width: Int, height: Int) -> String {
         let layers = data.groupLayers, groups = data.groupNames
         let tableLines = groups.count + 2
@@ -260,10 +259,11 @@ public struct ReportBuilder {
         let each = max(120, (height - tableHeight) / max(1, layers.count))
         var parts: [String] = [], heights: [Int] = []
         for (l, layer) in layers.enumerated() {
-            var series = groups.enumerated().map { k, name in
+            // the groups alone: their sum (the layer's LCA, figure 2) would
+            // flatten them to a tenth of the scale
+            let series = groups.enumerated().map { k, name in
                 SVGPlot.Series(name: name, color: color(k), envelope: data.groupCumulative[l][k])
             }
-            series.append(SVGPlot.Series(name: "all groups", color: "#000000", envelope: data.groupLayerCumulative[l], dashed: true))
             parts.append(SVGPlot.lines(title: l == 0 ? "\(title): layer \(layer.name)" : "layer \(layer.name)", series: series,
                                        width: width, height: each, yLabel: "Σ LCA (nats)", marks: [0]))
             heights.append(each)

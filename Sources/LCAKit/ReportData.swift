@@ -139,9 +139,8 @@ public final class ReportData {
     /// Per heat-map part (tensor or layer) then group: the group's
     /// per-iteration LCA of that part.
     public var groupHeat: [[Envelope]]
-    /// Per layer then group: the group's cumulative LCA of that layer;
-    /// `groupLayerCumulative` the layer's ungrouped cumulative LCA.
-    public var groupCumulative: [[Envelope]], groupLayerCumulative: [Envelope]
+    /// Per layer then group: the group's cumulative LCA of that layer.
+    public var groupCumulative: [[Envelope]]
     /// Per layer then group: Σ over records of the group's LCA.
     public private(set) var groupLayerTotals: [[Double]]
     /// Records that carried group fields.
@@ -187,11 +186,8 @@ public final class ReportData {
         let heatParts = groupNames.isEmpty ? 0 : (groupLayers ? layers.count : t)
         groupHeat = Array(repeating: Array(repeating: Envelope(capacity: min(capacity, 600)), count: g), count: heatParts)
         groupCumulative = Array(repeating: make(g), count: layers.count)
-        groupLayerCumulative = make(layers.count)
         groupLayerTotals = Array(repeating: Array(repeating: 0, count: g), count: layers.count)
-        runningLayer = Array(repeating: 0, count: layers.count)
     }
-    private var runningLayer: [Double]
 
     /// Whether the log carried the v2 fields (every record did).
     public var isVersion2: Bool { records > 0 && version2Records == records }
@@ -279,8 +275,6 @@ public final class ReportData {
         guard g > 0, v.groupCount == g, v.groupLCA.count == g * t, v.tensorLCA.count == t else { return }
         groupRecords += 1
         for (l, layer) in groupLayers.enumerated() {
-            runningLayer[l] += layer.tensors.reduce(0) { $0 + v.tensorLCA[$1] }
-            groupLayerCumulative[l].add(x, runningLayer[l])
             for k in 0..<g {
                 let value = layer.tensors.reduce(0) { $0 + v.groupLCA[k * t + $1] }
                 groupLayerTotals[l][k] += value

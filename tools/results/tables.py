@@ -242,19 +242,21 @@ def groups(run):
           f"Σ_g group LCA = LCA within {check['max_sum_error']:.1e} of each tensor's scale (bound {lca_log.SUM_BOUND:.1e}), "
           f"largest |group residual| {check['max_abs_residual']:.2g}, {check['flagged']} flagged\n")
     order = sorted(range(len(names)), key=lambda g: (halfway(cumulative[:, g]), total[g]))
-    print("| group | examples | Σ LCA | half-way iteration | 90% iteration | L_g first → last | "
+    print("| group | examples | Σ LCA | half-way iteration | 90% iteration | iterations hurt | L_g first → last | "
           + " | ".join(f"{layer} share" for layer, _ in layers) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(layers))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(layers))
     shares = {}
     for g in order:
         part = [ga[:, g, idx].sum() / total[g] for _, idx in layers]
         shares[g] = part
         final = cumulative[-1, g]
         ninety = int(np.argmax(cumulative[:, g] <= 0.9 * final if final < 0 else cumulative[:, g] >= 0.9 * final)) + 1
-        print(f"| {names[g]} | {n[g]} | {total[g]:+.4f} | {halfway(cumulative[:, g])} | {ninety} "
+        print(f"| {names[g]} | {n[g]} | {total[g]:+.4f} | {halfway(cumulative[:, g])} | {ninety} | {(per_group[:, g] > 0).sum()} "
               f"| {before[0, g]:.3f} → {after[-1, g]:.3f} | " + " | ".join(f"{100 * x:.0f}%" for x in part) + " |")
     whole = [ga[:, :, idx].sum() / total.sum() for _, idx in layers]
-    print(f"| all groups | {sum(n)} | {total.sum():+.4f} | {halfway(np.cumsum(per_group.sum(axis=1)))} | | "
+    every = np.cumsum(per_group.sum(axis=1))
+    late = int(np.argmax(every <= 0.9 * every[-1] if every[-1] < 0 else every >= 0.9 * every[-1])) + 1
+    print(f"| all groups | {sum(n)} | {total.sum():+.4f} | {halfway(every)} | {late} | {(per_group.sum(axis=1) > 0).sum()} | "
           f"{r['loss_before'][0]:.3f} → {r['loss_after'][-1]:.3f} | " + " | ".join(f"{100 * x:.0f}%" for x in whole) + " |")
     first, last = order[0], order[-1]
     print(f"\nlearnt first: {names[first]} (half-way at iteration {halfway(cumulative[:, first])}); "
@@ -264,6 +266,13 @@ def groups(run):
         low = min(range(len(names)), key=lambda g: shares[g][l])
         print(f"{layer}: carries {100 * whole[l]:.0f}% overall, most of {names[top]} ({100 * shares[top][l]:.0f}%), "
               f"least of {names[low]} ({100 * shares[low][l]:.0f}%)")
+    # after the run's 90% iteration: which groups' per-iteration LCA move against each other
+    if len(r) - late >= 3 and len(names) >= 2:
+        c = np.corrcoef(per_group[late:].T)
+        pairs = sorted((c[a, b], a, b) for a in range(len(names)) for b in range(a + 1, len(names)))
+        print(f"\nper-iteration group LCA after iteration {late} (the run's 90%), most negative correlations: "
+              + "; ".join(f"{names[a]} / {names[b]} {x:+.2f}" for x, a, b in pairs[:3])
+              + f"; most positive: {names[pairs[-1][1]]} / {names[pairs[-1][2]]} {pairs[-1][0]:+.2f}")
 
 
 def main(argv):
