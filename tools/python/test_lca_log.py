@@ -189,6 +189,7 @@ def main():
         corrupt("short.log", data[:20], "preamble")
         corrupt("shortjson.log", data[:24 + version // 2], "inside the")
 
+        tables_groups_check(work, header, records)
         tensorboard_check(work, header, records)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -232,6 +233,50 @@ def groups_check(header, records, columns):
     for name in (f"3.{tensors[0]}.group_lca", "3.group_residual", "9.val_group_loss_after", "0.group_flags"):
         check(name in columns, f"table(): column {name}")
     check(np.array_equal(columns[f"3.{tensors[1]}.group_lca"], ga[:, 3, 1]), "table(): group column == group_lca[:, g, t]")
+
+
+def tables_groups_check(work, header, records):
+    """tools/results/tables.py groups (docs/results.md, finding 7) against a
+    plain loop over the records: each class's Σ LCA, half-way iteration,
+    hurt iterations and layer shares as printed. With LCA_RESULTS_DIR (a
+    folder holding the run folder fmnist-fc-groups of finding 7), every
+    table line it prints must be in docs/results.md."""
+    script = os.path.join(ROOT, "tools", "results", "tables.py")
+    out = subprocess.run([sys.executable, script, "groups", os.path.join(work, "run")], check=True,
+                         capture_output=True, text=True).stdout
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| group") and not line.startswith("| all")}
+    tensors = [t["name"] for t in header["tensors"]]
+    layers = sorted({t.split(".")[0] for t in tensors}, key=lambda l: [t.split(".")[0] for t in tensors].index(l))
+    bad = []
+    for g, name in enumerate(lca_log.group_names(header)):
+        per = [sum(float(records["group_lca"][i][g][t]) for t in range(len(tensors))) for i in range(len(records))]
+        running, half = 0.0, None
+        total = sum(per)
+        for i, value in enumerate(per):
+            running += value
+            if half is None and (running <= total / 2 if total < 0 else running >= total / 2):
+                half = i + 1
+        shares = []
+        for layer in layers:
+            part = sum(float(records["group_lca"][i][g][t]) for i in range(len(records))
+                       for t in range(len(tensors)) if tensors[t].split(".")[0] == layer)
+            shares.append(f"{100 * part / total:.0f}%")
+        row = rows.get(name)
+        expected = [name, f"{total:+.4f}", str(half), str(sum(v > 0 for v in per))]
+        if row is None or [row[0], row[2], row[3], row[5]] != expected or row[-len(layers):] != shares:
+            bad.append((name, row, expected, shares))
+    check(len(rows) == 10 and not bad, "tables.py groups: Σ LCA, half-way iteration, hurt iterations and layer shares "
+          "of every class == a plain loop over the records", str(bad[:1]))
+    results = os.environ.get("LCA_RESULTS_DIR")
+    if not results or not os.path.isdir(os.path.join(results, "fmnist-fc-groups")):
+        print("SKIPPED: docs/results.md's finding-7 table against tables.py (set LCA_RESULTS_DIR to the folder of fmnist-fc-groups)")
+        return
+    out = subprocess.run([sys.executable, script, "groups", os.path.join(results, "fmnist-fc-groups")], check=True,
+                         capture_output=True, text=True, cwd=results).stdout
+    page = open(os.path.join(ROOT, "docs", "results.md"), encoding="utf-8").read()
+    missing = [line for line in out.splitlines() if line.strip() and line not in page]
+    check(not missing, "docs/results.md finding 7 == tables.py groups fmnist-fc-groups, line for line", str(missing[:2]))
 
 
 def masked_crc32c(data):
