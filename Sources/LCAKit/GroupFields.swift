@@ -35,6 +35,12 @@ public enum GroupFields {
     /// P · 2⁻⁵³ ≈ 1e-11 of the absolute sum for fc1.weight's 78,400: the
     /// bound leaves a factor of 100 for cancellation between groups.
     public static let sumBound = 0x1p-30
+    /// Plus, per tensor, count · f_t · 2⁻²⁰ (f_t the record's zero floor,
+    /// 2⁻³⁰ of its largest |LCA|): what float64 sums of `count` terms of at
+    /// most the largest |LCA| can round by, 8 times over; it matters only
+    /// for a tensor whose LCA is all rounding (a conv bias before batch
+    /// norm), whose scale is then itself rounding.
+    public static let floorSlack = 0x1p-20
     /// `lca verify`'s bound on a recorded `group_residual` against
     /// (n_g/N)·(L_g after − L_g before) − Σ_t group_lca recomputed, relative
     /// to the magnitudes added (2⁻⁴⁰ ≈ 9.1e-13: a few roundings).

@@ -45,6 +45,7 @@ PER_GROUP = set(_GROUP_FIELDS) | {"val_" + name for name in _GROUP_FIELDS}
 PER_GROUP_TENSOR = {"group_lca", "val_group_lca"}          # (G, T), issue 15
 # the bounds of lca verify (Sources/LCAKit/GroupFields.swift, docs/log-format.md)
 SUM_BOUND = 2.0 ** -30        # |Σ_g group_lca − lca| / the tensor's scale
+FLOOR_SLACK = 2.0 ** -20      # plus count · lca_floor · this (a tensor whose LCA is all rounding)
 RESIDUAL_BOUND = 2.0 ** -40   # group_residual against its definition, relative to the magnitudes added
 LOSS_BOUND = 2.0 ** -30       # |Σ_g (n_g/N) L_g − L| / |L|
 
@@ -196,7 +197,11 @@ def check_groups(header, records, prefix=""):
     error = np.abs(ga.sum(axis=1) - lca)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(scale > 0, error / scale, np.where(error == 0, 0.0, np.inf))
-    bad = np.argwhere(~(relative <= SUM_BOUND))
+    slack = 0.0
+    if prefix + "lca_floor" in records.dtype.names:
+        counts = np.array([t["count"] for t in header["tensors"]], dtype=np.float64)
+        slack = np.asarray(records[prefix + "lca_floor"], dtype=np.float64)[:, None] * counts[None, :] * FLOOR_SLACK
+    bad = np.argwhere(~(relative <= SUM_BOUND) & ~(error <= SUM_BOUND * scale + slack))
     if len(bad):
         r, t = bad[0]
         raise LogFormatError(f"record {r}, {tensors[t]}: Σ over groups of {prefix}group_lca {float(ga[r, :, t].sum())!r} "
