@@ -204,5 +204,13 @@ extension GroupViewTests {
         XCTAssertFalse(html.contains("11 (group-cumulative):"), "figure 11 named as missing")
         let cumulative = try Self.figureData(html, "group-cumulative")
         XCTAssertEqual(cumulative["groups"] as? [String], (0..<10).map(String.init))
+        // live TensorBoard events of a run with groups carry the group scalars
+        let live = try CLI.run(["train", "--iterations", "3", "--groups", "class", "--tensorboard", "tb", "--quiet", "-o", "live"], in: folder)
+        XCTAssertEqual(live.status, 0, live.stderr)
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("tb").path)
+        let events = String(decoding: try contents(folder.appendingPathComponent("tb/" + (try XCTUnwrap(files.first)))), as: UTF8.self)
+        for tag in ["group_lca/7/fc1.weight", "group_lca_cumulative/0/fc2.bias", "group_loss/9", "group_residual/3"] {
+            XCTAssert(events.contains(tag), "live TensorBoard: no tag \(tag)")
+        }
     }
 }
