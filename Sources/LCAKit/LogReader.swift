@@ -597,11 +597,12 @@ private struct RecordPlan {
             }
         }
         self.groupCount = hasGroupFields ? groupCount : 0
-        for (name, rule) in expected {
-            for prefix in ["", "val_"] {
-                if let slot = slots[prefix + name], slot.count != rule.count {
-                    throw PlanError(text: "field \(prefix + name) has \(slot.count) elements, expected \(rule.count) (\(rule.why))")
-                }
+        // in the header's field order, so that the message names the same
+        // field every time (a dictionary's order changes from run to run)
+        for field in header.fields {
+            let name = field.name.hasPrefix("val_") ? String(field.name.dropFirst(4)) : field.name
+            if let rule = expected[name], let slot = slots[field.name], slot.count != rule.count {
+                throw PlanError(text: "field \(field.name) has \(slot.count) elements, expected \(rule.count) (\(rule.why))")
             }
         }
         self.slots = slots

@@ -145,6 +145,40 @@ final class GroupReaderTests: XCTestCase {
         XCTAssert(result.stderr.contains("FAILED at iteration 6: group zero"), result.stderr)
     }
 
+    /// A header that does not explain the group fields is refused by every
+    /// reader (exit 1, the file, byte 24 and the problem), the log unchanged.
+    func testHeadersThatDoNotExplainTheGroupFieldsAreRefused() throws {
+        let folder = try temporaryFolder("group-hostile", testCase: self)
+        let plain = try Self.run(folder)
+        func refused(_ name: String, _ words: [String], _ change: @escaping (inout [String: Any]) -> Void) throws {
+            var fixture = GroupedLogFixture(names: Self.names)
+            fixture.tamperHeader = change
+            let url = folder.appendingPathComponent(name + ".log")
+            try fixture.write(from: plain, to: url)
+            let before = try contents(url)
+            for command in [["show"], ["verify"], ["export", "--to", "csv"], ["report", "-o", "-"], ["plot", "--figure", "group-heatmap", "-o", "x.svg"]] {
+                let result = try CLI.run(command + [url.path], in: folder)
+                XCTAssertEqual(result.status, 1, "\(name) \(command): \(result.stderr)")
+                XCTAssertFalse(result.signaled)
+                XCTAssert(result.stderr.hasPrefix("lca: error: \(url.path): byte 24:"), "\(name) \(command): \(result.stderr)")
+                for word in words { XCTAssert(result.stderr.contains(word), "\(name) \(command): no \"\(word)\" in \(result.stderr)") }
+            }
+            XCTAssertEqual(try contents(url), before)
+        }
+        try refused("nogroups", ["group fields but the header lists no groups"]) { $0.removeValue(forKey: "groups") }
+        try refused("twogroups", ["group_lca has", "expected", "groups × tensors"]) { json in
+            var groups = json["groups"] as! [String: Any]
+            groups["names"] = ["a", "b"]
+            json["groups"] = groups
+        }
+        try refused("partial", ["has group_lca", "but not", "group_flags"]) { json in
+            // drop the training view's group_flags by renaming it: the record still adds up
+            var fields = json["fields"] as! [[String: Any]]
+            if let i = fields.firstIndex(where: { $0["name"] as? String == "group_flags" }) { fields[i]["name"] = "group_flagz" }
+            json["fields"] = fields
+        }
+    }
+
     /// Exports name every group value: CSV and JSON Lines columns
     /// `<group>.<tensor>.group_lca`, `<group>.group_loss_before`, …, equal
     /// to the reader's values bit for bit; npy's dtype gives group_lca its

@@ -25,7 +25,7 @@ struct GroupedLogFixture {
     /// Lets a test damage the values before they are written (record
     /// index, view index, values).
     var tamper: (Int, Int, inout Values) -> Void = { _, _, _ in }
-    /// Lets a test damage the header's `groups`.
+    /// Lets a test damage the header (its `groups`, its `fields`).
     var tamperHeader: (inout [String: Any]) -> Void = { _ in }
 
     /// What was written: records × views.
@@ -44,7 +44,6 @@ struct GroupedLogFixture {
         var groups: [String: Any] = ["source": "class", "names": names, "examples": evaluation]
         if header.hasValidation { groups["validation_examples"] = validation }
         json["groups"] = groups
-        tamperHeader(&json)
         var fields = try XCTUnwrap(json["fields"] as? [[String: Any]])
         var offset = header.recordSize
         let prefixes = header.hasValidation ? ["", "val_"] : [""]
@@ -58,6 +57,7 @@ struct GroupedLogFixture {
         json["fields"] = fields
         json["record_size"] = offset
         json.removeValue(forKey: "record_dtype")
+        tamperHeader(&json)
         var text = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         while (24 + text.count) % 8 != 0 { text.append(0x20) }
         var out = Data([0x89, 0x4C, 0x43, 0x41, 0x0D, 0x0A, 0x1A, 0x0A])
