@@ -282,9 +282,9 @@ struct Train: ParsableCommand {
     }
 
     private func train(_ run: TrainingRun) throws {
-        // under mpirun stderr is a pipe: with several ranks, a plain line every 10 s instead
+        // under mpirun stderr is a pipe: a plain line every 10 s instead
         let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal,
-                                lineEvery: !quiet && Core.rankCount > 1 ? .seconds(10) : nil)
+                                lineEvery: !quiet && Ranks.underLauncher ? .seconds(10) : nil)
         let summary: RunSummary
         // under MPI every rank stops after the same iteration, with the same
         // signal (the largest any rank received): maxOverRanks is a collective
