@@ -117,6 +117,11 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
                      ? 1
                      : 1 + (config->memory_budget - first) / (chunk_bytes ? chunk_bytes : 1);
     if (wanted > fit) wanted = fit;
+    /* a recomputing net (pass.c, "segments") is evaluated by one worker, its
+     * layers' loops on the threads: a second worker's chunk would double the
+     * activations held, which recomputing is there to keep small
+     * (docs/memory.md) */
+    if (lca_model_recomputes(model)) wanted = 1;
     if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
     if (wanted == 0) wanted = 1;
     g->workers = calloc(wanted, sizeof *g->workers);
