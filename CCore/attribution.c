@@ -12,7 +12,21 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_dataset *data, const uint32_t *indices, size_t count,
                          const lca_config *config, lca_record *record, double *tensor_lca,
                          double *tensor_first_order, uint64_t *tensor_counts) {
+    if (config->example_groups)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                        "attribute: loss groups need lca_attribute_groups (their buffers)");
+    return lca_attribute_groups(model, from, to, data, indices, count, config, record, tensor_lca,
+                                tensor_first_order, tensor_counts, NULL, NULL, NULL);
+}
+
+lca_status lca_attribute_groups(lca_model *model, const float *from, const float *to,
+                                const lca_dataset *data, const uint32_t *indices, size_t count,
+                                const lca_config *config, lca_record *record, double *tensor_lca,
+                                double *tensor_first_order, uint64_t *tensor_counts,
+                                double *group_lca, double *group_losses, uint32_t *group_flags) {
     memset(record, 0, sizeof *record);
+    if (config->example_groups && (!group_lca || !group_losses || !group_flags))
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "attribute: loss groups without buffers");
     uint32_t *all;
     lca_status status = lca_view_examples(model, data, &indices, &count, &all, "attribute");
     if (status != LCA_OK) return status;
@@ -40,6 +54,19 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
         record->train.tensor_hurting = NULL;
         record->train.tensor_unmoved = NULL;
         record->train.tensor_histogram = NULL;
+        size_t gc = integrator.group_count;
+        if (gc) {
+            memcpy(group_lca, view.group_lca, gc * t * sizeof(double));
+            memcpy(group_losses, view.group_loss_before, gc * sizeof(double));
+            memcpy(group_losses + gc, view.group_loss_after, gc * sizeof(double));
+            memcpy(group_losses + 2 * gc, view.group_residual, gc * sizeof(double));
+            memcpy(group_flags, view.group_flags, gc * sizeof(uint32_t));
+            record->train.group_lca = group_lca;
+            record->train.group_loss_before = group_losses;
+            record->train.group_loss_after = group_losses + gc;
+            record->train.group_residual = group_losses + 2 * gc;
+            record->train.group_flags = group_flags;
+        }
     }
     lca_view_release(&view);
     lca_integrator_release(&integrator);

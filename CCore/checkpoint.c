@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_STATE_TENSORS = 6 }; /* groups of tensors in a state file */
+/* groups of tensors in a state file: six, and a per-group total for each loss group */
+enum { MAX_STATE_TENSORS = 6 + LCA_MAX_GROUPS, STATE_PREFIX = 40 };
 
 static void describe(lca_st_tensor *out, const lca_tensor *t, const char *name, const char *dtype,
                      const void *data, size_t element_size) {
@@ -438,6 +439,40 @@ lca_status lca_totals_save(const char *totals_path, const char *helped_path,
     return status;
 }
 
+lca_status lca_group_totals_save(const char *path, const lca_trainer *tr) {
+    const lca_model *m = tr->model;
+    if (!tr->group_totals)
+        return lca_fail(LCA_ERR_STATE, "no per-group totals: the run was made without "
+                                       "--groups-totals");
+    size_t gc = tr->config.group_count, count = gc * m->tensor_count;
+    lca_st_tensor *tensors = calloc(count, sizeof *tensors);
+    char *names = calloc(count, 96);
+    if (!tensors || !names) {
+        free(tensors);
+        free(names);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    char iteration_text[32];
+    snprintf(iteration_text, sizeof iteration_text, "%" PRIu64, tr->iteration);
+    const char *keys[] = {"lca.model", "lca.iteration", "lca.quantity", "lca.groups"};
+    const char *values[] = {m->spec, iteration_text,
+                            "per loss group: sum over iterations of the LCA of the group's share "
+                            "of the loss (nats)",
+                            tr->config.group_source ? tr->config.group_source : ""};
+    for (size_t g = 0; g < gc; g++)
+        for (size_t t = 0; t < m->tensor_count; t++) {
+            size_t i = g * m->tensor_count + t;
+            snprintf(names + 96 * i, 96, "%s@%zu", m->tensors[t].name, g);
+            describe(&tensors[i], &m->tensors[t], names + 96 * i, "F64",
+                     tr->group_totals + g * m->parameter_count + m->tensors[t].offset,
+                     sizeof(double));
+        }
+    lca_status status = lca_safetensors_write(path, tensors, count, keys, values, 4);
+    free(tensors);
+    free(names);
+    return status;
+}
+
 /* ---- resume state: parameters plus everything the next step reads */
 
 typedef struct state_group {
@@ -447,7 +482,9 @@ typedef struct state_group {
     void *data;             /* K elements in the parameter layout, or NULL if unused */
 } state_group;
 
-static size_t state_groups(lca_trainer *tr, state_group groups[MAX_STATE_TENSORS]) {
+/* prefixes: STATE_PREFIX bytes for each loss group's "lca.group_total.<g>." */
+static size_t state_groups(lca_trainer *tr, state_group groups[MAX_STATE_TENSORS],
+                           char *prefixes) {
     size_t n = 0;
     groups[n++] = (state_group){"", "F32", sizeof(float), tr->model->parameters};
     if (tr->velocity) groups[n++] = (state_group){"optimizer.velocity.", "F32", sizeof(float), tr->velocity};
@@ -455,18 +492,33 @@ static size_t state_groups(lca_trainer *tr, state_group groups[MAX_STATE_TENSORS
     if (tr->adam_v) groups[n++] = (state_group){"optimizer.adam_v.", "F32", sizeof(float), tr->adam_v};
     if (tr->lca_totals) groups[n++] = (state_group){"lca.total.", "F64", sizeof(double), tr->lca_totals};
     if (tr->helped_counts) groups[n++] = (state_group){"lca.helped.", "U32", sizeof(uint32_t), tr->helped_counts};
+    if (tr->group_totals)
+        for (size_t g = 0; g < tr->config.group_count; g++) {
+            char *prefix = prefixes + g * STATE_PREFIX;
+            snprintf(prefix, STATE_PREFIX, "lca.group_total.%zu.", g);
+            groups[n++] = (state_group){prefix, "F64", sizeof(double),
+                                        tr->group_totals + g * tr->model->parameter_count};
+        }
     return n;
 }
 
 lca_status lca_trainer_save_state(const lca_trainer *const_tr, const char *path) {
     lca_trainer *tr = (lca_trainer *)const_tr; /* only read; the groups table wants mutable */
     const lca_model *m = tr->model;
-    state_group groups[MAX_STATE_TENSORS];
-    size_t group_count = state_groups(tr, groups), count = group_count * m->tensor_count;
+    state_group *groups = calloc(MAX_STATE_TENSORS, sizeof *groups);
+    char *prefixes = calloc(LCA_MAX_GROUPS, STATE_PREFIX);
+    if (!groups || !prefixes) {
+        free(groups);
+        free(prefixes);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    size_t group_count = state_groups(tr, groups, prefixes), count = group_count * m->tensor_count;
     size_t stats = 2 * lca_model_batchnorm_count(m);
     lca_st_tensor *tensors = calloc(count + stats, sizeof *tensors);
     char *names = calloc(count, 96), *stat_names = calloc(stats + 1, 64);
     if (!tensors || !names || !stat_names) {
+        free(prefixes);
+        free(groups);
         free(tensors);
         free(names);
         free(stat_names);
@@ -491,6 +543,8 @@ lca_status lca_trainer_save_state(const lca_trainer *const_tr, const char *path)
     const char *values[] = {m->spec, lca_loss_name(m->loss), iteration, epoch, position,
                             LCA_VERSION_STRING};
     lca_status status = lca_safetensors_write(path, tensors, count + stats, keys, values, 6);
+    free(prefixes);
+    free(groups);
     free(tensors);
     free(names);
     free(stat_names);
@@ -528,9 +582,17 @@ lca_status lca_trainer_load_state(lca_trainer *tr, const char *path) {
                           "%s: metadata lca.position %llu exceeds the training split (%zu)", path,
                           (unsigned long long)position, tr->train_count);
     /* stage every group, then commit: a bad file leaves the trainer as it was */
-    state_group groups[MAX_STATE_TENSORS];
-    size_t group_count = state_groups(tr, groups);
-    void *staged[MAX_STATE_TENSORS] = {0};
+    state_group *groups = calloc(MAX_STATE_TENSORS, sizeof *groups);
+    void **staged = calloc(MAX_STATE_TENSORS, sizeof *staged);
+    char *prefixes = calloc(LCA_MAX_GROUPS, STATE_PREFIX);
+    if (!groups || !staged || !prefixes) {
+        free(groups);
+        free(staged);
+        free(prefixes);
+        lca_safetensors_free(file);
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    size_t group_count = state_groups(tr, groups, prefixes);
     for (size_t g = 0; status == LCA_OK && g < group_count; g++) {
         staged[g] = malloc(m->parameter_count * groups[g].element_size);
         if (!staged[g]) {
@@ -557,6 +619,9 @@ lca_status lca_trainer_load_state(lca_trainer *tr, const char *path) {
         tr->validation_view.have_start = false;
     }
     for (size_t g = 0; g < group_count; g++) free(staged[g]);
+    free(staged);
+    free(groups);
+    free(prefixes);
     lca_safetensors_free(file);
     return status;
 }

@@ -23,8 +23,12 @@ lca_status lca_evaluator_new(lca_evaluator **out, lca_model *model, const lca_da
     lca_evaluator *e = calloc(1, sizeof *e);
     if (!e) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "evaluator: out of memory");
     lca_status status = lca_view_examples(model, data, &indices, &count, &e->all, "evaluator");
+    /* the evaluator gives the total only: loss groups do not apply */
+    lca_config plain = *config;
+    plain.example_groups = NULL;
+    plain.lca_group_totals = 0;
     if (status == LCA_OK)
-        status = lca_integrator_init(&e->integrator, model, config, data->targets != NULL);
+        status = lca_integrator_init(&e->integrator, model, &plain, data->targets != NULL);
     if (status != LCA_OK) {
         free(e->all);
         free(e);

@@ -49,7 +49,35 @@ static void release_worker(const lca_integrator *g, lca_eval_worker *w) {
     free(w->targets);
     free(w->gradient);
     lca_exact_vector_release(&w->sum);
+    if (w->group_sum)
+        for (size_t i = 0; i < g->group_count; i++) lca_exact_vector_release(&w->group_sum[i]);
+    free(w->group_sum);
+    free(w->group_loss);
+    free(w->group_indices);
+    free(w->group_counts);
+    free(w->group_mask);
     memset(w, 0, sizeof *w);
+}
+
+/* A worker's loss-group buffers: an exact sum per group, the unit's
+ * examples by group, and (batch norm) the group mask. */
+static bool add_group_sums(lca_integrator *g, lca_eval_worker *w) {
+    size_t k = g->model->parameter_count, gc = g->group_count;
+    w->group_sum = calloc(gc, sizeof *w->group_sum);
+    w->group_loss = calloc(gc, sizeof *w->group_loss);
+    w->group_indices = malloc(g->unit * sizeof(uint32_t));
+    w->group_counts = malloc((gc + 1) * sizeof(size_t));
+    w->group_mask = lca_model_batchnorm_count(g->model) > 0 ? malloc(g->unit) : NULL;
+    if (!w->group_sum || !w->group_loss || !w->group_indices || !w->group_counts ||
+        (lca_model_batchnorm_count(g->model) > 0 && !w->group_mask))
+        return false;
+    g->bytes += gc * (sizeof *w->group_sum + sizeof *w->group_loss) + g->unit * 5 +
+                (gc + 1) * sizeof(size_t);
+    for (size_t i = 0; i < gc; i++) {
+        if (!lca_exact_vector_init(&w->group_sum[i], k)) return false;
+        g->bytes += 2 * k * sizeof(int64_t);
+    }
+    return true;
 }
 
 /* Evaluation workers: one per thread, as many as memory_budget holds
@@ -70,6 +98,9 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
     /* and per parameter (docs/memory.md): the unit's float32 gradient and
      * the exact sum's two limbs */
     size_t per_worker = lca_size_mul_add(k, sizeof(float) + 2 * sizeof(int64_t), chunk_bytes);
+    /* with loss groups, an exact sum per group as well */
+    per_worker = lca_size_mul_add(lca_size_mul_add(k, g->group_count, 0), 2 * sizeof(int64_t),
+                                  per_worker);
     /* the one worker that is needed must fit in memory: refused before
      * anything is allocated, with the bytes (lca_memory_check) */
     char what[96];
@@ -86,6 +117,11 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
                      ? 1
                      : 1 + (config->memory_budget - first) / (chunk_bytes ? chunk_bytes : 1);
     if (wanted > fit) wanted = fit;
+    /* a recomputing net (pass.c, "segments") is evaluated by one worker, its
+     * layers' loops on the threads: a second worker's chunk would double the
+     * activations held, which recomputing is there to keep small
+     * (docs/memory.md) */
+    if (lca_model_recomputes(model)) wanted = 1;
     if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
     if (wanted == 0) wanted = 1;
     g->workers = calloc(wanted, sizeof *g->workers);
@@ -104,6 +140,7 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
         w->gradient = allocate(g, lca_size_mul_add(k, sizeof(float), 0));
         bool summed = lca_exact_vector_init(&w->sum, k);
         if (summed) g->bytes += 2 * k * sizeof(int64_t);
+        if (summed && g->group_count > 0) summed = add_group_sums(g, w);
         if (!w->x || !w->labels || (regression && !w->targets) || !w->gradient || !summed) {
             /* one worker is needed; further ones are only speed */
             if (i == 0)
@@ -167,6 +204,21 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     g->chunk = lca_model_resolve_chunk(model, config->eval_chunk, config->bn_group,
                                        config->memory_budget);
     g->bn_group = config->bn_group;
+    if (config->example_groups) {
+        if (config->group_count == 0 || config->group_count > LCA_MAX_GROUPS)
+            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                            "loss groups: %u groups, expected 1 to %d", config->group_count,
+                            LCA_MAX_GROUPS);
+        if (lca_ranks_size() > 1)
+            return lca_fail(LCA_ERR_UNSUPPORTED,
+                            "loss groups (--groups) are not supported with %d data-parallel "
+                            "ranks: run on one rank", lca_ranks_size());
+        g->example_groups = config->example_groups;
+        g->example_group_count = config->example_group_count;
+        g->group_count = config->group_count;
+    } else if (config->lca_group_totals) {
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "per-group totals need loss groups");
+    }
     g->units = config->lca_units != 0;
     g->histogram = config->lca_histogram != 0;
     size_t k = model->parameter_count;
@@ -183,6 +235,43 @@ void lca_integrator_release(lca_integrator *g) {
     for (size_t i = 0; i < g->worker_count; i++) release_worker(g, &g->workers[i]);
     free(g->workers);
     memset(g, 0, sizeof *g);
+}
+
+/* A view's loss-group arrays, after checking the ids against the data
+ * set; counts its examples per group. */
+static lca_status init_view_groups(lca_view *v, lca_integrator *g, const lca_dataset *data) {
+    size_t gc = g->group_count, k = g->model->parameter_count, t = g->model->tensor_count;
+    if (g->example_group_count != data->count)
+        return lca_fail(LCA_ERR_MISMATCH,
+                        "loss groups: %zu group ids for a data set of %zu examples (one id per "
+                        "example of the data is needed)", g->example_group_count, data->count);
+    for (size_t i = 0; i < data->count; i++)
+        if (g->example_groups[i] >= gc)
+            return lca_fail(LCA_ERR_INVALID_ARGUMENT,
+                            "loss groups: the group id %u of example %zu is not below the %zu "
+                            "groups", g->example_groups[i], i, gc);
+    size_t gk = lca_size_mul_add(gc, k, 0) , gk_bytes = lca_size_mul_add(gk, sizeof(double), 0);
+    v->group_examples = allocate(g, gc * sizeof(uint64_t));
+    v->group_g_start = allocate(g, gk_bytes);
+    v->group_g_end = allocate(g, gk_bytes);
+    v->group_sum_odd = allocate(g, gk_bytes);
+    v->group_sum_even = allocate(g, gk_bytes);
+    v->group_share_start = allocate(g, gc * sizeof(double));
+    v->group_share_end = allocate(g, gc * sizeof(double));
+    v->group_lca = allocate(g, gc * t * sizeof(double));
+    v->group_loss_before = allocate(g, gc * sizeof(double));
+    v->group_loss_after = allocate(g, gc * sizeof(double));
+    v->group_residual = allocate(g, gc * sizeof(double));
+    v->group_flags = allocate(g, gc * sizeof(uint32_t));
+    if (!v->group_examples || !v->group_g_start || !v->group_g_end || !v->group_sum_odd ||
+        !v->group_sum_even || !v->group_share_start || !v->group_share_end || !v->group_lca ||
+        !v->group_loss_before || !v->group_loss_after || !v->group_residual || !v->group_flags)
+        return lca_fail(LCA_ERR_OUT_OF_MEMORY,
+                        "LCA view: out of memory for %zu loss groups (%zu bytes each)", gc,
+                        4 * k * sizeof(double));
+    memset(v->group_examples, 0, gc * sizeof(uint64_t));
+    for (size_t i = 0; i < v->count; i++) v->group_examples[g->example_groups[v->indices[i]]]++;
+    return LCA_OK;
 }
 
 lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data,
@@ -219,6 +308,13 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
         if (!v->unit_lca) {
             lca_view_release(v);
             return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory for %zu units", u);
+        }
+    }
+    if (g->group_count > 0) {
+        lca_status status = init_view_groups(v, g, data);
+        if (status != LCA_OK) {
+            lca_view_release(v);
+            return status;
         }
     }
     if (!v->g_start || !v->g_end || !v->sum_odd || !v->sum_even || !v->tensor_lca ||
@@ -260,6 +356,18 @@ void lca_view_release(lca_view *v) {
     free(v->tensor_unmoved);
     free(v->tensor_histogram);
     free(v->unit_lca);
+    free(v->group_examples);
+    free(v->group_g_start);
+    free(v->group_g_end);
+    free(v->group_sum_odd);
+    free(v->group_sum_even);
+    free(v->group_share_start);
+    free(v->group_share_end);
+    free(v->group_lca);
+    free(v->group_loss_before);
+    free(v->group_loss_after);
+    free(v->group_residual);
+    free(v->group_flags);
     memset(v, 0, sizeof *v);
 }
 
@@ -363,6 +471,85 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
     }
 }
 
+/* Unit u with loss groups: its examples sorted by group (stable, view
+ * order within a group), then each group present in the unit on its own
+ * into that group's exact sums. Without batch norm the group's examples
+ * are one pass (in chunks that continue each other) of their own; with
+ * batch norm the unit is one batch-norm group whose statistics mix all of
+ * its examples, so each group present is a masked pass over the whole
+ * unit (loss weight 0 outside the group): up to G passes a unit. */
+static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
+    const lca_integrator *g = p->g;
+    const lca_view *v = p->v;
+    size_t first = u * g->unit, gc = g->group_count;
+    size_t n = v->count - first < g->unit ? v->count - first : g->unit;
+    const uint32_t *unit = v->indices + first;
+    const uint32_t *ids = g->example_groups;
+    size_t *counts = w->group_counts;
+    memset(counts, 0, (gc + 1) * sizeof *counts);
+    for (size_t i = 0; i < n; i++) counts[ids[unit[i]] + 1]++;
+    for (size_t i = 0; i < gc; i++) counts[i + 1] += counts[i]; /* group i starts at counts[i] */
+    for (size_t i = 0; i < n; i++) w->group_indices[counts[ids[unit[i]]]++] = unit[i];
+    /* counts[i] is now where group i ends */
+    bool streams = lca_model_streams_input(w->model);
+    bool batchnorm = lca_model_batchnorm_count(w->model) > 0;
+    lca_status status = LCA_OK;
+    for (size_t group = 0, begin = 0; group < gc && status == LCA_OK; begin = counts[group++]) {
+        size_t members = counts[group] - begin;
+        if (members == 0) continue;
+        double loss = 0.0;
+        if (batchnorm) {
+            for (size_t i = 0; i < n; i++) w->group_mask[i] = ids[unit[i]] == group;
+            lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
+                                     .label_rows = w->labels, .target_rows = w->targets,
+                                     .mask = w->group_mask};
+            status = lca_model_forward_backward_group(w->model, p->parameters, &input, n, g->chunk,
+                                                      g->bn_group, p->scale, &loss,
+                                                      p->gradient ? w->gradient : NULL);
+            if (status != LCA_OK) {
+                char message[1900];
+                snprintf(message, sizeof message, "%s", lca_last_error());
+                status = lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
+                                  first + n - 1, group, message);
+            }
+        }
+        for (size_t done = 0; !batchnorm && done < members && status == LCA_OK; done += g->chunk) {
+            size_t count = members - done < g->chunk ? members - done : g->chunk;
+            const uint32_t *indices = w->group_indices + begin + done;
+            lca_dataset_gather(v->data, indices, count, streams ? NULL : w->x, w->labels,
+                               w->targets);
+            lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data,
+                                     .indices = indices, .rows = w->x};
+            status = lca_model_forward_backward_input(w->model, p->parameters, &input,
+                                                      v->data->labels ? w->labels : NULL,
+                                                      v->data->targets ? w->targets : NULL, count,
+                                                      g->bn_group, p->scale, &loss,
+                                                      p->gradient ? w->gradient : NULL, done > 0);
+            if (status != LCA_OK) {
+                char message[1900];
+                snprintf(message, sizeof message, "%s", lca_last_error());
+                status = lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
+                                  first + n - 1, group, message);
+            }
+        }
+        if (status == LCA_OK && p->gradient) {
+            size_t k = w->sum.count, bad = lca_exact_add(&w->group_sum[group], w->gradient);
+            if (bad != k) status = out_of_range(g->model, bad, w->gradient[bad], u, first, n);
+        }
+        if (status == LCA_OK && !lca_exact_scalar_add(&w->group_loss[group], loss))
+            status = lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                               "try a smaller learning rate", loss);
+    }
+    if (status != LCA_OK) {
+        if (u < w->failed_unit) {
+            w->failed_unit = u;
+            w->status = status;
+            snprintf(w->message, sizeof w->message, "%s", lca_last_error());
+        }
+        atomic_store_explicit(&p->failed, true, memory_order_relaxed);
+    }
+}
+
 /* One thread's share: the next unit, until none are left or one failed.
  * Units are taken in increasing order and a taken unit is finished, so
  * every unit before the first that failed has been evaluated: the error
@@ -373,7 +560,8 @@ static void evaluate_units(eval_pass *p, lca_eval_worker *w) {
         size_t j = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
         if (j >= (p->units - p->rank + p->ranks - 1) / p->ranks) return;
         size_t u = p->rank + j * p->ranks;
-        evaluate_unit(p, w, u);
+        if (p->g->group_count > 0) evaluate_unit_groups(p, w, u);
+        else evaluate_unit(p, w, u);
     }
 }
 
@@ -384,6 +572,15 @@ static void evaluate_team_member(size_t member, void *context) {
 
 lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *parameters,
                              double *loss, double *gradient, bool add) {
+    return lca_view_evaluate_groups(g, v, parameters, loss, gradient, add, NULL, NULL);
+}
+
+lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
+                                    const float *parameters, double *loss, double *gradient,
+                                    bool add, double *group_share, double *group_gradient) {
+    size_t gc = g->group_count;
+    if (gc > 0 && gradient && !group_gradient)
+        return lca_fail(LCA_ERR_STATE, "LCA integrator: loss groups without their gradients");
     eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient != NULL};
     /* Every unit's gradient is scaled by 1/E (E = examples in the view),
      * so the units add up to the gradient of the mean loss. */
@@ -405,6 +602,10 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         lca_eval_worker *w = &g->workers[i];
         if (gradient) lca_exact_clear(&w->sum);
         lca_exact_scalar_clear(&w->loss);
+        for (size_t i = 0; i < gc; i++) {
+            if (gradient) lca_exact_clear(&w->group_sum[i]);
+            lca_exact_scalar_clear(&w->group_loss[i]);
+        }
         w->failed_unit = SIZE_MAX;
         w->status = LCA_OK;
     }
@@ -438,6 +639,16 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
         for (size_t i = 1; i < threads; i++) {
             lca_exact_scalar_merge(&total->loss, &g->workers[i].loss);
             if (gradient && bad == k) bad = lca_exact_merge(&total->sum, &g->workers[i].sum);
+            for (size_t j = 0; j < gc; j++) {
+                lca_exact_scalar_merge(&total->group_loss[j], &g->workers[i].group_loss[j]);
+                if (gradient && bad == k)
+                    bad = lca_exact_merge(&total->group_sum[j], &g->workers[i].group_sum[j]);
+            }
+        }
+        /* with groups the total is the exact sum of the groups' sums */
+        for (size_t j = 0; j < gc; j++) {
+            lca_exact_scalar_merge(&total->loss, &total->group_loss[j]);
+            if (gradient && bad == k) bad = lca_exact_merge(&total->sum, &total->group_sum[j]);
         }
         if (gradient && bad == k) bad = lca_exact_carry(&total->sum);
         if (bad != k) {
@@ -464,7 +675,13 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
     if (gradient) {
         size_t k = total->sum.count, bad = lca_exact_read(&total->sum, gradient, add);
         if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+        for (size_t j = 0; j < gc; j++) {
+            bad = lca_exact_read(&total->group_sum[j], group_gradient + j * k, add);
+            if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+        }
     }
+    for (size_t j = 0; j < gc && group_share; j++)
+        group_share[j] = lca_exact_scalar_value(&total->group_loss[j]) / (double)v->count;
     *loss = lca_exact_scalar_value(&total->loss) / (double)v->count;
     return LCA_OK;
 }
@@ -482,7 +699,8 @@ static lca_status add_odd_points(lca_integrator *g, lca_view *v, unsigned n) {
         double s = (double)j / (double)n;
         for (size_t i = 0; i < k; i++) g->probe[i] = (float)((double)g->before[i] + s * delta(g, i));
         double loss;
-        lca_status status = lca_view_evaluate(g, v, g->probe, &loss, v->sum_odd, true);
+        lca_status status = lca_view_evaluate_groups(g, v, g->probe, &loss, v->sum_odd, true,
+                                                     NULL, v->group_sum_odd);
         if (status != LCA_OK) return status;
     }
     return LCA_OK;
@@ -506,34 +724,82 @@ static double allocated_total(const lca_integrator *g, const lca_view *v, unsign
     return total;
 }
 
-lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, const float *after,
-                         lca_view_record *record, double *totals, uint32_t *helped) {
+/* Σ_i Δθ_i·ḡ_{group,i} per tensor into out (T), for n sub-intervals, in
+ * the order of allocated_total; returns their sum. */
+static double group_allocated(const lca_integrator *g, const lca_view *v, unsigned n,
+                              size_t group, double *out) {
     const lca_model *m = g->model;
     size_t k = m->parameter_count;
+    const double *start = v->group_g_start + group * k, *end = v->group_g_end + group * k;
+    const double *odd = v->group_sum_odd + group * k, *even = v->group_sum_even + group * k;
+    double weight = 1.0 / (3.0 * n), total = 0.0;
+    for (size_t t = 0; t < m->tensor_count; t++) {
+        const lca_tensor *tensor = &m->tensors[t];
+        double tensor_sum = 0.0;
+        for (size_t i = tensor->offset; i < tensor->offset + tensor->count; i++)
+            tensor_sum += delta(g, i) * ((start[i] + end[i] + 4.0 * odd[i] + 2.0 * even[i]) * weight);
+        if (out) out[t] = tensor_sum;
+        total += tensor_sum;
+    }
+    return total;
+}
+
+/* Whether some group's |residual| is above the threshold at n. */
+static bool group_above(const lca_integrator *g, const lca_view *v, unsigned n) {
+    for (size_t j = 0; j < g->group_count; j++) {
+        double change = v->group_share_end[j] - v->group_share_start[j];
+        if (fabs(change - group_allocated(g, v, n, j, NULL)) > g->threshold) return true;
+    }
+    return false;
+}
+
+lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, const float *after,
+                         lca_view_record *record, double *totals, uint32_t *helped) {
+    return lca_view_step_groups(g, v, before, after, record, totals, helped, NULL);
+}
+
+lca_status lca_view_step_groups(lca_integrator *g, lca_view *v, const float *before,
+                                const float *after, lca_view_record *record, double *totals,
+                                uint32_t *helped, double *group_totals) {
+    const lca_model *m = g->model;
+    size_t k = m->parameter_count, gc = g->group_count, gk = gc * k;
     lca_status status;
     if (!v->have_start) {
-        status = lca_view_evaluate(g, v, before, &v->loss_start, v->g_start, false);
+        status = lca_view_evaluate_groups(g, v, before, &v->loss_start, v->g_start, false,
+                                          v->group_share_start, v->group_g_start);
         if (status != LCA_OK) return status;
         v->have_start = true;
     }
     g->before = before;
     g->after = after;
-    status = lca_view_evaluate(g, v, after, &v->loss_end, v->g_end, false);
+    status = lca_view_evaluate_groups(g, v, after, &v->loss_end, v->g_end, false,
+                                      v->group_share_end, v->group_g_end);
     if (status != LCA_OK) return status;
 
     memset(v->sum_odd, 0, k * sizeof(double));
     memset(v->sum_even, 0, k * sizeof(double));
+    if (gc) {
+        memset(v->group_sum_odd, 0, gk * sizeof(double));
+        memset(v->group_sum_even, 0, gk * sizeof(double));
+    }
     unsigned n = 2;
     status = add_odd_points(g, v, n);
     if (status != LCA_OK) return status;
     double change = v->loss_end - v->loss_start;
     double total = allocated_total(g, v, n);
     /* Refine while the residual is above threshold: each doubling keeps the
-     * old points (now even) and evaluates only the new odd ones. */
-    while (fabs(change - total) > g->threshold && n < g->max_subintervals) {
+     * old points (now even) and evaluates only the new odd ones. With loss
+     * groups, also while some group's residual is above it (docs/method.md,
+     * "Groups"). */
+    while ((fabs(change - total) > g->threshold || (gc && group_above(g, v, n))) &&
+           n < g->max_subintervals) {
         for (size_t i = 0; i < k; i++) {
             v->sum_even[i] += v->sum_odd[i];
             v->sum_odd[i] = 0.0;
+        }
+        for (size_t i = 0; i < gk; i++) {
+            v->group_sum_even[i] += v->group_sum_odd[i];
+            v->group_sum_odd[i] = 0.0;
         }
         n *= 2;
         status = add_odd_points(g, v, n);
@@ -652,10 +918,52 @@ lca_status lca_view_step(lca_integrator *g, lca_view *v, const float *before, co
     record->tensor_unmoved = v->tensor_unmoved;
     record->tensor_histogram = v->tensor_histogram;
 
+    /* Loss groups: each group's LCA per tensor (the order of the total's),
+     * its own mean losses, and its residual against its share's change;
+     * a group without examples in the view has losses 0 (and LCA 0). */
+    record->group_count = (uint32_t)gc;
+    if (gc) {
+        size_t t = m->tensor_count;
+        for (size_t j = 0; j < gc; j++) {
+            double allocated = group_allocated(g, v, n, j, v->group_lca + j * t);
+            double examples = (double)v->group_examples[j], whole = (double)v->count;
+            bool empty = v->group_examples[j] == 0;
+            v->group_loss_before[j] = empty ? 0.0 : v->group_share_start[j] * whole / examples;
+            v->group_loss_after[j] = empty ? 0.0 : v->group_share_end[j] * whole / examples;
+            v->group_residual[j] = v->group_share_end[j] - v->group_share_start[j] - allocated;
+            v->group_flags[j] =
+                fabs(v->group_residual[j]) > g->threshold ? LCA_FLAG_RESIDUAL_ABOVE_THRESHOLD : 0;
+            if (group_totals) {
+                const double *start = v->group_g_start + j * k, *end = v->group_g_end + j * k;
+                const double *odd = v->group_sum_odd + j * k, *even = v->group_sum_even + j * k;
+                double *into = group_totals + j * k, weight = 1.0 / (3.0 * n);
+                for (size_t i = 0; i < k; i++)
+                    into[i] += delta(g, i) * ((start[i] + end[i] + 4.0 * odd[i] + 2.0 * even[i]) * weight);
+            }
+        }
+        record->group_lca = v->group_lca;
+        record->group_loss_before = v->group_loss_before;
+        record->group_loss_after = v->group_loss_after;
+        record->group_residual = v->group_residual;
+        record->group_flags = v->group_flags;
+    } else {
+        record->group_lca = record->group_loss_before = record->group_loss_after = NULL;
+        record->group_residual = NULL;
+        record->group_flags = NULL;
+    }
+
     /* the end point is the next iteration's start point */
     double *swap = v->g_start;
     v->g_start = v->g_end;
     v->g_end = swap;
     v->loss_start = v->loss_end;
+    if (gc) {
+        swap = v->group_g_start;
+        v->group_g_start = v->group_g_end;
+        v->group_g_end = swap;
+        swap = v->group_share_start;
+        v->group_share_start = v->group_share_end;
+        v->group_share_end = swap;
+    }
     return LCA_OK;
 }

@@ -31,6 +31,16 @@ typedef struct lca_view {
     /* U-sized per-unit LCA (integrator->units only, else NULL): unit u of
      * group g sums its slice of every tensor of g; groups in model order */
     double *unit_lca;
+    /* loss groups (integrator->group_count = G > 0 only, else NULL):
+     * per group, the Simpson vectors of its gradient (G · K each,
+     * group-major, the same roles as above), its share of the loss
+     * Σ_{i∈g} ℓ_i / E at the start and end, and the record's group fields */
+    uint64_t *group_examples;           /* G: the view's examples per group */
+    double *group_g_start, *group_g_end, *group_sum_odd, *group_sum_even;
+    double *group_share_start, *group_share_end;  /* G each */
+    double *group_lca;                  /* G · T */
+    double *group_loss_before, *group_loss_after, *group_residual; /* G each */
+    uint32_t *group_flags;              /* G */
 } lca_view;
 
 /* What one thread needs to evaluate accumulation units (integrator.c,
@@ -50,6 +60,14 @@ typedef struct lca_eval_worker {
     lca_status status;        /* its status and message (lca_last_error of this thread;
                                  a longer one is cut) */
     char message[2048];
+    /* loss groups (G > 0): per group its exact gradient and loss sums, and
+     * a unit's examples sorted by group (stable) with per-group counts;
+     * for a batch-norm net the mask of the group being evaluated */
+    lca_exact_vector *group_sum;  /* G */
+    lca_exact_scalar *group_loss; /* G */
+    uint32_t *group_indices;      /* unit */
+    size_t *group_counts;         /* G + 1 */
+    uint8_t *group_mask;          /* unit, batch-norm nets only */
 } lca_eval_worker;
 
 typedef struct lca_integrator {
@@ -66,6 +84,11 @@ typedef struct lca_integrator {
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
     size_t worker_count;
     size_t bytes;             /* allocated by the integrator and its views */
+    /* loss groups (config example_groups): ids per example of the data,
+     * G groups; 0 and NULL without */
+    const uint32_t *example_groups;
+    size_t example_group_count;
+    uint32_t group_count;
 } lca_integrator;
 
 /* The integrator's settings come from config: threshold, cap, units,
@@ -98,6 +121,13 @@ lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
  * gradient is NULL. */
 lca_status lca_view_evaluate(lca_integrator *integrator, const lca_view *view,
                              const float *parameters, double *loss, double *gradient, bool add);
+/* The same with loss groups: also each group's share of the loss
+ * (Σ_{i∈g} ℓ_i / E, G values) into group_share and its gradient (G · K,
+ * group-major; added with add) into group_gradient. With groups the total
+ * gradient is the exact sum of the group sums, rounded once. */
+lca_status lca_view_evaluate_groups(lca_integrator *integrator, const lca_view *view,
+                                    const float *parameters, double *loss, double *gradient,
+                                    bool add, double *group_share, double *group_gradient);
 
 /* LCA of the step from before to after on the view. Uses (and, if needed,
  * first computes) the start gradient; afterwards the end gradient becomes
@@ -106,5 +136,9 @@ lca_status lca_view_evaluate(lca_integrator *integrator, const lca_view *view,
 lca_status lca_view_step(lca_integrator *integrator, lca_view *view, const float *before,
                          const float *after, lca_view_record *record, double *totals,
                          uint32_t *helped);
+/* lca_view_step with per-group per-parameter totals (G · K, may be NULL). */
+lca_status lca_view_step_groups(lca_integrator *integrator, lca_view *view, const float *before,
+                                const float *after, lca_view_record *record, double *totals,
+                                uint32_t *helped, double *group_totals);
 
 #endif

@@ -6,6 +6,7 @@
 #include "trainer.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@ struct lca_log {
     size_t tensor_count;
     size_t unit_count;    /* per-unit fields, 0 unless lca_units */
     bool has_validation, has_units, has_histogram;
+    size_t group_count;   /* loss groups, 0 without */
     size_t record_size;
     uint8_t *record;      /* record_size bytes, reused */
     bool sync_records;    /* fsync after every record (lca_log_set_sync) */
@@ -104,7 +106,8 @@ static const char *const HISTOGRAM_EDGE_TEXT[LCA_HISTOGRAM_BINS - 1] = {LCA_EDGE
 const double *lca_histogram_edges(void) { return HISTOGRAM_EDGES; }
 
 /* ---- record layout: every field 8-byte aligned, in this order */
-enum { SCALAR = 0, PER_TENSOR = 1, PER_UNIT = 2, PER_BIN = 3 /* T · 2 · bins */ };
+enum { SCALAR = 0, PER_TENSOR = 1, PER_UNIT = 2, PER_BIN = 3 /* T · 2 · bins */,
+       PER_GROUP = 4, PER_GROUP_TENSOR = 5 /* G · T, group-major */ };
 typedef struct field {
     const char *name;
     const char *type;   /* numpy type string */
@@ -162,13 +165,33 @@ static const field VALIDATION_FIELDS[] = {
 /* with lca_units, after the training fields and after the validation ones */
 static const field UNIT_FIELDS[] = {{"unit_lca", "<f8", 8, PER_UNIT}};
 static const field VALIDATION_UNIT_FIELDS[] = {{"val_unit_lca", "<f8", 8, PER_UNIT}};
+/* with loss groups (issue 15), after each view's version-2 fields; the
+ * reserved u32 only when G is odd (the next field stays 8-byte aligned) */
+static const field GROUP_FIELDS[] = {
+    {"group_lca", "<f8", 8, PER_GROUP_TENSOR},
+    {"group_loss_before", "<f8", 8, PER_GROUP},
+    {"group_loss_after", "<f8", 8, PER_GROUP},
+    {"group_residual", "<f8", 8, PER_GROUP},
+    {"group_flags", "<u4", 4, PER_GROUP},
+};
+static const field GROUP_RESERVED_FIELDS[] = {{"group_reserved", "<u4", 4, SCALAR}};
+static const field VALIDATION_GROUP_FIELDS[] = {
+    {"val_group_lca", "<f8", 8, PER_GROUP_TENSOR},
+    {"val_group_loss_before", "<f8", 8, PER_GROUP},
+    {"val_group_loss_after", "<f8", 8, PER_GROUP},
+    {"val_group_residual", "<f8", 8, PER_GROUP},
+    {"val_group_flags", "<u4", 4, PER_GROUP},
+};
+static const field VALIDATION_GROUP_RESERVED_FIELDS[] = {{"val_group_reserved", "<u4", 4, SCALAR}};
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-static size_t elements(const field *f, size_t tensors, size_t units) {
+static size_t elements(const field *f, size_t tensors, size_t units, size_t groups) {
     switch (f->shape) {
     case PER_TENSOR: return tensors;
     case PER_UNIT: return units;
     case PER_BIN: return tensors * 2 * LCA_HISTOGRAM_BINS;
+    case PER_GROUP: return groups;
+    case PER_GROUP_TENSOR: return groups * tensors;
     default: return 1;
     }
 }
@@ -179,42 +202,58 @@ typedef struct field_group {
     const field *fields;
     size_t count;
 } field_group;
+enum { MAX_FIELD_GROUPS = 12 };
 
-static size_t record_groups(const lca_config *c, field_group groups[8]) {
+/* G of a trainer's log: its loss groups, 0 without (or without LCA) */
+static size_t log_group_count(const lca_config *c) {
+    return c->lca && c->example_groups ? c->group_count : 0;
+}
+
+static size_t record_groups(const lca_config *c, field_group groups[MAX_FIELD_GROUPS]) {
     size_t n = 0;
     bool units = c->lca_units != 0, histogram = c->lca_histogram != 0;
+    size_t loss_groups = log_group_count(c);
     groups[n++] = (field_group){TRAIN_FIELDS, COUNT_OF(TRAIN_FIELDS)};
     if (units) groups[n++] = (field_group){UNIT_FIELDS, 1};
     groups[n++] = (field_group){V2_FIELDS, COUNT_OF(V2_FIELDS)};
     if (histogram) groups[n++] = (field_group){HISTOGRAM_FIELDS, 1};
+    if (loss_groups) groups[n++] = (field_group){GROUP_FIELDS, COUNT_OF(GROUP_FIELDS)};
+    if (loss_groups % 2) groups[n++] = (field_group){GROUP_RESERVED_FIELDS, 1};
     if (c->lca_validation_view) {
         groups[n++] = (field_group){VALIDATION_FIELDS, COUNT_OF(VALIDATION_FIELDS)};
         if (units) groups[n++] = (field_group){VALIDATION_UNIT_FIELDS, 1};
         groups[n++] = (field_group){VALIDATION_V2_FIELDS, COUNT_OF(VALIDATION_V2_FIELDS)};
         if (histogram) groups[n++] = (field_group){VALIDATION_HISTOGRAM_FIELDS, 1};
+        if (loss_groups)
+            groups[n++] = (field_group){VALIDATION_GROUP_FIELDS, COUNT_OF(VALIDATION_GROUP_FIELDS)};
+        if (loss_groups % 2) groups[n++] = (field_group){VALIDATION_GROUP_RESERVED_FIELDS, 1};
     }
     return n;
 }
 
-static size_t fields_size(const field *fields, size_t count, size_t tensors, size_t units) {
+static size_t fields_size(const field *fields, size_t count, size_t tensors, size_t units,
+                          size_t loss_groups) {
     size_t size = 0;
-    for (size_t i = 0; i < count; i++) size += fields[i].size * elements(&fields[i], tensors, units);
+    for (size_t i = 0; i < count; i++)
+        size += fields[i].size * elements(&fields[i], tensors, units, loss_groups);
     return size;
 }
 
 size_t lca_log_record_size(const lca_trainer *tr) {
     size_t t = tr->model->tensor_count, u = tr->model->unit_count;
-    field_group groups[8];
+    field_group groups[MAX_FIELD_GROUPS];
     size_t n = record_groups(&tr->config, groups), size = 0;
-    for (size_t g = 0; g < n; g++) size += fields_size(groups[g].fields, groups[g].count, t, u);
+    for (size_t g = 0; g < n; g++)
+        size += fields_size(groups[g].fields, groups[g].count, t, u, log_group_count(&tr->config));
     return size;
 }
 
 static void append_fields(text *dtype, text *list, const field *fields, size_t count,
-                          size_t tensors, size_t units, size_t *offset, bool *first) {
+                          size_t tensors, size_t units, size_t loss_groups, size_t *offset,
+                          bool *first) {
     for (size_t i = 0; i < count; i++) {
         const field *f = &fields[i];
-        size_t n = elements(f, tensors, units);
+        size_t n = elements(f, tensors, units, loss_groups);
         if (f->shape != SCALAR)
             text_append(dtype, "%s('%s', '%s', (%zu,))", *first ? "" : ", ", f->name, f->type, n);
         else
@@ -301,6 +340,27 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
         }
         text_append(json, "\n  ],\n");
     }
+    /* issue 15: the loss groups, their names (the ids) and examples per
+     * view (the validation split's whether or not it has a view) */
+    size_t loss_groups = log_group_count(c);
+    if (loss_groups) {
+        text_append(json, "  \"groups\": {\"source\": ");
+        text_append_string(json, c->group_source ? c->group_source : "");
+        text_append(json, ", \"names\": [");
+        for (size_t g = 0; g < loss_groups; g++) text_append(json, "%s\"%zu\"", g ? ", " : "", g);
+        text_append(json, "], \"examples\": [");
+        const uint64_t *examples = lca_trainer_group_examples(tr, 0);
+        for (size_t g = 0; g < loss_groups; g++)
+            text_append(json, "%s%" PRIu64, g ? ", " : "", examples ? examples[g] : 0);
+        text_append(json, "], \"validation_examples\": [");
+        for (size_t g = 0; g < loss_groups; g++) {
+            uint64_t count = 0;
+            for (size_t i = 0; i < tr->validation_count; i++)
+                count += c->example_groups[tr->validation_indices[i]] == g;
+            text_append(json, "%s%" PRIu64, g ? ", " : "", count);
+        }
+        text_append(json, "]},\n");
+    }
     /* version 2: the zero floor of helped/hurt/zero and the histogram's
      * bins (absolute, the same for every run) */
     text_append(json, "  \"zero_floor\": {\"ratio\": %s", LOG_STRINGIFY(LCA_ZERO_FLOOR_RATIO));
@@ -319,10 +379,11 @@ static lca_status build_header(const lca_trainer *tr, text *json) {
     bool first = true;
     text_append(&dtype, "[");
     size_t t = m->tensor_count, u = m->unit_count;
-    field_group groups[8];
+    field_group groups[MAX_FIELD_GROUPS];
     size_t n = record_groups(c, groups);
     for (size_t g = 0; g < n; g++)
-        append_fields(&dtype, &list, groups[g].fields, groups[g].count, t, u, &offset, &first);
+        append_fields(&dtype, &list, groups[g].fields, groups[g].count, t, u, log_group_count(c),
+                      &offset, &first);
     text_append(&dtype, "]");
     if (!dtype.failed && !list.failed) {
         text_append(json, "  \"record_size\": %zu,\n  \"record_dtype\": ", offset);
@@ -400,6 +461,7 @@ static lca_status new_log(lca_log **out, const char *path, const lca_trainer *tr
     log->has_validation = tr->config.lca_validation_view != 0;
     log->has_units = tr->config.lca_units != 0;
     log->has_histogram = tr->config.lca_histogram != 0;
+    log->group_count = log_group_count(&tr->config);
     log->unit_count = tr->model->unit_count;
     log->record_size = size;
     *out = log;
@@ -546,6 +608,23 @@ static uint8_t *put_v2(uint8_t *p, const lca_view_record *v, size_t t, bool hist
     return p;
 }
 
+/* the loss-group fields of a view (issue 15), then the reserved u32 when
+ * G is odd */
+static uint8_t *put_groups(uint8_t *p, const lca_view_record *v, size_t t, size_t groups) {
+    if (groups == 0) return p;
+    bool have = v->group_count == groups;
+    for (size_t i = 0; i < groups * t; i++, p += 8) put_f64(p, have ? v->group_lca[i] : 0.0);
+    for (size_t i = 0; i < groups; i++, p += 8) put_f64(p, have ? v->group_loss_before[i] : 0.0);
+    for (size_t i = 0; i < groups; i++, p += 8) put_f64(p, have ? v->group_loss_after[i] : 0.0);
+    for (size_t i = 0; i < groups; i++, p += 8) put_f64(p, have ? v->group_residual[i] : 0.0);
+    for (size_t i = 0; i < groups; i++, p += 4) put_u32(p, have ? v->group_flags[i] : 0);
+    if (groups % 2) {
+        put_u32(p, 0);
+        p += 4;
+    }
+    return p;
+}
+
 lca_status lca_log_write(lca_log *log, const lca_record *r) {
     uint8_t *p = log->record;
     size_t t = log->tensor_count;
@@ -563,6 +642,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
     p = put_view(p + 72, &r->train, t);
     if (log->has_units) p = put_units(p, &r->train, log->unit_count);
     p = put_v2(p, &r->train, t, log->has_histogram);
+    p = put_groups(p, &r->train, t, log->group_count);
     if (log->has_validation) {
         const lca_view_record *v = &r->validation;
         put_f64(p, v->loss_before);
@@ -576,6 +656,7 @@ lca_status lca_log_write(lca_log *log, const lca_record *r) {
         p += 8;
         if (log->has_units) p = put_units(p, v, log->unit_count);
         p = put_v2(p, v, t, log->has_histogram);
+        p = put_groups(p, v, t, log->group_count);
     }
     lca_status status = write_all(log->fd, log->path, log->record, log->record_size);
     if (status == LCA_OK && log->sync_records) status = lca_log_sync(log);

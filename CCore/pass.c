@@ -35,19 +35,26 @@ typedef struct pass {
     int phase;             /* PHASE_SUM or PHASE_SQUARES */
     bool parameters;
     lca_rng *layer_rng;    /* per layer: its dropout stream (group_pass), or NULL */
+    const uint8_t *mask;   /* per example of the whole pass (loss groups), or NULL */
+    const uint8_t *rows_mask; /* the part of mask for the rows in hand */
+    /* a segment's activations recomputed for the backward pass (segments
+     * below): batch norm's statistics are those already found, the running
+     * statistics are not updated again */
+    bool again;
 } pass;
 
 enum { PHASE_SUM = 0, PHASE_SQUARES = 1 };
 
-/* Forward through every layer; returns the logits (N × outputs), or NULL
- * when it stopped at ps->stop. Identity layers pass their input pointer on;
- * ReLU works in place. */
-static const float *forward(lca_model *m, const float *params, const pass *ps,
-                            const float **inputs) {
-    const float *input = ps->x;
+/* Forward through layers [first, last) from input (the input of layer
+ * first); returns the output of layer last - 1 (the logits, N × outputs,
+ * when last is the layer count), or NULL when it stopped at ps->stop.
+ * Identity layers pass their input pointer on; ReLU works in place. */
+static const float *forward_layers(lca_model *m, const float *params, const pass *ps,
+                                   const float **inputs, size_t first, size_t last,
+                                   const float *input) {
     size_t n = ps->n;
     bool relu_next = false; /* a dense layer applied the ReLU that follows it */
-    for (size_t l = 0; l < m->layer_count; l++) {
+    for (size_t l = first; l < last; l++) {
         lca_layer *L = &m->layers[l];
         bool relu_done = relu_next;
         relu_next = false;
@@ -105,6 +112,10 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
                                               L->saved_invstd, w, b, n, c, hw);
                 break;
             }
+            /* recomputed: the same call on the same input, the same bytes;
+             * the batch statistics and running estimates are not taken
+             * twice */
+            if (ps->again) train = false;
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
@@ -147,17 +158,25 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
     return input;
 }
 
-/* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run; the
- * feature-major dense layers of an MLP and the convolutions take it), the
- * gradients add to what gradient holds. */
-static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
-                     const float *logits, float *gradient, bool accumulate) {
+/* Forward through every layer: the logits, or NULL when it stopped. */
+static const float *forward(lca_model *m, const float *params, const pass *ps,
+                            const float **inputs) {
+    return forward_layers(m, params, ps, inputs, 0, m->layer_count, ps->x);
+}
+
+/* Backward through layers [first, last) from dy, the gradient of layer
+ * last - 1's output (in m->grad_a or m->grad_b); returns the gradient of
+ * layer first's input, or NULL when the pass ended (the first layer, or
+ * ps->stop_back). With accumulate (a later block of rows of an MLP's pass,
+ * see run; the feature-major dense layers of an MLP and the convolutions
+ * take it), the gradients add to what gradient holds. */
+static float *backward_layers(lca_model *m, const float *params, const pass *ps,
+                              const float **inputs, const float *logits, float *gradient,
+                              bool accumulate, size_t first, size_t last, float *dy) {
     size_t n = ps->n;
-    float *dy = m->grad_a;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
     const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
-    for (size_t l = m->layer_count; l-- > 0;) {
+    for (size_t l = last; l-- > first;) {
         lca_layer *L = &m->layers[l];
         bool relu_here_done = relu_done;
         relu_done = false;
@@ -221,7 +240,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             if (l == ps->stop_back) {
                 lca_batchnorm_group_backward_sums(L->group_sums + 2 * c, L->group_sums + 3 * c, dy,
                                                   L->saved, n, c, hw);
-                return;
+                return NULL;
             }
             lca_batchnorm_group_backward(dx, dw, db, dy, L->saved, L->saved_invstd, w, sum_dy,
                                          sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw);
@@ -256,8 +275,43 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             break;
         }
         }
-        if (!dx) break;
+        if (!dx) return NULL;
         dy = dx;
+    }
+    return dy;
+}
+
+/* ------------------------------------------------------------ segments
+ *
+ * A recomputing net (model.h, lca_model_recomputes: a residual net without
+ * dropout) holds, for the whole pass, only each segment's output (the next
+ * block's input) and the batch-norm statistics; a segment's other
+ * activations share one region of the workspace with every other
+ * segment's. The forward pass leaves the last segment's activations in
+ * place; the backward pass goes segment by segment from the top, first
+ * recomputing the segment's activations from its kept input (the same
+ * kernels on the same values, so the same bytes; batch norm the same call,
+ * or in a group pass the group's statistics as before), then its backward.
+ * One more forward pass over all but the last segment, for the memory of
+ * one segment instead of the whole net's activations (docs/memory.md). */
+
+static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
+                     const float *logits, float *gradient, bool accumulate) {
+    float *dy = m->grad_a;
+    if (!m->recompute) {
+        backward_layers(m, params, ps, inputs, logits, gradient, accumulate, 0, m->layer_count,
+                        dy);
+        return;
+    }
+    pass again = *ps;
+    again.again = true;
+    for (size_t s = m->segment_count; dy && s-- > 0;) {
+        size_t first = m->segment_start[s], last = m->segment_start[s + 1];
+        if (s + 1 < m->segment_count)
+            forward_layers(m, params, &again, inputs, first, last,
+                           first == 0 ? ps->x : inputs[first]);
+        dy = backward_layers(m, params, ps, inputs, logits, gradient, accumulate, first, last,
+                             dy);
     }
 }
 
@@ -317,6 +371,17 @@ static double add_loss(lca_model *m, const pass *ps, const float *logits, const 
     else
         lca_squared_error(m->example_loss, dz, logits, labels, targets, ps->n, outputs, at,
                           gradient_scale);
+    if (ps->rows_mask) {
+        /* loss groups: an example outside the group has weight 0 */
+        for (size_t r = 0; r < ps->n; r++) {
+            if (ps->rows_mask[r]) {
+                sum += m->example_loss[r];
+            } else if (dz) {
+                for (size_t c = 0; c < outputs; c++) dz[r * at.example_step + c * at.class_step] = 0.0f;
+            }
+        }
+        return sum;
+    }
     for (size_t r = 0; r < ps->n; r++) sum += m->example_loss[r];
     return sum;
 }
@@ -358,6 +423,7 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
     for (size_t first = 0; first < n; first += block) {
         ps.n = n - first < block ? n - first : block;
         ps.x = input_rows(input, first, ps.n, features);
+        ps.rows_mask = ps.mask ? ps.mask + first : NULL;
         const float *inputs[LCA_MAX_LAYERS];
         const float *logits = forward(m, parameters, &ps, inputs);
         sum = add_loss(m, &ps, logits, labels ? labels + first : NULL,
@@ -457,6 +523,7 @@ static lca_status sweep(lca_model *m, const float *parameters, const lca_group_i
         const float *targets;
         group_rows(in, first, count, features, outputs, &ps->x, &labels, &targets);
         ps->n = count;
+        ps->rows_mask = in->mask ? in->mask + first : NULL;
         if (!targets) {
             lca_status status = check_labels_from(labels, count, outputs, first);
             if (status != LCA_OK) return status;
@@ -565,7 +632,7 @@ lca_status lca_model_forward_backward_group(lca_model *m, const float *parameter
         return lca_fail(LCA_ERR_STATE, "model: a group pass of %zu examples, groups of %zu", n,
                         bn_group);
     pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group, .stop = SIZE_MAX,
-               .stop_back = SIZE_MAX, .parameters = true};
+               .stop_back = SIZE_MAX, .parameters = true, .mask = input->mask};
     if (n > chunk)
         return group_pass(m, parameters, input, ps, n, chunk, gradient_scale, loss_sum, gradient);
     /* the whole group fits: one pass */

@@ -195,6 +195,14 @@ static lca_status check_memory(const lca_trainer *tr, size_t batch) {
     if (c->lca) per_parameter += 8 /* totals */ + 4 /* helped */ + 4 /* probe */ +
                                  20 /* a worker's unit gradient, exact sum */ + 32 * (c->lca_validation_view ? 2 : 1);
     if (c->lca) state += 12; /* totals and help counts */
+    if (c->lca && c->example_groups) {
+        /* per group: each view's four vectors, a worker's exact sum, the
+         * totals (and their staged copy) */
+        size_t views = c->lca_validation_view ? 2 : 1;
+        size_t group = 32 * views + 16 + (c->lca_group_totals ? 16 : 0);
+        per_parameter = lca_size_mul_add(group, c->group_count, per_parameter);
+        if (c->lca_group_totals) state = lca_size_mul_add(8, c->group_count, state);
+    }
     per_parameter += state; /* saving or resuming the state stages a copy of it */
     size_t in = lca_model_input_size(model);
     size_t bytes = lca_size_mul_add(k, per_parameter, 0);
@@ -230,7 +238,34 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
     if (!tr) return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory");
     tr->model = model;
     tr->data = data;
+    if (config->lca_group_totals && !config->example_groups) {
+        free(tr);
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "per-group totals need loss groups");
+    }
     tr->config = *config;
+    tr->config.example_groups = NULL;
+    tr->config.group_source = NULL;
+    if (config->example_groups && config->lca) {
+        /* the trainer's own copies (the caller's arrays may go) */
+        size_t count = config->example_group_count;
+        tr->example_groups = malloc((count ? count : 1) * sizeof(uint32_t));
+        const char *source = config->group_source ? config->group_source : "";
+        tr->group_source = malloc(strlen(source) + 1);
+        if (!tr->example_groups || !tr->group_source) {
+            free(tr->example_groups);
+            free(tr->group_source);
+            free(tr);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for the loss groups");
+        }
+        memcpy(tr->example_groups, config->example_groups, count * sizeof(uint32_t));
+        strcpy(tr->group_source, source);
+        tr->config.example_groups = tr->example_groups;
+        tr->config.group_source = tr->group_source;
+    } else {
+        tr->config.example_group_count = 0;
+        tr->config.group_count = 0;
+        tr->config.lca_group_totals = 0;
+    }
     /* a budget that holds no evaluation chunk is refused (the integrator
      * sees the resolved chunk below) */
     if (config->lca && config->eval_chunk == 0) {
@@ -293,6 +328,18 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
             status = lca_fail(LCA_ERR_OUT_OF_MEMORY, "trainer: out of memory for LCA totals");
             goto fail;
         }
+        if (config->lca_group_totals && config->example_groups) {
+            size_t bytes = lca_size_mul_add(lca_size_mul_add(k, config->group_count, 0),
+                                            sizeof(double), 0);
+            tr->group_totals = bytes == SIZE_MAX ? NULL : allocate(tr, bytes);
+            if (!tr->group_totals) {
+                status = lca_fail(LCA_ERR_OUT_OF_MEMORY,
+                                  "trainer: out of memory for the per-group totals (%u groups × "
+                                  "%zu parameters)", config->group_count, k);
+                goto fail;
+            }
+            memset(tr->group_totals, 0, bytes);
+        }
         status = lca_integrator_init(&tr->integrator, model, config, data->targets != NULL);
         if (status != LCA_OK) goto fail;
         status = lca_view_init(&tr->train_view, &tr->integrator, data, tr->evaluation_indices,
@@ -332,6 +379,9 @@ void lca_trainer_free(lca_trainer *tr) {
     free(tr->adam_v);
     free(tr->lca_totals);
     free(tr->helped_counts);
+    free(tr->group_totals);
+    free(tr->example_groups);
+    free(tr->group_source);
     free(tr);
 }
 
@@ -496,8 +546,9 @@ lca_status lca_trainer_step(lca_trainer *tr, lca_record *record) {
     tr->iteration++;
 
     if (tr->config.lca) {
-        status = lca_view_step(&tr->integrator, &tr->train_view, tr->before, m->parameters,
-                               &record->train, tr->lca_totals, tr->helped_counts);
+        status = lca_view_step_groups(&tr->integrator, &tr->train_view, tr->before,
+                                      m->parameters, &record->train, tr->lca_totals,
+                                      tr->helped_counts, tr->group_totals);
         if (status == LCA_ERR_NUMERIC) return view_diverged(tr, "training-split");
         if (status == LCA_OK) status = check_view(tr, &record->train, "training-split");
         if (status != LCA_OK) return status;
@@ -533,6 +584,12 @@ size_t lca_trainer_validation_count(const lca_trainer *tr) { return tr->validati
 size_t lca_trainer_evaluation_count(const lca_trainer *tr) { return tr->evaluation_count; }
 const double *lca_trainer_lca_totals(const lca_trainer *tr) { return tr->lca_totals; }
 const uint32_t *lca_trainer_helped_counts(const lca_trainer *tr) { return tr->helped_counts; }
+const double *lca_trainer_group_totals(const lca_trainer *tr) { return tr->group_totals; }
+const uint64_t *lca_trainer_group_examples(const lca_trainer *tr, int validation) {
+    if (!tr->config.lca || tr->integrator.group_count == 0) return NULL;
+    const lca_view *v = validation ? &tr->validation_view : &tr->train_view;
+    return v->group_examples;
+}
 
 size_t lca_trainer_memory_bytes(const lca_trainer *tr) {
     return tr->bytes + tr->integrator.bytes + tr->model->parameter_count * sizeof(float) +

@@ -39,6 +39,11 @@ struct lca_trainer {
     lca_view train_view, validation_view;
     size_t bytes;                   /* allocated by the trainer itself */
     lca_log *log;                   /* attached log (not owned): each step writes its record */
+    /* loss groups (config example_groups): the trainer's copies of the ids
+     * and the source (config points to them), per-group totals (G · K) */
+    uint32_t *example_groups;
+    char *group_source;
+    double *group_totals;
 };
 
 /* Recompute this epoch's shuffle of the training split (from seed and

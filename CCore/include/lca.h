@@ -446,7 +446,25 @@ typedef struct lca_config {
     /* 1 (default) = the |LCA| histogram in each record (log field
      * lca_histogram, 240 bytes per tensor and view); 0 leaves it out */
     int lca_histogram;
+    /* Loss groups (issue 15, docs/method.md "Groups"): example_groups[i] is
+     * the group of example i of the data set, in [0, group_count), for all
+     * example_group_count == lca_dataset_count examples (the evaluation set
+     * and the validation view pick their examples' ids); NULL (default) =
+     * no groups. Every record then carries the LCA of each group's share of
+     * the loss. The trainer copies the ids; group_source ("class",
+     * "file:PATH") goes to the log header. At most LCA_MAX_GROUPS groups;
+     * not with more than one data-parallel rank. */
+    const uint32_t *example_groups;
+    size_t example_group_count;
+    uint32_t group_count;
+    const char *group_source;
+    /* 1 = keep per-parameter per-group run totals (G · K float64,
+     * lca_trainer_group_totals, lca_group_totals_save); needs groups */
+    int lca_group_totals;
 } lca_config;
+
+/* The most loss groups a run may have (a record holds G · T values). */
+#define LCA_MAX_GROUPS 1024
 
 lca_config lca_config_default(void);
 
@@ -501,6 +519,20 @@ typedef struct lca_view_record {
      * groups in lca_model_unit_group order; unit u of a group sums its slice
      * of every tensor of the group: incoming weights plus bias). Else NULL. */
     const double *unit_lca;
+    /* With config.example_groups: G = group_count groups. group_lca (G · T,
+     * group-major): the LCA of each group's share (n_g/N)·L_g of the loss,
+     * per tensor; Σ_g group_lca equals tensor_lca within rounding (the
+     * group gradients add up exactly to the total's). group_loss_before and
+     * _after: each group's own mean loss L_g (NaN for a group without
+     * examples in the view); group_residual: (n_g/N)(L_g after − before) −
+     * Σ_t group_lca (0 for an empty group); group_flags: bit 0 = the
+     * group's |residual| is above the threshold. Else all NULL, G = 0. */
+    uint32_t group_count;
+    const double *group_lca;
+    const double *group_loss_before;
+    const double *group_loss_after;
+    const double *group_residual;
+    const uint32_t *group_flags;
 } lca_view_record;
 
 typedef struct lca_record {
@@ -571,6 +603,14 @@ lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *trainer, const char *ten
  * records' tensor_helped count). */
 const double *lca_trainer_lca_totals(const lca_trainer *trainer);
 const uint32_t *lca_trainer_helped_counts(const lca_trainer *trainer);
+/* With groups: the number of examples of each group (G entries) in the
+ * evaluation set (validation 0) or the validation split (validation 1);
+ * NULL without groups. */
+const uint64_t *lca_trainer_group_examples(const lca_trainer *trainer, int validation);
+/* With config.lca_group_totals: Σ_t of each group's per-parameter LCA,
+ * G · K float64, group-major; Σ_g equals lca_trainer_lca_totals within
+ * rounding. Else NULL. */
+const double *lca_trainer_group_totals(const lca_trainer *trainer);
 
 /* ------------------------------------------------------------ attribution */
 
@@ -585,6 +625,15 @@ lca_status lca_attribute(lca_model *model, const float *from, const float *to,
                          const lca_dataset *data, const uint32_t *indices, size_t count,
                          const lca_config *config, lca_record *record, double *tensor_lca,
                          double *tensor_first_order, uint64_t *tensor_counts);
+/* lca_attribute with config->example_groups (G groups): also the group
+ * fields of record->train, copied into group_lca (G · T), group_losses
+ * (3 · G: the losses before, the losses after, the residuals) and
+ * group_flags (G), which record->train then points to. */
+lca_status lca_attribute_groups(lca_model *model, const float *from, const float *to,
+                                const lca_dataset *data, const uint32_t *indices, size_t count,
+                                const lca_config *config, lca_record *record, double *tensor_lca,
+                                double *tensor_first_order, uint64_t *tensor_counts,
+                                double *group_lca, double *group_losses, uint32_t *group_flags);
 
 /* The evaluation-set loss and gradient exactly as the LCA integrator
  * computes them at each probe point: the mean loss over the examples
@@ -695,6 +744,10 @@ lca_status lca_trainer_load_state(lca_trainer *trainer, const char *path);
  * safetensors files with the model's tensor names. */
 lca_status lca_totals_save(const char *totals_path, const char *helped_path,
                            const lca_trainer *trainer);
+/* With config.lca_group_totals: the per-group totals as one safetensors
+ * file of F64 tensors named "<tensor>@<group>" ("fc1.weight@3"), each in
+ * its tensor's shape, groups in order. */
+lca_status lca_group_totals_save(const char *path, const lca_trainer *trainer);
 
 #ifdef __cplusplus
 }

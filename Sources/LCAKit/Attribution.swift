@@ -15,8 +15,12 @@ public struct Attribution: Sendable, Hashable, Codable {
     public var examples: Int
     /// The model's tensors, in the order of `view`'s arrays.
     public var tensors: [TensorInfo]
-    /// Losses, totals, residual and per-tensor values.
+    /// Losses, totals, residual and per-tensor values (and with loss
+    /// groups, each group's: `view.groupLCA`, …).
     public var view: ViewRecord
+    /// With loss groups: the examples of each group among `examples`
+    /// (empty without groups).
+    public var groupExamples: [Int] = []
 
     /// The machine-readable form, one line, keys in a fixed order, doubles
     /// with 17 significant digits (round-trippable):
@@ -45,7 +49,26 @@ public struct Attribution: Sendable, Hashable, Codable {
             + "\"residual\": \(JSONText.number(view.residual)), "
             + "\"subintervals\": \(view.subintervals), "
             + "\"residual_above_threshold\": \(view.residualAboveThreshold), "
-            + "\"tensors\": [" + tensorObjects.joined(separator: ", ") + "]}"
+            + "\"tensors\": [" + tensorObjects.joined(separator: ", ") + "]"
+            + groupsJSON + "}"
+    }
+
+    /// `, "groups": [{"name": "0", "examples": n, "loss_before": x,
+    /// "loss_after": x, "lca": x, "residual": x, "residual_above_threshold":
+    /// false, "tensor_lca": [x, …]}, …]`, or "" without groups.
+    var groupsJSON: String {
+        guard view.groupCount > 0 else { return "" }
+        let objects = (0..<view.groupCount).map { g -> String in
+            let lca = view.groupLCA(group: g).map { Array($0) } ?? []
+            return "{\"name\": \"\(g)\", \"examples\": \(g < groupExamples.count ? groupExamples[g] : 0), "
+                + "\"loss_before\": \(JSONText.number(view.groupLossBefore[g])), "
+                + "\"loss_after\": \(JSONText.number(view.groupLossAfter[g])), "
+                + "\"lca\": \(JSONText.number(lca.reduce(0, +))), "
+                + "\"residual\": \(JSONText.number(view.groupResidual[g])), "
+                + "\"residual_above_threshold\": \(view.groupFlags[g] & 1 != 0), "
+                + "\"tensor_lca\": [" + lca.map(JSONText.number).joined(separator: ", ") + "]}"
+        }
+        return ", \"groups\": [" + objects.joined(separator: ", ") + "]"
     }
 
     /// A per-tensor table with a total row and the loss change, residual
@@ -74,6 +97,18 @@ public struct Attribution: Sendable, Hashable, Codable {
         text += " + residual \(Format.scientific(view.residual)))\n"
         text += "Simpson sub-intervals: \(view.subintervals)"
         text += view.residualAboveThreshold ? "  (cap reached, |residual| above threshold)\n" : "\n"
+        if view.groupCount > 0 {
+            var groupRows: [[String]] = [["group", "examples", "loss before", "loss after", "LCA", "residual"]]
+            for g in 0..<view.groupCount {
+                let lca = view.groupLCA(group: g)?.reduce(0, +) ?? 0
+                groupRows.append([String(g), g < groupExamples.count ? String(groupExamples[g]) : "",
+                                  Format.fixed(view.groupLossBefore[g]), Format.fixed(view.groupLossAfter[g]),
+                                  Format.scientific(lca),
+                                  Format.scientific(view.groupResidual[g]) + (view.groupFlags[g] & 1 != 0 ? " !" : "")])
+            }
+            text += "\nby loss group (LCA of the group's share n_g/N of the loss; ! = residual above threshold)\n"
+            text += Format.table(groupRows, rightAligned: [false, true, true, true, true, true], ruleBefore: nil)
+        }
         return text
     }
 }
@@ -120,8 +155,18 @@ public func attribute(from: String, to: String, data: Dataset, modelSpec: String
     }
     let view = try model.attribute(from: start, to: end, data: data, indices: indices,
                                    configuration: configuration)
+    var groupExamples: [Int] = []
+    if let groups = configuration.exampleGroups {
+        groupExamples = [Int](repeating: 0, count: groups.count)
+        if let indices {
+            for i in indices where Int(i) < groups.ids.count { groupExamples[Int(groups.ids[Int(i)])] += 1 }
+        } else {
+            for id in groups.ids { groupExamples[Int(id)] += 1 }
+        }
+    }
     return Attribution(from: from, to: to, model: model.spec, loss: model.loss,
-                       examples: indices?.count ?? data.count, tensors: model.tensors, view: view)
+                       examples: indices?.count ?? data.count, tensors: model.tensors, view: view,
+                       groupExamples: groupExamples)
 }
 
 /// The core's seeded training/validation split, for attribution on the

@@ -309,27 +309,39 @@ public final class Model {
         guard from.count == parameterCount, to.count == parameterCount else {
             throw LCAError(code: .mismatch, message: "attribute: parameter vectors of length \(from.count) and \(to.count), model \(spec) has \(parameterCount)")
         }
-        var config = try configuration.cConfig(exampleCount: data.count)
-        config.lca_units = 0 // per-unit sums are not part of an attribution
         var record = lca_record()
         var view: ViewRecord?
         let count = indices?.count ?? data.count
-        let t = tensors.count
+        let t = tensors.count, groups = configuration.exampleGroups?.count ?? 0
         var tensorLCA = [Double](repeating: 0, count: max(t, 1))
         var tensorFirstOrder = [Double](repeating: 0, count: max(t, 1))
         var tensorCounts = [UInt64](repeating: 0, count: max(3 * t, 1))
-        try from.withUnsafeBufferPointer { a in
-            try to.withUnsafeBufferPointer { b in
-                try (indices ?? []).withUnsafeBufferPointer { i in
-                    try tensorLCA.withUnsafeMutableBufferPointer { lca in
-                        try tensorFirstOrder.withUnsafeMutableBufferPointer { firstOrder in
-                            try tensorCounts.withUnsafeMutableBufferPointer { counts in
-                                try check(lca_attribute(handle, a.baseAddress, b.baseAddress, data.handle,
-                                                        indices == nil ? nil : i.baseAddress, count, &config,
-                                                        &record, lca.baseAddress, firstOrder.baseAddress,
-                                                        counts.baseAddress))
-                                // copy while the buffers are pinned: the record points into them
-                                view = ViewRecord(record.train, tensorCount: t)
+        var groupLCA = [Double](repeating: 0, count: max(groups * t, 1))
+        var groupLosses = [Double](repeating: 0, count: max(3 * groups, 1))
+        var groupFlags = [UInt32](repeating: 0, count: max(groups, 1))
+        try configuration.withCConfig(exampleCount: data.count) { config in
+            config.lca_units = 0 // per-unit sums are not part of an attribution
+            config.lca_group_totals = 0
+            try from.withUnsafeBufferPointer { a in
+                try to.withUnsafeBufferPointer { b in
+                    try (indices ?? []).withUnsafeBufferPointer { i in
+                        try tensorLCA.withUnsafeMutableBufferPointer { lca in
+                            try tensorFirstOrder.withUnsafeMutableBufferPointer { firstOrder in
+                                try tensorCounts.withUnsafeMutableBufferPointer { counts in
+                                    try groupLCA.withUnsafeMutableBufferPointer { gl in
+                                        try groupLosses.withUnsafeMutableBufferPointer { losses in
+                                            try groupFlags.withUnsafeMutableBufferPointer { flags in
+                                                try check(lca_attribute_groups(handle, a.baseAddress, b.baseAddress, data.handle,
+                                                                               indices == nil ? nil : i.baseAddress, count, &config,
+                                                                               &record, lca.baseAddress, firstOrder.baseAddress,
+                                                                               counts.baseAddress, gl.baseAddress, losses.baseAddress,
+                                                                               flags.baseAddress))
+                                                // copy while the buffers are pinned: the record points into them
+                                                view = ViewRecord(record.train, tensorCount: t)
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }

@@ -55,6 +55,29 @@ public struct ViewRecord: Sendable, Hashable, Codable {
     /// the run has per-unit views on (`TrainingConfiguration.lcaUnits`);
     /// empty otherwise.
     public var unitLCA: [Double]
+    /// Loss groups (issue 15, `TrainingConfiguration.exampleGroups`): per
+    /// group g and tensor t, at `g * T + t` (group-major, G · T values), the
+    /// LCA of the group's share (n_g/N)·L_g of the loss; Σ over groups is
+    /// `tensorLCA` within rounding. Empty without groups.
+    public var groupLCA: [Double]
+    /// Each group's own mean loss L_g before and after the step (0 for a
+    /// group without examples in the view); empty without groups.
+    public var groupLossBefore: [Double]
+    public var groupLossAfter: [Double]
+    /// Per group: (n_g/N)(L_g after − L_g before) − Σ_t group LCA.
+    public var groupResidual: [Double]
+    /// Per group: bit 0 = its |residual| is above the threshold.
+    public var groupFlags: [UInt32]
+
+    /// G: the number of loss groups (0 without).
+    public var groupCount: Int { groupLossBefore.count }
+
+    /// Group g's LCA per tensor (T values), or nil when there is no such group.
+    public func groupLCA(group g: Int) -> ArraySlice<Double>? {
+        let t = tensorLCA.count
+        guard g >= 0, g < groupCount, (g + 1) * t <= groupLCA.count else { return nil }
+        return groupLCA[(g * t)..<((g + 1) * t)]
+    }
 
     /// lossAfter − lossBefore.
     public var lossChange: Double { lossAfter - lossBefore }
@@ -97,6 +120,16 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         } else {
             unitLCA = []
         }
+        let groups = Int(v.group_count)
+        func grouped<T>(_ pointer: UnsafePointer<T>?, _ count: Int) -> [T] {
+            guard let pointer, groups > 0 else { return [] }
+            return Array(UnsafeBufferPointer(start: pointer, count: count))
+        }
+        groupLCA = grouped(v.group_lca, groups * tensorCount)
+        groupLossBefore = grouped(v.group_loss_before, groups)
+        groupLossAfter = grouped(v.group_loss_after, groups)
+        groupResidual = grouped(v.group_residual, groups)
+        groupFlags = grouped(v.group_flags, groups)
     }
 
     /// Makes a record from its values (for tests and tools).
@@ -105,7 +138,9 @@ public struct ViewRecord: Sendable, Hashable, Codable {
                 tensorLCA: [Double], tensorFirstOrder: [Double], tensorHelped: [UInt64],
                 tensorHurt: [UInt64], tensorZero: [UInt64], unitLCA: [Double] = [],
                 lcaFloor: Double? = nil, tensorHelping: [Double] = [], tensorHurting: [Double] = [],
-                tensorUnmoved: [UInt64] = [], tensorHistogram: [UInt32] = []) {
+                tensorUnmoved: [UInt64] = [], tensorHistogram: [UInt32] = [],
+                groupLCA: [Double] = [], groupLossBefore: [Double] = [], groupLossAfter: [Double] = [],
+                groupResidual: [Double] = [], groupFlags: [UInt32] = []) {
         self.lossBefore = lossBefore
         self.lossAfter = lossAfter
         self.lcaTotal = lcaTotal
@@ -124,6 +159,11 @@ public struct ViewRecord: Sendable, Hashable, Codable {
         self.tensorHurting = tensorHurting
         self.tensorUnmoved = tensorUnmoved
         self.tensorHistogram = tensorHistogram
+        self.groupLCA = groupLCA
+        self.groupLossBefore = groupLossBefore
+        self.groupLossAfter = groupLossAfter
+        self.groupResidual = groupResidual
+        self.groupFlags = groupFlags
     }
 
     /// Bins per tensor and sign of `tensorHistogram` (30).
@@ -274,6 +314,15 @@ public struct RecordView {
         }
         /// Per-unit LCA (empty without per-unit views).
         public var unitLCA: UnsafeBufferPointer<Double> { buffer(v.unit_lca, unitCount) }
+        /// G, the number of loss groups (0 without).
+        public var groupCount: Int { Int(v.group_count) }
+        /// Per group and tensor (G · T, group-major), as `ViewRecord.groupLCA`.
+        public var groupLCA: UnsafeBufferPointer<Double> { buffer(v.group_lca, groupCount * tensorCount) }
+        /// Each group's mean loss before and after, its residual and flags.
+        public var groupLossBefore: UnsafeBufferPointer<Double> { buffer(v.group_loss_before, groupCount) }
+        public var groupLossAfter: UnsafeBufferPointer<Double> { buffer(v.group_loss_after, groupCount) }
+        public var groupResidual: UnsafeBufferPointer<Double> { buffer(v.group_residual, groupCount) }
+        public var groupFlags: UnsafeBufferPointer<UInt32> { buffer(v.group_flags, groupCount) }
         /// Number of parameters that helped (`tensorHelped`), over all tensors.
         public var helpedCount: UInt64 { tensorHelped.reduce(0, &+) }
 
@@ -309,6 +358,9 @@ protocol ViewValues {
     var tensorZero: Counts { get }
     var tensorHistogram: Bins { get }
     var lcaFloor: Double? { get }
+    var groupLCA: Doubles { get }
+    var groupLossAfter: Doubles { get }
+    var groupResidual: Doubles { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

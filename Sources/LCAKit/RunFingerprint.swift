@@ -16,11 +16,14 @@ public struct RunFingerprint: Sendable, Hashable, Codable {
     /// A hash of the recipe (all options) as written to `config.json`,
     /// without this fingerprint.
     public var options: String
+    /// The loss groups (issue 15): source, count and a hash of the ids; nil
+    /// for a run without (and for runs fingerprinted before groups existed).
+    public var groups: String?
 
     /// The fingerprint of a run about to start (or being resumed).
     static func of(recipe: RunRecipe, data: Dataset, model: Model) throws -> RunFingerprint {
         RunFingerprint(data: describe(data), model: try describe(model, initCheckpoint: recipe.initCheckpoint),
-                       options: try options(of: recipe))
+                       options: try options(of: recipe), groups: recipe.configuration.exampleGroups?.fingerprint)
     }
 
     /// Throws `.mismatch` naming what differs from `stored`.
@@ -31,6 +34,9 @@ public struct RunFingerprint: Sendable, Hashable, Codable {
         }
         if model != stored.model {
             changes.append("the model changed: the run started with \(stored.model), it is now \(model)")
+        }
+        if groups != stored.groups {
+            changes.append("the loss groups changed: the run started with \(stored.groups ?? "no groups"), they are now \(groups ?? "none")")
         }
         if options != stored.options {
             changes.append("the options differ from those the run started with (\(stored.options), now \(options)): config.json was edited")

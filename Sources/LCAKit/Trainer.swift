@@ -37,9 +37,10 @@ public final class Trainer {
     /// or load a checkpoint first. Splits the data (validation held out by
     /// seed) and allocates every buffer.
     public init(model: Model, data: Dataset, configuration: TrainingConfiguration) throws {
-        var config = try configuration.cConfig(exampleCount: data.count)
         var pointer: OpaquePointer?
-        try check(lca_trainer_new(&pointer, model.handle, data.handle, &config))
+        try configuration.withCConfig(exampleCount: data.count) { config in
+            try check(lca_trainer_new(&pointer, model.handle, data.handle, &config))
+        }
         handle = pointer!
         record = .allocate(capacity: 1)
         record.initialize(to: lca_record())
@@ -141,6 +142,26 @@ public final class Trainer {
     /// and configuration.
     public func loadState(from path: String) throws {
         try check(lca_trainer_load_state(handle, path))
+    }
+
+    /// Per-parameter per-group run totals (G · P, group-major: group g's
+    /// Σ_t LCA at `g * parameterCount + i`), with `lcaGroupTotals`; else empty.
+    public var groupTotals: [Double] {
+        guard let totals = lca_trainer_group_totals(handle), let groups = configuration.exampleGroups else { return [] }
+        return Array(UnsafeBufferPointer(start: totals, count: groups.count * model.parameterCount))
+    }
+
+    /// Examples of each loss group in the evaluation set (`validation`
+    /// false) or the validation split; empty without groups.
+    public func groupExamples(validation: Bool = false) -> [Int] {
+        guard let counts = lca_trainer_group_examples(handle, validation ? 1 : 0), let groups = configuration.exampleGroups else { return [] }
+        return UnsafeBufferPointer(start: counts, count: groups.count).map { Int($0) }
+    }
+
+    /// Writes the per-group totals (`lcaGroupTotals`) as one safetensors
+    /// file of F64 tensors named `<tensor>@<group>` ("fc1.weight@3").
+    public func saveGroupTotals(to path: String) throws {
+        try check(lca_group_totals_save(path, handle))
     }
 
     /// Writes the per-parameter LCA totals (F64) and helped counts (U32) as

@@ -167,6 +167,14 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     /// the log's `lca_histogram` field, 240 bytes per tensor and view;
     /// default true). False leaves it out (`lca train --no-lca-histogram`).
     public var lcaHistogram: Bool
+    /// Loss groups (issue 15): every record then carries each group's LCA,
+    /// losses and residual (`ViewRecord.groupLCA`). Not written to
+    /// `config.json` (a `RunRecipe` records where they came from,
+    /// `RunRecipe.groups`); nil = none.
+    public var exampleGroups: ExampleGroups?
+    /// Per-parameter per-group run totals (`lca-group-total.safetensors`,
+    /// P × G float64); needs `exampleGroups`.
+    public var lcaGroupTotals: Bool
 
     /// The core's defaults (`lca_config_default()`).
     public init() {
@@ -195,6 +203,25 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         bnGroup = Int(c.bn_group)
         memoryBudget = Int(c.memory_budget)
         lcaHistogram = c.lca_histogram != 0
+        exampleGroups = nil
+        lcaGroupTotals = c.lca_group_totals != 0
+    }
+
+    /// `cConfig` with the loss groups' ids pinned for the call of body (the
+    /// core copies them).
+    func withCConfig<R>(exampleCount: Int, _ body: (inout lca_config) throws -> R) throws -> R {
+        var c = try cConfig(exampleCount: exampleCount)
+        c.lca_group_totals = lcaGroupTotals ? 1 : 0
+        guard let groups = exampleGroups else { return try body(&c) }
+        return try groups.ids.withUnsafeBufferPointer { ids in
+            try groups.source.withCString { source in
+                c.example_groups = ids.baseAddress
+                c.example_group_count = ids.count
+                c.group_count = UInt32(groups.count)
+                c.group_source = source
+                return try body(&c)
+            }
+        }
     }
 
     /// The C config, with the validation size resolved for a set of
@@ -239,6 +266,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         case seed, optimizer, learningRate, momentum, adamBeta1, adamBeta2, adamEpsilon, weightDecay
         case batchSize, iterations, validation, lca, lcaSubset, lcaValidationView, lcaThreshold
         case lcaMaxSubintervals, evalChunk, lcaUnits, bnGroup, memoryBudget, lcaHistogram
+        case lcaGroupTotals
     }
 
     /// Decodes a configuration; keys that are missing keep the core's
@@ -267,6 +295,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         bnGroup = try c.decodeIfPresent(Int.self, forKey: .bnGroup) ?? bnGroup
         memoryBudget = try c.decodeIfPresent(Int.self, forKey: .memoryBudget) ?? memoryBudget
         lcaHistogram = try c.decodeIfPresent(Bool.self, forKey: .lcaHistogram) ?? lcaHistogram
+        lcaGroupTotals = try c.decodeIfPresent(Bool.self, forKey: .lcaGroupTotals) ?? lcaGroupTotals
     }
 
     /// Encodes every field.
@@ -293,6 +322,8 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
         try c.encode(bnGroup, forKey: .bnGroup)
         try c.encode(memoryBudget, forKey: .memoryBudget)
         try c.encode(lcaHistogram, forKey: .lcaHistogram)
+        // only when on, so that config.json (and its hash) of a run without is unchanged
+        if lcaGroupTotals { try c.encode(lcaGroupTotals, forKey: .lcaGroupTotals) }
     }
 
     /// Iterations for `epochs` passes over `trainingCount` examples:

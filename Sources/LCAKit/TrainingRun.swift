@@ -69,6 +69,11 @@ public struct RunRecipe: Sendable, Hashable, Codable {
     /// starts; `--resume` refuses a changed input. Nil in a recipe not yet
     /// started, and in the config.json of runs written before it existed.
     public var fingerprint: RunFingerprint?
+    /// Loss groups (issue 15): "class" (the labels) or the absolute path of
+    /// a file of one group id per example (`ExampleGroups.parse`); nil =
+    /// none. The run sets `configuration.exampleGroups` from it, at the
+    /// start and on resume (the fingerprint holds a hash of the ids).
+    public var groups: String?
 
     /// A recipe for a network (its spec and loss).
     public init(data: DataSource, network: Network, initCheckpoint: String? = nil,
@@ -125,6 +130,8 @@ public struct RunFolder: Sendable, Hashable {
     public var totals: String { path + "/lca-total.safetensors" }
     /// `lca-helped.safetensors`.
     public var helped: String { path + "/lca-helped.safetensors" }
+    /// `lca-group-total.safetensors` (`--groups-totals`).
+    public var groupTotals: String { path + "/lca-group-total.safetensors" }
     /// `summary.txt`.
     public var summary: String { path + "/summary.txt" }
     /// `checkpoint-NNNNNN.safetensors` for an iteration.
@@ -156,7 +163,7 @@ public struct RunFolder: Sendable, Hashable {
     public var runFiles: [String] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return [] }
         let fixed: Set<String> = ["lca.log", "config.json", "state.safetensors", "lca-total.safetensors",
-                                  "lca-helped.safetensors", "summary.txt"]
+                                  "lca-helped.safetensors", "lca-group-total.safetensors", "summary.txt"]
         return names.filter { name in
             fixed.contains(name) || (name.hasPrefix("checkpoint-") && name.hasSuffix(".safetensors"))
         }.sorted()
@@ -168,7 +175,7 @@ public struct RunFolder: Sendable, Hashable {
     func removeStaleTemporaries() {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
         let fixed: Set<String> = ["lca.log", "config.json", "state.safetensors", "lca-total.safetensors",
-                                  "lca-helped.safetensors", "summary.txt"]
+                                  "lca-helped.safetensors", "lca-group-total.safetensors", "summary.txt"]
         for name in names where name.hasSuffix(".tmp") {
             let base = String(name.dropLast(4))
             if fixed.contains(base) || (base.hasPrefix("checkpoint-") && base.hasSuffix(".safetensors")) {
@@ -332,6 +339,7 @@ public final class TrainingRun {
         }
         recipe.model = model.spec
         recipe.loss = model.loss
+        try TrainingRun.resolveGroups(&recipe, data: data)
         if let epochs = recipe.epochs {
             let training = try Trainer.trainingCount(model: model, data: data, configuration: recipe.configuration)
             let batchSize = recipe.configuration.batchSize
@@ -374,6 +382,21 @@ public final class TrainingRun {
         try save()
     }
 
+    /// The recipe's loss groups into its configuration (`groups` "class"
+    /// or a file; its path made absolute); the per-group totals need them.
+    static func resolveGroups(_ recipe: inout RunRecipe, data: Dataset) throws {
+        guard let argument = recipe.groups else {
+            recipe.configuration.exampleGroups = nil
+            if recipe.configuration.lcaGroupTotals {
+                throw LCAError.invalid("--groups-totals needs --groups")
+            }
+            return
+        }
+        guard recipe.configuration.lca else { throw LCAError.invalid("--groups needs LCA (not --no-lca)") }
+        if argument != "class" { recipe.groups = DataSource.absolute(argument) }
+        recipe.configuration.exampleGroups = try ExampleGroups.parse(recipe.groups!, data: data)
+    }
+
     /// Refuses a folder that already holds lca files.
     static func checkNew(_ folder: RunFolder) throws {
         let files = folder.runFiles
@@ -407,7 +430,7 @@ public final class TrainingRun {
         if FileManager.default.fileExists(atPath: folder.config), !FileManager.default.fileExists(atPath: folder.state) {
             throw LCAError(code: .state, message: "no resume state: the run was stopped before its start was saved, so there is nothing to continue; remove the folder and start the run again", path: folder.state)
         }
-        let recipe: RunRecipe
+        var recipe: RunRecipe
         do {
             recipe = try JSONFormat.decoder().decode(RunRecipe.self, from: Data(contentsOf: URL(fileURLWithPath: folder.config)))
         } catch let error as DecodingError {
@@ -420,6 +443,7 @@ public final class TrainingRun {
         }
         let data = try recipe.data.open()
         let model = try Model(spec: spec, loss: recipe.loss)
+        try TrainingRun.resolveGroups(&recipe, data: data)
         if let stored = recipe.fingerprint {
             try RunFingerprint.of(recipe: recipe, data: data, model: model)
                 .check(against: stored, config: folder.config, recipe: recipe)
@@ -482,7 +506,9 @@ public final class TrainingRun {
         let started = clock.now
         let saveEvery = UInt64(max(recipe.saveEvery, 0))
         var lastSaved: UInt64? = trainer.iteration  // saved by init (start or resume state)
-        let board = try outputs.tensorBoard.map { try TensorBoardWriter(directory: $0, tensors: model.tensors) }
+        let board = try outputs.tensorBoard.map {
+            try TensorBoardWriter(directory: $0, tensors: model.tensors, groups: recipe.configuration.exampleGroups?.names ?? [])
+        }
         let units = recipe.configuration.lcaUnits ? model.unitGroups : []
         var failure: Error?
         while trainer.iteration < UInt64(totalIterations), !control.stopRequested {
@@ -548,6 +574,9 @@ public final class TrainingRun {
         try trainer.saveState(to: folder.state)
         if recipe.configuration.lca {
             try trainer.saveTotals(totalsPath: folder.totals, helpedPath: folder.helped)
+        }
+        if recipe.configuration.lcaGroupTotals {
+            try trainer.saveGroupTotals(to: folder.groupTotals)
         }
     }
 

@@ -45,6 +45,9 @@ struct Attribute: ParsableCommand {
     @Option(help: ArgumentHelp("Threads for the core (0 = OMP_NUM_THREADS if set, else the CPUs available); results do not depend on it.", valueName: "n"))
     var threads: Int?
 
+    @Option(help: ArgumentHelp("Split the LCA by loss group: 'class' (the labels) or a FILE of one group id per example of --data (IDX unsigned byte or int32, or .npy of uint8, int32 or int64), as lca train --groups.", valueName: "class|file"))
+    var groups: String?
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -63,6 +66,7 @@ struct Attribute: ParsableCommand {
             if let seed { configuration.seed = seed }
             configuration.validation = ValidationSize(parsing: validation)!
             let dataset = try Dataset(source: data, labels: labels)
+            if let groups { configuration.exampleGroups = try ExampleGroups.parse(groups, data: dataset) }
             var noted: Set<String> = [] // once per file, also when --from and --to are the same
             let result = try attribute(from: from, to: to, data: dataset, modelSpec: model, loss: loss,
                                        configuration: configuration) { conversion in

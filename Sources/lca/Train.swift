@@ -102,6 +102,12 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-lca-histogram"), help: "Leave the |LCA| histogram (log field lca_histogram, 240 bytes per tensor and view) out of every record.")
     var noLCAHistogram = false
 
+    @Option(help: ArgumentHelp("Split the LCA by loss group: 'class' (the labels) or a FILE of one group id per example of the data (IDX unsigned byte or int32, or .npy of uint8, int32 or int64); every record then holds each group's LCA per tensor, its losses and residual (log fields group_lca, …; docs/method.md). Not with more than one MPI rank.", valueName: "class|file"))
+    var groups: String?
+
+    @Flag(name: .customLong("groups-totals"), help: "With --groups: also write lca-group-total.safetensors, each group's per-parameter Σ LCA (tensors <tensor>@<group>, P × G float64).")
+    var groupsTotals = false
+
     // MARK: output
 
     @Option(name: [.short, .long], help: ArgumentHelp("Run folder, or '-' to write the binary log to stdout (and no folder unless --run-dir). (default: runs/<YYYYmmdd-HHMMSS>)", valueName: "path"))
@@ -146,9 +152,10 @@ struct Train: ParsableCommand {
         if let validation, ValidationSize(parsing: validation) == nil {
             throw ValidationError("--validation must be a count (0 = none) or a fraction in (0, 1), not '\(validation)'")
         }
-        if noLCA && (lcaValidation || lcaSubset != nil || units) {
-            throw ValidationError("--no-lca cannot be combined with --lca-validation, --lca-subset or --units")
+        if noLCA && (lcaValidation || lcaSubset != nil || units || groups != nil) {
+            throw ValidationError("--no-lca cannot be combined with --lca-validation, --lca-subset, --units or --groups")
         }
+        if groupsTotals && groups == nil { throw ValidationError("--groups-totals needs --groups") }
         if runDir != nil && output != "-" {
             throw ValidationError("--run-dir is for -o - (the log on stdout); otherwise use -o DIR")
         }
@@ -167,6 +174,7 @@ struct Train: ParsableCommand {
                 ("--lr-scale", !learningRateScales.isEmpty), ("--no-lca", noLCA), ("--lca-subset", lcaSubset != nil),
                 ("--lca-validation", lcaValidation), ("--output", output != nil),
                 ("--units", units), ("--no-lca-histogram", noLCAHistogram),
+                ("--groups", groups != nil), ("--groups-totals", groupsTotals),
                 ("--save-every", saveEvery != 0),
             ]
             let given = conflicting.filter(\.1).map(\.0) + integrator.given
@@ -199,13 +207,16 @@ struct Train: ParsableCommand {
         integrator.apply(to: &configuration)
         configuration.lcaUnits = units
         configuration.lcaHistogram = !noLCAHistogram
+        configuration.lcaGroupTotals = groupsTotals
         let scales = freeze.map { TensorScale(tensor: $0, scale: 0) }
             + learningRateScales.compactMap { Self.parseScale($0).map { TensorScale(tensor: $0.0, scale: $0.1) } }
         // Default length: 5 epochs of the small embedded digits set, 1 epoch of anything else.
         let epochCount = iterations == nil ? (epochs ?? Defaults.epochs(data: data ?? Defaults.data)) : nil
-        return RunRecipe(data: DataSource(source: data ?? Defaults.data, labels: labels), model: model, loss: loss ?? Defaults.loss,
-                         initCheckpoint: self.`init`, configuration: configuration, learningRateScales: scales,
-                         saveEvery: saveEvery, epochs: epochCount)
+        var recipe = RunRecipe(data: DataSource(source: data ?? Defaults.data, labels: labels), model: model, loss: loss ?? Defaults.loss,
+                               initCheckpoint: self.`init`, configuration: configuration, learningRateScales: scales,
+                               saveEvery: saveEvery, epochs: epochCount)
+        recipe.groups = groups
+        return recipe
     }
 
     /// The recipe, with --init's model resolved: --model or the checkpoint's metadata (both

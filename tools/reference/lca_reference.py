@@ -34,6 +34,16 @@ biased variance per channel over N·H·W (ε = 1e-5), the gradient flows through
 the group statistics, and the loss is the mean over all examples. Gradient
 chunks are whole numbers of groups, so the chunk size changes only rounding.
 
+Loss groups (--groups class|FILE; docs/method.md "Groups"): one group id per
+example (the labels, or an IDX file of type 0x08 or 0x0C, or a .npy of uint8,
+int32 or int64). Each group's share of the loss, Σ_{i∈g} ℓ_i / N, gets its own
+gradient: the summed loss with weight 1 on the group's examples and 0 on the
+others (with batch norm the others still shape the group statistics), one
+pass per group. The refinement doubles n while the total residual or any
+group's residual is above the threshold. The output then has "groups": one
+entry per group with its examples, own mean losses before and after, residual
+and per-tensor LCA; the totals are the sums over the groups.
+
 Files are read with numpy only:
   safetensors: u64 little-endian header length N, N bytes of JSON
                {"__metadata__": {...}, name: {"dtype", "shape", "data_offsets": [begin, end]}},
@@ -467,6 +477,26 @@ def summed_loss_of_logits(logits, labels, loss):
 
 
 _COMPILED = {}
+_COMPILED_WEIGHTED = {}
+
+
+def compiled_weighted(model, loss):
+    """jit-compiled value_and_grad of the weighted summed loss of one chunk
+    (weights (G, g), one per example: a loss group's mask)."""
+    key = (model.spec, loss)
+    if key not in _COMPILED_WEIGHTED:
+        def per_example(logits, labels):
+            if loss == "softmax_cross_entropy":
+                log_probs = jax.nn.log_softmax(logits, axis=1)
+                return -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+            onehot = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)
+            return jnp.sum((logits - onehot) ** 2, axis=1) / logits.shape[1]
+
+        def chunk_loss(params, xg, yg, wg):
+            logits = jax.vmap(lambda xs: forward(params, xs, model))(xg)
+            return jnp.sum(per_example(logits.reshape(-1, logits.shape[-1]), yg.reshape(-1)) * wg.reshape(-1))
+        _COMPILED_WEIGHTED[key] = jax.jit(jax.value_and_grad(chunk_loss))
+    return _COMPILED_WEIGHTED[key]
 
 
 def compiled(model, loss):
@@ -515,6 +545,45 @@ class Evaluator:
 
         self.value_and_grad, self.value = compiled(model, loss)
         self.evaluations = 0
+        self.group_masks = None
+
+    def set_groups(self, ids, group_count):
+        """Loss groups: ids[i] in [0, group_count) for example i (evaluation order)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (self.count,):
+            raise ValueError(f"{ids.size} group ids for {self.count} examples")
+        self.group_count = group_count
+        self.group_examples = np.bincount(ids, minlength=group_count)
+        # per group, per chunk: its mask in the chunk's (G, g) layout, or None when empty
+        self.group_masks = []
+        for g in range(group_count):
+            masks, first = [], 0
+            for _, labels in self.chunks:
+                size = int(np.prod(labels.shape))
+                mask = (ids[first:first + size] == g).astype(np.float64).reshape(labels.shape)
+                masks.append(jnp.asarray(mask) if mask.any() else None)
+                first += size
+            self.group_masks.append(masks)
+        self.weighted = compiled_weighted(self.model, self.loss)
+
+    def groups(self, params):
+        """Per group: its share Σ_{i∈g} ℓ_i / N and that share's gradient."""
+        params = {name: jnp.asarray(value) for name, value in params.items()}
+        shares, gradients = [], []
+        for masks in self.group_masks:
+            total = 0.0
+            grads = {name: np.zeros(value.shape) for name, value in params.items()}
+            for (x, labels), mask in zip(self.chunks, masks):
+                if mask is None:
+                    continue
+                value, grad = self.weighted(params, x, labels, mask)
+                total += float(value)
+                for name in grads:
+                    grads[name] += np.asarray(grad[name])
+            shares.append(total / self.count)
+            gradients.append({name: g / self.count for name, g in grads.items()})
+        self.evaluations += 1
+        return shares, gradients
 
     def loss_only(self, params):
         params = {name: jnp.asarray(value) for name, value in params.items()}
@@ -598,6 +667,91 @@ def loss_change_allocation(theta_a, theta_b, evaluate, threshold=1e-3, max_subin
     }
 
 
+def group_loss_change_allocation(theta_a, theta_b, evaluator, threshold=1e-3, max_subintervals=32):
+    """loss_change_allocation per loss group (evaluator.set_groups first): each
+    group's share of the loss along the segment, refined while the total
+    residual or any group's is above the threshold; totals are sums over
+    the groups."""
+    names = list(theta_a)
+    delta = {name: theta_b[name] - theta_a[name] for name in names}
+    G = evaluator.group_count
+
+    def point(s):
+        if s == 0.0:
+            return theta_a
+        if s == 1.0:
+            return theta_b
+        return {name: theta_a[name] + s * delta[name] for name in names}
+
+    shares_a, grads_a = evaluator.groups(point(0.0))
+    shares_b, grads_b = evaluator.groups(point(1.0))
+    grads = {0.0: grads_a, 1.0: grads_b}
+    first_order = {name: float(sum(np.sum(delta[name] * grads_a[g][name]) for g in range(G))) for name in names}
+    n = 1
+    while True:
+        n *= 2
+        for k in range(1, n, 2):
+            grads[k / n] = evaluator.groups(point(k / n))[1]
+        weights = simpson_weights(n)
+        group_lca = []
+        for g in range(G):
+            lca = {}
+            for name in names:
+                mean_grad = sum(weights[k] * grads[k / n][g][name] for k in range(n + 1))
+                lca[name] = float(np.sum(delta[name] * mean_grad))
+            group_lca.append(lca)
+        residuals = [(shares_b[g] - shares_a[g]) - sum(group_lca[g][name] for name in names) for g in range(G)]
+        lca = {name: sum(group_lca[g][name] for g in range(G)) for name in names}
+        lca_total = sum(lca[name] for name in names)
+        loss_a, loss_b = sum(shares_a), sum(shares_b)
+        residual = (loss_b - loss_a) - lca_total
+        above = abs(residual) > threshold or any(abs(r) > threshold for r in residuals)
+        if not above or n >= max_subintervals:
+            break
+    examples = evaluator.group_examples
+    count = evaluator.count
+    return {
+        "loss_before": loss_a,
+        "loss_after": loss_b,
+        "lca_total": lca_total,
+        "first_order_total": sum(first_order[name] for name in names),
+        "residual": residual,
+        "subintervals": n,
+        "residual_above_threshold": bool(abs(residual) > threshold),
+        "tensors": [{"name": name, "shape": list(theta_a[name].shape),
+                     "count": int(theta_a[name].size),
+                     "lca": lca[name], "first_order": first_order[name]} for name in names],
+        "groups": [{"name": str(g), "examples": int(examples[g]),
+                    "loss_before": shares_a[g] * count / examples[g] if examples[g] else 0.0,
+                    "loss_after": shares_b[g] * count / examples[g] if examples[g] else 0.0,
+                    "lca": sum(group_lca[g][name] for name in names),
+                    "residual": residuals[g],
+                    "residual_above_threshold": bool(abs(residuals[g]) > threshold),
+                    "tensor_lca": [group_lca[g][name] for name in names]} for g in range(G)],
+    }
+
+
+def read_groups(groups, labels, count):
+    """(ids, G) of --groups: "class" (the labels; G = their max + 1), an IDX file
+    (type 0x08 or 0x0C, one dimension) or a .npy file (uint8, int32, int64)."""
+    if groups == "class":
+        ids = np.asarray(labels, dtype=np.int64)
+    elif groups.endswith(".npy"):
+        ids = np.load(groups).astype(np.int64)
+    else:
+        blob = read_maybe_gzip(groups)
+        if len(blob) < 8 or blob[0] != 0 or blob[1] != 0 or blob[2] not in (0x08, 0x0C) or blob[3] != 1:
+            raise ValueError(f"{groups}: not a one-dimensional IDX file of type 0x08 or 0x0c")
+        (n,) = struct.unpack(">I", blob[4:8])
+        dtype = np.uint8 if blob[2] == 0x08 else ">i4"
+        ids = np.frombuffer(blob, dtype=dtype, count=n, offset=8).astype(np.int64)
+    if ids.ndim != 1 or ids.size != count:
+        raise ValueError(f"{groups}: {ids.size} group ids for {count} examples")
+    if ids.min() < 0:
+        raise ValueError(f"{groups}: negative group id")
+    return ids, int(ids.max()) + 1
+
+
 def load_parameters(path, model):
     """The model's parameter tensors of a checkpoint, as float64, checked
     against the model's names and shapes. Batch-norm running statistics are
@@ -620,8 +774,9 @@ def load_parameters(path, model):
 
 def attribute(from_path, to_path, images_path, labels_path=None, threshold=1e-3,
               max_subintervals=32, model=None, loss=None, chunk_size=10000,
-              bn_group=DEFAULT_BN_GROUP):
-    """The whole command as a function: returns the JSON-ready dict."""
+              bn_group=DEFAULT_BN_GROUP, groups=None):
+    """The whole command as a function: returns the JSON-ready dict. groups:
+    "class" or a file of group ids (see read_groups), or None."""
     _, metadata = read_safetensors(from_path)
     spec = model or metadata.get("lca.model")
     if not spec:
@@ -641,7 +796,12 @@ def attribute(from_path, to_path, images_path, labels_path=None, threshold=1e-3,
     if labels.max() >= net.outputs:
         raise ValueError(f"{labels_path or images_path}: label {labels.max()} >= {net.outputs} outputs")
     evaluate = Evaluator(net, loss, x, labels, chunk_size, bn_group)
-    result = loss_change_allocation(theta_a, theta_b, evaluate, threshold, max_subintervals)
+    if groups is not None:
+        ids, group_count = read_groups(groups, labels, x.shape[0])
+        evaluate.set_groups(ids, group_count)
+        result = group_loss_change_allocation(theta_a, theta_b, evaluate, threshold, max_subintervals)
+    else:
+        result = loss_change_allocation(theta_a, theta_b, evaluate, threshold, max_subintervals)
     header = {"from": from_path, "to": to_path,
               "model": BUILTIN_MODELS["fc"] if spec == "fc" else spec,
               "loss": loss, "examples": int(x.shape[0]),
@@ -668,6 +828,8 @@ def main(argv=None):
                              "(at least one group) (default 10000)")
     parser.add_argument("--bn-group", type=int, default=DEFAULT_BN_GROUP,
                         help=f"examples per batch-norm group in evaluation (default {DEFAULT_BN_GROUP})")
+    parser.add_argument("--groups", help="loss groups: 'class' or a file of one group id per example "
+                                         "(IDX type 0x08/0x0c, or .npy uint8/int32/int64)")
     args = parser.parse_args(argv)
     if args.max_subintervals < 2 or args.max_subintervals & (args.max_subintervals - 1):
         parser.error("--max-subintervals must be a power of two >= 2")
@@ -675,7 +837,8 @@ def main(argv=None):
         parser.error("--chunk-size and --bn-group must be positive")
     try:
         result = attribute(args.from_path, args.to_path, args.images, args.labels, args.threshold,
-                           args.max_subintervals, args.model, args.loss, args.chunk_size, args.bn_group)
+                           args.max_subintervals, args.model, args.loss, args.chunk_size, args.bn_group,
+                           args.groups)
     except (ValueError, OSError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(json.dumps(result, indent=2))

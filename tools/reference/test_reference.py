@@ -41,6 +41,13 @@
    - "input(1,28,28) conv(6,5) relu maxpool(2) conv(8,5,valid) relu
      maxpool(2) dropout(0.5) dense(10)" trained 2 iterations on every 5th
      example of the MNIST 5k subset (1,000), checkpoints 0 → 2.
+4. Loss groups (issue 15, `lca attribute --groups`): the MLP's checkpoints
+   0 -> 20 with --groups class (10 groups over the 5,000 examples), and the
+   batch-norm conv net's 0 -> 2 with a .npy file of id = example mod 3 (each
+   group a masked pass of every batch-norm group), per group and tensor:
+       |group_lca_ours − group_lca_ref| ≤ 1e-4 · max over groups, tensors |ref|
+       each group's own losses         within 1e-5 relative
+       Σ_g group_lca_ours == lca_ours   within 1e-12 of Σ_g |group_lca|
 Prints tables, the worst relative difference, and a last line
 "reference: N passed, N failed[, N skipped]". Exits non-zero on any failure.
 Takes about 1.5 minutes of CPU time, most of it XLA compiling and running
@@ -649,6 +656,82 @@ def compare_conv_with_cli(ref, tmp):
         record(f"{label}: lca attribute matches the reference", False, "error, see above")
 
 
+def compare_groups(label, ours, ref):
+    print(f"\n{label}: {len(ref['groups'])} groups")
+    failures = []
+    scale = max(abs(v) for g in ref["groups"] for v in g["tensor_lca"])
+    names = [t["name"] for t in ref["tensors"]]
+    ours_by = {g["name"]: g for g in ours.get("groups", [])}
+    print(f"    {'group':<6} {'examples':>8} {'loss before (rel)':>18} {'loss after (rel)':>17} "
+          f"{'worst |diff| / max':>19} {'residual ours':>14} {'ref':>10}")
+    for g in ref["groups"]:
+        mine = ours_by.get(g["name"])
+        if mine is None:
+            failures.append(f"group {g['name']} missing from lca attribute")
+            continue
+        if mine["examples"] != g["examples"]:
+            failures.append(f"group {g['name']}: examples {mine['examples']} != {g['examples']}")
+        rel = [abs(mine[k] - g[k]) / abs(g[k]) if g[k] else abs(mine[k]) for k in ("loss_before", "loss_after")]
+        for k, r in zip(("loss_before", "loss_after"), rel):
+            note_worst(r, f"{label} group {g['name']} {k}")
+            if r > LOSS_TOLERANCE:
+                failures.append(f"group {g['name']} {k} rel diff {r:.2e} > {LOSS_TOLERANCE:g}")
+        worst = 0.0
+        for t, name in enumerate(names):
+            diff = abs(mine["tensor_lca"][t] - g["tensor_lca"][t])
+            worst = max(worst, diff / scale)
+            if diff > LCA_TOLERANCE * scale:
+                failures.append(f"group {g['name']} {name}: diff {diff:.3e} > {LCA_TOLERANCE * scale:.3e}")
+        note_worst(worst, f"{label} group {g['name']} lca")
+        print(f"    {g['name']:<6} {g['examples']:>8} {rel[0]:>18.2e} {rel[1]:>17.2e} {worst:>19.2e} "
+              f"{mine['residual']:>14.3e} {g['residual']:>10.3e}")
+    # ours: the groups add up to the tensors
+    split = 0.0
+    for t, tensor in enumerate(ours["tensors"]):
+        parts = [g["tensor_lca"][t] for g in ours.get("groups", [])]
+        if parts:
+            split = max(split, abs(sum(parts) - tensor["lca"]) / max(sum(abs(p) for p in parts), 1e-300))
+    print(f"  ours: Σ_g group LCA vs tensor LCA: worst {split:.1e} of Σ_g |group LCA| (bound 1e-12); "
+          f"sub-intervals ours {ours['subintervals']}, ref {ref['subintervals']}")
+    if split > 1e-12:
+        failures.append(f"Σ_g group LCA differs from the tensor LCA by {split:.1e}")
+    for f in failures:
+        print(f"  mismatch: {f}")
+    record(f"{label}: lca attribute --groups matches the reference per group", not failures,
+           f"{len(failures)} mismatches" if failures else "")
+
+
+def compare_groups_with_cli(ref, tmp):
+    """Loss groups: the MLP run of compare_with_cli with --groups class, and the batch-norm
+    conv net of compare_conv_with_cli with a .npy file of three groups."""
+    lca = find_lca()
+    checkpoints = {i: os.path.join(tmp, "run", f"checkpoint-{i:06d}.safetensors") for i in (0, 20)}
+    label = "groups: MLP, --groups class, checkpoint 0 -> 20"
+    try:
+        ours = json.loads(run([lca, "attribute", "--from", checkpoints[0], "--to", checkpoints[20],
+                               "--data", IMAGES, "--labels", LABELS, "--groups", "class", "--json"]))
+        # the totals too, against the reference with groups: its refinement follows the same rule
+        # (the total and every group within the threshold; 16 sub-intervals here where the
+        # total alone takes 8), so the totals are those of the same Simpson points
+        grouped = ref.attribute(checkpoints[0], checkpoints[20], IMAGES, LABELS, groups="class")
+        compare(label, ours, grouped)
+        compare_groups(label, ours, grouped)
+    except Exception:
+        traceback.print_exc()
+        record(f"{label}: lca attribute --groups matches the reference per group", False, "error, see above")
+    cifar = os.path.join(tmp, "cifar")
+    label = "groups: conv + bn + blocks, id = example mod 3 (.npy), checkpoint 0 -> 2"
+    try:
+        ids = os.path.join(tmp, "groups-mod3.npy")
+        np.save(ids, (np.arange(600) % 3).astype(np.int64))
+        start, end = (os.path.join(tmp, "run-cifar", f"checkpoint-{i:06d}.safetensors") for i in (0, 2))
+        ours = attribute_cli(lca, start, end, cifar, ["--groups", ids])
+        compare_groups(label, ours, ref.attribute(start, end, cifar, groups=ids))
+    except Exception:
+        traceback.print_exc()
+        record(f"{label}: lca attribute --groups matches the reference per group", False, "error, see above")
+
+
 def main():
     try:
         import jax  # noqa: F401
@@ -677,7 +760,7 @@ def main():
                 traceback.print_exc()
                 record(f"{check.__name__}", False, "error, see above")
         print("\nlca attribute vs reference:")
-        for comparison in (compare_with_cli, compare_conv_with_cli):
+        for comparison in (compare_with_cli, compare_conv_with_cli, compare_groups_with_cli):
             started = time.time()
             try:
                 comparison(ref, tmp)
