@@ -209,10 +209,6 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
             return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                             "loss groups: %u groups, expected 1 to %d", config->group_count,
                             LCA_MAX_GROUPS);
-        if (lca_ranks_size() > 1)
-            return lca_fail(LCA_ERR_UNSUPPORTED,
-                            "loss groups (--groups) are not supported with %d data-parallel "
-                            "ranks: run on one rank", lca_ranks_size());
         g->example_groups = config->example_groups;
         g->example_group_count = config->example_group_count;
         g->group_count = config->group_count;
@@ -672,6 +668,11 @@ lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
         if (gradient && bad != total->sum.count) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
         return combined;
     }
+    /* the loss groups' sums likewise (nothing to do on one rank) */
+    size_t which = gc;
+    combined = lca_ranks_sum_groups(gradient ? total->group_sum : NULL, total->group_loss, gc, &which, &bad);
+    if (combined == LCA_ERR_NUMERIC) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+    if (combined != LCA_OK) return combined;
     if (gradient) {
         size_t k = total->sum.count, bad = lca_exact_read(&total->sum, gradient, add);
         if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
