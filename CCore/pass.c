@@ -293,6 +293,8 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
  * One more forward pass over all but the last segment, for the memory of
  * one segment instead of the whole net's activations (docs/memory.md). */
 
+/* Backward from dlogits (in m->grad_a) to every parameter gradient, a
+ * recomputing net's segment by segment. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     float *dy = m->grad_a;
