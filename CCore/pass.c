@@ -36,7 +36,7 @@ typedef struct pass {
     bool parameters;
     lca_rng *layer_rng;    /* per layer: its dropout stream (group_pass), or NULL */
     /* a segment's activations recomputed for the backward pass (segments
-     * below): batch norm's statistics are those already found, the running
+     * below): batch norm applies the statistics already found, the running
      * statistics are not updated again */
     bool again;
 } pass;
@@ -110,10 +110,20 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                               L->saved_invstd, w, b, n, c, hw);
                 break;
             }
-            /* recomputed: the same call on the same input, the same bytes;
-             * the batch statistics and running estimates are not taken
-             * twice */
-            if (ps->again) train = false;
+            if (ps->again) {
+                /* recomputed: each group normalised with the statistics of
+                 * the first forward pass, the floats that pass normalised
+                 * with (the same bytes), neither they nor the running
+                 * estimates taken again */
+                size_t c = L->out_c, group = ps->bn_group == 0 || ps->bn_group > n ? n : ps->bn_group;
+                for (size_t g = 0, first = 0; first < n; g++, first += group) {
+                    size_t count = n - first < group ? n - first : group, at = first * L->out_size;
+                    lca_batchnorm_group_normalize(L->output + at, L->saved + at, input + at,
+                                                  L->saved_mean + g * c, L->saved_invstd + g * c,
+                                                  w, b, count, c, hw);
+                }
+                break;
+            }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
