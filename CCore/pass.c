@@ -38,7 +38,7 @@ typedef struct pass {
     const uint8_t *mask;   /* per example of the whole pass (loss groups), or NULL */
     const uint8_t *rows_mask; /* the part of mask for the rows in hand */
     /* a segment's activations recomputed for the backward pass (segments
-     * below): batch norm's statistics are those already found, the running
+     * below): batch norm applies the statistics already found, the running
      * statistics are not updated again */
     bool again;
 } pass;
@@ -112,10 +112,20 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                               L->saved_invstd, w, b, n, c, hw);
                 break;
             }
-            /* recomputed: the same call on the same input, the same bytes;
-             * the batch statistics and running estimates are not taken
-             * twice */
-            if (ps->again) train = false;
+            if (ps->again) {
+                /* recomputed: each group normalised with the statistics of
+                 * the first forward pass, the floats that pass normalised
+                 * with (the same bytes), neither they nor the running
+                 * estimates taken again */
+                size_t c = L->out_c, group = ps->bn_group == 0 || ps->bn_group > n ? n : ps->bn_group;
+                for (size_t g = 0, first = 0; first < n; g++, first += group) {
+                    size_t count = n - first < group ? n - first : group, at = first * L->out_size;
+                    lca_batchnorm_group_normalize(L->output + at, L->saved + at, input + at,
+                                                  L->saved_mean + g * c, L->saved_invstd + g * c,
+                                                  w, b, count, c, hw);
+                }
+                break;
+            }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
@@ -295,6 +305,8 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
  * One more forward pass over all but the last segment, for the memory of
  * one segment instead of the whole net's activations (docs/memory.md). */
 
+/* Backward from dlogits (in m->grad_a) to every parameter gradient, a
+ * recomputing net's segment by segment. */
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     float *dy = m->grad_a;
