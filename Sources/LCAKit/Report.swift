@@ -256,7 +256,9 @@ public struct ReportBuilder {
         let layers = data.groupLayers, groups = data.groupNames
         let tableLines = groups.count + 2
         let tableHeight = 40 + 16 * tableLines
-        let each = max(120, (height - tableHeight) / max(1, layers.count))
+        // each plot at least tall enough for its legend (4 names a row)
+        let legend = 14 * ((groups.count + 3) / 4)
+        let each = max(120 + legend, (height - tableHeight) / max(1, layers.count))
         var parts: [String] = [], heights: [Int] = []
         for (l, layer) in layers.enumerated() {
             // the groups alone: their sum (the layer's LCA, figure 2) would
