@@ -490,11 +490,31 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
     bool streams = lca_model_streams_input(w->model);
     bool batchnorm = lca_model_batchnorm_count(w->model) > 0;
     lca_status status = LCA_OK;
+    /* a batch-norm group that fits the workspace: one forward, kept for
+     * every loss group's masked loss and backward (the bytes of a masked
+     * pass each; pass.c) */
+    lca_kept_forward kept;
+    bool keep = batchnorm && n <= g->chunk;
+    if (keep) {
+        lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
+                                 .label_rows = w->labels, .target_rows = w->targets};
+        status = lca_model_forward_kept(w->model, p->parameters, &input, n, g->bn_group, &kept);
+        if (status != LCA_OK) {
+            char message[1900];
+            snprintf(message, sizeof message, "%s", lca_last_error());
+            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first, first + n - 1,
+                              message);
+        }
+    }
     for (size_t group = 0, begin = 0; group < gc && status == LCA_OK; begin = counts[group++]) {
         size_t members = counts[group] - begin;
         if (members == 0) continue;
         double loss = 0.0;
-        if (batchnorm) {
+        if (keep) {
+            for (size_t i = 0; i < n; i++) w->group_mask[i] = ids[unit[i]] == group;
+            status = lca_model_backward_kept(w->model, p->parameters, &kept, w->group_mask,
+                                             p->scale, &loss, p->gradient ? w->gradient : NULL);
+        } else if (batchnorm) {
             for (size_t i = 0; i < n; i++) w->group_mask[i] = ids[unit[i]] == group;
             lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
                                      .label_rows = w->labels, .target_rows = w->targets,

@@ -269,6 +269,27 @@ lca_status lca_model_forward_backward_group(lca_model *model, const float *param
                                             size_t chunk, size_t bn_group,
                                             double gradient_scale, double *loss_sum,
                                             float *gradient);
+/* Loss groups on a batch-norm net (integrator.c): one forward pass of a
+ * whole group of n examples that fits the workspace (n ≤ max_batch), kept
+ * so that several masked losses and backward passes can follow it
+ * (lca_model_backward_kept): the forward does not depend on the mask, and
+ * the backward only reads what the forward left, so each is the bytes of
+ * lca_model_forward_backward_group with that mask. */
+typedef struct lca_kept_forward {
+    size_t n, bn_group;
+    const float *inputs[LCA_MAX_LAYERS];
+    const float *logits;
+    const int32_t *labels;
+    const float *targets;
+} lca_kept_forward;
+lca_status lca_model_forward_kept(lca_model *model, const float *parameters,
+                                  const lca_group_input *input, size_t n, size_t bn_group,
+                                  lca_kept_forward *kept);
+/* The loss of the kept examples whose mask is 1 (added from 0 into
+ * *loss_sum) and its gradient (times gradient_scale) into gradient. */
+lca_status lca_model_backward_kept(lca_model *model, const float *parameters,
+                                   const lca_kept_forward *kept, const uint8_t *mask,
+                                   double gradient_scale, double *loss_sum, float *gradient);
 /* The same in training mode at the model's parameters: dropout from rng,
  * batch norm over the n examples, running statistics updated. */
 lca_status lca_model_train_gradient(lca_model *model, const lca_model_input *input,

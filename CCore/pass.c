@@ -658,6 +658,52 @@ lca_status lca_model_forward_backward_group(lca_model *m, const float *parameter
                false);
 }
 
+lca_status lca_model_forward_kept(lca_model *m, const float *parameters,
+                                  const lca_group_input *input, size_t n, size_t bn_group,
+                                  lca_kept_forward *kept) {
+    if (n == 0 || n > m->max_batch)
+        return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
+                        m->max_batch);
+    if (lca_model_streams_input(m))
+        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that do not stream");
+    const float *x;
+    group_rows(input, 0, n, lca_model_input_size(m), lca_model_output_size(m), &x, &kept->labels,
+               &kept->targets);
+    if (!kept->labels && !kept->targets)
+        return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model: neither labels nor targets given");
+    if (m->loss == LCA_LOSS_SOFTMAX_CROSS_ENTROPY && !kept->labels)
+        return lca_fail(LCA_ERR_MISMATCH, "softmax cross-entropy needs integer labels, "
+                                          "but the data set has float targets");
+    if (!kept->targets) {
+        lca_status status = check_labels(kept->labels, n, lca_model_output_size(m));
+        if (status != LCA_OK) return status;
+    }
+    pass ps = {.mode = LCA_PASS_EVALUATE, .n = n, .bn_group = bn_group, .stop = SIZE_MAX,
+               .stop_back = SIZE_MAX, .parameters = true, .x = x};
+    kept->n = n;
+    kept->bn_group = bn_group;
+    kept->logits = forward(m, parameters, &ps, kept->inputs);
+    return LCA_OK;
+}
+
+lca_status lca_model_backward_kept(lca_model *m, const float *parameters,
+                                   const lca_kept_forward *kept, const uint8_t *mask,
+                                   double gradient_scale, double *loss_sum, float *gradient) {
+    pass ps = {.mode = LCA_PASS_EVALUATE, .n = kept->n, .bn_group = kept->bn_group,
+               .stop = SIZE_MAX, .stop_back = SIZE_MAX, .parameters = true, .mask = mask,
+               .rows_mask = mask};
+    double sum = add_loss(m, &ps, kept->logits, kept->labels, kept->targets, gradient_scale, 0.0,
+                          gradient != NULL);
+    if (!isfinite(sum))
+        return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                         "try a smaller learning rate", sum);
+    const float *inputs[LCA_MAX_LAYERS]; /* backward takes a mutable array; it only reads it */
+    memcpy(inputs, kept->inputs, m->layer_count * sizeof *inputs);
+    if (gradient) backward(m, parameters, &ps, inputs, kept->logits, gradient, false);
+    *loss_sum = sum;
+    return LCA_OK;
+}
+
 lca_status lca_model_train_gradient(lca_model *m, const lca_model_input *input,
                                     const int32_t *labels, const float *targets, size_t n,
                                     double *loss_sum, float *gradient, lca_rng *rng) {

@@ -256,7 +256,9 @@ public struct ReportBuilder {
         let layers = data.groupLayers, groups = data.groupNames
         let tableLines = groups.count + 2
         let tableHeight = 40 + 16 * tableLines
-        let each = max(120, (height - tableHeight) / max(1, layers.count))
+        // each plot at least tall enough for its legend (4 names a row)
+        let legend = 14 * ((groups.count + 3) / 4)
+        let each = max(120 + legend, (height - tableHeight) / max(1, layers.count))
         var parts: [String] = [], heights: [Int] = []
         for (l, layer) in layers.enumerated() {
             // the groups alone: their sum (the layer's LCA, figure 2) would
@@ -523,6 +525,9 @@ public struct ReportBuilder {
                 page += svg(figure) + "\n"
                 if figure == .totals && !data.isVersion2 {
                     page += "<p class=\"note\">Net bars only: the split into the helping and the hurting part needs a record field of log version 2.</p>\n"
+                }
+                if (figure == .groupHeatmap || figure == .groupCumulative) && data.header.hasValidation {
+                    page += "<p class=\"note\">The evaluation set's groups; the validation view's are in <code>lca show --groups</code> and the exports (<code>val_group_lca</code>).</p>\n"
                 }
                 if figure == .synchronisation {
                     page += "<p class=\"note\">Which p is which: <b>p shift</b> is exact (every one of the T circular shifts of the first tensor's peaks, so it cannot be below 1/T); <b>p hyper</b> is analytic (hypergeometric upper tail, computed in log space; an approximation: it treats peaks as a random subset of iterations); the <b>whole-set p</b> is from independent random circular shifts of every weight tensor (its floor is 1/(draws + 1)). Only weight tensors (rank 2 or more) with an effect take part; biases and batch-norm vectors are left out.</p>\n"
