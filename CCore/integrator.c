@@ -117,6 +117,11 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
                      ? 1
                      : 1 + (config->memory_budget - first) / (chunk_bytes ? chunk_bytes : 1);
     if (wanted > fit) wanted = fit;
+    /* a recomputing net (pass.c, "segments") is evaluated by one worker, its
+     * layers' loops on the threads: a second worker's chunk would double the
+     * activations held, which recomputing is there to keep small
+     * (docs/memory.md) */
+    if (lca_model_recomputes(model)) wanted = 1;
     if (wanted > MAX_EVAL_WORKERS) wanted = MAX_EVAL_WORKERS;
     if (wanted == 0) wanted = 1;
     g->workers = calloc(wanted, sizeof *g->workers);
@@ -204,10 +209,6 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
             return lca_fail(LCA_ERR_INVALID_ARGUMENT,
                             "loss groups: %u groups, expected 1 to %d", config->group_count,
                             LCA_MAX_GROUPS);
-        if (lca_ranks_size() > 1)
-            return lca_fail(LCA_ERR_UNSUPPORTED,
-                            "loss groups (--groups) are not supported with %d data-parallel "
-                            "ranks: run on one rank", lca_ranks_size());
         g->example_groups = config->example_groups;
         g->example_group_count = config->example_group_count;
         g->group_count = config->group_count;
@@ -493,7 +494,9 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
      * every loss group's masked loss and backward (the bytes of a masked
      * pass each; pass.c) */
     lca_kept_forward kept;
-    bool keep = batchnorm && n <= g->chunk;
+    /* not for a recomputing net (pass.c, "segments"): its backward pass
+     * recomputes the segments' activations over the ones the forward left */
+    bool keep = batchnorm && n <= g->chunk && !lca_model_recomputes(w->model);
     if (keep) {
         lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
                                  .label_rows = w->labels, .target_rows = w->targets};
@@ -687,6 +690,11 @@ lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
         if (gradient && bad != total->sum.count) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
         return combined;
     }
+    /* the loss groups' sums likewise (nothing to do on one rank) */
+    size_t which = gc;
+    combined = lca_ranks_sum_groups(gradient ? total->group_sum : NULL, total->group_loss, gc, &which, &bad);
+    if (combined == LCA_ERR_NUMERIC) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);
+    if (combined != LCA_OK) return combined;
     if (gradient) {
         size_t k = total->sum.count, bad = lca_exact_read(&total->sum, gradient, add);
         if (bad != k) return out_of_range(g->model, bad, 0.0, SIZE_MAX, 0, 0);

@@ -667,13 +667,38 @@ static void weight_part_rows(const weight_parts *w, size_t index, size_t *begin,
  * off the outputs, nr columns per tile), then lca_conv_wgrad tiles whose
  * rows read the planes in place, shifted by (kh, kw). The chains are those
  * of the im2col product (internal.h, lca_conv_wgrad): the same bytes. */
+/* The tiles of dWᵀ's rows [row_begin, row_end) for one example, shared by
+ * the direct and the phase paths: row (c, kh, kw) reads the input layout
+ * xs at (c − c_lo)·plane + kh_off[kh] + kw·kw_step (kh_off NULL: kh·kh_step)
+ * over depth pixels, against dy packed in bp (tiles × nr × depth). */
+static void weight_rows(const weight_parts *w, size_t row_begin, size_t row_end, size_t c_lo,
+                        const float *xs, size_t plane, const size_t *kh_off, size_t kh_step,
+                        size_t kw_step, const float *bp, size_t depth, bool load_c) {
+    const lca_conv2d_shape *s = w->pass.s;
+    size_t kk = s->kh * s->kw, nr = w->nr, mr = w->mr, tiles = (s->oc + nr - 1) / nr;
+    for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
+        size_t rows = row_end - r0 < mr ? row_end - r0 : mr;
+        const float *a[10];
+        for (size_t r = 0; r < mr; r++) {
+            size_t row = r0 + (r < rows ? r : rows - 1);
+            size_t c = row / kk, kh = row % kk / s->kw, kw = row % s->kw;
+            a[r] = xs + (c - c_lo) * plane + (kh_off ? kh_off[kh] : kh * kh_step) + kw * kw_step;
+        }
+        for (size_t t = 0; t < tiles; t++) {
+            size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
+            w->wgrad(depth, a, bp + t * nr * depth, nr, load_c, w->dwt + r0 * s->oc + t * nr,
+                     s->oc, rows, cols);
+        }
+    }
+}
+
 static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t row_end) {
     const lca_conv2d_shape *s = w->pass.s;
     if (w->wgrad == NULL) return false;
     size_t k = s->kh, kk = k * k, ohw = w->pass.z.ohw;
     size_t wp = s->w + k - 1, plane = (s->h + k - 1) * wp;
     size_t depth = (s->oh - 1) * wp + s->ow; /* the padded grid up to the last output */
-    size_t nr = w->nr, mr = w->mr, tiles = (s->oc + nr - 1) / nr;
+    size_t nr = w->nr, tiles = (s->oc + nr - 1) / nr;
     size_t c_lo = row_begin / kk, c_hi = (row_end - 1) / kk + 1;
     size_t planes = (c_hi - c_lo) * plane, packed = tiles * nr * depth;
     if (planes + packed > (row_end - row_begin) * ohw) return false;
@@ -699,21 +724,8 @@ static bool weight_part_direct(const weight_parts *w, size_t row_begin, size_t r
                 pack_columns(bp + (t * depth + oh * wp) * nr, nr, from + oh * s->ow, ohw, s->ow,
                              cols);
         }
-        bool load_c = n > 0 || w->accumulate;
-        for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
-            size_t rows = row_end - r0 < mr ? row_end - r0 : mr;
-            const float *a[10];
-            for (size_t r = 0; r < mr; r++) {
-                size_t row = r0 + (r < rows ? r : rows - 1);
-                size_t c = row / kk, kh = row % kk / k, kw = row % k;
-                a[r] = xpad + (c - c_lo) * plane + kh * wp + kw;
-            }
-            for (size_t t = 0; t < tiles; t++) {
-                size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
-                w->wgrad(depth, a, bp + t * nr * depth, nr, load_c, w->dwt + r0 * s->oc + t * nr,
-                         s->oc, rows, cols);
-            }
-        }
+        weight_rows(w, row_begin, row_end, c_lo, xpad, plane, NULL, wp, 1, bp, depth,
+                    n > 0 || w->accumulate);
     }
     return true;
 }
@@ -735,7 +747,7 @@ static size_t weight_phase_need(const weight_parts *w, size_t row_begin, size_t 
 static void weight_part_phase(const weight_parts *w, size_t index, size_t row_begin,
                               size_t row_end) {
     const lca_conv2d_shape *s = w->pass.s;
-    size_t kk = s->kh * s->kw, ohw = w->pass.z.ohw, nr = w->nr, mr = w->mr;
+    size_t kk = s->kh * s->kw, ohw = w->pass.z.ohw, nr = w->nr;
     size_t c_lo = row_begin / kk, c_hi = (row_end - 1) / kk + 1, tiles = (s->oc + nr - 1) / nr;
     float *buffer = w->area + index * w->share;
     float *bp = buffer + (phase_in_place(s) ? 0 : phase_geometry_of(s, c_hi - c_lo).floats);
@@ -748,21 +760,8 @@ static void weight_part_phase(const weight_parts *w, size_t index, size_t row_be
             size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
             pack_columns(bp + t * nr * ohw, nr, dy + t * nr * ohw, ohw, ohw, cols);
         }
-        bool load_c = n > 0 || w->accumulate;
-        for (size_t r0 = row_begin; r0 < row_end; r0 += mr) {
-            size_t rows = row_end - r0 < mr ? row_end - r0 : mr;
-            const float *a[10];
-            for (size_t r = 0; r < mr; r++) {
-                size_t row = r0 + (r < rows ? r : rows - 1);
-                size_t c = row / kk, kh = row % kk / s->kw, kw = row % s->kw;
-                a[r] = d.xs + (c - c_lo) * d.plane + d.kh_off[kh] + kw * d.kw_step;
-            }
-            for (size_t t = 0; t < tiles; t++) {
-                size_t cols = s->oc - t * nr < nr ? s->oc - t * nr : nr;
-                w->wgrad(ohw, a, bp + t * nr * ohw, nr, load_c, w->dwt + r0 * s->oc + t * nr,
-                         s->oc, rows, cols);
-            }
-        }
+        weight_rows(w, row_begin, row_end, c_lo, d.xs, d.plane, d.kh_off, 0, d.kw_step, bp, ohw,
+                    n > 0 || w->accumulate);
     }
 }
 

@@ -79,6 +79,24 @@ static lca_status layer_error(const lca_spec *ps, const lca_layer_request *r, co
                     ps->text, r->position, (int)r->text_length, r->text, reason);
 }
 
+/* Segments for recomputation (model.h): cut before every block's begin
+ * layer. A net with dropout keeps everything (its masks would be drawn
+ * again), and so does a net without blocks (one segment). */
+static void plan_segments(lca_model *m) {
+    m->segment_count = 0;
+    bool dropout = false;
+    for (size_t l = 0; l < m->layer_count; l++) {
+        const lca_layer *L = &m->layers[l];
+        dropout |= L->kind == LCA_LAYER_DROPOUT;
+        if (l == 0 || L->kind == LCA_LAYER_BLOCK_BEGIN) m->segment_start[m->segment_count++] = l;
+    }
+    m->segment_start[m->segment_count] = m->layer_count;
+    if (dropout) {
+        m->segment_count = 1;
+        m->segment_start[1] = m->layer_count;
+    }
+}
+
 static lca_status build(lca_model *m, const lca_spec *ps) {
     size_t c = ps->input[0], h = ps->input[1], w = ps->input[2];
     size_t input_size;
@@ -229,6 +247,7 @@ static lca_status build(lca_model *m, const lca_spec *ps) {
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": has no parameters", ps->text);
     if (m->layers[0].kind == LCA_LAYER_RELU)
         return lca_fail(LCA_ERR_INVALID_ARGUMENT, "model spec \"%s\": cannot start with relu", ps->text);
+    plan_segments(m);
     return LCA_OK;
 }
 
@@ -504,24 +523,136 @@ static size_t group_state_floats(const lca_layer *L) {
     return ROUND16((bytes + sizeof(float) - 1) / sizeof(float));
 }
 
-/* The part of the workspace that does not grow with the examples: every
- * batch-norm layer's group state. */
-static size_t fixed_floats(const lca_model *m) {
-    size_t floats = 0;
-    for (size_t l = 0; l < m->layer_count; l++)
-        if (m->layers[l].kind == LCA_LAYER_BATCHNORM) floats += group_state_floats(&m->layers[l]);
-    return floats;
+bool lca_model_recomputes(const lca_model *m) { return m->segment_count > 1 && !m->store_all; }
+
+/* A recomputing net's residual add writes its sum over its main path's
+ * last output, a convolution's or a batch norm's: that output feeds only
+ * the add, and neither layer's backward reads it (a convolution reads its
+ * input, batch norm x̂). */
+static bool add_in_place(const lca_model *m, size_t l) {
+    const lca_layer *L = &m->layers[l];
+    if (L->kind != LCA_LAYER_BLOCK_ADD || l == 0 || l - 1 == L->block_begin) return false;
+    lca_layer_kind before = m->layers[l - 1].kind;
+    return before == LCA_LAYER_BATCHNORM || before == LCA_LAYER_CONV2D;
+}
+
+/* The layers whose output a recomputing pass keeps (kept[l]): each
+ * segment's output but the last's, i.e. the buffer that the next segment's
+ * input points at, found through the in-place and identity layers before
+ * it. */
+static void mark_kept(const lca_model *m, bool *kept) {
+    memset(kept, 0, m->layer_count * sizeof *kept);
+    for (size_t s = 0; s + 1 < m->segment_count; s++) {
+        for (size_t e = m->segment_start[s + 1]; e-- > m->segment_start[s];) {
+            if (layer_floats(m, e, 1) > 0 && !add_in_place(m, e)) {
+                kept[e] = true;
+                break;
+            }
+        }
+    }
+}
+
+/* Buffers laid out in floats from base (NULL: only counted): kept ones one
+ * after another, a recomputing net's others in the region its segments
+ * share (from arena_base, each segment from its start). */
+typedef struct placer {
+    float *base;
+    bool segments;
+    size_t kept, arena_base, arena, most;
+} placer;
+
+static float *place(placer *p, bool kept, size_t floats) {
+    size_t at;
+    if (kept || !p->segments) {
+        at = p->kept;
+        p->kept += floats;
+    } else {
+        at = p->arena_base + p->arena;
+        p->arena += floats;
+        if (p->arena > p->most) p->most = p->arena;
+    }
+    return p->base ? p->base + at : NULL;
+}
+
+/* One round of the layout: the backward buffers, then every layer's
+ * buffers (into target's layers unless NULL). */
+static void place_layers(const lca_model *m, size_t rows, placer *p, lca_model *target) {
+    bool kept[LCA_MAX_LAYERS];
+    if (p->segments) mark_kept(m, kept);
+    else memset(kept, 1, m->layer_count * sizeof *kept);
+    size_t gradient_floats = ROUND16(rows * m->max_gradient);
+    size_t skip_floats = ROUND16(rows * m->max_skip);
+    float *grad_a = place(p, true, gradient_floats), *grad_b = place(p, true, gradient_floats);
+    float *grad_skip = place(p, true, skip_floats);
+    if (target) {
+        target->grad_a = grad_a;
+        target->grad_b = grad_b;
+        target->grad_skip = skip_floats ? grad_skip : NULL;
+    }
+    size_t segments = p->segments ? m->segment_count : 1;
+    for (size_t s = 0; s < segments; s++) {
+        p->arena = 0;
+        size_t last = p->segments ? m->segment_start[s + 1] : m->layer_count;
+        for (size_t l = p->segments ? m->segment_start[s] : 0; l < last; l++) {
+            const lca_layer *C = &m->layers[l];
+            size_t out = ROUND16(rows * C->out_size);
+            float *output = NULL, *saved = NULL, *mean = NULL, *invstd = NULL, *extra = NULL;
+            float *group = NULL;
+            if (C->kind == LCA_LAYER_BATCHNORM) group = place(p, true, group_state_floats(C));
+            bool in_place = p->segments && add_in_place(m, l);
+            if (layer_floats(m, l, rows) > 0 && !in_place) {
+                output = place(p, kept[l], out); /* rows × out_size */
+                switch (C->kind) {
+                case LCA_LAYER_MAXPOOL:
+                    extra = place(p, false, out); /* argmax: rows × out_size */
+                    break;
+                case LCA_LAYER_BATCHNORM:
+                    saved = place(p, false, out); /* x̂: rows × out_size */
+                    /* groups × C: a group pass sets them before its sweeps */
+                    mean = place(p, true, ROUND16(rows * C->out_c));
+                    invstd = place(p, true, ROUND16(rows * C->out_c));
+                    break;
+                case LCA_LAYER_DROPOUT:
+                    extra = place(p, false, ROUND16((rows * C->out_size + 3) / 4)); /* mask bytes */
+                    break;
+                default:
+                    break;
+                }
+            }
+            if (C->kind == LCA_LAYER_BLOCK_ADD && C->projection)
+                saved = place(p, false, out); /* projection output: rows × out_size */
+            if (!target) continue;
+            lca_layer *L = &target->layers[l];
+            L->output = in_place ? target->layers[l - 1].output : output;
+            L->saved = saved;
+            L->saved_mean = mean;
+            L->saved_invstd = invstd;
+            L->argmax = C->kind == LCA_LAYER_MAXPOOL ? (uint32_t *)(void *)extra : NULL;
+            L->mask = C->kind == LCA_LAYER_DROPOUT ? (uint8_t *)(void *)extra : NULL;
+            L->group_sums = (lca_bn_sum *)(void *)group; /* 4 × C */
+            L->group_mean = group ? (double *)(void *)(L->group_sums + 4 * C->out_c) : NULL; /* C */
+        }
+    }
+}
+
+/* The workspace's floats for rows examples (and, with target, where each
+ * buffer lies in base): what place_layers lays out, the convolution
+ * scratch after it; then the example losses (rows doubles). */
+static size_t lay_out(const lca_model *m, size_t rows, lca_model *target, float *base) {
+    placer p = {.segments = lca_model_recomputes(m)};
+    place_layers(m, rows, &p, NULL);
+    size_t kept = p.kept, arena = p.most;
+    if (target) {
+        p = (placer){.base = base, .segments = p.segments, .arena_base = kept};
+        place_layers(m, rows, &p, target);
+        target->conv_scratch = base + kept + arena;
+        target->example_loss = (double *)(void *)(base + kept + arena + conv_workspace(m, rows));
+        target->recompute = p.segments;
+    }
+    return kept + arena + conv_workspace(m, rows);
 }
 
 static double workspace_floats_bound(const lca_model *m, size_t rows);
-
-size_t lca_model_example_bytes(const lca_model *m) {
-    /* SIZE_MAX when it would overflow (no chunk then fits a budget) */
-    if (workspace_floats_bound(m, 1) * sizeof(float) >= 0x1p60) return SIZE_MAX;
-    size_t floats = 2 * m->max_gradient + m->max_skip + 16;
-    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, 1);
-    return floats * sizeof(float) + sizeof(double);
-}
 
 /* An upper bound, in doubles, of the floats lca_model_reserve computes for
  * rows examples: every term of layer_floats and conv_workspace at least as
@@ -547,10 +678,7 @@ static double workspace_floats_bound(const lca_model *m, size_t rows) {
 size_t lca_model_workspace_need(const lca_model *m, size_t max_batch) {
     size_t rows = lca_model_input_rows(m, max_batch);
     if (workspace_floats_bound(m, rows) * sizeof(float) >= 0x1p60) return SIZE_MAX;
-    size_t floats = 2 * ROUND16(rows * m->max_gradient) + ROUND16(rows * m->max_skip);
-    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
-    floats += conv_workspace(m, rows) + fixed_floats(m);
-    return floats * sizeof(float) + ROUND16(rows) * sizeof(double);
+    return lay_out(m, rows, NULL, NULL) * sizeof(float) + ROUND16(rows) * sizeof(double);
 }
 
 lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
@@ -559,18 +687,9 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     char what[200];
     snprintf(what, sizeof what, "the workspace of model \"%.100s%s\" for %zu examples",
              m->spec, strlen(m->spec) > 100 ? "…" : "", max_batch);
-    lca_status status = lca_memory_check(lca_model_workspace_need(m, max_batch), what,
-                                         "try a smaller --eval-chunk or --batch-size");
+    size_t bytes = lca_model_workspace_need(m, max_batch);
+    lca_status status = lca_memory_check(bytes, what, "try a smaller --eval-chunk or --batch-size");
     if (status != LCA_OK) return status;
-    /* an MLP's pass goes a block of rows at a time (run) */
-    size_t rows = lca_model_input_rows(m, max_batch);
-    size_t gradient_floats = ROUND16(rows * m->max_gradient);
-    size_t skip_floats = ROUND16(rows * m->max_skip);
-    size_t floats = 2 * gradient_floats + skip_floats;
-    for (size_t l = 0; l < m->layer_count; l++) floats += layer_floats(m, l, rows);
-    size_t conv_floats = conv_workspace(m, rows);
-    floats += conv_floats + fixed_floats(m);
-    size_t bytes = floats * sizeof(float) + ROUND16(rows) * sizeof(double);
     void *w = aligned_alloc(64, bytes);
     if (!w)
         return lca_fail(LCA_ERR_OUT_OF_MEMORY,
@@ -581,59 +700,8 @@ lca_status lca_model_reserve(lca_model *m, size_t max_batch) {
     m->workspace = w;
     m->workspace_bytes = bytes;
     m->max_batch = max_batch;
-    float *f = w;
-    m->grad_a = f;
-    f += gradient_floats;
-    m->grad_b = f;
-    f += gradient_floats;
-    m->grad_skip = skip_floats ? f : NULL;
-    f += skip_floats;
-    for (size_t l = 0; l < m->layer_count; l++) {
-        lca_layer *L = &m->layers[l];
-        size_t out = ROUND16(rows * L->out_size);
-        L->output = L->saved = L->saved_mean = L->saved_invstd = NULL;
-        L->argmax = NULL;
-        L->mask = NULL;
-        L->group_sums = NULL;
-        L->group_mean = NULL;
-        if (L->kind == LCA_LAYER_BATCHNORM) {
-            L->group_sums = (lca_bn_sum *)(void *)f; /* 4 × C */
-            L->group_mean = (double *)(void *)(L->group_sums + 4 * L->out_c); /* C */
-            f += group_state_floats(L);
-        }
-        if (layer_floats(m, l, rows) == 0) continue;
-        L->output = f; /* rows × out_size */
-        f += out;
-        switch (L->kind) {
-        case LCA_LAYER_MAXPOOL:
-            L->argmax = (uint32_t *)(void *)f; /* rows × out_size */
-            f += out;
-            break;
-        case LCA_LAYER_BATCHNORM:
-            L->saved = f; /* x̂: rows × out_size */
-            f += out;
-            L->saved_mean = f; /* groups × C */
-            f += ROUND16(rows * L->out_c);
-            L->saved_invstd = f;
-            f += ROUND16(rows * L->out_c);
-            break;
-        case LCA_LAYER_DROPOUT:
-            L->mask = (uint8_t *)(void *)f; /* rows × out_size bytes */
-            f += ROUND16((rows * L->out_size + 3) / 4);
-            break;
-        case LCA_LAYER_BLOCK_ADD:
-            if (L->projection) {
-                L->saved = f; /* projection output: rows × out_size */
-                f += out;
-            }
-            break;
-        default:
-            break;
-        }
-    }
-    m->conv_scratch = f;
-    f += conv_floats;
-    m->example_loss = (double *)(void *)f; /* rows */
+    /* an MLP's pass goes a block of rows at a time (run) */
+    lay_out(m, lca_model_input_rows(m, max_batch), m, w);
     return LCA_OK;
 }
 

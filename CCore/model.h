@@ -141,6 +141,19 @@ struct lca_model {
     size_t max_gradient;    /* largest out_size: the backward buffers grad_a, grad_b */
     size_t max_skip;        /* largest residual block input / output: grad_skip */
     size_t conv_workspace;  /* floats: the largest conv / projection workspace */
+    /* recomputation by segments (pass.c, "segments"; docs/memory.md): a
+     * residual net without dropout is cut at its blocks' begin layers into
+     * segment_count segments, segment s = layers [segment_start[s],
+     * segment_start[s + 1]); a pass keeps only each segment's output (the
+     * next block's input) and the batch-norm statistics, the layers inside
+     * a segment share one region of the workspace, and the backward pass
+     * recomputes a segment's activations from its input. store_all (a
+     * test's switch, set before lca_model_reserve) keeps every activation
+     * instead: the same bytes, more memory. */
+    bool recompute;
+    bool store_all;
+    size_t segment_count;
+    size_t segment_start[LCA_MAX_LAYERS + 1];
     float bn_momentum;      /* running statistics: r ← (1 − m)·r + m·batch */
     float bn_epsilon;
     /* a worker (lca_model_new_worker) has its own layers array and
@@ -300,8 +313,6 @@ lca_status lca_model_new_worker(const lca_model *model, lca_model **out);
 /* The bytes lca_model_reserve(m, max_batch) would allocate, or SIZE_MAX
  * when they overflow (computed before anything is allocated). */
 size_t lca_model_workspace_need(const lca_model *model, size_t max_batch);
-/* Workspace bytes per example of a forward/backward pass. */
-size_t lca_model_example_bytes(const lca_model *model);
 /* The accumulation unit: bn_group for a net with batch norm, else
  * LCA_ACCUMULATION_UNIT. */
 size_t lca_model_accumulation_unit(const lca_model *model, size_t bn_group);
@@ -332,6 +343,10 @@ size_t lca_model_resolve_chunk(const lca_model *model, size_t requested, size_t 
  * does not fit; at least 1); the batch itself for an MLP, which streams
  * its rows. The bytes of the step do not depend on it. */
 size_t lca_model_train_chunk(const lca_model *model, size_t batch, size_t memory_budget);
+/* Whether the model's passes recompute by segments (model.h: a residual
+ * net without dropout, unless store_all): what lca_model_reserve lays out
+ * and lca_model_workspace_need counts. */
+bool lca_model_recomputes(const lca_model *model);
 /* Number of batch-norm layers (their running statistics live in the model). */
 size_t lca_model_batchnorm_count(const lca_model *model);
 

@@ -37,19 +37,24 @@ typedef struct pass {
     lca_rng *layer_rng;    /* per layer: its dropout stream (group_pass), or NULL */
     const uint8_t *mask;   /* per example of the whole pass (loss groups), or NULL */
     const uint8_t *rows_mask; /* the part of mask for the rows in hand */
+    /* a segment's activations recomputed for the backward pass (segments
+     * below): batch norm applies the statistics already found, the running
+     * statistics are not updated again */
+    bool again;
 } pass;
 
 enum { PHASE_SUM = 0, PHASE_SQUARES = 1 };
 
-/* Forward through every layer; returns the logits (N × outputs), or NULL
- * when it stopped at ps->stop. Identity layers pass their input pointer on;
- * ReLU works in place. */
-static const float *forward(lca_model *m, const float *params, const pass *ps,
-                            const float **inputs) {
-    const float *input = ps->x;
+/* Forward through layers [first, last) from input (the input of layer
+ * first); returns the output of layer last - 1 (the logits, N × outputs,
+ * when last is the layer count), or NULL when it stopped at ps->stop.
+ * Identity layers pass their input pointer on; ReLU works in place. */
+static const float *forward_layers(lca_model *m, const float *params, const pass *ps,
+                                   const float **inputs, size_t first, size_t last,
+                                   const float *input) {
     size_t n = ps->n;
     bool relu_next = false; /* a dense layer applied the ReLU that follows it */
-    for (size_t l = 0; l < m->layer_count; l++) {
+    for (size_t l = first; l < last; l++) {
         lca_layer *L = &m->layers[l];
         bool relu_done = relu_next;
         relu_next = false;
@@ -107,6 +112,20 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
                                               L->saved_invstd, w, b, n, c, hw);
                 break;
             }
+            if (ps->again) {
+                /* recomputed: each group normalised with the statistics of
+                 * the first forward pass, the floats that pass normalised
+                 * with (the same bytes), neither they nor the running
+                 * estimates taken again */
+                size_t c = L->out_c, group = ps->bn_group == 0 || ps->bn_group > n ? n : ps->bn_group;
+                for (size_t g = 0, first = 0; first < n; g++, first += group) {
+                    size_t count = n - first < group ? n - first : group, at = first * L->out_size;
+                    lca_batchnorm_group_normalize(L->output + at, L->saved + at, input + at,
+                                                  L->saved_mean + g * c, L->saved_invstd + g * c,
+                                                  w, b, count, c, hw);
+                }
+                break;
+            }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
@@ -149,17 +168,25 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
     return input;
 }
 
-/* Backward from dlogits (in m->grad_a) to every parameter gradient; with
- * accumulate (a later block of rows of an MLP's pass, see run; the
- * feature-major dense layers of an MLP and the convolutions take it), the
- * gradients add to what gradient holds. */
-static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
-                     const float *logits, float *gradient, bool accumulate) {
+/* Forward through every layer: the logits, or NULL when it stopped. */
+static const float *forward(lca_model *m, const float *params, const pass *ps,
+                            const float **inputs) {
+    return forward_layers(m, params, ps, inputs, 0, m->layer_count, ps->x);
+}
+
+/* Backward through layers [first, last) from dy, the gradient of layer
+ * last - 1's output (in m->grad_a or m->grad_b); returns the gradient of
+ * layer first's input, or NULL when the pass ended (the first layer, or
+ * ps->stop_back). With accumulate (a later block of rows of an MLP's pass,
+ * see run; the feature-major dense layers of an MLP and the convolutions
+ * take it), the gradients add to what gradient holds. */
+static float *backward_layers(lca_model *m, const float *params, const pass *ps,
+                              const float **inputs, const float *logits, float *gradient,
+                              bool accumulate, size_t first, size_t last, float *dy) {
     size_t n = ps->n;
-    float *dy = m->grad_a;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
     const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
-    for (size_t l = m->layer_count; l-- > 0;) {
+    for (size_t l = last; l-- > first;) {
         lca_layer *L = &m->layers[l];
         bool relu_here_done = relu_done;
         relu_done = false;
@@ -223,7 +250,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             if (l == ps->stop_back) {
                 lca_batchnorm_group_backward_sums(L->group_sums + 2 * c, L->group_sums + 3 * c, dy,
                                                   L->saved, n, c, hw);
-                return;
+                return NULL;
             }
             lca_batchnorm_group_backward(dx, dw, db, dy, L->saved, L->saved_invstd, w, sum_dy,
                                          sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw);
@@ -258,8 +285,45 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             break;
         }
         }
-        if (!dx) break;
+        if (!dx) return NULL;
         dy = dx;
+    }
+    return dy;
+}
+
+/* ------------------------------------------------------------ segments
+ *
+ * A recomputing net (model.h, lca_model_recomputes: a residual net without
+ * dropout) holds, for the whole pass, only each segment's output (the next
+ * block's input) and the batch-norm statistics; a segment's other
+ * activations share one region of the workspace with every other
+ * segment's. The forward pass leaves the last segment's activations in
+ * place; the backward pass goes segment by segment from the top, first
+ * recomputing the segment's activations from its kept input (the same
+ * kernels on the same values, so the same bytes; batch norm the same call,
+ * or in a group pass the group's statistics as before), then its backward.
+ * One more forward pass over all but the last segment, for the memory of
+ * one segment instead of the whole net's activations (docs/memory.md). */
+
+/* Backward from dlogits (in m->grad_a) to every parameter gradient, a
+ * recomputing net's segment by segment. */
+static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
+                     const float *logits, float *gradient, bool accumulate) {
+    float *dy = m->grad_a;
+    if (!m->recompute) {
+        backward_layers(m, params, ps, inputs, logits, gradient, accumulate, 0, m->layer_count,
+                        dy);
+        return;
+    }
+    pass again = *ps;
+    again.again = true;
+    for (size_t s = m->segment_count; dy && s-- > 0;) {
+        size_t first = m->segment_start[s], last = m->segment_start[s + 1];
+        if (s + 1 < m->segment_count)
+            forward_layers(m, params, &again, inputs, first, last,
+                           first == 0 ? ps->x : inputs[first]);
+        dy = backward_layers(m, params, ps, inputs, logits, gradient, accumulate, first, last,
+                             dy);
     }
 }
 
@@ -600,8 +664,9 @@ lca_status lca_model_forward_kept(lca_model *m, const float *parameters,
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
-    if (lca_model_streams_input(m))
-        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that do not stream");
+    if (lca_model_streams_input(m) || lca_model_recomputes(m))
+        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that neither stream "
+                                       "nor recompute");
     const float *x;
     group_rows(input, 0, n, lca_model_input_size(m), lca_model_output_size(m), &x, &kept->labels,
                &kept->targets);

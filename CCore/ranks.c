@@ -112,6 +112,67 @@ static lca_status mpi_failed(const char *what) {
     return lca_fail(LCA_ERR_IO, "MPI: %s failed", what);
 }
 
+/* sum (carried on every rank) += the other ranks' sums, in place; largest:
+ * the largest |hi| limb over the ranks' sums (an MPI_MAX made by the
+ * caller), which decides, alike on every rank, whether the hi limbs are
+ * summed as they are or in two parts. LCA_ERR_NUMERIC with *bad the first
+ * element beyond the range; else *bad = sum->count. */
+static lca_status sum_limbs(int size, lca_exact_vector *sum, int64_t largest, size_t *bad) {
+    size_t k = sum->count;
+    int wide = largest >= (INT64_C(1) << 62) / size;
+    int64_t *top = NULL;
+    if (wide) {
+        /* every rank takes this branch (largest is the same everywhere) */
+        top = malloc((k ? k : 1) * sizeof *top);
+        int64_t ok = top != NULL;
+        if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS) {
+            free(top);
+            return mpi_failed("MPI_Allreduce");
+        }
+        if (!ok) {
+            free(top);
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "MPI: out of memory for the wide sum of "
+                                                   "%zu parameters", k);
+        }
+        for (size_t i = 0; i < k; i++) {
+            top[i] = sum->hi[i] >> 52; /* arithmetic: ⌊hi / 2^52⌋ */
+            sum->hi[i] &= LO_MASK;
+        }
+        if (!sum_int64(top, k)) {
+            free(top);
+            return mpi_failed("MPI_Allreduce of the limbs");
+        }
+    }
+    if (!sum_int64(sum->hi, k) || !sum_int64(sum->lo, k)) {
+        free(top);
+        return mpi_failed("MPI_Allreduce of the limbs");
+    }
+    *bad = k;
+    if (wide) {
+        for (size_t i = 0; i < k; i++) {
+            __int128 h = (__int128)top[i] * ((__int128)1 << 52) + sum->hi[i];
+            if (!(h > -((__int128)1 << 62) && h < ((__int128)1 << 62))) {
+                if (*bad == k) *bad = i;
+                h = 0;
+            }
+            sum->hi[i] = (int64_t)h;
+        }
+        free(top);
+    }
+    sum->pending = 0; /* lo < 2^62: the next carry (lca_exact_read's) is in time */
+    return *bad == k ? LCA_OK : LCA_ERR_NUMERIC;
+}
+
+/* The largest |hi| limb of a carried sum (|hi| < 2^62). */
+static int64_t largest_limb(const lca_exact_vector *sum) {
+    int64_t largest = 0;
+    for (size_t i = 0; i < sum->count; i++) {
+        int64_t h = sum->hi[i] < 0 ? -sum->hi[i] : sum->hi[i];
+        if (h > largest) largest = h;
+    }
+    return largest;
+}
+
 static lca_status combine(int size, int rank, size_t failed_unit, lca_status status,
                           const char *message, lca_exact_vector *sum, lca_exact_scalar *loss,
                           double seconds, double cpu, size_t *bad) {
@@ -121,15 +182,7 @@ static lca_status combine(int size, int rank, size_t failed_unit, lca_status sta
     /* −key, so that MPI_MAX finds the lowest key; none: the lowest value */
     int64_t local[4] = {INT64_MIN, 0, (int64_t)(seconds * 1e9), (int64_t)(cpu * 1e9)};
     if (failed_unit != SIZE_MAX) local[0] = -((int64_t)failed_unit * size + rank);
-    size_t k = sum ? sum->count : 0;
-    if (sum && failed_unit == SIZE_MAX) {
-        int64_t largest = 0; /* the sum is carried: |hi| < 2^62 */
-        for (size_t i = 0; i < k; i++) {
-            int64_t h = sum->hi[i] < 0 ? -sum->hi[i] : sum->hi[i];
-            if (h > largest) largest = h;
-        }
-        local[1] = largest;
-    }
+    if (sum && failed_unit == SIZE_MAX) local[1] = largest_limb(sum); /* carried */
     if (MPI_Allreduce(MPI_IN_PLACE, local, 4, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
         return mpi_failed("MPI_Allreduce of the pass's state");
     slowest_seconds += (double)local[2] * 1e-9;
@@ -151,53 +204,10 @@ static lca_status combine(int size, int rank, size_t failed_unit, lca_status sta
             return mpi_failed("MPI_Bcast of a failure");
         return lca_fail((lca_status)failure.status, "%s", failure.message);
     }
+    lca_exact_scalar_merge(loss, &(lca_exact_scalar){0}); /* carried */
     if (sum) {
-        lca_exact_scalar_merge(loss, &(lca_exact_scalar){0}); /* carried */
-        int64_t largest = local[1];
-        int wide = largest >= (INT64_C(1) << 62) / size;
-        int64_t *top = NULL;
-        if (wide) {
-            /* every rank takes this branch (largest is the same everywhere) */
-            top = malloc((k ? k : 1) * sizeof *top);
-            int64_t ok = top != NULL;
-            if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS) {
-                free(top);
-                return mpi_failed("MPI_Allreduce");
-            }
-            if (!ok) {
-                free(top);
-                return lca_fail(LCA_ERR_OUT_OF_MEMORY, "MPI: out of memory for the wide sum of "
-                                                       "%zu parameters", k);
-            }
-            for (size_t i = 0; i < k; i++) {
-                top[i] = sum->hi[i] >> 52; /* arithmetic: ⌊hi / 2^52⌋ */
-                sum->hi[i] &= LO_MASK;
-            }
-            if (!sum_int64(top, k)) {
-                free(top);
-                return mpi_failed("MPI_Allreduce of the limbs");
-            }
-        }
-        if (!sum_int64(sum->hi, k) || !sum_int64(sum->lo, k)) {
-            free(top);
-            return mpi_failed("MPI_Allreduce of the limbs");
-        }
-        *bad = k;
-        if (wide) {
-            for (size_t i = 0; i < k; i++) {
-                __int128 h = (__int128)top[i] * ((__int128)1 << 52) + sum->hi[i];
-                if (!(h > -((__int128)1 << 62) && h < ((__int128)1 << 62))) {
-                    if (*bad == k) *bad = i;
-                    h = 0;
-                }
-                sum->hi[i] = (int64_t)h;
-            }
-            free(top);
-        }
-        sum->pending = 0; /* lo < 2^62: the next carry (lca_exact_read's) is in time */
-        if (*bad != k) return LCA_ERR_NUMERIC;
-    } else {
-        lca_exact_scalar_merge(loss, &(lca_exact_scalar){0});
+        lca_status summed = sum_limbs(size, sum, local[1], bad);
+        if (summed != LCA_OK) return summed;
     }
     if (!sum_int64(loss->digit, LCA_EXACT_SCALAR_DIGITS))
         return mpi_failed("MPI_Allreduce of the loss");
@@ -214,6 +224,42 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
                    bad);
 }
 
+lca_status lca_ranks_sum_groups(lca_exact_vector *sums, lca_exact_scalar *losses, size_t count,
+                                size_t *which, size_t *bad) {
+    size_t k = sums && count ? sums[0].count : 0;
+    *which = count;
+    *bad = k;
+    int size = lca_ranks_size();
+    if (size <= 1 || count == 0) return LCA_OK;
+    /* −(the first element out of range, j·K + i), so that MPI_MAX finds the
+     * lowest; none: the lowest value. Then the largest |hi| of them all. */
+    int64_t local[2] = {INT64_MIN, 0};
+    for (size_t j = 0; sums && j < count; j++) {
+        size_t b = lca_exact_carry(&sums[j]);
+        if (b != k && local[0] == INT64_MIN) local[0] = -(int64_t)(j * k + b);
+        int64_t largest = largest_limb(&sums[j]);
+        if (largest > local[1]) local[1] = largest;
+    }
+    if (MPI_Allreduce(MPI_IN_PLACE, local, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return mpi_failed("MPI_Allreduce of the groups' state");
+    if (local[0] != INT64_MIN) {
+        *which = (size_t)(-local[0]) / k;
+        *bad = (size_t)(-local[0]) % k;
+        return LCA_ERR_NUMERIC;
+    }
+    for (size_t j = 0; sums && j < count; j++) {
+        lca_status summed = sum_limbs(size, &sums[j], local[1], bad);
+        if (summed == LCA_ERR_NUMERIC) *which = j;
+        if (summed != LCA_OK) return summed;
+    }
+    for (size_t j = 0; j < count; j++) {
+        lca_exact_scalar_merge(&losses[j], &(lca_exact_scalar){0}); /* carried */
+        if (!sum_int64(losses[j].digit, LCA_EXACT_SCALAR_DIGITS))
+            return mpi_failed("MPI_Allreduce of a group's loss");
+    }
+    return LCA_OK;
+}
+
 #else /* one rank */
 
 int lca_ranks_rank(void) { return 0; }
@@ -227,6 +273,14 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
     (void)loss;
     if (sum) *bad = sum->count;
     return one_rank_combine(failed_unit, status, message, seconds, cpu);
+}
+
+lca_status lca_ranks_sum_groups(lca_exact_vector *sums, lca_exact_scalar *losses, size_t count,
+                                size_t *which, size_t *bad) {
+    (void)losses;
+    *which = count;
+    *bad = sums && count ? sums[0].count : 0;
+    return LCA_OK;
 }
 
 #endif

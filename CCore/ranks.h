@@ -59,4 +59,14 @@ lca_status lca_ranks_combine(size_t failed_unit, lca_status status, const char *
                              lca_exact_vector *sum, lca_exact_scalar *loss, double seconds,
                              double cpu, size_t *bad);
 
+/* The loss groups' exact sums of the pass (count gradient sums, NULL for a
+ * loss-only pass, and count losses: integrator.c's per-group sums), summed
+ * over the ranks as lca_ranks_combine sums the total's: a collective that
+ * every rank calls after a combine that returned LCA_OK. LCA_OK with the
+ * sums replaced by those over all ranks; LCA_ERR_NUMERIC, alike on every
+ * rank, with *which the group and *bad the element whose sum left the exact
+ * range; else *which = count, *bad = K. Nothing to do on one rank. */
+lca_status lca_ranks_sum_groups(lca_exact_vector *sums, lca_exact_scalar *losses, size_t count,
+                                size_t *which, size_t *bad);
+
 #endif

@@ -43,12 +43,9 @@ public struct LogColumns: Sendable {
     /// Per tensor, 2 × B histogram bins (version 2).
     static let perBin: Set<String> = ["lca_histogram", "val_lca_histogram"]
     /// Per group (issue 15).
-    static let perGroup: Set<String> = {
-        let names = ["group_loss_before", "group_loss_after", "group_residual", "group_flags"]
-        return Set(names + names.map { "val_" + $0 })
-    }()
+    static let perGroup: Set<String> = Set(GroupFields.perGroup + GroupFields.perGroup.map { "val_" + $0 })
     /// Per group and tensor, group-major (issue 15).
-    static let perGroupTensor: Set<String> = ["group_lca", "val_group_lca"]
+    static let perGroupTensor: Set<String> = [GroupFields.groupLCA, "val_" + GroupFields.groupLCA]
 
     /// The scalar columns (CSV's; JSON Lines adds the array columns).
     public var scalarColumns: [Column] { columns.filter { $0.count == 1 } }

@@ -530,6 +530,8 @@ private struct RecordPlan {
     let slots: [String: Slot]
     let hasValidation: Bool
     let bins: Int
+    /// Loss groups of the group fields (0 without them).
+    let groupCount: Int
     /// Per view prefix: the slots a record's consistency check reads (all
     /// present, or the view has no histogram).
     let checked: [(helped: Slot, hurt: Slot, histogram: Slot)]
@@ -575,22 +577,32 @@ private struct RecordPlan {
             guard !tensorBins.overflow else { throw PlanError(text: "lca_histogram: \(tensorCount) tensors × 2 × \(bins) bins overflow") }
             expected["lca_histogram"] = (tensorBins.partialValue, "tensors × 2 × \(bins) bins")
         }
-        let hasGroupFields = slots.keys.contains { $0.hasPrefix("group_") || $0.hasPrefix("val_group_") }
+        let hasGroupFields = slots.keys.contains(where: GroupFields.isGroupField)
         if hasGroupFields {
             guard groupCount > 0 else { throw PlanError(text: "the record has group fields but the header lists no groups") }
             let groupTensors = groupCount.multipliedReportingOverflow(by: tensorCount)
             guard !groupTensors.overflow else { throw PlanError(text: "group_lca: \(groupCount) groups × \(tensorCount) tensors overflow") }
-            expected["group_lca"] = (groupTensors.partialValue, "groups × tensors")
-            for name in ["group_loss_before", "group_loss_after", "group_residual", "group_flags"] {
+            expected[GroupFields.groupLCA] = (groupTensors.partialValue, "groups × tensors")
+            for name in GroupFields.perGroup {
                 expected[name] = (groupCount, "one per group")
             }
-            expected["group_reserved"] = (1, "a u32 after an odd number of group flags")
-        }
-        for (name, rule) in expected {
+            expected[GroupFields.reserved] = (1, "a u32 after an odd number of group flags")
+            // a view's group fields come whole or not at all
             for prefix in ["", "val_"] {
-                if let slot = slots[prefix + name], slot.count != rule.count {
-                    throw PlanError(text: "field \(prefix + name) has \(slot.count) elements, expected \(rule.count) (\(rule.why))")
+                let names = GroupFields.names(prefix: prefix).dropLast()
+                let present = names.filter { slots[$0] != nil }
+                if !present.isEmpty && present.count != names.count {
+                    throw PlanError(text: "the record has \(present.joined(separator: ", ")) but not \(names.filter { slots[$0] == nil }.joined(separator: ", "))")
                 }
+            }
+        }
+        self.groupCount = hasGroupFields ? groupCount : 0
+        // in the header's field order, so that the message names the same
+        // field every time (a dictionary's order changes from run to run)
+        for field in header.fields {
+            let name = field.name.hasPrefix("val_") ? String(field.name.dropFirst(4)) : field.name
+            if let rule = expected[name], let slot = slots[field.name], slot.count != rule.count {
+                throw PlanError(text: "field \(field.name) has \(slot.count) elements, expected \(rule.count) (\(rule.why))")
             }
         }
         self.slots = slots
@@ -689,7 +701,8 @@ private struct RecordPlan {
             guard let slot = slots[name] else { return [] }
             return (0..<slot.count).map { UInt32(clamping: load(slot, $0).integer) }
         }
-        func present(_ name: String) -> [Double] { slots[name] != nil ? doubles(name, tensorCount) : [] }
+        func present(_ name: String, _ count: Int) -> [Double] { slots[name] != nil ? doubles(name, count) : [] }
+        func present(_ name: String) -> [Double] { present(name, tensorCount) }
         func view(_ prefix: String) -> ViewRecord {
             ViewRecord(lossBefore: scalar(prefix + "loss_before"), lossAfter: scalar(prefix + "loss_after"),
                        lcaTotal: scalar(prefix + "lca_total"), firstOrderTotal: scalar(prefix + "first_order_total"),
@@ -704,10 +717,10 @@ private struct RecordPlan {
                        tensorHelping: present(prefix + "lca_helping"), tensorHurting: present(prefix + "lca_hurting"),
                        tensorUnmoved: slots[prefix + "unmoved"] != nil ? integers(prefix + "unmoved") : [],
                        tensorHistogram: counts32(prefix + "lca_histogram"),
-                       groupLCA: slots[prefix + "group_lca"] != nil ? doubles(prefix + "group_lca", 0) : [],
-                       groupLossBefore: slots[prefix + "group_loss_before"] != nil ? doubles(prefix + "group_loss_before", 0) : [],
-                       groupLossAfter: slots[prefix + "group_loss_after"] != nil ? doubles(prefix + "group_loss_after", 0) : [],
-                       groupResidual: slots[prefix + "group_residual"] != nil ? doubles(prefix + "group_residual", 0) : [],
+                       groupLCA: present(prefix + GroupFields.groupLCA, groupCount * tensorCount),
+                       groupLossBefore: present(prefix + "group_loss_before", groupCount),
+                       groupLossAfter: present(prefix + "group_loss_after", groupCount),
+                       groupResidual: present(prefix + "group_residual", groupCount),
                        groupFlags: counts32(prefix + "group_flags"))
         }
         return IterationRecord(iteration: integer("iteration"), epoch: Int(clamping: integer("epoch")),

@@ -18,7 +18,16 @@ import Foundation
 /// `zero · lca_floor` plus the rounding of the three float64 sums;
 /// `unmoved ≤ zero`; each tensor's helping (hurting) bins add up to its
 /// `helped` (`hurt`) count, bins wholly inside the floor are empty, and
-/// the sums lie within what the bins' edges allow.
+/// the sums lie within what the bins' edges allow. With loss groups
+/// (`checkGroups`, issue 15): the header's group counts add up to the
+/// evaluation set (and validation split); per tensor Σ_g `group_lca`
+/// equals `lca` within `GroupFields.sumBound` (relative); per group the
+/// recorded residual equals (n_g/N)·(L_g after − L_g before) − Σ_t
+/// `group_lca` within `GroupFields.residualBound`, |residual| is above the
+/// threshold exactly when its flag is set, `group_loss_before` chains to
+/// the previous record's `group_loss_after` bit for bit, and Σ_g (n_g/N)
+/// L_g equals the view's loss within `GroupFields.lossBound`; a group with
+/// no examples has zero LCA and residual.
 ///
 /// ```swift
 /// let report = try LogVerifier.verify(try LogStream(path: "run/lca.log"))
@@ -49,6 +58,16 @@ public enum LogVerifier {
         public var partialBytes = 0
         /// The first failure, or nil when every check passed.
         public var failure: Failure?
+        /// Loss groups of the log (0 without groups).
+        public var groups = 0
+        /// Largest |Σ_g group_lca − lca| / its scale over tensors, records
+        /// and views (the quantity `GroupFields.sumBound` bounds).
+        public var maxGroupSumError = 0.0
+        /// Largest |group_residual| (training view).
+        public var maxAbsGroupResidual = 0.0
+        /// Group residuals flagged above the threshold (groups × records,
+        /// training view).
+        public var groupsFlagged = 0
     }
 
     /// Reads the stream to its end (or its first failure) and reports.
@@ -64,7 +83,12 @@ public enum LogVerifier {
             })
         }
         var report = Report()
+        report.groups = header.groups?.names.count ?? 0
         var previous: IterationRecord?
+        if let problem = GroupFields.headerProblem(header) {
+            report.failure = Failure(iteration: 0, message: "header: " + problem)
+            return report
+        }
         while let record = try stream.next() {
             report.records += 1
             func fail(_ message: String) -> Report {
@@ -124,6 +148,12 @@ public enum LogVerifier {
                     }
                 }
                 if let message = checkVersion2(v, header: header) { return fail(name + message) }
+                if report.groups > 0 {
+                    if let message = checkGroups(v, previous: before, header: header, validation: !name.isEmpty,
+                                                 threshold: threshold, report: &report) {
+                        return fail(name + message)
+                    }
+                }
                 if name.isEmpty {
                     report.maxAbsResidual = max(report.maxAbsResidual, abs(v.residual))
                     if v.residualAboveThreshold { report.flagged += 1 }
@@ -135,6 +165,92 @@ public enum LogVerifier {
         }
         report.partialBytes = stream.partialBytes
         return report
+    }
+
+    /// The loss-group invariants of one view (see the type's comment), or
+    /// nil; updates the report's group statistics.
+    static func checkGroups(_ v: ViewRecord, previous: ViewRecord?, header: LogHeader, validation: Bool,
+                            threshold: Double?, report: inout Report) -> String? {
+        let names = GroupFields.names(header), g = names.count, t = header.tensors.count
+        let field = (validation ? "val_" : "")
+        guard v.groupCount == g, v.groupLCA.count == g * t, v.groupResidual.count == g, v.groupFlags.count == g else {
+            // the training view must carry them; a validation view may not
+            return validation && v.groupCount == 0 ? nil
+                : "the header lists \(g) groups but the record has no \(field)group fields for them"
+        }
+        let examples = GroupFields.examples(header, validation: validation)
+        // Σ_g group_lca = lca, per tensor
+        for (index, tensor) in header.tensors.enumerated() {
+            var sum = 0.0, magnitude = 0.0
+            for k in 0..<g {
+                let value = v.groupLCA[k * t + index]
+                guard value.isFinite else { return "\(field)group_lca of group \(names[k]), \(tensor.name) is \(value)" }
+                sum += value
+                magnitude += abs(value)
+            }
+            let lca = v.tensorLCA[index]
+            var scale = max(abs(lca), magnitude)
+            if index < v.tensorHelping.count, index < v.tensorHurting.count {
+                scale = max(scale, v.tensorHurting[index] - v.tensorHelping[index])
+            }
+            let error = abs(sum - lca)
+            let relative = scale > 0 ? error / scale : (error == 0 ? 0 : .infinity)
+            report.maxGroupSumError = max(report.maxGroupSumError, relative)
+            // a tensor whose LCA is rounding throughout (a conv bias before
+            // batch norm) may differ by rounding of rounding: allowed too
+            let slack = Double(tensor.count) * (v.lcaFloor ?? 0) * GroupFields.floorSlack
+            if !(relative <= GroupFields.sumBound) && !(error <= GroupFields.sumBound * scale + slack) {
+                return "\(tensor.name): Σ over groups of \(field)group_lca \(sum) != lca \(lca) (difference \(sum - lca), "
+                    + "\(relative) of the tensor's scale \(scale), allowed \(GroupFields.sumBound))"
+            }
+        }
+        let n = examples ?? []
+        let total = n.reduce(0, +)
+        var weighted = (before: 0.0, after: 0.0)
+        for (k, group) in names.enumerated() {
+            let residual = v.groupResidual[k], flagged = v.groupResidualAboveThreshold(k)
+            let lcaSum = v.groupTotalLCA(k)
+            if k < n.count, n[k] == 0 {
+                if lcaSum != 0 || residual != 0 || v.groupTensorLCA(k).contains(where: { $0 != 0 }) {
+                    return "group \(group) has no examples but \(field)group_lca Σ \(lcaSum) and residual \(residual)"
+                }
+                continue
+            }
+            let before = v.groupLossBefore[k], after = v.groupLossAfter[k]
+            guard before.isFinite, after.isFinite, residual.isFinite else {
+                return "group \(group): \(field)group_loss_before \(before), group_loss_after \(after), group_residual \(residual): not finite"
+            }
+            if let previous, k < previous.groupLossAfter.count, previous.groupLossAfter[k] != before {
+                return "group \(group): \(field)group_loss_before \(before) != previous group_loss_after \(previous.groupLossAfter[k])"
+            }
+            if let threshold {
+                let above = abs(residual) > threshold
+                if above && !flagged { return "group \(group): |\(field)group_residual| \(abs(residual)) > threshold \(threshold) and not flagged" }
+                if flagged && !above { return "group \(group): flagged above the threshold \(threshold) with |\(field)group_residual| \(abs(residual))" }
+            }
+            guard k < n.count, total > 0 else { continue }
+            let w = Double(n[k]) / Double(total)
+            let recomputed = w * (after - before) - lcaSum
+            let magnitude = w * (abs(after) + abs(before)) + v.groupTensorLCA(k).reduce(0) { $0 + abs($1) }
+            if !(abs(recomputed - residual) <= GroupFields.residualBound * magnitude) {
+                return "group \(group): \(field)group_residual \(residual) != (n_g/N)·(L_g after − L_g before) − Σ group_lca = \(recomputed) "
+                    + "(n_g/N = \(n[k])/\(total))"
+            }
+            weighted.before += w * before
+            weighted.after += w * after
+            if !validation {
+                report.maxAbsGroupResidual = max(report.maxAbsGroupResidual, abs(residual))
+                if flagged { report.groupsFlagged += 1 }
+            }
+        }
+        if total > 0 {
+            for (what, sum, loss) in [("loss_before", weighted.before, v.lossBefore), ("loss_after", weighted.after, v.lossAfter)] {
+                if !(abs(sum - loss) <= GroupFields.lossBound * max(abs(loss), abs(sum))) {
+                    return "Σ_g (n_g/N)·\(field)group_\(what) \(sum) != \(field)\(what) \(loss) (difference \(sum - loss))"
+                }
+            }
+        }
+        return nil
     }
 
     /// The version-2 invariants of one view, or nil (also nil for a

@@ -358,6 +358,9 @@ protocol ViewValues {
     var tensorZero: Counts { get }
     var tensorHistogram: Bins { get }
     var lcaFloor: Double? { get }
+    var groupLCA: Doubles { get }
+    var groupLossAfter: Doubles { get }
+    var groupResidual: Doubles { get }
 }
 
 /// What the readers read of a record (see `ViewValues`).

@@ -8,6 +8,8 @@ public enum ReportFigure: String, CaseIterable, Sendable {
     case heatmap, units
     case synchronisation
     case top
+    case groupHeatmap = "group-heatmap"
+    case groupCumulative = "group-cumulative"
 
     public var number: Int {
         switch self {
@@ -20,6 +22,8 @@ public enum ReportFigure: String, CaseIterable, Sendable {
         case .heatmap, .units: 7
         case .synchronisation: 8
         case .top: 9
+        case .groupHeatmap: 10
+        case .groupCumulative: 11
         }
     }
 
@@ -35,6 +39,8 @@ public enum ReportFigure: String, CaseIterable, Sendable {
         case .units: "Per-iteration LCA, units × iterations"
         case .synchronisation: "Synchronisation of learning peaks"
         case .top: "Most helping and most hurting parameters"
+        case .groupHeatmap: "Per-iteration LCA by loss group, groups × iterations"
+        case .groupCumulative: "Cumulative LCA by loss group, per layer"
         }
     }
 }
@@ -89,6 +95,9 @@ public struct ReportBuilder {
         case .iterationsHelped, .top:
             return totals == nil ? "needs the run folder's per-parameter totals (lca-total.safetensors, lca-helped.safetensors): give the run folder instead of the log alone" : nil
         case .units: return data.header.units?.isEmpty ?? true ? "the log has no per-unit fields (train with --units)" : nil
+        case .groupHeatmap, .groupCumulative:
+            if data.groupNames.isEmpty { return "the log has no loss groups (train with --groups class or --groups FILE)" }
+            return data.groupRecords == 0 ? "the log has no records with group fields" : nil
         default: return data.records == 0 ? "the log has no records" : nil
         }
     }
@@ -166,6 +175,17 @@ public struct ReportBuilder {
                                 columns: 200, width: width, height: h / max(1, groups.count), perRow: perRowScaling)
             }
             return stack(maps, width: width, heights: heights)
+        case .groupHeatmap:
+            let parts = data.groupHeatByLayer ? data.groupLayers.map(\.name) : names
+            let each = h / max(1, parts.count)
+            let maps = parts.enumerated().map { i, part in
+                SVGPlot.heatMap(title: (i == 0 ? "\(t): " : "") + "\(data.groupHeatByLayer ? "layer" : "tensor") \(part)",
+                                rows: Array(zip(data.groupNames, data.groupHeat[i])), columns: 300, width: width, height: each,
+                                perRow: perRowScaling)
+            }
+            return stack(maps, width: width, heights: maps.map { _ in each })
+        case .groupCumulative:
+            return groupCumulativeSVG(title: t, width: width, height: h)
         case .top:
             let r = totals!
             let rows = r.mostHelping.count + r.mostHurting.count + 3
@@ -231,6 +251,41 @@ public struct ReportBuilder {
         return stack([matrix, table], width: width, heights: [matrixHeight, tableHeight])
     }
 
+    /// Per layer, each group's cumulative LCA, then a table: the share of each group's Σ LCA carried by each layer.
+    func groupCumulativeSVG(title: String, width: Int, height: Int) -> String {
+        let layers = data.groupLayers, groups = data.groupNames
+        let tableLines = groups.count + 2
+        let tableHeight = 40 + 16 * tableLines
+        let each = max(120, (height - tableHeight) / max(1, layers.count))
+        var parts: [String] = [], heights: [Int] = []
+        for (l, layer) in layers.enumerated() {
+            // the groups alone: their sum (the layer's LCA, figure 2) would
+            // flatten them to a tenth of the scale
+            let series = groups.enumerated().map { k, name in
+                SVGPlot.Series(name: name, color: color(k), envelope: data.groupCumulative[l][k])
+            }
+            parts.append(SVGPlot.lines(title: l == 0 ? "\(title): layer \(layer.name)" : "layer \(layer.name)", series: series,
+                                       width: width, height: each, yLabel: "Σ LCA (nats)", marks: [0]))
+            heights.append(each)
+        }
+        let cell = max(9, (layers.map(\.name.count).max() ?? 0) + 2)
+        let nameWidth = max(12, (groups.map(\.count).max() ?? 0) + 2)
+        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? String(s.prefix(w - 1)) + " " : s + String(repeating: " ", count: w - s.count) }
+        var lines: [(String, Bool)] = [(pad("group", nameWidth) + pad("Σ LCA", 13) + layers.map { pad($0.name, cell) }.joined()
+                                        + "  (share of the group's Σ LCA per layer)", true)]
+        for (k, name) in groups.enumerated() {
+            let total = layers.indices.reduce(0) { $0 + data.groupLayerTotals[$1][k] }
+            lines.append((pad(name, nameWidth) + pad(String(format: "%+.4e", total), 13)
+                          + layers.indices.map { pad(total != 0 ? String(format: "%.0f%%", 100 * data.groupLayerTotals[$0][k] / total) : "—", cell) }.joined(), false))
+        }
+        parts.append(SVGPlot.textBlock(title: "", lines: lines, width: width, height: tableHeight))
+        heights.append(tableHeight)
+        return stack(parts, width: width, heights: heights)
+    }
+
+    /// One part's block of the group heat map.
+    func groupHeatHeight(_ groups: Int) -> Int { 66 + max(40, min(16 * groups, 400)) }
+
     static func matrixHeight(_ m: Int, width: Int) -> Int { Int(min(Double(width - 150), 56.0 * Double(m))) + 150 }
 
     static func row(_ cells: String...) -> String {
@@ -261,6 +316,9 @@ public struct ReportBuilder {
         case .heatmap: max(160, 80 + 18 * names.count)
         case .units: max(200, (data.header.units ?? []).reduce(0) { $0 + 70 + min(400, 3 * $1.units) })
         case .top: 40 + 16 * (3 + (totals.map { $0.mostHelping.count + $0.mostHurting.count } ?? 0))
+        case .groupHeatmap: groupHeatHeight(data.groupNames.count) * max(1, data.groupHeatByLayer ? data.groupLayers.count : names.count)
+        case .groupCumulative:
+            (40 + 16 * (data.groupNames.count + 2)) + data.groupLayers.count * (260 + 14 * ((data.groupNames.count + 4) / 4))
         default: 360
         }
     }
@@ -315,6 +373,21 @@ public struct ReportBuilder {
             d["bin_width"] = totals!.binWidth
         case .heatmap:
             d["rows"] = Dictionary(uniqueKeysWithValues: zip(names, data.perIteration.map(cols)))
+        case .groupHeatmap:
+            let parts = data.groupHeatByLayer ? data.groupLayers.map(\.name) : names
+            d["by"] = data.groupHeatByLayer ? "layer" : "tensor"
+            d["parts"] = parts
+            d["groups"] = data.groupNames
+            d["extreme"] = data.groupHeat.map { $0.map { $0.buckets.map(\.extreme) } }
+        case .groupCumulative:
+            d["layers"] = data.groupLayers.map(\.name)
+            d["layer_tensors"] = data.groupLayers.map { $0.tensors.map { names[$0] } }
+            d["groups"] = data.groupNames
+            d["totals"] = data.groupLayerTotals
+            d["series"] = Dictionary(uniqueKeysWithValues: data.groupLayers.enumerated().map { l, layer in
+                (layer.name, Dictionary(uniqueKeysWithValues: data.groupNames.enumerated().map { k, name in (name, cols(data.groupCumulative[l][k])) }))
+            })
+            d["records"] = data.groupRecords
         case .units:
             d["groups"] = (data.header.units ?? []).map { g in ["group": g.group, "units": g.units] as [String: Any] }
             d["extreme"] = data.units.map { $0.buckets.map(\.extreme) }

@@ -128,9 +128,29 @@ public final class ReportData {
     /// The run's |LCA| histogram by sign, summed over records.
     public private(set) var histogram: LCAHistogram
 
+    // Loss groups (issue 15; empty without groups).
+    /// The group names (the header's).
+    public let groupNames: [String]
+    /// The model's layers (GroupFields.layers).
+    public let groupLayers: [(name: String, tensors: [Int])]
+    /// Whether the group heat map has a row block per layer (true) or per
+    /// tensor (false, the default).
+    public let groupHeatByLayer: Bool
+    /// Per heat-map part (tensor or layer) then group: the group's
+    /// per-iteration LCA of that part.
+    public var groupHeat: [[Envelope]]
+    /// Per layer then group: the group's cumulative LCA of that layer.
+    public var groupCumulative: [[Envelope]]
+    /// Per layer then group: Σ over records of the group's LCA.
+    public private(set) var groupLayerTotals: [[Double]]
+    /// Records that carried group fields.
+    public private(set) var groupRecords = 0
+
     /// - Parameter width: the plot width in pixel columns; series keep up to
     ///   2 × width buckets.
-    public init(header: LogHeader, width: Int = 800) {
+    /// - Parameter groupLayers: the group heat map per layer instead of per
+    ///   tensor.
+    public init(header: LogHeader, width: Int = 800, groupLayers: Bool = false) {
         self.header = header
         let capacity = 2 * max(width, 8)
         self.capacity = capacity
@@ -157,6 +177,16 @@ public final class ReportData {
         hurtingTotals = totals
         shareUnmoved = make(t + 1)
         histogram = LCAHistogram(tensors: t)
+        groupNames = GroupFields.names(header)
+        let layers = groupNames.isEmpty ? [] : GroupFields.layers(header.tensors)
+        self.groupLayers = layers
+        groupHeatByLayer = groupLayers
+        // the heat map draws at most 300 columns: 600 buckets keep them all
+        let g = groupNames.count
+        let heatParts = groupNames.isEmpty ? 0 : (groupLayers ? layers.count : t)
+        groupHeat = Array(repeating: Array(repeating: Envelope(capacity: min(capacity, 600)), count: g), count: heatParts)
+        groupCumulative = Array(repeating: make(g), count: layers.count)
+        groupLayerTotals = Array(repeating: Array(repeating: 0, count: g), count: layers.count)
     }
 
     /// Whether the log carried the v2 fields (every record did).
@@ -237,6 +267,26 @@ public final class ReportData {
         for u in units.indices where u < v.unitLCA.count { units[u].add(x, v.unitLCA[u]) }
         for (k, i) in syncTensors.enumerated() { syncSeries[k].append(i < v.tensorLCA.count ? v.tensorLCA[i] : 0) }
         if let version2 { addVersion2(x: x, version2) }
+        addGroups(x: x, v)
+    }
+
+    private func addGroups(x: Double, _ v: ViewRecord) {
+        let g = groupNames.count, t = header.tensors.count
+        guard g > 0, v.groupCount == g, v.groupLCA.count == g * t, v.tensorLCA.count == t else { return }
+        groupRecords += 1
+        for (l, layer) in groupLayers.enumerated() {
+            for k in 0..<g {
+                let value = layer.tensors.reduce(0) { $0 + v.groupLCA[k * t + $1] }
+                groupLayerTotals[l][k] += value
+                groupCumulative[l][k].add(x, groupLayerTotals[l][k])
+                if groupHeatByLayer { groupHeat[l][k].add(x, value) }
+            }
+        }
+        if !groupHeatByLayer {
+            for i in 0..<t {
+                for k in 0..<g { groupHeat[i][k].add(x, v.groupLCA[k * t + i]) }
+            }
+        }
     }
 
     private func addVersion2(x: Double, _ v2: Version2Fields) {
@@ -269,9 +319,9 @@ public final class ReportData {
     }
 
     /// Reads a whole log (streamed once) into report data.
-    public static func read(path: String, width: Int = 800) throws -> ReportData {
+    public static func read(path: String, width: Int = 800, groupLayers: Bool = false) throws -> ReportData {
         let stream = try LogStream(path: path)
-        let data = ReportData(header: stream.header, width: width)
+        let data = ReportData(header: stream.header, width: width, groupLayers: groupLayers)
         let tensors = stream.header.tensors
         let helpedField = stream.header.fields.first { $0.name == "helped" }?.offset ?? 0
         var index = 0

@@ -29,7 +29,12 @@ import Darwin
 /// (negated edges), one bucket (−floor, floor] of the parameters within the
 /// floor, the 30 hurting bins (each bucket's right edge as its limit; the
 /// min, max and sum are the outer edges of the occupied bins and the
-/// tensor's LCA, as the log holds no more).
+/// tensor's LCA, as the log holds no more). With loss groups (`lca train
+/// --groups`), per group g and tensor: `group_lca/<g>/<tensor>` and
+/// `group_lca_cumulative/<g>/<tensor>`, and per group
+/// `group_lca/<g>/total`, `group_lca_cumulative/<g>/total`,
+/// `group_loss/<g>` (L_g after the step) and `group_residual/<g>`
+/// (TensorBoard groups the charts by the tag's first part).
 ///
 /// ```swift
 /// let board = try TensorBoardWriter(directory: "tb/run1", tensors: model.tensors)
@@ -49,6 +54,10 @@ public final class TensorBoardWriter {
     private var cumulativeTotal = 0.0
     private var validationCumulative: [Double]
     private var validationCumulativeTotal = 0.0
+    /// The loss groups' names (empty without groups) and their running
+    /// sums, G · T then G totals, per view.
+    private let groups: [String]
+    private var groupCumulative: [Double], validationGroupCumulative: [Double]
 
     /// Creates `directory` (and its parents) and a new event file in it,
     /// named `events.out.tfevents.<seconds>.<host>.lca`, starting with the
@@ -61,7 +70,7 @@ public final class TensorBoardWriter {
     /// every event reaches `path` as it is written, for a running
     /// TensorBoard.
     public init(directory: String, tensors: [TensorInfo], wallTime: Double = Date().timeIntervalSince1970,
-                whole: Bool = false) throws {
+                whole: Bool = false, groups: [String] = []) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -86,6 +95,9 @@ public final class TensorBoardWriter {
         self.tensors = tensors
         cumulative = [Double](repeating: 0, count: tensors.count)
         validationCumulative = cumulative
+        self.groups = groups
+        groupCumulative = [Double](repeating: 0, count: groups.count * (tensors.count + 1))
+        validationGroupCumulative = groupCumulative
         var event = Protobuf()
         event.double(1, wallTime)
         event.string(3, "brain.Event:2")
@@ -114,10 +126,12 @@ public final class TensorBoardWriter {
         let v = record.train
         if v.subintervals > 0 {
             values += scalars(v, prefix: "", cumulative: &cumulative, total: &cumulativeTotal)
+            values += groupScalars(v, prefix: "", cumulative: &groupCumulative)
         }
         if let validation = record.validation {
             values += scalars(validation, prefix: "validation/", cumulative: &validationCumulative,
                               total: &validationCumulativeTotal)
+            values += groupScalars(validation, prefix: "validation/", cumulative: &validationGroupCumulative)
         }
         var summary = Protobuf()
         for (tag, value) in values {
@@ -192,6 +206,30 @@ public final class TensorBoardWriter {
         total += v.lcaTotal
         values.append((prefix + "lca_cumulative/total", total))
         values.append((prefix + "helped_percent/total", parameters > 0 ? 100 * Double(helped) / Double(parameters) : 0))
+        return values
+    }
+
+    /// The loss groups' scalars (none when the view has no group fields).
+    private func groupScalars<View: ViewValues>(_ v: View, prefix: String, cumulative: inout [Double]) -> [(String, Double)] {
+        let t = tensors.count, g = groups.count
+        guard g > 0, v.groupLCA.count == g * t, v.groupLossAfter.count == g, v.groupResidual.count == g else { return [] }
+        var values: [(String, Double)] = []
+        values.reserveCapacity(2 * g * (t + 2))
+        for (k, name) in groups.enumerated() {
+            var total = 0.0
+            for (index, tensor) in tensors.enumerated() {
+                let value = v.groupLCA[k * t + index]
+                total += value
+                cumulative[k * t + index] += value
+                values.append((prefix + "group_lca/\(name)/\(tensor.name)", value))
+                values.append((prefix + "group_lca_cumulative/\(name)/\(tensor.name)", cumulative[k * t + index]))
+            }
+            cumulative[g * t + k] += total
+            values.append((prefix + "group_lca/\(name)/total", total))
+            values.append((prefix + "group_lca_cumulative/\(name)/total", cumulative[g * t + k]))
+            values.append((prefix + "group_loss/\(name)", v.groupLossAfter[k]))
+            values.append((prefix + "group_residual/\(name)", v.groupResidual[k]))
+        }
         return values
     }
 

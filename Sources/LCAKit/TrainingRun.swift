@@ -506,7 +506,9 @@ public final class TrainingRun {
         let started = clock.now
         let saveEvery = UInt64(max(recipe.saveEvery, 0))
         var lastSaved: UInt64? = trainer.iteration  // saved by init (start or resume state)
-        let board = try outputs.tensorBoard.map { try TensorBoardWriter(directory: $0, tensors: model.tensors) }
+        let board = try outputs.tensorBoard.map {
+            try TensorBoardWriter(directory: $0, tensors: model.tensors, groups: recipe.configuration.exampleGroups?.names ?? [])
+        }
         let units = recipe.configuration.lcaUnits ? model.unitGroups : []
         var failure: Error?
         while trainer.iteration < UInt64(totalIterations), !control.stopRequested {

@@ -31,37 +31,11 @@ struct LCACommand: ParsableCommand {
     )
 
     /// Ignores SIGPIPE so that a closed output pipe shows up as an EPIPE
-    /// write error, which the commands treat as a quiet stop.
+    /// write error, which the commands treat as a quiet stop; LCA_KERNEL's
+    /// check and the dispatch over MPI ranks are Ranks.main's.
     static func main() {
         signal(SIGPIPE, SIG_IGN)
-        // LCA_KERNEL=avx512|avx2|portable forces a kernel family; a value the
-        // core cannot use is a usage error, never silently ignored.
-        if let problem = Core.kernelRequestError {
-            Output.error(problem)
-            Self.exit(withError: ExitCode(64))
-        }
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        Ranks.start()
-        guard Ranks.launched else { return main(arguments) }
-        // Under mpirun (docs/mpi.md): the same parse and run as main(_:),
-        // then MPI_Finalize on success, MPI_Abort on failure (any rank's).
-        do {
-            var command = try parseAsRoot(arguments)
-            try command.run()
-        } catch {
-            let status = exitCode(for: error)
-            // success, or a signal's stop (128 + n): every rank stopped after
-            // the same iteration (Train), so every rank finalises
-            if status.isSuccess || status.rawValue >= 128 {
-                Ranks.finish()
-                exit(withError: error)
-            }
-            let message = fullMessage(for: error)
-            if !message.isEmpty { Output.stderr(Ranks.prefix + message + "\n", always: true) }
-            Ranks.abort(status.rawValue)
-        }
-        Ranks.finish()
-        exit()
+        Ranks.main(Array(CommandLine.arguments.dropFirst()))
     }
 }
 
@@ -123,17 +97,19 @@ enum Output {
 
     enum Stream { case stdout, stderr }
 
-    /// text in colour when the stream is a terminal and NO_COLOR is unset
+    /// text in colour when the stream is a terminal, no MPI launcher started
+    /// this process (Ranks.underLauncher) and NO_COLOR is unset
     /// (https://no-color.org: any value, even empty, turns colour off).
     static func colored(_ text: String, _ color: Color, stream: Stream) -> String {
         let fd = stream == .stdout ? STDOUT_FILENO : STDERR_FILENO
-        guard isatty(fd) == 1, ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
+        guard isatty(fd) == 1, !Ranks.underLauncher, ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
               ProcessInfo.processInfo.environment["TERM"] != "dumb" else { return text }
         return "\u{1B}[\(color.rawValue)m\(text)\u{1B}[0m"
     }
 
-    /// Whether stderr is a terminal (progress goes there only then).
-    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+    /// Whether stderr is a terminal (progress goes there only then); never
+    /// under an MPI launcher, whose streams are its own.
+    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 && !Ranks.underLauncher }
 
     /// Writes all of text; false when the reader has gone (EPIPE) or the
     /// write failed otherwise.

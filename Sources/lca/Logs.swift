@@ -23,8 +23,12 @@ struct Show: ParsableCommand {
             is one JSON object (with --follow: one JSON line per iteration, named columns as in \
             lca export --to jsonl, then a last line {"summary": …}). For a version-2 log the \
             summary ends with each tensor's Σ helping, Σ hurting, the rest within the zero floor \
-            and the share of unmoved parameters ("log" in the JSON).
-            Examples: lca show runs/x/lca.log; lca train -o - | lca show -
+            and the share of unmoved parameters ("log" in the JSON). With --groups, for a log with \
+            loss groups (lca train --groups), two tables per view: each group's examples, loss first \
+            and last, Σ LCA, residuals and flags; and Σ LCA per group and layer (per tensor with \
+            --group-tensors) with each layer's share of the group's LCA, Σ over groups and the \
+            ungrouped LCA ("groups" in the JSON, whenever the log has groups).
+            Examples: lca show runs/x/lca.log; lca train -o - | lca show -; lca show --groups runs/x/lca.log
             """
     )
 
@@ -37,11 +41,25 @@ struct Show: ParsableCommand {
     @Flag(help: "Keep reading as the run writes; print one line per iteration.")
     var follow = false
 
+    @Flag(help: "Add the loss groups' tables: Σ LCA per group and layer (a log written with lca train --groups).")
+    var groups = false
+
+    @Flag(help: "With --groups: per tensor instead of per layer.")
+    var groupTensors = false
+
+    mutating func validate() throws {
+        if groupTensors && !groups { throw ValidationError("--group-tensors needs --groups") }
+    }
+
     func run() throws {
         try Report.failures {
             installInterruptHandler()
             let stream = try LogStream(path: log, follow: follow)
             stream.shouldStop = { interruptRequested != 0 }
+            if groups && stream.header.groups == nil {
+                throw LCAError(code: .invalidArgument, message: "\(log): --groups: the log has no loss groups (train with lca train --groups class|FILE)")
+            }
+            var groupViews = [GroupSummary(header: stream.header), GroupSummary(header: stream.header, validation: true)].compactMap { $0 }
             var summary = RunSummary(header: stream.header)
             var version2 = LogVersionSummary(header: stream.header, version: stream.formatVersion)
             let columns = LogColumns(header: stream.header)
@@ -63,6 +81,9 @@ struct Show: ParsableCommand {
                 let record = stream.decode(raw)
                 summary.add(record)
                 version2.add(record)
+                for k in groupViews.indices {
+                    if k == 0 { groupViews[k].add(record.train) } else if let v = record.validation { groupViews[k].add(v) }
+                }
                 guard follow else { continue }
                 if json {
                     try out.write(columns.jsonLine(raw))
@@ -77,12 +98,16 @@ struct Show: ParsableCommand {
             if readError == nil { notePartialRecord(stream) }
             summary.finish(wallSeconds: 0)
             let logSummary = version2.finished()
+            let groupSummaries = groupViews.map { $0.finished() }
             if json {
                 let encoder = JSONFormat.encoder()
-                let text = String(decoding: try encoder.encode(ShowJSON(summary: summary, log: logSummary)), as: UTF8.self)
+                let text = String(decoding: try encoder.encode(ShowJSON(summary: summary, log: logSummary,
+                                                                         groups: groupSummaries.isEmpty ? nil : groupSummaries)), as: UTF8.self)
                 try out.write(follow ? "{\"summary\": " + text.replacingOccurrences(of: "\n", with: " ") + "}\n" : text + "\n")
             } else {
-                try out.write((follow ? "\n" : "") + summary.table + logSummary.table)
+                var text = (follow ? "\n" : "") + summary.table + logSummary.table
+                if groups { text += groupSummaries.map { $0.table(byTensor: groupTensors) }.joined() }
+                try out.write(text)
             }
             try out.flush()
             if let readError {
@@ -152,7 +177,8 @@ struct Export: ParsableCommand {
                 while let raw = try stream.nextRawRecord() { try writer.write(raw) }
                 try writer.close()
             case .tensorboard:
-                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors, whole: true)
+                let board = try TensorBoardWriter(directory: output ?? "", tensors: stream.header.tensors, whole: true,
+                                                  groups: GroupFields.names(stream.header))
                 while let raw = try stream.nextRawRecord() { try board.write(stream.decode(raw)) }
                 try board.close()
                 if Output.stderrIsTerminal { Output.stderr("wrote \(board.path)\nview it with: tensorboard --logdir \(output ?? "")\n") }
@@ -172,8 +198,11 @@ struct Verify: ParsableCommand {
             counts cover each tensor, |residual| within the run's threshold unless flagged, \
             per-unit sums match their layer, and with --max-residual X, |residual| ≤ X; in a \
             version-2 log also helping + hurting + the within-floor rest = each tensor's LCA, \
-            unmoved ≤ zero, and the histogram's bins add up to helped and hurt. Exit status 1 \
-            names the first failing iteration.
+            unmoved ≤ zero, and the histogram's bins add up to helped and hurt; with loss groups \
+            (lca train --groups) the group counts cover the evaluation set, per tensor the groups' \
+            LCA adds up to its LCA within 2⁻³⁰ relative, and each group's residual is recomputed, \
+            within the threshold unless flagged, and its losses chain and add up to the loss. \
+            Exit status 1 names the first failing iteration.
             """
     )
 
@@ -200,6 +229,11 @@ struct Verify: ParsableCommand {
             if let threshold = stream.header.config?.lcaThreshold { text += " (threshold \(String(format: "%.1e", threshold)))" }
             if let maxResidual { text += ", within --max-residual \(String(format: "%.1e", maxResidual))" }
             text += ", \(report.flagged) flagged"
+            if report.groups > 0 {
+                text += "; \(report.groups) groups: Σ group LCA = LCA within \(String(format: "%.1e", report.maxGroupSumError)) relative "
+                    + "(bound \(String(format: "%.1e", GroupFields.sumBound))), max |group residual| \(String(format: "%.3e", report.maxAbsGroupResidual)), "
+                    + "\(report.groupsFlagged) flagged"
+            }
             if report.partialBytes > 0 { text += "; a partial last record of \(report.partialBytes) bytes left out" }
             try Output.stdout(text + "\n")
         }
@@ -343,11 +377,14 @@ private extension String {
 struct ShowJSON: Encodable {
     let summary: RunSummary
     let log: LogVersionSummary
+    /// The loss groups per view (training, then validation), when the log has them.
+    let groups: [GroupSummary]?
 
     func encode(to encoder: any Encoder) throws {
         try summary.encode(to: encoder)
         var container = encoder.container(keyedBy: Key.self)
         try container.encode(log, forKey: .log)
+        try container.encodeIfPresent(groups, forKey: .groups)
     }
-    enum Key: String, CodingKey { case log }
+    enum Key: String, CodingKey { case log, groups }
 }

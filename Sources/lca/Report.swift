@@ -24,8 +24,8 @@ struct ReportInput {
         }
     }
 
-    func builder(width: Int, perRow: Bool, syncWindow: Int, analyseSync: Bool = true) throws -> ReportBuilder {
-        let data = try ReportData.read(path: log, width: width)
+    func builder(width: Int, perRow: Bool, syncWindow: Int, analyseSync: Bool = true, groupLayers: Bool = false) throws -> ReportBuilder {
+        let data = try ReportData.read(path: log, width: width, groupLayers: groupLayers)
         let totals = try folder.flatMap { try RunTotals.read(folder: $0, tensors: data.header.tensors) }
         return ReportBuilder(data: data, totals: totals, perRowScaling: perRow, sync: .init(window: syncWindow), analyseSync: analyseSync)
     }
@@ -45,7 +45,10 @@ struct ReportCommand: ParsableCommand {
             helping, iterations helped per parameter, the distribution of per-parameter LCA (log \
             version 2), heat maps of per-iteration LCA, the synchronisation of learning peaks \
             across weight tensors (with exact, random-shift and hypergeometric p-values), the most \
-            helping and hurting parameters. Figures a log cannot give are named, with the reason. \
+            helping and hurting parameters; with loss groups (lca train --groups), a groups × \
+            iterations heat map per tensor (per layer with --group-layers) and each group's \
+            cumulative LCA per layer with the share each layer carries. Figures a log cannot give \
+            are named, with the reason. \
             Long series are reduced to the pixel width by a \
             min/max envelope per column, so peaks are kept. Each figure's numbers are embedded as \
             JSON (script type application/json, class figure-data).
@@ -65,6 +68,9 @@ struct ReportCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Figure 8: peaks of two tensors coincide when at most this many iterations apart.", valueName: "w"))
     var syncWindow = 0
 
+    @Flag(help: "Figure 10: one block of groups × iterations per layer instead of per tensor.")
+    var groupLayers = false
+
     func validate() throws {
         guard (0...1000).contains(syncWindow) else { throw ValidationError("--sync-window must be 0 to 1000 iterations, not \(syncWindow)") }
     }
@@ -72,7 +78,7 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         try Report.failures {
             let source = try ReportInput(input)
-            let builder = try source.builder(width: 836, perRow: perRowScaling, syncWindow: syncWindow)
+            let builder = try source.builder(width: 836, perRow: perRowScaling, syncWindow: syncWindow, groupLayers: groupLayers)
             let out = output == "-" ? BufferedOutput() : try BufferedOutput(path: output, protecting: [source.log])
             try out.write(builder.html(source: input))
             try out.close()
@@ -90,6 +96,7 @@ struct PlotCommand: ParsableCommand {
             Figures: \(ReportFigure.allCases.map(\.rawValue).joined(separator: ", ")) (those of \
             lca report). iterations-helped and top need a run folder (its per-parameter totals); \
             units needs a log written with --units; lca-histogram needs log version 2; \
+            group-heatmap and group-cumulative need a log written with --groups; \
             synchronisation needs two weight tensors. A FILE ending in .png is rasterised by rsvg-convert (Debian's \
             librsvg2-bin), looked up in PATH when needed.
             Examples: lca plot runs/x --figure cumulative -o cumulative.svg; \
@@ -118,6 +125,9 @@ struct PlotCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Figure 8: peaks of two tensors coincide when at most this many iterations apart.", valueName: "w"))
     var syncWindow = 0
 
+    @Flag(help: "Figure 10: one block of groups × iterations per layer instead of per tensor.")
+    var groupLayers = false
+
     func validate() throws {
         let ext = (output as NSString).pathExtension.lowercased()
         guard ext == "svg" || ext == "png" else { throw ValidationError("-o must name a .svg or .png file, not '\(output)'") }
@@ -130,7 +140,7 @@ struct PlotCommand: ParsableCommand {
         try Report.failures {
             let source = try ReportInput(input)
             let builder = try source.builder(width: max(8, width - 64), perRow: perRowScaling, syncWindow: syncWindow,
-                                             analyseSync: figure == .synchronisation)
+                                             analyseSync: figure == .synchronisation, groupLayers: groupLayers)
             if let why = builder.unavailable(figure) {
                 throw LCAError(code: .invalidArgument, message: "\(input): figure \(figure.rawValue): \(why)")
             }

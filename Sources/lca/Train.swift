@@ -102,7 +102,7 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-lca-histogram"), help: "Leave the |LCA| histogram (log field lca_histogram, 240 bytes per tensor and view) out of every record.")
     var noLCAHistogram = false
 
-    @Option(help: ArgumentHelp("Split the LCA by loss group: 'class' (the labels) or a FILE of one group id per example of the data (IDX unsigned byte or int32, or .npy of uint8, int32 or int64); every record then holds each group's LCA per tensor, its losses and residual (log fields group_lca, …; docs/method.md). Not with more than one MPI rank.", valueName: "class|file"))
+    @Option(help: ArgumentHelp("Split the LCA by loss group: 'class' (the labels) or a FILE of one group id per example of the data (IDX unsigned byte or int32, or .npy of uint8, int32 or int64); every record then holds each group's LCA per tensor, its losses and residual (log fields group_lca, …; docs/method.md).", valueName: "class|file"))
     var groups: String?
 
     @Flag(name: .customLong("groups-totals"), help: "With --groups: also write lca-group-total.safetensors, each group's per-parameter Σ LCA (tensors <tensor>@<group>, P × G float64).")
@@ -282,9 +282,9 @@ struct Train: ParsableCommand {
     }
 
     private func train(_ run: TrainingRun) throws {
-        // under mpirun stderr is a pipe: with several ranks, a plain line every 10 s instead
+        // under mpirun stderr is a pipe: a plain line every 10 s instead
         let progress = Progress(total: run.totalIterations, parameters: run.model.parameterCount, enabled: !quiet && Output.stderrIsTerminal,
-                                lineEvery: !quiet && Core.rankCount > 1 ? .seconds(10) : nil)
+                                lineEvery: !quiet && Ranks.underLauncher ? .seconds(10) : nil)
         let summary: RunSummary
         // under MPI every rank stops after the same iteration, with the same
         // signal (the largest any rank received): maxOverRanks is a collective

@@ -27,7 +27,8 @@ final class JSONNamingTests: XCTestCase {
 
     func testEveryJSONOutputIsSnakeCase() throws {
         let folder = try temporaryFolder("json-naming", testCase: self)
-        let train = try CLI.run(["train", "-o", "run", "--iterations", "4", "--lca-validation", "--units", "--quiet", "--json"], in: folder)
+        // --groups class: the loss groups' keys too (show --json's "groups", the columns of --follow)
+        let train = try CLI.run(["train", "-o", "run", "--iterations", "4", "--lca-validation", "--units", "--groups", "class", "--quiet", "--json"], in: folder)
         XCTAssertEqual(train.status, 0, train.stderr)
         XCTAssertEqual(try Self.offending(train.stdout), [], "lca train --json")
         XCTAssertNotNil((try JSONSerialization.jsonObject(with: train.stdout) as? [String: Any])?["wall_seconds"])
@@ -40,6 +41,7 @@ final class JSONNamingTests: XCTestCase {
         let show = try CLI.run(["show", "run/lca.log", "--json"], in: folder)
         XCTAssertEqual(show.status, 0, show.stderr)
         XCTAssertEqual(try Self.offending(show.stdout), [], "lca show --json")
+        XCTAssertNotNil((try JSONSerialization.jsonObject(with: show.stdout) as? [String: Any])?["groups"], "lca show --json has no groups")
         // the summary of show --json decodes as what train --json printed
         let shown = try JSONFormat.decoder().decode(RunSummary.self, from: show.stdout)
         let trained = try JSONFormat.decoder().decode(RunSummary.self, from: train.stdout)

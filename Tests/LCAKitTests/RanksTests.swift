@@ -51,6 +51,39 @@ final class RanksTests: XCTestCase {
         XCTAssertEqual(writer.model.parameters, reader.model.parameters)
     }
 
+    /// Under mpirun, train and attribute run on every rank and every other
+    /// subcommand on rank 0 alone: every subcommand of `lca` is classified,
+    /// here and in Ranks.placements, so a new one cannot slip through.
+    func testEverySubcommandIsPlacedOnRanks() {
+        let expected: [String: Ranks.Placement] = [
+            "train": .everyRank, "attribute": .everyRank,
+            "show": .rankZero, "export": .rankZero, "verify": .rankZero, "report": .rankZero, "plot": .rankZero,
+        ]
+        let names = LCACommand.configuration.subcommands.map { $0._commandName }
+        XCTAssertEqual(Set(names), Set(expected.keys), "subcommands of lca vs the test's list: classify the new one here")
+        XCTAssertEqual(Set(names), Set(Ranks.placements.keys), "subcommands of lca vs Ranks.placements: classify the new one there")
+        for command in LCACommand.configuration.subcommands {
+            XCTAssertEqual(Ranks.placement(of: command), expected[command._commandName], command._commandName)
+        }
+        // `lca` alone is `lca train`, which runs on every rank
+        XCTAssertEqual(LCACommand.configuration.defaultSubcommand?._commandName, "train")
+    }
+
+    /// The launcher's rank and size from its environment, before MPI_Init.
+    func testLauncherFromEnvironment() {
+        XCTAssertNil(Ranks.launcher(in: [:]))
+        XCTAssertNil(Ranks.launcher(in: ["OMPI_COMM_WORLD_SIZE": "4"]), "a size without a rank is no launch")
+        XCTAssertEqual(Ranks.launcher(in: ["OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "2"]),
+                       Ranks.Launcher(rank: 2, size: 4))
+        XCTAssertEqual(Ranks.launcher(in: ["PMIX_RANK": "0"]), Ranks.Launcher(rank: 0, size: nil))
+        XCTAssertEqual(Ranks.launcher(in: ["PMI_RANK": "3", "PMI_SIZE": "8"]), Ranks.Launcher(rank: 3, size: 8))
+        // this test process: no launcher, rank 0, writes
+        XCTAssertFalse(Ranks.underLauncher)
+        XCTAssertEqual(Ranks.rank, 0)
+        XCTAssertTrue(Ranks.writes)
+        XCTAssertEqual(Ranks.prefix, "")
+    }
+
     func testProgressLineNamesTheSlowestRank() {
         var state = ProgressLine.State(iteration: 12, total: 100, batchLoss: 2.3, evalLoss: 2.2, lca: -0.01,
                                        residual: 1e-5, helpingPercent: 50, secondsLeft: 30)

@@ -16,6 +16,9 @@
  *     rank, whichever rank holds it; sums whose hi limbs are so large that
  *     they cannot be added as they are (the three-part path) still add up
  *     exactly, and a total beyond the range is found at its element;
+ *   - lca_ranks_sum_groups: the loss groups' sums and losses add up
+ *     exactly (the two-part path included), and a group sum out of range on
+ *     one rank is named, group and element, on every rank;
  *   - lca_rank_max gives every rank the largest value.
  */
 #include "exact_sum.h"
@@ -107,6 +110,58 @@ static void wide_sums(void) {
     lca_exact_vector_release(&v);
 }
 
+/* lca_ranks_sum_groups: two groups of 3 elements; rank r adds r + 1 to
+ * group 0's element 0 (lo), −(r + 1)·2^60 to group 1's element 2 (hi: the
+ * two-part path from 3 ranks on) and 0.5·(r + 1) to each group's loss. Then
+ * group 1's element 1 beyond the range on the last rank alone: every rank
+ * gets LCA_ERR_NUMERIC naming group 1, element 1. */
+static void group_sums(void) {
+    int ranks = lca_rank_count(), rank = lca_rank();
+    lca_exact_vector v[2];
+    lca_exact_scalar loss[2];
+    if (!lca_exact_vector_init(&v[0], 3) || !lca_exact_vector_init(&v[1], 3)) {
+        test_fail("out of memory");
+        return;
+    }
+    for (int j = 0; j < 2; j++) {
+        lca_exact_scalar_clear(&loss[j]);
+        lca_exact_scalar_add(&loss[j], 0.5 * (rank + 1));
+    }
+    v[0].lo[0] = rank + 1;
+    v[1].hi[2] = -(int64_t)(rank + 1) * (INT64_C(1) << 60);
+    size_t which = 9, bad = 9;
+    lca_status status = lca_ranks_sum_groups(v, loss, 2, &which, &bad);
+    int64_t n = (int64_t)ranks * (ranks + 1) / 2;
+    int wide_ok = ranks * (ranks + 1) / 2 < 4; /* |Σ hi| < 2^62 */
+    check_true(status == (wide_ok ? LCA_OK : LCA_ERR_NUMERIC), "the groups' sums over the ranks",
+               "status %d", (int)status);
+    if (wide_ok)
+        check_true(which == 2 && bad == 3 && v[0].lo[0] == n && v[1].hi[2] == -n * (INT64_C(1) << 60) &&
+                       lca_exact_scalar_value(&loss[0]) == 0.5 * (double)n &&
+                       lca_exact_scalar_value(&loss[1]) == 0.5 * (double)n,
+                   "group sums and losses add up exactly", "lo %lld, hi %lld, loss %.17g",
+                   (long long)v[0].lo[0], (long long)v[1].hi[2], lca_exact_scalar_value(&loss[1]));
+    else
+        check_true(which == 1 && bad == 2, "a group total beyond the range is named on every rank",
+                   "group %zu, element %zu", which, bad);
+    /* the last rank's own sum out of range: every rank hears of it */
+    for (int j = 0; j < 2; j++) lca_exact_clear(&v[j]);
+    if (rank == ranks - 1) { /* its carry leaves the range */
+        v[1].hi[1] = (INT64_C(1) << 62) - 1;
+        v[1].lo[1] = INT64_MAX;
+    }
+    status = lca_ranks_sum_groups(v, loss, 2, &which, &bad);
+    if (ranks > 1)
+        check_true(status == LCA_ERR_NUMERIC && which == 1 && bad == 1,
+                   "one rank's group sum out of range: every rank names group 1, element 1",
+                   "status %d, group %zu, element %zu", (int)status, which, bad);
+    else
+        check_true(status == LCA_OK && which == 2 && bad == 3, "one rank: nothing to sum",
+                   "status %d", (int)status);
+    lca_exact_vector_release(&v[0]);
+    lca_exact_vector_release(&v[1]);
+}
+
 /* Ranks 1 and 2 fail (units 7 and 5), rank 0 does not: every rank gets
  * rank 2's message (unit 5, the lowest). With 2 ranks only rank 1 fails. */
 static void failures(void) {
@@ -159,6 +214,7 @@ int main(void) {
     same_as_unsplit("input(1,8,8) conv(4,3) bn relu maxpool(2) dense(10)", 180, data);
     lca_dataset_free(data);
     wide_sums();
+    group_sums();
     failures();
     int status = test_finish();
 #ifdef LCA_MPI

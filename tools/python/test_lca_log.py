@@ -10,6 +10,9 @@ Runs the built `lca` (LCA_BIN, default .build/debug/lca) to make logs, then:
   - the log truncated at every byte offset of its last record reads as the
     records before it; corrupt headers raise LogFormatError naming the
     problem;
+  - loss groups (the run has --groups class): group_lca is (records, G, T),
+    check_groups passes on both views and refuses each kind of damage, the
+    group columns equal the exports' bit for bit;
   - TensorBoard's own reader (EventAccumulator, keeping every scalar) loads
     lca export --to tensorboard with one event per iteration and the values
     of the log (as float32), and every TFRecord's masked CRC32C checks out,
@@ -76,7 +79,7 @@ def main():
         return 1
     work = tempfile.mkdtemp(prefix="lca-python-")
     try:
-        args = ["train", "--iterations", "12", "--batch-size", "150", "--units", "--lca-validation", "--quiet"]
+        args = ["train", "--iterations", "12", "--batch-size", "150", "--units", "--lca-validation", "--groups", "class", "--quiet"]
         run(args + ["-o", "run"], work, stdout=subprocess.DEVNULL)
         log = os.path.join(work, "run", "lca.log")
         header, records = lca_log.open_log(log)
@@ -88,6 +91,7 @@ def main():
               np.max(np.abs(sums - records["lca_total"])) < 1e-15, "Σ per-tensor lca ≈ lca_total (numpy order)",
               f"worst {np.max(np.abs(sums - records['lca_total'])):.2e}")
         columns = lca_log.table(header, records)
+        groups_check(header, records, columns)
 
         # the Swift reader, through lca export --to csv and --to jsonl
         csv = run(["export", "run/lca.log", "--to", "csv"], work, capture_output=True, text=True).stdout.splitlines()
@@ -185,11 +189,94 @@ def main():
         corrupt("short.log", data[:20], "preamble")
         corrupt("shortjson.log", data[:24 + version // 2], "inside the")
 
+        tables_groups_check(work, header, records)
         tensorboard_check(work, header, records)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"python reader tests: {'FAILED ' + str(len(failures)) if failures else 'all passed'}")
     return 1 if failures else 0
+
+
+def groups_check(header, records, columns):
+    """The loss-group reader: shapes, lca verify's checks (passing, and
+    failing on each kind of damage), the named columns."""
+    names = lca_log.group_names(header)
+    tensors = [t["name"] for t in header["tensors"]]
+    check(names == [str(k) for k in range(10)], "group_names: the 10 classes", str(names))
+    ga = lca_log.group_lca(header, records)
+    check(ga.shape == (12, 10, len(tensors)), "group_lca: (12, 10, T)", str(ga.shape))
+    worst = float(np.max(np.abs(ga.sum(axis=1) - records["lca"]) / np.abs(records["lca"])))
+    check(worst < lca_log.SUM_BOUND, "Σ over groups of group_lca == lca within 2^-30", f"worst relative {worst:.2e}")
+    for prefix in ("", "val_"):
+        try:
+            result = lca_log.check_groups(header, records, prefix)
+            check(result["groups"] == 10, f"check_groups({prefix or 'training'}): passes",
+                  f"max sum error {result['max_sum_error']:.2e}, max |group residual| {result['max_abs_residual']:.2e}")
+        except lca_log.LogFormatError as error:
+            check(False, f"check_groups({prefix or 'training'}): passes", str(error))
+
+    def damaged(what, change, expected):
+        copy = np.array(records)
+        change(copy)
+        try:
+            lca_log.check_groups(header, copy)
+            check(False, f"check_groups: {what} is refused", "no error")
+        except lca_log.LogFormatError as error:
+            check(expected in str(error), f"check_groups: {what} is refused", str(error))
+    damaged("a group's LCA off by 1e-6", lambda c: c["group_lca"].__setitem__((3, 2, 0), c["group_lca"][3, 2, 0] * (1 + 1e-6)),
+            f"record 3, {tensors[0]}: Σ over groups")
+    damaged("a residual off by 1e-6", lambda c: c["group_residual"].__setitem__((5, 1), c["group_residual"][5, 1] + 1e-6),
+            "record 5: group 1: group_residual")
+    damaged("a flag without cause", lambda c: c["group_flags"].__setitem__((4, 7), 1), "record 4: group 7")
+    damaged("losses that do not chain", lambda c: c["group_loss_before"].__setitem__((6, 0), np.nextafter(c["group_loss_before"][6, 0], 9)),
+            "record 6: group 0: group_loss_before does not chain")
+    for name in (f"3.{tensors[0]}.group_lca", "3.group_residual", "9.val_group_loss_after", "0.group_flags"):
+        check(name in columns, f"table(): column {name}")
+    check(np.array_equal(columns[f"3.{tensors[1]}.group_lca"], ga[:, 3, 1]), "table(): group column == group_lca[:, g, t]")
+
+
+def tables_groups_check(work, header, records):
+    """tools/results/tables.py groups (docs/results.md, finding 7) against a
+    plain loop over the records: each class's Σ LCA, half-way iteration,
+    hurt iterations and layer shares as printed. With LCA_RESULTS_DIR (a
+    folder holding the run folder fmnist-fc-groups of finding 7), every
+    table line it prints must be in docs/results.md."""
+    script = os.path.join(ROOT, "tools", "results", "tables.py")
+    out = subprocess.run([sys.executable, script, "groups", os.path.join(work, "run")], check=True,
+                         capture_output=True, text=True).stdout
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("| group") and not line.startswith("| all")}
+    tensors = [t["name"] for t in header["tensors"]]
+    layers = sorted({t.split(".")[0] for t in tensors}, key=lambda l: [t.split(".")[0] for t in tensors].index(l))
+    bad = []
+    for g, name in enumerate(lca_log.group_names(header)):
+        per = [sum(float(records["group_lca"][i][g][t]) for t in range(len(tensors))) for i in range(len(records))]
+        running, half = 0.0, None
+        total = sum(per)
+        for i, value in enumerate(per):
+            running += value
+            if half is None and (running <= total / 2 if total < 0 else running >= total / 2):
+                half = i + 1
+        shares = []
+        for layer in layers:
+            part = sum(float(records["group_lca"][i][g][t]) for i in range(len(records))
+                       for t in range(len(tensors)) if tensors[t].split(".")[0] == layer)
+            shares.append(f"{100 * part / total:.0f}%")
+        row = rows.get(name)
+        expected = [name, f"{total:+.4f}", str(half), str(sum(v > 0 for v in per))]
+        if row is None or [row[0], row[2], row[3], row[5]] != expected or row[-len(layers):] != shares:
+            bad.append((name, row, expected, shares))
+    check(len(rows) == 10 and not bad, "tables.py groups: Σ LCA, half-way iteration, hurt iterations and layer shares "
+          "of every class == a plain loop over the records", str(bad[:1]))
+    results = os.environ.get("LCA_RESULTS_DIR")
+    if not results or not os.path.isdir(os.path.join(results, "fmnist-fc-groups")):
+        print("SKIPPED: docs/results.md's finding-7 table against tables.py (set LCA_RESULTS_DIR to the folder of fmnist-fc-groups)")
+        return
+    out = subprocess.run([sys.executable, script, "groups", os.path.join(results, "fmnist-fc-groups")], check=True,
+                         capture_output=True, text=True, cwd=results).stdout
+    page = open(os.path.join(ROOT, "docs", "results.md"), encoding="utf-8").read()
+    missing = [line for line in out.splitlines() if line.strip() and line not in page]
+    check(not missing, "docs/results.md finding 7 == tables.py groups fmnist-fc-groups, line for line", str(missing[:2]))
 
 
 def masked_crc32c(data):
@@ -247,6 +334,20 @@ def tensorboard_check(work, header, records):
     losses = np.array([e.value for e in accumulator.Scalars("loss/evaluation")], np.float32)
     worst = max(worst, float(np.max(np.abs(losses - records["loss_after"].astype(np.float32)))))
     check(worst == 0.0, "TensorBoard reader: values == the log's (as float32), per-tensor, cumulative, loss",
+          f"worst difference {worst:.3e}")
+    # loss groups: one scalar per group and tensor, and its running sum
+    ga = lca_log.group_lca(header, records)
+    worst = 0.0
+    for g in (0, 5, 9):
+        for index, tensor in enumerate(tensors):
+            ours = np.array([e.value for e in accumulator.Scalars(f"group_lca/{g}/{tensor}")], np.float32)
+            worst = max(worst, float(np.max(np.abs(ours - ga[:, g, index].astype(np.float32)))))
+            cumulative = np.array([e.value for e in accumulator.Scalars(f"group_lca_cumulative/{g}/{tensor}")], np.float32)
+            worst = max(worst, float(np.max(np.abs(cumulative - np.cumsum(ga[:, g, index]).astype(np.float32)))))
+        residual = np.array([e.value for e in accumulator.Scalars(f"group_residual/{g}")], np.float32)
+        worst = max(worst, float(np.max(np.abs(residual - records["group_residual"][:, g].astype(np.float32)))))
+    check(worst == 0.0 and f"validation/group_lca/3/{tensors[0]}" in tags,
+          "TensorBoard reader: group_lca/<g>/<tensor>, its cumulative and group_residual/<g> == the log's (float32)",
           f"worst difference {worst:.3e}")
     # version 2: helping/hurting scalars and one histogram per tensor (helping bins reversed, the
     # within-floor bucket, hurting bins), counts equal to the log's

@@ -7,6 +7,7 @@
     python3 tools/results/tables.py unmoved RUN IMAGES    # fc1.weight never moving vs blank pixels
     python3 tools/results/tables.py paired DIR            # last layer frozen / slowed: DIR/fz-{base,freeze,slow}-SEED
     python3 tools/results/tables.py integrators [--first=N] RUN...   # first order vs Simpson vs adaptive Simpson
+    python3 tools/results/tables.py groups RUN            # finding 7: per loss group (class), when and where it is learnt
     python3 tools/results/tables.py png64 IN.png OUT.png  # a figure reduced to 64 colours for docs/
 
 Each prints a Markdown table (the rows of docs/results.md). RUN is a run folder of `lca train`
@@ -203,6 +204,77 @@ def integrators(runs, first=None):
               f"| {(r['flags'] & 1).sum()} |")
 
 
+FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def halfway(cumulative):
+    """The first iteration (1-based) at which a cumulative series reaches half
+    its final value (the final value's sign decides the direction)."""
+    final = cumulative[-1]
+    reached = cumulative <= final / 2 if final < 0 else cumulative >= final / 2
+    return int(np.argmax(reached)) + 1
+
+
+def groups(run):
+    """Per loss group: examples, Σ LCA, the iteration at which its cumulative LCA reaches half
+    (and 90%) of its final, its loss first → last, and the share of its Σ LCA carried by each
+    layer; rows in the order the groups are learnt (half-way iteration, then Σ LCA). The log is
+    checked first with lca_log.check_groups (lca verify's group checks)."""
+    h, r = load(run)
+    check = lca_log.check_groups(h, r)
+    names = lca_log.group_names(h)
+    data = h.get("data") or {}
+    if "fashion" in str(data.get("source", "")) and names == [str(k) for k in range(10)]:
+        names = [f"{k} {FASHION_MNIST[k]}" for k in range(10)]
+    ga = lca_log.group_lca(h, r)                                # (records, G, T)
+    layers = []
+    for i, t in enumerate(h["tensors"]):
+        layer = t["name"].split(".")[0]
+        if not layers or layers[-1][0] != layer:
+            layers.append((layer, []))
+        layers[-1][1].append(i)
+    per_group = ga.sum(axis=2)                                  # (records, G)
+    cumulative = np.cumsum(per_group, axis=0)
+    total = cumulative[-1]
+    n = h["groups"].get("examples") or [0] * len(names)
+    before, after = r["group_loss_before"], r["group_loss_after"]
+    print(f"{os.path.basename(run)}: {len(names)} groups ({h['groups'].get('source')}), {len(r)} iterations; "
+          f"Σ_g group LCA = LCA within {check['max_sum_error']:.1e} of each tensor's scale (bound {lca_log.SUM_BOUND:.1e}), "
+          f"largest |group residual| {check['max_abs_residual']:.2g}, {check['flagged']} flagged\n")
+    order = sorted(range(len(names)), key=lambda g: (halfway(cumulative[:, g]), total[g]))
+    print("| group | examples | Σ LCA | half-way iteration | 90% iteration | iterations hurt | L_g first → last | "
+          + " | ".join(f"{layer} share" for layer, _ in layers) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(layers))
+    shares = {}
+    for g in order:
+        part = [ga[:, g, idx].sum() / total[g] for _, idx in layers]
+        shares[g] = part
+        final = cumulative[-1, g]
+        ninety = int(np.argmax(cumulative[:, g] <= 0.9 * final if final < 0 else cumulative[:, g] >= 0.9 * final)) + 1
+        print(f"| {names[g]} | {n[g]} | {total[g]:+.4f} | {halfway(cumulative[:, g])} | {ninety} | {(per_group[:, g] > 0).sum()} "
+              f"| {before[0, g]:.3f} → {after[-1, g]:.3f} | " + " | ".join(f"{100 * x:.0f}%" for x in part) + " |")
+    whole = [ga[:, :, idx].sum() / total.sum() for _, idx in layers]
+    every = np.cumsum(per_group.sum(axis=1))
+    late = int(np.argmax(every <= 0.9 * every[-1] if every[-1] < 0 else every >= 0.9 * every[-1])) + 1
+    print(f"| all groups | {sum(n)} | {total.sum():+.4f} | {halfway(every)} | {late} | {(per_group.sum(axis=1) > 0).sum()} | "
+          f"{r['loss_before'][0]:.3f} → {r['loss_after'][-1]:.3f} | " + " | ".join(f"{100 * x:.0f}%" for x in whole) + " |")
+    first, last = order[0], order[-1]
+    print(f"\nlearnt first: {names[first]} (half-way at iteration {halfway(cumulative[:, first])}); "
+          f"last: {names[last]} (iteration {halfway(cumulative[:, last])})")
+    for l, (layer, _) in enumerate(layers):
+        top = max(range(len(names)), key=lambda g: shares[g][l])
+        low = min(range(len(names)), key=lambda g: shares[g][l])
+        print(f"{layer}: carries {100 * whole[l]:.0f}% overall, most of {names[top]} ({100 * shares[top][l]:.0f}%), "
+              f"least of {names[low]} ({100 * shares[low][l]:.0f}%)")
+    # after the run's 90% iteration: which groups' per-iteration LCA move against each other
+    if len(r) - late >= 3 and len(names) >= 2:
+        c = np.corrcoef(per_group[late:].T)
+        pairs = sorted((c[a, b], a, b) for a in range(len(names)) for b in range(a + 1, len(names)))
+        print(f"\nper-iteration group LCA after iteration {late} (the run's 90%), most negative correlations: "
+              + "; ".join(f"{names[a]} / {names[b]} {x:+.2f}" for x, a, b in pairs[:3])
+              + f"; most positive: {names[pairs[-1][1]]} / {names[pairs[-1][2]]} {pairs[-1][0]:+.2f}")
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
@@ -222,6 +294,8 @@ def main(argv):
         if args[0].startswith("--first="):
             first, args = int(args[0].split("=")[1]), args[1:]
         integrators(args, first)
+    elif what == "groups":
+        groups(args[0])
     elif what == "png64":
         from PIL import Image
         Image.open(args[0]).convert("RGB").quantize(64).save(args[1], optimize=True)
