@@ -664,8 +664,9 @@ lca_status lca_model_forward_kept(lca_model *m, const float *parameters,
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
-    if (lca_model_streams_input(m))
-        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that do not stream");
+    if (lca_model_streams_input(m) || lca_model_recomputes(m))
+        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that neither stream "
+                                       "nor recompute");
     const float *x;
     group_rows(input, 0, n, lca_model_input_size(m), lca_model_output_size(m), &x, &kept->labels,
                &kept->targets);

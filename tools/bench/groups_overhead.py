@@ -2,7 +2,7 @@
 """The cost of loss groups (issue 15): `lca train` with and without
 `--groups class` (10 classes), time and memory, best of N alternating runs.
 
-    nice python3 tools/bench/groups_overhead.py --lca .build/release/lca --cifar build/cifar-like [--runs 3]
+    nice python3 tools/bench/groups_overhead.py --lca .build/release/lca --cifar build/cifar-like [--runs 3] [--only FC]
 
 Each configuration runs N times without and N times with --groups, in
 alternation (so that a busy period of a shared machine hits both), each into
@@ -56,10 +56,13 @@ def main():
     parser.add_argument("--lca", required=True)
     parser.add_argument("--cifar", required=True, help="a folder of CIFAR-10 binary batches")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", help="run only the configurations whose label starts with this (FC, LeNet, ResNet-20)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lca-groups-bench-") as tmp:
         for label, arguments in configurations(args.cifar):
+            if args.only and not label.startswith(args.only):
+                continue
             results = {False: [], True: []}
             for r in range(args.runs):
                 for grouped in (False, True):
