@@ -84,7 +84,8 @@ $(BUILD)/core/%.o: CCore/%.c $(wildcard CCore/*.h) CCore/include/lca.h
 $(BUILD)/liblca.a: $(CORE_OBJECTS)
 	ar rcs $@ $^
 
-$(BUILD)/tests/%.o: Tests/ccore/%.c $(wildcard Tests/ccore/*.h) CCore/include/lca.h
+# tests include the core's internal headers too (model.h, integrator.h)
+$(BUILD)/tests/%.o: Tests/ccore/%.c $(wildcard Tests/ccore/*.h) $(wildcard CCore/*.h) CCore/include/lca.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(OMP_CFLAGS) -ITests/ccore -c $< -o $@
 

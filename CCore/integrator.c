@@ -494,9 +494,9 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
      * every loss group's masked loss and backward (the bytes of a masked
      * pass each; pass.c) */
     lca_kept_forward kept;
-    /* not for a recomputing net (pass.c, "segments"): its backward pass
-     * recomputes the segments' activations over the ones the forward left */
-    bool keep = batchnorm && n <= g->chunk && !lca_model_recomputes(w->model);
+    /* a recomputing net (pass.c, "segments") too: its backward passes
+     * after the first recompute the last segment as well */
+    bool keep = batchnorm && n <= g->chunk;
     if (keep) {
         lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
                                  .label_rows = w->labels, .target_rows = w->targets};

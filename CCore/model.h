@@ -277,6 +277,8 @@ lca_status lca_model_forward_backward_group(lca_model *model, const float *param
  * lca_model_forward_backward_group with that mask. */
 typedef struct lca_kept_forward {
     size_t n, bn_group;
+    const float *x;            /* the examples' input (a recomputing net's first segment) */
+    size_t backward_passes;    /* backward passes made since the forward */
     const float *inputs[LCA_MAX_LAYERS];
     const float *logits;
     const int32_t *labels;
@@ -288,7 +290,7 @@ lca_status lca_model_forward_kept(lca_model *model, const float *parameters,
 /* The loss of the kept examples whose mask is 1 (added from 0 into
  * *loss_sum) and its gradient (times gradient_scale) into gradient. */
 lca_status lca_model_backward_kept(lca_model *model, const float *parameters,
-                                   const lca_kept_forward *kept, const uint8_t *mask,
+                                   lca_kept_forward *kept, const uint8_t *mask,
                                    double gradient_scale, double *loss_sum, float *gradient);
 /* The same in training mode at the model's parameters: dropout from rng,
  * batch norm over the n examples, running statistics updated. */

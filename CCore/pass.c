@@ -664,9 +664,9 @@ lca_status lca_model_forward_kept(lca_model *m, const float *parameters,
     if (n == 0 || n > m->max_batch)
         return lca_fail(LCA_ERR_STATE, "model: %zu examples but workspace reserved for %zu", n,
                         m->max_batch);
-    if (lca_model_streams_input(m) || lca_model_recomputes(m))
-        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that neither stream "
-                                       "nor recompute");
+    if (lca_model_streams_input(m))
+        return lca_fail(LCA_ERR_STATE, "model: a kept forward is for nets that do not stream "
+                                       "their input");
     const float *x;
     group_rows(input, 0, n, lca_model_input_size(m), lca_model_output_size(m), &x, &kept->labels,
                &kept->targets);
@@ -683,24 +683,40 @@ lca_status lca_model_forward_kept(lca_model *m, const float *parameters,
                .stop_back = SIZE_MAX, .parameters = true, .x = x};
     kept->n = n;
     kept->bn_group = bn_group;
+    kept->x = x;
+    kept->backward_passes = 0;
     kept->logits = forward(m, parameters, &ps, kept->inputs);
     return LCA_OK;
 }
 
 lca_status lca_model_backward_kept(lca_model *m, const float *parameters,
-                                   const lca_kept_forward *kept, const uint8_t *mask,
+                                   lca_kept_forward *kept, const uint8_t *mask,
                                    double gradient_scale, double *loss_sum, float *gradient) {
     pass ps = {.mode = LCA_PASS_EVALUATE, .n = kept->n, .bn_group = kept->bn_group,
                .stop = SIZE_MAX, .stop_back = SIZE_MAX, .parameters = true, .mask = mask,
-               .rows_mask = mask};
-    double sum = add_loss(m, &ps, kept->logits, kept->labels, kept->targets, gradient_scale, 0.0,
+               .rows_mask = mask, .x = kept->x};
+    const float *inputs[LCA_MAX_LAYERS]; /* backward takes a mutable array */
+    memcpy(inputs, kept->inputs, m->layer_count * sizeof *inputs);
+    const float *logits = kept->logits;
+    if (m->recompute && kept->backward_passes > 0) {
+        /* a recomputing net: the backward pass before left the first
+         * segment's activations where the last segment's were; recompute
+         * the last segment (the same bytes, as in backward) */
+        pass again = ps;
+        again.again = true;
+        size_t first = m->segment_start[m->segment_count - 1];
+        logits = forward_layers(m, parameters, &again, inputs, first, m->layer_count,
+                                first == 0 ? kept->x : inputs[first]);
+    }
+    double sum = add_loss(m, &ps, logits, kept->labels, kept->targets, gradient_scale, 0.0,
                           gradient != NULL);
     if (!isfinite(sum))
         return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
                                          "try a smaller learning rate", sum);
-    const float *inputs[LCA_MAX_LAYERS]; /* backward takes a mutable array; it only reads it */
-    memcpy(inputs, kept->inputs, m->layer_count * sizeof *inputs);
-    if (gradient) backward(m, parameters, &ps, inputs, kept->logits, gradient, false);
+    if (gradient) {
+        backward(m, parameters, &ps, inputs, logits, gradient, false);
+        kept->backward_passes++;
+    }
     *loss_sum = sum;
     return LCA_OK;
 }
