@@ -403,6 +403,33 @@ static lca_status out_of_range(const lca_model *m, size_t i, double value, size_
                     t->name, i - t->offset, first, first + n - 1, unit, value);
 }
 
+/* A unit's (or a loss group's share of a unit's) gradient, w->gradient,
+ * and loss into the given exact sums. */
+static lca_status add_to_sums(const eval_pass *p, lca_eval_worker *w, lca_exact_vector *sum,
+                              lca_exact_scalar *loss_sum, double loss, size_t u, size_t first,
+                              size_t n) {
+    if (p->gradient) {
+        size_t k = w->sum.count, bad = lca_exact_add(sum, w->gradient);
+        if (bad != k) return out_of_range(p->g->model, bad, w->gradient[bad], u, first, n);
+    }
+    if (!lca_exact_scalar_add(loss_sum, loss))
+        return lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
+                                         "try a smaller learning rate", loss);
+    return LCA_OK;
+}
+
+/* Unit u failed: kept in the worker if it is the worker's lowest failed
+ * unit (the error reported does not depend on the threads), and the pass
+ * told to stop. */
+static void note_failure(eval_pass *p, lca_eval_worker *w, size_t u, lca_status status) {
+    if (u < w->failed_unit) {
+        w->failed_unit = u;
+        w->status = status;
+        snprintf(w->message, sizeof w->message, "%s", lca_last_error());
+    }
+    atomic_store_explicit(&p->failed, true, memory_order_relaxed);
+}
+
 /* Unit u on one worker: its passes, then its gradient and loss into the
  * worker's exact sums. A failure is kept in the worker (lca_last_error
  * belongs to the thread that ran it) if it is the worker's first. */
@@ -449,22 +476,8 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
                               first + done + count - 1, message);
         }
     }
-    if (status == LCA_OK && p->gradient) {
-        size_t k = w->sum.count, bad = lca_exact_add(&w->sum, w->gradient);
-        if (bad != k)
-            status = out_of_range(g->model, bad, w->gradient[bad], u, first, n);
-    }
-    if (status == LCA_OK && !lca_exact_scalar_add(&w->loss, loss))
-        status = lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
-                                           "try a smaller learning rate", loss);
-    if (status != LCA_OK) {
-        if (u < w->failed_unit) {
-            w->failed_unit = u;
-            w->status = status;
-            snprintf(w->message, sizeof w->message, "%s", lca_last_error());
-        }
-        atomic_store_explicit(&p->failed, true, memory_order_relaxed);
-    }
+    if (status == LCA_OK) status = add_to_sums(p, w, &w->sum, &w->loss, loss, u, first, n);
+    if (status != LCA_OK) note_failure(p, w, u, status);
 }
 
 /* Unit u with loss groups: its examples sorted by group (stable, view
@@ -550,22 +563,11 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
                                   first + n - 1, group, message);
             }
         }
-        if (status == LCA_OK && p->gradient) {
-            size_t k = w->sum.count, bad = lca_exact_add(&w->group_sum[group], w->gradient);
-            if (bad != k) status = out_of_range(g->model, bad, w->gradient[bad], u, first, n);
-        }
-        if (status == LCA_OK && !lca_exact_scalar_add(&w->group_loss[group], loss))
-            status = lca_fail(LCA_ERR_NUMERIC, "loss is not finite (%g): training diverged; "
-                                               "try a smaller learning rate", loss);
+        if (status == LCA_OK)
+            status = add_to_sums(p, w, &w->group_sum[group], &w->group_loss[group], loss, u,
+                                 first, n);
     }
-    if (status != LCA_OK) {
-        if (u < w->failed_unit) {
-            w->failed_unit = u;
-            w->status = status;
-            snprintf(w->message, sizeof w->message, "%s", lca_last_error());
-        }
-        atomic_store_explicit(&p->failed, true, memory_order_relaxed);
-    }
+    if (status != LCA_OK) note_failure(p, w, u, status);
 }
 
 /* One thread's share: the next unit, until none are left or one failed.
