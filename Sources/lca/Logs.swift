@@ -32,7 +32,7 @@ struct Show: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    @Argument(help: ArgumentHelp("The log: a file, a run folder (its lca.log), or - for standard input.", valueName: "log"))
     var log: String
 
     @Flag(help: "Print JSON instead of the table.")
@@ -54,7 +54,7 @@ struct Show: ParsableCommand {
     func run() throws {
         try Report.failures {
             installInterruptHandler()
-            let stream = try LogStream(path: log, follow: follow)
+            let stream = try LogStream(path: ReportInput(log).log, follow: follow)
             stream.shouldStop = { interruptRequested != 0 }
             if groups && stream.header.groups == nil {
                 throw LCAError(code: .invalidArgument, message: "\(log): --groups: the log has no loss groups (train with lca train --groups class|FILE)")
@@ -145,7 +145,7 @@ struct Export: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    @Argument(help: ArgumentHelp("The log: a file, a run folder (its lca.log), or - for standard input.", valueName: "log"))
     var log: String
 
     @Option(help: "Format: csv, jsonl, npy or tensorboard.")
@@ -162,7 +162,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         try Report.failures {
-            let stream = try LogStream(path: log)
+            let stream = try LogStream(path: ReportInput(log).log)
             switch to {
             case .csv, .jsonl:
                 let columns = LogColumns(header: stream.header)
@@ -206,7 +206,7 @@ struct Verify: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("The log: a file, or - for standard input.", valueName: "log"))
+    @Argument(help: ArgumentHelp("The log: a file, a run folder (its lca.log), or - for standard input.", valueName: "log"))
     var log: String
 
     @Option(name: .customLong("max-residual"), help: ArgumentHelp("Fail when any |residual| exceeds this many nats.", valueName: "x"))
@@ -218,7 +218,7 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         try Report.failures {
-            let stream = try LogStream(path: log)
+            let stream = try LogStream(path: ReportInput(log).log)
             let report = try LogVerifier.verify(stream, maxResidual: maxResidual)
             if let failure = report.failure {
                 Output.error("\(log): \(Output.colored("FAILED", .red, stream: .stderr)) at \(failure)")

@@ -29,6 +29,24 @@ final class CLITests: XCTestCase {
         XCTAssert(again.stderr.contains("bare"), again.stderr)
     }
 
+    /// show, export and verify take a run folder for its lca.log, as report
+    /// and plot do; a folder without one is named.
+    func testLogCommandsTakeARunFolder() throws {
+        let folder = try temporaryFolder("runfolder", testCase: self)
+        let train = try CLI.run(["train", "--iterations", "2", "-o", "run", "--quiet"], in: folder)
+        XCTAssertEqual(train.status, 0, train.stderr)
+        for command in [["show"], ["verify"], ["export", "--to", "csv"]] {
+            let byFolder = try CLI.run(command + ["run"], in: folder)
+            let byLog = try CLI.run(command + ["run/lca.log"], in: folder)
+            XCTAssertEqual(byFolder.status, 0, "\(command): \(byFolder.stderr)")
+            if command != ["verify"] { XCTAssertEqual(byFolder.stdout, byLog.stdout, "\(command)") }
+        }
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        let empty = try CLI.run(["show", "empty"], in: folder)
+        XCTAssertEqual(empty.status, 1, empty.stderr)
+        XCTAssert(empty.stderr.contains("empty: is a folder but holds no lca.log"), empty.stderr)
+    }
+
     /// --init takes the spec and weights from a checkpoint; --freeze keeps a
     /// tensor still (its LCA is exactly 0); --json is a decodable summary.
     func testInitFreezeAndJSONSummary() throws {
