@@ -430,6 +430,40 @@ static void note_failure(eval_pass *p, lca_eval_worker *w, size_t u, lca_status 
     atomic_store_explicit(&p->failed, true, memory_order_relaxed);
 }
 
+/* Examples indices[0, n) of a net without batch norm, in passes of at most
+ * the chunk: their loss added to *loss, their gradient to w->gradient. An
+ * error names the examples (the pass numbers its own): the chunk's, or for
+ * a loss group (group < SIZE_MAX), whose examples are spread over the
+ * unit, the unit's [first, first + unit_n). */
+static lca_status chunked_passes(const eval_pass *p, lca_eval_worker *w,
+                                 const uint32_t *indices, size_t n, double *loss, size_t first,
+                                 size_t unit_n, size_t group) {
+    const lca_integrator *g = p->g;
+    const lca_view *v = p->v;
+    /* an MLP converts its rows as it goes (into w->x) */
+    bool streams = lca_model_streams_input(w->model);
+    for (size_t done = 0; done < n; done += g->chunk) {
+        size_t count = n - done < g->chunk ? n - done : g->chunk;
+        const uint32_t *at = indices + done;
+        lca_dataset_gather(v->data, at, count, streams ? NULL : w->x, w->labels, w->targets);
+        lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data, .indices = at,
+                                 .rows = w->x};
+        lca_status status = lca_model_forward_backward_input(
+            w->model, p->parameters, &input, v->data->labels ? w->labels : NULL,
+            v->data->targets ? w->targets : NULL, count, g->bn_group, p->scale, loss,
+            p->gradient ? w->gradient : NULL, done > 0);
+        if (status == LCA_OK) continue;
+        char message[1900];
+        snprintf(message, sizeof message, "%s", lca_last_error());
+        if (group == SIZE_MAX)
+            return lca_fail(status, "evaluation examples %zu-%zu: %s", first + done,
+                            first + done + count - 1, message);
+        return lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
+                        first + unit_n - 1, group, message);
+    }
+    return LCA_OK;
+}
+
 /* Unit u on one worker: its passes, then its gradient and loss into the
  * worker's exact sums. A failure is kept in the worker (lca_last_error
  * belongs to the thread that ran it) if it is the worker's first. */
@@ -438,8 +472,6 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
     const lca_view *v = p->v;
     size_t first = u * g->unit;
     size_t n = v->count - first < g->unit ? v->count - first : g->unit;
-    /* an MLP converts its rows as it goes (into w->x) */
-    bool streams = lca_model_streams_input(w->model);
     double loss = 0.0;
     lca_status status = LCA_OK;
     bool grouped = lca_model_batchnorm_count(w->model) > 0;
@@ -457,25 +489,7 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
                               message);
         }
     }
-    for (size_t done = 0; !grouped && done < n && status == LCA_OK; done += g->chunk) {
-        size_t count = n - done < g->chunk ? n - done : g->chunk;
-        const uint32_t *indices = v->indices + first + done;
-        lca_dataset_gather(v->data, indices, count, streams ? NULL : w->x, w->labels, w->targets);
-        lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data, .indices = indices,
-                                 .rows = w->x};
-        status = lca_model_forward_backward_input(w->model, p->parameters, &input,
-                                                  v->data->labels ? w->labels : NULL,
-                                                  v->data->targets ? w->targets : NULL, count,
-                                                  g->bn_group, p->scale, &loss,
-                                                  p->gradient ? w->gradient : NULL, done > 0);
-        if (status != LCA_OK) {
-            /* the pass numbers its own examples: say which they are */
-            char message[1900];
-            snprintf(message, sizeof message, "%s", lca_last_error());
-            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first + done,
-                              first + done + count - 1, message);
-        }
-    }
+    if (!grouped) status = chunked_passes(p, w, v->indices + first, n, &loss, first, n, SIZE_MAX);
     if (status == LCA_OK) status = add_to_sums(p, w, &w->sum, &w->loss, loss, u, first, n);
     if (status != LCA_OK) note_failure(p, w, u, status);
 }
@@ -500,7 +514,6 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
     for (size_t i = 0; i < gc; i++) counts[i + 1] += counts[i]; /* group i starts at counts[i] */
     for (size_t i = 0; i < n; i++) w->group_indices[counts[ids[unit[i]]]++] = unit[i];
     /* counts[i] is now where group i ends */
-    bool streams = lca_model_streams_input(w->model);
     bool batchnorm = lca_model_batchnorm_count(w->model) > 0;
     lca_status status = LCA_OK;
     /* a batch-norm group that fits the workspace: one forward, kept for
@@ -544,25 +557,9 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
                                   first + n - 1, group, message);
             }
         }
-        for (size_t done = 0; !batchnorm && done < members && status == LCA_OK; done += g->chunk) {
-            size_t count = members - done < g->chunk ? members - done : g->chunk;
-            const uint32_t *indices = w->group_indices + begin + done;
-            lca_dataset_gather(v->data, indices, count, streams ? NULL : w->x, w->labels,
-                               w->targets);
-            lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data,
-                                     .indices = indices, .rows = w->x};
-            status = lca_model_forward_backward_input(w->model, p->parameters, &input,
-                                                      v->data->labels ? w->labels : NULL,
-                                                      v->data->targets ? w->targets : NULL, count,
-                                                      g->bn_group, p->scale, &loss,
-                                                      p->gradient ? w->gradient : NULL, done > 0);
-            if (status != LCA_OK) {
-                char message[1900];
-                snprintf(message, sizeof message, "%s", lca_last_error());
-                status = lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
-                                  first + n - 1, group, message);
-            }
-        }
+        if (!batchnorm)
+            status = chunked_passes(p, w, w->group_indices + begin, members, &loss, first, n,
+                                    group);
         if (status == LCA_OK)
             status = add_to_sums(p, w, &w->group_sum[group], &w->group_loss[group], loss, u,
                                  first, n);
