@@ -430,6 +430,19 @@ static void note_failure(eval_pass *p, lca_eval_worker *w, size_t u, lca_status 
     atomic_store_explicit(&p->failed, true, memory_order_relaxed);
 }
 
+/* A pass's failure over evaluation examples [first, first + n), named (the
+ * pass numbers its own examples), with the loss group unless SIZE_MAX;
+ * LCA_OK passes through. */
+static lca_status name_examples(lca_status status, size_t first, size_t n, size_t group) {
+    if (status == LCA_OK) return status;
+    char message[1900];
+    snprintf(message, sizeof message, "%s", lca_last_error());
+    if (group == SIZE_MAX)
+        return lca_fail(status, "evaluation examples %zu-%zu: %s", first, first + n - 1, message);
+    return lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first, first + n - 1,
+                    group, message);
+}
+
 /* Examples indices[0, n) of a net without batch norm, in passes of at most
  * the chunk: their loss added to *loss, their gradient to w->gradient. An
  * error names the examples (the pass numbers its own): the chunk's, or for
@@ -453,13 +466,8 @@ static lca_status chunked_passes(const eval_pass *p, lca_eval_worker *w,
             v->data->targets ? w->targets : NULL, count, g->bn_group, p->scale, loss,
             p->gradient ? w->gradient : NULL, done > 0);
         if (status == LCA_OK) continue;
-        char message[1900];
-        snprintf(message, sizeof message, "%s", lca_last_error());
-        if (group == SIZE_MAX)
-            return lca_fail(status, "evaluation examples %zu-%zu: %s", first + done,
-                            first + done + count - 1, message);
-        return lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
-                        first + unit_n - 1, group, message);
+        if (group == SIZE_MAX) return name_examples(status, first + done, count, group);
+        return name_examples(status, first, unit_n, group);
     }
     return LCA_OK;
 }
@@ -482,12 +490,7 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
         status = lca_model_forward_backward_group(w->model, p->parameters, &input, n, g->chunk,
                                                   g->bn_group, p->scale, &loss,
                                                   p->gradient ? w->gradient : NULL);
-        if (status != LCA_OK) {
-            char message[1900];
-            snprintf(message, sizeof message, "%s", lca_last_error());
-            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first, first + n - 1,
-                              message);
-        }
+        status = name_examples(status, first, n, SIZE_MAX);
     }
     if (!grouped) status = chunked_passes(p, w, v->indices + first, n, &loss, first, n, SIZE_MAX);
     if (status == LCA_OK) status = add_to_sums(p, w, &w->sum, &w->loss, loss, u, first, n);
@@ -527,12 +530,7 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
         lca_group_input input = {.data = v->data, .indices = unit, .x_rows = w->x,
                                  .label_rows = w->labels, .target_rows = w->targets};
         status = lca_model_forward_kept(w->model, p->parameters, &input, n, g->bn_group, &kept);
-        if (status != LCA_OK) {
-            char message[1900];
-            snprintf(message, sizeof message, "%s", lca_last_error());
-            status = lca_fail(status, "evaluation examples %zu-%zu: %s", first, first + n - 1,
-                              message);
-        }
+        status = name_examples(status, first, n, SIZE_MAX);
     }
     for (size_t group = 0, begin = 0; group < gc && status == LCA_OK; begin = counts[group++]) {
         size_t members = counts[group] - begin;
@@ -550,12 +548,7 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
             status = lca_model_forward_backward_group(w->model, p->parameters, &input, n, g->chunk,
                                                       g->bn_group, p->scale, &loss,
                                                       p->gradient ? w->gradient : NULL);
-            if (status != LCA_OK) {
-                char message[1900];
-                snprintf(message, sizeof message, "%s", lca_last_error());
-                status = lca_fail(status, "evaluation examples %zu-%zu (group %zu): %s", first,
-                                  first + n - 1, group, message);
-            }
+            status = name_examples(status, first, n, group);
         }
         if (!batchnorm)
             status = chunked_passes(p, w, w->group_indices + begin, members, &loss, first, n,
