@@ -197,6 +197,8 @@ lca_status lca_integrator_init(lca_integrator *g, lca_model *model, const lca_co
     /* the unit from the model; the chunk as asked, or (0) from the memory
      * budget, at most a unit (a whole BN group for batch-norm nets) */
     g->unit = lca_model_accumulation_unit(model, config->bn_group);
+    /* (a trainer has chosen its model's layout already) */
+    lca_model_fit_layout(model, config->eval_chunk, config->bn_group, 0, config->memory_budget);
     if (config->eval_chunk == 0) {
         checked = lca_model_check_budget(model, g->unit, config->memory_budget);
         if (checked != LCA_OK) return checked;

@@ -781,6 +781,31 @@ size_t lca_model_train_chunk(const lca_model *m, size_t batch, size_t memory_bud
     return even_chunk(batch, chunk ? chunk : 1);
 }
 
+void lca_model_fit_layout(lca_model *m, size_t eval_chunk, size_t bn_group, size_t batch,
+                          size_t memory_budget) {
+    if (m->layout_chosen || m->workspace) return;
+    m->layout_chosen = true;
+    if (m->segment_count <= 1) return;
+    bool forced = m->store_all;
+    m->store_all = false;
+    bool evaluates = eval_chunk != SIZE_MAX;
+    size_t eval_again = evaluates ? lca_model_resolve_chunk(m, eval_chunk, bn_group, memory_budget) : 0;
+    size_t train_again = lca_model_train_chunk(m, batch, memory_budget);
+    m->store_all = true;
+    /* what keeps every activation at the chunks of an unbounded budget */
+    size_t eval_bytes =
+        evaluates ? lca_model_chunk_bytes(m, lca_model_resolve_chunk(m, eval_chunk, bn_group, SIZE_MAX))
+                  : 0;
+    size_t train_bytes = batch > 0 ? lca_model_chunk_bytes(m, lca_model_train_chunk(m, batch, SIZE_MAX)) : 0;
+    m->keep_all_budget = eval_bytes > train_bytes ? eval_bytes : train_bytes;
+    bool same = (!evaluates ||
+                 (lca_model_resolve_chunk(m, eval_chunk, bn_group, memory_budget) == eval_again &&
+                  lca_model_chunk_bytes(m, eval_again) <= memory_budget)) &&
+                (batch == 0 || (lca_model_train_chunk(m, batch, memory_budget) == train_again &&
+                                lca_model_chunk_bytes(m, train_again) <= memory_budget));
+    m->store_all = forced || same;
+}
+
 /* ------------------------------------------------------------ spec-level layers
  * lca_model_layer_count and lca_model_layer describe the model's layers as
  * the spec language writes them (docs/models.md), read back from the built

@@ -147,11 +147,15 @@ struct lca_model {
      * segment_start[s + 1]); a pass keeps only each segment's output (the
      * next block's input) and the batch-norm statistics, the layers inside
      * a segment share one region of the workspace, and the backward pass
-     * recomputes a segment's activations from its input. store_all (a
-     * test's switch, set before lca_model_reserve) keeps every activation
-     * instead: the same bytes, more memory. */
+     * recomputes a segment's activations from its input. store_all keeps
+     * every activation instead: the same bytes, more memory, no second
+     * forward pass. lca_model_fit_layout sets it from the memory budget
+     * (layout_chosen: once, before lca_model_reserve); a test may set it
+     * directly. */
     bool recompute;
     bool store_all;
+    bool layout_chosen;
+    size_t keep_all_budget; /* the budget that keeps every activation (fit_layout) */
     size_t segment_count;
     size_t segment_start[LCA_MAX_LAYERS + 1];
     float bn_momentum;      /* running statistics: r ← (1 − m)·r + m·batch */
@@ -349,6 +353,16 @@ size_t lca_model_train_chunk(const lca_model *model, size_t batch, size_t memory
  * net without dropout, unless store_all): what lca_model_reserve lays out
  * and lca_model_workspace_need counts. */
 bool lca_model_recomputes(const lca_model *model);
+/* A residual net keeps every activation (store_all) when memory_budget
+ * holds them at the same chunks as the recomputing layout: the evaluation
+ * chunk (eval_chunk as asked, 0 = from the budget; of the bn_group unit)
+ * (SIZE_MAX: the model evaluates nothing) and, when batch > 0, the
+ * training chunk of a batch; else it recomputes
+ * by segments (docs/memory.md). Decided once, before the first
+ * lca_model_reserve: later calls change nothing. The bytes of every result
+ * are the same either way (Tests/ccore/test_recompute.c). */
+void lca_model_fit_layout(lca_model *model, size_t eval_chunk, size_t bn_group, size_t batch,
+                          size_t memory_budget);
 /* Number of batch-norm layers (their running statistics live in the model). */
 size_t lca_model_batchnorm_count(const lca_model *model);
 

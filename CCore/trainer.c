@@ -29,7 +29,9 @@ lca_config lca_config_default(void) {
     c.eval_chunk = 0;
     c.lca_units = 0;
     c.bn_group = LCA_BN_GROUP_DEFAULT;
-    c.memory_budget = (size_t)1 << 30;
+    /* two LeNet workers of 512 fit it; ResNet-20's group of 250 only
+     * recomputing its blocks (docs/memory.md, "The default budget") */
+    c.memory_budget = (size_t)512 << 20;
     c.lca_histogram = 1;
     return c;
 }
@@ -266,6 +268,10 @@ lca_status lca_trainer_new(lca_trainer **out, lca_model *model, const lca_datase
         tr->config.group_count = 0;
         tr->config.lca_group_totals = 0;
     }
+    /* a residual net keeps every activation when the budget holds them,
+     * else recomputes (docs/memory.md): before any chunk is resolved */
+    lca_model_fit_layout(model, config->lca ? config->eval_chunk : SIZE_MAX, config->bn_group,
+                         config->batch_size, config->memory_budget);
     /* a budget that holds no evaluation chunk is refused (the integrator
      * sees the resolved chunk below) */
     if (config->lca && config->eval_chunk == 0) {
@@ -630,6 +636,10 @@ void lca_trainer_memory_use(const lca_trainer *tr, lca_memory_use *out) {
     out->eval_chunk = tr->config.lca ? g->chunk : 0;
     out->train_chunk = tr->train_chunk;
     out->memory_budget = tr->config.memory_budget;
+    out->activations = lca_model_recomputes(m)          ? LCA_ACTIVATIONS_RECOMPUTED
+                       : m->segment_count > 1 ? LCA_ACTIVATIONS_KEPT
+                                              : LCA_ACTIVATIONS_ALL;
+    out->keep_all_budget = m->segment_count > 1 ? m->keep_all_budget : 0;
 }
 
 lca_status lca_trainer_set_tensor_lr_scale(lca_trainer *tr, const char *name, double scale) {

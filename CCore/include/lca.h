@@ -440,7 +440,7 @@ typedef struct lca_config {
     size_t bn_group;
     /* bytes of activations a worker may hold (the automatic evaluation
      * chunk, the training minibatch's chunk, a batch-norm group in
-     * sub-chunks; docs/memory.md), at least one example's; 1 GiB (the
+     * sub-chunks; docs/memory.md), at least one example's; 512 MiB (the
      * results do not depend on it) */
     size_t memory_budget;
     /* 1 (default) = the |LCA| histogram in each record (log field
@@ -571,6 +571,12 @@ size_t lca_trainer_validation_count(const lca_trainer *trainer);
 size_t lca_trainer_evaluation_count(const lca_trainer *trainer); /* LCA evaluation set */
 /* Bytes the trainer allocated (parameters, state, LCA vectors, workspace). */
 size_t lca_trainer_memory_bytes(const lca_trainer *trainer);
+/* What a pass holds of a net's activations (lca_memory_use). */
+typedef enum lca_activations {
+    LCA_ACTIVATIONS_ALL = 0,        /* a net without residual blocks */
+    LCA_ACTIVATIONS_KEPT = 1,       /* a residual net, every activation kept */
+    LCA_ACTIVATIONS_RECOMPUTED = 2, /* a residual net recomputing by segments */
+} lca_activations;
 /* Where the memory goes (docs/memory.md): the data set's arrays (not the
  * trainer's: allocated when it was opened) with the split's indices and the
  * trainer's copy of a minibatch (a pass's rows, the batch's labels); the
@@ -592,6 +598,13 @@ typedef struct lca_memory_use {
     size_t eval_chunk;    /* examples a worker holds at once */
     size_t train_chunk;   /* examples of a minibatch a training pass holds at once */
     size_t memory_budget;
+    /* a residual net's activations (docs/memory.md): all kept because the
+     * budget holds them, or only its blocks' inputs with the rest
+     * recomputed in the backward pass; other nets keep all */
+    lca_activations activations;
+    /* a residual net: the smallest budget that keeps every activation at
+     * these chunks (0 for other nets) */
+    size_t keep_all_budget;
 } lca_memory_use;
 void lca_trainer_memory_use(const lca_trainer *trainer, lca_memory_use *out);
 /* Learning-rate multiplier for one tensor (0 freezes it). Takes effect at

@@ -412,15 +412,27 @@ public struct MemoryUse: Codable, Hashable, Sendable {
     public var evalChunk: Int
     public var trainChunk: Int
     public var memoryBudget: Int
+    /// A residual net's activations (docs/memory.md): "kept" when the
+    /// budget holds every one, "recomputed" when a pass keeps only its
+    /// blocks' inputs and recomputes the rest; "all" for other nets.
+    public var activations: String
+    /// For a residual net, the smallest `--memory-budget` that keeps every
+    /// activation at these chunks (0 for other nets).
+    public var keepAllBudget: Int
 
     /// "data 1.2 MiB, parameter vectors 3.4 MiB, exact sums 1.0 MiB (1
     /// worker), workspace 60.1 MiB of the 64.0 MiB budget (chunks:
-    /// evaluation 21, training 21)"
+    /// evaluation 21, training 21; blocks recomputed in the backward pass)"
     public var description: String {
-        "data \(Format.bytes(dataBytes)), parameter vectors \(Format.bytes(parameterBytes)), "
+        let residual = activations == "kept" ? "; every activation kept"
+            : activations == "recomputed"
+            ? "; blocks recomputed in the backward pass: --memory-budget "
+                + "\((keepAllBudget + (1 << 20) - 1) >> 20)M keeps every activation, faster" : ""
+        return "data \(Format.bytes(dataBytes)), parameter vectors \(Format.bytes(parameterBytes)), "
             + "exact sums \(Format.bytes(accumulatorBytes)) (\(workers) worker\(workers == 1 ? "" : "s")), "
             + "workspace \(Format.bytes(workspaceBytes)) of the \(Format.bytes(memoryBudget)) budget "
-            + "(chunks: " + (evalChunk > 0 ? "evaluation \(evalChunk), " : "") + "training \(trainChunk))"
+            + "(chunks: " + (evalChunk > 0 ? "evaluation \(evalChunk), " : "") + "training \(trainChunk)"
+            + residual + ")"
     }
 }
 

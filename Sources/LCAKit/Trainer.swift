@@ -113,7 +113,10 @@ public final class Trainer {
                          accumulatorBytes: Int(use.accumulator_bytes),
                          workspaceBytes: Int(use.workspace_bytes), workers: Int(use.workers),
                          evalChunk: Int(use.eval_chunk), trainChunk: Int(use.train_chunk),
-                         memoryBudget: Int(use.memory_budget))
+                         memoryBudget: Int(use.memory_budget),
+                         activations: use.activations == LCA_ACTIVATIONS_KEPT ? "kept"
+                             : use.activations == LCA_ACTIVATIONS_RECOMPUTED ? "recomputed" : "all",
+                         keepAllBudget: Int(use.keep_all_budget))
     }
     /// Iterations in one pass over the training split: ⌈training / batch⌉.
     public var iterationsPerEpoch: Int {

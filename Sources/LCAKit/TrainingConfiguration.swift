@@ -156,7 +156,7 @@ public struct TrainingConfiguration: Sendable, Hashable, Codable {
     public var bnGroup: Int
     /// Bytes of activations a worker may hold: the automatic evaluation
     /// chunk, the training minibatch's chunk, a batch-norm group in
-    /// sub-chunks (1 GiB; at least one example's; docs/memory.md). The
+    /// sub-chunks (512 MiB; at least one example's; docs/memory.md). The
     /// results do not depend on it.
     public var memoryBudget: Int
     /// Per-unit views: each record also carries the LCA of every output

@@ -15,7 +15,7 @@ struct IntegratorOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Batch norm under LCA: normalise the evaluation set in fixed groups of this many examples. \(Defaults.note(Defaults.configuration.bnGroup))", valueName: "n"))
     var bnGroup: Int?
 
-    @Option(help: ArgumentHelp("Activations a worker may hold (the evaluation chunk, the training minibatch, a batch-norm group: what does not fit is recomputed in sub-chunks), in bytes or with a K, M or G suffix; at least one example's (the results do not depend on it). \(Defaults.note(Defaults.bytes(Defaults.configuration.memoryBudget)))", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Activations a worker may hold (the evaluation chunk, the training minibatch, a batch-norm group: what does not fit is recomputed in sub-chunks; a residual net keeps every activation when the budget holds them at the same chunks, else only its blocks' inputs, recomputing the rest), in bytes or with a K, M or G suffix; at least one example's (the results do not depend on it). \(Defaults.note(Defaults.bytes(Defaults.configuration.memoryBudget)))", valueName: "bytes"))
     var memoryBudget: String?
 
     /// The flags that were given, for commands that refuse them in some mode.

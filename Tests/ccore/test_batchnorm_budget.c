@@ -79,6 +79,8 @@ typedef struct run {
     lca_record record[6];
     double tensor_lca[6][64];
     size_t eval_chunk, train_chunk;
+    bool recomputed; /* a residual net's layout (model.h, lca_model_fit_layout) */
+    size_t keep_all_budget;
 } run;
 
 /* Four steps with LCA from the same start at memory budget budget. */
@@ -100,6 +102,10 @@ static void train(const char *spec, const lca_dataset *data, size_t budget, run 
     REQUIRE_OK(lca_trainer_new(&trainer, model, data, &config));
     out->eval_chunk = lca_trainer_config(trainer)->eval_chunk;
     out->train_chunk = model->max_batch;
+    out->recomputed = lca_model_recomputes(model);
+    lca_memory_use use;
+    lca_trainer_memory_use(trainer, &use);
+    out->keep_all_budget = use.keep_all_budget;
     size_t t = lca_model_tensor_count(model);
     if (t > 64) test_fail("more tensors (%zu) than this test holds", t);
     for (size_t i = 0; i < 4; i++) {
@@ -144,9 +150,26 @@ static void check_training(const char *spec, const lca_dataset *data) {
            many = lca_model_chunk_bytes(model, 40);
     lca_model_free(model);
     run base, other;
-    train(spec, data, many + (1 << 20), &base);
-    const size_t budgets[] = {one, five, (one + many) / 2};
-    for (size_t b = 0; b < 3; b++) {
+    /* an ample budget: a residual net keeps every activation; the smaller
+     * ones recompute its blocks (the same bytes either way) */
+    train(spec, data, (size_t)1 << 30, &base);
+    const size_t budgets[] = {one, five, (one + many) / 2, many + (1 << 20)};
+    bool residual = strstr(spec, "block(") && !strstr(spec, "dropout");
+    check_true(!base.recomputed, "an ample budget keeps every activation", "%s", spec);
+    if (residual) {
+        /* the budget the summary names keeps them; a byte less recomputes */
+        size_t keep = base.keep_all_budget;
+        train(spec, data, keep, &other);
+        bool kept = !other.recomputed;
+        free(other.parameters);
+        train(spec, data, keep - 1, &other);
+        check_true(kept && other.recomputed,
+                   "the budget named to keep every activation is the least that does",
+                   "%s: %zu bytes %s, %zu %s", spec, keep, kept ? "keeps" : "recomputes", keep - 1,
+                   other.recomputed ? "recomputes" : "keeps");
+        free(other.parameters);
+    }
+    for (size_t b = 0; b < 4; b++) {
         train(spec, data, budgets[b], &other);
         size_t records = 0, tensors = 0, parameters = 0;
         for (size_t i = 0; i < 4; i++) {
@@ -163,6 +186,9 @@ static void check_training(const char *spec, const lca_dataset *data) {
                    "statistics %s",
                    spec, budgets[b], other.eval_chunk, other.train_chunk, base.eval_chunk,
                    base.train_chunk, records, tensors, parameters, running ? "equal" : "differ");
+        if (b == 0 && residual)
+            check_true(other.recomputed, "a budget of one example recomputes a residual net's blocks",
+                       "%s", spec);
         if (b == 0)
             check_true(other.eval_chunk == 1 && other.train_chunk == 1,
                        "a budget of one example's bytes takes one example at a time",

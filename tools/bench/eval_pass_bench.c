@@ -34,13 +34,15 @@
  *
  * Other models and data (issue 13: LeNet, ResNet-20 on CIFAR-format data):
  *   ./build/bench/eval_pass_bench T R MODEL CHUNK [--data SRC] [--examples N]
- *       [--bn-group G] [--no-kernels]
+ *       [--bn-group G] [--memory-budget BYTES] [--no-kernels]
  * SRC as `lca train --data` (default fashion-mnist); N = the first N examples
  * of the training split (0 = all of it); CHUNK 0 (the default) = the chunk
  * lca resolves from its default memory budget (what `lca train` uses; any
  * CHUNK is resolved as lca train resolves --eval-chunk: at most the unit,
  * the unit's passes of equal size, "chunk" prints it); G = the batch-norm
- * group (default 250); --no-kernels skips the kernel-only variant. "gflop"
+ * group (default 250); BYTES the memory budget (default lca's, 512 MiB:
+ * ResNet-20 recomputes its blocks at it, and keeps every activation at
+ * 689M and more, docs/memory.md); --no-kernels skips the kernel-only variant. "gflop"
  * is printed for MLPs only (0 otherwise: run_bench.py counts conv nets with
  * tools/bench/flops.py). "kernel" is lca_gemm_kernel_name(), the kernel
  * family that ran (LCA_KERNEL=avx512|avx2|portable forces one, lca.h).
@@ -86,18 +88,19 @@ int main(int argc, char **argv) {
     const char *spec = argc > 3 ? argv[3] : "fc";
     size_t chunk = argc > 4 ? (size_t)atol(argv[4]) : 0;
     const char *source = "fashion-mnist";
-    size_t examples = 0, bn_group = 250;
+    size_t examples = 0, bn_group = 250, budget = 0;
     int kernels = 1;
     for (int a = 5; a < argc; a++) {
         if (strcmp(argv[a], "--data") == 0 && a + 1 < argc) source = argv[++a];
         else if (strcmp(argv[a], "--examples") == 0 && a + 1 < argc) examples = (size_t)atol(argv[++a]);
         else if (strcmp(argv[a], "--bn-group") == 0 && a + 1 < argc) bn_group = (size_t)atol(argv[++a]);
         else if (strcmp(argv[a], "--no-kernels") == 0) kernels = 0;
+        else if (strcmp(argv[a], "--memory-budget") == 0 && a + 1 < argc) budget = (size_t)atoll(argv[++a]);
         else repeats = 0; /* usage error below */
     }
     if (threads < 0 || repeats < 1 || bn_group < 1) {
         fprintf(stderr, "usage: eval_pass_bench [threads] [repeats] [model] [chunk, 0 = lca's] "
-                        "[--data SRC] [--examples N] [--bn-group G] [--no-kernels]\n");
+                        "[--data SRC] [--examples N] [--bn-group G] [--memory-budget BYTES] [--no-kernels]\n");
         return 64;
     }
     lca_set_threads(threads);
@@ -138,6 +141,7 @@ int main(int argc, char **argv) {
     lca_config config = lca_config_default();
     config.eval_chunk = chunk;
     config.bn_group = bn_group;
+    if (budget > 0) config.memory_budget = budget;
     lca_evaluator *evaluator;
     CHECK(lca_evaluator_new(&evaluator, model, data, training, count, &config));
     /* the chunk the evaluator resolved (0 = from the memory budget; never
@@ -175,6 +179,14 @@ int main(int argc, char **argv) {
         }
         if (r >= 0) kernel[r] = now_seconds() - start;
     }
+    /* FNV-1a over the gradient's bytes and the loss: two builds, budgets or
+     * thread counts that give the same bytes print the same hash */
+    uint64_t hash = 1469598103934665603ull;
+    for (size_t i = 0; i < k * sizeof *sum + sizeof loss_check; i++) {
+        unsigned char byte = i < k * sizeof *sum ? ((const unsigned char *)sum)[i]
+                                                 : ((const unsigned char *)&loss_check)[i - k * sizeof *sum];
+        hash = (hash ^ byte) * 1099511628211ull;
+    }
     double pass_best = best(pass, repeats), kernel_best = best(kernel, repeats);
     const char *kernel_family = lca_gemm_kernel_name();
     double pass_median = median(pass, repeats), kernel_median = median(kernel, repeats);
@@ -183,11 +195,13 @@ int main(int argc, char **argv) {
            "\"pass_best_s\": %.5f, \"pass_median_s\": %.5f, "
            "\"pass_gflops_best\": %.2f, \"pass_gflops_median\": %.2f, "
            "\"kernel_best_s\": %.5f, \"kernel_median_s\": %.5f, "
-           "\"kernel_gflops_best\": %.2f, \"kernel_gflops_median\": %.2f}\n",
+           "\"kernel_gflops_best\": %.2f, \"kernel_gflops_median\": %.2f, "
+           "\"memory_budget\": %zu, \"recomputes\": %d, \"gradient_hash\": \"%016llx\"}\n",
            lca_model_spec(model), lca_threads(), lca_thread_backend(), kernel_family, count,
            source, bn_group, lca_model_accumulation_unit(model, bn_group), chunk, chunks, gflop, repeats, loss_check, pass_best, pass_median, gflop / pass_best,
            gflop / pass_median, kernel_best, kernel_median,
-           kernel_best > 0 ? gflop / kernel_best : 0.0, kernel_median > 0 ? gflop / kernel_median : 0.0);
+           kernel_best > 0 ? gflop / kernel_best : 0.0, kernel_median > 0 ? gflop / kernel_median : 0.0,
+           config.memory_budget, (int)lca_model_recomputes(model), (unsigned long long)hash);
     free(pass); free(kernel); free(all_x); free(all_labels);
     free(gradient); free(sum); free(training);
     lca_evaluator_free(evaluator);
