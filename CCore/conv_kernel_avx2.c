@@ -162,21 +162,20 @@ __attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_dir
 
 /* The weight gradient's tile on the direct path (lca_conv_wgrad, internal.h):
  * 6 rows × 16 columns (12 ymm accumulators + 2 vectors of dy + a
- * broadcast), the shape of the GEMM's AVX2 tile. */
-__attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const float *const *a,
-                                                            const float *b, size_t nr,
-                                                            bool load_c, float *c, size_t ldc,
-                                                            size_t rows, size_t cols) {
-    (void)nr; /* 16 */
+ * broadcast), the shape of the GEMM's AVX2 tile. `full`: 16 columns, C
+ * loaded and stored without masks (masked stores are slow on AMD cores). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+wgrad_tile(size_t depth, const float *const *a, const float *b, bool load_c, float *c,
+           size_t ldc, size_t rows, size_t cols, const bool full) {
     __m256 acc[6][2];
     size_t cols_0 = cols < 8 ? cols : 8, cols_1 = cols - cols_0;
     __m256i mask[2] = {_mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_0)),
                        _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_1))};
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++)
         _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
-            acc[r][h] = load_c && (size_t)r < rows
-                            ? _mm256_maskload_ps(c + (size_t)r * ldc + 8 * h, mask[h])
-                            : _mm256_setzero_ps();
+            acc[r][h] = !(load_c && (size_t)r < rows) ? _mm256_setzero_ps()
+                        : full ? _mm256_loadu_ps(c + (size_t)r * ldc + 8 * h)
+                               : _mm256_maskload_ps(c + (size_t)r * ldc + 8 * h, mask[h]);
     const float *row[6];
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) row[r] = a[r];
     for (size_t q = 0; q < depth; q++, b += 16) {
@@ -189,9 +188,20 @@ __attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {
         if ((size_t)r >= rows) continue;
-        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
-            _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * h, mask[h], acc[r][h]);
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++) {
+            if (full) _mm256_storeu_ps(c + (size_t)r * ldc + 8 * h, acc[r][h]);
+            else _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * h, mask[h], acc[r][h]);
+        }
     }
+}
+
+__attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const float *const *a,
+                                                            const float *b, size_t nr,
+                                                            bool load_c, float *c, size_t ldc,
+                                                            size_t rows, size_t cols) {
+    (void)nr; /* 16 */
+    if (cols == 16) wgrad_tile(depth, a, b, load_c, c, ldc, rows, cols, true);
+    else wgrad_tile(depth, a, b, load_c, c, ldc, rows, cols, false);
 }
 
 /* lca_conv_transpose_8_avx2 (internal.h): 8 × 8 blocks transposed in
