@@ -15,79 +15,135 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-enum { ROWS = 4, VECS = 2, LANES = 8 };
+enum { VECS = 2, LANES = 8 };
 
 /* Lanes [8 − n, 16 − n) of this table, loaded as 8 ints, are a mask of the
  * first n lanes (0 ≤ n ≤ 8). */
 static const int32_t lane_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-/* Vectors [v0, v0 + VECS) over every output channel; `whole` (a constant)
- * when all of them exist with 16 lanes: no masks. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-direct_tile(const lca_conv_direct *d, size_t v0, const bool whole) {
-    size_t ohw = d->oh * d->ow, steps = d->in_c * d->kh_n * d->kw_n;
-    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
-                                                                     : d->oh * per_row;
+/* The pixels of a tile: VECS vectors from vector v0, their input and output
+ * offsets and lane masks (vectors past the plane have 0 lanes). */
+typedef struct pixels {
     size_t in_off[VECS], out_off[VECS];
     __m256i mask[VECS];
+} pixels;
+
+__attribute__((target("avx2,fma"), always_inline)) static inline pixels
+pixels_of(const lca_conv_direct *d, size_t v0) {
+    size_t ohw = d->oh * d->ow;
+    size_t per_row = (d->ow + LANES - 1) / LANES, vectors = d->span ? (ohw + LANES - 1) / LANES
+                                                                     : d->oh * per_row;
+    pixels p;
     for (size_t v = 0; v < VECS; v++) {
         size_t vector = v0 + v, lanes = 0;
-        in_off[v] = 0, out_off[v] = 0;
+        p.in_off[v] = 0, p.out_off[v] = 0;
         if (vector < vectors && d->span) {
             size_t first = vector * LANES;
             lanes = ohw - first < LANES ? ohw - first : LANES;
-            in_off[v] = out_off[v] = first;
+            p.in_off[v] = p.out_off[v] = first;
         } else if (vector < vectors) {
             size_t oh = vector / per_row, ow = vector % per_row * LANES;
             lanes = d->ow - ow < LANES ? d->ow - ow : LANES;
-            in_off[v] = oh * d->row + ow;
-            out_off[v] = oh * d->ow + ow;
+            p.in_off[v] = oh * d->row + ow;
+            p.out_off[v] = oh * d->ow + ow;
         }
-        mask[v] = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - lanes));
+        p.mask[v] = _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - lanes));
     }
-    for (size_t o0 = 0; o0 < d->out_c; o0 += ROWS) {
-        const float *w = d->wp + o0 * steps; /* steps × ROWS */
-        __m256 acc[ROWS][VECS];
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++)
-            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
-                acc[r][v] = _mm256_setzero_ps();
-        for (size_t i = 0; i < d->in_c; i++) {
-            for (size_t kh = 0; kh < d->kh_n; kh++) {
-                const float *x = d->xs + i * d->plane + d->kh_off[kh];
-                for (size_t kw = 0; kw < d->kw_n; kw++, w += ROWS, x += d->kw_step) {
-                    __m256 b[VECS];
-                    _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
-                        b[v] = whole ? _mm256_loadu_ps(x + in_off[v])
-                                     : _mm256_maskload_ps(x + in_off[v], mask[v]);
-                    _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
-                        __m256 a = _mm256_broadcast_ss(w + r);
-                        _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
-                            acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-                    }
-                }
-            }
+    return p;
+}
+
+/* A register tile of R output channels (o0 …) × VECS vectors: R = 6 (12 ymm
+ * accumulators + 2 input vectors + a broadcast = 15 registers) or 4. The
+ * weights are packed in groups of 4 channels (internal.h); row r < na reads
+ * lane la + r of the group at w0, row r ≥ na lane r − na of the group at w1
+ * (a 6-row tile spans two groups; two of them cover three). `whole`: both
+ * vectors have 8 lanes (no masks). KH, KW: the taps when constant (0: d's);
+ * padded: the padded layout, kw_step 1 (span false), constant. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+rows_tile(const lca_conv_direct *d, const pixels *px, const float *w0, const float *w1,
+          size_t o0, const int R, const int la, const int na, const bool whole, const size_t KH,
+          const size_t KW, const bool padded) {
+    size_t kh_n = d->kh_n, kw_n = d->kw_n;
+    size_t kw_step = padded ? 1 : d->kw_step;
+    size_t in0 = px->in_off[0], in1 = px->in_off[1];
+    __m256 acc[6][VECS];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++)
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++)
+            acc[r][v] = _mm256_setzero_ps();
+    /* one step (i, kh, kw): 2 input vectors, R broadcasts, 2·R FMAs */
+#define LCA_STEP(xk)                                                                              \
+    do {                                                                                          \
+        __m256 b0 = whole ? _mm256_loadu_ps((xk) + in0) : _mm256_maskload_ps((xk) + in0, px->mask[0]); \
+        __m256 b1 = whole ? _mm256_loadu_ps((xk) + in1) : _mm256_maskload_ps((xk) + in1, px->mask[1]); \
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {                          \
+            if (r >= R) continue;                                                                 \
+            __m256 a = _mm256_broadcast_ss(r < na ? w0 + la + r : w1 + (r - na));                 \
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);                                        \
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);                                        \
+        }                                                                                         \
+        w0 += 4, w1 += 4;                                                                         \
+        __asm__ volatile("" ::: "memory"); /* keeps the steps apart: no spills */                \
+    } while (0)
+    for (size_t i = 0; i < d->in_c; i++) {
+        const float *xi = d->xs + i * d->plane;
+        if (KH && KW) { /* constant taps: the (kh, kw) loops unrolled */
+            _Pragma("clang loop unroll(full)") for (size_t kh = 0; kh < KH; kh++)
+                _Pragma("clang loop unroll(full)") for (size_t kw = 0; kw < KW; kw++)
+                    LCA_STEP(xi + d->kh_off[kh] + kw * kw_step);
+        } else {
+            for (size_t kh = 0; kh < kh_n; kh++)
+                for (size_t kw = 0; kw < kw_n; kw++) LCA_STEP(xi + d->kh_off[kh] + kw * kw_step);
         }
-        size_t rows = d->out_c - o0 < ROWS ? d->out_c - o0 : ROWS;
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < ROWS; r++) {
-            if ((size_t)r >= rows) continue;
-            float *y = d->y + (o0 + (size_t)r) * ohw;
-            __m256 bias = _mm256_set1_ps(d->bias != NULL ? d->bias[o0 + r] : 0.0f);
-            _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
-                __m256 out = d->bias != NULL ? _mm256_add_ps(acc[r][v], bias) : acc[r][v];
-                if (whole) _mm256_storeu_ps(y + out_off[v], out);
-                else _mm256_maskstore_ps(y + out_off[v], mask[v], out);
-            }
+    }
+#undef LCA_STEP
+    size_t ohw = d->oh * d->ow;
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {
+        if (r >= R || o0 + (size_t)r >= d->out_c) continue;
+        float *y = d->y + (o0 + (size_t)r) * ohw;
+        __m256 bias = _mm256_set1_ps(d->bias != NULL ? d->bias[o0 + r] : 0.0f);
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < VECS; v++) {
+            __m256 out = d->bias != NULL ? _mm256_add_ps(acc[r][v], bias) : acc[r][v];
+            if (whole) _mm256_storeu_ps(y + px->out_off[v], out);
+            else _mm256_maskstore_ps(y + px->out_off[v], px->mask[v], out);
         }
     }
 }
 
+/* Every output channel of the pixels at v0: 6-row tiles over each three
+ * groups of 4 channels, 4-row tiles over the groups left. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+direct_tile(const lca_conv_direct *d, size_t v0, const bool whole, const size_t KH,
+            const size_t KW, const bool padded) {
+    pixels px = pixels_of(d, v0);
+    size_t groups = (d->out_c + 3) / 4, g_step = d->in_c * d->kh_n * d->kw_n * 4, g = 0;
+    for (; g + 3 <= groups; g += 3) {
+        const float *w = d->wp + g * g_step;
+        rows_tile(d, &px, w, w + g_step, 4 * g, 6, 0, 4, whole, KH, KW, padded);
+        rows_tile(d, &px, w + g_step, w + 2 * g_step, 4 * g + 6, 6, 2, 2, whole, KH, KW, padded);
+    }
+    for (; g < groups; g++) {
+        const float *w = d->wp + g * g_step;
+        rows_tile(d, &px, w, w, 4 * g, 4, 0, 4, whole, KH, KW, padded);
+    }
+}
+
+/* whole tiles: 3 × 3 on the padded layout (ResNet-20's stride-1 layers and
+ * their input gradients), 3 × 3 on other layouts (stride 2), any taps */
+__attribute__((target("avx2,fma"), noinline)) static void tile_3x3_padded(const lca_conv_direct *d,
+                                                                        size_t v0) {
+    direct_tile(d, v0, true, 3, 3, true);
+}
+__attribute__((target("avx2,fma"), noinline)) static void tile_3x3(const lca_conv_direct *d,
+                                                                 size_t v0) {
+    direct_tile(d, v0, true, 3, 3, false);
+}
 __attribute__((target("avx2,fma"), noinline)) static void tile_whole(const lca_conv_direct *d,
                                                                    size_t v0) {
-    direct_tile(d, v0, true);
+    direct_tile(d, v0, true, 0, 0, false);
 }
 __attribute__((target("avx2,fma"), noinline)) static void tile_masked(const lca_conv_direct *d,
                                                                     size_t v0) {
-    direct_tile(d, v0, false);
+    direct_tile(d, v0, false, 0, 0, false);
 }
 
 __attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_direct *d) {
@@ -95,29 +151,31 @@ __attribute__((target("avx2,fma"))) void lca_conv_direct_avx2(const lca_conv_dir
     size_t vectors = d->span ? (ohw + LANES - 1) / LANES : d->oh * per_row;
     /* whole tiles: VECS vectors of LANES lanes each */
     size_t whole = d->span ? ohw / LANES : d->ow % LANES == 0 ? vectors : 0;
+    void (*tile)(const lca_conv_direct *, size_t) = tile_whole;
+    if (d->kh_n == 3 && d->kw_n == 3)
+        tile = !d->span && d->kw_step == 1 ? tile_3x3_padded : tile_3x3;
     for (size_t v0 = 0; v0 < vectors; v0 += VECS) {
-        if (v0 + VECS <= whole) tile_whole(d, v0);
+        if (v0 + VECS <= whole) tile(d, v0);
         else tile_masked(d, v0);
     }
 }
 
 /* The weight gradient's tile on the direct path (lca_conv_wgrad, internal.h):
  * 6 rows × 16 columns (12 ymm accumulators + 2 vectors of dy + a
- * broadcast), the shape of the GEMM's AVX2 tile. */
-__attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const float *const *a,
-                                                            const float *b, size_t nr,
-                                                            bool load_c, float *c, size_t ldc,
-                                                            size_t rows, size_t cols) {
-    (void)nr; /* 16 */
+ * broadcast), the shape of the GEMM's AVX2 tile. `full`: 16 columns, C
+ * loaded and stored without masks (masked stores are slow on AMD cores). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+wgrad_tile(size_t depth, const float *const *a, const float *b, bool load_c, float *c,
+           size_t ldc, size_t rows, size_t cols, const bool full) {
     __m256 acc[6][2];
     size_t cols_0 = cols < 8 ? cols : 8, cols_1 = cols - cols_0;
     __m256i mask[2] = {_mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_0)),
                        _mm256_loadu_si256((const __m256i *)(lane_masks + 8 - cols_1))};
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++)
         _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
-            acc[r][h] = load_c && (size_t)r < rows
-                            ? _mm256_maskload_ps(c + (size_t)r * ldc + 8 * h, mask[h])
-                            : _mm256_setzero_ps();
+            acc[r][h] = !(load_c && (size_t)r < rows) ? _mm256_setzero_ps()
+                        : full ? _mm256_loadu_ps(c + (size_t)r * ldc + 8 * h)
+                               : _mm256_maskload_ps(c + (size_t)r * ldc + 8 * h, mask[h]);
     const float *row[6];
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) row[r] = a[r];
     for (size_t q = 0; q < depth; q++, b += 16) {
@@ -130,9 +188,20 @@ __attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const
     }
     _Pragma("clang loop unroll(full)") for (int r = 0; r < 6; r++) {
         if ((size_t)r >= rows) continue;
-        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++)
-            _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * h, mask[h], acc[r][h]);
+        _Pragma("clang loop unroll(full)") for (int h = 0; h < 2; h++) {
+            if (full) _mm256_storeu_ps(c + (size_t)r * ldc + 8 * h, acc[r][h]);
+            else _mm256_maskstore_ps(c + (size_t)r * ldc + 8 * h, mask[h], acc[r][h]);
+        }
     }
+}
+
+__attribute__((target("avx2,fma"))) void lca_conv_wgrad_avx2(size_t depth, const float *const *a,
+                                                            const float *b, size_t nr,
+                                                            bool load_c, float *c, size_t ldc,
+                                                            size_t rows, size_t cols) {
+    (void)nr; /* 16 */
+    if (cols == 16) wgrad_tile(depth, a, b, load_c, c, ldc, rows, cols, true);
+    else wgrad_tile(depth, a, b, load_c, c, ldc, rows, cols, false);
 }
 
 /* lca_conv_transpose_8_avx2 (internal.h): 8 × 8 blocks transposed in
