@@ -212,6 +212,16 @@ void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_
 void lca_relu_forward(float *y, const float *x, size_t count);
 void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count);
 
+/* ---- the residual add of a block (pass.c): y = a + b, a the main path and
+ * b the shortcut, then with relu the ReLU after it in the same sweep (the
+ * bytes of the add then lca_relu_forward); y may be a. Backward at the
+ * block's begin: dx = dy + skip (main path first), and with relu_y (the
+ * output of a ReLU right before the begin layer) that ReLU's backward in
+ * the same sweep, dx = relu_y > 0 ? dy + skip : 0; dx may be dy or skip. */
+void lca_add_forward(float *y, const float *a, const float *b, size_t count, bool relu);
+void lca_add_backward(float *dx, const float *dy, const float *skip, const float *relu_y,
+                      size_t count);
+
 /* ---- losses (loss.c), per example, on the logits of a pass. Where the
  * logits (and their gradient) keep example r, class c: at r · example_step
  * + c · class_step ({C, 1} example-major, {1, N} feature-major). */

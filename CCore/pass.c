@@ -53,7 +53,7 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                    const float **inputs, size_t first, size_t last,
                                    const float *input) {
     size_t n = ps->n;
-    bool relu_next = false; /* a dense layer applied the ReLU that follows it */
+    bool relu_next = false; /* a dense layer or a block's add applied the ReLU after it */
     for (size_t l = first; l < last; l++) {
         lca_layer *L = &m->layers[l];
         bool relu_done = relu_next;
@@ -158,8 +158,11 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                 lca_conv2d_forward(L->saved, shortcut, w, b, &s, m->conv_scratch);
                 shortcut = L->saved;
             }
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) L->output[i] = input[i] + shortcut[i];
+            /* the ReLU that ends a block, in place on the sum, joins the add */
+            bool relu = l + 1 < last && m->layers[l + 1].kind == LCA_LAYER_RELU &&
+                        m->layers[l + 1].output == NULL;
+            lca_add_forward(L->output, input, shortcut, n * L->out_size, relu);
+            relu_next = relu;
             break;
         }
         }
@@ -174,6 +177,30 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
     return forward_layers(m, params, ps, inputs, 0, m->layer_count, ps->x);
 }
 
+/* A block's shortcut gradient on its way from the add to the begin layer.
+ * The add hands dy on to both paths: the shortcut's stays in the buffer
+ * it came in (held), and the main path's layers take their gradients in
+ * turn from the two others (grad_skip among them) when grad_skip holds
+ * every gradient of the block; else the add copies dy to grad_skip (and a
+ * projection writes its input gradient there). The begin layer's sum goes
+ * to whichever of the two is grad_a or grad_b; when a ReLU is right
+ * before the begin layer (the previous block's end, in the segment below),
+ * the sum is left to that ReLU's backward, one sweep (deferred). */
+typedef struct skip_state {
+    float *held;                /* the shortcut's gradient, from the add to the begin */
+    const float *defer_skip;    /* a begin layer's sum left to the ReLU below it: */
+    float *defer_to;            /* the shortcut's gradient and where the sum goes */
+} skip_state;
+
+/* Whether grad_skip holds the gradient of every layer output of the block
+ * that ends at the add layer l (so that the main path may use it). */
+static bool skip_rotates(const lca_model *m, size_t l) {
+    if (!m->grad_skip) return false;
+    for (size_t j = m->layers[l].block_begin; j < l; j++)
+        if (m->layers[j].out_size > m->max_skip) return false;
+    return true;
+}
+
 /* Backward through layers [first, last) from dy, the gradient of layer
  * last - 1's output (in m->grad_a or m->grad_b); returns the gradient of
  * layer first's input, or NULL when the pass ended (the first layer, or
@@ -182,7 +209,8 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
  * take it), the gradients add to what gradient holds. */
 static float *backward_layers(lca_model *m, const float *params, const pass *ps,
                               const float **inputs, const float *logits, float *gradient,
-                              bool accumulate, size_t first, size_t last, float *dy) {
+                              bool accumulate, size_t first, size_t last, float *dy,
+                              skip_state *skip) {
     size_t n = ps->n;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
     const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
@@ -199,8 +227,13 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
          * dense layers' (which need somewhere to write) go to gradient,
          * which the last sweep overwrites */
         if (!ps->parameters && L->kind != LCA_LAYER_DENSE) dw = db = NULL;
-        /* the input gradient goes to the other buffer; none for the first layer */
+        /* the input gradient goes to the other buffer (inside a block, the
+         * one neither dy nor the shortcut's gradient is in); none for the
+         * first layer */
         float *other = dy == m->grad_a ? m->grad_b : m->grad_a;
+        if (skip->held && other == skip->held)
+            other = dy == m->grad_skip ? (other == m->grad_a ? m->grad_b : m->grad_a)
+                                       : m->grad_skip;
         float *dx = l > 0 ? other : NULL;
         switch (L->kind) {
         case LCA_LAYER_DENSE:
@@ -220,6 +253,14 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
         }
         case LCA_LAYER_RELU:
             /* right after a dense layer of an MLP: in that layer's bias walk */
+            if (skip->defer_to) {
+                /* the begin layer above left its sum to this ReLU */
+                dx = skip->defer_to;
+                lca_add_backward(dx, dy, skip->defer_skip, output, n * L->out_size);
+                skip->defer_to = NULL;
+                skip->defer_skip = NULL;
+                break;
+            }
             if (ps->feature_major && l > 0 && m->layers[l - 1].kind == LCA_LAYER_DENSE)
                 relu_after = output;
             else if (!relu_here_done)
@@ -266,22 +307,35 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
             break;
         case LCA_LAYER_BLOCK_ADD: {
             /* the main path gets dy unchanged; the shortcut's gradient waits
-             * in grad_skip for the block's begin */
+             * for the block's begin (skip_state) */
             if (L->projection) {
                 lca_conv2d_shape s = L->projection_shape;
                 s.n = n;
                 lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
                                     m->conv_scratch, accumulate);
+                skip->held = m->grad_skip;
+            } else if (skip_rotates(m, l)) {
+                skip->held = dy;
             } else {
                 memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
+                skip->held = m->grad_skip;
             }
             dx = dy;
             break;
         }
         case LCA_LAYER_BLOCK_BEGIN: {
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) dy[i] += m->grad_skip[i];
-            dx = dy;
+            /* dy (the main path's) + the shortcut's, into a or b */
+            float *held = skip->held;
+            skip->held = NULL;
+            if (l == 0) return NULL; /* the gradient of the net's input: not needed */
+            dx = dy == m->grad_a || dy == m->grad_b ? dy : held;
+            if (m->layers[l - 1].kind == LCA_LAYER_RELU && !ps->feature_major) {
+                skip->defer_skip = held;
+                skip->defer_to = dx;
+                dx = dy;
+            } else {
+                lca_add_backward(dx, dy, held, NULL, n * L->out_size);
+            }
             break;
         }
         }
@@ -310,9 +364,10 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     float *dy = m->grad_a;
+    skip_state skip = {0};
     if (!m->recompute) {
         backward_layers(m, params, ps, inputs, logits, gradient, accumulate, 0, m->layer_count,
-                        dy);
+                        dy, &skip);
         return;
     }
     pass again = *ps;
@@ -323,7 +378,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             forward_layers(m, params, &again, inputs, first, last,
                            first == 0 ? ps->x : inputs[first]);
         dy = backward_layers(m, params, ps, inputs, logits, gradient, accumulate, first, last,
-                             dy);
+                             dy, &skip);
     }
 }
 
