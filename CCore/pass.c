@@ -98,6 +98,9 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
         case LCA_LAYER_BATCHNORM: {
             size_t hw = L->in_h * L->in_w;
             bool train = ps->mode == LCA_PASS_TRAIN;
+            /* a ReLU right after, in place on this output, joins it */
+            bool relu = l + 1 < last && m->layers[l + 1].kind == LCA_LAYER_RELU &&
+                        m->layers[l + 1].output == NULL;
             if (ps->grouped) {
                 size_t c = L->out_c;
                 if (l == ps->stop) {
@@ -109,7 +112,8 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                     return NULL;
                 }
                 lca_batchnorm_group_normalize(L->output, L->saved, input, L->saved_mean,
-                                              L->saved_invstd, w, b, n, c, hw);
+                                              L->saved_invstd, w, b, n, c, hw, relu);
+                relu_next = relu;
                 break;
             }
             if (ps->again) {
@@ -122,14 +126,16 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                     size_t count = n - first < group ? n - first : group, at = first * L->out_size;
                     lca_batchnorm_group_normalize(L->output + at, L->saved + at, input + at,
                                                   L->saved_mean + g * c, L->saved_invstd + g * c,
-                                                  w, b, count, c, hw);
+                                                  w, b, count, c, hw, relu);
                 }
+                relu_next = relu;
                 break;
             }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
             lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
-                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon);
+                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon, relu);
+            relu_next = relu;
             if (train) {
                 float mo = m->bn_momentum;
                 for (size_t c = 0; c < L->out_c; c++) {
@@ -213,6 +219,7 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
                               skip_state *skip) {
     size_t n = ps->n;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
+    const float *bn_relu = NULL; /* a ReLU left to the batch norm before it: its output */
     const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
     for (size_t l = last; l-- > first;) {
         lca_layer *L = &m->layers[l];
@@ -263,6 +270,8 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
             }
             if (ps->feature_major && l > 0 && m->layers[l - 1].kind == LCA_LAYER_DENSE)
                 relu_after = output;
+            else if (!relu_here_done && l > first && m->layers[l - 1].kind == LCA_LAYER_BATCHNORM)
+                bn_relu = output; /* in batch norm's sweeps over dy */
             else if (!relu_here_done)
                 lca_relu_backward(dy, dy, output, n * L->out_size);
             dx = dy;
@@ -282,19 +291,22 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
             break;
         case LCA_LAYER_BATCHNORM: {
             size_t c = L->out_c, hw = L->in_h * L->in_w;
+            const float *relu_y = bn_relu;
+            bn_relu = NULL;
             if (!ps->grouped) {
                 lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd, w, n, c,
-                                             hw, ps->bn_group);
+                                             hw, ps->bn_group, relu_y);
                 break;
             }
             const lca_bn_sum *sum_dy = L->group_sums + 2 * c, *sum_dy_xhat = sum_dy + c;
             if (l == ps->stop_back) {
                 lca_batchnorm_group_backward_sums(L->group_sums + 2 * c, L->group_sums + 3 * c, dy,
-                                                  L->saved, n, c, hw);
+                                                  L->saved, n, c, hw, relu_y);
                 return NULL;
             }
             lca_batchnorm_group_backward(dx, dw, db, dy, L->saved, L->saved_invstd, w, sum_dy,
-                                         sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw);
+                                         sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw,
+                                         relu_y);
             break;
         }
         case LCA_LAYER_DROPOUT:
