@@ -101,6 +101,13 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
             /* a ReLU right after, in place on this output, joins it */
             bool relu = l + 1 < last && m->layers[l + 1].kind == LCA_LAYER_RELU &&
                         m->layers[l + 1].output == NULL;
+            /* x̂ is for the backward pass: a recomputing net's first forward
+             * pass need not write it below the last segment, whose layers
+             * the backward pass recomputes (x̂ with them) before it reads it */
+            float *xhat = m->recompute && !ps->again &&
+                                  l < m->segment_start[m->segment_count - 1]
+                              ? NULL
+                              : L->saved;
             if (ps->grouped) {
                 size_t c = L->out_c;
                 if (l == ps->stop) {
@@ -111,7 +118,7 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                                     hw);
                     return NULL;
                 }
-                lca_batchnorm_group_normalize(L->output, L->saved, input, L->saved_mean,
+                lca_batchnorm_group_normalize(L->output, xhat, input, L->saved_mean,
                                               L->saved_invstd, w, b, n, c, hw, relu);
                 relu_next = relu;
                 break;
@@ -132,7 +139,7 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                 break;
             }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
-            lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
+            lca_batchnorm_forward_batch(L->output, xhat, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
                                         w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon, relu);
             relu_next = relu;
