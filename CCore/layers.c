@@ -107,3 +107,105 @@ void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count)
     relu_blocks r = {dx, dy, y, count};
     lca_parallel_for(blocks, relu_backward_block, &r);
 }
+
+/* The residual add, y = a + b (a the main path, b the shortcut), and the
+ * ReLU after it in the same sweep with relu; in blocks over the threads as
+ * ReLU. y may be a (the add in place over the main path's last output). */
+static void add_range(float *y, const float *a, const float *b, size_t count, bool relu) {
+    if (y == a) {
+        float *restrict out = y;
+        const float *restrict s = b;
+        if (relu)
+            for (size_t i = 0; i < count; i++) {
+                float v = out[i] + s[i];
+                out[i] = v < 0.0f ? 0.0f : v;
+            }
+        else
+            for (size_t i = 0; i < count; i++) out[i] = out[i] + s[i];
+    } else if (y != b) {
+        float *restrict out = y;
+        const float *restrict m = a, *restrict s = b;
+        if (relu)
+            for (size_t i = 0; i < count; i++) {
+                float v = m[i] + s[i];
+                out[i] = v < 0.0f ? 0.0f : v;
+            }
+        else
+            for (size_t i = 0; i < count; i++) out[i] = m[i] + s[i];
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            float v = a[i] + b[i];
+            y[i] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+/* dx = y > 0 ? dy + skip : 0: the residual add of a block's begin layer
+ * (the main path's gradient dy plus the shortcut's, in that order) and the
+ * ReLU before it in one sweep; dx may be dy or skip. */
+static void relu_add_backward_range(float *dx, const float *dy, const float *skip,
+                                    const float *y, size_t count) {
+    if (dx == dy || dx == skip) {
+        float *restrict out = dx;
+        const float *restrict other = dx == dy ? skip : dy, *restrict yr = y;
+        if (dx == dy)
+            for (size_t i = 0; i < count; i++) {
+                float g = out[i] + other[i];
+                out[i] = yr[i] > 0.0f ? g : 0.0f;
+            }
+        else
+            for (size_t i = 0; i < count; i++) {
+                float g = other[i] + out[i];
+                out[i] = yr[i] > 0.0f ? g : 0.0f;
+            }
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            float g = dy[i] + skip[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
+    }
+}
+
+typedef struct add_blocks {
+    float *out;
+    const float *a, *b, *y; /* y: the backward's ReLU output, or NULL */
+    size_t count;
+    bool relu;
+} add_blocks;
+
+static void add_block(size_t index, void *context) {
+    const add_blocks *r = context;
+    size_t at = index * RELU_BLOCK, n = r->count - at < RELU_BLOCK ? r->count - at : RELU_BLOCK;
+    if (r->y)
+        relu_add_backward_range(r->out + at, r->a + at, r->b + at, r->y + at, n);
+    else
+        add_range(r->out + at, r->a + at, r->b + at, n, r->relu);
+}
+
+static void add_run(const add_blocks *r) {
+    size_t blocks = (r->count + RELU_BLOCK - 1) / RELU_BLOCK;
+    if (blocks < 2 || lca_parallel_threads() < 2) {
+        if (r->y)
+            relu_add_backward_range(r->out, r->a, r->b, r->y, r->count);
+        else
+            add_range(r->out, r->a, r->b, r->count, r->relu);
+        return;
+    }
+    lca_parallel_for(blocks, add_block, (void *)r);
+}
+
+void lca_add_forward(float *y, const float *a, const float *b, size_t count, bool relu) {
+    add_blocks r = {y, a, b, NULL, count, relu};
+    add_run(&r);
+}
+
+void lca_add_backward(float *dx, const float *dy, const float *skip, const float *relu_y,
+                      size_t count) {
+    add_blocks r = {dx, dy, skip, relu_y, count, false};
+    if (relu_y == NULL) {
+        /* no ReLU: the plain sum, main path first */
+        r.a = dy;
+        r.b = skip;
+    }
+    add_run(&r);
+}

@@ -141,16 +141,20 @@ void lca_avgpool_backward(float *dx, const float *dy, size_t n, size_t c, size_t
  * whole call (for the running estimates; var unbiased as PyTorch's, 0 when
  * N·HW = 1).
  * Running statistics: eval mode uses given mean/var instead; its backward
- * treats them as constants (y may be x, dx may be dy). */
+ * treats them as constants (y may be x, dx may be dy).
+ * A ReLU right after the layer (pass.c) joins it: relu applies it to y
+ * plane by plane (the bytes of lca_relu_forward(y, y) after the call);
+ * relu_y, its output (NULL: none), first masks dy in place by its backward
+ * (the bytes of lca_relu_backward(dy, dy, relu_y) before the call). */
 size_t lca_batchnorm_groups(size_t n, size_t group);
 void lca_batchnorm_forward_batch(float *y, float *xhat, float *saved_mean, float *saved_invstd,
                                  float *batch_mean, float *batch_var, const float *x,
                                  const float *gamma, const float *beta, size_t n, size_t c,
-                                 size_t hw, size_t group, float epsilon);
-void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                 size_t hw, size_t group, float epsilon, bool relu);
+void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, float *dy,
                                   const float *xhat, const float *saved_invstd,
                                   const float *gamma, size_t n, size_t c, size_t hw,
-                                  size_t group);
+                                  size_t group, const float *relu_y);
 /* One group over consecutive calls (a group cut into sub-chunks, pass.c):
  * the group's per-channel float64 sums live in lca_bn_sum (the lanes the
  * whole-group kernels use, carried from call to call), so that statistics,
@@ -179,15 +183,16 @@ void lca_batchnorm_group_statistics(float *saved_mean, float *saved_invstd, floa
                                     float epsilon);
 void lca_batchnorm_group_normalize(float *y, float *xhat, const float *x, const float *saved_mean,
                                    const float *saved_invstd, const float *gamma,
-                                   const float *beta, size_t n, size_t c, size_t hw);
+                                   const float *beta, size_t n, size_t c, size_t hw,
+                                   bool relu);
 void lca_batchnorm_group_backward_sums(lca_bn_sum *sum_dy, lca_bn_sum *sum_dy_xhat,
-                                       const float *dy, const float *xhat, size_t n, size_t c,
-                                       size_t hw);
-void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                       float *dy, const float *xhat, size_t n, size_t c,
+                                       size_t hw, const float *relu_y);
+void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, float *dy,
                                   const float *xhat, const float *saved_invstd,
                                   const float *gamma, const lca_bn_sum *sum_dy,
                                   const lca_bn_sum *sum_dy_xhat, double count, size_t n, size_t c,
-                                  size_t hw);
+                                  size_t hw, const float *relu_y);
 void lca_batchnorm_forward_running(float *y, const float *x, const float *gamma,
                                    const float *beta, const float *running_mean,
                                    const float *running_var, size_t n, size_t c, size_t hw,
@@ -211,6 +216,16 @@ void lca_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_
  * backward masks with y > 0 (in place allowed: y may be x, dx may be dy or y). */
 void lca_relu_forward(float *y, const float *x, size_t count);
 void lca_relu_backward(float *dx, const float *dy, const float *y, size_t count);
+
+/* ---- the residual add of a block (pass.c): y = a + b, a the main path and
+ * b the shortcut, then with relu the ReLU after it in the same sweep (the
+ * bytes of the add then lca_relu_forward); y may be a. Backward at the
+ * block's begin: dx = dy + skip (main path first), and with relu_y (the
+ * output of a ReLU right before the begin layer) that ReLU's backward in
+ * the same sweep, dx = relu_y > 0 ? dy + skip : 0; dx may be dy or skip. */
+void lca_add_forward(float *y, const float *a, const float *b, size_t count, bool relu);
+void lca_add_backward(float *dx, const float *dy, const float *skip, const float *relu_y,
+                      size_t count);
 
 /* ---- losses (loss.c), per example, on the logits of a pass. Where the
  * logits (and their gradient) keep example r, class c: at r · example_step

@@ -116,6 +116,9 @@ typedef struct bn_channels {
     float *y, *xhat, *saved_mean, *saved_invstd, *batch_mean, *batch_var;
     float *dx, *dgamma, *dbeta;
     const float *x, *dy, *xhat_in, *invstd_in;
+    bool relu;              /* forward: the ReLU after the layer, on y */
+    float *relu_dy;         /* backward: dy, masked first by the ReLU after the layer */
+    const float *relu_y;    /* that ReLU's output */
     const float *gamma, *beta, *running_mean, *running_var;
     size_t n, c, hw, group;
     double epsilon;
@@ -160,11 +163,28 @@ static double group_invstd(double m2, double count, double epsilon) {
     return 1.0 / sqrt(m2 / count + epsilon);
 }
 
+/* The ReLU after a batch norm (layers.c's operation: x < 0 ? 0 : x, a NaN
+ * kept) on a plane just written, while it is in the cache: a separate ReLU
+ * layer's sweep over the whole activation, saved. */
+static void relu_plane(float *restrict y, size_t count) {
+    for (size_t i = 0; i < count; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+}
+
+/* Its backward on a plane of dy before batch norm's backward reads it
+ * (layers.c's: dy kept where the ReLU's output is > 0). */
+static void relu_mask_plane(float *restrict dy, const float *restrict y, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        float g = dy[i];
+        dy[i] = y[i] > 0.0f ? g : 0.0f;
+    }
+}
+
 /* The element-wise part in float (statistics rounded once): it is
- * memory-bound, and float runs twice as wide. */
+ * memory-bound, and float runs twice as wide. With relu, the ReLU after
+ * the layer, plane by plane. */
 static void channel_normalize(float *y, float *xhat_out, const float *x, size_t first,
                               size_t last, size_t c, size_t ch, size_t hw, float mean_f,
-                              float invstd_f, float gamma_f, float beta_f) {
+                              float invstd_f, float gamma_f, float beta_f, bool relu) {
     lca_kernel_family family = lca_kernel_current();
     for (size_t n = first; n < last; n++) {
         size_t at = (n * c + ch) * hw;
@@ -175,6 +195,7 @@ static void channel_normalize(float *y, float *xhat_out, const float *x, size_t 
             (family == LCA_KERNEL_AVX512 ? lca_bn_apply_avx512 : lca_bn_apply_avx2)(
                 xhat_out != NULL ? xhat_out + at : NULL, out, in, hw, mean_f, invstd_f, gamma_f,
                 beta_f);
+            if (relu) relu_plane(out, hw);
             continue;
         }
         if (xhat_out != NULL) {
@@ -187,6 +208,7 @@ static void channel_normalize(float *y, float *xhat_out, const float *x, size_t 
             for (size_t i = 0; i < hw; i++)
                 out[i] = gamma_f * ((in[i] - mean_f) * invstd_f) + beta_f;
         }
+        if (relu) relu_plane(out, hw);
     }
 }
 
@@ -203,11 +225,14 @@ static float unbiased_variance(double total_count, double total_m2) {
     return total_count > 1.0 ? (float)(total_m2 / (total_count - 1.0)) : 0.0f;
 }
 
+/* With relu_dy (dy itself, writable), each plane of dy first goes through
+ * the backward of the ReLU after the layer (its output relu_y), in place. */
 static void channel_backward_sums(lane_sum *sum_dy, lane_sum *sum_dy_xhat, const float *dy,
                                   const float *xhat, size_t first, size_t last, size_t c,
-                                  size_t ch, size_t hw) {
+                                  size_t ch, size_t hw, float *relu_dy, const float *relu_y) {
     for (size_t n = first; n < last; n++) {
         size_t at = (n * c + ch) * hw;
+        if (relu_dy != NULL) relu_mask_plane(relu_dy + at, relu_y + at, hw);
         lane_add_and_product(sum_dy, sum_dy_xhat, dy + at, xhat + at, hw);
     }
 }
@@ -253,7 +278,7 @@ static void bn_forward_channel(size_t ch, void *context) {
         if (b->saved_mean != NULL) b->saved_mean[g * c + ch] = (float)mean;
         if (b->saved_invstd != NULL) b->saved_invstd[g * c + ch] = (float)invstd;
         channel_normalize(b->y, b->xhat, b->x, first, last, c, ch, hw, (float)mean,
-                          (float)invstd, b->gamma[ch], b->beta[ch]);
+                          (float)invstd, b->gamma[ch], b->beta[ch], b->relu);
         chan_combine(&total_count, &total_mean, &total_m2, count, mean, m2);
     }
     if (b->batch_mean != NULL) b->batch_mean[ch] = (float)total_mean;
@@ -263,11 +288,12 @@ static void bn_forward_channel(size_t ch, void *context) {
 void lca_batchnorm_forward_batch(float *y, float *xhat, float *saved_mean, float *saved_invstd,
                                  float *batch_mean, float *batch_var, const float *x,
                                  const float *gamma, const float *beta, size_t n, size_t c,
-                                 size_t hw, size_t group, float epsilon) {
+                                 size_t hw, size_t group, float epsilon, bool relu) {
     bn_channels b = {.y = y, .xhat = xhat, .saved_mean = saved_mean,
                      .saved_invstd = saved_invstd, .batch_mean = batch_mean,
                      .batch_var = batch_var, .x = x, .gamma = gamma, .beta = beta, .n = n,
-                     .c = c, .hw = hw, .group = bn_group_size(n, group), .epsilon = epsilon};
+                     .c = c, .hw = hw, .group = bn_group_size(n, group), .epsilon = epsilon,
+                     .relu = relu};
     if (hw == 0) return;
     lca_parallel_for(c, bn_forward_channel, &b);
 }
@@ -281,7 +307,7 @@ static void bn_backward_channel(size_t ch, void *context) {
         double count = (double)((last - first) * hw);
         lane_sum lanes_dy = {{0}, 0}, lanes_dy_xhat = {{0}, 0};
         channel_backward_sums(&lanes_dy, &lanes_dy_xhat, b->dy, b->xhat_in, first, last, c, ch,
-                              hw);
+                              hw, b->relu_dy, b->relu_y);
         double sum_dy = lane_total(&lanes_dy), sum_dy_xhat = lane_total(&lanes_dy_xhat);
         dbeta += sum_dy;
         dgamma += sum_dy_xhat;
@@ -293,13 +319,14 @@ static void bn_backward_channel(size_t ch, void *context) {
     if (b->dbeta != NULL) b->dbeta[ch] = (float)dbeta;
 }
 
-void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, const float *dy,
+void lca_batchnorm_backward_batch(float *dx, float *dgamma, float *dbeta, float *dy,
                                   const float *xhat, const float *saved_invstd,
                                   const float *gamma, size_t n, size_t c, size_t hw,
-                                  size_t group) {
+                                  size_t group, const float *relu_y) {
     bn_channels b = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .xhat_in = xhat,
                      .invstd_in = saved_invstd, .gamma = gamma, .n = n, .c = c, .hw = hw,
-                     .group = bn_group_size(n, group)};
+                     .group = bn_group_size(n, group), .relu_dy = relu_y ? dy : NULL,
+                     .relu_y = relu_y};
     lca_parallel_for(c, bn_backward_channel, &b);
 }
 
@@ -350,15 +377,16 @@ void lca_batchnorm_group_statistics(float *saved_mean, float *saved_invstd, floa
 static void group_normalize_channel(size_t ch, void *context) {
     const bn_channels *b = context;
     channel_normalize(b->y, b->xhat, b->x, 0, b->n, b->c, ch, b->hw, b->saved_mean[ch],
-                      b->invstd_in[ch], b->gamma[ch], b->beta[ch]);
+                      b->invstd_in[ch], b->gamma[ch], b->beta[ch], b->relu);
 }
 
 void lca_batchnorm_group_normalize(float *y, float *xhat, const float *x, const float *saved_mean,
                                    const float *saved_invstd, const float *gamma,
-                                   const float *beta, size_t n, size_t c, size_t hw) {
+                                   const float *beta, size_t n, size_t c, size_t hw,
+                                   bool relu) {
     bn_channels b = {.y = y, .xhat = xhat, .x = x, .saved_mean = (float *)saved_mean,
                      .invstd_in = saved_invstd, .gamma = gamma, .beta = beta, .n = n, .c = c,
-                     .hw = hw};
+                     .hw = hw, .relu = relu};
     if (hw == 0) return;
     lca_parallel_for(c, group_normalize_channel, &b);
 }
@@ -366,19 +394,24 @@ void lca_batchnorm_group_normalize(float *y, float *xhat, const float *x, const 
 static void group_backward_sums_channel(size_t ch, void *context) {
     const bn_channels *b = context;
     channel_backward_sums(&b->sum_dy[ch], &b->sum_dy_xhat[ch], b->dy, b->xhat_in, 0, b->n, b->c,
-                          ch, b->hw);
+                          ch, b->hw, b->relu_dy, b->relu_y);
 }
 
 void lca_batchnorm_group_backward_sums(lca_bn_sum *sum_dy, lca_bn_sum *sum_dy_xhat,
-                                       const float *dy, const float *xhat, size_t n, size_t c,
-                                       size_t hw) {
+                                       float *dy, const float *xhat, size_t n, size_t c,
+                                       size_t hw, const float *relu_y) {
     bn_channels b = {.sum_dy = sum_dy, .sum_dy_xhat = sum_dy_xhat, .dy = dy, .xhat_in = xhat,
-                     .n = n, .c = c, .hw = hw};
+                     .n = n, .c = c, .hw = hw, .relu_dy = relu_y ? dy : NULL, .relu_y = relu_y};
     lca_parallel_for(c, group_backward_sums_channel, &b);
 }
 
 static void group_dx_channel(size_t ch, void *context) {
     const bn_channels *b = context;
+    if (b->relu_dy != NULL)
+        for (size_t n = 0; n < b->n; n++) {
+            size_t at = (n * b->c + ch) * b->hw;
+            relu_mask_plane(b->relu_dy + at, b->relu_y + at, b->hw);
+        }
     if (b->dx != NULL)
         channel_dx(b->dx, b->dy, b->xhat_in, 0, b->n, b->c, ch, b->hw, b->gamma[ch],
                    b->invstd_in[ch], lane_total(&b->sum_dy_in[ch]),
@@ -387,14 +420,15 @@ static void group_dx_channel(size_t ch, void *context) {
     if (b->dbeta != NULL) b->dbeta[ch] = (float)(0.0 + lane_total(&b->sum_dy_in[ch]));
 }
 
-void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+void lca_batchnorm_group_backward(float *dx, float *dgamma, float *dbeta, float *dy,
                                   const float *xhat, const float *saved_invstd,
                                   const float *gamma, const lca_bn_sum *sum_dy,
                                   const lca_bn_sum *sum_dy_xhat, double count, size_t n, size_t c,
-                                  size_t hw) {
+                                  size_t hw, const float *relu_y) {
     bn_channels b = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .xhat_in = xhat,
                      .invstd_in = saved_invstd, .gamma = gamma, .sum_dy_in = sum_dy,
-                     .sum_dy_xhat_in = sum_dy_xhat, .count = count, .n = n, .c = c, .hw = hw};
+                     .sum_dy_xhat_in = sum_dy_xhat, .count = count, .n = n, .c = c, .hw = hw,
+                     .relu_dy = relu_y ? dy : NULL, .relu_y = relu_y};
     lca_parallel_for(c, group_dx_channel, &b);
 }
 

@@ -53,7 +53,7 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                    const float **inputs, size_t first, size_t last,
                                    const float *input) {
     size_t n = ps->n;
-    bool relu_next = false; /* a dense layer applied the ReLU that follows it */
+    bool relu_next = false; /* a dense layer or a block's add applied the ReLU after it */
     for (size_t l = first; l < last; l++) {
         lca_layer *L = &m->layers[l];
         bool relu_done = relu_next;
@@ -98,6 +98,16 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
         case LCA_LAYER_BATCHNORM: {
             size_t hw = L->in_h * L->in_w;
             bool train = ps->mode == LCA_PASS_TRAIN;
+            /* a ReLU right after, in place on this output, joins it */
+            bool relu = l + 1 < last && m->layers[l + 1].kind == LCA_LAYER_RELU &&
+                        m->layers[l + 1].output == NULL;
+            /* x̂ is for the backward pass: a recomputing net's first forward
+             * pass need not write it below the last segment, whose layers
+             * the backward pass recomputes (x̂ with them) before it reads it */
+            float *xhat = m->recompute && !ps->again &&
+                                  l < m->segment_start[m->segment_count - 1]
+                              ? NULL
+                              : L->saved;
             if (ps->grouped) {
                 size_t c = L->out_c;
                 if (l == ps->stop) {
@@ -108,8 +118,9 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                                                     hw);
                     return NULL;
                 }
-                lca_batchnorm_group_normalize(L->output, L->saved, input, L->saved_mean,
-                                              L->saved_invstd, w, b, n, c, hw);
+                lca_batchnorm_group_normalize(L->output, xhat, input, L->saved_mean,
+                                              L->saved_invstd, w, b, n, c, hw, relu);
+                relu_next = relu;
                 break;
             }
             if (ps->again) {
@@ -122,14 +133,16 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                     size_t count = n - first < group ? n - first : group, at = first * L->out_size;
                     lca_batchnorm_group_normalize(L->output + at, L->saved + at, input + at,
                                                   L->saved_mean + g * c, L->saved_invstd + g * c,
-                                                  w, b, count, c, hw);
+                                                  w, b, count, c, hw, relu);
                 }
+                relu_next = relu;
                 break;
             }
             float *batch_mean = L->running_mean + 2 * L->out_c, *batch_var = batch_mean + L->out_c;
-            lca_batchnorm_forward_batch(L->output, L->saved, L->saved_mean, L->saved_invstd,
+            lca_batchnorm_forward_batch(L->output, xhat, L->saved_mean, L->saved_invstd,
                                         train ? batch_mean : NULL, train ? batch_var : NULL, input,
-                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon);
+                                        w, b, n, L->out_c, hw, ps->bn_group, m->bn_epsilon, relu);
+            relu_next = relu;
             if (train) {
                 float mo = m->bn_momentum;
                 for (size_t c = 0; c < L->out_c; c++) {
@@ -158,8 +171,11 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
                 lca_conv2d_forward(L->saved, shortcut, w, b, &s, m->conv_scratch);
                 shortcut = L->saved;
             }
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) L->output[i] = input[i] + shortcut[i];
+            /* the ReLU that ends a block, in place on the sum, joins the add */
+            bool relu = l + 1 < last && m->layers[l + 1].kind == LCA_LAYER_RELU &&
+                        m->layers[l + 1].output == NULL;
+            lca_add_forward(L->output, input, shortcut, n * L->out_size, relu);
+            relu_next = relu;
             break;
         }
         }
@@ -174,6 +190,30 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
     return forward_layers(m, params, ps, inputs, 0, m->layer_count, ps->x);
 }
 
+/* A block's shortcut gradient on its way from the add to the begin layer.
+ * The add hands dy on to both paths: the shortcut's stays in the buffer
+ * it came in (held), and the main path's layers take their gradients in
+ * turn from the two others (grad_skip among them) when grad_skip holds
+ * every gradient of the block; else the add copies dy to grad_skip (and a
+ * projection writes its input gradient there). The begin layer's sum goes
+ * to whichever of the two is grad_a or grad_b; when a ReLU is right
+ * before the begin layer (the previous block's end, in the segment below),
+ * the sum is left to that ReLU's backward, one sweep (deferred). */
+typedef struct skip_state {
+    float *held;                /* the shortcut's gradient, from the add to the begin */
+    const float *defer_skip;    /* a begin layer's sum left to the ReLU below it: */
+    float *defer_to;            /* the shortcut's gradient and where the sum goes */
+} skip_state;
+
+/* Whether grad_skip holds the gradient of every layer output of the block
+ * that ends at the add layer l (so that the main path may use it). */
+static bool skip_rotates(const lca_model *m, size_t l) {
+    if (!m->grad_skip) return false;
+    for (size_t j = m->layers[l].block_begin; j < l; j++)
+        if (m->layers[j].out_size > m->max_skip) return false;
+    return true;
+}
+
 /* Backward through layers [first, last) from dy, the gradient of layer
  * last - 1's output (in m->grad_a or m->grad_b); returns the gradient of
  * layer first's input, or NULL when the pass ended (the first layer, or
@@ -182,9 +222,11 @@ static const float *forward(lca_model *m, const float *params, const pass *ps,
  * take it), the gradients add to what gradient holds. */
 static float *backward_layers(lca_model *m, const float *params, const pass *ps,
                               const float **inputs, const float *logits, float *gradient,
-                              bool accumulate, size_t first, size_t last, float *dy) {
+                              bool accumulate, size_t first, size_t last, float *dy,
+                              skip_state *skip) {
     size_t n = ps->n;
     bool relu_done = false; /* a max pooling applied the ReLU before it */
+    const float *bn_relu = NULL; /* a ReLU left to the batch norm before it: its output */
     const float *relu_after = NULL; /* a ReLU left to the dense layer before it */
     for (size_t l = last; l-- > first;) {
         lca_layer *L = &m->layers[l];
@@ -199,8 +241,13 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
          * dense layers' (which need somewhere to write) go to gradient,
          * which the last sweep overwrites */
         if (!ps->parameters && L->kind != LCA_LAYER_DENSE) dw = db = NULL;
-        /* the input gradient goes to the other buffer; none for the first layer */
+        /* the input gradient goes to the other buffer (inside a block, the
+         * one neither dy nor the shortcut's gradient is in); none for the
+         * first layer */
         float *other = dy == m->grad_a ? m->grad_b : m->grad_a;
+        if (skip->held && other == skip->held)
+            other = dy == m->grad_skip ? (other == m->grad_a ? m->grad_b : m->grad_a)
+                                       : m->grad_skip;
         float *dx = l > 0 ? other : NULL;
         switch (L->kind) {
         case LCA_LAYER_DENSE:
@@ -220,8 +267,18 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
         }
         case LCA_LAYER_RELU:
             /* right after a dense layer of an MLP: in that layer's bias walk */
+            if (skip->defer_to) {
+                /* the begin layer above left its sum to this ReLU */
+                dx = skip->defer_to;
+                lca_add_backward(dx, dy, skip->defer_skip, output, n * L->out_size);
+                skip->defer_to = NULL;
+                skip->defer_skip = NULL;
+                break;
+            }
             if (ps->feature_major && l > 0 && m->layers[l - 1].kind == LCA_LAYER_DENSE)
                 relu_after = output;
+            else if (!relu_here_done && l > first && m->layers[l - 1].kind == LCA_LAYER_BATCHNORM)
+                bn_relu = output; /* in batch norm's sweeps over dy */
             else if (!relu_here_done)
                 lca_relu_backward(dy, dy, output, n * L->out_size);
             dx = dy;
@@ -241,19 +298,22 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
             break;
         case LCA_LAYER_BATCHNORM: {
             size_t c = L->out_c, hw = L->in_h * L->in_w;
+            const float *relu_y = bn_relu;
+            bn_relu = NULL;
             if (!ps->grouped) {
                 lca_batchnorm_backward_batch(dx, dw, db, dy, L->saved, L->saved_invstd, w, n, c,
-                                             hw, ps->bn_group);
+                                             hw, ps->bn_group, relu_y);
                 break;
             }
             const lca_bn_sum *sum_dy = L->group_sums + 2 * c, *sum_dy_xhat = sum_dy + c;
             if (l == ps->stop_back) {
                 lca_batchnorm_group_backward_sums(L->group_sums + 2 * c, L->group_sums + 3 * c, dy,
-                                                  L->saved, n, c, hw);
+                                                  L->saved, n, c, hw, relu_y);
                 return NULL;
             }
             lca_batchnorm_group_backward(dx, dw, db, dy, L->saved, L->saved_invstd, w, sum_dy,
-                                         sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw);
+                                         sum_dy_xhat, (double)(ps->group_n * hw), n, c, hw,
+                                         relu_y);
             break;
         }
         case LCA_LAYER_DROPOUT:
@@ -266,22 +326,35 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
             break;
         case LCA_LAYER_BLOCK_ADD: {
             /* the main path gets dy unchanged; the shortcut's gradient waits
-             * in grad_skip for the block's begin */
+             * for the block's begin (skip_state) */
             if (L->projection) {
                 lca_conv2d_shape s = L->projection_shape;
                 s.n = n;
                 lca_conv2d_backward(m->grad_skip, dw, db, dy, inputs[L->block_begin], w, &s,
                                     m->conv_scratch, accumulate);
+                skip->held = m->grad_skip;
+            } else if (skip_rotates(m, l)) {
+                skip->held = dy;
             } else {
                 memcpy(m->grad_skip, dy, n * L->out_size * sizeof(float));
+                skip->held = m->grad_skip;
             }
             dx = dy;
             break;
         }
         case LCA_LAYER_BLOCK_BEGIN: {
-            size_t count = n * L->out_size;
-            for (size_t i = 0; i < count; i++) dy[i] += m->grad_skip[i];
-            dx = dy;
+            /* dy (the main path's) + the shortcut's, into a or b */
+            float *held = skip->held;
+            skip->held = NULL;
+            if (l == 0) return NULL; /* the gradient of the net's input: not needed */
+            dx = dy == m->grad_a || dy == m->grad_b ? dy : held;
+            if (m->layers[l - 1].kind == LCA_LAYER_RELU && !ps->feature_major) {
+                skip->defer_skip = held;
+                skip->defer_to = dx;
+                dx = dy;
+            } else {
+                lca_add_backward(dx, dy, held, NULL, n * L->out_size);
+            }
             break;
         }
         }
@@ -310,9 +383,10 @@ static float *backward_layers(lca_model *m, const float *params, const pass *ps,
 static void backward(lca_model *m, const float *params, const pass *ps, const float **inputs,
                      const float *logits, float *gradient, bool accumulate) {
     float *dy = m->grad_a;
+    skip_state skip = {0};
     if (!m->recompute) {
         backward_layers(m, params, ps, inputs, logits, gradient, accumulate, 0, m->layer_count,
-                        dy);
+                        dy, &skip);
         return;
     }
     pass again = *ps;
@@ -323,7 +397,7 @@ static void backward(lca_model *m, const float *params, const pass *ps, const fl
             forward_layers(m, params, &again, inputs, first, last,
                            first == 0 ? ps->x : inputs[first]);
         dy = backward_layers(m, params, ps, inputs, logits, gradient, accumulate, first, last,
-                             dy);
+                             dy, &skip);
     }
 }
 

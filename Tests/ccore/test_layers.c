@@ -336,8 +336,9 @@ static void test_bn_gradients(const char *label, size_t n, size_t c, size_t hw, 
                                        BN_EPSILON);
     } else {
         lca_batchnorm_forward_batch(y, xhat, smean, sinv, bmean, bvar, x, gamma, beta, n, c, hw,
-                                    group, BN_EPSILON);
-        lca_batchnorm_backward_batch(dx, dgamma, dbeta, r, xhat, sinv, gamma, n, c, hw, group);
+                                    group, BN_EPSILON, false);
+        lca_batchnorm_backward_batch(dx, dgamma, dbeta, r, xhat, sinv, gamma, n, c, hw, group,
+                                     NULL);
     }
     double *y_ref = new_doubles(count);
     double *ref_means = new_doubles(groups * c + 1), *ref_invstds = new_doubles(groups * c + 1);
@@ -385,7 +386,7 @@ static void test_bn_gradients(const char *label, size_t n, size_t c, size_t hw, 
                                        hw, BN_EPSILON);
     else
         lca_batchnorm_backward_batch(inplace, NULL, NULL, inplace, xhat, sinv, gamma, n, c, hw,
-                                     group);
+                                     group, NULL);
     check_true(memcmp(inplace, dx, count * sizeof(float)) == 0, label,
                "in-place backward (dx = dy) gives the same bytes");
 
@@ -723,11 +724,11 @@ static void test_residual_block(size_t n, size_t c, size_t h, size_t w, size_t o
           *mean2 = new_floats(groups * oc), *inv2 = new_floats(groups * oc);
     lca_conv2d_forward(a1, x, w1, NULL, &c1, workspace);
     lca_batchnorm_forward_batch(a2, xhat1, mean1, inv1, NULL, NULL, a1, g1, b1, n, oc, hw, group,
-                                BN_EPSILON);
+                                BN_EPSILON, false);
     lca_relu_forward(a2, a2, count);
     lca_conv2d_forward(a3, a2, w2, NULL, &c2, workspace);
     lca_batchnorm_forward_batch(a4, xhat2, mean2, inv2, NULL, NULL, a3, g2, b2, n, oc, hw, group,
-                                BN_EPSILON);
+                                BN_EPSILON, false);
     lca_conv2d_forward(ap, x, wp, bp, &proj, workspace);
     for (size_t i = 0; i < count; i++) out[i] = a4[i] + ap[i];
     lca_relu_forward(out, out, count);
@@ -739,10 +740,10 @@ static void test_residual_block(size_t n, size_t c, size_t h, size_t w, size_t o
           *dg2 = new_floats(oc), *db2 = new_floats(oc);
     lca_relu_backward(dsum, r, out, count);                       /* out = relu(a4 + ap) */
     lca_conv2d_backward(dx_proj, dwp, dbp, dsum, x, wp, &proj, workspace, false);
-    lca_batchnorm_backward_batch(d3, dg2, db2, dsum, xhat2, inv2, g2, n, oc, hw, group);
+    lca_batchnorm_backward_batch(d3, dg2, db2, dsum, xhat2, inv2, g2, n, oc, hw, group, NULL);
     lca_conv2d_backward(d2, dw2, NULL, d3, a2, w2, &c2, workspace, false);
     lca_relu_backward(d2, d2, a2, count);                         /* a2 = relu(bn1) */
-    lca_batchnorm_backward_batch(d1, dg1, db1, d2, xhat1, inv1, g1, n, oc, hw, group);
+    lca_batchnorm_backward_batch(d1, dg1, db1, d2, xhat1, inv1, g1, n, oc, hw, group, NULL);
     lca_conv2d_backward(dx, dw1, NULL, d1, x, w1, &c1, workspace, false);
     for (size_t i = 0; i < xc; i++) dx[i] += dx_proj[i];
 
@@ -1054,8 +1055,8 @@ static void test_bn_families_bitwise(void) {
             float *sm = dxr + count, *si = sm + groups * c, *bm = si + groups * c, *bv = bm + c;
             float *dg = bv + c, *db = dg + c, *dgr = db + c, *dbr = dgr + c, *cb = dbr + c;
             lca_batchnorm_forward_batch(y, xhat, sm, si, bm, bv, x, gamma, beta, n, c, hw, group,
-                                        BN_EPSILON);
-            lca_batchnorm_backward_batch(dx, dg, db, dy, xhat, si, gamma, n, c, hw, group);
+                                        BN_EPSILON, false);
+            lca_batchnorm_backward_batch(dx, dg, db, dy, xhat, si, gamma, n, c, hw, group, NULL);
             lca_batchnorm_backward_running(dxr, dgr, dbr, dy, x, gamma, rmean, rvar, n, c, hw,
                                            BN_EPSILON);
             /* the conv's dbias: dy as n × c planes of hw pixels (1 × hw, 1 × 1 kernel) */
@@ -1180,9 +1181,9 @@ static void test_other_determinism(void) {
         o[7] = new_floats(count / 4);      /* maxpool y */
         o[8] = new_floats(count);          /* maxpool dx */
         lca_batchnorm_forward_batch(o[0], o[1], o[2], o[3], o[4], o[4] + c, x, gamma, beta, n, c,
-                                    hw, group, BN_EPSILON);
+                                    hw, group, BN_EPSILON, false);
         lca_batchnorm_backward_batch(o[5], o[6], o[6] + c, dy, o[1], o[3], gamma, n, c, hw,
-                                     group);
+                                     group, NULL);
         uint32_t *argmax = test_alloc(count / 4 * sizeof(uint32_t));
         lca_maxpool_forward(o[7], argmax, x, n, c, h, w, 2, 2);
         lca_maxpool_backward(o[8], dy, argmax, n, c, h, w, 2, 2);
