@@ -195,6 +195,8 @@ public struct RunSummary: Sendable, Codable, Hashable {
     public var accumulationUnit: Int = 0
     /// Where the core's memory goes (nil when unknown: a summary from a log).
     public var memoryUse: MemoryUse?
+    /// Loss groups of the run ("10 from class"; nil without groups).
+    public var lossGroups: String?
     private var finished: Bool
     /// Made from a log (`init(header:)`): the table leaves out wall time,
     /// memory and threads, which a log does not record.
@@ -231,6 +233,7 @@ public struct RunSummary: Sendable, Codable, Hashable {
         evalChunk = configuration.lca ? trainer.evaluationChunk : 0
         accumulationUnit = configuration.lca ? trainer.accumulationUnit : 0
         memoryUse = trainer.memoryUse
+        lossGroups = configuration.lca ? configuration.exampleGroups.map { "\($0.count) from \($0.source)" } : nil
         finished = false
     }
 
@@ -327,6 +330,10 @@ public struct RunSummary: Sendable, Codable, Hashable {
         if evalChunk > 0 {
             text += label("evaluation chunk") + "\(evalChunk) examples"
                 + (accumulationUnit > 0 ? ", summed exactly in units of \(accumulationUnit)" : "") + "\n"
+        }
+        if let lossGroups {
+            text += label("loss groups") + "\(lossGroups): every record carries each group's LCA "
+                + "(lca show --groups, lca report)\n"
         }
         return text
     }

@@ -76,6 +76,10 @@ final class ExampleGroupsTests: XCTestCase {
         XCTAssertEqual(groups.names, (0..<10).map(String.init))
         XCTAssertEqual(groups.examples?.reduce(0, +), 1618)
         XCTAssertEqual(groups.validationExamples?.reduce(0, +), 179)
+        // the summary says the run has groups, and where to see them
+        let summary = try String(contentsOf: folder.appendingPathComponent("run/summary.txt"), encoding: .utf8)
+        XCTAssertTrue(summary.contains("loss groups           10 from class: every record carries each group's LCA"),
+                      summary)
         var worst = 0.0
         for record in log.records {
             for view in [record.train, try XCTUnwrap(record.validation)] {
