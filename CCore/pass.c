@@ -206,9 +206,15 @@ typedef struct skip_state {
 } skip_state;
 
 /* Whether grad_skip holds the gradient of every layer output of the block
- * that ends at the add layer l (so that the main path may use it). */
+ * that ends at the add layer l (so that the main path may use it), and the
+ * layer before the add leaves its dy alone (an in-place layer would write
+ * over the shortcut's gradient). */
 static bool skip_rotates(const lca_model *m, size_t l) {
-    if (!m->grad_skip) return false;
+    if (!m->grad_skip || l == 0) return false;
+    lca_layer_kind before = m->layers[l - 1].kind;
+    if (before != LCA_LAYER_CONV2D && before != LCA_LAYER_BATCHNORM && before != LCA_LAYER_DENSE &&
+        before != LCA_LAYER_MAXPOOL && before != LCA_LAYER_AVGPOOL)
+        return false;
     for (size_t j = m->layers[l].block_begin; j < l; j++)
         if (m->layers[j].out_size > m->max_skip) return false;
     return true;
