@@ -115,23 +115,17 @@ static void add_range(float *y, const float *a, const float *b, size_t count, bo
     if (y == a) {
         float *restrict out = y;
         const float *restrict s = b;
-        if (relu)
-            for (size_t i = 0; i < count; i++) {
-                float v = out[i] + s[i];
-                out[i] = v < 0.0f ? 0.0f : v;
-            }
-        else
-            for (size_t i = 0; i < count; i++) out[i] = out[i] + s[i];
+        for (size_t i = 0; i < count; i++) {
+            float v = out[i] + s[i];
+            out[i] = relu && v < 0.0f ? 0.0f : v;
+        }
     } else if (y != b) {
         float *restrict out = y;
         const float *restrict m = a, *restrict s = b;
-        if (relu)
-            for (size_t i = 0; i < count; i++) {
-                float v = m[i] + s[i];
-                out[i] = v < 0.0f ? 0.0f : v;
-            }
-        else
-            for (size_t i = 0; i < count; i++) out[i] = m[i] + s[i];
+        for (size_t i = 0; i < count; i++) {
+            float v = m[i] + s[i];
+            out[i] = relu && v < 0.0f ? 0.0f : v;
+        }
     } else {
         for (size_t i = 0; i < count; i++) {
             float v = a[i] + b[i];
@@ -173,22 +167,24 @@ typedef struct add_blocks {
     bool relu;
 } add_blocks;
 
-static void add_block(size_t index, void *context) {
-    const add_blocks *r = context;
-    size_t at = index * RELU_BLOCK, n = r->count - at < RELU_BLOCK ? r->count - at : RELU_BLOCK;
+/* Elements [at, at + n) of the add (forward, or backward with its ReLU). */
+static void add_span(const add_blocks *r, size_t at, size_t n) {
     if (r->y)
         relu_add_backward_range(r->out + at, r->a + at, r->b + at, r->y + at, n);
     else
         add_range(r->out + at, r->a + at, r->b + at, n, r->relu);
 }
 
+static void add_block(size_t index, void *context) {
+    const add_blocks *r = context;
+    size_t at = index * RELU_BLOCK;
+    add_span(r, at, r->count - at < RELU_BLOCK ? r->count - at : RELU_BLOCK);
+}
+
 static void add_run(const add_blocks *r) {
     size_t blocks = (r->count + RELU_BLOCK - 1) / RELU_BLOCK;
     if (blocks < 2 || lca_parallel_threads() < 2) {
-        if (r->y)
-            relu_add_backward_range(r->out, r->a, r->b, r->y, r->count);
-        else
-            add_range(r->out, r->a, r->b, r->count, r->relu);
+        add_span(r, 0, r->count);
         return;
     }
     lca_parallel_for(blocks, add_block, (void *)r);
