@@ -128,8 +128,9 @@ $(BUILD)/backend_log: tools/threads/backend_log.c $(BUILD)/liblca.a
 # only from the repository: Tests/data, through LCA_TEST_DATA.
 test: $(TEST_BINARIES)
 	@passed=0; failed=0; for t in $(TEST_BINARIES); do \
-	  echo "== $$t"; \
+	  echo "== $$t"; start=$$(date +%s%N); \
 	  if (cd $(BUILD) && LCA_TEST_DATA=$(abspath Tests/data) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
+	  echo "== $$t: $$(( ($$(date +%s%N) - start) / 1000000 )) ms"; \
 	done; echo "ccore: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
 # -fno-sanitize-recover=all: a UBSan finding stops the test (a failure),
