@@ -23,6 +23,11 @@ void test_begin(const char *name) {
     fflush(stdout);
 }
 
+int test_size(int normal, int small) {
+    const char *v = getenv("LCA_TEST_SMALL");
+    return v && strcmp(v, "1") == 0 ? small : normal;
+}
+
 int test_finish(void) {
     printf("%s: %d checks passed, %d failed: %s\n", current_test, checks_passed, checks_failed,
            checks_failed ? "FAIL" : "PASS");

@@ -33,6 +33,10 @@ void test_begin(const char *name);
 int test_finish(void);
 /* Number of failed checks so far. */
 int test_failure_count(void);
+/* small when LCA_TEST_SMALL=1 (make asan and make leaks set it: the
+ * sanitizers make the heavy tests minutes long), else normal. Only for
+ * counts such as iterations that repeat code paths already run. */
+int test_size(int normal, int small);
 
 /* Pass when worst <= tolerance (NaN fails). Prints
  * "ok   what: worst 1.2e-07 <= tolerance 1.0e-04". */

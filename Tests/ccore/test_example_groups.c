@@ -37,7 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ITERATIONS 6
+/* 6 steps, 3 under the sanitizers (LCA_TEST_SMALL): every check still runs
+ * on the first step and on later ones, at the same refinement levels */
+static int ITERATIONS = 6;
 #define MLP "64-16-10"
 #define BN_NET "input(1,8,8) conv(4,3) bn relu maxpool(2) dense(10)"
 #define BLOCK_NET "input(1,8,8) conv(4,3) bn relu block(4) block(8,stride=2) gap dense(10)"
@@ -469,6 +471,7 @@ static void test_errors(const lca_dataset *data, const uint32_t *ids) {
 
 int main(void) {
     test_begin("test_example_groups");
+    ITERATIONS = test_size(6, 3);
     test_temp_dir_make("groups");
     lca_dataset *data;
     REQUIRE_OK(lca_dataset_open(&data, "digits", NULL));
