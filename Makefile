@@ -139,13 +139,15 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all
 # LCA_TEST_SMALL=1 (support.h's test_size): test_example_groups takes 3
 # steps, not 6 (it was 293 of 435 s under ASan); the same refinement levels
 # and flags are reached, so no code path is dropped.
+# the tests of the sanitizer build, shared by asan and leaks
+SANITIZED_TEST = LCA_TEST_SMALL=1 $(MAKE) test BUILD=build/asan CFLAGS="-O1 -g $(SANITIZE) -fno-omit-frame-pointer" LDFLAGS="$(SANITIZE)" CC=$(CC)
 asan:
-	LCA_TEST_SMALL=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 $(MAKE) test BUILD=build/asan CFLAGS="-O1 -g $(SANITIZE) -fno-omit-frame-pointer" LDFLAGS="$(SANITIZE)" CC=$(CC)
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 $(SANITIZED_TEST)
 
 # The same build under LeakSanitizer: any leak fails the test. The one
 # suppression (libomp's thread pool) is in Tests/lsan.supp with its reason.
 leaks:
-	LCA_TEST_SMALL=1 ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath Tests/lsan.supp):print_suppressions=0 $(MAKE) test BUILD=build/asan CFLAGS="-O1 -g $(SANITIZE) -fno-omit-frame-pointer" LDFLAGS="$(SANITIZE)" CC=$(CC)
+	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath Tests/lsan.supp):print_suppressions=0 $(SANITIZED_TEST)
 
 # libFuzzer (clang's -fsanitize=fuzzer; the Swift toolchain's clang ships
 # its runtime) with ASan and UBSan, pthreads back end. Each target runs

@@ -39,7 +39,7 @@
 
 /* 6 steps, 3 under the sanitizers (LCA_TEST_SMALL): every check still runs
  * on the first step and on later ones, at the same refinement levels */
-static int ITERATIONS = 6;
+static int ITERATIONS; /* set first in main */
 #define MLP "64-16-10"
 #define BN_NET "input(1,8,8) conv(4,3) bn relu maxpool(2) dense(10)"
 #define BLOCK_NET "input(1,8,8) conv(4,3) bn relu block(4) block(8,stride=2) gap dense(10)"
