@@ -56,6 +56,7 @@ static void release_worker(const lca_integrator *g, lca_eval_worker *w) {
     free(w->group_indices);
     free(w->group_counts);
     free(w->group_mask);
+    free(w->first_scratch);
     memset(w, 0, sizeof *w);
 }
 
@@ -166,6 +167,8 @@ static lca_status add_workers(lca_integrator *g, const lca_config *config, bool 
         release_worker(g, last);
         g->worker_count--;
     }
+    size_t held = lca_size_mul_add(g->worker_count - 1, chunk_bytes, first);
+    g->budget_left = config->memory_budget > held ? config->memory_budget - held : 0;
     return LCA_OK;
 }
 
@@ -272,6 +275,43 @@ static lca_status init_view_groups(lca_view *v, lca_integrator *g, const lca_dat
     return LCA_OK;
 }
 
+/* The first layer along the step (above lca_view_step_groups): the view
+ * keeps its values at both ends when what is left of the budget holds
+ * them; else each worker gets one block's scratch to compute them again
+ * at every interior point (slower, the same bytes). */
+static lca_status init_first_layer(lca_view *v, lca_integrator *g) {
+    const lca_model *m = g->model;
+    if (!lca_model_streams_input(m)) return LCA_OK;
+    size_t width = m->layers[0].out_size;
+    size_t units = (v->count + g->unit - 1) / g->unit;
+    size_t ranks = (size_t)lca_ranks_size(), rank = (size_t)lca_ranks_rank();
+    size_t owned = rank < units ? (units - rank + ranks - 1) / ranks : 0;
+    size_t floats = lca_size_mul_add(lca_size_mul_add(owned, g->unit, 0), width, 0);
+    size_t bytes = lca_size_mul_add(floats, 2 * sizeof(float), 0);
+    if (owned > 0 && bytes <= g->budget_left) {
+        v->first_start = allocate(g, floats * sizeof(float));
+        v->first_end = allocate(g, floats * sizeof(float));
+        if (v->first_start && v->first_end) {
+            g->budget_left -= bytes;
+            v->first_bytes = bytes;
+            return LCA_OK;
+        }
+        g->bytes -= (v->first_start ? floats * sizeof(float) : 0) +
+                    (v->first_end ? floats * sizeof(float) : 0);
+        free(v->first_start);
+        free(v->first_end);
+        v->first_start = v->first_end = NULL;
+    }
+    for (size_t i = 0; i < g->worker_count; i++) {
+        lca_eval_worker *w = &g->workers[i];
+        if (!w->first_scratch)
+            w->first_scratch = allocate(g, 2 * width * LCA_INPUT_ROWS * sizeof(float));
+        if (!w->first_scratch)
+            return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory");
+    }
+    return LCA_OK;
+}
+
 lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data,
                          const uint32_t *indices, size_t count) {
     memset(v, 0, sizeof *v);
@@ -321,7 +361,9 @@ lca_status lca_view_init(lca_view *v, lca_integrator *g, const lca_dataset *data
         lca_view_release(v);
         return lca_fail(LCA_ERR_OUT_OF_MEMORY, "LCA view: out of memory");
     }
-    return LCA_OK;
+    lca_status status = init_first_layer(v, g);
+    if (status != LCA_OK) lca_view_release(v);
+    return status;
 }
 
 lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
@@ -340,6 +382,8 @@ lca_status lca_view_examples(const lca_model *model, const lca_dataset *data,
 }
 
 void lca_view_release(lca_view *v) {
+    free(v->first_start);
+    free(v->first_end);
     free(v->g_start);
     free(v->g_end);
     free(v->sum_odd);
@@ -380,6 +424,11 @@ typedef struct eval_pass {
     size_t rank, ranks;       /* this rank owns units rank, rank + ranks, … (ranks.h) */
     atomic_size_t next;       /* the next of its units a thread takes */
     atomic_bool failed;       /* a unit failed: stop taking units */
+    /* an MLP's first layer along the step, for the example in slot 0 (the
+     * first of this rank's units; a unit's examples take the slots after
+     * its first in the order its passes go), or NULL */
+    const lca_first_layer *first;
+    size_t first_width;
 } eval_pass;
 
 /* The tensor that holds parameter i, for messages. */
@@ -452,7 +501,7 @@ static lca_status name_examples(lca_status status, size_t first, size_t n, size_
  * unit, the unit's [first, first + unit_n). */
 static lca_status chunked_passes(const eval_pass *p, lca_eval_worker *w,
                                  const uint32_t *indices, size_t n, double *loss, size_t first,
-                                 size_t unit_n, size_t group) {
+                                 size_t unit_n, size_t group, size_t slot) {
     const lca_integrator *g = p->g;
     const lca_view *v = p->v;
     /* an MLP converts its rows as it goes (into w->x) */
@@ -463,6 +512,16 @@ static lca_status chunked_passes(const eval_pass *p, lca_eval_worker *w,
         lca_dataset_gather(v->data, at, count, streams ? NULL : w->x, w->labels, w->targets);
         lca_model_input input = {.x = streams ? NULL : w->x, .data = v->data, .indices = at,
                                  .rows = w->x};
+        lca_first_layer first_layer;
+        if (p->first) {
+            size_t at_slot = (slot + done) * p->first_width;
+            first_layer = *p->first;
+            if (first_layer.store) first_layer.store += at_slot;
+            if (first_layer.start) first_layer.start += at_slot;
+            if (first_layer.end) first_layer.end += at_slot;
+            first_layer.scratch = w->first_scratch;
+            input.first = &first_layer;
+        }
         lca_status status = lca_model_forward_backward_input(
             w->model, p->parameters, &input, v->data->labels ? w->labels : NULL,
             v->data->targets ? w->targets : NULL, count, g->bn_group, p->scale, loss,
@@ -477,7 +536,7 @@ static lca_status chunked_passes(const eval_pass *p, lca_eval_worker *w,
 /* Unit u on one worker: its passes, then its gradient and loss into the
  * worker's exact sums. A failure is kept in the worker (lca_last_error
  * belongs to the thread that ran it) if it is the worker's first. */
-static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
+static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u, size_t slot) {
     const lca_integrator *g = p->g;
     const lca_view *v = p->v;
     size_t first = u * g->unit;
@@ -494,7 +553,8 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
                                                   p->gradient ? w->gradient : NULL);
         status = name_examples(status, first, n, SIZE_MAX);
     }
-    if (!grouped) status = chunked_passes(p, w, v->indices + first, n, &loss, first, n, SIZE_MAX);
+    if (!grouped)
+        status = chunked_passes(p, w, v->indices + first, n, &loss, first, n, SIZE_MAX, slot);
     if (status == LCA_OK) status = add_to_sums(p, w, &w->sum, &w->loss, loss, u, first, n);
     if (status != LCA_OK) note_failure(p, w, u, status);
 }
@@ -506,7 +566,7 @@ static void evaluate_unit(eval_pass *p, lca_eval_worker *w, size_t u) {
  * batch norm the unit is one batch-norm group whose statistics mix all of
  * its examples, so each group present is a masked pass over the whole
  * unit (loss weight 0 outside the group): up to G passes a unit. */
-static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
+static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u, size_t slot) {
     const lca_integrator *g = p->g;
     const lca_view *v = p->v;
     size_t first = u * g->unit, gc = g->group_count;
@@ -554,7 +614,7 @@ static void evaluate_unit_groups(eval_pass *p, lca_eval_worker *w, size_t u) {
         }
         if (!batchnorm)
             status = chunked_passes(p, w, w->group_indices + begin, members, &loss, first, n,
-                                    group);
+                                    group, slot + begin);
         if (status == LCA_OK)
             status = add_to_sums(p, w, &w->group_sum[group], &w->group_loss[group], loss, u,
                                  first, n);
@@ -571,9 +631,9 @@ static void evaluate_units(eval_pass *p, lca_eval_worker *w) {
         if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
         size_t j = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
         if (j >= (p->units - p->rank + p->ranks - 1) / p->ranks) return;
-        size_t u = p->rank + j * p->ranks;
-        if (p->g->group_count > 0) evaluate_unit_groups(p, w, u);
-        else evaluate_unit(p, w, u);
+        size_t u = p->rank + j * p->ranks, slot = j * p->g->unit;
+        if (p->g->group_count > 0) evaluate_unit_groups(p, w, u, slot);
+        else evaluate_unit(p, w, u, slot);
     }
 }
 
@@ -587,13 +647,16 @@ lca_status lca_view_evaluate(lca_integrator *g, const lca_view *v, const float *
     return lca_view_evaluate_groups(g, v, parameters, loss, gradient, add, NULL, NULL);
 }
 
-lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
-                                    const float *parameters, double *loss, double *gradient,
-                                    bool add, double *group_share, double *group_gradient) {
+/* lca_view_evaluate_groups, with the first layer taken as first says (or
+ * as usual for NULL) */
+static lca_status evaluate_view(lca_integrator *g, const lca_view *v, const float *parameters,
+                                const lca_first_layer *first, double *loss, double *gradient,
+                                bool add, double *group_share, double *group_gradient) {
     size_t gc = g->group_count;
     if (gc > 0 && gradient && !group_gradient)
         return lca_fail(LCA_ERR_STATE, "LCA integrator: loss groups without their gradients");
-    eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient != NULL};
+    eval_pass p = {.g = g, .v = v, .parameters = parameters, .gradient = gradient != NULL,
+                   .first = first, .first_width = first ? g->model->layers[0].out_size : 0};
     /* Every unit's gradient is scaled by 1/E (E = examples in the view),
      * so the units add up to the gradient of the mean loss. */
     p.scale = 1.0 / (double)v->count;
@@ -703,6 +766,13 @@ lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
     return LCA_OK;
 }
 
+lca_status lca_view_evaluate_groups(lca_integrator *g, const lca_view *v,
+                                    const float *parameters, double *loss, double *gradient,
+                                    bool add, double *group_share, double *group_gradient) {
+    return evaluate_view(g, v, parameters, NULL, loss, gradient, add, group_share,
+                         group_gradient);
+}
+
 /* Δθ_i = θ_{t+1,i} − θ_{t,i} of the current step, exact in float64 (two
  * floats' difference), recomputed where needed rather than stored. */
 static inline double delta(const lca_integrator *g, size_t i) {
@@ -715,9 +785,14 @@ static lca_status add_odd_points(lca_integrator *g, lca_view *v, unsigned n) {
     for (unsigned j = 1; j < n; j += 2) {
         double s = (double)j / (double)n;
         for (size_t i = 0; i < k; i++) g->probe[i] = (float)((double)g->before[i] + s * delta(g, i));
+        /* an MLP's first layer from the ends (s = j/n, n ≤ 32: exact in float) */
+        lca_first_layer first = {.start = v->first_start, .end = v->first_end,
+                                 .start_parameters = g->before, .end_parameters = g->after,
+                                 .s = (float)s};
+        bool mlp = lca_model_streams_input(g->model);
         double loss;
-        lca_status status = lca_view_evaluate_groups(g, v, g->probe, &loss, v->sum_odd, true,
-                                                     NULL, v->group_sum_odd);
+        lca_status status = evaluate_view(g, v, g->probe, mlp ? &first : NULL, &loss, v->sum_odd,
+                                          true, NULL, v->group_sum_odd);
         if (status != LCA_OK) return status;
     }
     return LCA_OK;
@@ -781,16 +856,18 @@ lca_status lca_view_step_groups(lca_integrator *g, lca_view *v, const float *bef
     const lca_model *m = g->model;
     size_t k = m->parameter_count, gc = g->group_count, gk = gc * k;
     lca_status status;
+    /* the ends' first-layer values, kept for the interior points */
+    lca_first_layer keep_start = {.store = v->first_start}, keep_end = {.store = v->first_end};
     if (!v->have_start) {
-        status = lca_view_evaluate_groups(g, v, before, &v->loss_start, v->g_start, false,
-                                          v->group_share_start, v->group_g_start);
+        status = evaluate_view(g, v, before, v->first_start ? &keep_start : NULL, &v->loss_start,
+                               v->g_start, false, v->group_share_start, v->group_g_start);
         if (status != LCA_OK) return status;
         v->have_start = true;
     }
     g->before = before;
     g->after = after;
-    status = lca_view_evaluate_groups(g, v, after, &v->loss_end, v->g_end, false,
-                                      v->group_share_end, v->group_g_end);
+    status = evaluate_view(g, v, after, v->first_end ? &keep_end : NULL, &v->loss_end, v->g_end,
+                           false, v->group_share_end, v->group_g_end);
     if (status != LCA_OK) return status;
 
     memset(v->sum_odd, 0, k * sizeof(double));
@@ -973,6 +1050,9 @@ lca_status lca_view_step_groups(lca_integrator *g, lca_view *v, const float *bef
     double *swap = v->g_start;
     v->g_start = v->g_end;
     v->g_end = swap;
+    float *first_swap = v->first_start;
+    v->first_start = v->first_end;
+    v->first_end = first_swap;
     v->loss_start = v->loss_end;
     if (gc) {
         swap = v->group_g_start;

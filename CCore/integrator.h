@@ -41,6 +41,12 @@ typedef struct lca_view {
     double *group_lca;                  /* G · T */
     double *group_loss_before, *group_loss_after, *group_residual; /* G each */
     uint32_t *group_flags;              /* G */
+    /* an MLP's first layer along the step (integrator.c, "The first layer
+     * along the step"): its pre-activations at the step's start and end
+     * for this rank's units (units · unit · width floats each; first_start
+     * valid with have_start), or NULL when the budget cannot hold them */
+    float *first_start, *first_end;
+    size_t first_bytes;       /* of both, 0 when not kept */
 } lca_view;
 
 /* What one thread needs to evaluate accumulation units (integrator.c,
@@ -68,6 +74,9 @@ typedef struct lca_eval_worker {
     uint32_t *group_indices;      /* unit */
     size_t *group_counts;         /* G + 1 */
     uint8_t *group_mask;          /* unit, batch-norm nets only */
+    /* an MLP's first layer at both ends of the step, one block of rows
+     * (2 · width · LCA_INPUT_ROWS floats), when a view cannot keep it */
+    float *first_scratch;
 } lca_eval_worker;
 
 typedef struct lca_integrator {
@@ -84,6 +93,8 @@ typedef struct lca_integrator {
     lca_eval_worker *workers; /* at most one per thread, fewer if memory_budget says so */
     size_t worker_count;
     size_t bytes;             /* allocated by the integrator and its views */
+    size_t budget_left;       /* of memory_budget, after the workers' chunks and the
+                                 views' first-layer values */
     /* loss groups (config example_groups): ids per example of the data,
      * G groups; 0 and NULL without */
     const uint32_t *example_groups;

@@ -39,9 +39,16 @@ void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const 
                         const float *w, size_t n, size_t in, size_t out, bool accumulate);
 /* Feature-major, for an MLP's pass: yᵀ[O×N] = w · xᵀ + b (then the ReLU
  * with relu); x is the block's input rows (N × I) with x_rows, else the
- * previous layer's output xᵀ (I × N). */
+ * previous layer's output xᵀ (I × N). With pre, w · xᵀ + b before the ReLU
+ * is also written there (O × N). */
 void lca_dense_forward_fm(float *yt, const float *x, bool x_rows, const float *w,
-                          const float *b, size_t n, size_t in, size_t out, bool relu);
+                          const float *b, size_t n, size_t in, size_t out, bool relu,
+                          float *pre);
+/* yᵀ = z, or its ReLU with relu, for z = start + s·(end − start), element
+ * by element over count floats (each rounded as those three operations:
+ * a subtraction, a product, a sum; never fused). */
+void lca_dense_interpolate_fm(float *yt, const float *start, const float *end, float s,
+                              size_t count, bool relu);
 /* Backward of lca_dense_forward_fm from dyᵀ (O × N): dw = dyᵀ · x, db =
  * Σ_n dy, dxᵀ[I×N] = wᵀ · dyᵀ (skipped if dxt is NULL); with accumulate, dw
  * and db ADD to what they hold (a later block of an MLP's rows). With

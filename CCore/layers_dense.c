@@ -66,15 +66,32 @@ void lca_dense_backward(float *dx, float *dw, float *db, const float *dy, const 
 /* yᵀ[O×n] = w · xᵀ + b, then the ReLU with relu; x is the block's input
  * rows (n × I) with x_rows, else the previous layer's output xᵀ (I × n). */
 void lca_dense_forward_fm(float *yt, const float *x, bool x_rows, const float *w,
-                          const float *b, size_t n, size_t in, size_t out, bool relu) {
+                          const float *b, size_t n, size_t in, size_t out, bool relu,
+                          float *pre) {
     lca_sgemm(false, x_rows, out, n, in, 1.0f, w, in, x, x_rows ? in : n, 0.0f, yt, n);
     LCA_PARALLEL_FOR_IF(n * out >= LCA_PARALLEL_WORK)
     for (size_t o = 0; o < out; o++) {
         float *row = yt + o * n, bias = b[o];
+        float *pre_row = pre ? pre + o * n : NULL;
         for (size_t r = 0; r < n; r++) {
             float v = row[r] + bias;
+            if (pre_row) pre_row[r] = v;
             row[r] = relu && v < 0.0f ? 0.0f : v;
         }
+    }
+}
+
+/* The first layer between two end points (pass.c, lca_first_layer): three
+ * statements, so that no compiler contracts them into an FMA on one CPU
+ * and not on another. */
+void lca_dense_interpolate_fm(float *yt, const float *start, const float *end, float s,
+                              size_t count, bool relu) {
+    LCA_PARALLEL_FOR_IF(count >= LCA_PARALLEL_WORK)
+    for (size_t i = 0; i < count; i++) {
+        float difference = end[i] - start[i];
+        float step = s * difference;
+        float v = start[i] + step;
+        yt[i] = relu && v < 0.0f ? 0.0f : v;
     }
 }
 

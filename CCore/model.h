@@ -212,7 +212,28 @@ typedef struct lca_model_input {
     const lca_dataset *data;
     const uint32_t *indices;
     float *rows;
+    const struct lca_first_layer *first; /* or NULL: layer 0 as usual */
 } lca_model_input;
+
+/* An MLP's first layer along an LCA step (integrator.c, "The first layer
+ * along the step"). Its pre-activations z = x·Wᵀ + b (before the ReLU) are
+ * linear in its parameters, which move on a straight line: at the point s
+ * of the step, z = z_start + s·(z_end − z_start), so a pass at an interior
+ * point needs no product for it. z is kept feature-major, block by block of
+ * the pass's rows (a block's O × rows floats at its first row · O). A pass
+ *   - with store: computes layer 0 and also writes z there (an end point);
+ *   - with start and end: interpolates z from them instead;
+ *   - with start_parameters and end_parameters (no room to keep z): computes
+ *     z at both ends into scratch (2 · O · LCA_INPUT_ROWS floats) and
+ *     interpolates; the same bytes as from kept values.
+ * All pointers are for the pass's example 0. */
+typedef struct lca_first_layer {
+    float *store;
+    const float *start, *end;
+    const float *start_parameters, *end_parameters;
+    float *scratch;
+    float s;
+} lca_first_layer;
 
 /* ---- pass.c: the forward/backward pass */
 

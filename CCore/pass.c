@@ -41,9 +41,39 @@ typedef struct pass {
      * below): batch norm applies the statistics already found, the running
      * statistics are not updated again */
     bool again;
+    /* an MLP's first layer along an LCA step (lca_first_layer), and the
+     * first row of the block in hand */
+    const lca_first_layer *first;
+    size_t first_row;
 } pass;
 
 enum { PHASE_SUM = 0, PHASE_SQUARES = 1 };
+
+/* Layer 0 of an MLP's block along an LCA step (lca_first_layer): its
+ * output, and z kept or taken from the step's ends. */
+static void first_layer_forward(const lca_model *m, const lca_layer *L, const pass *ps,
+                                const float *input, const float *weight, const float *bias,
+                                bool relu) {
+    const lca_first_layer *f = ps->first;
+    size_t n = ps->n, in = L->in_size, out = L->out_size, at = ps->first_row * out;
+    if (f->store) {
+        lca_dense_forward_fm(L->output, input, true, weight, bias, n, in, out, relu,
+                             f->store + at);
+        return;
+    }
+    size_t w = m->tensors[L->weight].offset, b = m->tensors[L->bias].offset;
+    const float *start = f->start ? f->start + at : NULL, *end = f->end ? f->end + at : NULL;
+    if (!start) {
+        float *z_start = f->scratch, *z_end = f->scratch + out * n;
+        lca_dense_forward_fm(L->output, input, true, f->start_parameters + w,
+                             f->start_parameters + b, n, in, out, false, z_start);
+        lca_dense_forward_fm(L->output, input, true, f->end_parameters + w,
+                             f->end_parameters + b, n, in, out, false, z_end);
+        start = z_start;
+        end = z_end;
+    }
+    lca_dense_interpolate_fm(L->output, start, end, f->s, out * n, relu);
+}
 
 /* Forward through layers [first, last) from input (the input of layer
  * first); returns the output of layer last - 1 (the logits, N × outputs,
@@ -67,8 +97,11 @@ static const float *forward_layers(lca_model *m, const float *params, const pass
             /* a ReLU right after, in place on this output, joins its pass */
             bool relu = l + 1 < m->layer_count && m->layers[l + 1].kind == LCA_LAYER_RELU &&
                         m->layers[l + 1].output == NULL;
-            if (ps->feature_major)
-                lca_dense_forward_fm(L->output, input, l == 0, w, b, n, L->in_size, L->out_size, relu);
+            if (ps->feature_major && l == 0 && ps->first)
+                first_layer_forward(m, L, ps, input, w, b, relu);
+            else if (ps->feature_major)
+                lca_dense_forward_fm(L->output, input, l == 0, w, b, n, L->in_size, L->out_size,
+                                     relu, NULL);
             else
                 lca_dense_forward(L->output, input, w, b, n, L->in_size, L->out_size, relu);
             relu_next = relu;
@@ -516,6 +549,8 @@ static lca_status run(lca_model *m, const float *parameters, const int32_t *labe
         ps.n = n - first < block ? n - first : block;
         ps.x = input_rows(input, first, ps.n, features);
         ps.rows_mask = ps.mask ? ps.mask + first : NULL;
+        ps.first = mlp ? input->first : NULL;
+        ps.first_row = first;
         const float *inputs[LCA_MAX_LAYERS];
         const float *logits = forward(m, parameters, &ps, inputs);
         sum = add_loss(m, &ps, logits, labels ? labels + first : NULL,

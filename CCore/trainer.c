@@ -620,6 +620,8 @@ void lca_trainer_memory_use(const lca_trainer *tr, lca_memory_use *out) {
         workspace += lca_model_input_rows(m, g->chunk) * in * sizeof(float) +
                      g->chunk * sizeof(int32_t) + (d->targets ? g->chunk * outs * sizeof(float) : 0);
     }
+    out->first_layer_bytes = tr->train_view.first_bytes + tr->validation_view.first_bytes;
+    workspace += out->first_layer_bytes;
     size_t accumulator = g->worker_count * k * (sizeof(float) + 2 * sizeof(int64_t));
     size_t indices = (2 * tr->train_count + tr->validation_count +
                       (tr->owns_evaluation_indices ? tr->evaluation_count : 0)) * sizeof(uint32_t);

@@ -587,13 +587,15 @@ typedef enum lca_activations {
  * unit gradient and two int64 limbs per parameter); and the workspace that
  * --memory-budget bounds: each worker's activations for its chunk, input
  * rows and labels (worker 0 also takes the training step, in chunks of
- * train_chunk). The four parts add up to lca_trainer_memory_bytes plus
- * the data set's arrays. */
+ * train_chunk), and an MLP's first layer kept along the step
+ * (first_layer_bytes, when the budget holds it; docs/memory.md). The four
+ * parts add up to lca_trainer_memory_bytes plus the data set's arrays. */
 typedef struct lca_memory_use {
     size_t data_bytes;
     size_t parameter_bytes;
     size_t accumulator_bytes;
     size_t workspace_bytes;
+    size_t first_layer_bytes; /* of workspace_bytes: an MLP's first layer kept along the step */
     size_t workers;       /* evaluation workers (0 without LCA) */
     size_t eval_chunk;    /* examples a worker holds at once */
     size_t train_chunk;   /* examples of a minibatch a training pass holds at once */

@@ -426,6 +426,10 @@ public struct MemoryUse: Codable, Hashable, Sendable {
     /// For a residual net, the smallest `--memory-budget` that keeps every
     /// activation at these chunks (0 for other nets).
     public var keepAllBudget: Int
+    /// Of `workspaceBytes`: an MLP's first layer kept along the step, so
+    /// that the passes inside a step skip its product (docs/memory.md); 0
+    /// when the budget cannot hold it, nil in summaries written before it.
+    public var firstLayerBytes: Int?
 
     /// "data 1.2 MiB, parameter vectors 3.4 MiB, exact sums 1.0 MiB (1
     /// worker), workspace 60.1 MiB of the 64.0 MiB budget (chunks:
@@ -435,11 +439,13 @@ public struct MemoryUse: Codable, Hashable, Sendable {
             : activations == "recomputed"
             ? "; blocks recomputed in the backward pass: --memory-budget "
                 + "\((keepAllBudget + (1 << 20) - 1) >> 20)M keeps every activation, faster" : ""
+        let firstLayer = (firstLayerBytes ?? 0) > 0
+            ? "; the first layer kept along the step: \(Format.bytes(firstLayerBytes ?? 0))" : ""
         return "data \(Format.bytes(dataBytes)), parameter vectors \(Format.bytes(parameterBytes)), "
             + "exact sums \(Format.bytes(accumulatorBytes)) (\(workers) worker\(workers == 1 ? "" : "s")), "
             + "workspace \(Format.bytes(workspaceBytes)) of the \(Format.bytes(memoryBudget)) budget "
             + "(chunks: " + (evalChunk > 0 ? "evaluation \(evalChunk), " : "") + "training \(trainChunk)"
-            + residual + ")"
+            + residual + firstLayer + ")"
     }
 }
 

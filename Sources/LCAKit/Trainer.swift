@@ -116,7 +116,8 @@ public final class Trainer {
                          memoryBudget: Int(use.memory_budget),
                          activations: use.activations == LCA_ACTIVATIONS_KEPT ? "kept"
                              : use.activations == LCA_ACTIVATIONS_RECOMPUTED ? "recomputed" : "all",
-                         keepAllBudget: Int(use.keep_all_budget))
+                         keepAllBudget: Int(use.keep_all_budget),
+                         firstLayerBytes: Int(use.first_layer_bytes))
     }
     /// Iterations in one pass over the training split: ⌈training / batch⌉.
     public var iterationsPerEpoch: Int {

@@ -53,9 +53,14 @@ final class LogVersion2Tests: XCTestCase {
     }
 
     /// The same run written today (version 2) agrees with the version-1
-    /// fixture on every shared field, bit for bit (the FMA kernel families
-    /// give the same bytes, docs/kernels.md); `helped`/`hurt` can only
-    /// lose the parameters within the floor to `zero`.
+    /// fixture on every shared field (the FMA kernel families give the same
+    /// bytes, docs/kernels.md): bit for bit for what the ends of a step
+    /// give (losses, first-order LCA, sub-intervals); the allocated LCA
+    /// within 1e-6 of the record's largest |tensor LCA|, since the passes
+    /// inside a step interpolate an MLP's first layer (docs/method.md,
+    /// "The first layer along the step"), which rounds differently from the
+    /// product the fixture's run computed. `helped`/`hurt` can only lose
+    /// the parameters within the floor to `zero`.
     func testVersion1AndVersion2AgreeOnSharedFields() throws {
         if ProcessInfo.processInfo.environment["LCA_KERNEL"] == "portable" {
             throw XCTSkip("the fixture was written with an FMA kernel family")
@@ -70,21 +75,27 @@ final class LogVersion2Tests: XCTestCase {
         XCTAssertEqual(v2.header.tensors, v1.header.tensors)
         XCTAssertEqual(v2.header.units, v1.header.units)
         XCTAssertEqual(v2.records.count, v1.records.count)
-        var moved = 0
+        var moved = 0, worstAllocated = 0.0
         for (a, b) in zip(v1.records, v2.records) {
             XCTAssertEqual(a.iteration, b.iteration)
             XCTAssertEqual(a.epoch, b.epoch)
             XCTAssertEqual(a.batchLoss.bitPattern, b.batchLoss.bitPattern)
             for (x, y) in [(a.train, b.train), (try XCTUnwrap(a.validation), try XCTUnwrap(b.validation))] {
-                for (p, q) in [(x.lossBefore, y.lossBefore), (x.lossAfter, y.lossAfter), (x.lcaTotal, y.lcaTotal),
-                               (x.firstOrderTotal, y.firstOrderTotal), (x.residual, y.residual)] {
+                for (p, q) in [(x.lossBefore, y.lossBefore), (x.lossAfter, y.lossAfter),
+                               (x.firstOrderTotal, y.firstOrderTotal)] {
                     XCTAssertEqual(p.bitPattern, q.bitPattern, "iteration \(a.iteration)")
                 }
                 XCTAssertEqual(x.subintervals, y.subintervals)
                 XCTAssertEqual(x.residualAboveThreshold, y.residualAboveThreshold)
-                XCTAssertEqual(x.tensorLCA.map(\.bitPattern), y.tensorLCA.map(\.bitPattern))
                 XCTAssertEqual(x.tensorFirstOrder.map(\.bitPattern), y.tensorFirstOrder.map(\.bitPattern))
-                XCTAssertEqual(x.unitLCA.map(\.bitPattern), y.unitLCA.map(\.bitPattern))
+                let scale = x.tensorLCA.map(abs).max() ?? 0, tolerance = 1e-6 * scale
+                let allocated = [(x.lcaTotal, y.lcaTotal), (x.residual, y.residual)]
+                    + Array(zip(x.tensorLCA, y.tensorLCA)) + Array(zip(x.unitLCA, y.unitLCA))
+                let worst = allocated.map { abs($0.0 - $0.1) }.max() ?? 0
+                worstAllocated = max(worstAllocated, worst / max(scale, .leastNonzeroMagnitude))
+                XCTAssertLessThanOrEqual(worst, tolerance, "iteration \(a.iteration): allocated LCA")
+                XCTAssertEqual(x.tensorLCA.count, y.tensorLCA.count)
+                XCTAssertEqual(x.unitLCA.count, y.unitLCA.count)
                 for t in 0..<x.tensorLCA.count {
                     XCTAssertLessThanOrEqual(y.tensorHelped[t], x.tensorHelped[t])
                     XCTAssertLessThanOrEqual(y.tensorHurt[t], x.tensorHurt[t])
@@ -94,7 +105,8 @@ final class LogVersion2Tests: XCTestCase {
                 XCTAssertNotNil(y.lcaFloor)
             }
         }
-        print("v1 → v2: \(moved) parameter-iterations moved into zero by the floor")
+        print("v1 → v2: \(moved) parameter-iterations moved into zero by the floor; allocated LCA: worst difference "
+              + "\(worstAllocated) of the record's largest |tensor LCA| (tolerance 1e-6)")
     }
 
     /// The invariants of every version-2 record, from the reader's values:
