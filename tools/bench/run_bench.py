@@ -829,7 +829,11 @@ def write_report(args, results, started_load, finished_load, started, finished, 
             f"them, batch 250, SGD momentum 0.9, lr 0.01, Simpson threshold 0.001, cap 32), "
             f"{args.fc_iterations} iterations; time per iteration = training-loop wall time / "
             "iterations (setup excluded, the initial gradient included). PyTorch runs "
-            "`torch_lca.py` at the chunk its sweep found fastest, from lca's initial weights.\n")
+            "`torch_lca.py` at the chunk its sweep found fastest, from lca's initial weights. "
+            "Both evaluate the same probe points (the `passes` column), but lca's passes inside a step "
+            "interpolate the first layer's pre-activations from the step's ends instead of computing "
+            "its product (docs/method.md, \"The first layer along the step\"), so an lca iteration costs "
+            "less than its passes times the pass above; `torch_lca.py` computes every pass in full.\n")
         add("| program | kernel | chunk | s / iteration | peak RSS MB | passes | others |")
         add("|---|---|---|---|---|---|---|")
         for label, asked in KERNELS:
