@@ -1,11 +1,12 @@
 # Standalone build of the C core and its tests, for sanitizers, valgrind
 # and fuzzers. SwiftPM builds the same sources for the Swift targets.
 #
-#   make test                 build and run the C tests (OpenMP when found)
+#   make test                 build and run the C tests (OpenMP when found;
+#                             TEST_JOBS=2: two at a time, also for fuzz)
 #   make test OPENMP=0        the same with the pthreads back end (what SwiftPM builds)
 #   make asan                 tests under AddressSanitizer + UBSan
 #   make valgrind             tests under valgrind memcheck
-#   make leaks                tests under LeakSanitizer (ASan's detect_leaks=1)
+#   make leaks                make asan with LeakSanitizer on too (ASan's detect_leaks=1)
 #   make fuzz                 libFuzzer targets (Tests/fuzz), each for FUZZ_SECONDS
 #   make fuzz-seeds           rewrite the seed corpora Tests/fuzz/corpus/ with the core
 #   make openmp-info          where OpenMP was looked for and what was found
@@ -126,12 +127,15 @@ $(BUILD)/backend_log: tools/threads/backend_log.c $(BUILD)/liblca.a
 # Runs every C test; each prints its worst differences and exits non-zero
 # on failure. The last line is "N passed, N failed". The tests read data
 # only from the repository: Tests/data, through LCA_TEST_DATA.
+# TEST_JOBS tests at a time (tools/test: one per core; most tests are
+# single-threaded), each one's output printed in one piece when it ends
+# (tools/run-ctests). The slowest start first, so that none is left
+# running alone at the end.
+TEST_JOBS ?= 1
+SLOW_TESTS := $(patsubst %,$(BUILD)/test_%,example_groups layers gemm batchnorm_budget determinism recompute)
+TEST_ORDER := $(filter $(TEST_BINARIES),$(SLOW_TESTS)) $(filter-out $(SLOW_TESTS),$(TEST_BINARIES))
 test: $(TEST_BINARIES)
-	@passed=0; failed=0; for t in $(TEST_BINARIES); do \
-	  echo "== $$t"; start=$$(date +%s%N); \
-	  if (cd $(BUILD) && LCA_TEST_DATA=$(abspath Tests/data) $(abspath $$t)); then passed=$$((passed+1)); else failed=$$((failed+1)); echo "FAILED: $$t"; fi; \
-	  echo "== $$t: $$(( ($$(date +%s%N) - start) / 1000000 )) ms"; \
-	done; echo "ccore: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
+	@tools/run-ctests $(TEST_JOBS) $(BUILD) $(abspath Tests/data) $(TEST_ORDER)
 
 # -fno-sanitize-recover=all: a UBSan finding stops the test (a failure),
 # not a line in the output. No suppressions.
@@ -145,7 +149,9 @@ asan:
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 $(SANITIZED_TEST)
 
 # The same build under LeakSanitizer: any leak fails the test. The one
-# suppression (libomp's thread pool) is in Tests/lsan.supp with its reason.
+# suppression (libomp's thread pool) is in Tests/lsan.supp with its reason;
+# it names only leaks, so this run finds all that `make asan` finds as well
+# (tools/test runs only this one).
 leaks:
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath Tests/lsan.supp):print_suppressions=0 $(SANITIZED_TEST)
 
@@ -171,17 +177,21 @@ fuzz-build:
 $(BUILD)/fuzz_%: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz_support.h $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) -fsanitize=fuzzer $< $(BUILD)/liblca.a $(LDLIBS) -o $@
 
+# TEST_JOBS targets at a time (each libFuzzer run is one process on one
+# core, so each still gets its FUZZ_SECONDS of a core), each target's
+# output kept together (--output-sync), every target run (-k).
 fuzz: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes; \
-	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
-	  case $$t in spec) asan="$(FUZZ_ASAN_spec)"; args="$(FUZZ_ARGS_spec)";; *) asan=; args=;; esac; \
-	  ASAN_OPTIONS=detect_leaks=1$$asan build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$args \
-	    -rss_limit_mb=2048 -timeout=10 -artifact_prefix=build/fuzz/crashes/fuzz_$$t- \
-	    build/fuzz/corpus/$$t Tests/fuzz/corpus/fuzz_$$t 2>build/fuzz/fuzz_$$t.out; rc=$$?; \
-	  grep -E '^stat::number_of_executed_units|^Done|ERROR|SUMMARY' build/fuzz/fuzz_$$t.out; \
-	  if [ $$rc -ne 0 ]; then tail -40 build/fuzz/fuzz_$$t.out; echo "FAILED: fuzz_$$t (see build/fuzz/fuzz_$$t.out, build/fuzz/crashes/)"; exit 1; fi; \
-	done; echo "fuzz: $(words $(FUZZ_TARGETS)) targets, no finding"
+	@$(MAKE) -s --no-print-directory -k --output-sync=target -j$(TEST_JOBS) $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS)) && \
+	  echo "fuzz: $(words $(FUZZ_TARGETS)) targets, no finding"
+
+fuzz-run-%:
+	@mkdir -p build/fuzz/corpus/$* build/fuzz/crashes; \
+	  echo "== fuzz_$* for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1$(FUZZ_ASAN_$*) build/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS_$*) \
+	    -rss_limit_mb=2048 -timeout=10 -artifact_prefix=build/fuzz/crashes/fuzz_$*- \
+	    build/fuzz/corpus/$* Tests/fuzz/corpus/fuzz_$* 2>build/fuzz/fuzz_$*.out; rc=$$?; \
+	  grep -E '^stat::number_of_executed_units|^Done|ERROR|SUMMARY' build/fuzz/fuzz_$*.out; \
+	  if [ $$rc -ne 0 ]; then tail -40 build/fuzz/fuzz_$*.out; echo "FAILED: fuzz_$* (see build/fuzz/fuzz_$*.out, build/fuzz/crashes/)"; exit 1; fi
 
 $(BUILD)/make_seeds: Tests/fuzz/make_seeds.c Tests/fuzz/fuzz_support.h $(BUILD)/liblca.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/liblca.a $(LDLIBS) -o $@
