@@ -275,6 +275,12 @@ static lca_status init_view_groups(lca_view *v, lca_integrator *g, const lca_dat
     return LCA_OK;
 }
 
+/* How many of a view's units are this rank's: units rank, rank + ranks, …
+ * (ranks.h) */
+static size_t units_owned(size_t units, size_t rank, size_t ranks) {
+    return rank < units ? (units - rank + ranks - 1) / ranks : 0;
+}
+
 /* The first layer along the step (above lca_view_step_groups): the view
  * keeps its values at both ends when what is left of the budget holds
  * them; else each worker gets one block's scratch to compute them again
@@ -284,8 +290,7 @@ static lca_status init_first_layer(lca_view *v, lca_integrator *g) {
     if (!lca_model_streams_input(m)) return LCA_OK;
     size_t width = m->layers[0].out_size;
     size_t units = (v->count + g->unit - 1) / g->unit;
-    size_t ranks = (size_t)lca_ranks_size(), rank = (size_t)lca_ranks_rank();
-    size_t owned = rank < units ? (units - rank + ranks - 1) / ranks : 0;
+    size_t owned = units_owned(units, (size_t)lca_ranks_rank(), (size_t)lca_ranks_size());
     size_t floats = lca_size_mul_add(lca_size_mul_add(owned, g->unit, 0), width, 0);
     size_t bytes = lca_size_mul_add(floats, 2 * sizeof(float), 0);
     if (owned > 0 && bytes <= g->budget_left) {
@@ -630,7 +635,7 @@ static void evaluate_units(eval_pass *p, lca_eval_worker *w) {
     for (;;) {
         if (atomic_load_explicit(&p->failed, memory_order_relaxed)) return;
         size_t j = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (j >= (p->units - p->rank + p->ranks - 1) / p->ranks) return;
+        if (j >= units_owned(p->units, p->rank, p->ranks)) return;
         size_t u = p->rank + j * p->ranks, slot = j * p->g->unit;
         if (p->g->group_count > 0) evaluate_unit_groups(p, w, u, slot);
         else evaluate_unit(p, w, u, slot);
@@ -665,7 +670,7 @@ static lca_status evaluate_view(lca_integrator *g, const lca_view *v, const floa
      * without MPI. A rank with no unit still takes part in the combine. */
     p.ranks = (size_t)lca_ranks_size();
     p.rank = (size_t)lca_ranks_rank();
-    size_t owned = p.rank < p.units ? (p.units - p.rank + p.ranks - 1) / p.ranks : 0;
+    size_t owned = units_owned(p.units, p.rank, p.ranks);
     if (p.rank >= p.units) p.rank = p.units; /* evaluate_units then takes none */
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, false);
